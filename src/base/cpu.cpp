@@ -1,0 +1,35 @@
+#include "base/cpu.h"
+
+#include <unistd.h>
+
+namespace sickle {
+
+std::string CpuFeatures::summary() const {
+  std::string s;
+  auto add = [&](bool b, const char* n) { if (b) { if (!s.empty()) s += ' '; s += n; } };
+  add(avx2, "avx2"); add(fma, "fma"); add(f16c, "f16c"); add(avx512f, "avx512f");
+  add(avx512bw, "avx512bw"); add(avx512vnni, "avx512vnni"); add(avxvnni, "avxvnni");
+  return s.empty() ? "scalar" : s;
+}
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    c.avx2 = __builtin_cpu_supports("avx2");
+    c.fma = __builtin_cpu_supports("fma");
+    c.f16c = __builtin_cpu_supports("f16c");
+    c.avx512f = __builtin_cpu_supports("avx512f");
+    c.avx512bw = __builtin_cpu_supports("avx512bw");
+    c.avx512vl = __builtin_cpu_supports("avx512vl");
+    c.avx512vnni = __builtin_cpu_supports("avx512vnni");
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    c.n_cores = n > 0 ? int(n) : 1;
+    return c;
+  }();
+  return f;
+}
+
+}  // namespace sickle
