@@ -1,0 +1,106 @@
+// sickle/model/model.h — the DeepSeek-V3 / Kimi-K2 forward pass on CPU (api.md §3).
+//
+// One forward pass serves observe, eval, run and serve. Semantics follow HF modeling_deepseek
+// (model-format.md §5). Attention always uses the absorbed MLA form, for prefill and decode
+// alike, so there is one attention path; the KV cache of a sequence holds, per layer and
+// token, the normalized latent c [kv_lora_rank] and the roped key k_pe [qk_rope_head_dim],
+// both f32 (576 floats = 2304 bytes per token per layer for Kimi/DeepSeek-V3).
+//
+// Threading: forward() is not reentrant (one caller thread at a time); it uses the model's own
+// persistent thread pool. Observer callbacks come from the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "model/hooks.h"
+
+namespace sickle {
+
+class ThreadPool;
+class Model;
+
+struct ModelOptions {
+  int n_threads = 0;          // 0 = all cores
+  int64_t max_context = 0;    // 0 = config max_position_embeddings; longer sequences are an error
+  int64_t max_step_tokens = 512;  // scratch preallocated for this many tokens per step (grows if exceeded)
+};
+
+// The KV cache of one sequence: per layer, [n_past, kv_lora_rank + qk_rope_head_dim] f32.
+// Capacity grows geometrically when tokens are appended past it (never on most decode steps).
+class Sequence {
+ public:
+  int64_t n_past() const { return n_past_; }
+  // Forget everything after the first n_tokens (prefix caching / rollback). n_tokens <= n_past.
+  void truncate(int64_t n_tokens);
+  int64_t capacity() const { return capacity_; }
+  // Bytes of cache currently allocated.
+  uint64_t cache_bytes() const;
+
+ private:
+  friend class Model;
+  explicit Sequence(const Model* owner, int64_t n_layers, int64_t row);
+  void reserve(int64_t n_tokens);
+  const Model* owner_ = nullptr;
+  int64_t n_past_ = 0, capacity_ = 0, row_ = 0;  // row_ = kv_lora_rank + qk_rope_head_dim
+  std::vector<std::vector<float>> cache_;        // per layer: [capacity, row_]
+};
+
+// One item of a step: append `tokens` to `seq` (a prefill chunk or one decode token).
+struct StepItem {
+  Sequence* seq = nullptr;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;  // logits for every position of the item (else the last only)
+};
+
+struct ModelImpl;
+
+class Model {
+ public:
+  // Opens and validates the checkpoint (Checkpoint::open), resolves every weight, builds the
+  // RoPE tables, starts the thread pool and preallocates step scratch. Throws sickle::Error.
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const ModelOptions& options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const Checkpoint& checkpoint() const;
+  ThreadPool& pool();
+  int64_t max_context() const;
+  int64_t vocab_size() const { return config().vocab_size; }
+
+  // Attach an observer (model/hooks.h); nullptr detaches. Not owned.
+  void set_observer(ForwardObserver* obs);
+  // Routed experts of layer il that may be chosen (allowed.size() == n_experts(il); 1 = allowed).
+  // Masked experts get choice score -inf before group scoring and top-k, so they are never
+  // chosen. An empty vector clears the mask. Throws if fewer than num_experts_per_tok remain.
+  void set_expert_mask(int64_t il, std::vector<uint8_t> allowed);
+
+  std::unique_ptr<Sequence> new_sequence() const;
+
+  // One step over several sequences. Every item's tokens are appended to its sequence (items
+  // must name distinct sequences). `logits` is resized to [rows, vocab] where rows = sum over
+  // items of (all_logits ? n_tokens : 1), in item order. MoE work is grouped by expert across
+  // all tokens of the step. Throws sickle::Error (before changing any sequence) on a token id
+  // outside [0, vocab) or a sequence that would pass max_context.
+  void forward(std::span<StepItem> items, std::vector<float>& logits);
+  // Convenience: one item.
+  void forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits,
+               bool all_logits = false);
+
+  // Bytes of weights read per token on average when decoding one sequence: attention, dense
+  // MLP / shared experts, router, k routed experts of average size, lm_head, one embedding row.
+  uint64_t active_bytes_per_token() const;
+
+ private:
+  Model();
+  std::unique_ptr<ModelImpl> impl_;
+};
+
+}  // namespace sickle
