@@ -1,0 +1,60 @@
+#include "kernels/ops.h"
+
+#include <cmath>
+
+#include "base/numeric.h"
+
+namespace sickle {
+
+namespace {
+template <class W>
+void rmsnorm_impl(const float* x, W w_at, float eps, int64_t n, float* out) {
+  double ss = 0;  // double: a 7168-long sum of squares loses bits in f32
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  float inv = 1.0f / std::sqrt(float(ss / double(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w_at(i);
+}
+}  // namespace
+
+void rmsnorm(const float* x, const float* w, float eps, int64_t n, float* out) {
+  rmsnorm_impl(x, [w](int64_t i) { return w[i]; }, eps, n, out);
+}
+void rmsnorm(const float* x, const uint16_t* w, float eps, int64_t n, float* out) {
+  rmsnorm_impl(x, [w](int64_t i) { return bf16_to_f32(w[i]); }, eps, n, out);
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  float inv = 1.0f / s;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void scale(float* x, float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= a;
+}
+
+}  // namespace sickle

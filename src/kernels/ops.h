@@ -1,0 +1,22 @@
+// sickle/kernels/ops.h — small f32 vector helpers used by the forward pass.
+// All math in f32. Pointers need no alignment. n is the vector length.
+#pragma once
+
+#include <cstdint>
+
+namespace sickle {
+
+// out = x / sqrt(mean(x^2) + eps) * w (RMSNorm, DeepSeek-V3 modeling: f32 math). out may be x.
+void rmsnorm(const float* x, const float* w, float eps, int64_t n, float* out);
+void rmsnorm(const float* x, const uint16_t* w_bf16, float eps, int64_t n, float* out);
+// out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). out may alias gate or up.
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+// In place: x = exp(x - max) / sum.
+void softmax(float* x, int64_t n);
+float dot(const float* a, const float* b, int64_t n);
+// y += a * x
+void axpy(float a, const float* x, float* y, int64_t n);
+// x *= a
+void scale(float* x, float a, int64_t n);
+
+}  // namespace sickle

@@ -1,0 +1,106 @@
+#include "runtime/thread_pool.h"
+
+#include "base/cpu.h"
+#include "base/error.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SICKLE_PAUSE() _mm_pause()
+#else
+#define SICKLE_PAUSE() ((void)0)
+#endif
+
+namespace sickle {
+
+namespace {
+// The pool whose task this thread is running (nested calls run inline).
+thread_local const ThreadPool* tl_running_pool = nullptr;
+
+// Spin this many pause iterations (~40-140 cycles each) before sleeping in the kernel: a
+// decode step issues parallel_for calls back to back, microseconds apart, and a futex
+// wake-up costs tens of microseconds; on an oversubscribed machine spinning longer only
+// steals time from the thread we wait for.
+constexpr int kSpinIters = 1 << 12;
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) {
+  if (n_threads <= 0) n_threads = cpu_features().n_cores;
+  SICKLE_CHECK(n_threads >= 1 && n_threads <= 4096, "n_threads = {}", n_threads);
+  n_threads_ = n_threads;
+  workers_.reserve(n_threads_ - 1);
+  for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  for (auto& w : workers_) w.join();
+}
+
+bool ThreadPool::in_parallel_region() const { return tl_running_pool == this; }
+
+void ThreadPool::do_share(int tid) {
+  if (chunk_ == 0) {
+    if (tid >= n_active_) return;
+    int64_t b = n_items_ * tid / n_active_, e = n_items_ * (tid + 1) / n_active_;
+    if (b < e) task_.call(task_.obj, b, e, tid);
+    return;
+  }
+  for (;;) {
+    int64_t b = next_chunk_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (b >= n_items_) return;
+    int64_t e = b + chunk_ < n_items_ ? b + chunk_ : n_items_;
+    task_.call(task_.obj, b, e, tid);
+  }
+}
+
+void ThreadPool::run(int64_t n_items, int64_t chunk, TaskRef task) {
+  // Inline: a single thread, a single item (static split), or a nested call.
+  bool tiny = chunk == 0 ? n_items <= 1 : n_items <= chunk;
+  if (n_threads_ == 1 || tiny || tl_running_pool == this) {
+    task.call(task.obj, 0, n_items, 0);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(call_mutex_);
+  task_ = task;
+  n_items_ = n_items;
+  chunk_ = chunk;
+  n_active_ = chunk == 0 ? int(n_items < n_threads_ ? n_items : n_threads_) : n_threads_;
+  next_chunk_.store(0, std::memory_order_relaxed);
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
+
+  tl_running_pool = this;
+  do_share(0);
+  tl_running_pool = nullptr;
+
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < kSpinIters) {
+      SICKLE_PAUSE();
+    } else {
+      int p = pending_.load(std::memory_order_acquire);
+      if (p != 0) pending_.wait(p, std::memory_order_acquire);
+    }
+  }
+}
+
+void ThreadPool::worker_main(int tid) {
+  uint64_t seen = generation_.load(std::memory_order_acquire);
+  for (;;) {
+    uint64_t g;
+    for (int i = 0; (g = generation_.load(std::memory_order_acquire)) == seen; ++i) {
+      if (i < kSpinIters) SICKLE_PAUSE();
+      else generation_.wait(seen, std::memory_order_acquire);
+    }
+    seen = g;
+    if (stop_.load(std::memory_order_acquire)) return;
+    tl_running_pool = this;
+    do_share(tid);
+    tl_running_pool = nullptr;
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+  }
+}
+
+}  // namespace sickle
