@@ -1,0 +1,54 @@
+// sickle/eval/metrics.h — token-level quality metrics of a (student) model, optionally against a
+// teacher (the unpruned original): perplexity, top-1 agreement, KL(teacher || student), and the
+// fraction of tokens whose teacher top-1 is in the student's top-5.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sickle {
+
+struct EvalTotals {
+  int64_t n_tokens = 0;          // tokens scored (positions with a next-token target)
+  double nll_sum = 0;            // student: sum of -log p(target)
+  double teacher_nll_sum = 0;    // teacher, same positions
+  int64_t n_compared = 0;        // positions with teacher logits
+  double kl_sum = 0;             // sum of KL(teacher || student), nats
+  int64_t top1_agree = 0;        // argmax student == argmax teacher
+  int64_t teacher_top1_in_top5 = 0;
+  int64_t nonfinite_logits = 0;  // positions whose student logits had NaN/Inf
+
+  double ppl() const;
+  double teacher_ppl() const;
+  double ppl_ratio() const;  // ppl / teacher_ppl
+  double mean_kl() const;
+  double top1() const;
+  double top5() const;
+  void merge(const EvalTotals& o);
+  // Named values for reports and --fail-if: ppl, teacher_ppl, ppl_ratio, kl, top1, top5,
+  // tokens, nonfinite.
+  std::map<std::string, double> values() const;
+};
+
+// log-softmax of row[vocab] in f64; returns log-sum-exp. Non-finite input -> returns NaN.
+double log_sum_exp(const float* logits, int64_t vocab);
+
+// Scores one position. `teacher` may be null. Both rows are raw logits [vocab].
+void score_position(EvalTotals& t, const float* student, const float* teacher, int64_t vocab, int32_t target);
+
+// --fail-if gates: "ppl_ratio>1.5,top1<0.6". Each clause: NAME OP NUMBER with OP in
+// > < >= <= == !=. A gate "fails" when its clause is TRUE. Throws Error on a malformed clause or
+// an unknown name.
+struct Gate {
+  std::string name, op;
+  double value = 0;
+  std::string text;
+};
+std::vector<Gate> parse_gates(const std::string& spec, const std::vector<std::string>& known_names);
+// Returns the gates that fire on `values`; a gate naming a value that is absent (e.g. a teacher
+// metric without --teacher) throws Error.
+std::vector<Gate> failing_gates(const std::vector<Gate>& gates, const std::map<std::string, double>& values);
+
+}  // namespace sickle
