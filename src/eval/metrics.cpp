@@ -50,7 +50,7 @@ double log_sum_exp(const float* x, int64_t n) {
 }
 
 namespace {
-int64_t argmax(const float* x, int64_t n) {
+int64_t argmax_row(const float* x, int64_t n) {
   int64_t best = 0;
   for (int64_t i = 1; i < n; ++i)
     if (x[i] > x[best]) best = i;
@@ -79,7 +79,7 @@ void score_position(EvalTotals& t, const float* s, const float* teacher, int64_t
     kl += std::exp(lt) * (lt - ls);
   }
   t.kl_sum += std::max(0.0, kl);
-  int64_t ta = argmax(teacher, vocab), sa = argmax(s, vocab);
+  int64_t ta = argmax_row(teacher, vocab), sa = argmax_row(s, vocab);
   if (ta == sa) t.top1_agree += 1;
   // teacher's top-1 is in the student's top-5 iff fewer than 5 student logits beat it
   // (ties counted in the teacher token's favour).
