@@ -44,6 +44,7 @@ class Sequence {
 
  private:
   friend class Model;
+  friend struct ModelImpl;
   explicit Sequence(const Model* owner, int64_t n_layers, int64_t row);
   void reserve(int64_t n_tokens);
   const Model* owner_ = nullptr;

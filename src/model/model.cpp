@@ -1,0 +1,683 @@
+// sickle/model/model.cpp — the DeepSeek-V3 / Kimi-K2 forward pass (model-format.md §5, HF
+// modeling_deepseek semantics). One layer is: attention (MLA, absorbed form) then MLP (dense
+// for il < first_k_dense_replace, else MoE with the noaux_tc router and shared experts), each
+// wrapped in RMSNorm + residual. All activations are f32; weights stay in their native
+// encoding (kernels/linear.h reads bf16, fp8 block and int4 group directly).
+//
+// Buffer convention: row-major, outermost first; [T, ...] means one row per token of the step.
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numbers>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/numeric.h"
+#include "kernels/linear.h"
+#include "kernels/ops.h"
+#include "model/rope.h"
+#include "runtime/thread_pool.h"
+
+namespace sickle {
+
+// ---------------------------------------------------------------------------------------------
+// Sequence
+
+Sequence::Sequence(const Model* owner, int64_t n_layers, int64_t row)
+    : owner_(owner), row_(row), cache_(size_t(n_layers)) {}
+
+void Sequence::truncate(int64_t n_tokens) {
+  if (n_tokens < 0 || n_tokens > n_past_)
+    fail("Sequence::truncate: {} tokens requested but the sequence holds {}", n_tokens, n_past_);
+  n_past_ = n_tokens;
+}
+
+uint64_t Sequence::cache_bytes() const {
+  uint64_t b = 0;
+  for (const auto& c : cache_) b += c.capacity() * sizeof(float);
+  return b;
+}
+
+// Grows geometrically (x1.5, at least 256 tokens), so a decode step allocates only when it
+// crosses a capacity boundary.
+void Sequence::reserve(int64_t n_tokens) {
+  if (n_tokens <= capacity_) return;
+  int64_t cap = std::max<int64_t>({n_tokens, capacity_ + capacity_ / 2, 256});
+  for (auto& c : cache_) c.resize(size_t(cap * row_));
+  capacity_ = cap;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+namespace {
+
+// A 1-D tensor of any float dtype as f32 (norm weights, router bias).
+std::vector<float> load_vector(const Checkpoint& ck, const std::string& name, int64_t n) {
+  TensorView t = ck.tensor(name);
+  if (t.numel() != n) fail("{}: tensor '{}' has {} elements, expected {}", ck.dir().string(), name, t.numel(), n);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    switch (t.dtype) {
+      case DType::F32: v[i] = t.as<float>()[i]; break;
+      case DType::BF16: v[i] = bf16_to_f32(t.as<uint16_t>()[i]); break;
+      case DType::F16: v[i] = f16_to_f32(t.as<uint16_t>()[i]); break;
+      default: fail("{}: tensor '{}' has dtype {}, expected F32, BF16 or F16", ck.dir().string(), name, dtype_name(t.dtype));
+    }
+  }
+  return v;
+}
+
+struct Mlp {
+  WeightView gate, up, down;  // [I, H], [I, H], [H, I]
+  int64_t inter = 0;
+};
+
+}  // namespace
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;  // [H], [H]
+  std::vector<float> q_a_norm;             // [q_lora]
+  std::vector<float> kv_a_norm;            // [kv_lora]
+  WeightView q_a;                          // [q_lora, H]
+  WeightView q_b;                          // [n_heads * (nope + rope), q_lora]
+  WeightView q;                            // [n_heads * (nope + rope), H] when q_lora_rank == 0
+  WeightView kv_a;                         // [kv_lora + rope, H]
+  WeightView kv_b;                         // [n_heads * (nope + v), kv_lora]
+  // f32 copy of kv_b when it is small (<= kKvbCopyBytes): the absorbed form reads it one row
+  // at a time per head, so for big models rows are dequantized on the fly instead.
+  std::vector<float> kv_b_f32;             // [n_heads * (nope + v), kv_lora] or empty
+  WeightView o;                            // [H, n_heads * v]
+  bool is_moe = false;
+  Mlp dense;                               // first_k_dense_replace layers
+  WeightView router;                       // [E, H]
+  std::vector<float> router_bias;          // [E] e_score_correction_bias (choice only)
+  Mlp shared;                              // shared experts (inter = moe_I * n_shared)
+  std::vector<Mlp> experts;                // [E]
+  std::vector<uint8_t> allowed;            // [E] expert mask; empty = all allowed
+};
+
+// Step scratch, sized for `cap` tokens; grows (rarely) when a step has more tokens.
+struct Scratch {
+  int64_t cap = 0;
+  std::vector<float> x;         // [T, H] residual stream
+  std::vector<float> xn;        // [T, H] normed input of the current block
+  std::vector<float> q_lat;     // [T, q_lora]
+  std::vector<float> q;         // [T, n_heads * (nope + rope)]
+  std::vector<float> kv_lat;    // [T, kv_lora + rope]
+  std::vector<float> attn;      // [T, n_heads * v]
+  std::vector<float> tmp;       // [T, H] block output before the residual add
+  std::vector<float> gate, up;  // [T, I_max]
+  std::vector<float> rope_cos, rope_sin;  // [T, rope / 2]
+  std::vector<float> router_logits;       // [T, E_max]
+  std::vector<float> choice;              // [T, E_max] scratch for routing
+  std::vector<int32_t> chosen;            // [T, k]
+  std::vector<float> weights;             // [T, k] without routed_scaling_factor
+  std::vector<int32_t> bucket_count;      // [E_max]
+  std::vector<int32_t> bucket_start;      // [E_max + 1]
+  std::vector<int32_t> bucket_entries;    // [T * k] token * k + slot, grouped by expert
+  std::vector<float> xe, ge, ue, ye;      // [T, H], [T, moe_I], [T, moe_I], [T, H]
+  std::vector<float> moe_out;             // [T, H]
+  std::vector<float> expert_out;          // [T, k, H] only when an observer wants it
+  std::vector<int64_t> pos;               // [T] absolute position of each token
+  std::vector<int32_t> tok;               // [T]
+  std::vector<float> head_rows;           // [rows, H] normed rows that need logits
+};
+
+struct ModelImpl {
+  std::unique_ptr<Checkpoint> ck;
+  ModelConfig c;
+  ModelOptions options;
+  std::unique_ptr<ThreadPool> pool;
+  ForwardObserver* observer = nullptr;
+  int64_t max_context = 0;
+  float softmax_scale = 0;
+  std::vector<float> inv_freq;  // [rope / 2] YaRN inverse frequencies
+  float rope_mscale = 1;        // cos/sin multiplier
+  WeightView embed;             // [V, H]
+  WeightView lm_head;           // [V, H] (embed when tied)
+  std::vector<float> final_norm;  // [H]
+  std::vector<LayerWeights> layers;
+  int64_t max_inter = 0, max_experts = 0;
+  Scratch s;
+  // Per-thread attention scratch: q_abs [T, kv_lora], o_lat [T, kv_lora], row [kv_lora],
+  // scores [ctx]. Grown in forward() before the parallel region.
+  struct ThreadScratch {
+    std::vector<float> q_abs, o_lat, row, scores;
+  };
+  std::vector<ThreadScratch> ts;
+
+  void reserve_step(int64_t n_tokens);
+  void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
+  void mlp(const Mlp& m, int64_t T, const float* in, float* out);
+  void moe(LayerWeights& L, int64_t il, int64_t T);
+  void route(LayerWeights& L, int64_t T);
+};
+
+namespace {
+constexpr uint64_t kKvbCopyBytes = 64ull << 20;  // f32 copy of kv_b up to 64 MiB per layer
+
+void resize(std::vector<float>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+}
+template <class T>
+void resize(std::vector<T>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+}
+}  // namespace
+
+void ModelImpl::reserve_step(int64_t T) {
+  if (T <= s.cap) return;
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads;
+  resize(s.x, T * H);
+  resize(s.xn, T * H);
+  resize(s.q_lat, T * std::max<int64_t>(c.q_lora_rank, 1));
+  resize(s.q, T * nh * c.qk_head_dim());
+  resize(s.kv_lat, T * (c.kv_lora_rank + c.qk_rope_head_dim));
+  resize(s.attn, T * nh * c.v_head_dim);
+  resize(s.tmp, T * H);
+  resize(s.gate, T * max_inter);
+  resize(s.up, T * max_inter);
+  resize(s.rope_cos, T * c.qk_rope_head_dim / 2);
+  resize(s.rope_sin, T * c.qk_rope_head_dim / 2);
+  const int64_t k = c.num_experts_per_tok;
+  if (max_experts > 0) {
+    resize(s.router_logits, T * max_experts);
+    resize(s.choice, T * max_experts);
+    resize(s.chosen, T * k);
+    resize(s.weights, T * k);
+    resize(s.bucket_count, max_experts);
+    resize(s.bucket_start, max_experts + 1);
+    resize(s.bucket_entries, T * k);
+    resize(s.xe, T * H);
+    resize(s.ge, T * c.moe_intermediate_size);
+    resize(s.ue, T * c.moe_intermediate_size);
+    resize(s.ye, T * H);
+    resize(s.moe_out, T * H);
+  }
+  resize(s.pos, T);
+  resize(s.tok, T);
+  resize(s.head_rows, T * H);
+  for (auto& t : ts) {
+    resize(t.q_abs, T * c.kv_lora_rank);
+    resize(t.o_lat, T * c.kv_lora_rank);
+  }
+  s.cap = T;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+Model::Model() : impl_(std::make_unique<ModelImpl>()) {}
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const ModelOptions& options) {
+  std::unique_ptr<Model> m(new Model());
+  ModelImpl& I = *m->impl_;
+  I.ck = Checkpoint::open(dir);
+  I.c = I.ck->config();
+  I.options = options;
+  const ModelConfig& c = I.c;
+  const Checkpoint& ck = *I.ck;
+  const TensorNames& N = ck.names();
+  const std::string where = (dir / "config.json").string();
+  if (c.topk_method != "noaux_tc" && c.topk_method != "greedy")
+    fail("{}: topk_method '{}' is not supported (noaux_tc or greedy)", where, c.topk_method);
+  if (c.scoring_func != "sigmoid" && c.scoring_func != "softmax")
+    fail("{}: scoring_func '{}' is not supported (sigmoid or softmax)", where, c.scoring_func);
+  if (c.qk_rope_head_dim % 2) fail("{}: qk_rope_head_dim = {} must be even", where, c.qk_rope_head_dim);
+  if (c.num_experts_per_tok <= 0 && c.n_routed_experts > 0)
+    fail("{}: num_experts_per_tok = {} must be positive", where, c.num_experts_per_tok);
+
+  I.max_context = options.max_context > 0 ? options.max_context : c.max_position_embeddings;
+  if (I.max_context <= 0) fail("{}: max_position_embeddings = {} must be positive", where, c.max_position_embeddings);
+
+  // RoPE and the attention scale (rope.h cites the formulas).
+  RopeParams rp = rope_params(c);
+  I.inv_freq = rp.inv_freq;
+  I.rope_mscale = rp.cos_sin_scale;
+  I.softmax_scale = rp.softmax_scale;
+
+  I.embed = ck.weight(N.embed().substr(0, N.embed().size() - 7));
+  I.lm_head = ck.has_weight(N.lm_head().substr(0, N.lm_head().size() - 7))
+                  ? ck.weight(N.lm_head().substr(0, N.lm_head().size() - 7))
+                  : I.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
+  I.final_norm = load_vector(ck, N.final_norm(), c.hidden_size);
+
+  I.layers.resize(size_t(c.num_hidden_layers));
+  I.max_inter = 1;
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    LayerWeights& L = I.layers[il];
+    auto W = [&](const char* rest) { return ck.weight(N.layer(il, rest)); };
+    L.attn_norm = load_vector(ck, N.layer(il, "input_layernorm.weight"), c.hidden_size);
+    L.ffn_norm = load_vector(ck, N.layer(il, "post_attention_layernorm.weight"), c.hidden_size);
+    if (c.q_lora_rank > 0) {
+      L.q_a = W("self_attn.q_a_proj");
+      L.q_b = W("self_attn.q_b_proj");
+      L.q_a_norm = load_vector(ck, N.layer(il, "self_attn.q_a_layernorm.weight"), c.q_lora_rank);
+    } else {
+      L.q = W("self_attn.q_proj");
+    }
+    L.kv_a = W("self_attn.kv_a_proj_with_mqa");
+    L.kv_a_norm = load_vector(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), c.kv_lora_rank);
+    L.kv_b = W("self_attn.kv_b_proj");
+    if (uint64_t(L.kv_b.rows) * L.kv_b.cols * 4 <= kKvbCopyBytes) {
+      L.kv_b_f32.resize(size_t(L.kv_b.rows * L.kv_b.cols));
+      for (int64_t r = 0; r < L.kv_b.rows; ++r) L.kv_b.dequant_row(r, L.kv_b_f32.data() + r * L.kv_b.cols);
+    }
+    L.o = W("self_attn.o_proj");
+    L.is_moe = c.is_moe_layer(il);
+    if (!L.is_moe) {
+      L.dense = {W("mlp.gate_proj"), W("mlp.up_proj"), W("mlp.down_proj"), c.intermediate_size};
+      I.max_inter = std::max(I.max_inter, c.intermediate_size);
+      continue;
+    }
+    const int64_t E = c.n_experts(il);
+    if (E < c.num_experts_per_tok)
+      fail("{}: layer {} has {} experts but num_experts_per_tok = {}", where, il, E, c.num_experts_per_tok);
+    if (c.n_group > 1 && E % c.n_group)
+      fail("{}: layer {} has {} experts, not divisible by n_group = {}", where, il, E, c.n_group);
+    I.max_experts = std::max(I.max_experts, E);
+    L.router = W("mlp.gate");
+    const std::string bias_name = N.layer(il, "mlp.gate.e_score_correction_bias");
+    if (ck.has(bias_name)) L.router_bias = load_vector(ck, bias_name, E);
+    if (c.n_shared_experts > 0) {
+      L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj"),
+                  c.moe_intermediate_size * c.n_shared_experts};
+      I.max_inter = std::max(I.max_inter, L.shared.inter);
+    }
+    L.experts.resize(size_t(E));
+    for (int64_t e = 0; e < E; ++e)
+      L.experts[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
+                      ck.weight(N.expert(il, e, "down_proj")), c.moe_intermediate_size};
+    I.max_inter = std::max(I.max_inter, c.moe_intermediate_size);
+  }
+
+  I.pool = std::make_unique<ThreadPool>(options.n_threads);
+  I.ts.resize(size_t(I.pool->size()));
+  for (auto& t : I.ts) t.row.resize(size_t(c.kv_lora_rank));
+  I.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
+  return m;
+}
+
+const ModelConfig& Model::config() const { return impl_->c; }
+const Checkpoint& Model::checkpoint() const { return *impl_->ck; }
+ThreadPool& Model::pool() { return *impl_->pool; }
+int64_t Model::max_context() const { return impl_->max_context; }
+void Model::set_observer(ForwardObserver* obs) { impl_->observer = obs; }
+
+void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
+  const ModelConfig& c = impl_->c;
+  if (il < 0 || il >= c.num_hidden_layers) fail("expert mask: layer {} out of range [0, {})", il, c.num_hidden_layers);
+  LayerWeights& L = impl_->layers[il];
+  if (!L.is_moe) fail("expert mask: layer {} is a dense layer", il);
+  if (allowed.empty()) {
+    L.allowed.clear();
+    return;
+  }
+  const int64_t E = int64_t(L.experts.size());
+  if (int64_t(allowed.size()) != E) fail("expert mask: layer {} has {} experts, mask has {}", il, E, allowed.size());
+  int64_t n_allowed = 0;
+  for (uint8_t a : allowed) n_allowed += a != 0;
+  if (n_allowed < c.num_experts_per_tok)
+    fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed, c.num_experts_per_tok);
+  L.allowed = std::move(allowed);
+}
+
+std::unique_ptr<Sequence> Model::new_sequence() const {
+  return std::unique_ptr<Sequence>(
+      new Sequence(this, impl_->c.num_hidden_layers, impl_->c.kv_lora_rank + impl_->c.qk_rope_head_dim));
+}
+
+uint64_t Model::active_bytes_per_token() const {
+  const ModelImpl& I = *impl_;
+  const int64_t H = I.c.hidden_size;
+  uint64_t b = I.lm_head.storage_bytes() + I.embed.storage_bytes() / uint64_t(std::max<int64_t>(I.embed.rows, 1)) +
+               uint64_t(H) * 4;
+  for (const auto& L : I.layers) {
+    b += L.q_a.data ? L.q_a.storage_bytes() + L.q_b.storage_bytes() : L.q.storage_bytes();
+    b += L.kv_a.storage_bytes() + L.kv_b.storage_bytes() + L.o.storage_bytes();
+    if (!L.is_moe) {
+      b += L.dense.gate.storage_bytes() + L.dense.up.storage_bytes() + L.dense.down.storage_bytes();
+      continue;
+    }
+    b += L.router.storage_bytes();
+    if (L.shared.gate.data) b += L.shared.gate.storage_bytes() + L.shared.up.storage_bytes() + L.shared.down.storage_bytes();
+    uint64_t all = 0;
+    for (const auto& e : L.experts) all += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
+    b += all / L.experts.size() * uint64_t(I.c.num_experts_per_tok);
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits) {
+  StepItem item{&seq, tokens, all_logits};
+  forward(std::span<StepItem>(&item, 1), logits);
+}
+
+void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
+  ModelImpl& I = *impl_;
+  const ModelConfig& c = I.c;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  // Validate everything before touching any sequence.
+  int64_t T = 0, n_rows = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const StepItem& it = items[i];
+    SICKLE_CHECK(it.seq != nullptr && it.seq->owner_ == this, "StepItem {} has no sequence of this model", i);
+    for (size_t j = 0; j < i; ++j)
+      if (items[j].seq == it.seq) fail("forward: items {} and {} name the same sequence", j, i);
+    if (it.tokens.empty()) fail("forward: item {} has no tokens", i);
+    if (it.seq->n_past() + int64_t(it.tokens.size()) > I.max_context)
+      fail("forward: sequence would hold {} tokens, more than the context of {} tokens", it.seq->n_past() + it.tokens.size(),
+           I.max_context);
+    for (int32_t t : it.tokens)
+      if (t < 0 || t >= V) fail("forward: token id {} is outside the vocabulary [0, {})", t, V);
+    T += int64_t(it.tokens.size());
+    n_rows += it.all_logits ? int64_t(it.tokens.size()) : 1;
+  }
+  if (T == 0) {
+    logits.clear();
+    return;
+  }
+  I.reserve_step(T);
+  std::vector<int64_t> item_tok0(items.size() + 1);  // small: one entry per item
+  {
+    int64_t t0 = 0, max_ctx = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      item_tok0[i] = t0;
+      Sequence& sq = *items[i].seq;
+      sq.reserve(sq.n_past() + int64_t(items[i].tokens.size()));
+      for (size_t j = 0; j < items[i].tokens.size(); ++j) {
+        I.s.pos[t0 + j] = sq.n_past() + int64_t(j);
+        I.s.tok[t0 + j] = items[i].tokens[j];
+      }
+      t0 += int64_t(items[i].tokens.size());
+      max_ctx = std::max(max_ctx, sq.n_past() + int64_t(items[i].tokens.size()));
+    }
+    item_tok0[items.size()] = t0;
+    for (auto& t : I.ts) resize(t.scores, max_ctx);
+  }
+  Scratch& s = I.s;
+
+  // Embeddings: one row of embed_tokens per token.
+  I.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) I.embed.dequant_row(s.tok[t], s.x.data() + t * H);
+  });
+  // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
+  const int64_t half = c.qk_rope_head_dim / 2;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      float angle = float(s.pos[t]) * I.inv_freq[i];
+      s.rope_cos[t * half + i] = float(std::cos(double(angle))) * I.rope_mscale;
+      s.rope_sin[t * half + i] = float(std::sin(double(angle))) * I.rope_mscale;
+    }
+
+  const float eps = float(c.rms_norm_eps);
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    LayerWeights& L = I.layers[il];
+    // h = x + attn(norm(x))
+    for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.attn_norm.data(), eps, H, s.xn.data() + t * H);
+    I.attention(L, il, items, item_tok0, T);
+    linear(L.o, s.attn.data(), T, s.tmp.data(), I.pool.get());
+    for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
+    // x = h + mlp(norm(h))
+    for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.ffn_norm.data(), eps, H, s.xn.data() + t * H);
+    if (L.is_moe)
+      I.moe(L, il, T);
+    else
+      I.mlp(L.dense, T, s.xn.data(), s.tmp.data());
+    for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
+    if (I.observer && I.observer->wants_hidden()) {
+      HiddenEvent ev{il, T, H, s.x.data()};
+      I.observer->on_hidden(ev);
+    }
+  }
+  for (auto& it : items) it.seq->n_past_ += int64_t(it.tokens.size());
+
+  // Final norm and lm_head over the rows that need logits.
+  int64_t r = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    int64_t n = int64_t(items[i].tokens.size());
+    int64_t first = items[i].all_logits ? 0 : n - 1;
+    for (int64_t j = first; j < n; ++j, ++r)
+      rmsnorm(s.x.data() + (item_tok0[i] + j) * H, I.final_norm.data(), eps, H, s.head_rows.data() + r * H);
+  }
+  logits.resize(size_t(n_rows * V));
+  linear(I.lm_head, s.head_rows.data(), n_rows, logits.data(), I.pool.get());
+}
+
+// MLA in the absorbed form (DeepSeek-V2 paper §2.1.2 / model-format.md §5), for prefill and
+// decode alike. Per token: q = q_b(norm(q_a x)) [heads, nope + rope]; kv_a x = [c | k_pe];
+// the cache stores norm(c) and rope(k_pe). Per head h, with W_UK_h = kv_b rows
+// [h*(nope+v), h*(nope+v)+nope) and W_UV_h the next v rows:
+//   q_abs = q_nope_h W_UK_h                                      [kv_lora]
+//   score_s = (q_abs . c_s + q_pe_h . k_pe_s) * softmax_scale    causal over the cache
+//   out_h = W_UV_h (sum_s p_s c_s)                               [v]
+void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0,
+                          int64_t T) {
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim,
+                vd = c.v_head_dim, kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
+  ThreadPool* p = pool.get();
+  // Queries.
+  if (c.q_lora_rank > 0) {
+    linear(L.q_a, s.xn.data(), T, s.q_lat.data(), p);
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(s.q_lat.data() + t * c.q_lora_rank, L.q_a_norm.data(), 1e-6f, c.q_lora_rank, s.q_lat.data() + t * c.q_lora_rank);
+    linear(L.q_b, s.q_lat.data(), T, s.q.data(), p);
+  } else {
+    linear(L.q, s.xn.data(), T, s.q.data(), p);
+  }
+  // Latent and rope key; q_a/kv_a layernorms use eps 1e-6 (HF/Moonshot construct them without the config's eps).
+  linear(L.kv_a, s.xn.data(), T, s.kv_lat.data(), p);
+  auto rotate = [&](float* x, int64_t t) {  // interleaved pairs (x[2i], x[2i+1]) by angle pos * inv_freq_i
+    const float* cs = s.rope_cos.data() + t * half;
+    const float* sn = s.rope_sin.data() + t * half;
+    for (int64_t i = 0; i < half; ++i) {
+      float a = x[2 * i], b = x[2 * i + 1];
+      x[2 * i] = a * cs[i] - b * sn[i];
+      x[2 * i + 1] = b * cs[i] + a * sn[i];
+    }
+  };
+  for (size_t i = 0; i < items.size(); ++i) {
+    Sequence& sq = *items[i].seq;
+    float* cache = sq.cache_[il].data();
+    for (int64_t j = 0; j < int64_t(items[i].tokens.size()); ++j) {
+      int64_t t = item_tok0[i] + j;
+      float* kv = s.kv_lat.data() + t * row;
+      float* dst = cache + (sq.n_past_ + j) * row;
+      rmsnorm(kv, L.kv_a_norm.data(), 1e-6f, kvl, dst);
+      std::memcpy(dst + kvl, kv + kvl, size_t(rope) * sizeof(float));
+      rotate(dst + kvl, t);
+      for (int64_t h = 0; h < nh; ++h) rotate(s.q.data() + t * nh * qk + h * qk + nope, t);
+    }
+  }
+  // One task per (item, head).
+  const int64_t n_tasks = int64_t(items.size()) * nh;
+  const float* kvb32 = L.kv_b_f32.empty() ? nullptr : L.kv_b_f32.data();
+  const float scale_ = softmax_scale;
+  pool->parallel_for(n_tasks, [&](int64_t b, int64_t e, int tid) {
+    ThreadScratch& ts_ = ts[tid];
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t i = task / nh, h = task % nh;
+      const Sequence& sq = *items[i].seq;
+      const float* cache = sq.cache_[il].data();
+      const int64_t n = int64_t(items[i].tokens.size()), t0 = item_tok0[i], past = sq.n_past_;
+      auto kvb_row = [&](int64_t r) -> const float* {
+        if (kvb32) return kvb32 + r * kvl;
+        L.kv_b.dequant_row(r, ts_.row.data());
+        return ts_.row.data();
+      };
+      // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
+      float* q_abs = ts_.q_abs.data();
+      std::fill(q_abs, q_abs + n * kvl, 0.0f);
+      for (int64_t d = 0; d < nope; ++d) {
+        const float* wr = kvb_row(h * (nope + vd) + d);
+        for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
+      }
+      float* o_lat = ts_.o_lat.data();
+      float* sc = ts_.scores.data();
+      for (int64_t j = 0; j < n; ++j) {
+        const float* qa = q_abs + j * kvl;
+        const float* qpe = s.q.data() + (t0 + j) * nh * qk + h * qk + nope;
+        const int64_t n_ctx = past + j + 1;  // causal: the cache up to and including this token
+        for (int64_t u = 0; u < n_ctx; ++u) {
+          const float* cu = cache + u * row;
+          sc[u] = (dot(qa, cu, kvl) + dot(qpe, cu + kvl, rope)) * scale_;
+        }
+        softmax(sc, n_ctx);
+        float* ol = o_lat + j * kvl;
+        std::fill(ol, ol + kvl, 0.0f);
+        for (int64_t u = 0; u < n_ctx; ++u) axpy(sc[u], cache + u * row, ol, kvl);
+      }
+      // out_h[j][v] = W_UV_h[v] . o_lat[j]
+      for (int64_t v = 0; v < vd; ++v) {
+        const float* wr = kvb_row(h * (nope + vd) + nope + v);
+        for (int64_t j = 0; j < n; ++j) s.attn[(t0 + j) * nh * vd + h * vd + v] = dot(wr, o_lat + j * kvl, kvl);
+      }
+    }
+  });
+  (void)H;
+}
+
+// down(silu(gate x) * up x) for T rows.
+void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
+  linear(m.gate, in, T, s.gate.data(), pool.get());
+  linear(m.up, in, T, s.up.data(), pool.get());
+  silu_mul(s.gate.data(), s.up.data(), T * m.inter, s.gate.data());
+  linear(m.down, s.gate.data(), T, out, pool.get());
+}
+
+// noaux_tc routing (HF DeepseekV3TopkRouter / MoEGate): s = sigmoid(x W_gate^T) in f32;
+// choice = s + e_score_correction_bias; with n_group > 1 keep the topk_group groups whose top-2
+// choice sum is largest (others set to 0.0, as HF's masked_fill); top-k by choice; weights =
+// unbiased s of the chosen, / (sum + 1e-20) when norm_topk_prob. routed_scaling_factor is applied
+// by moe(), not here (the observer sees weights without it). Masked experts have choice -inf.
+void ModelImpl::route(LayerWeights& L, int64_t T) {
+  const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size;
+  linear(L.router, s.xn.data(), T, s.router_logits.data(), pool.get());
+  const bool sigmoid = c.scoring_func == "sigmoid";
+  const int64_t n_group = std::max<int64_t>(c.n_group, 1), gsize = E / n_group;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < T; ++t) {
+    float* sc = s.router_logits.data() + t * E;  // becomes s (scores) in place
+    float* ch = s.choice.data() + t * E;
+    if (sigmoid) {
+      for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
+    } else {
+      softmax(sc, E);
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      ch[e] = sc[e] + (L.router_bias.empty() ? 0.0f : L.router_bias[e]);
+      if (!L.allowed.empty() && !L.allowed[e]) ch[e] = ninf;
+    }
+    if (n_group > 1 && c.topk_group < n_group) {
+      // Group score = sum of the top-2 choice values in each contiguous group.
+      float gscore[256];
+      SICKLE_CHECK(n_group <= 256, "n_group {} too large", n_group);
+      for (int64_t g = 0; g < n_group; ++g) {
+        float a = ninf, b2 = ninf;
+        for (int64_t e = g * gsize; e < (g + 1) * gsize; ++e) {
+          if (ch[e] > a) {
+            b2 = a;
+            a = ch[e];
+          } else if (ch[e] > b2) {
+            b2 = ch[e];
+          }
+        }
+        gscore[g] = gsize >= 2 ? a + b2 : a;
+      }
+      bool keep[256] = {};
+      for (int64_t r = 0; r < c.topk_group; ++r) {
+        int64_t best = -1;
+        for (int64_t g = 0; g < n_group; ++g)
+          if (!keep[g] && (best < 0 || gscore[g] > gscore[best])) best = g;
+        keep[best] = true;
+      }
+      for (int64_t g = 0; g < n_group; ++g)
+        if (!keep[g])
+          for (int64_t e = g * gsize; e < (g + 1) * gsize; ++e) ch[e] = (L.allowed.empty() || L.allowed[e]) ? 0.0f : ninf;
+    }
+    int32_t* idx = s.chosen.data() + t * k;
+    float* w = s.weights.data() + t * k;
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (ch[e] != ninf && (best < 0 || ch[e] > ch[best])) best = e;
+      SICKLE_CHECK(best >= 0, "no expert left to choose in routing");
+      idx[j] = int32_t(best);
+      w[j] = sc[best];
+      ch[best] = ninf;
+    }
+    if (c.norm_topk_prob && k > 1) {
+      float sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += w[j];
+      for (int64_t j = 0; j < k; ++j) w[j] /= sum + 1e-20f;
+    }
+  }
+  (void)H;
+}
+
+// y = sum_j w_j * scaling * expert_j(x) + shared(x). Tokens are bucketed by expert so each
+// chosen expert runs once over all its tokens of the step (weights read once per step).
+void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
+  const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size,
+                mi = c.moe_intermediate_size;
+  route(L, T);
+  const bool want_out = observer && observer->wants_expert_outputs();
+  if (want_out) resize(s.expert_out, T * k * H);
+  // Bucket (token, slot) pairs by expert (counting sort, in token order within an expert).
+  std::fill(s.bucket_count.begin(), s.bucket_count.begin() + E, 0);
+  for (int64_t i = 0; i < T * k; ++i) s.bucket_count[s.chosen[i]]++;
+  s.bucket_start[0] = 0;
+  for (int64_t e = 0; e < E; ++e) s.bucket_start[e + 1] = s.bucket_start[e] + s.bucket_count[e];
+  std::fill(s.bucket_count.begin(), s.bucket_count.begin() + E, 0);
+  for (int64_t i = 0; i < T * k; ++i) {
+    int32_t e = s.chosen[i];
+    s.bucket_entries[s.bucket_start[e] + s.bucket_count[e]++] = int32_t(i);
+  }
+  float* acc = s.moe_out.data();  // [T, H] f32 accumulation of the routed experts
+  std::fill(acc, acc + T * H, 0.0f);
+  const float rsf = float(c.routed_scaling_factor);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = s.bucket_count[e];
+    if (n == 0) continue;  // only chosen experts run
+    const int32_t* ent = s.bucket_entries.data() + s.bucket_start[e];
+    for (int64_t j = 0; j < n; ++j)
+      std::memcpy(s.xe.data() + j * H, s.xn.data() + (ent[j] / k) * H, size_t(H) * sizeof(float));
+    const Mlp& m = L.experts[e];
+    linear(m.gate, s.xe.data(), n, s.ge.data(), pool.get());
+    linear(m.up, s.xe.data(), n, s.ue.data(), pool.get());
+    silu_mul(s.ge.data(), s.ue.data(), n * mi, s.ge.data());
+    linear(m.down, s.ge.data(), n, s.ye.data(), pool.get());
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t t = ent[j] / k;
+      axpy(s.weights[ent[j]] * rsf, s.ye.data() + j * H, acc + t * H, H);
+      if (want_out) std::memcpy(s.expert_out.data() + int64_t(ent[j]) * H, s.ye.data() + j * H, size_t(H) * sizeof(float));
+    }
+  }
+  if (observer) {
+    MoeLayerEvent ev;
+    ev.layer = il;
+    ev.n_tokens = T;
+    ev.k = k;
+    ev.hidden = H;
+    ev.experts = s.chosen.data();
+    ev.weights = s.weights.data();
+    ev.expert_out = want_out ? s.expert_out.data() : nullptr;
+    observer->on_moe_layer(ev);
+  }
+  if (L.shared.gate.data) {
+    mlp(L.shared, T, s.xn.data(), s.tmp.data());
+    for (int64_t i = 0; i < T * H; ++i) s.tmp[i] += acc[i];
+  } else {
+    std::memcpy(s.tmp.data(), acc, size_t(T * H) * sizeof(float));
+  }
+}
+
+}  // namespace sickle
