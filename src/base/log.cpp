@@ -1,8 +1,12 @@
 #include "base/log.h"
 
+#include "base/error.h"
+
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <mutex>
 
@@ -25,6 +29,30 @@ std::string format_bytes(double b) {
   int u = 0;
   while (b >= 1024.0 && u < 4) { b /= 1024.0; ++u; }
   return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.2f} {}", b, units[u]);
+}
+
+uint64_t parse_bytes(std::string_view text, std::string_view what) {
+  std::string s(text);
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  std::string num = s.substr(0, i), unit = s.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  if (num.empty() || std::count(num.begin(), num.end(), '.') > 1)
+    fail("{}: '{}' is not a size (examples: 5GiB, 512MiB, 24GB, 1048576)", what, text);
+  double v = std::stod(num);
+  for (auto& ch : unit) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  static const std::pair<const char*, double> kUnits[] = {
+      {"", 1}, {"b", 1}, {"k", 1024.0}, {"kib", 1024.0}, {"kb", 1e3}, {"m", 1048576.0}, {"mib", 1048576.0},
+      {"mb", 1e6}, {"g", 1073741824.0}, {"gib", 1073741824.0}, {"gb", 1e9}, {"t", 1099511627776.0},
+      {"tib", 1099511627776.0}, {"tb", 1e12}};
+  for (const auto& [name, mult] : kUnits) {
+    if (unit == name) {
+      double bytes = v * mult;
+      if (!(bytes < 1.8e19)) fail("{}: '{}' is too large", what, text);
+      return uint64_t(bytes + 0.5);
+    }
+  }
+  fail("{}: '{}' has an unknown unit '{}' (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", what, text, unit);
 }
 
 std::string format_count(double n) {

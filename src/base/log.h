@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace sickle {
 
@@ -48,6 +49,9 @@ class Progress {
 
 // Human-readable byte count: "1.50 GiB".
 std::string format_bytes(double bytes);
+// Parses a byte size: "5GiB", "512MiB", "24GB" (decimal), "2G" (bare K/M/G/T are binary, as dd),
+// "1048576". Throws Error naming `what` (e.g. "--shard-size") on anything else.
+uint64_t parse_bytes(std::string_view text, std::string_view what);
 // Human-readable count: "3.21 B", "14.2 M".
 std::string format_count(double n);
 

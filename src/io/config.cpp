@@ -137,7 +137,10 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
   if (!known) fail("{}: model_type '{}' is not a DeepSeek-V3-family model (deepseek_v3, kimi_k2)", tlabel, c.model_type);
 
 #define SICKLE_READ_INT(name) c.name = req_int(*text, #name, tlabel);
-#define SICKLE_READ_FLOAT(name) c.name = req_float(*text, #name, tlabel);
+  // rope_theta may instead sit inside rope_parameters (newer transformers): read below.
+  const bool has_top_rope_theta = find_field(*text, "rope_theta") != nullptr;
+#define SICKLE_READ_FLOAT(name) \
+  if (std::string_view(#name) != "rope_theta" || has_top_rope_theta) c.name = req_float(*text, #name, tlabel);
 #define SICKLE_READ_STRING(name) c.name = req_string(*text, #name, tlabel);
   SICKLE_CONFIG_INT_FIELDS(SICKLE_READ_INT)
   SICKLE_CONFIG_FLOAT_FIELDS(SICKLE_READ_FLOAT)
@@ -186,8 +189,15 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
       fail("{}: rope type '{}' not supported (yarn or default)", rl, type);
     }
     // rope_parameters may carry rope_theta too (newer transformers).
-    if (rope->contains("rope_theta") && (*rope)["rope_theta"].is_number()) c.rope_theta = (*rope)["rope_theta"].get<double>();
+    if (rope_key == "rope_parameters" && rope->contains("rope_theta")) {
+      c.rope_theta = req_float(*rope, "rope_theta", rl);
+    } else if (!has_top_rope_theta) {
+      fail("{}: missing required field 'rope_theta' (at top level or inside rope_parameters)", tlabel);
+    }
+  } else if (!has_top_rope_theta) {
+    fail("{}: missing required field 'rope_theta'", tlabel);
   }
+  if (c.rope_theta <= 0) fail("{}: field 'rope_theta' must be positive, got {}", tlabel, c.rope_theta);
 
   const json* qtext = find_field(*text, "quantization_config");
   const json* qroot = text != &root ? find_field(root, "quantization_config") : nullptr;

@@ -1,6 +1,7 @@
 #include "io/writer.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,7 +19,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 size_t TensorSource::size() const {
-  if (produce) return lazy_size;
+  if (produce || generate) return lazy_size;
   size_t n = 0;
   for (const auto& c : chunks) n += c.size;
   return n;
@@ -61,6 +62,13 @@ TensorSource TensorSource::from_bytes(std::vector<std::byte> bytes) {
   return s;
 }
 
+TensorSource TensorSource::generated(size_t size, std::function<void(uint64_t, std::byte*, size_t)> generate) {
+  TensorSource s;
+  s.lazy_size = size;
+  s.generate = std::move(generate);
+  return s;
+}
+
 TensorSource TensorSource::lazy(size_t size, std::function<std::vector<std::byte>()> produce) {
   TensorSource s;
   s.lazy_size = size;
@@ -81,6 +89,10 @@ CheckpointWriter::CheckpointWriter(fs::path out_dir, WriterOptions options)
   buf.push_back('\0');
   if (!::mkdtemp(buf.data())) fail("{}: cannot create temporary directory: {}", tmpl, std::strerror(errno));
   tmp_dir_ = buf.data();
+  // mkdtemp makes the directory 0700; the output should get the usual permissions (umask).
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  fs::permissions(tmp_dir_, static_cast<fs::perms>(0777 & ~mask), ec);
   if (const char* f = std::getenv("SICKLE_FAULT_ENOSPC_AFTER")) fault_enospc_after_ = std::atoll(f);
 }
 
@@ -164,6 +176,7 @@ void CheckpointWriter::flush_shard() {
   while (text.size() % 8) text.push_back(' ');
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("{}: cannot create: {}", path.string(), std::strerror(errno));
+  std::vector<std::byte> gen_buf;  // one chunk of a generated tensor
   try {
     uint64_t n = text.size();
     write_all(fd, path.string(), &n, 8);
@@ -175,10 +188,21 @@ void CheckpointWriter::flush_shard() {
           fail("{}: tensor '{}': producer gave {} bytes, expected {}", path.string(), p.name, bytes.size(),
                p.source.lazy_size);
         write_all(fd, path.string(), bytes.data(), bytes.size());
+        if (on_bytes) on_bytes(bytes.size());
+      } else if (p.source.generate) {
+        size_t total = p.source.lazy_size;
+        if (gen_buf.size() < std::min(total, TensorSource::kGenerateChunk))
+          gen_buf.resize(std::min(total, TensorSource::kGenerateChunk));
+        for (size_t off = 0; off < total; off += TensorSource::kGenerateChunk) {
+          size_t n = std::min(TensorSource::kGenerateChunk, total - off);
+          p.source.generate(off, gen_buf.data(), n);
+          write_all(fd, path.string(), gen_buf.data(), n);
+          if (on_bytes) on_bytes(n);
+        }
       } else {
         for (const auto& c : p.source.chunks) write_chunk(fd, path.string(), c);
+        if (on_bytes) on_bytes(p.source.size());
       }
-      if (on_bytes) on_bytes(p.source.size());
       tensor_shard_[p.name] = idx;
       order_.push_back(p.name);
       total_tensor_bytes_ += p.source.size();

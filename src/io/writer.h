@@ -35,7 +35,12 @@ struct TensorSource {
   std::vector<ByteChunk> chunks;
   std::shared_ptr<const void> keepalive;           // owns buffer bytes, if any
   std::function<std::vector<std::byte>()> produce;  // lazy: called at write time instead of chunks
+  // generated: called at write time for consecutive byte ranges [offset, offset + n) of the
+  // tensor, n <= kGenerateChunk, offsets multiples of kGenerateChunk, so the writer holds at
+  // most one chunk in memory however large the tensor (synth of real-size models).
+  std::function<void(uint64_t offset, std::byte* dst, size_t n)> generate;
   size_t lazy_size = 0;
+  static constexpr size_t kGenerateChunk = 16u << 20;  // a multiple of every element size
 
   size_t size() const;
   // The whole tensor as it lies in a mapped safetensors file (zero-copy; copy_file_range capable).
@@ -51,6 +56,7 @@ struct TensorSource {
     return from_bytes(std::move(b));
   }
   static TensorSource lazy(size_t size, std::function<std::vector<std::byte>()> produce);
+  static TensorSource generated(size_t size, std::function<void(uint64_t, std::byte*, size_t)> generate);
 };
 
 struct WriterOptions {
@@ -86,7 +92,7 @@ class CheckpointWriter {
 
   const std::filesystem::path& temp_dir() const { return tmp_dir_; }
   uint64_t bytes_written() const { return bytes_written_; }
-  // Called after each tensor's bytes land (bytes of that tensor). For progress bars.
+  // Called as bytes land (after each tensor, or each chunk of a generated one). For progress bars.
   std::function<void(uint64_t)> on_bytes;
 
  private:
