@@ -203,13 +203,18 @@ WeightView Checkpoint::weight(const std::string& base) const {
 void Checkpoint::validate_layout() const {
   const ModelConfig& c = config_;
   const std::string where = (dir_ / "config.json").string();
+  // Row/column expressions: a bare field name, or an expression with the fields already quoted.
+  auto quoted = [](const char* f) { return std::strchr(f, '\'') ? std::string(f) : fmt::format("field '{}'", f); };
+  static constexpr const char* kQHeads = "'num_attention_heads' x ('qk_nope_head_dim' + 'qk_rope_head_dim')";
   auto expect_weight = [&](const std::string& base, int64_t rows, int64_t cols, const char* row_field, const char* col_field) {
     if (!has_weight(base)) fail("{}: tensor '{}.weight' (or .weight_packed) is missing", dir_.string(), base);
     WeightView w = weight(base);
     if (w.rows != rows)
-      fail("{}: field '{}' implies {} rows for '{}' but the tensor has shape [{}, {}]", where, row_field, rows, base, w.rows, w.cols);
+      fail("{}: config {} implies {} rows for '{}' but the tensor has shape [{}, {}]", where, quoted(row_field), rows, base, w.rows,
+           w.cols);
     if (w.cols != cols)
-      fail("{}: field '{}' implies {} columns for '{}' but the tensor has shape [{}, {}]", where, col_field, cols, base, w.rows, w.cols);
+      fail("{}: config {} implies {} columns for '{}' but the tensor has shape [{}, {}]", where, quoted(col_field), cols, base,
+           w.rows, w.cols);
   };
   auto expect_vec = [&](const std::string& name, int64_t n, const char* field) {
     const TensorInfo& t = info(name);
@@ -231,14 +236,16 @@ void Checkpoint::validate_layout() const {
     if (c.q_lora_rank > 0) {
       expect_weight(L("self_attn.q_a_proj"), c.q_lora_rank, H, "q_lora_rank", "hidden_size");
       expect_vec(L("self_attn.q_a_layernorm.weight"), c.q_lora_rank, "q_lora_rank");
-      expect_weight(L("self_attn.q_b_proj"), nh * c.qk_head_dim(), c.q_lora_rank, "num_attention_heads", "q_lora_rank");
+      expect_weight(L("self_attn.q_b_proj"), nh * c.qk_head_dim(), c.q_lora_rank, kQHeads, "'q_lora_rank'");
     } else {
-      expect_weight(L("self_attn.q_proj"), nh * c.qk_head_dim(), H, "num_attention_heads", "hidden_size");
+      expect_weight(L("self_attn.q_proj"), nh * c.qk_head_dim(), H, kQHeads, "'hidden_size'");
     }
-    expect_weight(L("self_attn.kv_a_proj_with_mqa"), c.kv_lora_rank + c.qk_rope_head_dim, H, "kv_lora_rank", "hidden_size");
+    expect_weight(L("self_attn.kv_a_proj_with_mqa"), c.kv_lora_rank + c.qk_rope_head_dim, H,
+                  "'kv_lora_rank' + 'qk_rope_head_dim'", "'hidden_size'");
     expect_vec(L("self_attn.kv_a_layernorm.weight"), c.kv_lora_rank, "kv_lora_rank");
-    expect_weight(L("self_attn.kv_b_proj"), nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, "qk_nope_head_dim", "kv_lora_rank");
-    expect_weight(L("self_attn.o_proj"), H, nh * c.v_head_dim, "hidden_size", "v_head_dim");
+    expect_weight(L("self_attn.kv_b_proj"), nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank,
+                  "'num_attention_heads' x ('qk_nope_head_dim' + 'v_head_dim')", "'kv_lora_rank'");
+    expect_weight(L("self_attn.o_proj"), H, nh * c.v_head_dim, "'hidden_size'", "'num_attention_heads' x 'v_head_dim'");
     if (!c.is_moe_layer(il)) {
       expect_weight(L("mlp.gate_proj"), c.intermediate_size, H, "intermediate_size", "hidden_size");
       expect_weight(L("mlp.up_proj"), c.intermediate_size, H, "intermediate_size", "hidden_size");
@@ -253,9 +260,10 @@ void Checkpoint::validate_layout() const {
     }
     if (c.n_shared_experts > 0) {
       int64_t I = c.moe_intermediate_size * c.n_shared_experts;
-      expect_weight(L("mlp.shared_experts.gate_proj"), I, H, "moe_intermediate_size", "hidden_size");
-      expect_weight(L("mlp.shared_experts.up_proj"), I, H, "moe_intermediate_size", "hidden_size");
-      expect_weight(L("mlp.shared_experts.down_proj"), H, I, "hidden_size", "moe_intermediate_size");
+      const char* shared = "'moe_intermediate_size' x 'n_shared_experts'";
+      expect_weight(L("mlp.shared_experts.gate_proj"), I, H, shared, "hidden_size");
+      expect_weight(L("mlp.shared_experts.up_proj"), I, H, shared, "hidden_size");
+      expect_weight(L("mlp.shared_experts.down_proj"), H, I, "hidden_size", shared);
     }
     for (int64_t e = 0; e < E; ++e) {
       if (!has_weight(names_.expert(il, e, "gate_proj")))
