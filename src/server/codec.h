@@ -1,0 +1,53 @@
+// sickle/server/codec.h — the narrow view of a tokenizer the server needs.
+//
+// The server talks to this interface, not to tokenizer/tokenizer.h directly, so its parsing
+// and streaming can be unit-tested on token sequences with a tiny fake vocabulary; the real
+// tokenizer is adapted by a thin class (make_codec).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sickle {
+class Tokenizer;
+}
+
+namespace sickle::server {
+
+// Incremental detokenizer of one response: text out is always whole UTF-8 characters.
+// Special tokens produce no text (they are recognised by id by the caller).
+class TokenTextStream {
+ public:
+  virtual ~TokenTextStream() = default;
+  virtual std::string push(int32_t id) = 0;
+  virtual std::string flush() = 0;
+};
+
+class TextCodec {
+ public:
+  virtual ~TextCodec() = default;
+  // Special-token strings in `text` become their ids.
+  virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Id of a special token by its text, -1 if none.
+  virtual int32_t special_id(std::string_view text) const = 0;
+  virtual bool is_special(int32_t id) const = 0;
+  // Raw bytes of one token (for logprobs).
+  virtual std::string token_text(int32_t id) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  // Ids that end generation (<|im_end|>, [EOS]).
+  virtual std::vector<int32_t> stop_ids() const = 0;
+  virtual std::unique_ptr<TokenTextStream> new_stream() const = 0;
+  // Chat messages (normalized OpenAI form) + tools (array or null) -> prompt text with the
+  // generation prompt; `thinking` selects `<think>` or `<think></think>` for Kimi.
+  virtual std::string render_chat(const nlohmann::json& messages, const nlohmann::json& tools,
+                                  bool thinking) const = 0;
+};
+
+// The real tokenizer + chat format behind the interface. Keeps a reference: `tok` must outlive it.
+std::unique_ptr<TextCodec> make_codec(const Tokenizer& tok);
+
+}  // namespace sickle::server

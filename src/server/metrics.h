@@ -1,0 +1,65 @@
+// sickle/server/metrics.h — the server's Prometheus metrics (text exposition format 0.0.4).
+//
+// Counters and histograms are updated from the scheduler and HTTP threads; render() takes a
+// consistent snapshot under one lock. Names follow vLLM's where one exists (vllm:* ->
+// sickle_*), so dashboards carry over.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace sickle::server {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+  void observe(double v);
+  // Lines `name_bucket{le=...} n`, `name_sum`, `name_count`.
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+  uint64_t count() const { return count_; }
+  double sum() const { return sum_; }
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // per bucket (not cumulative); last = +Inf
+  uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+// Instantaneous scheduler state for gauges.
+struct SchedulerGauges {
+  int64_t running = 0, waiting = 0;
+  uint64_t kv_reserved_bytes = 0, kv_budget_bytes = 0, kv_allocated_bytes = 0;
+  int64_t prefix_cache_entries = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void on_http(const std::string& path, int status);
+  void on_prompt(int64_t n_prompt, int64_t n_cached);
+  void on_tokens(int64_t n);  // generated tokens of one step
+  void on_ttft(double seconds);
+  void on_itl(double seconds);
+  void on_finished(const std::string& reason, double e2e_seconds);
+  std::string render(const SchedulerGauges& g);
+
+  // Generated tokens per second over the last ~10 s.
+  double tokens_per_second();
+
+ private:
+  std::mutex mu_;
+  std::map<std::pair<std::string, int>, uint64_t> http_;
+  std::map<std::string, uint64_t> finished_;
+  uint64_t prompt_tokens_ = 0, cached_prompt_tokens_ = 0, generation_tokens_ = 0;
+  Histogram ttft_, itl_, e2e_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // (time, tokens)
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace sickle::server

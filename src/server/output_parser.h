@@ -1,0 +1,132 @@
+// sickle/server/output_parser.h — turning generated tokens into OpenAI message parts while
+// they stream: reasoning (<think>...</think>), content, and Kimi tool calls
+// (model-format.md §6):
+//
+//   <|tool_calls_section_begin|> <|tool_call_begin|>functions.NAME:IDX
+//   <|tool_call_argument_begin|>JSON<|tool_call_end|> ... <|tool_calls_section_end|>
+//
+// Markers are recognised by token id (looked up by name from the tokenizer), which is exact.
+// As a fallback for a model that spells a marker as ordinary text, the marker strings are
+// also matched in the text stream; text that could be the start of a marker is held back
+// until it is decided, so no marker text ever reaches `content`, even when split across
+// tokens or stream chunks.
+//
+// Deltas follow OpenAI's streaming shape: a tool call's first delta carries index, id and
+// name (arguments ""), later ones carry index and an arguments piece.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/codec.h"
+#include "server/openai.h"
+
+namespace sickle::server {
+
+enum class Marker { kThinkBegin, kThinkEnd, kSectionBegin, kSectionEnd, kCallBegin, kArgBegin, kCallEnd, kCount };
+
+// The marker strings, in Marker order.
+const char* marker_text(Marker m);
+
+struct MarkerIds {
+  int32_t ids[int(Marker::kCount)];  // -1 where the tokenizer has no such token
+  static MarkerIds from(const TextCodec& codec);
+  static MarkerIds none();
+};
+
+struct ToolCallDelta {
+  int64_t index = 0;
+  bool is_first = false;  // carries id and name
+  std::string id, name, arguments;
+};
+
+struct OutputDelta {
+  std::string content, reasoning;
+  std::vector<ToolCallDelta> tool_calls;
+  bool empty() const { return content.empty() && reasoning.empty() && tool_calls.empty(); }
+  void append(OutputDelta&& d);
+};
+
+class OutputParser {
+ public:
+  // start_in_reasoning: the prompt ended with <think>, so the output begins inside it.
+  OutputParser(const MarkerIds& ids, bool start_in_reasoning);
+
+  // One token: a marker id switches state; any other id contributes `text` (its decoded text,
+  // possibly empty while a UTF-8 character is incomplete). id -1 = text only.
+  void push(int32_t id, std::string_view text, OutputDelta& out);
+  // End of generation: releases held-back text.
+  void finish(OutputDelta& out);
+
+  // The whole output so far.
+  const std::string& content() const { return content_; }
+  const std::string& reasoning() const { return reasoning_; }
+  const std::vector<ToolCall>& tool_calls() const { return calls_; }
+
+ private:
+  enum class State { kContent, kReasoning, kSection, kCallName, kCallArgs };
+  void on_marker(Marker m, OutputDelta& out);
+  void emit_text(std::string_view text, OutputDelta& out);
+  void scan(OutputDelta& out, bool final);
+
+  MarkerIds ids_;
+  State state_;
+  std::string pending_;   // text not yet emitted: may be the start of a marker
+  std::string call_id_;   // the id text of the call being read
+  std::string content_, reasoning_;
+  std::vector<ToolCall> calls_;
+};
+
+// Stop sequences on a text stream: returns the text that is safe to emit; text that could be
+// the start of a stop string is held back. After a match, stopped() is true and the stop
+// string and everything after it are dropped (OpenAI excludes the stop string).
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  std::string push(std::string_view text);
+  std::string flush();
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string pending_;
+  bool stopped_ = false;
+};
+
+// The text pipeline of one chat response: detokenize -> stop strings -> parser.
+class ChatOutput {
+ public:
+  ChatOutput(const TextCodec& codec, const MarkerIds& ids, std::vector<std::string> stops, bool start_in_reasoning);
+  // Feeds one generated token. Returns false once a stop string matched (stop generating).
+  bool push(int32_t id, OutputDelta& out);
+  void finish(OutputDelta& out);
+  bool stopped() const { return stop_.stopped(); }
+  const OutputParser& parser() const { return parser_; }
+
+ private:
+  const TextCodec& codec_;
+  const MarkerIds& ids_;
+  std::unique_ptr<TokenTextStream> stream_;
+  StopMatcher stop_;
+  OutputParser parser_;
+};
+
+// The text pipeline of one /v1/completions response: detokenize (special tokens dropped) ->
+// stop strings.
+class TextOutput {
+ public:
+  TextOutput(const TextCodec& codec, std::vector<std::string> stops);
+  bool push(int32_t id, std::string& out);
+  void finish(std::string& out);
+  bool stopped() const { return stop_.stopped(); }
+
+ private:
+  const TextCodec& codec_;
+  std::unique_ptr<TokenTextStream> stream_;
+  StopMatcher stop_;
+};
+
+}  // namespace sickle::server

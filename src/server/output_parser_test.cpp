@@ -1,0 +1,233 @@
+// Tests of the streaming output parser on token sequences (ids via a fake tokenizer).
+#include "server/output_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "server/test_fakes.h"
+
+namespace sickle::server {
+namespace {
+
+using testing::FakeCodec;
+
+struct Collected {
+  std::string content, reasoning;
+  std::vector<ToolCall> calls;
+  int n_first = 0;
+};
+
+// Applies OpenAI-style deltas as a client would (openai's stream accumulation).
+void apply(Collected& c, const OutputDelta& d) {
+  c.content += d.content;
+  c.reasoning += d.reasoning;
+  for (auto& t : d.tool_calls) {
+    if (t.is_first) {
+      ASSERT_EQ(size_t(t.index), c.calls.size()) << "first delta of a call must come in index order";
+      c.calls.push_back(ToolCall{t.id, t.name, t.arguments});
+      ++c.n_first;
+    } else {
+      ASSERT_LT(size_t(t.index), c.calls.size()) << "arguments before the call's first delta";
+      c.calls[size_t(t.index)].arguments += t.arguments;
+    }
+  }
+}
+
+// Feeds token ids (text from the fake codec) one at a time, collecting deltas.
+Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vector<OutputDelta>* deltas = nullptr) {
+  FakeCodec codec;
+  MarkerIds m = MarkerIds::from(codec);
+  ChatOutput out(codec, m, {}, in_reasoning);
+  Collected c;
+  for (int32_t id : ids) {
+    OutputDelta d;
+    out.push(id, d);
+    apply(c, d);
+    if (deltas) deltas->push_back(d);
+  }
+  OutputDelta d;
+  out.finish(d);
+  apply(c, d);
+  EXPECT_EQ(c.content, out.parser().content());
+  EXPECT_EQ(c.reasoning, out.parser().reasoning());
+  return c;
+}
+
+// Feeds text pieces with no marker ids (the text fallback path).
+Collected run_text(const std::vector<std::string>& pieces, bool in_reasoning) {
+  OutputParser p(MarkerIds::none(), in_reasoning);
+  Collected c;
+  for (auto& s : pieces) {
+    OutputDelta d;
+    p.push(-1, s, d);
+    apply(c, d);
+  }
+  OutputDelta d;
+  p.finish(d);
+  apply(c, d);
+  return c;
+}
+
+const char* kToolOutput =
+    "Let me check.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+    "<|tool_call_argument_begin|>{\"city\": \"Paris\", \"unit\": \"c\"}<|tool_call_end|>"
+    "<|tool_call_begin|> functions.web.search:1 <|tool_call_argument_begin|>{}<|tool_call_end|>"
+    "<|tool_calls_section_end|>";
+
+TEST(OutputParser, ReasoningOpenedInPrompt) {
+  FakeCodec codec;
+  auto c = run_ids(codec.encode("I think 2+2=4.</think>The answer is 4."), /*in_reasoning=*/true);
+  EXPECT_EQ(c.reasoning, "I think 2+2=4.");
+  EXPECT_EQ(c.content, "The answer is 4.");
+}
+
+TEST(OutputParser, ReasoningOpenedInOutputAndThinkingOff) {
+  FakeCodec codec;
+  auto c = run_ids(codec.encode("<think>hmm</think>\n\nHello"), false);
+  EXPECT_EQ(c.reasoning, "hmm");
+  EXPECT_EQ(c.content, "\n\nHello");
+  // A stray </think> with thinking off never reaches content.
+  auto c2 = run_ids(codec.encode("Hi</think> there"), false);
+  EXPECT_EQ(c2.content, "Hi there");
+  EXPECT_EQ(c2.reasoning, "");
+}
+
+TEST(OutputParser, KimiToolCallsFromIds) {
+  FakeCodec codec;
+  auto ids = codec.encode(kToolOutput);
+  // The markers really are single special ids here.
+  EXPECT_EQ(std::count_if(ids.begin(), ids.end(), [](int32_t t) { return t >= 1000; }), 8);
+  std::vector<OutputDelta> deltas;
+  auto c = run_ids(ids, false, &deltas);
+  EXPECT_EQ(c.content, "Let me check.");
+  ASSERT_EQ(c.calls.size(), 2u);
+  EXPECT_EQ(c.n_first, 2);
+  EXPECT_EQ(c.calls[0].id, "functions.get_weather:0");
+  EXPECT_EQ(c.calls[0].name, "get_weather");
+  EXPECT_EQ(c.calls[0].arguments, "{\"city\": \"Paris\", \"unit\": \"c\"}");
+  EXPECT_EQ(c.calls[1].id, "functions.web.search:1");
+  EXPECT_EQ(c.calls[1].name, "search");
+  EXPECT_EQ(c.calls[1].arguments, "{}");
+  // Arguments stream in pieces (one byte token each here), not in one block at the end.
+  int arg_deltas = 0;
+  for (auto& d : deltas)
+    for (auto& t : d.tool_calls) arg_deltas += !t.is_first && !t.arguments.empty();
+  EXPECT_GT(arg_deltas, 10);
+  for (auto& d : deltas) EXPECT_EQ(d.content.find('<'), std::string::npos) << d.content;
+}
+
+TEST(OutputParser, ToolCallAfterReasoning) {
+  FakeCodec codec;
+  auto c = run_ids(codec.encode(std::string("need weather</think>") + kToolOutput), true);
+  EXPECT_EQ(c.reasoning, "need weather");
+  EXPECT_EQ(c.content, "Let me check.");
+  ASSERT_EQ(c.calls.size(), 2u);
+}
+
+// Markers spelled as plain text, split at every possible point across two chunks and in
+// random chunkings: the result is always the same as unsplit, and no marker text leaks.
+TEST(OutputParser, MarkersSplitAcrossChunks) {
+  const std::string text = std::string("<think>plan a b</think>") + kToolOutput + " done";
+  Collected whole = run_text({text}, false);
+  EXPECT_EQ(whole.reasoning, "plan a b");
+  EXPECT_EQ(whole.content, "Let me check. done");
+  ASSERT_EQ(whole.calls.size(), 2u);
+  EXPECT_EQ(whole.calls[0].name, "get_weather");
+  for (size_t cut = 1; cut < text.size(); ++cut) {
+    Collected c = run_text({text.substr(0, cut), text.substr(cut)}, false);
+    ASSERT_EQ(c.content, whole.content) << "cut at " << cut;
+    ASSERT_EQ(c.reasoning, whole.reasoning) << "cut at " << cut;
+    ASSERT_EQ(c.calls.size(), 2u);
+    ASSERT_EQ(c.calls[0].arguments, whole.calls[0].arguments);
+    ASSERT_EQ(c.calls[1].id, whole.calls[1].id);
+  }
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<std::string> pieces;
+    for (size_t i = 0; i < text.size();) {
+      size_t n = 1 + rng() % 6;
+      pieces.push_back(text.substr(i, n));
+      i += n;
+    }
+    Collected c = run_text(pieces, false);
+    ASSERT_EQ(c.content, whole.content);
+    ASSERT_EQ(c.reasoning, whole.reasoning);
+    ASSERT_EQ(c.calls.size(), 2u);
+    ASSERT_EQ(c.calls[0].arguments, whole.calls[0].arguments);
+  }
+}
+
+TEST(OutputParser, MarkerLookalikesAreContent) {
+  auto c = run_text({"a <b", "> c <thin", "g> <|tool"}, false);
+  EXPECT_EQ(c.content, "a <b> c <thing> <|tool");
+  EXPECT_TRUE(c.calls.empty());
+}
+
+TEST(OutputParser, UnterminatedCallKeepsWhatArrived) {
+  FakeCodec codec;
+  auto c = run_ids(codec.encode("<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{\"a\":"), false);
+  ASSERT_EQ(c.calls.size(), 1u);
+  EXPECT_EQ(c.calls[0].name, "f");
+  EXPECT_EQ(c.calls[0].arguments, "{\"a\":");
+  EXPECT_EQ(c.content, "");
+}
+
+TEST(OutputParser, Utf8SplitAcrossTokens) {
+  FakeCodec codec;
+  std::vector<OutputDelta> deltas;
+  auto c = run_ids(codec.encode("héllo → wörld"), false, &deltas);
+  EXPECT_EQ(c.content, "héllo → wörld");
+  // Every delta is whole characters: none ends inside a multi-byte sequence.
+  for (auto& d : deltas)
+    if (!d.content.empty()) EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+}
+
+TEST(StopMatcher, StopsAndHoldsBackPrefixes) {
+  StopMatcher m({"STOP", "\n\n"});
+  std::string out = m.push("Hello wor");
+  out += m.push("ld ST");
+  EXPECT_EQ(out, "Hello world ");  // "ST" held back
+  out += m.push("OP and more");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(out, "Hello world ");
+  EXPECT_EQ(m.push("x"), "");
+
+  StopMatcher n({"STOP"});
+  std::string o2 = n.push("a ST");
+  o2 += n.push("AR");
+  o2 += n.flush();
+  EXPECT_FALSE(n.stopped());
+  EXPECT_EQ(o2, "a STAR");
+}
+
+TEST(ChatOutput, StopStringEndsGeneration) {
+  FakeCodec codec;
+  MarkerIds m = MarkerIds::from(codec);
+  ChatOutput out(codec, m, {"Paris"}, false);
+  OutputDelta all;
+  bool go = true;
+  for (int32_t id : codec.encode("The capital is Paris, France.")) {
+    OutputDelta d;
+    go = out.push(id, d);
+    all.append(std::move(d));
+    if (!go) break;
+  }
+  EXPECT_FALSE(go);
+  EXPECT_EQ(all.content, "The capital is ");
+}
+
+TEST(TextOutput, DropsSpecialsAndStops) {
+  FakeCodec codec;
+  TextOutput out(codec, {"!"});
+  std::string s;
+  for (int32_t id : codec.encode("ab<think>cd!ef")) {
+    if (!out.push(id, s)) break;
+  }
+  out.finish(s);
+  EXPECT_EQ(s, "abcd");
+  EXPECT_TRUE(out.stopped());
+}
+
+}  // namespace
+}  // namespace sickle::server

@@ -1,0 +1,183 @@
+// sickle/server/scheduler.h — continuous batching: one inference thread owns the model.
+//
+// HTTP threads submit() a tokenized request and read its tokens from a GenHandle (a
+// thread-safe channel). Each step of the inference thread runs every live sequence together
+// (one Model::forward over several StepItems): running sequences decode one token, sequences
+// still in prefill take a chunk of their prompt (at most `prefill_chunk` prompt tokens per step
+// in total, so running sequences keep streaming while a long prompt is read). Waiting requests
+// are admitted as soon as a slot (--max-num-seqs) and KV budget are free, FIFO.
+//
+// KV budget: a request reserves (prompt + max_tokens) tokens of cache at admission, so a
+// running sequence never runs out of cache. A request that could never fit is refused at
+// submit(); one that does not fit now waits.
+//
+// Prefix cache: a finished sequence's cache is kept (LRU, counted in the budget) with the tokens
+// it holds; a new request takes the entry sharing the longest prefix with its prompt, truncates
+// it to the shared length and prefills only the rest. A cancelled request (client gone) frees
+// its cache at once.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/sampler.h"
+#include "server/metrics.h"
+
+namespace sickle {
+class Model;
+}
+
+namespace sickle::server {
+
+// ---- the model as the scheduler sees it (real adapter: make_engine; tests use a fake) ----
+
+class EngineSequence {
+ public:
+  virtual ~EngineSequence() = default;
+  virtual int64_t n_past() const = 0;
+  virtual void truncate(int64_t n_tokens) = 0;
+  virtual uint64_t cache_bytes() const = 0;
+};
+
+struct EngineItem {
+  EngineSequence* seq = nullptr;
+  std::span<const int32_t> tokens;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::unique_ptr<EngineSequence> new_sequence() = 0;
+  // Appends each item's tokens to its sequence; logits = [items, vocab], the last position of each.
+  virtual void forward(std::span<const EngineItem> items, std::vector<float>& logits) = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_context() const = 0;
+  virtual uint64_t kv_bytes_per_token() const = 0;
+};
+
+std::unique_ptr<Engine> make_engine(Model& model);
+
+// ---- requests ----
+
+struct GenRequest {
+  std::vector<int32_t> prompt;
+  int64_t max_tokens = 0;         // <= 0: what the model length leaves
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;  // end generation (not counted as text)
+  bool ignore_eos = false;
+  int64_t top_logprobs = -1;      // -1: no logprobs; 0: the chosen token's; k: and the top k
+};
+
+struct GenToken {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // (id, logprob), best first
+};
+
+enum class Finish { kNone, kStop, kLength, kCancelled, kError };
+const char* finish_name(Finish f);
+
+class GenHandle {
+ public:
+  // Waits up to `timeout` for tokens; appends them to `out`. Returns false once the request has
+  // finished and every token was delivered.
+  bool next(std::vector<GenToken>& out, std::chrono::milliseconds timeout);
+  // The client is gone: the scheduler drops the sequence and frees its cache.
+  void cancel() { cancelled_ = true; }
+  bool is_cancelled() const { return cancelled_; }
+  Finish finish() const;
+  std::string error() const;
+  int64_t n_prompt() const { return n_prompt_; }
+  int64_t n_cached() const { return n_cached_.load(); }
+  int64_t n_generated() const { return n_generated_.load(); }
+
+ private:
+  friend class Scheduler;
+  void push(GenToken t);
+  void end(Finish f, std::string error = {});
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<GenToken> tokens_;
+  Finish finish_ = Finish::kNone;
+  std::string error_;
+  std::atomic<bool> cancelled_{false};
+  int64_t n_prompt_ = 0;
+  std::atomic<int64_t> n_cached_{0}, n_generated_{0};
+};
+
+struct SchedulerOptions {
+  int64_t max_num_seqs = 8;
+  int64_t max_model_len = 0;       // 0 = the engine's max context
+  int64_t prefill_chunk = 256;     // prompt tokens per step, over all sequences
+  uint64_t kv_budget_bytes = 0;    // 0 = room for max_num_seqs sequences of max_model_len
+  int64_t max_waiting = 1024;      // queue bound; submit() refuses past it (503)
+  int64_t prefix_cache_entries = 32;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Engine& engine, SchedulerOptions options, Metrics* metrics = nullptr);
+  ~Scheduler();  // stops the inference thread; pending requests end with kCancelled
+
+  // Throws ApiError: empty prompt, ids out of range, prompt too long for max_model_len (400),
+  // request larger than the whole KV budget (400), queue full (503).
+  std::shared_ptr<GenHandle> submit(GenRequest req);
+  void stop();
+
+  const SchedulerOptions& options() const { return opt_; }
+  SchedulerGauges gauges() const;
+  // Steps run so far and the largest batch seen (for tests).
+  int64_t n_steps() const { return n_steps_.load(); }
+  int64_t max_batch_seen() const { return max_batch_.load(); }
+
+ private:
+  struct Live;
+  struct CacheEntry {
+    std::vector<int32_t> tokens;  // what the cache holds
+    std::unique_ptr<EngineSequence> seq;
+  };
+  struct Waiting {
+    std::shared_ptr<GenHandle> h;
+    GenRequest req;
+    std::chrono::steady_clock::time_point arrival;
+  };
+
+  void loop();
+  void admit();
+  void step();
+  void retire(Live& s, Finish f, const std::string& error = {});
+  uint64_t reserve_of(const GenRequest& r) const;
+
+  Engine& engine_;
+  SchedulerOptions opt_;
+  Metrics* metrics_;
+  uint64_t bytes_per_token_ = 0;
+
+  mutable std::mutex mu_;  // guards inbox_, stop_ and the gauges copy
+  std::condition_variable cv_;
+  std::deque<Waiting> inbox_;
+  bool stop_ = false;
+  SchedulerGauges gauges_;
+
+  // Owned by the inference thread.
+  std::deque<Waiting> waiting_;
+  std::vector<std::unique_ptr<Live>> live_;
+  std::list<CacheEntry> cache_;  // front = most recently used
+  uint64_t reserved_bytes_ = 0;  // live reservations + cache entries
+  std::vector<float> logits_;
+
+  std::atomic<int64_t> n_steps_{0}, max_batch_{0}, n_inbox_{0};
+  std::thread thread_;
+};
+
+}  // namespace sickle::server

@@ -1,0 +1,239 @@
+// Tests of the continuous-batching scheduler on a deterministic fake model whose next token
+// hashes the sequence's whole cached history: any cache mix-up changes the output.
+#include "server/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server/openai.h"
+#include "server/test_fakes.h"
+
+namespace sickle::server {
+namespace {
+
+using testing::FakeEngine;
+using testing::fake_reference;
+
+constexpr int64_t kVocab = 64;
+
+std::vector<int32_t> make_prompt(int n, int salt) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i) p.push_back(int32_t((i * 7 + salt * 13 + 1) % kVocab));
+  return p;
+}
+
+GenRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
+  GenRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+std::vector<int32_t> drain(GenHandle& h) {
+  std::vector<GenToken> toks;
+  while (h.next(toks, std::chrono::milliseconds(100))) {
+  }
+  std::vector<int32_t> ids;
+  for (auto& t : toks) ids.push_back(t.id);
+  return ids;
+}
+
+TEST(Scheduler, SingleRequestMatchesModel) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  auto p = make_prompt(20, 1);
+  auto h = s.submit(greedy(p, 12));
+  EXPECT_EQ(drain(*h), fake_reference(p, 12, kVocab));
+  EXPECT_EQ(h->finish(), Finish::kLength);
+  EXPECT_EQ(h->n_generated(), 12);
+}
+
+TEST(Scheduler, StopIdEndsWithStop) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  auto p = make_prompt(9, 2);
+  auto ref = fake_reference(p, 10, kVocab);
+  GenRequest r = greedy(p, 10);
+  r.stop_ids = {ref[3]};
+  auto h = s.submit(r);
+  auto out = drain(*h);
+  auto expect = fake_reference(p, 10, kVocab, {ref[3]});
+  EXPECT_EQ(out, expect);
+  EXPECT_EQ(h->finish(), Finish::kStop);
+  // ignore_eos keeps going past it.
+  r.ignore_eos = true;
+  auto h2 = s.submit(r);
+  EXPECT_EQ(drain(*h2), ref);
+}
+
+// The equivalence: a request alone == the same request among 7 concurrent others.
+TEST(Scheduler, BatchingDoesNotChangeOutputs) {
+  FakeEngine eng(kVocab);
+  SchedulerOptions o;
+  o.max_num_seqs = 8;
+  o.prefill_chunk = 16;
+  Scheduler s(eng, o);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(make_prompt(5 + 9 * i, 10 + i));
+  std::vector<std::shared_ptr<GenHandle>> hs;
+  for (auto& p : prompts) hs.push_back(s.submit(greedy(p, 24)));
+  for (size_t i = 0; i < hs.size(); ++i) EXPECT_EQ(drain(*hs[i]), fake_reference(prompts[i], 24, kVocab)) << i;
+  EXPECT_GT(s.max_batch_seen(), 4);  // they really ran together
+}
+
+TEST(Scheduler, ChunkedPrefillKeepsDecodersStreaming) {
+  FakeEngine eng(kVocab, 4096, 500);
+  SchedulerOptions o;
+  o.prefill_chunk = 8;
+  Scheduler s(eng, o);
+  auto short_p = make_prompt(4, 3);
+  auto long_p = make_prompt(200, 4);
+  auto h1 = s.submit(greedy(short_p, 60));
+  std::vector<GenToken> first;
+  while (first.empty()) h1->next(first, std::chrono::milliseconds(100));  // h1 is decoding
+  auto h2 = s.submit(greedy(long_p, 5));
+  auto out2 = drain(*h2);
+  auto out1 = drain(*h1);
+  std::vector<int32_t> all1 = {first[0].id};
+  all1.insert(all1.end(), out1.begin(), out1.end());
+  EXPECT_EQ(all1, fake_reference(short_p, 60, kVocab));
+  EXPECT_EQ(out2, fake_reference(long_p, 5, kVocab));
+  // No step fed more than the chunk of prompt, and some steps mixed a decode with a prompt chunk.
+  int mixed = 0;
+  std::lock_guard lk(eng.mu);
+  for (auto& st : eng.steps) {
+    int64_t prompt_tokens = 0;
+    bool has_decode = false;
+    for (size_t i = 0; i < st.item_sizes.size(); ++i) {
+      if (st.item_sizes[i] > 1) prompt_tokens += st.item_sizes[i];
+      has_decode |= st.item_sizes[i] == 1;
+    }
+    EXPECT_LE(prompt_tokens, 8);
+    mixed += has_decode && prompt_tokens > 0;
+  }
+  EXPECT_GE(mixed, 200 / 8 - 2);
+}
+
+TEST(Scheduler, PrefixCacheReusesSharedPrompt) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  auto sys = make_prompt(50, 5);
+  auto a = sys, b = sys;
+  a.insert(a.end(), {1, 2, 3});
+  b.insert(b.end(), {4, 5, 6, 7});
+  auto ha = s.submit(greedy(a, 6));
+  EXPECT_EQ(drain(*ha), fake_reference(a, 6, kVocab));
+  EXPECT_EQ(ha->n_cached(), 0);
+  auto hb = s.submit(greedy(b, 6));
+  EXPECT_EQ(drain(*hb), fake_reference(b, 6, kVocab));  // truncation to the shared prefix was right
+  EXPECT_EQ(hb->n_cached(), 50);
+  // The same prompt again: all but the last prompt token come from the cache.
+  auto hb2 = s.submit(greedy(b, 6));
+  EXPECT_EQ(drain(*hb2), fake_reference(b, 6, kVocab));
+  EXPECT_EQ(hb2->n_cached(), int64_t(b.size()) - 1);
+  EXPECT_EQ(eng.n_new_sequences.load(), 1);
+  // Continuing the conversation (prompt = old prompt + answer + more) reuses it all.
+  auto ans = fake_reference(b, 6, kVocab);
+  auto c = b;
+  c.insert(c.end(), ans.begin(), ans.end() - 1);  // what the cache holds
+  c.insert(c.end(), {9, 9});
+  auto hc = s.submit(greedy(c, 3));
+  EXPECT_EQ(drain(*hc), fake_reference(c, 3, kVocab));
+  EXPECT_EQ(hc->n_cached(), int64_t(b.size() + ans.size() - 1));
+}
+
+TEST(Scheduler, CancelFreesSequence) {
+  FakeEngine eng(kVocab, 100000, 1000);
+  Scheduler s(eng, {});
+  auto h = s.submit(greedy(make_prompt(10, 6), 100000 - 20));
+  std::vector<GenToken> toks;
+  while (toks.size() < 3) h->next(toks, std::chrono::milliseconds(100));
+  h->cancel();
+  drain(*h);
+  EXPECT_EQ(h->finish(), Finish::kCancelled);
+  for (int i = 0; i < 100 && s.gauges().running > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto g = s.gauges();
+  EXPECT_EQ(g.running, 0);
+  EXPECT_EQ(g.prefix_cache_entries, 0);  // a cancelled sequence is not kept
+  EXPECT_EQ(g.kv_reserved_bytes, 0u);
+}
+
+TEST(Scheduler, RefusesWhatCannotFitAndQueuesWhatMust) {
+  FakeEngine eng(kVocab, 128);
+  SchedulerOptions o;
+  o.kv_budget_bytes = 100 * 8;  // 100 tokens of cache
+  o.prefix_cache_entries = 0;
+  Scheduler s(eng, o);
+  try {
+    s.submit(greedy(make_prompt(128, 1), 1));
+    FAIL() << "accepted a prompt as long as the context";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "context_length_exceeded");
+  }
+  try {
+    s.submit(greedy(make_prompt(100, 1), 50));
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.code, "context_length_exceeded");
+  }
+  try {
+    s.submit(greedy(make_prompt(90, 1), 20));  // fits the context, not the KV budget
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.code, "kv_budget_exceeded");
+  }
+  EXPECT_THROW(s.submit(greedy({}, 1)), ApiError);
+  EXPECT_THROW(s.submit(greedy({1, 999}, 1)), ApiError);
+  // Two requests of 60 tokens each: the second waits for the first, then both are right.
+  auto p1 = make_prompt(30, 2), p2 = make_prompt(30, 3);
+  auto h1 = s.submit(greedy(p1, 30));
+  auto h2 = s.submit(greedy(p2, 30));
+  EXPECT_EQ(drain(*h1), fake_reference(p1, 30, kVocab));
+  EXPECT_EQ(drain(*h2), fake_reference(p2, 30, kVocab));
+  EXPECT_EQ(s.max_batch_seen(), 1);
+  // Unset max_tokens = what the context (128) and the KV budget (100 tokens) leave.
+  auto h3 = s.submit(greedy(make_prompt(10, 4), 0));
+  EXPECT_EQ(drain(*h3).size(), 100u - 10u);
+}
+
+TEST(Scheduler, ForwardFailureFailsRequestNotServer) {
+  FakeEngine eng(kVocab);
+  eng.poison = 63;
+  Scheduler s(eng, {});
+  auto bad = s.submit(greedy({1, 63, 2}, 4));
+  drain(*bad);
+  EXPECT_EQ(bad->finish(), Finish::kError);
+  EXPECT_NE(bad->error().find("poisoned"), std::string::npos);
+  auto p = make_prompt(5, 9);
+  auto good = s.submit(greedy(p, 4));
+  EXPECT_EQ(drain(*good), fake_reference(p, 4, kVocab));
+}
+
+TEST(Scheduler, LogprobsAreNormalized) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  GenRequest r = greedy(make_prompt(5, 1), 3);
+  r.top_logprobs = 3;
+  auto h = s.submit(r);
+  std::vector<GenToken> toks;
+  while (h->next(toks, std::chrono::milliseconds(100))) {
+  }
+  ASSERT_EQ(toks.size(), 3u);
+  for (auto& t : toks) {
+    ASSERT_EQ(t.top.size(), 3u);
+    EXPECT_EQ(t.top[0].first, t.id);  // greedy picks the best
+    EXPECT_FLOAT_EQ(t.top[0].second, t.logprob);
+    EXPECT_LT(t.logprob, 0.0f);
+    EXPECT_GE(t.top[0].second, t.top[1].second);
+    // One logit of 5 against 63 of at most 0.6: p(best) = e^5 / (e^5 + sum e^bg).
+    double bg = 0;
+    for (int v = 0; v < kVocab; ++v) if (v != t.id) bg += std::exp((v % 7) * 0.1);
+    EXPECT_NEAR(t.logprob, std::log(std::exp(5.0) / (std::exp(5.0) + bg)), 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace sickle::server
