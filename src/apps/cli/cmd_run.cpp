@@ -1,0 +1,192 @@
+// sickle run — generate from a prompt, streaming text (or ids) to stdout, figures to stderr.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "apps/cli/command.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "io/writer.h"
+#include "model/model.h"
+#include "model/perf.h"
+#include "model/sampler.h"
+#include "runtime/thread_pool.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sickle::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunArgs {
+  std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
+  int64_t n_predict = 128, ctx = 0;
+  int threads = 0;
+  bool chat = false, print_ids = false, ignore_eos = false;
+  double membw_gbs = 0;
+  SamplingParams sp;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    if (part.empty()) continue;
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != part.size() || v < 0 || v > INT32_MAX) fail("--tokens: '{}' is not a token id", part);
+    ids.push_back(int32_t(v));
+  }
+  if (ids.empty()) fail("--tokens: no token ids in '{}'", s);
+  return ids;
+}
+
+bool has_tokenizer(const fs::path& dir) {
+  return fs::exists(dir / "tiktoken.model") || fs::exists(dir / "tokenizer.json");
+}
+
+// One F32 tensor `logits` [rows, vocab] as a single safetensors file, through CheckpointWriter
+// (temp dir + rename, so a failed write leaves nothing behind).
+void write_logits(const fs::path& file, std::vector<float>&& rows, int64_t vocab) {
+  fs::path tmp = file;
+  tmp += ".sickle-tmp";
+  {
+    WriterOptions wo;
+    wo.force = true;
+    wo.max_shard_bytes = ~0ull;
+    CheckpointWriter w(tmp, wo);
+    int64_t n = int64_t(rows.size()) / vocab;
+    w.add("logits", DType::F32, {n, vocab}, TensorSource::from_vector(rows));
+    w.commit();
+  }
+  std::error_code ec;
+  fs::rename(tmp / "model.safetensors", file, ec);
+  if (ec) fail("{}: cannot write: {}", file.string(), ec.message());
+  fs::remove_all(tmp, ec);
+}
+
+int run(const RunArgs& a) {
+  ModelOptions mo;
+  mo.n_threads = a.threads;
+  mo.max_context = a.ctx;
+  auto model = Model::load(a.model_dir, mo);
+  const int64_t V = model->vocab_size();
+  std::unique_ptr<Tokenizer> tok;
+  if (has_tokenizer(a.model_dir)) tok = Tokenizer::load(a.model_dir);
+
+  std::vector<int32_t> prompt;
+  if (!a.tokens.empty()) {
+    prompt = parse_ids(a.tokens);
+  } else {
+    if (!tok) fail("{}: no tokenizer (tiktoken.model or tokenizer.json); use --tokens", a.model_dir);
+    if (a.prompt.empty() && !a.chat) fail("run: give a prompt with -p or token ids with --tokens");
+    std::string text = a.prompt;
+    if (a.chat) {
+      nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
+      text = render_chat(*tok, messages, nullptr, true, a.thinking == "on");
+    }
+    prompt = tok->encode(text, /*allow_special=*/a.chat);
+    if (prompt.empty()) fail("run: the prompt encodes to no tokens");
+  }
+  if (int64_t(prompt.size()) > model->max_context())
+    fail("run: the prompt has {} tokens, more than the context of {} tokens", prompt.size(), model->max_context());
+  std::vector<int32_t> stop;
+  if (tok) stop = tok->stop_ids();
+  else if (model->config().eos_token_id) stop.push_back(int32_t(*model->config().eos_token_id));
+  if (a.ignore_eos) stop.clear();
+
+  Sampler sampler(a.sp);
+  auto seq = model->new_sequence();
+  std::vector<float> logits, dump;
+  const bool dumping = !a.dump_logits.empty();
+  RunFigures fig;
+  fig.n_prompt = int64_t(prompt.size());
+  fig.active_bytes_per_token = model->active_bytes_per_token();
+
+  auto t0 = std::chrono::steady_clock::now();
+  model->forward(*seq, prompt, logits, dumping);
+  fig.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
+  const float* last = logits.data() + logits.size() - V;
+
+  std::unique_ptr<StreamDecoder> sd;
+  if (tok && !a.print_ids) sd = std::make_unique<StreamDecoder>(*tok);
+  std::vector<int32_t> generated;
+  auto t1 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < a.n_predict; ++i) {
+    int32_t id = sampler.sample(last, V);
+    generated.push_back(id);
+    bool is_stop = std::find(stop.begin(), stop.end(), id) != stop.end();
+    if (sd && !is_stop) {
+      std::string piece = sd->push(id);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    // Feed the token unless generation ends here; when dumping, feed it anyway so the dump
+    // covers every position (prompt + generated).
+    bool done = is_stop || i + 1 == a.n_predict || seq->n_past() + 1 > model->max_context();
+    if (done && !(dumping && seq->n_past() < model->max_context())) break;
+    std::span<const int32_t> one(&generated.back(), 1);
+    model->forward(*seq, one, logits);
+    ++fig.n_generated;
+    if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
+    last = logits.data();
+    if (done) break;
+  }
+  fig.decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  if (sd) {
+    std::string rest = sd->flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+    std::fputc('\n', stdout);
+  } else if (a.print_ids || !tok) {
+    for (size_t i = 0; i < generated.size(); ++i) std::printf(i ? " %d" : "%d", generated[i]);
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+  if (dumping) write_logits(a.dump_logits, std::move(dump), V);
+
+  const char* src = "given";
+  if (a.membw_gbs > 0) {
+    fig.bandwidth = a.membw_gbs * 1e9;
+  } else {
+    fig.bandwidth = measure_read_bandwidth(model->pool());
+    src = "measured";
+  }
+  std::fprintf(stderr, "%s\n", format_figures(fig, src).c_str());
+  return 0;
+}
+
+Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures to stderr)", 60, [](CLI::App& sub) {
+  auto a = std::make_shared<RunArgs>();
+  sub.add_option("-m,--model", a->model_dir, "Model directory")->required();
+  sub.add_option("-p,--prompt", a->prompt, "Prompt text");
+  sub.add_option("-n,--n-predict", a->n_predict, "Tokens to generate")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+  sub.add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();
+  sub.add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")->capture_default_str();
+  sub.add_option("--top-k", a->sp.top_k, "Keep the k most likely (0 = off)")->capture_default_str();
+  sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")->capture_default_str();
+  sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
+  sub.add_flag("--chat", a->chat, "Wrap the prompt as one user turn in the model's chat format");
+  sub.add_option("--thinking", a->thinking, "Chat: open a <think> block (on) or an empty one (off)")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  sub.add_option("--tokens", a->tokens, "Prompt as token ids, comma-separated (no tokenizer needed)");
+  sub.add_flag("--print-ids", a->print_ids, "Print generated ids (space-separated, one line) instead of text");
+  sub.add_option("--dump-logits", a->dump_logits,
+                 "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file");
+  sub.add_option("-t,--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
+  sub.add_option("--membw", a->membw_gbs, "Machine memory bandwidth in GB/s for the figures (default: measure)");
+  sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
+  return [a] { return run(*a); };
+}});
+
+}  // namespace
+}  // namespace sickle::cli
