@@ -1,8 +1,8 @@
 // sickle/tokenizer/chat.cpp — Kimi and DeepSeek-V3 chat formats (see chat.h).
 //
 // Kimi: written from model-format.md §6 and Moonshot's Kimi-K2-Thinking / K2.5
-// chat_template.jinja structure: optional tool_declare turn (tools as compact JSON; the
-// TypeScript-style `tools_ts_str` variant is not produced), the default system turn only when
+// chat_template.jinja structure: optional tool_declare turn (K2.5's TypeScript-style
+// `tools_ts_str`, see kimi_tools.cpp, or compact sorted JSON), the default system turn only when
 // the model's own template has one and the conversation starts without a system message,
 // turns `<|im_ROLE|>NAME<|im_middle|>...<|im_end|>` with NAME = message.name or role,
 // assistant turns up to the last assistant message without tool calls ("history") as
@@ -120,11 +120,20 @@ std::vector<Call> tool_calls_of(const json& m, size_t i, bool compact_args) {
 }
 
 std::string render_kimi(const json& messages, const json& tools, bool add_generation_prompt, bool thinking,
-                        bool default_system) {
+                        bool default_system, bool ts_tools) {
   std::string out;
   if (tools.is_array() && !tools.empty()) {
+    std::string decl;
+    if (ts_tools) {
+      try {
+        decl = kimi_tools_typescript(tools);
+      } catch (const Error&) {
+        decl.clear();  // Moonshot's apply_chat_template: conversion failed -> JSON
+      }
+    }
+    if (decl.empty()) decl = py_dumps(tools, /*compact=*/true);
     out += "<|im_system|>tool_declare<|im_middle|>";
-    out += py_dumps(tools, /*compact=*/true);
+    out += decl;
     out += "<|im_end|>";
   } else if (!tools.is_null() && !tools.is_array()) {
     fail("tools: expected a list or null");
@@ -252,7 +261,7 @@ ChatFormat chat_format_of(const Tokenizer& tokenizer) {
 std::string render_chat(ChatFormat format, const json& messages, const json& tools, bool add_generation_prompt,
                         bool thinking) {
   if (!messages.is_array()) fail("messages: expected a list");
-  if (format == ChatFormat::kKimi) return render_kimi(messages, tools, add_generation_prompt, thinking, false);
+  if (format == ChatFormat::kKimi) return render_kimi(messages, tools, add_generation_prompt, thinking, false, true);
   return render_deepseek(messages, add_generation_prompt, "<｜begin▁of▁sentence｜>");
 }
 
@@ -267,7 +276,10 @@ std::string render_chat(const Tokenizer& tokenizer, const json& messages, const 
     // Moonshot's templates (K2-Instruct, K2-Thinking) add a default system turn; follow the
     // model's own template on that point.
     bool default_system = tmpl.find(kKimiDefaultSystem) != std::string::npos;
-    return render_kimi(messages, tools, add_generation_prompt, thinking, default_system);
+    // K2.5 declares tools in TypeScript style through `tools_ts_str`; older templates
+    // (K2-Instruct, K2-Thinking) have no such variable. No template: K2.5 (our target layout).
+    bool ts_tools = tmpl.empty() || tmpl.find("tools_ts_str") != std::string::npos;
+    return render_kimi(messages, tools, add_generation_prompt, thinking, default_system, ts_tools);
   }
   std::string bos;
   if (cfg.contains("bos_token")) {

@@ -9,6 +9,9 @@
 // DeepSeek-V3 (its tokenizer_config chat_template): `<｜begin▁of▁sentence｜>SYSTEM<｜User｜>...
 // <｜Assistant｜>...<｜end▁of▁sentence｜>`.
 // The format is chosen from the tokenizer: tiktoken -> Kimi, HF byte-level -> DeepSeek-V3.
+// Kimi tool declarations are K2.5's TypeScript style (kimi_tools_typescript), unless the
+// model's own chat_template does not use `tools_ts_str` (K2 / K2-Thinking), or a schema
+// cannot be converted: then compact JSON with sorted keys.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -33,6 +36,12 @@ std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messag
                         const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
 std::string render_chat(ChatFormat format, const nlohmann::json& messages,
                         const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+
+// Kimi-K2.5's TypeScript-style tool declaration (`tools_ts_str`: "# Tools\n\n## functions\n
+// namespace functions {...}"), as Moonshot's tool_declaration_ts.py writes it for deep-sorted
+// tools. Empty for no function tools; an Error for schemas the reference rejects (the
+// renderer then falls back to JSON, as Moonshot's template does).
+std::string kimi_tools_typescript(const nlohmann::json& tools);
 
 struct ToolCall {
   std::string id;         // Kimi: "functions.NAME:IDX" verbatim

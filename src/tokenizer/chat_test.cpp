@@ -86,7 +86,8 @@ TEST(KimiChat, ToolsToolCallsAndResults) {
     {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "18C"}])");
   std::string want =
       "<|im_system|>tool_declare<|im_middle|>"
-      R"([{"function":{"description":"Get weather","name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}},"type":"function"}])"
+      "# Tools\n\n## functions\nnamespace functions {\n// Get weather\n"
+      "type get_weather = (_: {\n  city: string\n}) => any;\n}\n"
       "<|im_end|>"
       "<|im_user|>user<|im_middle|>Weather in Paris?<|im_end|>"
       "<|im_assistant|>assistant<|im_middle|><think>Need the tool.</think>"
@@ -108,6 +109,76 @@ TEST(KimiChat, ToolsToolCallsAndResults) {
   std::string off = render_chat(kimi(), msgs, tools, true, false);
   EXPECT_NE(off.find("<|im_middle|><think></think><|tool_calls_section_begin|>"), std::string::npos);
   EXPECT_EQ(off.find("Need the tool."), std::string::npos);
+}
+
+TEST(KimiChat, JsonToolsForTemplatesWithoutTypeScript) {
+  // K2-Instruct / K2-Thinking style templates have no tools_ts_str: compact JSON, sorted keys
+  // (K2.5's tokenizer deep-sorts tools too).
+  auto tok = Tokenizer::load(testing::write_tiny_tiktoken("chat_kimi_json", {}, {}, "{{ tools | tojson }}"));
+  json tools = json::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])");
+  EXPECT_EQ(render_chat(*tok, json::array(), tools, false, true),
+            R"(<|im_system|>tool_declare<|im_middle|>[{"function":{"name":"f","parameters":{"type":"object"}},"type":"function"}]<|im_end|>)");
+  // A schema the TypeScript encoder rejects (enum value of the wrong type) falls back to JSON.
+  json bad = json::parse(R"([{"type": "function", "function": {"name": "g", "parameters": {"type": "object",
+    "properties": {"x": {"type": "string", "enum": [1]}}}}}])");
+  EXPECT_THROW(kimi_tools_typescript(bad), Error);
+  EXPECT_EQ(render_chat(kimi(), json::array(), bad, false, true),
+            R"(<|im_system|>tool_declare<|im_middle|>[{"function":{"name":"g","parameters":{"properties":{"x":{"enum":[1],"type":"string"}},"type":"object"}},"type":"function"}]<|im_end|>)");
+}
+
+TEST(KimiTools, TypeScriptDeclarations) {
+  // Hand-derived from the rules of Moonshot's tool_declaration_ts.py: required fields first,
+  // each group by name; descriptions and constraints as // comments; Default comments; arrays
+  // with documented items on their own lines; $defs as interfaces; non-function tools skipped.
+  json tools = json::parse(R"([
+    {"type": "function", "function": {"name": "get_weather", "description": "Get weather",
+      "parameters": {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string", "description": "City name"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7, "default": 1},
+        "unit": {"type": "string", "enum": ["c", "f"]}}}}},
+    {"type": "_plugin", "_plugin": {"name": "x"}},
+    {"type": "function", "function": {"name": "search", "description": "Search docs.\nReturns hits.",
+      "parameters": {"type": "object", "required": ["query", "opts"], "properties": {
+        "query": {"type": "string", "minLength": 1},
+        "filters": {"type": "array", "items": {"type": "string", "description": "A tag"}, "maxItems": 3},
+        "mode": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null},
+        "opts": {"type": "object", "properties": {"limit": {"type": "integer"}}, "additionalProperties": false}}}}},
+    {"type": "function", "function": {"name": "tree", "parameters": {"type": "object",
+      "$defs": {"Node": {"type": "object", "description": "A node", "properties": {"v": {"type": "number"}},
+                         "required": ["v"]}},
+      "properties": {"root": {"$ref": "#/$defs/Node"}}, "required": ["root"]}}}])");
+  EXPECT_EQ(kimi_tools_typescript(tools),
+            "# Tools\n\n## functions\nnamespace functions {\n"
+            "// Get weather\n"
+            "type get_weather = (_: {\n"
+            "  // City name\n"
+            "  city: string,\n"
+            "  // maximum: 7, minimum: 1\n"
+            "  // Default: 1\n"
+            "  days?: number,\n"
+            "  unit?: \"c\" | \"f\"\n"
+            "}) => any;\n"
+            "// Search docs.\n// Returns hits.\n"
+            "type search = (_: {\n"
+            "  opts: {\n"
+            "    limit?: number,\n"
+            "    [k: string]: never\n"
+            "  },\n"
+            "  // minLength: 1\n"
+            "  query: string,\n"
+            "  // maxItems: 3\n"
+            "  filters?: Array<\n"
+            "    // A tag\n"
+            "    string\n"
+            "  >,\n"
+            "  mode?: string | null\n"
+            "}) => any;\n"
+            "// A node\ninterface Node {\n  v: number\n}\n"
+            "type tree = (_: {\n  root: Node\n}) => any;\n"
+            "}\n");
+  EXPECT_EQ(kimi_tools_typescript(json::array()), "");
+  EXPECT_EQ(kimi_tools_typescript(json::parse(R"([{"type": "function", "function": {"name": "n"}}])")),
+            "# Tools\n\n## functions\nnamespace functions {\ntype n = (_: {}) => any;\n}\n");
 }
 
 TEST(KimiChat, ObjectArgumentsIdsAndDefaultSystem) {
