@@ -11,17 +11,22 @@ namespace sickle {
 
 using json = nlohmann::json;
 
-int64_t TensorInfo::numel() const {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
+namespace {
+// A validated shape's product fits (it equals bytes / dtype size), except when a zero dimension
+// follows huge ones ([2^62, 2^62, 0] is a legal empty tensor): check for zero first so the
+// product never overflows.
+int64_t shape_numel(const std::vector<int64_t>& shape) {
+  for (auto d : shape)
+    if (d == 0) return 0;
+  uint64_t n = 1;
+  for (auto d : shape) n *= uint64_t(d);
+  return int64_t(n);
 }
+}  // namespace
 
-int64_t TensorView::numel() const {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
+int64_t TensorInfo::numel() const { return shape_numel(shape); }
+
+int64_t TensorView::numel() const { return shape_numel(shape); }
 
 std::string shape_to_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
