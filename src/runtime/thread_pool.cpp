@@ -87,7 +87,7 @@ void ThreadPool::run(int64_t n_items, int64_t chunk, TaskRef task) {
 }
 
 void ThreadPool::worker_main(int tid) {
-  uint64_t seen = generation_.load(std::memory_order_acquire);
+  uint64_t seen = 0;  // the generation at construction: a task or stop posted before this thread ran is still seen
   for (;;) {
     uint64_t g;
     for (int i = 0; (g = generation_.load(std::memory_order_acquire)) == seen; ++i) {

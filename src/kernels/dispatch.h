@@ -1,0 +1,66 @@
+// sickle/kernels/dispatch.h — the kernel table, chosen once from the CPU's features.
+//
+// Each entry works on a row range [r0, r1) of one weight and all n tokens, single-threaded;
+// linear.cpp splits rows across the thread pool. The scalar table is the twin of the SIMD ones
+// (same arithmetic, same int8 activation quantization) and the fallback on old CPUs.
+//
+// Layout conventions: x is [n, ldx] f32, y is [n, ldy] f32, y[t*ldy + r] is overwritten.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "io/weights.h"
+
+namespace sickle {
+
+// Activations quantized to int8 for the int4 kernels: one f32 scale d per 32 values
+// (d = max|x| / 127, q = round(x / d), as llama.cpp's Q8_0).
+// Layout per token, built for the kernels' register shapes: blocks of 32 are gathered in
+// groups of 4 (n_blocks padded with zero blocks to a multiple of 4); group g holds 128 bytes:
+// [even-indexed values of its 4 blocks, 16 each][odd-indexed values, 16 each], matching the
+// low / high nibbles of the packed int4 bytes. d and m are [n_blocks_padded * 4] per token:
+// entry 4*b + i (i = 0..3) holds d_b and m_b = 2 * d_b * sum(q_b) (the offset-binary
+// correction 8 * d_b * sum(q_b), spread over the 4 int32 lanes one block fills).
+struct QuantizedActs {
+  int64_t n = 0, cols = 0;
+  int64_t n_blocks = 0, n_blocks_padded = 0;
+  int8_t* q = nullptr;  // [n, n_blocks_padded * 32]
+  float* d = nullptr;   // [n, n_blocks_padded * 4]
+  float* m = nullptr;   // [n, n_blocks_padded * 4]
+
+  int64_t q_stride() const { return n_blocks_padded * 32; }
+  int64_t dm_stride() const { return n_blocks_padded * 4; }
+  // Bytes needed for n tokens of `cols` values (q, d, m, each 64-byte aligned).
+  static size_t bytes_for(int64_t n, int64_t cols);
+};
+
+struct KernelTable {
+  const char* name;
+  // Quantize tokens [t0, t1) of x into qa (qa's arrays already sized for qa.n tokens).
+  void (*quantize_acts)(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
+  // int4 group weights (group a multiple of 32) x quantized activations.
+  void (*linear_int4)(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy);
+  // f32 / bf16 / f16 / fp8-block weights x f32 activations.
+  void (*linear_dense)(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
+                       int64_t ldy);
+};
+
+extern const KernelTable kScalarKernels;
+extern const KernelTable kAvx2Kernels;    // needs avx2 + fma + f16c
+extern const KernelTable kAvx512Kernels;  // needs avx512f/bw/vl + avx512vnni
+
+// The best table for this CPU (picked once). SICKLE_KERNELS=scalar|avx2|avx512 overrides it
+// (for tests and benchmarks); an override the CPU cannot run is ignored with a warning.
+const KernelTable& kernel_table();
+// Tables this CPU can run, best last (tests sweep them all).
+std::vector<const KernelTable*> runnable_kernel_tables();
+
+// Lay one token's f32 values into the QuantizedActs position of value c.
+inline int64_t qact_index(int64_t c) {
+  int64_t b = c / 32, j = c % 32;
+  return (b / 4) * 128 + (j & 1) * 64 + (b % 4) * 16 + j / 2;
+}
+
+}  // namespace sickle

@@ -1,0 +1,208 @@
+// AVX-512 (F/BW/VL) + VNNI kernel table. Compiled with -mavx512* (CMake: *_avx512.cpp);
+// only called when kernel_table() found the features at run time.
+#include <immintrin.h>
+
+// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "base/numeric.h"
+#include "kernels/dense_loaders.h"
+#include "kernels/dispatch.h"
+#include "runtime/scratch.h"
+
+namespace sickle {
+
+void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
+void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+                          float* y, int64_t ldy);
+
+namespace {
+
+// ---------------------------------------------------------------- int4 x int8 (VNNI)
+
+// One weight row against T tokens. Per step of 4 blocks (128 values, 64 weight bytes): the low
+// nibbles are the even-indexed values, the high nibbles the odd ones; vpdpbusd multiplies the
+// unsigned nibble (q + 8) by the signed int8 activation and the -8 offset comes back through
+// m = 8 d sum(q) (see QuantizedActs). Lane i of the int32 result belongs to block i / 4.
+template <int T>
+inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const QuantizedActs& qa, int64_t t0,
+                     float* y, int64_t ldy) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  // vpermw index: the high 16 bits of int32 lane L take bf16 scale L / 4 (low bits masked to 0).
+  alignas(64) static const uint16_t kIdx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1,
+                                                0, 2, 0, 2, 0, 2, 0, 2, 0, 3, 0, 3, 0, 3, 0, 3};
+  const __m512i sidx = _mm512_load_si512(kIdx);
+  const int64_t qs = qa.q_stride(), ds = qa.dm_stride();
+  const int8_t* q0 = qa.q + t0 * qs;
+  const float* d0 = qa.d + t0 * ds;
+  const float* mm0 = qa.m + t0 * ds;
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  auto step = [&](__m512i wv, __m128i s4, int64_t g) {
+    __m512i lo = _mm512_and_si512(wv, m4);
+    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
+    __m512 ws = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s4)));
+    for (int t = 0; t < T; ++t) {
+      const int8_t* q = q0 + t * qs + g * 32;
+      __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_load_si512(q));
+      i = _mm512_dpbusd_epi32(i, hi, _mm512_load_si512(q + 64));
+      __m512 f = _mm512_fmsub_ps(_mm512_load_ps(d0 + t * ds + g * 4), _mm512_cvtepi32_ps(i),
+                                 _mm512_load_ps(mm0 + t * ds + g * 4));
+      acc[t] = _mm512_fmadd_ps(ws, f, acc[t]);
+    }
+  };
+  int64_t g = 0;
+  for (; g + 4 <= nb; g += 4)
+    step(_mm512_loadu_si512(wr + g * 16), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + g)), g);
+  if (g < nb) {  // 1-3 blocks left: masked loads (the activations are zero-padded)
+    int rem = int(nb - g);
+    __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
+    step(_mm512_maskz_loadu_epi8(wk, wr + g * 16), _mm_maskz_loadu_epi16(__mmask8((1u << rem) - 1), sr + g), g);
+  }
+  for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+}
+
+using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t);
+constexpr int kInt4MaxT = 8;
+constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr,     int4_row<1>, int4_row<2>, int4_row<3>, int4_row<4>,
+                                                int4_row<5>, int4_row<6>, int4_row<7>, int4_row<8>};
+
+void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
+                        int64_t ldy) {
+  const int64_t nb = w.cols / 32, bpg = w.group_size / 32;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  thread_local ScratchBuffer sbuf;  // per-block scales when the group spans several blocks
+  uint16_t* sexp = bpg == 1 ? nullptr : static_cast<uint16_t*>(sbuf.get(size_t(nb + 4) * 2));
+  // Rows in chunks that stay in L2 while every token tile passes over them (prefill); for
+  // n <= kInt4MaxT this is a plain stream over the rows.
+  constexpr int64_t kRowChunk = 32;
+  for (int64_t rc = r0; rc < r1; rc += kRowChunk) {
+    int64_t rc1 = rc + kRowChunk < r1 ? rc + kRowChunk : r1;
+    for (int64_t t0 = 0; t0 < qa.n; t0 += kInt4MaxT) {
+      int64_t nt = qa.n - t0 < kInt4MaxT ? qa.n - t0 : kInt4MaxT;
+      Int4RowFn fn = kInt4Rows[nt];
+      for (int64_t r = rc; r < rc1; ++r) {
+        const uint16_t* sr = w.scale_bf16 + r * w.scale_cols;
+        if (sexp) {
+          for (int64_t b = 0; b < nb; ++b) sexp[b] = sr[b / bpg];
+          sr = sexp;
+        }
+        fn(base + r * (w.cols / 2), sr, nb, qa, t0, y + t0 * ldy + r, ldy);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dense: f32/bf16/f16/fp8
+
+struct LoadF32 {
+  const float* p; int64_t ld;
+  __m512 load(int64_t r, int64_t c) const { return _mm512_loadu_ps(p + r * ld + c); }
+  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return _mm512_maskz_loadu_ps(k, p + r * ld + c); }
+};
+struct LoadBF16 {
+  const uint16_t* p; int64_t ld;
+  static __m512 cvt(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  __m512 load(int64_t r, int64_t c) const { return cvt(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * ld + c))); }
+  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return cvt(_mm256_maskz_loadu_epi16(k, p + r * ld + c)); }
+};
+struct LoadF16 {
+  const uint16_t* p; int64_t ld;
+  __m512 load(int64_t r, int64_t c) const { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * ld + c))); }
+  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p + r * ld + c)); }
+};
+// fp8 e4m3fn -> f32 without a table: put exponent+mantissa at f32 bits 20..26 and the sign at
+// bit 31, then multiply by 2^120 (the bias difference 127 - 7); e = 0 lands on f32 denormals
+// and comes out exactly as mant * 2^-9. Unlike the spec, 0x7f/0xff decode to +-480 instead of
+// NaN (checkpoints do not hold NaN weights). Then * the block's scale_inv, as the spec.
+struct LoadFp8 {
+  const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
+  static __m512 cvt(__m128i b8, float s) {
+    __m512i v = _mm512_cvtepu8_epi32(b8);
+    __m512i mag = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7f)), 20);
+    __m512i sgn = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
+    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sgn)), _mm512_set1_ps(0x1p120f));
+    return _mm512_mul_ps(f, _mm512_set1_ps(s));
+  }
+  float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }
+  __m512 load(int64_t r, int64_t c) const { return cvt(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + r * ld + c)), s(r, c)); }
+  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return cvt(_mm_maskz_loadu_epi8(k, p + r * ld + c), s(r, c)); }
+};
+
+// R weight rows x T tokens, 16 columns per step; x and y already point at the first token.
+template <class L, int R, int T>
+void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  __m512 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    __m512 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
+    for (int j = 0; j < T; ++j) {
+      __m512 xv = _mm512_loadu_ps(x + j * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+  }
+  if (c < cols) {
+    __mmask16 k = __mmask16((1u << (cols - c)) - 1);
+    __m512 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c, k);
+    for (int j = 0; j < T; ++j) {
+      __m512 xv = _mm512_maskz_loadu_ps(k, x + j * ldx + c);
+      for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) y[j * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <class L>
+void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
+               int64_t ldy) {
+  using Fn = void (*)(const L&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+  static constexpr Fn kTiles[4][4] = {
+      {dense_tile<L, 1, 1>, dense_tile<L, 1, 2>, dense_tile<L, 1, 3>, dense_tile<L, 1, 4>},
+      {dense_tile<L, 2, 1>, dense_tile<L, 2, 2>, dense_tile<L, 2, 3>, dense_tile<L, 2, 4>},
+      {dense_tile<L, 3, 1>, dense_tile<L, 3, 2>, dense_tile<L, 3, 3>, dense_tile<L, 3, 4>},
+      {dense_tile<L, 4, 1>, dense_tile<L, 4, 2>, dense_tile<L, 4, 3>, dense_tile<L, 4, 4>}};
+  // Rows in L2-sized chunks, token tiles inside, so each chunk is read from memory once.
+  const int64_t row_chunk = cols <= 2048 ? 64 : 16;
+  for (int64_t rc = r0; rc < r1; rc += row_chunk) {
+    int64_t rc1 = rc + row_chunk < r1 ? rc + row_chunk : r1;
+    for (int64_t t0 = 0; t0 < n; t0 += 4) {
+      int nt = int(n - t0 < 4 ? n - t0 : 4);
+      for (int64_t r = rc; r < rc1; r += 4) {
+        int nr = int(rc1 - r < 4 ? rc1 - r : 4);
+        kTiles[nr - 1][nt - 1](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy);
+      }
+    }
+  }
+}
+
+void linear_dense_avx512(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+                         float* y, int64_t ldy) {
+  switch (w.encoding) {
+    case WeightEncoding::kF32:
+      return dense_run(LoadF32{static_cast<const float*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
+    case WeightEncoding::kBF16:
+      return dense_run(LoadBF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
+    case WeightEncoding::kF16:
+      return dense_run(LoadF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
+    case WeightEncoding::kFp8Block: {
+      int shift = fp8_col_shift(w);
+      if (shift < 0) break;
+      LoadFp8 ld{static_cast<const uint8_t*>(w.data), w.cols, w.scale_f32, w.scale_cols, w.block_rows, shift};
+      return dense_run(ld, w.cols, x, ldx, n, r0, r1, y, ldy);
+    }
+    case WeightEncoding::kInt4Group: break;
+  }
+  linear_dense_generic(w, x, ldx, n, r0, r1, y, ldy);
+}
+
+}  // namespace
+
+const KernelTable kAvx512Kernels = {"avx512", quantize_acts_generic, linear_int4_avx512, linear_dense_avx512};
+
+}  // namespace sickle

@@ -1,0 +1,316 @@
+// Every kernel table against the scalar specification (linear_scalar), over sweeps of sizes,
+// tails, token counts and misaligned pointers, with fixed seeds. Bounds are those stated in
+// kernels/linear.h.
+#include "kernels/linear.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/numeric.h"
+#include "kernels/dispatch.h"
+#include "runtime/scratch.h"
+#include "runtime/thread_pool.h"
+
+namespace sickle {
+namespace {
+
+// A weight with its own storage; `misalign` shifts the data pointer by that many bytes off a
+// 64-byte boundary (safetensors offsets in a mapped file can be anything).
+struct OwnedWeight {
+  std::vector<uint8_t> data_buf;
+  std::vector<float> scale_f32;
+  std::vector<uint16_t> scale_bf16;
+  WeightView view;
+};
+
+OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, int64_t group, int misalign, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  OwnedWeight o;
+  WeightView& w = o.view;
+  w.name = "test.weight";
+  w.encoding = enc;
+  w.rows = rows;
+  w.cols = cols;
+  size_t elem = enc == WeightEncoding::kF32 ? 4 : enc == WeightEncoding::kFp8Block ? 1 : 2;
+  size_t bytes = enc == WeightEncoding::kInt4Group ? size_t(rows * cols / 2) : size_t(rows * cols) * elem;
+  o.data_buf.assign(bytes + 64 + 8, 0);
+  uint8_t* p = o.data_buf.data() + (64 - reinterpret_cast<uintptr_t>(o.data_buf.data()) % 64) % 64 + misalign;
+  // A per-row magnitude so rows differ in scale (as real weights do).
+  auto row_scale = [&](int64_t r) { return 0.02f * (1.0f + float(r % 7)); };
+  switch (enc) {
+    case WeightEncoding::kF32:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        float v = nd(rng) * row_scale(i / cols);
+        std::memcpy(p + 4 * i, &v, 4);
+      }
+      break;
+    case WeightEncoding::kBF16:
+    case WeightEncoding::kF16:
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        float v = nd(rng) * row_scale(i / cols);
+        uint16_t h = enc == WeightEncoding::kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+      break;
+    case WeightEncoding::kFp8Block: {
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        uint8_t b;
+        do b = uint8_t(rng()); while ((b & 0x7f) == 0x7f);  // no NaN (see LoadFp8)
+        p[i] = b;
+      }
+      w.block_rows = 128;
+      w.block_cols = 128;
+      int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+      w.scale_cols = sc;
+      o.scale_f32.resize(size_t(sr * sc));
+      for (auto& s : o.scale_f32) s = 1e-3f * (1.0f + float(rng() % 100) / 25.0f);
+      w.scale_f32 = o.scale_f32.data();
+      break;
+    }
+    case WeightEncoding::kInt4Group: {
+      std::uniform_int_distribution<int> qd(-8, 7);
+      for (int64_t i = 0; i < rows * cols / 8; ++i) {
+        int8_t q[8];
+        for (auto& v : q) v = int8_t(qd(rng));
+        uint32_t word = pack_int4_word(q);
+        std::memcpy(p + 4 * i, &word, 4);
+      }
+      w.group_size = group;
+      w.scale_cols = cols / group;
+      o.scale_bf16.resize(size_t(rows * w.scale_cols) + 8);
+      for (int64_t i = 0; i < rows * w.scale_cols; ++i) {
+        float s = row_scale(i / w.scale_cols) * (0.5f + float(rng() % 100) / 100.0f) * ((rng() & 1) ? 1.0f : -1.0f);
+        o.scale_bf16[size_t(i)] = f32_to_bf16(s);
+      }
+      w.scale_bf16 = o.scale_bf16.data();
+      break;
+    }
+  }
+  w.data = p;
+  return o;
+}
+
+// Activations with outliers (as real hidden states have), offset by `misalign` floats.
+struct Acts {
+  std::vector<float> buf;
+  float* x;
+};
+Acts make_acts(int64_t n, int64_t cols, int misalign, uint32_t seed, bool outliers = true) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  Acts a;
+  a.buf.assign(size_t(n * cols) + 16, 0.0f);
+  a.x = a.buf.data() + misalign;
+  for (int64_t i = 0; i < n * cols; ++i) a.x[i] = nd(rng) * (outliers && (rng() % 97) == 0 ? 8.0f : 1.0f);
+  return a;
+}
+
+// Per element of y: sum_c |w_rc x_c| (the scale of rounding errors in a dot product) and
+// sum_c |w_rc| d_b(c) / 2 (the largest possible effect of rounding x to int8 with block step d).
+struct ErrorScales {
+  std::vector<double> abs_product, int8_rounding;
+};
+ErrorScales error_scales(const WeightView& w, const float* x, int64_t n) {
+  ErrorScales e;
+  e.abs_product.assign(size_t(n * w.rows), 0.0);
+  e.int8_rounding.assign(size_t(n * w.rows), 0.0);
+  std::vector<float> row(size_t(w.cols));
+  std::vector<double> half_step(size_t(w.cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * w.cols;
+    for (int64_t b = 0; b < w.cols / 32; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xt[b * 32 + j]));
+      for (int j = 0; j < 32; ++j) half_step[size_t(b * 32 + j)] = 0.5 * amax / 127.0;
+    }
+    for (int64_t r = 0; r < w.rows; ++r) {
+      w.dequant_row(r, row.data());
+      double a = 0, q = 0;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        a += std::fabs(double(row[size_t(c)]) * xt[c]);
+        if (w.cols % 32 == 0) q += std::fabs(double(row[size_t(c)])) * half_step[size_t(c)];
+      }
+      e.abs_product[size_t(t * w.rows + r)] = a;
+      e.int8_rounding[size_t(t * w.rows + r)] = q;
+    }
+  }
+  return e;
+}
+
+// max over tokens of ||y_t - ref_t|| / ||scale_t|| (scale: the reference itself or an error scale).
+double max_rel_err(const float* y, const float* ref, const double* scale, int64_t n, int64_t rows) {
+  double worst = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    double e = 0, r = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      double d = double(y[t * rows + i]) - double(ref[t * rows + i]);
+      double s = scale ? scale[t * rows + i] : double(ref[t * rows + i]);
+      e += d * d;
+      r += s * s;
+    }
+    worst = std::max(worst, std::sqrt(e) / std::max(std::sqrt(r), 1e-30));
+  }
+  return worst;
+}
+
+struct Case {
+  int64_t rows, cols, n;
+};
+
+// Sizes: rows 1..300 incl. odd counts, cols multiples of the group with tails of 1-3 blocks of
+// 32 past a multiple of 128 (and, for group 1, columns that are no multiple of 8 or 16), n = 1..17.
+std::vector<Case> sweep_cases(int64_t group) {
+  const int64_t rows_list[] = {1, 2, 3, 5, 7, 16, 33, 127, 300};
+  const int64_t col_mults[] = {1, 2, 3, 4, 5, 7, 8, 13};
+  std::vector<Case> cases;
+  int i = 0;
+  for (int64_t n = 1; n <= 17; ++n)
+    for (int k = 0; k < 3; ++k, ++i) {
+      int64_t rows = rows_list[(i * 5 + k) % 9];
+      int64_t cols = group * col_mults[(i * 3 + n) % 8];
+      if (group == 1) cols = cols * 37 + k;  // 37..483: every tail length
+      cases.push_back({rows, cols, n});
+    }
+  return cases;
+}
+
+// Dense encodings: ||y - spec|| <= 1e-5 ||sum_c |w x|||, i.e. only summation order differs.
+// int4: every element within the int8 rounding bound (+ f32 slack), and for Gaussian inputs with
+// >= 16 rows ||y - spec|| <= 2e-2 ||spec||; with outlier-heavy inputs the error is printed.
+void check_encoding(WeightEncoding enc, int64_t group, uint32_t seed, bool outliers = true) {
+  const bool is_int4 = enc == WeightEncoding::kInt4Group;
+  ThreadPool pool(3);
+  double worst = 0, worst_rel = 0;
+  int ci = 0;
+  for (const Case& c : sweep_cases(group)) {
+    int mis_w = is_int4 ? 4 * (ci % 3) : (enc == WeightEncoding::kF32 ? 4 : 2) * (ci % 3) + (enc == WeightEncoding::kFp8Block ? 1 : 0);
+    int mis_x = ci % 4;
+    OwnedWeight w = make_weight(enc, c.rows, c.cols, group, mis_w, seed + ci);
+    Acts a = make_acts(c.n, c.cols, mis_x, seed * 7 + ci, outliers);
+    ErrorScales es = error_scales(w.view, a.x, c.n);
+    std::vector<float> ref(size_t(c.n * c.rows)), ybuf(size_t(c.n * c.rows) + 4);
+    float* y = ybuf.data() + (ci + 1) % 4;  // misaligned output too
+    linear_scalar(w.view, a.x, c.n, ref.data(), nullptr);
+    for (const KernelTable* k : runnable_kernel_tables()) {
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        std::fill(ybuf.begin(), ybuf.end(), NAN);
+        linear_with(*k, w.view, a.x, c.n, y, p);
+        std::string what = std::string(encoding_name(enc)) + " table " + k->name + " rows " + std::to_string(c.rows) +
+                           " cols " + std::to_string(c.cols) + " n " + std::to_string(c.n) + (p ? " pooled" : "");
+        if (!is_int4) {
+          double err = max_rel_err(y, ref.data(), es.abs_product.data(), c.n, c.rows);
+          worst = std::max(worst, err);
+          ASSERT_LE(err, 1e-5) << what;
+          continue;
+        }
+        for (int64_t i = 0; i < c.n * c.rows; ++i) {
+          double bound = es.int8_rounding[size_t(i)] * 1.001 + 1e-5 * es.abs_product[size_t(i)];
+          ASSERT_LE(std::fabs(double(y[i]) - ref[size_t(i)]), bound) << what << " element " << i;
+        }
+        double rel = max_rel_err(y, ref.data(), nullptr, c.n, c.rows);
+        if (c.rows >= 16) worst_rel = std::max(worst_rel, rel);
+        if (!outliers && c.rows >= 16) ASSERT_LE(rel, 2e-2) << what;
+      }
+    }
+    ++ci;
+  }
+  if (is_int4)
+    std::printf("  int4 group %lld%s: worst ||y - spec|| / ||spec|| (rows >= 16) %.3g\n", (long long)group,
+                outliers ? " (outlier inputs)" : "", worst_rel);
+  else
+    std::printf("  %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5)\n", encoding_name(enc), worst);
+}
+
+TEST(Linear, F32MatchesSpec) { check_encoding(WeightEncoding::kF32, 1, 11); }
+TEST(Linear, BF16MatchesSpec) { check_encoding(WeightEncoding::kBF16, 1, 12); }
+TEST(Linear, F16MatchesSpec) { check_encoding(WeightEncoding::kF16, 1, 13); }
+TEST(Linear, Fp8BlockMatchesSpec) { check_encoding(WeightEncoding::kFp8Block, 1, 14); }
+TEST(Linear, Int4Group32WithinQuantizationBound) {
+  check_encoding(WeightEncoding::kInt4Group, 32, 15, false);
+  check_encoding(WeightEncoding::kInt4Group, 32, 25, true);
+}
+TEST(Linear, Int4Group128WithinQuantizationBound) { check_encoding(WeightEncoding::kInt4Group, 128, 16, false); }
+TEST(Linear, Int4Group64WithinQuantizationBound) { check_encoding(WeightEncoding::kInt4Group, 64, 17, true); }
+
+// The SIMD int4 kernels do the same integer arithmetic as the scalar twin; only the order of
+// the f32 sums differs, so they agree far more tightly than with the f32 spec.
+TEST(Linear, Int4SimdMatchesScalarTwin) {
+  int ci = 0;
+  for (const Case& c : sweep_cases(32)) {
+    OwnedWeight w = make_weight(WeightEncoding::kInt4Group, c.rows, c.cols, 32, 4 * (ci % 2), 100 + ci);
+    Acts a = make_acts(c.n, c.cols, ci % 3, 200 + ci);
+    ErrorScales es = error_scales(w.view, a.x, c.n);
+    std::vector<float> twin(size_t(c.n * c.rows)), y(size_t(c.n * c.rows));
+    linear_with(kScalarKernels, w.view, a.x, c.n, twin.data(), nullptr);
+    for (const KernelTable* k : runnable_kernel_tables()) {
+      linear_with(*k, w.view, a.x, c.n, y.data(), nullptr);
+      ASSERT_LE(max_rel_err(y.data(), twin.data(), es.abs_product.data(), c.n, c.rows), 1e-5)
+          << k->name << " rows " << c.rows << " cols " << c.cols << " n " << c.n;
+    }
+    ++ci;
+  }
+}
+
+// Exact values: W = identity-like int4 rows and x with one 32-block per row scale pattern.
+TEST(Linear, Int4KnownValues) {
+  // rows 2, cols 64, group 32: row 0 all q = 1 with scales (0.5, 2); row 1 q = j%16 - 8.
+  const int64_t rows = 2, cols = 64;
+  std::vector<uint32_t> packed(size_t(rows * cols / 8));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t wd = 0; wd < cols / 8; ++wd) {
+      int8_t q[8];
+      for (int j = 0; j < 8; ++j) q[j] = r == 0 ? 1 : int8_t((wd * 8 + j) % 16 - 8);
+      packed[size_t(r * cols / 8 + wd)] = pack_int4_word(q);
+    }
+  std::vector<uint16_t> scales = {f32_to_bf16(0.5f), f32_to_bf16(2.0f), f32_to_bf16(1.0f), f32_to_bf16(1.0f)};
+  WeightView w;
+  w.encoding = WeightEncoding::kInt4Group;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = packed.data();
+  w.group_size = 32;
+  w.scale_cols = 2;
+  w.scale_bf16 = scales.data();
+  // x = 1 everywhere: quantization is exact (q = 127, d = 1/127).
+  std::vector<float> x(size_t(cols), 1.0f), y(2);
+  for (const KernelTable* k : runnable_kernel_tables()) {
+    linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+    EXPECT_NEAR(y[0], 32 * 0.5 + 32 * 2.0, 1e-4) << k->name;
+    // row 1: each 16-run of q = -8..7 sums to -8; 4 runs -> -32
+    EXPECT_NEAR(y[1], -32.0, 1e-4) << k->name;
+  }
+}
+
+TEST(QuantizedActs, RoundTripWithinHalfStep) {
+  const int64_t n = 3, cols = 160;  // 5 blocks: padded to 8
+  Acts a = make_acts(n, cols, 1, 5);
+  for (const KernelTable* k : runnable_kernel_tables()) {
+    ScratchBuffer buf;
+    QuantizedActs qa;
+    quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
+    ASSERT_EQ(qa.n_blocks_padded, 8);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t c = 0; c < cols; ++c) {
+        float d = qa.d[t * qa.dm_stride() + 4 * (c / 32)];
+        float back = float(qa.q[t * qa.q_stride() + qact_index(c)]) * d;
+        ASSERT_LE(std::fabs(back - a.x[t * cols + c]), 0.5f * d + 1e-6f) << "t " << t << " c " << c;
+      }
+      for (int64_t c = cols; c < qa.n_blocks_padded * 32; ++c) ASSERT_EQ(qa.q[t * qa.q_stride() + qact_index(c)], 0);
+    }
+  }
+}
+
+TEST(Linear, EmptyInputsDoNothing) {
+  OwnedWeight w = make_weight(WeightEncoding::kBF16, 4, 32, 1, 0, 1);
+  float y[4] = {7, 7, 7, 7};
+  linear(w.view, nullptr, 0, y, nullptr);
+  EXPECT_EQ(y[0], 7.0f);
+}
+
+}  // namespace
+}  // namespace sickle

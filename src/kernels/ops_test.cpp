@@ -1,0 +1,83 @@
+#include "kernels/ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "base/numeric.h"
+
+namespace sickle {
+namespace {
+
+std::vector<float> randv(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+TEST(Ops, RmsNormMatchesDoubleReference) {
+  for (int64_t n : {1, 7, 64, 7168}) {
+    auto x = randv(n, 1, 3.0f), w = randv(n, 2);
+    std::vector<uint16_t> wb(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) wb[size_t(i)] = f32_to_bf16(w[size_t(i)]);
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    double inv = 1.0 / std::sqrt(ss / double(n) + 1e-6);
+    std::vector<float> out(static_cast<size_t>(n)), outb(static_cast<size_t>(n));
+    rmsnorm(x.data(), w.data(), 1e-6f, n, out.data());
+    rmsnorm(x.data(), wb.data(), 1e-6f, n, outb.data());
+    for (int64_t i = 0; i < n; ++i) {
+      double ref = double(x[size_t(i)]) * inv * w[size_t(i)];
+      double refb = double(x[size_t(i)]) * inv * bf16_to_f32(wb[size_t(i)]);
+      ASSERT_NEAR(out[size_t(i)], ref, 1e-5 * (1 + std::fabs(ref)));
+      ASSERT_NEAR(outb[size_t(i)], refb, 1e-5 * (1 + std::fabs(refb)));
+    }
+    // in place
+    std::vector<float> y = x;
+    rmsnorm(y.data(), w.data(), 1e-6f, n, y.data());
+    EXPECT_EQ(y, out);
+  }
+}
+
+TEST(Ops, SoftmaxSumsToOneAndIsShiftInvariant) {
+  auto x = randv(1000, 3, 10.0f);
+  auto y = x;
+  for (auto& v : y) v += 500.0f;  // would overflow exp without the max subtraction
+  softmax(x.data(), 1000);
+  softmax(y.data(), 1000);
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    s += x[i];
+    ASSERT_NEAR(x[i], y[i], 1e-6);
+    ASSERT_GE(x[i], 0.0f);
+  }
+  EXPECT_NEAR(s, 1.0, 1e-5);
+  float two[2] = {0.0f, std::log(3.0f)};
+  softmax(two, 2);
+  EXPECT_NEAR(two[0], 0.25f, 1e-6);
+  EXPECT_NEAR(two[1], 0.75f, 1e-6);
+}
+
+TEST(Ops, SiluMulDotAxpyScale) {
+  float g[3] = {0.0f, 1.0f, -2.0f}, u[3] = {5.0f, 2.0f, 3.0f}, o[3];
+  silu_mul(g, u, 3, o);
+  EXPECT_FLOAT_EQ(o[0], 0.0f);
+  EXPECT_NEAR(o[1], 1.0 / (1.0 + std::exp(-1.0)) * 2.0, 1e-6);
+  EXPECT_NEAR(o[2], -2.0 / (1.0 + std::exp(2.0)) * 3.0, 1e-6);
+  auto a = randv(333, 4), b = randv(333, 5);
+  double ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) ref += double(a[i]) * b[i];
+  EXPECT_NEAR(dot(a.data(), b.data(), 333), ref, 1e-4);
+  auto c = b;
+  axpy(0.5f, a.data(), c.data(), 333);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_FLOAT_EQ(c[i], b[i] + 0.5f * a[i]);
+  scale(c.data(), 2.0f, 333);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_FLOAT_EQ(c[i], 2.0f * (b[i] + 0.5f * a[i]));
+}
+
+}  // namespace
+}  // namespace sickle
