@@ -1,0 +1,188 @@
+#include "prune/calib_data.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "base/error.h"
+#include "base/hash.h"
+
+namespace sickle {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+DataFormat parse_data_format(std::string_view n) {
+  if (n == "text") return DataFormat::kText;
+  if (n == "jsonl") return DataFormat::kJsonl;
+  if (n == "chat-jsonl") return DataFormat::kChatJsonl;
+  if (n == "tokens") return DataFormat::kTokens;
+  fail("unknown data format '{}' (expected text, jsonl, chat-jsonl or tokens)", n);
+}
+
+std::string_view data_format_name(DataFormat f) {
+  switch (f) {
+    case DataFormat::kText: return "text";
+    case DataFormat::kJsonl: return "jsonl";
+    case DataFormat::kChatJsonl: return "chat-jsonl";
+    case DataFormat::kTokens: return "tokens";
+  }
+  return "?";
+}
+
+std::string CalibOptions::key() const {
+  return fmt::format("format={} samples={} seq_len={} pack={} long={} field={} bos={}", data_format_name(format),
+                     max_samples, seq_len, pack ? 1 : 0, long_policy == LongPolicy::kSplit ? "split" : "drop",
+                     text_field, bos_id);
+}
+
+void parse_shard(std::string_view text, int64_t& index, int64_t& n) {
+  size_t slash = text.find('/');
+  try {
+    if (slash == std::string_view::npos) throw std::invalid_argument("no slash");
+    size_t p1 = 0, p2 = 0;
+    std::string a(text.substr(0, slash)), b(text.substr(slash + 1));
+    index = std::stoll(a, &p1);
+    n = std::stoll(b, &p2);
+    if (p1 != a.size() || p2 != b.size()) throw std::invalid_argument("trailing");
+  } catch (const std::exception&) {
+    fail("--shard '{}': expected i/n, e.g. 0/4", text);
+  }
+  if (n < 1 || index < 0 || index >= n) fail("--shard {}: need 0 <= i < n", text);
+}
+
+namespace {
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) fail("{}: cannot open", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& files, const CalibOptions& opt,
+                                               const CalibEncoder* enc, CalibReport* report) {
+  if (opt.seq_len < 1) fail("--seq-len {} must be >= 1", opt.seq_len);
+  if (opt.n_shards < 1 || opt.shard_index < 0 || opt.shard_index >= opt.n_shards)
+    fail("shard {}/{} is out of range", opt.shard_index, opt.n_shards);
+  if (files.empty()) fail("no calibration data files given");
+  if (opt.format != DataFormat::kTokens && (!enc || !enc->encode))
+    fail("data format '{}' needs the model's tokenizer (use --format tokens for pre-tokenized data)",
+         data_format_name(opt.format));
+  if (opt.format == DataFormat::kChatJsonl && !enc->render_chat)
+    fail("data format chat-jsonl needs the model's chat format, which is not available");
+  CalibReport rep;
+  std::vector<std::vector<int32_t>> docs;
+  auto encode = [&](const std::string& text) {
+    // BOS before plain documents; a chat rendering carries whatever its template starts with.
+    const bool add_bos = opt.bos_id >= 0 && opt.format != DataFormat::kChatJsonl;
+    std::vector<int32_t> ids;
+    if (add_bos) ids.push_back(opt.bos_id);
+    std::vector<int32_t> t = enc->encode(text);
+    if (add_bos && !t.empty() && t[0] == opt.bos_id) ids.clear();  // already there
+    ids.insert(ids.end(), t.begin(), t.end());
+    return ids;
+  };
+  auto full = [&] { return opt.max_samples > 0 && int64_t(docs.size()) >= opt.max_samples; };
+  for (const auto& f : files) {
+    if (full()) break;
+    std::string content = read_file(f);
+    rep.files.push_back(DataFileInfo{fs::absolute(f).string(), hex64(hash64(content.data(), content.size())),
+                                     uint64_t(content.size())});
+    if (opt.format == DataFormat::kText) {
+      if (!content.empty()) docs.push_back(encode(content));
+      continue;
+    }
+    std::istringstream lines(content);
+    std::string line;
+    int64_t lineno = 0;
+    while (!full() && std::getline(lines, line)) {
+      ++lineno;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception& e) {
+        fail("{}:{}: not valid JSON: {}", f.string(), lineno, e.what());
+      }
+      if (!j.is_object()) fail("{}:{}: expected a JSON object", f.string(), lineno);
+      switch (opt.format) {
+        case DataFormat::kJsonl: {
+          auto it = j.find(opt.text_field);
+          if (it == j.end() || !it->is_string())
+            fail("{}:{}: no string field '{}' (set the field with --text-field)", f.string(), lineno, opt.text_field);
+          docs.push_back(encode(it->get<std::string>()));
+          break;
+        }
+        case DataFormat::kChatJsonl: {
+          auto it = j.find("messages");
+          if (it == j.end() || !it->is_array()) fail("{}:{}: no array field 'messages'", f.string(), lineno);
+          std::string text;
+          try {
+            text = enc->render_chat(*it);
+          } catch (const Error& e) {
+            fail("{}:{}: {}", f.string(), lineno, e.what());
+          }
+          docs.push_back(encode(text));
+          break;
+        }
+        case DataFormat::kTokens: {
+          auto it = j.find("tokens");
+          if (it == j.end() || !it->is_array()) fail("{}:{}: no array field 'tokens'", f.string(), lineno);
+          std::vector<int32_t> ids;
+          for (const auto& v : *it) {
+            if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+              fail("{}:{}: 'tokens' holds {}, not a token id", f.string(), lineno, v.dump());
+            ids.push_back(int32_t(v.get<int64_t>()));
+          }
+          if (!ids.empty()) docs.push_back(std::move(ids));
+          break;
+        }
+        case DataFormat::kText: break;
+      }
+    }
+  }
+  rep.n_documents = int64_t(docs.size());
+  std::vector<std::vector<int32_t>> seqs;
+  const size_t L = size_t(opt.seq_len);
+  if (opt.pack) {
+    std::vector<int32_t> cur;
+    for (const auto& d : docs) {
+      rep.tokens_total += int64_t(d.size());
+      for (int32_t t : d) {
+        cur.push_back(t);
+        if (cur.size() == L) {
+          seqs.push_back(std::move(cur));
+          cur.clear();
+        }
+      }
+    }
+    if (!cur.empty()) seqs.push_back(std::move(cur));
+  } else {
+    for (auto& d : docs) {
+      rep.tokens_total += int64_t(d.size());
+      if (d.empty()) continue;
+      if (d.size() <= L) {
+        seqs.push_back(std::move(d));
+      } else if (opt.long_policy == LongPolicy::kDrop) {
+        ++rep.n_dropped;
+        rep.tokens_dropped += int64_t(d.size());
+      } else {
+        ++rep.n_split;
+        for (size_t b = 0; b < d.size(); b += L)
+          seqs.emplace_back(d.begin() + ptrdiff_t(b), d.begin() + ptrdiff_t(std::min(d.size(), b + L)));
+      }
+    }
+  }
+  rep.n_sequences_total = int64_t(seqs.size());
+  std::vector<std::vector<int32_t>> out;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (int64_t(i % size_t(opt.n_shards)) != opt.shard_index) continue;
+    rep.tokens_used += int64_t(seqs[i].size());
+    out.push_back(std::move(seqs[i]));
+  }
+  rep.n_sequences = int64_t(out.size());
+  if (report) *report = std::move(rep);
+  return out;
+}
+
+}  // namespace sickle

@@ -1,0 +1,71 @@
+// sickle/prune/calib_data.h — calibration / evaluation text -> token sequences (reap.md,
+// "Calibration"). Reusable by observe and eval.
+//
+// Formats: text (each file is one document), jsonl (one object per line, a string field,
+// default "text"), chat-jsonl (OpenAI-style {"messages": [...]}, rendered with the model's chat
+// format without a generation prompt), tokens ({"tokens": [ids...]} per line; no tokenizer).
+// `max_samples` takes the first N documents. Documents are then packed (concatenated and cut
+// into seq_len windows; the last shorter window is kept) or kept whole (a longer document is
+// split into seq_len windows or dropped, by `long_policy`). Sharding takes every n-th
+// SEQUENCE of that list, so the shards of a run partition exactly the sequences of the
+// unsharded run and their statistics merge to the same sums.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "prune/stats.h"
+
+namespace sickle {
+
+enum class DataFormat { kText, kJsonl, kChatJsonl, kTokens };
+DataFormat parse_data_format(std::string_view name);  // throws listing the valid names
+std::string_view data_format_name(DataFormat f);
+
+enum class LongPolicy { kSplit, kDrop };
+
+struct CalibOptions {
+  DataFormat format = DataFormat::kText;
+  int64_t max_samples = 0;  // 0 = every document
+  int64_t seq_len = 2048;
+  bool pack = true;
+  LongPolicy long_policy = LongPolicy::kSplit;
+  int64_t shard_index = 0, n_shards = 1;
+  std::string text_field = "text";  // jsonl
+  int32_t bos_id = -1;  // prepended to each text/jsonl document when >= 0 (chat: the template decides)
+  // Canonical text of the settings that define the sequence list (recorded in statistics so
+  // only shards of the same run merge).
+  std::string key() const;
+};
+
+// How text becomes tokens; `render_chat` is needed only for chat-jsonl.
+struct CalibEncoder {
+  std::function<std::vector<int32_t>(const std::string& text)> encode;
+  std::function<std::string(const nlohmann::json& messages)> render_chat;
+};
+
+struct CalibReport {
+  int64_t n_documents = 0;        // documents read
+  int64_t n_sequences_total = 0;  // sequences before sharding
+  int64_t n_sequences = 0;        // sequences in this shard
+  int64_t tokens_total = 0;       // tokens of all documents
+  int64_t tokens_used = 0;        // tokens in this shard's sequences
+  int64_t tokens_dropped = 0;     // tokens of documents dropped as too long (whole run)
+  int64_t n_dropped = 0, n_split = 0;  // documents dropped / split as too long
+  std::vector<DataFileInfo> files;     // with content hashes
+};
+
+// `enc` may be null for DataFormat::kTokens. Throws Error naming the file and line at fault.
+std::vector<std::vector<int32_t>> load_samples(const std::vector<std::filesystem::path>& files,
+                                               const CalibOptions& opt, const CalibEncoder* enc,
+                                               CalibReport* report = nullptr);
+
+// Parses "i/n" (0 <= i < n).
+void parse_shard(std::string_view text, int64_t& index, int64_t& n);
+
+}  // namespace sickle
