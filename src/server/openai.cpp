@@ -377,6 +377,7 @@ CompletionRequest parse_completion_request(const json& body) {
   }
   r.echo = get_bool(body, "echo", false);
   r.logprobs = get_int(body, "logprobs", 0, 5);
+  if (r.logprobs) bad_value("logprobs", "logprobs are not supported on /v1/completions (they are on /v1/chat/completions).");
   if (auto s = body.find("suffix"); s != body.end() && !s->is_null()) bad_value("suffix", "suffix is not supported.");
   if (auto b = get_int(body, "best_of", INT64_MIN, INT64_MAX); b && *b != 1) bad_value("best_of", "only best_of=1 is supported.");
   if (!r.max_tokens) r.max_tokens = 16;  // the /v1/completions default

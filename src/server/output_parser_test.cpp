@@ -179,8 +179,9 @@ TEST(OutputParser, Utf8SplitAcrossTokens) {
   auto c = run_ids(codec.encode("héllo → wörld"), false, &deltas);
   EXPECT_EQ(c.content, "héllo → wörld");
   // Every delta is whole characters: none ends inside a multi-byte sequence.
-  for (auto& d : deltas)
+  for (auto& d : deltas) {
     if (!d.content.empty()) EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+  }
 }
 
 TEST(StopMatcher, StopsAndHoldsBackPrefixes) {

@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+// bench/serve_bench.mjs — aggregate generation throughput and time-to-first-token of
+// `sickle serve` at 1, 2, 4 and 8 concurrent streaming requests, plus the prefix-cache TTFT win.
+//
+//   node bench/serve_bench.mjs [--model DIR | --preset mini] [--levels 1,2,4,8] [--max-tokens 32]
+//        [--prompt-words 48] [--rounds 1] [--threads 0] [--url http://127.0.0.1:8000]
+//
+// Each level runs `level` clients at once, each doing `rounds` requests of max_tokens tokens
+// (ignore_eos, so every request generates exactly max_tokens). Aggregate tok/s = all generated
+// tokens / wall time of the level. Needs SICKLE_BIN (or `sickle` on PATH) unless --url is given.
+import { startServer, servableModel, synthModel } from '../tests/server/lib.mjs';
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
+  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : 'true']);
+  return acc;
+}, []));
+const levels = (args.levels || '1,2,4,8').split(',').map(Number);
+const maxTokens = Number(args['max-tokens'] || 32);
+const promptWords = Number(args['prompt-words'] || 48);
+const rounds = Number(args.rounds || 1);
+
+const words = 'the of and to a in that is was he for it with as his on be at by had not are but from or have an they which one you were her all she there would their we him been has when who will more no if out so said what up its about into than them can only other new some could time these two may then do first any my now such like our over man me even most made after also did many before must through back years where much your way well down should because each just those people mr how too little state good very make world still own see men work long get here between both life being under never day same another know while last might us great old year off come since against go came right used take three'.split(' ');
+function promptText(seed) {
+  let x = seed * 2654435761 % 4294967296, out = [];
+  for (let i = 0; i < promptWords; i++) { x = (x * 1103515245 + 12345) % 2147483648; out.push(words[x % words.length]); }
+  return out.join(' ');
+}
+
+async function streamOne(base, model, prompt, nTokens) {
+  const t0 = performance.now();
+  const r = await fetch(base + '/v1/completions', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, prompt, max_tokens: nTokens, temperature: 0, ignore_eos: true, stream: true,
+      stream_options: { include_usage: true } }),
+  });
+  if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
+  let ttft = null, usage = null, buf = '';
+  const dec = new TextDecoder();
+  for await (const chunk of r.body) {
+    buf += dec.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+      const j = JSON.parse(ev.slice(6));
+      if (j.usage) usage = j.usage;
+      if (ttft === null && j.choices?.[0]?.text) ttft = performance.now() - t0;
+    }
+  }
+  return { ttft: ttft ?? performance.now() - t0, total: performance.now() - t0, tokens: usage?.completion_tokens ?? 0,
+    cached: usage?.prompt_tokens_details?.cached_tokens ?? 0 };
+}
+
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+
+async function main() {
+  let srv = null, base = args.url, model = args['served-model-name'] || 'bench';
+  let modelDir = args.model;
+  if (!base) {
+    if (!modelDir) modelDir = args.preset ? synthModel(args.preset, args['cache-dir'] || '/tmp') : servableModel({});
+    srv = await startServer(modelDir, ['--served-model-name', model, '--max-num-seqs', String(Math.max(...levels)),
+      '--threads', String(args.threads || 0), '--max-model-len', String(args['max-model-len'] || 2048)]);
+    base = srv.url;
+  } else {
+    model = (await (await fetch(base + '/v1/models')).json()).data[0].id;
+  }
+  console.log(`serve_bench: ${modelDir || base}, max_tokens ${maxTokens}, prompt ~${promptWords} words, rounds ${rounds}`);
+  await streamOne(base, model, promptText(999), 4);  // warm-up (page in weights)
+  const rows = [];
+  let seed = 1;
+  for (const c of levels) {
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: c }, async () => {
+      const rs = [];
+      for (let k = 0; k < rounds; k++) rs.push(await streamOne(base, model, promptText(seed++), maxTokens));
+      return rs;
+    }));
+    const wall = (performance.now() - t0) / 1000;
+    const flat = results.flat();
+    const tokens = flat.reduce((s, r) => s + r.tokens, 0);
+    rows.push({ c, tokS: tokens / wall, ttft: median(flat.map((r) => r.ttft)), perReq: median(flat.map((r) => r.tokens / ((r.total - r.ttft) / 1000 || 1))), wall, tokens });
+  }
+  console.log('| concurrent | aggregate tok/s | median TTFT ms | per-request decode tok/s | tokens | wall s |');
+  console.log('|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows)
+    console.log(`| ${r.c} | ${r.tokS.toFixed(2)} | ${r.ttft.toFixed(0)} | ${r.perReq.toFixed(2)} | ${r.tokens} | ${r.wall.toFixed(1)} |`);
+  const one = rows.find((r) => r.c === 1), eight = rows.find((r) => r.c === 8);
+  if (one && eight) console.log(`speedup at 8 concurrent: ${(eight.tokS / one.tokS).toFixed(2)}x (target >= 3x)`);
+
+  // Prefix cache: the same long system prompt, new question each time.
+  const system = promptText(4242) + ' ' + promptText(4343) + ' ' + promptText(4444);
+  const cold = await streamOne(base, model, system + ' question one', 2);
+  const warm = await streamOne(base, model, system + ' question two', 2);
+  console.log(`prefix cache: TTFT cold ${cold.ttft.toFixed(0)} ms, warm ${warm.ttft.toFixed(0)} ms ` +
+    `(${warm.cached} prompt tokens reused), ${(cold.ttft / warm.ttft).toFixed(2)}x`);
+  if (srv) await srv.stop();
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

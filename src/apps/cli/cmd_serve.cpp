@@ -1,0 +1,134 @@
+// sickle serve — an OpenAI-compatible HTTP server with continuous batching (server/).
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "apps/cli/command.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "model/model.h"
+#include "server/codec.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+#include "server/scripted_engine.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sickle::cli {
+namespace {
+
+struct ServeArgs {
+  std::string model_dir, host = "127.0.0.1", api_key, served_name;
+  int port = 8000, threads = 0, http_threads = 64;
+  int64_t max_num_seqs = 8, max_model_len = 0, prefill_chunk = 256, kv_cache_mb = 0, prefix_cache = 32;
+  double max_body_mb = 8;
+  std::string thinking = "on";
+  std::string script;  // protocol tests: scripted replies instead of the model
+};
+
+int run_serve(const ServeArgs& a) {
+  // Signals go to one waiting thread (sigwait), not to whichever thread runs: stop() is not
+  // async-signal-safe. Broken client sockets must not kill the server.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  log_info("serve: loading {}", a.model_dir);
+  auto tok = Tokenizer::load(a.model_dir);
+  auto codec = server::make_codec(*tok);
+  std::unique_ptr<Model> model;
+  std::unique_ptr<server::Engine> engine;
+  if (!a.script.empty()) {
+    std::ifstream in(a.script);
+    if (!in) fail("--script: cannot open {}", a.script);
+    nlohmann::json rules = nlohmann::json::parse(in, nullptr, false);
+    if (rules.is_discarded()) fail("--script: {} is not valid JSON", a.script);
+    engine = server::make_scripted_engine(*codec, rules, a.max_model_len > 0 ? a.max_model_len : 8192);
+    log_info("serve: SCRIPTED replies from {} (protocol testing; the model is not loaded)", a.script);
+  } else {
+    ModelOptions mo;
+    mo.n_threads = a.threads;
+    mo.max_context = a.max_model_len;
+    model = Model::load(a.model_dir, mo);
+    engine = server::make_engine(*model);
+  }
+
+  server::SchedulerOptions so;
+  so.max_num_seqs = a.max_num_seqs;
+  so.max_model_len = a.max_model_len;
+  so.prefill_chunk = a.prefill_chunk;
+  so.kv_budget_bytes = uint64_t(a.kv_cache_mb) << 20;
+  so.prefix_cache_entries = a.prefix_cache;
+  server::Metrics metrics;
+  server::Scheduler sched(*engine, so, &metrics);
+
+  server::HttpOptions ho;
+  ho.host = a.host;
+  ho.port = a.port;
+  ho.api_key = a.api_key;
+  ho.model_name = a.served_name.empty() ? std::filesystem::path(a.model_dir).lexically_normal().filename().string()
+                                        : a.served_name;
+  if (ho.model_name.empty()) ho.model_name = std::filesystem::path(a.model_dir).parent_path().filename().string();
+  ho.max_body_bytes = size_t(a.max_body_mb * 1024 * 1024);
+  ho.n_http_threads = a.http_threads;
+  if (a.thinking != "on" && a.thinking != "off") fail("--thinking: expected on or off, got '{}'", a.thinking);
+  ho.default_thinking = a.thinking == "on";
+  server::HttpServer http(sched, *codec, metrics, ho);
+  int port = http.bind();
+  const auto& opt = sched.options();
+  log_info("serve: model '{}', max-num-seqs {}, max-model-len {}, prefill chunk {}, KV budget {}", ho.model_name,
+           opt.max_num_seqs, opt.max_model_len, opt.prefill_chunk, format_bytes(double(opt.kv_budget_bytes)));
+  // The line scripts wait for (with --port 0 it is the only way to learn the port).
+  std::printf("sickle serve: listening on http://%s:%d\n", a.host.c_str(), port);
+  std::fflush(stdout);
+
+  std::thread sig([&] {
+    int s = 0;
+    sigwait(&set, &s);
+    log_info("serve: signal {}, stopping", s);
+    http.stop();
+  });
+  http.listen();
+  sched.stop();
+  // listen() also returns on stop() from elsewhere; wake the signal thread so it can be joined.
+  pthread_kill(sig.native_handle(), SIGTERM);
+  sig.join();
+  return 0;
+}
+
+const Registrar reg{Command{
+    "serve", "OpenAI-compatible HTTP server (chat, completions, tools, reasoning, SSE) with continuous batching", 60,
+    [](CLI::App& sub) -> std::function<int()> {
+      auto a = std::make_shared<ServeArgs>();
+      sub.add_option("-m,--model", a->model_dir, "Model directory (config.json, safetensors, tokenizer)")->required();
+      sub.add_option("--host", a->host, "Address to bind (loopback by default)")->capture_default_str();
+      sub.add_option("--port", a->port, "Port (0 = pick a free one and print it)")->capture_default_str();
+      sub.add_option("--api-key", a->api_key, "Require `Authorization: Bearer KEY` on /v1/*");
+      sub.add_option("--served-model-name", a->served_name, "Model id clients send (default: the directory name)");
+      sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
+      sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's)")
+          ->capture_default_str();
+      sub.add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens per step, over all sequences (chunked prefill)")
+          ->capture_default_str();
+      sub.add_option("--kv-cache-mb", a->kv_cache_mb,
+                     "KV cache budget in MiB (0 = max-num-seqs sequences of max-model-len)")->capture_default_str();
+      sub.add_option("--prefix-cache", a->prefix_cache, "Finished sequences kept for prefix reuse (0 = off)")
+          ->capture_default_str();
+      sub.add_option("--threads", a->threads, "Compute threads (0 = all cores)")->capture_default_str();
+      sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (each streaming client holds one)")
+          ->capture_default_str();
+      sub.add_option("--max-body-mb", a->max_body_mb, "Largest request body accepted (413 beyond)")->capture_default_str();
+      sub.add_option("--thinking", a->thinking, "Default for chat requests without chat_template_kwargs.thinking: on|off")
+          ->capture_default_str();
+      sub.add_option("--script", a->script,
+                     "Testing: reply from a JSON script [{when, reply}] instead of running the model (tokenizer from -m)");
+      return [a] { return run_serve(*a); };
+    }}};
+
+}  // namespace
+}  // namespace sickle::cli

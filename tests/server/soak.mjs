@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+// Bounded soak of `sickle serve` (not in CI by default): loopback only, a few minutes, concurrent
+// clients mixing streaming/non-streaming chat and completions, some disconnecting mid-stream.
+// Checks: no crash, every completed response well-formed, RSS flat after warm-up.
+//
+//   SICKLE_BIN=build/bin/sickle node tests/server/soak.mjs [--seconds 180] [--clients 8] [--model DIR]
+import OpenAI from 'openai';
+import { startServer, servableModel, rssBytes, getMetrics, metricValue } from './lib.mjs';
+
+const arg = (k, d) => { const i = process.argv.indexOf('--' + k); return i > 0 ? process.argv[i + 1] : d; };
+const seconds = Number(arg('seconds', 180)), nClients = Number(arg('clients', 8));
+const model = arg('model', null) || servableModel({});
+const NAME = 'soak';
+
+const srv = await startServer(model, ['--served-model-name', NAME, '--max-num-seqs', '8', '--max-model-len', '512']);
+const client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'x', maxRetries: 0 });
+const stats = { ok: 0, aborted: 0, bad: 0, errors: 0 };
+const deadline = Date.now() + seconds * 1000;
+let rng = 12345;
+const rand = (n) => { rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n; };
+const fail = (why) => { stats.bad++; console.error('malformed:', why); };
+
+async function one(i) {
+  const kind = rand(4), maxTokens = 4 + rand(40);
+  const messages = [{ role: 'user', content: `Request ${i}: tell me something about ${['rivers', 'kings', 'trains', 'bread'][rand(4)]}` }];
+  if (kind === 0) {
+    const r = await client.chat.completions.create({ model: NAME, messages, max_tokens: maxTokens, temperature: 0.8 });
+    if (typeof r.choices?.[0]?.message?.content !== 'string' || !['stop', 'length'].includes(r.choices[0].finish_reason) ||
+        r.usage.total_tokens !== r.usage.prompt_tokens + r.usage.completion_tokens) return fail(JSON.stringify(r));
+    stats.ok++;
+  } else if (kind === 1) {
+    const r = await client.completions.create({ model: NAME, prompt: 'The city council', max_tokens: maxTokens });
+    if (typeof r.choices?.[0]?.text !== 'string') return fail(JSON.stringify(r));
+    stats.ok++;
+  } else {
+    const ac = new AbortController();
+    const abortAfter = kind === 3 ? 1 + rand(5) : Infinity;
+    const stream = await client.chat.completions.create({ model: NAME, messages, max_tokens: maxTokens, stream: true,
+      stream_options: { include_usage: true } }, { signal: ac.signal });
+    let n = 0, finish = null, usage = null;
+    try {
+      for await (const c of stream) {
+        if (c.usage) usage = c.usage;
+        if (c.choices?.[0]?.finish_reason) finish = c.choices[0].finish_reason;
+        if (++n === abortAfter) ac.abort();
+      }
+    } catch (e) {
+      if (ac.signal.aborted) { stats.aborted++; return; }
+      throw e;
+    }
+    if (!finish || !usage) return fail(`stream ended without finish/usage (${n} chunks)`);
+    stats.ok++;
+  }
+}
+
+async function worker(w) {
+  for (let i = 0; Date.now() < deadline; i++) {
+    try { await one(w * 100000 + i); } catch (e) { stats.errors++; console.error('error:', e.message); }
+  }
+}
+
+const samples = [];
+const sampler = setInterval(() => samples.push({ t: Date.now(), rss: rssBytes(srv.proc.pid) }), 2000);
+await Promise.all(Array.from({ length: nClients }, (_, w) => worker(w)));
+clearInterval(sampler);
+await new Promise((r) => setTimeout(r, 1000));
+const m = await getMetrics(srv.url);
+const finalRss = rssBytes(srv.proc.pid);
+const code = await srv.stop();
+// RSS after warm-up (first third) vs the end: allow 10% + 32 MiB for allocator noise.
+const warm = samples[Math.floor(samples.length / 3)]?.rss ?? finalRss;
+const peak = Math.max(...samples.map((s) => s.rss));
+const mib = (b) => (b / 1048576).toFixed(1);
+console.log(`soak: ${seconds}s, ${nClients} clients: ${stats.ok} ok, ${stats.aborted} disconnected, ${stats.bad} malformed, ` +
+  `${stats.errors} errors; RSS warm ${mib(warm)} MiB, end ${mib(finalRss)} MiB, peak ${mib(peak)} MiB; ` +
+  `running at end ${metricValue(m, 'sickle_num_requests_running')}; exit ${code}`);
+const flat = finalRss <= warm * 1.10 + 32 * 1048576;
+if (stats.bad || stats.errors || !flat || code !== 0 || metricValue(m, 'sickle_num_requests_running') !== 0 || stats.ok === 0) {
+  console.error('soak: FAILED');
+  process.exit(1);
+}
+console.log('soak: PASSED');
