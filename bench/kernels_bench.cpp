@@ -1,0 +1,137 @@
+// bench/kernels_bench — linear kernels in GB/s of weight bytes (decode) and GFLOP/s (prefill),
+// each against the machine's memory read bandwidth measured at start-up in the same run.
+//
+//   build-*/bench/kernels_bench [--benchmark_filter=int4] [google-benchmark flags]
+//   env: SICKLE_BENCH_THREADS (default 2), SICKLE_BENCH_MIB (cold working set, default 1024),
+//        SICKLE_KERNELS=scalar|avx2|avx512 (default: best for the CPU)
+//
+// "cold" benchmarks cycle through copies of the weight spanning SICKLE_BENCH_MIB so each call
+// streams from memory as decode does (a 1 MiB expert would otherwise sit in cache); "hot" ones
+// reuse one copy (cache-resident: the kernel's compute limit). Counters: GB/s = weight bytes
+// (data + scales) per second, bw_frac = that / measured read bandwidth, GFLOP/s = 2 rows cols n.
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/numeric.h"
+#include "kernels/dispatch.h"
+#include "kernels/linear.h"
+#include "runtime/membw.h"
+#include "runtime/thread_pool.h"
+
+namespace {
+
+using namespace sickle;
+
+int g_threads = 2;
+size_t g_cold_bytes = size_t(1) << 30;
+double g_membw = 0;
+std::unique_ptr<ThreadPool> g_pool;
+
+// K copies of one random weight, each a separate allocation (so cold calls stream memory).
+struct WeightSet {
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<std::vector<uint16_t>> scales;
+  std::vector<WeightView> views;
+};
+
+std::shared_ptr<WeightSet> make_set(WeightEncoding enc, int64_t rows, int64_t cols, bool cold) {
+  auto s = std::make_shared<WeightSet>();
+  WeightView w;
+  w.name = "bench";
+  w.encoding = enc;
+  w.rows = rows;
+  w.cols = cols;
+  std::mt19937 rng(42);
+  size_t bytes = enc == WeightEncoding::kInt4Group ? size_t(rows * cols / 2) : size_t(rows * cols) * 2;
+  std::vector<uint8_t> proto(bytes);
+  for (auto& b : proto) b = uint8_t(rng());
+  if (enc == WeightEncoding::kBF16)  // finite, weight-like values
+    for (size_t i = 0; i < bytes / 2; ++i) {
+      uint16_t h = f32_to_bf16(float(int(rng() % 2001) - 1000) * 1e-5f);
+      std::memcpy(&proto[2 * i], &h, 2);
+    }
+  std::vector<uint16_t> sproto;
+  if (enc == WeightEncoding::kInt4Group) {
+    w.group_size = 32;
+    w.scale_cols = cols / 32;
+    sproto.resize(size_t(rows * w.scale_cols));
+    for (auto& v : sproto) v = f32_to_bf16(0.01f + float(rng() % 100) * 1e-4f);
+  }
+  uint64_t per = w.storage_bytes();
+  size_t copies = cold ? std::max<size_t>(2, g_cold_bytes / per) : 1;
+  for (size_t k = 0; k < copies; ++k) {
+    s->data.push_back(proto);
+    if (!sproto.empty()) s->scales.push_back(sproto);
+  }
+  for (size_t k = 0; k < copies; ++k) {
+    WeightView v = w;
+    v.data = s->data[k].data();
+    if (!sproto.empty()) v.scale_bf16 = s->scales[k].data();
+    s->views.push_back(v);
+  }
+  return s;
+}
+
+void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
+  auto set = make_set(enc, rows, cols, cold);
+  std::vector<float> x(size_t(n * cols)), y(size_t(n * rows));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  size_t k = 0;
+  for (auto _ : state) {
+    linear(set->views[k], x.data(), n, y.data(), g_pool.get());
+    benchmark::DoNotOptimize(y.data());
+    if (++k == set->views.size()) k = 0;
+  }
+  double bytes = double(set->views[0].storage_bytes()) * double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(rows) * double(cols) * double(n) * double(state.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
+  state.counters["bw_frac"] = benchmark::Counter(bytes / g_membw, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot"));
+}
+
+void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
+  benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold); })
+      ->UseRealTime()
+      ->MinTime(0.5);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (const char* t = std::getenv("SICKLE_BENCH_THREADS")) g_threads = std::atoi(t);
+  if (const char* m = std::getenv("SICKLE_BENCH_MIB")) g_cold_bytes = size_t(std::atoll(m)) << 20;
+  g_pool = std::make_unique<ThreadPool>(g_threads);
+  MemBandwidth bw = measure_read_bandwidth(g_pool.get(), g_cold_bytes, 5);
+  g_membw = bw.read_bytes_per_s;
+  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB); kernels: %s\n", g_membw / 1e9, bw.n_threads,
+              bw.buffer_bytes >> 20, kernel_table().name);
+  using E = WeightEncoding;
+  // Decode: one token (and a small batch), mini-sized experts and an lm_head-sized bf16 matrix.
+  for (bool cold : {true, false}) {
+    std::string c = cold ? "/cold" : "/hot";
+    add("int4_gemv/1024x2048/n1" + c, E::kInt4Group, 1024, 2048, 1, cold);
+    add("int4_gemv/2048x1024/n1" + c, E::kInt4Group, 2048, 1024, 1, cold);
+    add("int4_gemv/1024x2048/n4" + c, E::kInt4Group, 1024, 2048, 4, cold);
+    add("bf16_gemv/32000x2048/n1" + c, E::kBF16, 32000, 2048, 1, cold);
+  }
+  // Prefill: many tokens per weight read (compute bound).
+  for (int64_t n : {16, 128, 512}) {
+    add("int4_gemm/1024x2048/n" + std::to_string(n), E::kInt4Group, 1024, 2048, n, false);
+    add("bf16_gemm/2048x2048/n" + std::to_string(n), E::kBF16, 2048, 2048, n, false);
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,17 @@
+// bench/membw — the machine's memory read bandwidth (the decode speed limit).
+//   build-*/bench/membw [threads=2] [MiB=1024]
+#include <cstdio>
+#include <cstdlib>
+
+#include "runtime/membw.h"
+#include "runtime/thread_pool.h"
+
+int main(int argc, char** argv) {
+  int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  size_t mib = argc > 2 ? size_t(std::atoll(argv[2])) : 1024;
+  sickle::ThreadPool pool(threads);
+  sickle::MemBandwidth bw = sickle::measure_read_bandwidth(&pool, mib << 20, 5);
+  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB buffer, best of 5)\n",
+              bw.read_bytes_per_s / 1e9, bw.n_threads, bw.buffer_bytes >> 20);
+  return 0;
+}

@@ -1,0 +1,212 @@
+#include "kernels/moe.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/error.h"
+#include "kernels/dispatch.h"
+#include "kernels/linear.h"
+#include "kernels/ops.h"
+#include "runtime/thread_pool.h"
+
+namespace sickle {
+
+namespace {
+
+constexpr int32_t kRowChunk = 64;  // output rows per work item: 64 KB of int4 weights at H = 2048
+
+bool runs_int4(const WeightView& w) {
+  return w.encoding == WeightEncoding::kInt4Group && w.group_size >= 32 && w.group_size % 32 == 0 &&
+         w.cols % w.group_size == 0 && w.scale_bf16 != nullptr;
+}
+
+QuantizedActs rows_of(const QuantizedActs& qa, int64_t p0, int64_t n) {
+  QuantizedActs s = qa;
+  s.n = n;
+  s.q += p0 * qa.q_stride();
+  s.d += p0 * qa.dm_stride();
+  s.m += p0 * qa.dm_stride();
+  return s;
+}
+
+// Rows of the QuantizedActs `src` gathered in the order `order[p]` (token of bucket entry p).
+void gather_quantized(const QuantizedActs& src, const int32_t* token_of, int64_t n, ScratchBuffer& buf,
+                      QuantizedActs& dst) {
+  dst = src;
+  dst.n = n;
+  ScratchArena arena(buf, QuantizedActs::bytes_for(n, src.cols));
+  dst.q = arena.alloc<int8_t>(size_t(n * src.q_stride()));
+  dst.d = arena.alloc<float>(size_t(n * src.dm_stride()));
+  dst.m = arena.alloc<float>(size_t(n * src.dm_stride()));
+  for (int64_t p = 0; p < n; ++p) {
+    int64_t t = token_of[p];
+    std::memcpy(dst.q + p * src.q_stride(), src.q + t * src.q_stride(), size_t(src.q_stride()));
+    std::memcpy(dst.d + p * src.dm_stride(), src.d + t * src.dm_stride(), size_t(src.dm_stride()) * sizeof(float));
+    std::memcpy(dst.m + p * src.dm_stride(), src.m + t * src.dm_stride(), size_t(src.dm_stride()) * sizeof(float));
+  }
+}
+
+// y[p0.., r0..r1) for the n tokens of one bucket: int4 weights read the quantized rows, the
+// rest the f32 rows (ld = the input width).
+void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q, const float* xf, int64_t p0,
+              int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  if (runs_int4(w)) kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y + p0 * ldy, ldy);
+  else kt.linear_dense(w, xf + p0 * w.cols, w.cols, n, r0, r1, y + p0 * ldy, ldy);
+}
+
+}  // namespace
+
+void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                 const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
+                 MoeScratch& s, ThreadPool* pool) {
+  const int64_t E = int64_t(experts.size()), T = n_tokens;
+  if (T <= 0 || E == 0 || k <= 0) return;
+  const KernelTable& kt = kernel_table();
+
+  // Bucket (token, slot) entries by expert: order[p] = entry, pos[entry] = p.
+  s.count.assign(size_t(E), 0);
+  for (int64_t i = 0; i < T * k; ++i) {
+    int32_t e = expert_of[i];
+    if (e < 0) continue;
+    SICKLE_CHECK(e < E, "expert {} of {}", e, E);
+    s.count[size_t(e)]++;
+  }
+  s.start.assign(size_t(E) + 1, 0);
+  for (int64_t e = 0; e < E; ++e) s.start[size_t(e) + 1] = s.start[size_t(e)] + s.count[size_t(e)];
+  const int64_t N = s.start[size_t(E)];
+  if (N == 0) return;
+  s.pos.assign(size_t(T * k), -1);
+  s.order.resize(size_t(N) * 2);  // [N] entries, then [N] their tokens
+  {
+    std::vector<int32_t>& fill = s.count;  // reuse as per-expert fill cursor, restored below
+    for (int64_t e = 0; e < E; ++e) fill[size_t(e)] = s.start[size_t(e)];
+    for (int64_t i = 0; i < T * k; ++i) {
+      int32_t e = expert_of[i];
+      if (e < 0) continue;
+      int32_t p = fill[size_t(e)]++;
+      s.pos[size_t(i)] = p;
+      s.order[size_t(p)] = int32_t(i);
+      s.order[size_t(N + p)] = int32_t(i / k);
+    }
+    for (int64_t e = 0; e < E; ++e) fill[size_t(e)] = s.start[size_t(e) + 1] - s.start[size_t(e)];
+  }
+  const int32_t* token_of = s.order.data() + N;
+
+  // Shapes and which input forms are needed.
+  int64_t H = -1, I = -1;
+  bool need_q_in = false, need_f_in = false, need_q_mid = false;
+  for (int64_t e = 0; e < E; ++e) {
+    if (s.count[size_t(e)] == 0) continue;
+    const ExpertMlp& m = experts[size_t(e)];
+    if (H < 0) {
+      H = m.gate.cols;
+      I = m.gate.rows;
+    }
+    SICKLE_CHECK(m.gate.cols == H && m.up.cols == H && m.gate.rows == I && m.up.rows == I && m.down.rows == H &&
+                     m.down.cols == I,
+                 "expert {}: shapes gate [{}, {}] up [{}, {}] down [{}, {}]", e, m.gate.rows, m.gate.cols, m.up.rows,
+                 m.up.cols, m.down.rows, m.down.cols);
+    (runs_int4(m.gate) ? need_q_in : need_f_in) = true;
+    (runs_int4(m.up) ? need_q_in : need_f_in) = true;
+    need_q_mid = need_q_mid || runs_int4(m.down);
+  }
+
+  // Inputs in bucket order: int8 (quantized once per token, then gathered) and/or f32.
+  QuantizedActs qg{}, qh{};
+  float* xg = nullptr;
+  if (need_q_in) {
+    QuantizedActs qx;
+    quantize_acts(kt, x, H, T, H, s.qx, qx, pool);
+    gather_quantized(qx, token_of, N, s.qg, qg);
+  }
+  if (need_f_in) {
+    xg = static_cast<float*>(s.xg.get(size_t(N * H) * sizeof(float)));
+    for (int64_t p = 0; p < N; ++p)
+      std::memcpy(xg + p * H, x + int64_t(token_of[p]) * H, size_t(H) * sizeof(float));
+  }
+
+  // Work items, heaviest experts first (longest-processing-time order for the dynamic split).
+  auto build_items = [&](int64_t rows) {
+    s.items.clear();
+    for (int64_t e = 0; e < E; ++e)
+      if (s.count[size_t(e)] > 0)
+        for (int64_t r = 0; r < rows; r += kRowChunk)
+          s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + kRowChunk, rows))});
+    std::stable_sort(s.items.begin(), s.items.end(), [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
+      return s.count[size_t(a.e)] > s.count[size_t(b.e)];
+    });
+  };
+
+  // Phase A: gate and up rows of each chunk, then silu(g) * u in place of g.
+  float* g = static_cast<float*>(s.gu.get(size_t(2 * N * I) * sizeof(float)));  // [N, I] then [N, I]
+  float* u = g + N * I;
+  build_items(I);
+  parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
+    for (int64_t it = b; it < e_; ++it) {
+      const MoeScratch::Item& item = s.items[size_t(it)];
+      const ExpertMlp& m = experts[size_t(item.e)];
+      const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
+      run_rows(kt, m.gate, &qg, xg, p0, n, item.r0, item.r1, g, I);
+      run_rows(kt, m.up, &qg, xg, p0, n, item.r0, item.r1, u, I);
+      for (int64_t j = p0; j < p0 + n; ++j)
+        silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
+    }
+  });
+
+  // Phase B: down rows over the SiLU products (quantized once per entry when int4).
+  if (need_q_mid) quantize_acts(kt, g, I, N, I, s.qh, qh, pool);
+  float* y = static_cast<float*>(s.y.get(size_t(N * H) * sizeof(float)));  // [N, H]
+  build_items(H);
+  parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
+    for (int64_t it = b; it < e_; ++it) {
+      const MoeScratch::Item& item = s.items[size_t(it)];
+      const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
+      run_rows(kt, experts[size_t(item.e)].down, &qh, g, p0, n, item.r0, item.r1, y, H);
+    }
+  });
+
+  // Combine per token in slot order (deterministic whatever the thread count).
+  parallel_for(N * H < (int64_t(1) << 15) ? nullptr : pool, T, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t sl = 0; sl < k; ++sl) {
+        const int64_t i = t * k + sl;
+        const int32_t p = s.pos[size_t(i)];
+        if (p < 0) continue;
+        axpy(scale * weight[i], y + int64_t(p) * H, out + t * H, H);
+        if (expert_out) std::memcpy(expert_out + i * H, y + int64_t(p) * H, size_t(H) * sizeof(float));
+      }
+  });
+}
+
+void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool) {
+  if (n <= 0) return;
+  std::fill(y, y + n * m.down.rows, 0.0f);
+  // One bucket holding every token, weight 1. The routing arrays are small (n entries).
+  thread_local std::vector<int32_t> zeros;
+  thread_local std::vector<float> ones;
+  if (int64_t(zeros.size()) < n) {
+    zeros.assign(size_t(n), 0);
+    ones.assign(size_t(n), 1.0f);
+  }
+  moe_experts(std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr, scratch, pool);
+}
+
+void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out) {
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t sl = 0; sl < k; ++sl) {
+      const int64_t i = t * k + sl;
+      if (expert_of[i] < 0) continue;
+      const ExpertMlp& m = experts[size_t(expert_of[i])];
+      const int64_t H = m.gate.cols, I = m.gate.rows;
+      std::vector<float> gv(static_cast<size_t>(I)), uv(static_cast<size_t>(I)), yv(static_cast<size_t>(H));
+      linear_scalar(m.gate, x + t * H, 1, gv.data(), nullptr);
+      linear_scalar(m.up, x + t * H, 1, uv.data(), nullptr);
+      silu_mul(gv.data(), uv.data(), I, gv.data());
+      linear_scalar(m.down, gv.data(), 1, yv.data(), nullptr);
+      axpy(scale * weight[i], yv.data(), out + t * H, H);
+      if (expert_out) std::memcpy(expert_out + i * H, yv.data(), size_t(H) * sizeof(float));
+    }
+}
+
+}  // namespace sickle

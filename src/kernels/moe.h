@@ -1,0 +1,56 @@
+// sickle/kernels/moe.h — a step's routed experts, grouped by expert, in three parallel regions.
+//
+//   out(t) += scale * sum_s weight[t,s] * down(silu(gate x_t) * up x_t)   for expert[t,s]
+//
+// Tokens are bucketed by expert (counting sort) so each chosen expert's weights are read once
+// per step whatever the number of its tokens; unchosen experts cost nothing. Work items are
+// (expert, chunk of 64 output rows), heaviest experts first, handed out dynamically, so a step
+// whose tokens crowd on one expert still keeps every thread busy. The activations are int8-
+// quantized once per token for int4 weights (kernels/linear.h for the accuracy bound) and the
+// gate/up results of a chunk get their SiLU product right away (no extra pass).
+// Nothing allocates once MoeScratch has grown to the step's size.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "io/weights.h"
+#include "runtime/scratch.h"
+
+namespace sickle {
+
+class ThreadPool;
+
+struct ExpertMlp {
+  WeightView gate;  // [inter, hidden]
+  WeightView up;    // [inter, hidden]
+  WeightView down;  // [hidden, inter]
+};
+
+// Grow-only buffers reused across steps (one per model, not shared between concurrent calls).
+struct MoeScratch {
+  ScratchBuffer qx, qg, xg, gu, qh, y;
+  std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
+  struct Item {
+    int32_t e, r0, r1;
+  };
+  std::vector<Item> items;
+};
+
+// x [n_tokens, hidden]; expert_of / weight [n_tokens, k] (expert -1 = slot unused);
+// out [n_tokens, hidden] is accumulated into (+=); expert_out, when not null, receives each
+// (token, slot)'s raw expert output: [n_tokens * k, hidden] (rows of unused slots untouched).
+void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                 const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
+                 MoeScratch& scratch, ThreadPool* pool);
+
+// One MLP over n tokens: y [n, hidden] = down(silu(gate x) * up x) (overwritten). For dense
+// layers and shared experts: the same fused path with every token in one bucket.
+void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool);
+
+// The specification of both: per token and slot, linear_scalar three times and silu_mul.
+void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out);
+
+}  // namespace sickle

@@ -1,0 +1,126 @@
+// moe_experts / expert_mlp against their scalar specification, on int4 and bf16 experts,
+// with crowded, empty and unused routing slots, pooled and inline.
+#include "kernels/moe.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/kernels_test_util.h"
+#include "runtime/thread_pool.h"
+
+namespace sickle {
+namespace {
+
+using namespace testing_util;
+
+struct Experts {
+  std::vector<OwnedWeight> owned;
+  std::vector<ExpertMlp> mlps;
+};
+
+Experts make_experts(WeightEncoding enc, int64_t E, int64_t H, int64_t I, uint32_t seed) {
+  Experts x;
+  x.owned.reserve(size_t(3 * E));
+  for (int64_t e = 0; e < E; ++e) {
+    x.owned.push_back(make_weight(enc, I, H, 32, 0, seed + uint32_t(3 * e)));
+    x.owned.push_back(make_weight(enc, I, H, 32, 4, seed + uint32_t(3 * e + 1)));
+    x.owned.push_back(make_weight(enc, H, I, 32, 0, seed + uint32_t(3 * e + 2)));
+  }
+  for (int64_t e = 0; e < E; ++e)
+    x.mlps.push_back({x.owned[size_t(3 * e)].view, x.owned[size_t(3 * e + 1)].view, x.owned[size_t(3 * e + 2)].view});
+  return x;
+}
+
+double max_token_rel_err(const std::vector<float>& y, const std::vector<float>& ref, int64_t T, int64_t H) {
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    double e = 0, r = 0;
+    for (int64_t i = 0; i < H; ++i) {
+      double d = double(y[size_t(t * H + i)]) - ref[size_t(t * H + i)];
+      e += d * d;
+      r += double(ref[size_t(t * H + i)]) * ref[size_t(t * H + i)];
+    }
+    worst = std::max(worst, std::sqrt(e / std::max(r, 1e-30)));
+  }
+  return worst;
+}
+
+void check_moe(WeightEncoding enc, double bound) {
+  const int64_t E = 7, H = 96, I = 160;  // 3 blocks of 32 (a tail past 128), I spans 3 chunks of 64
+  Experts ex = make_experts(enc, E, H, I, 1000);
+  ThreadPool pool(3);
+  MoeScratch scratch;  // reused across every case (grow-only)
+  std::mt19937 rng(5);
+  double worst = 0;
+  for (int64_t T : {1, 2, 5, 17, 40}) {
+    for (int64_t k : {1, 3, 4}) {
+      Acts a = make_acts(T, H, 0, uint32_t(T * 10 + k), false);
+      std::vector<int32_t> chosen(size_t(T * k));
+      std::vector<float> w(size_t(T * k));
+      for (int64_t i = 0; i < T * k; ++i) {
+        // crowd expert 2, never use expert 5, leave some slots empty
+        int r = int(rng() % 10);
+        chosen[size_t(i)] = r < 4 ? 2 : r == 9 ? -1 : int32_t(rng() % 5 == 0 ? 6 : rng() % 5);
+        w[size_t(i)] = 0.1f + float(rng() % 100) / 100.0f;
+      }
+      std::vector<float> base(size_t(T * H));
+      for (auto& v : base) v = float(int(rng() % 7) - 3);
+      std::vector<float> ref = base, eo_ref(size_t(T * k * H), -7.0f);
+      moe_experts_scalar(ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, ref.data(), eo_ref.data());
+      std::vector<float> first;
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        std::vector<float> y = base, eo(size_t(T * k * H), -7.0f);
+        moe_experts(ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, y.data(), eo.data(), scratch, p);
+        // Compare the routed part (y - base) with the spec's.
+        std::vector<float> dy(y.size()), dref(y.size());
+        for (size_t i = 0; i < y.size(); ++i) {
+          dy[i] = y[i] - base[i];
+          dref[i] = ref[i] - base[i];
+        }
+        double err = max_token_rel_err(dy, dref, T, H);
+        worst = std::max(worst, err);
+        ASSERT_LE(err, bound) << encoding_name(enc) << " T " << T << " k " << k << (p ? " pooled" : "");
+        ASSERT_LE(max_token_rel_err(eo, eo_ref, T * k, H), bound) << "expert_out T " << T << " k " << k;
+        for (int64_t i = 0; i < T * k; ++i)
+          if (chosen[size_t(i)] < 0) ASSERT_EQ(eo[size_t(i * H)], -7.0f) << "unused slot written";
+        if (first.empty()) first = y;
+        else ASSERT_EQ(first, y) << "thread count changed the result";  // deterministic
+      }
+    }
+  }
+  std::printf("  moe %s: worst per-token ||y - spec|| / ||spec|| %.3g (bound %.0e)\n", encoding_name(enc), worst,
+              bound);
+}
+
+// int4: two int8 activation roundings (x, then silu(g) * u) each within linear.h's bound.
+TEST(Moe, Int4ExpertsMatchSpec) { check_moe(WeightEncoding::kInt4Group, 4e-2); }
+TEST(Moe, BF16ExpertsMatchSpec) { check_moe(WeightEncoding::kBF16, 1e-5); }
+
+TEST(Moe, ExpertMlpIsOneBucket) {
+  const int64_t H = 64, I = 96, n = 9;
+  Experts ex = make_experts(WeightEncoding::kBF16, 1, H, I, 77);
+  Acts a = make_acts(n, H, 1, 3, false);
+  MoeScratch scratch;
+  ThreadPool pool(2);
+  std::vector<float> y(size_t(n * H), 123.0f), ref(size_t(n * H), 0.0f);
+  std::vector<int32_t> zeros(size_t(n), 0);
+  std::vector<float> ones(size_t(n), 1.0f);
+  moe_experts_scalar(ex.mlps, a.x, n, 1, zeros.data(), ones.data(), 1.0f, ref.data(), nullptr);
+  expert_mlp(ex.mlps[0], a.x, n, y.data(), scratch, &pool);  // overwrites y
+  EXPECT_LE(max_token_rel_err(y, ref, n, H), 1e-5);
+}
+
+TEST(Moe, NoChosenExpertLeavesOutputUntouched) {
+  Experts ex = make_experts(WeightEncoding::kInt4Group, 2, 32, 64, 9);
+  std::vector<float> x(64, 1.0f), out(64, 5.0f), w(2, 1.0f);
+  std::vector<int32_t> none(2, -1);
+  MoeScratch scratch;
+  moe_experts(ex.mlps, x.data(), 2, 1, none.data(), w.data(), 1.0f, out.data(), nullptr, scratch, nullptr);
+  for (float v : out) ASSERT_EQ(v, 5.0f);
+}
+
+}  // namespace
+}  // namespace sickle

@@ -1,0 +1,92 @@
+#include "runtime/membw.h"
+
+#include <sys/mman.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "base/cpu.h"
+#include "runtime/thread_pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace sickle {
+
+namespace {
+
+// Sum of 64-bit words with 4 independent chains, so the loads and not the adds set the pace
+// (the compiler vectorizes it; either way one core issues far more than memory delivers).
+uint64_t read_range(const uint64_t* p, size_t n) {
+  uint64_t a = 0, b = 0, c = 0, d = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a += p[i];
+    b += p[i + 1];
+    c += p[i + 2];
+    d += p[i + 3];
+  }
+  for (; i < n; ++i) a += p[i];
+  return a ^ b ^ c ^ d;
+}
+
+#if defined(__x86_64__)
+// The same with 32-byte loads (kernels read with SIMD loads; so should the yardstick).
+__attribute__((target("avx2"))) uint64_t read_range_avx2(const uint64_t* p, size_t n) {
+  __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a = _mm256_add_epi64(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    b = _mm256_add_epi64(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    c = _mm256_add_epi64(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    d = _mm256_add_epi64(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  __m256i s = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  return lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3] ^ read_range(p + i, n - i);
+}
+#endif
+
+uint64_t read_words(const uint64_t* p, size_t n) {
+#if defined(__x86_64__)
+  if (cpu_features().avx2) return read_range_avx2(p, n);
+#endif
+  return read_range(p, n);
+}
+
+}  // namespace
+
+MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int reps) {
+  MemBandwidth r;
+  r.buffer_bytes = buffer_bytes & ~size_t(4095);
+  r.n_threads = pool_size(pool);
+  void* mem = mmap(nullptr, r.buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) throw std::bad_alloc();
+  const size_t n_words = r.buffer_bytes / 8;
+  auto* words = static_cast<uint64_t*>(mem);
+  // Touch every page from the thread that will read it (first-touch placement), non-zero data.
+  parallel_for(pool, int64_t(n_words), [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) words[i] = uint64_t(i) * 0x9E3779B97F4A7C15ull;
+  });
+  std::vector<uint64_t> sink(size_t(r.n_threads) * 8, 0);
+  for (int rep = 0; rep < reps; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(pool, int64_t(n_words), [&](int64_t b, int64_t e, int tid) {
+      sink[size_t(tid) * 8] += read_words(words + b, size_t(e - b));
+    });
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double bw = double(r.buffer_bytes) / s;
+    if (bw > r.read_bytes_per_s) r.read_bytes_per_s = bw;
+  }
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep + v;
+  munmap(mem, r.buffer_bytes);
+  return r;
+}
+
+}  // namespace sickle
