@@ -371,6 +371,24 @@ TEST(BrownKimi, LoadsAndRoundTrips) {
   EXPECT_EQ(tok->decode(ids), brown);
   for (int32_t id : ids) EXPECT_LT(id, tok->vocab_size());
   EXPECT_GE(tok->token_id("<|im_end|>"), 0);
+
+  // tools/train_demo_model.py tokenized data/test.txt with its own Python tiktoken-style
+  // encoder (regex module pre-split + lowest-rank merge): an independent reference for the
+  // count and the first 64 ids.
+  fs::path ref_file = dir / "eval_reference.json", text_file = dir / "data/test.txt";
+  if (!fs::exists(ref_file) || !fs::exists(text_file)) return;
+  std::ifstream rin(ref_file);
+  auto ref = nlohmann::json::parse(rin);
+  std::ifstream tin(text_file, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(tin)), std::istreambuf_iterator<char>());
+  auto test_ids = tok->encode(text, /*allow_special=*/false);
+  if (ref.contains("n_tokens_test_txt")) EXPECT_EQ(int64_t(test_ids.size()), ref["n_tokens_test_txt"].get<int64_t>());
+  if (ref.contains("first_64_token_ids")) {
+    auto want = ref["first_64_token_ids"].get<std::vector<int32_t>>();
+    ASSERT_LE(want.size(), test_ids.size());
+    EXPECT_EQ(std::vector<int32_t>(test_ids.begin(), test_ids.begin() + want.size()), want);
+  }
+  EXPECT_EQ(tok->decode(test_ids), text);
 }
 
 }  // namespace
