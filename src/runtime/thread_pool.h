@@ -16,10 +16,17 @@
 // shared counter (best for uneven items, e.g. experts with different token counts).
 // A call made from inside a running task (nested) or with n_items <= 1 runs inline on the
 // caller as one range. Calls from several outside threads are serialized by a mutex.
+//
+// Robust to oversubscription (a machine shared with other busy processes): each worker claims
+// its share with a compare-and-swap; when the caller has finished its own share it cancels the
+// shares of workers that have not woken up yet and runs them itself (with their thread_id), so
+// a descheduled worker delays a call by nothing instead of a scheduler time slice. A thread_id
+// is never used by two threads at once within a call.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -71,8 +78,15 @@ class ThreadPool {
   void worker_main(int tid);
   void do_share(int tid);
 
+  // Per worker: who runs its share of the current call.
+  enum Claim : int { kPosted = 0, kRunning = 1, kDone = 2, kCancelled = 3 };
+  struct alignas(64) Slot {
+    std::atomic<int> claim{kDone};
+  };
+
   int n_threads_ = 1;
   std::vector<std::thread> workers_;
+  std::unique_ptr<Slot[]> slots_;  // [n_threads]; slot 0 (the caller) unused
   std::mutex call_mutex_;  // one parallel_for at a time from outside threads
 
   // Current task; written by the caller before the generation bump (release), read by
@@ -82,7 +96,6 @@ class ThreadPool {
   int n_active_ = 0;
   alignas(64) std::atomic<int64_t> next_chunk_{0};
   alignas(64) std::atomic<uint64_t> generation_{0};
-  alignas(64) std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
 };
 

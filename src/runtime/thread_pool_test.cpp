@@ -111,6 +111,29 @@ TEST(ThreadPool, CallsFromTwoOutsideThreadsAreSerialized) {
   EXPECT_EQ(total.load(), 2 * 2000 * 8);
 }
 
+// More threads than cores: workers are often not running when a call is posted, so the caller
+// takes their shares over. A thread_id must still never be in use by two threads at once
+// (callers index per-thread scratch by it), and every item must still run exactly once.
+TEST(ThreadPool, OversubscribedTakeoverKeepsThreadIdsExclusive) {
+  ThreadPool pool(8);
+  std::vector<std::atomic<int>> in_use(8);
+  for (auto& u : in_use) u.store(0);
+  std::atomic<int> clashes{0};
+  std::atomic<int64_t> total{0};
+  for (int call = 0; call < 3000; ++call) {
+    auto fn = [&](int64_t b, int64_t e, int tid) {
+      if (in_use[size_t(tid)].exchange(1) != 0) clashes.fetch_add(1);
+      total.fetch_add(e - b);
+      in_use[size_t(tid)].store(0);
+    };
+    if (call % 2) pool.parallel_for(37, fn);
+    else pool.parallel_for_dynamic(37, 2, fn);
+  }
+  EXPECT_EQ(clashes.load(), 0);
+  EXPECT_EQ(total.load(), 3000 * 37);
+  for (int rep = 0; rep < 50; ++rep) expect_exact_cover(&pool, 1 + rep * 13, rep % 2 == 1, 1 + rep % 4);
+}
+
 TEST(Scratch, GrowsAlignedAndKeepsCapacity) {
   ScratchBuffer buf;
   void* p = buf.get(100);
