@@ -183,10 +183,14 @@ std::shared_ptr<GenHandle> Scheduler::submit(GenRequest req) {
                                max_len, n_prompt + req.max_tokens, n_prompt, req.max_tokens),
                    "max_tokens", "invalid_request_error", "context_length_exceeded");
   // As vLLM: an unset max_tokens (<= 0) means whatever the context leaves.
-  // Unlike vLLM, also within the KV budget, so an unset max_tokens never makes a request unservable.
-  if (req.max_tokens <= 0)
-    req.max_tokens = std::max<int64_t>(
-        1, std::min<int64_t>(max_len, int64_t(opt_.kv_budget_bytes / std::max<uint64_t>(1, bytes_per_token_))) - n_prompt);
+  // An unset max_tokens means what the context leaves (as vLLM), but within a fair share of the
+  // KV budget (budget / max_num_seqs, at least 256 tokens past the prompt), so requests without
+  // max_tokens do not each reserve the whole budget and run one at a time.
+  if (req.max_tokens <= 0) {
+    const int64_t budget_tokens = int64_t(opt_.kv_budget_bytes / std::max<uint64_t>(1, bytes_per_token_));
+    const int64_t share = std::max(budget_tokens / opt_.max_num_seqs, n_prompt + 256);
+    req.max_tokens = std::max<int64_t>(1, std::min({max_len, share, budget_tokens}) - n_prompt);
+  }
   if (reserve_of(req) > opt_.kv_budget_bytes)
     throw ApiError(400,
                    fmt::format("The request needs {} tokens of KV cache ({} bytes) but the server's KV budget is {} "

@@ -71,7 +71,7 @@ std::unique_ptr<Engine> make_engine(Model& model);
 
 struct GenRequest {
   std::vector<int32_t> prompt;
-  int64_t max_tokens = 0;         // <= 0: what the model length leaves
+  int64_t max_tokens = 0;         // <= 0: what the context and a fair share of the KV budget leave
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // end generation (not counted as text)
   bool ignore_eos = false;

@@ -237,3 +237,20 @@ TEST(Scheduler, LogprobsAreNormalized) {
 
 }  // namespace
 }  // namespace sickle::server
+
+namespace sickle::server {
+namespace {
+
+TEST(Scheduler, UnsetMaxTokensTakesAFairShareOfTheBudget) {
+  testing::FakeEngine eng(kVocab, 4096, 0);
+  SchedulerOptions o;
+  o.max_num_seqs = 4;
+  o.kv_budget_bytes = 1000 * 8;  // 1000 tokens: a share is 250, but at least prompt + 256
+  Scheduler s(eng, o);
+  auto h = s.submit(greedy(make_prompt(10, 1), 0));
+  EXPECT_EQ(drain(*h).size(), 256u);
+  EXPECT_EQ(h->finish(), Finish::kLength);
+}
+
+}  // namespace
+}  // namespace sickle::server

@@ -60,7 +60,9 @@ int run_serve(const ServeArgs& a) {
 
   server::SchedulerOptions so;
   so.max_num_seqs = a.max_num_seqs;
-  so.max_model_len = a.max_model_len;
+  // Default: the model's context, capped at 32768 tokens (each sequence may reserve this much
+  // of the KV budget; raise it explicitly for longer contexts).
+  so.max_model_len = a.max_model_len > 0 ? a.max_model_len : std::min<int64_t>(engine->max_context(), 32768);
   so.prefill_chunk = a.prefill_chunk;
   so.kv_budget_bytes = uint64_t(a.kv_cache_mb) << 20;
   so.prefix_cache_entries = a.prefix_cache;
@@ -111,7 +113,7 @@ const Registrar reg{Command{
       sub.add_option("--api-key", a->api_key, "Require `Authorization: Bearer KEY` on /v1/*");
       sub.add_option("--served-model-name", a->served_name, "Model id clients send (default: the directory name)");
       sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
-      sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's)")
+      sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
           ->capture_default_str();
       sub.add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens per step, over all sequences (chunked prefill)")
           ->capture_default_str();
