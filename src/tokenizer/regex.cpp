@@ -16,19 +16,19 @@ std::string pcre2_message(int code) {
   return std::string(reinterpret_cast<const char*>(buf));
 }
 
-// Per-call match state. The JIT stack is enlarged from PCRE2's 32 KiB default because
-// patterns like `\s+(?!\S)` backtrack over long whitespace runs.
+// Per-thread match state shared by all patterns (none of them has capturing groups, so a
+// small ovector fits all). The JIT stack is enlarged from PCRE2's 32 KiB default because
+// patterns like `\s+(?!\S)` backtrack over long whitespace runs. Creating these per call
+// (an mmap each) cost more than the matching itself.
 struct MatchState {
   pcre2_match_data* data = nullptr;
   pcre2_match_context* ctx = nullptr;
   pcre2_jit_stack* stack = nullptr;
-  explicit MatchState(const pcre2_code* code, bool jit) {
-    data = pcre2_match_data_create_from_pattern(code, nullptr);
-    if (jit) {
-      ctx = pcre2_match_context_create(nullptr);
-      stack = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, nullptr);
-      if (ctx && stack) pcre2_jit_stack_assign(ctx, nullptr, stack);
-    }
+  MatchState() {
+    data = pcre2_match_data_create(16, nullptr);
+    ctx = pcre2_match_context_create(nullptr);
+    stack = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, nullptr);
+    if (ctx && stack) pcre2_jit_stack_assign(ctx, nullptr, stack);
   }
   ~MatchState() {
     if (stack) pcre2_jit_stack_free(stack);
@@ -36,6 +36,11 @@ struct MatchState {
     if (data) pcre2_match_data_free(data);
   }
 };
+
+MatchState& match_state() {
+  thread_local MatchState st;
+  return st;
+}
 
 }  // namespace
 
@@ -59,8 +64,8 @@ Regex::~Regex() {
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) const {
   std::vector<std::pair<size_t, size_t>> out;
   const auto* code = static_cast<const pcre2_code*>(code_);
-  MatchState st(code, has_jit_);
-  SICKLE_CHECK(st.data != nullptr, "pcre2 match data allocation");
+  MatchState& st = match_state();
+  SICKLE_CHECK(st.data != nullptr && st.ctx != nullptr, "pcre2 match state allocation");
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {

@@ -269,7 +269,7 @@ class TokenizerImpl {
   bool ignore_merges = false;                 // HF flag; tiktoken always emits whole-piece tokens
 
   std::vector<AddedToken> added;
-  std::unordered_map<std::string, int32_t> added_by_text;
+  BytesMap added_by_text;
   std::vector<size_t> added_lengths;          // distinct lengths, descending
   std::array<uint8_t, 256> added_first{};     // first bytes of added tokens
 
@@ -279,7 +279,7 @@ class TokenizerImpl {
   std::vector<int32_t> stops;
 
   mutable std::mutex cache_mu;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache;
 
   void index_added() {
     std::set<size_t, std::greater<>> lens;
@@ -298,7 +298,7 @@ class TokenizerImpl {
     if (!allow_special || !added_first[static_cast<unsigned char>(text[i])]) return nullptr;
     for (size_t len : added_lengths) {
       if (i + len > text.size()) continue;
-      auto it = added_by_text.find(std::string(text.substr(i, len)));
+      auto it = added_by_text.find(text.substr(i, len));
       if (it != added_by_text.end()) return &added[added_index.at(it->second)];
     }
     return nullptr;
@@ -438,7 +438,7 @@ class TokenizerImpl {
     const bool cacheable = piece.size() <= 256;
     if (cacheable) {
       std::lock_guard<std::mutex> lock(cache_mu);
-      auto it = cache.find(std::string(piece));
+      auto it = cache.find(piece);
       if (it != cache.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
         return;
@@ -718,28 +718,35 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   if (!model.contains("merges") || !model["merges"].is_array()) fail("{}: missing model.merges", src);
   const auto& merges = model["merges"];
   t.pair_merge.reserve(merges.size() * 2);
-  auto token_of = [&](const std::string& s, size_t rank) -> int32_t {
-    auto bytes = byte_level_to_bytes(s);
-    auto it = t.bytes_to_id.find(bytes ? *bytes : s);
-    if (it == t.bytes_to_id.end()) fail("{}: merge {} names '{}', which is not in the vocab", src, rank, s);
+  // Merges name tokens by their vocab spelling: look them up as spelled (no byte decoding).
+  BytesMap by_spelling;
+  by_spelling.reserve(model["vocab"].size() * 2);
+  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it)
+    by_spelling.emplace(it.key(), it.value().get<int32_t>());
+  auto token_of = [&](std::string_view s, size_t rank) -> int32_t {
+    auto it = by_spelling.find(s);
+    if (it == by_spelling.end()) fail("{}: merge {} names '{}', which is not in the vocab", src, rank, s);
     return it->second;
   };
   for (size_t r = 0; r < merges.size(); ++r) {
-    std::string a, b;
+    std::string_view a, b;
     const auto& m = merges[r];
     if (m.is_string()) {
       const std::string& s = m.get_ref<const std::string&>();
       auto sp = s.find(' ');
       if (sp == std::string::npos) fail("{}: merge {} '{}' has no space", src, r, s);
-      a = s.substr(0, sp);
-      b = s.substr(sp + 1);
+      a = std::string_view(s).substr(0, sp);
+      b = std::string_view(s).substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
+      a = m[0].get_ref<const std::string&>();
+      b = m[1].get_ref<const std::string&>();
     } else {
       fail("{}: merge {} is neither 'a b' nor [a, b]", src, r);
     }
-    int32_t ia = token_of(a, r), ib = token_of(b, r), im = token_of(a + b, r);
+    std::string joined;
+    joined.reserve(a.size() + b.size());
+    joined.append(a).append(b);
+    int32_t ia = token_of(a, r), ib = token_of(b, r), im = token_of(joined, r);
     uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(ia)) << 32) | static_cast<uint32_t>(ib);
     t.pair_merge.emplace(key, std::make_pair(static_cast<int32_t>(r), im));  // first (lowest) rank wins
   }
@@ -859,7 +866,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
 }
 
 int32_t Tokenizer::token_id(std::string_view special) const {
-  auto it = impl_->added_by_text.find(std::string(special));
+  auto it = impl_->added_by_text.find(special);
   return it == impl_->added_by_text.end() ? -1 : it->second;
 }
 
