@@ -1,6 +1,7 @@
 #include "io/writer.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -269,7 +270,20 @@ std::vector<WrittenTensor> CheckpointWriter::commit() {
     auto f = SafetensorsFile::open(tmp_dir_ / final_names[i]);
     for (const auto& t : f->tensors()) {
       auto v = f->view(t);
-      out.push_back(WrittenTensor{t.name, final_names[i], hash64(v.data, t.nbytes())});
+      // Hash in steps and drop each step's pages from this mapping (they stay in the page
+      // cache): a multi-GB shard must not count in the process's resident memory.
+      Hasher h;
+      const std::byte* p = v.data;
+      for (size_t left = t.nbytes(); left > 0;) {
+        size_t step = std::min<size_t>(left, 64u << 20);
+        h.update(p, step);
+        const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+        const uintptr_t a = uintptr_t(p) & ~(page - 1), b = uintptr_t(p + step) & ~(page - 1);
+        if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+        p += step;
+        left -= step;
+      }
+      out.push_back(WrittenTensor{t.name, final_names[i], h.digest()});
     }
   }
   std::error_code ec;

@@ -1,6 +1,10 @@
 #include "prune/rewrite.h"
 
 #include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <chrono>
@@ -82,11 +86,28 @@ bool parse_layer_name(const std::string& name, const std::string& prefix, int64_
   return true;
 }
 
-uint64_t source_hash(const OutTensor& t) {
+// Hash of the tensor's output bytes, read from the source file with pread into a small buffer:
+// touching the mapping instead would count every source page in this process's RSS.
+uint64_t source_hash(const OutTensor& t, std::vector<std::byte>& buf) {
   TensorSource s = t.rows.empty() ? TensorSource::from_file(*t.file, *t.info)
                                   : TensorSource::rows_from_file(*t.file, *t.info, t.rows);
   Hasher h;
-  for (const auto& c : s.chunks) h.update(c.ptr, c.size);
+  for (const auto& c : s.chunks) {
+    if (c.src_fd < 0) {
+      h.update(c.ptr, c.size);
+      continue;
+    }
+    uint64_t off = c.src_offset;
+    size_t left = c.size;
+    while (left > 0) {
+      ssize_t n = ::pread(c.src_fd, buf.data(), std::min(left, buf.size()), off_t(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("{}: read failed at offset {}: {}", t.file->path().string(), off, std::strerror(errno));
+      h.update(buf.data(), size_t(n));
+      off += uint64_t(n);
+      left -= size_t(n);
+    }
+  }
   return h.digest();
 }
 
@@ -181,7 +202,8 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
   // Hash the sources on a second thread while the writer copies (bytes are in the page cache).
   auto hashes = std::async(std::launch::async, [&outs] {
     std::unordered_map<std::string, uint64_t> h;
-    for (const auto& o : outs) h.emplace(o.name, source_hash(o));
+    std::vector<std::byte> buf(8u << 20);
+    for (const auto& o : outs) h.emplace(o.name, source_hash(o, buf));
     return h;
   });
   {

@@ -24,7 +24,7 @@ Registrar reg{Command{
         std::string model, out, format = "text", shard = "0/1", long_policy = "split";
         std::vector<std::string> data;
         CalibOptions calib;
-        bool no_pack = false, force = false;
+        bool no_pack = false, force = false, no_stats = false;
         int threads = 0;
         int64_t step_tokens = 2048;
       };
@@ -44,6 +44,8 @@ Registrar reg{Command{
       sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)");
       sub.add_option("-o,--out", a->out, "Statistics file (.safetensors)")->required();
       sub.add_flag("--force", a->force, "Replace an existing output file");
+      sub.add_flag("--no-stats", a->no_stats,
+                   "Run the same forward passes without the observer and write nothing (measures observation cost)");
       return [a]() {
         namespace fs = std::filesystem;
         if (fs::exists(a->out) && !a->force) fail("{}: already exists (pass --force to replace it)", a->out);
@@ -80,7 +82,7 @@ Registrar reg{Command{
             if (t < 0 || t >= vocab) fail("calibration token id {} is outside the model's vocabulary [0, {})", t, vocab);
 
         StatsObserver obs(model->config());
-        model->set_observer(&obs);
+        if (!a->no_stats) model->set_observer(&obs);
         std::vector<float> logits;
         auto t0 = std::chrono::steady_clock::now();
         {
@@ -104,6 +106,12 @@ Registrar reg{Command{
         }
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         model->set_observer(nullptr);
+        if (a->no_stats) {
+          std::printf("forward only (--no-stats): %lld tokens in %lld sequences in %.2f s (%.1f tok/s)\n",
+                      (long long)rep.tokens_used, (long long)rep.n_sequences, secs,
+                      double(rep.tokens_used) / std::max(secs, 1e-9));
+          return 0;
+        }
 
         ExpertStats st;
         st.meta.model_fingerprint = model_fingerprint(model->checkpoint());
