@@ -22,6 +22,7 @@
 #include "base/numeric.h"
 #include "kernels/dispatch.h"
 #include "kernels/linear.h"
+#include "kernels/moe.h"
 #include "runtime/membw.h"
 #include "runtime/thread_pool.h"
 
@@ -100,6 +101,66 @@ void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64
   state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot"));
 }
 
+// Routed experts of one MoE layer of `synth --preset mini` (64 experts of [1024, 2048] int4,
+// top-8) over T tokens: "layers" copies of the layer spanning the cold working set, each call
+// uses the next layer with a fresh random routing. GB/s counts the chosen experts' bytes.
+void run_moe(benchmark::State& state, int64_t T, bool cold) {
+  const int64_t E = 64, H = 2048, I = 1024, k = 8;
+  auto gate = make_set(WeightEncoding::kInt4Group, I, H, false);
+  auto down = make_set(WeightEncoding::kInt4Group, H, I, false);
+  const uint64_t per_expert = 3 * gate->views[0].storage_bytes();
+  const size_t n_layers = cold ? std::max<size_t>(2, g_cold_bytes / (per_expert * E)) : 1;
+  // Each expert: its own copy of gate, up (same bytes as gate) and down.
+  std::vector<std::vector<uint8_t>> mem;
+  std::vector<std::vector<uint16_t>> smem;
+  std::vector<std::vector<ExpertMlp>> layers(n_layers);
+  mem.reserve(n_layers * E * 3);
+  smem.reserve(n_layers * E * 3);
+  for (size_t l = 0; l < n_layers; ++l)
+    for (int64_t e = 0; e < E; ++e) {
+      ExpertMlp m{gate->views[0], gate->views[0], down->views[0]};
+      for (WeightView* w : {&m.gate, &m.up, &m.down}) {
+        const WeightSet& src = w == &m.down ? *down : *gate;
+        mem.push_back(src.data[0]);
+        smem.push_back(src.scales[0]);
+        w->data = mem.back().data();
+        w->scale_bf16 = smem.back().data();
+      }
+      layers[l].push_back(m);
+    }
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(size_t(T * H)), out(size_t(T * H));
+  for (auto& v : x) v = nd(rng);
+  std::vector<int32_t> chosen(size_t(T * k));
+  std::vector<float> w(size_t(T * k), 0.125f);
+  MoeScratch scratch;
+  size_t l = 0;
+  uint64_t bytes = 0;
+  std::vector<uint8_t> used(static_cast<size_t>(E));
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::fill(used.begin(), used.end(), 0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t s = 0; s < k; ++s) {
+        int32_t e;
+        do e = int32_t(rng() % E); while ([&] { for (int64_t j = 0; j < s; ++j) if (chosen[size_t(t * k + j)] == e) return true; return false; }());
+        chosen[size_t(t * k + s)] = e;
+        used[size_t(e)] = 1;
+      }
+    for (uint8_t u : used) bytes += u ? per_expert : 0;
+    state.ResumeTiming();
+    moe_experts(layers[l], x.data(), T, k, chosen.data(), w.data(), 1.0f, out.data(), nullptr, scratch, g_pool.get());
+    benchmark::DoNotOptimize(out.data());
+    if (++l == n_layers) l = 0;
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(bytes) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["bw_frac"] = benchmark::Counter(double(bytes) / g_membw, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(6.0 * double(H) * double(I) * double(T * k) * double(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") + " layers=" + std::to_string(n_layers));
+}
+
 void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
   benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold); })
       ->UseRealTime()
@@ -125,6 +186,14 @@ int main(int argc, char** argv) {
     add("int4_gemv/1024x2048/n4" + c, E::kInt4Group, 1024, 2048, 4, cold);
     add("bf16_gemv/32000x2048/n1" + c, E::kBF16, 32000, 2048, 1, cold);
   }
+  for (int64_t T : {1, 4})
+    benchmark::RegisterBenchmark(("moe_mini/T" + std::to_string(T) + "/cold").c_str(),
+                                 [=](benchmark::State& st) { run_moe(st, T, true); })
+        ->UseRealTime()
+        ->MinTime(1.0);
+  benchmark::RegisterBenchmark("moe_mini/T128", [=](benchmark::State& st) { run_moe(st, 128, false); })
+      ->UseRealTime()
+      ->MinTime(1.0);
   // Prefill: many tokens per weight read (compute bound).
   for (int64_t n : {16, 128, 512}) {
     add("int4_gemm/1024x2048/n" + std::to_string(n), E::kInt4Group, 1024, 2048, n, false);

@@ -63,6 +63,58 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
+// Two weight rows against T tokens: each activation load (q even/odd, d, m) feeds both rows,
+// halving the loads per multiply-add of int4_row (prefill is bound by them, not by vpdpbusd).
+template <int T>
+inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* sr0, const uint16_t* sr1, int64_t nb,
+                       const QuantizedActs& qa, int64_t t0, float* y, int64_t ldy) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  alignas(64) static const uint16_t kIdx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1,
+                                                0, 2, 0, 2, 0, 2, 0, 2, 0, 3, 0, 3, 0, 3, 0, 3};
+  const __m512i sidx = _mm512_load_si512(kIdx);
+  const int64_t qs = qa.q_stride(), ds = qa.dm_stride();
+  const int8_t* q0 = qa.q + t0 * qs;
+  const float* d0 = qa.d + t0 * ds;
+  const float* mm0 = qa.m + t0 * ds;
+  __m512 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  auto step = [&](__m512i w0, __m512i w1, __m128i s0, __m128i s1, int64_t g) {
+    __m512i lo0 = _mm512_and_si512(w0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
+    __m512i lo1 = _mm512_and_si512(w1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
+    __m512 ws0 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s0)));
+    __m512 ws1 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s1)));
+    for (int t = 0; t < T; ++t) {
+      const int8_t* q = q0 + t * qs + g * 32;
+      __m512i xe = _mm512_load_si512(q), xo = _mm512_load_si512(q + 64);
+      __m512 d = _mm512_load_ps(d0 + t * ds + g * 4), m = _mm512_load_ps(mm0 + t * ds + g * 4);
+      __m512i i0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo0, xe), hi0, xo);
+      __m512i i1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo1, xe), hi1, xo);
+      acc0[t] = _mm512_fmadd_ps(ws0, _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(i0), m), acc0[t]);
+      acc1[t] = _mm512_fmadd_ps(ws1, _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(i1), m), acc1[t]);
+    }
+  };
+  int64_t g = 0;
+  for (; g + 4 <= nb; g += 4)
+    step(_mm512_loadu_si512(wr0 + g * 16), _mm512_loadu_si512(wr1 + g * 16),
+         _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr0 + g)),
+         _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr1 + g)), g);
+  if (g < nb) {
+    int rem = int(nb - g);
+    __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
+    __mmask8 sk = __mmask8((1u << rem) - 1);
+    step(_mm512_maskz_loadu_epi8(wk, wr0 + g * 16), _mm512_maskz_loadu_epi8(wk, wr1 + g * 16),
+         _mm_maskz_loadu_epi16(sk, sr0 + g), _mm_maskz_loadu_epi16(sk, sr1 + g), g);
+  }
+  for (int t = 0; t < T; ++t) {
+    y[t * ldy] = _mm512_reduce_add_ps(acc0[t]);
+    y[t * ldy + 1] = _mm512_reduce_add_ps(acc1[t]);
+  }
+}
+
+using Int4Rows2Fn = void (*)(const uint8_t*, const uint8_t*, const uint16_t*, const uint16_t*, int64_t,
+                             const QuantizedActs&, int64_t, float*, int64_t);
+constexpr Int4Rows2Fn kInt4Rows2[5] = {nullptr, int4_rows2<1>, int4_rows2<2>, int4_rows2<3>, int4_rows2<4>};
+
 using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t);
 constexpr int kInt4MaxT = 8;
 constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr,     int4_row<1>, int4_row<2>, int4_row<3>, int4_row<4>,
@@ -73,23 +125,30 @@ void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0
   const int64_t nb = w.cols / 32, bpg = w.group_size / 32;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   thread_local ScratchBuffer sbuf;  // per-block scales when the group spans several blocks
-  uint16_t* sexp = bpg == 1 ? nullptr : static_cast<uint16_t*>(sbuf.get(size_t(nb + 4) * 2));
+  uint16_t* sexp = bpg == 1 ? nullptr : static_cast<uint16_t*>(sbuf.get(size_t(2 * (nb + 4)) * 2));
+  auto scales = [&](int64_t r, int slot) {
+    const uint16_t* sr = w.scale_bf16 + r * w.scale_cols;
+    if (!sexp) return sr;
+    uint16_t* dst = sexp + slot * (nb + 4);
+    for (int64_t b = 0; b < nb; ++b) dst[b] = sr[b / bpg];
+    return const_cast<const uint16_t*>(dst);
+  };
+  const int64_t row_bytes = w.cols / 2;
   // Rows in chunks that stay in L2 while every token tile passes over them (prefill); for
-  // n <= kInt4MaxT this is a plain stream over the rows.
+  // n <= kInt4MaxT this is a plain stream over the rows, two at a time.
   constexpr int64_t kRowChunk = 32;
   for (int64_t rc = r0; rc < r1; rc += kRowChunk) {
     int64_t rc1 = rc + kRowChunk < r1 ? rc + kRowChunk : r1;
     for (int64_t t0 = 0; t0 < qa.n; t0 += kInt4MaxT) {
       int64_t nt = qa.n - t0 < kInt4MaxT ? qa.n - t0 : kInt4MaxT;
-      Int4RowFn fn = kInt4Rows[nt];
-      for (int64_t r = rc; r < rc1; ++r) {
-        const uint16_t* sr = w.scale_bf16 + r * w.scale_cols;
-        if (sexp) {
-          for (int64_t b = 0; b < nb; ++b) sexp[b] = sr[b / bpg];
-          sr = sexp;
-        }
-        fn(base + r * (w.cols / 2), sr, nb, qa, t0, y + t0 * ldy + r, ldy);
-      }
+      int64_t r = rc;
+      // Pairs of rows for decode-sized tiles (fewer activation loads per weight byte); wide
+      // tiles run one row at a time (two rows x 8 tokens would spill registers).
+      if (nt <= 4)
+        for (; r + 2 <= rc1; r += 2)
+          kInt4Rows2[nt](base + r * row_bytes, base + (r + 1) * row_bytes, scales(r, 0), scales(r + 1, 1), nb, qa, t0,
+                         y + t0 * ldy + r, ldy);
+      for (; r < rc1; ++r) kInt4Rows[nt](base + r * row_bytes, scales(r, 0), nb, qa, t0, y + t0 * ldy + r, ldy);
     }
   }
 }
