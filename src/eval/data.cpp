@@ -1,0 +1,46 @@
+#include "eval/data.h"
+
+#include "base/log.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sickle {
+
+std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path& model_dir,
+                                                     const std::vector<std::filesystem::path>& files,
+                                                     CalibOptions& opt, CalibReport* report, const char* what) {
+  std::unique_ptr<Tokenizer> tok;
+  CalibEncoder enc;
+  if (opt.format != DataFormat::kTokens) {
+    tok = Tokenizer::load(model_dir);
+    const bool special = opt.format == DataFormat::kChatJsonl;  // plain text never injects control tokens
+    const Tokenizer* t = tok.get();
+    enc.encode = [t, special](const std::string& s) { return t->encode(s, special); };
+    enc.render_chat = [t](const nlohmann::json& m) {
+      return render_chat(*t, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false);
+    };
+    if (opt.bos_id < 0) opt.bos_id = tok->bos_id();
+  }
+  CalibReport local;
+  CalibReport& rep = report ? *report : local;
+  auto seqs = load_samples(files, opt, opt.format == DataFormat::kTokens ? nullptr : &enc, &rep);
+  log_info("{}: {} documents, {} tokens -> {} sequences of <= {} tokens ({} used; {} documents dropped as too long, {} split)",
+           what, rep.n_documents, rep.tokens_total, rep.n_sequences, opt.seq_len, rep.tokens_used, rep.n_dropped,
+           rep.n_split);
+  return seqs;
+}
+
+void limit_scored_tokens(std::vector<std::vector<int32_t>>& windows, int64_t max_tokens) {
+  if (max_tokens <= 0) return;
+  int64_t left = max_tokens;
+  std::vector<std::vector<int32_t>> kept;
+  for (auto& w : windows) {
+    if (left <= 0) break;
+    if (int64_t(w.size()) - 1 > left) w.resize(size_t(left + 1));
+    left -= int64_t(w.size()) - 1;
+    kept.push_back(std::move(w));
+  }
+  windows = std::move(kept);
+}
+
+}  // namespace sickle

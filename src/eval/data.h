@@ -1,0 +1,29 @@
+// sickle/eval/data.h — text data to token windows for a model directory: the model's tokenizer
+// (and chat format for chat-jsonl) wired into prune/calib_data's loader, which both observe and
+// eval use so that calibration and evaluation tokenize identically.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prune/calib_data.h"
+
+namespace sickle {
+
+class Tokenizer;
+
+// Loads `files` as token sequences per `opt`. For formats other than `tokens` the tokenizer of
+// `model_dir` is loaded (an error if there is none); plain text never injects control tokens,
+// chat-jsonl is rendered with the chat format without a generation prompt; opt.bos_id is set
+// from the tokenizer unless the caller set it. Logs what was used.
+std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path& model_dir,
+                                                     const std::vector<std::filesystem::path>& files,
+                                                     CalibOptions& opt, CalibReport* report, const char* what);
+
+// Keeps leading windows (cutting the last one) so that at most `max_tokens` positions are
+// scored (a window of n tokens scores n-1). 0 = no limit.
+void limit_scored_tokens(std::vector<std::vector<int32_t>>& windows, int64_t max_tokens);
+
+}  // namespace sickle
