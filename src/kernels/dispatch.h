@@ -45,6 +45,10 @@ struct KernelTable {
   // f32 / bf16 / f16 / fp8-block weights x f32 activations.
   void (*linear_dense)(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
                        int64_t ldy);
+  // f32 vector helpers behind kernels/ops.h (attention over the latent cache uses them per
+  // position and head).
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
 };
 
 extern const KernelTable kScalarKernels;

@@ -87,6 +87,16 @@ void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int6
   }
 }
 
+float dot_generic(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_generic(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
 namespace {
 
 bool can_run(const KernelTable& t) {
@@ -98,7 +108,8 @@ bool can_run(const KernelTable& t) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {"scalar", quantize_acts_generic, linear_int4_scalar, linear_dense_generic};
+const KernelTable kScalarKernels = {"scalar", quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
+                                     dot_generic, axpy_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/numeric.h"
+#include "kernels/dispatch.h"
 
 namespace sickle {
 
@@ -43,15 +44,9 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+float dot(const float* a, const float* b, int64_t n) { return kernel_table().dot(a, b, n); }
 
-void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
+void axpy(float a, const float* x, float* y, int64_t n) { kernel_table().axpy(a, x, y, n); }
 
 void scale(float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= a;

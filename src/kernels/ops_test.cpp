@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/numeric.h"
+#include "kernels/dispatch.h"
 
 namespace sickle {
 namespace {
@@ -77,6 +78,28 @@ TEST(Ops, SiluMulDotAxpyScale) {
   for (size_t i = 0; i < a.size(); ++i) ASSERT_FLOAT_EQ(c[i], b[i] + 0.5f * a[i]);
   scale(c.data(), 2.0f, 333);
   for (size_t i = 0; i < a.size(); ++i) ASSERT_FLOAT_EQ(c[i], 2.0f * (b[i] + 0.5f * a[i]));
+}
+
+// Every table's dot/axpy against a double reference over lengths 0..300 and misaligned pointers.
+TEST(Ops, DotAxpyAllTablesAllLengths) {
+  auto a = randv(310, 8), b = randv(310, 9);
+  for (const KernelTable* k : runnable_kernel_tables())
+    for (int64_t n = 0; n <= 300; n += (n < 40 ? 1 : 37))
+      for (int off = 0; off < 3; ++off) {
+        double ref = 0, mag = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          ref += double(a[size_t(i + off)]) * b[size_t(i + 2 * off)];
+          mag += std::fabs(double(a[size_t(i + off)]) * b[size_t(i + 2 * off)]);
+        }
+        ASSERT_NEAR(k->dot(a.data() + off, b.data() + 2 * off, n), ref, 1e-6 * (mag + 1)) << k->name << " n " << n;
+        std::vector<float> y(b.begin(), b.end());
+        k->axpy(-0.75f, a.data() + off, y.data() + 2 * off, n);
+        for (int64_t i = 0; i < 310; ++i) {
+          bool in = i >= 2 * off && i < 2 * off + n;
+          float want = in ? std::fma(-0.75f, a[size_t(i - 2 * off + off)], b[size_t(i)]) : b[size_t(i)];
+          ASSERT_NEAR(y[size_t(i)], want, 1e-6f * (1 + std::fabs(want))) << k->name << " n " << n << " i " << i;
+        }
+      }
 }
 
 }  // namespace
