@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -159,7 +160,7 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
     out << j.dump(2) << "\n";
   }
   // plot
-  PlotPanel ppl{"Perplexity vs experts kept", "routed experts kept per layer", "perplexity (held-out)", true, {}};
+  PlotPanel ppl{"Perplexity vs experts kept", "routed experts kept per layer", "perplexity (held-out)", false, {}};
   PlotPanel agree{"Agreement with the original", "routed experts kept per layer", "top-1 agreement", false, {}};
   std::map<std::string, size_t> idx;
   for (const auto& p : r.points) {
@@ -176,6 +177,13 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
   }
   double n_exp = r.provenance.value("n_experts", 0.0);
   ppl.series.push_back({"original", {n_exp}, {r.original.totals.ppl()}});
+  agree.series.push_back({"original", {n_exp}, {1.0}});
+  // Log scale only when perplexities span more than a factor of 20 (a collapsed criterion).
+  double lo = INFINITY, hi = 0;
+  for (const auto& s : ppl.series)
+    for (double y : s.y)
+      if (std::isfinite(y)) { lo = std::min(lo, y); hi = std::max(hi, y); }
+  ppl.log_y = lo > 0 && hi / lo > 20;
   std::string caption = fmt::format("model {} | stats {} | data {} | {} tokens scored",
                                     fs::path(r.provenance.value("model", "")).filename().string(),
                                     fs::path(r.provenance.value("statistics", "")).filename().string(),
