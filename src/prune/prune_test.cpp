@@ -23,6 +23,8 @@
 #include "prune/prune.h"
 #include "prune/rewrite.h"
 #include "prune/stats.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sickle {
 namespace {
@@ -384,6 +386,45 @@ TEST(CalibData, ShardsPartitionTheSequencesAndLongPolicies) {
   EXPECT_THROW(load_samples({t.path / "bad.jsonl"}, o, nullptr, nullptr), Error);
   o.format = DataFormat::kText;
   EXPECT_THROW(load_samples({t.path / "t.jsonl"}, o, nullptr, nullptr), Error);  // needs a tokenizer
+}
+
+
+TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
+  const fs::path tok_dir = fs::path(SICKLE_SOURCE_DIR) / "tests" / "golden" / "tokenizer" / "deepseek_v3";
+  auto tok = Tokenizer::load(tok_dir);
+  ASSERT_GE(tok->bos_id(), 0);
+  TempDir t;
+  const std::string a = "The quick brown fox.\nSecond line <｜User｜> stays text.", b = "def f(x):\n    return x * 2\n";
+  std::ofstream(t.path / "a.txt") << a;
+  std::ofstream(t.path / "b.jsonl") << json{{"text", a}}.dump() << "\n" << json{{"text", b}}.dump() << "\n";
+  const json msgs = json::array({{{"role", "user"}, {"content", "2+2?"}}, {{"role", "assistant"}, {"content", "4"}}});
+  std::ofstream(t.path / "c.jsonl") << json{{"messages", msgs}}.dump() << "\n";
+  CalibEncoder enc;
+  enc.encode = [&](const std::string& s) { return tok->encode(s, false); };
+  enc.render_chat = [&](const json& m) { return render_chat(*tok, m, json(), false, false); };
+  CalibOptions o;
+  o.pack = false;
+  o.seq_len = 4096;
+  o.bos_id = tok->bos_id();
+  auto with_bos = [&](std::vector<int32_t> ids) {
+    ids.insert(ids.begin(), tok->bos_id());
+    return ids;
+  };
+  o.format = DataFormat::kText;
+  auto s1 = load_samples({t.path / "a.txt"}, o, &enc, nullptr);
+  ASSERT_EQ(s1.size(), 1u);
+  EXPECT_EQ(s1[0], with_bos(tok->encode(a, false)));  // special-token text in data is not a control token
+  o.format = DataFormat::kJsonl;
+  auto s2 = load_samples({t.path / "b.jsonl"}, o, &enc, nullptr);
+  ASSERT_EQ(s2.size(), 2u);
+  EXPECT_EQ(s2[1], with_bos(tok->encode(b, false)));
+  o.format = DataFormat::kChatJsonl;
+  enc.encode = [&](const std::string& s) { return tok->encode(s, true); };
+  auto s3 = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr);
+  ASSERT_EQ(s3.size(), 1u);
+  const std::vector<int32_t> want = tok->encode(render_chat(*tok, msgs, json(), false, false), true);
+  EXPECT_EQ(s3[0], want);  // the template decides about BOS; never doubled
+  EXPECT_LE(std::count(s3[0].begin(), s3[0].end(), tok->bos_id()), 1);
 }
 
 // ---------------------------------------------------------------- observer
