@@ -814,6 +814,7 @@ def window_nll(model, tokens, ctx, bos=None, max_windows=None, batch=8, loads=No
     if max_windows is not None:
         n_w = min(n_w, max_windows)
     tot, cnt, per = 0.0, 0, []
+    window_nll.skip1 = [0.0, 0]  # the same without each window's first prediction
     for b0 in range(0, n_w, batch):
         rows = []
         for w in range(b0, min(n_w, b0 + batch)):
@@ -830,6 +831,8 @@ def window_nll(model, tokens, ctx, bos=None, max_windows=None, batch=8, loads=No
             per.append(float(nll[r].mean()))
         tot += float(nll.sum())
         cnt += nll.numel()
+        window_nll.skip1[0] += float(nll[:, 1:].sum())
+        window_nll.skip1[1] += nll[:, 1:].numel()
     return tot, cnt, per
 
 
@@ -1105,6 +1108,7 @@ def stage_export(a):
     }
     for label, bos_id in (("no_bos", None), ("bos", n_ranks)):
         t, c, per = window_nll(m_int4, ref_ids, ctx, bos=bos_id)
+        s1t, s1c = window_nll.skip1
         tb, cb, _ = window_nll(m_bf16, ref_ids, ctx, bos=bos_id)
         wlen = ctx if bos_id is None else ctx - 1
         ref[label] = {
@@ -1117,7 +1121,15 @@ def stage_export(a):
             "n_windows": len(per), "n_predictions": c,
             "mean_nll": t / c, "ppl_int4": math.exp(t / c), "ppl_bf16_all_weights": math.exp(tb / cb),
             "per_window_mean_nll_first8": per[:8],
+            "without_first_prediction_of_each_window": {"n_predictions": s1c, "ppl_int4": math.exp(s1t / s1c)},
         }
+    # The "bos" windows as a token file: one line per window of ctx-1 ids; an evaluator that
+    # puts [BOS] before every document (sickle eval --format tokens) scores exactly ref["bos"].
+    wl = ctx - 1
+    with open(os.path.join(out, "data", "test_ref_windows.jsonl"), "w") as f:
+        for w in range(len(ref_ids) // wl):
+            f.write(json.dumps({"tokens": ref_ids[w * wl:(w + 1) * wl]}, separators=(",", ":")) + "\n")
+    ref["bos"]["token_file"] = "data/test_ref_windows.jsonl (one window per line, no [BOS] in the file)"
     # next-token logits for a prompt (engine debugging)
     p_ids = tok.encode("The jury")
     with torch.no_grad():
