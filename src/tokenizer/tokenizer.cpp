@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -307,7 +308,7 @@ class TokenizerImpl {
 
   // ---- pre-tokenization
 
-  void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces, std::string& scratch) const {
+  void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces, std::deque<std::string>& scratch) const {
     if (kind == TokenizerKind::kTiktoken) {
       for (auto [b, e] : kimi_regex->find_all(text)) pieces.push_back(text.substr(b, e - b));
       return;
@@ -317,12 +318,14 @@ class TokenizerImpl {
     for (const auto& st : steps) {
       next.clear();
       if (st.kind == PreStep::kByteLevel) {
-        if (st.add_prefix_space && !cur.empty() && !cur.front().empty() && cur.front()[0] != ' ' &&
-            cur.front().data() == text.data()) {
-          // HF prepends a space to the whole input; keep the piece in scratch storage.
-          scratch = " ";
-          scratch.append(cur.front());
-          cur.front() = scratch;
+        if (st.add_prefix_space) {
+          // HF ByteLevel prepends a space to every split that does not start with one; the
+          // new strings live in `scratch` (a deque: views into it stay valid).
+          for (auto& piece : cur) {
+            if (piece.empty() || piece[0] == ' ') continue;
+            scratch.push_back(" " + std::string(piece));
+            piece = scratch.back();
+          }
         }
         if (!st.regex) continue;
         for (auto piece : cur)
@@ -497,7 +500,7 @@ class TokenizerImpl {
 
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const {
     std::vector<std::string_view> pieces;
-    std::string scratch;
+    std::deque<std::string> scratch;
     pre_tokenize(text, pieces, scratch);
     for (auto p : pieces) bpe(p, out);
   }
@@ -893,7 +896,7 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
     text = repaired;
   }
   std::vector<std::string_view> pieces;
-  std::string scratch;
+  std::deque<std::string> scratch;
   impl_->pre_tokenize(text, pieces, scratch);
   return {pieces.begin(), pieces.end()};
 }

@@ -117,6 +117,38 @@ TEST(DeepSeekV3, NpmCopyMatchesCommitted) {
   }
 }
 
+TEST(HfByteLevel, MergeRankIsListOrderAndPrefixSpace) {
+  // A hand-made tokenizer.json: printable ASCII + 'Ġ' (the byte-level spelling of ' '),
+  // merges listed "b c" before "a b" although "ab" has the smaller id. HF merges by list
+  // rank, so "abc" -> a|bc (tiktoken's by-id rule would give ab|c).
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = 0x21; c < 0x7F; ++c) vocab[std::string(1, char(c))] = c;
+  vocab["Ġ"] = 0x20;
+  vocab["ab"] = 300;
+  vocab["bc"] = 301;
+  vocab["Ġh"] = 302;
+  vocab["Ġhi"] = 303;
+  nlohmann::json j = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"b c", "a b", "Ġ h", "Ġh i"}}}},
+      {"added_tokens", nlohmann::json::array({{{"id", 400}, {"content", "<eot>"}, {"special", true}}})},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+  };
+  auto dir = testing::temp_dir("hf_tiny");
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  auto tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok->kind(), TokenizerKind::kHfByteLevel);
+  EXPECT_EQ(tok->encode("abc"), (std::vector<int32_t>{' ', 'a', 301}));  // " abc" -> Ġ|a|bc
+  // GPT-2 regex split, then a prefix space on every split that lacks one.
+  EXPECT_EQ(tok->pre_tokenize("hi there"), (std::vector<std::string>{" hi", " there"}));
+  EXPECT_EQ(tok->encode("hi"), (std::vector<int32_t>{303}));
+  // Added tokens split the text; each side is pre-tokenized on its own.
+  EXPECT_EQ(tok->encode("hi<eot>hi"), (std::vector<int32_t>{303, 400, 303}));
+  EXPECT_EQ(tok->decode(tok->encode("hi")), " hi");
+  EXPECT_EQ(tok->vocab_size(), 401);
+  fs::remove_all(dir);
+}
+
 // ---------------------------------------------------------------- Kimi pre-tokenizer
 
 class KimiTiny : public ::testing::Test {
