@@ -8,7 +8,8 @@
 // "cold" benchmarks cycle through copies of the weight spanning SICKLE_BENCH_MIB so each call
 // streams from memory as decode does (a 1 MiB expert would otherwise sit in cache); "hot" ones
 // reuse one copy (cache-resident: the kernel's compute limit). Counters: GB/s = weight bytes
-// (data + scales) per second, bw_frac = that / measured read bandwidth, GFLOP/s = 2 rows cols n.
+// (data + scales) per second, bw_frac = that / measured read bandwidth (re-measured right before
+// each cold benchmark: membw_GB/s), GFLOP/s = 2 rows cols n.
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "kernels/dispatch.h"
 #include "kernels/linear.h"
 #include "kernels/moe.h"
+#include "kernels/ops.h"
 #include "runtime/membw.h"
 #include "runtime/thread_pool.h"
 
@@ -34,6 +36,13 @@ int g_threads = 2;
 size_t g_cold_bytes = size_t(1) << 30;
 double g_membw = 0;
 std::unique_ptr<ThreadPool> g_pool;
+
+// The machine is often shared: measure the bandwidth again right before each memory-bound
+// benchmark so its fraction compares figures taken under the same load.
+double membw_now() {
+  g_membw = measure_read_bandwidth(g_pool.get(), std::min<size_t>(g_cold_bytes, size_t(512) << 20), 3).read_bytes_per_s;
+  return g_membw;
+}
 
 // K copies of one random weight, each a separate allocation (so cold calls stream memory).
 struct WeightSet {
@@ -82,6 +91,7 @@ std::shared_ptr<WeightSet> make_set(WeightEncoding enc, int64_t rows, int64_t co
 
 void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
   auto set = make_set(enc, rows, cols, cold);
+  if (cold) membw_now();
   std::vector<float> x(size_t(n * cols)), y(size_t(n * rows));
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
@@ -98,13 +108,16 @@ void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64
       benchmark::Counter(2.0 * double(rows) * double(cols) * double(n) * double(state.iterations()) / 1e9,
                          benchmark::Counter::kIsRate);
   state.counters["bw_frac"] = benchmark::Counter(bytes / g_membw, benchmark::Counter::kIsRate);
+  state.counters["membw_GB/s"] = g_membw / 1e9;
   state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot"));
 }
 
 // Routed experts of one MoE layer of `synth --preset mini` (64 experts of [1024, 2048] int4,
 // top-8) over T tokens: "layers" copies of the layer spanning the cold working set, each call
 // uses the next layer with a fresh random routing. GB/s counts the chosen experts' bytes.
-void run_moe(benchmark::State& state, int64_t T, bool cold) {
+// per_expert_linear: the same work as three linear() calls per chosen expert (a parallel
+// region each), for comparison with moe_experts' three regions per layer.
+void run_moe(benchmark::State& state, int64_t T, bool cold, bool per_expert_linear = false) {
   const int64_t E = 64, H = 2048, I = 1024, k = 8;
   auto gate = make_set(WeightEncoding::kInt4Group, I, H, false);
   auto down = make_set(WeightEncoding::kInt4Group, H, I, false);
@@ -128,6 +141,7 @@ void run_moe(benchmark::State& state, int64_t T, bool cold) {
       }
       layers[l].push_back(m);
     }
+  if (cold) membw_now();
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
   std::vector<float> x(size_t(T * H)), out(size_t(T * H));
@@ -135,6 +149,7 @@ void run_moe(benchmark::State& state, int64_t T, bool cold) {
   std::vector<int32_t> chosen(size_t(T * k));
   std::vector<float> w(size_t(T * k), 0.125f);
   MoeScratch scratch;
+  std::vector<float> lin_g(static_cast<size_t>(2 * I + H));
   size_t l = 0;
   uint64_t bytes = 0;
   std::vector<uint8_t> used(static_cast<size_t>(E));
@@ -150,15 +165,30 @@ void run_moe(benchmark::State& state, int64_t T, bool cold) {
       }
     for (uint8_t u : used) bytes += u ? per_expert : 0;
     state.ResumeTiming();
-    moe_experts(layers[l], x.data(), T, k, chosen.data(), w.data(), 1.0f, out.data(), nullptr, scratch, g_pool.get());
+    if (!per_expert_linear) {
+      moe_experts(layers[l], x.data(), T, k, chosen.data(), w.data(), 1.0f, out.data(), nullptr, scratch, g_pool.get());
+    } else {
+      std::vector<float>& g = lin_g;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t s = 0; s < k; ++s) {
+          const ExpertMlp& m = layers[l][size_t(chosen[size_t(t * k + s)])];
+          linear(m.gate, x.data() + t * H, 1, g.data(), g_pool.get());
+          linear(m.up, x.data() + t * H, 1, g.data() + I, g_pool.get());
+          silu_mul(g.data(), g.data() + I, I, g.data());
+          linear(m.down, g.data(), 1, g.data() + 2 * I, g_pool.get());
+          axpy(w[size_t(t * k + s)], g.data() + 2 * I, out.data() + t * H, H);
+        }
+    }
     benchmark::DoNotOptimize(out.data());
     if (++l == n_layers) l = 0;
   }
   state.counters["GB/s"] = benchmark::Counter(double(bytes) / 1e9, benchmark::Counter::kIsRate);
   state.counters["bw_frac"] = benchmark::Counter(double(bytes) / g_membw, benchmark::Counter::kIsRate);
+  state.counters["membw_GB/s"] = g_membw / 1e9;
   state.counters["GFLOP/s"] = benchmark::Counter(6.0 * double(H) * double(I) * double(T * k) * double(state.iterations()) / 1e9,
                                                  benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") + " layers=" + std::to_string(n_layers));
+  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") + " layers=" + std::to_string(n_layers) +
+                (per_expert_linear ? " linear() per expert" : " moe_experts"));
 }
 
 void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
@@ -191,6 +221,9 @@ int main(int argc, char** argv) {
                                  [=](benchmark::State& st) { run_moe(st, T, true); })
         ->UseRealTime()
         ->MinTime(1.0);
+  benchmark::RegisterBenchmark("moe_mini_per_expert_linear/T1/cold", [=](benchmark::State& st) { run_moe(st, 1, true, true); })
+      ->UseRealTime()
+      ->MinTime(1.0);
   benchmark::RegisterBenchmark("moe_mini/T128", [=](benchmark::State& st) { run_moe(st, 128, false); })
       ->UseRealTime()
       ->MinTime(1.0);
