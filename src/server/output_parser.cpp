@@ -134,6 +134,7 @@ void OutputParser::emit_text(std::string_view text, OutputDelta& out) {
       call_id_ += text;
       break;
     case State::kCallArgs: {
+      if (skip_args_) break;
       int64_t index = int64_t(calls_.size()) - 1;
       calls_.back().arguments += text;
       if (!out.tool_calls.empty() && out.tool_calls.back().index == index) {
@@ -153,6 +154,9 @@ void OutputParser::on_marker(Marker m, OutputDelta& out) {
   auto open_call = [&] {
     std::string id(trim(call_id_));
     call_id_.clear();
+    // A call without a function name is unusable by any client: its arguments are dropped.
+    skip_args_ = tool_name_of(id).empty();
+    if (skip_args_) return;
     calls_.push_back(ToolCall{id, tool_name_of(id), ""});
     ToolCallDelta d;
     d.index = int64_t(calls_.size()) - 1;

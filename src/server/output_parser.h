@@ -76,6 +76,7 @@ class OutputParser {
   State state_;
   std::string pending_;   // text not yet emitted: may be the start of a marker
   std::string call_id_;   // the id text of the call being read
+  bool skip_args_ = false;  // the current call has no usable name
   std::string content_, reasoning_;
   std::vector<ToolCall> calls_;
 };

@@ -173,6 +173,14 @@ TEST(OutputParser, UnterminatedCallKeepsWhatArrived) {
   EXPECT_EQ(c.content, "");
 }
 
+TEST(OutputParser, NamelessCallIsDropped) {
+  FakeCodec codec;
+  auto c = run_ids(codec.encode("a<|tool_call_begin|><|tool_call_argument_begin|>{}<|tool_call_end|>"
+                                "<|tool_call_begin|>functions.:3<|tool_call_end|>b<|tool_calls_section_end|>c"), false);
+  EXPECT_TRUE(c.calls.empty());
+  EXPECT_EQ(c.content, "ac");
+}
+
 TEST(OutputParser, Utf8SplitAcrossTokens) {
   FakeCodec codec;
   std::vector<OutputDelta> deltas;

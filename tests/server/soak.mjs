@@ -17,7 +17,7 @@ const client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'x', maxRetries: 0 });
 const stats = { ok: 0, aborted: 0, bad: 0, errors: 0 };
 const deadline = Date.now() + seconds * 1000;
 let rng = 12345;
-const rand = (n) => { rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n; };
+const rand = (n) => { rng = (rng * 1103515245 + 12345) % 2147483648; return Math.floor(rng / 65536) % n; };  // high bits: an LCG's low bits cycle
 const fail = (why) => { stats.bad++; console.error('malformed:', why); };
 
 async function one(i) {
@@ -25,7 +25,10 @@ async function one(i) {
   const messages = [{ role: 'user', content: `Request ${i}: tell me something about ${['rivers', 'kings', 'trains', 'bread'][rand(4)]}` }];
   if (kind === 0) {
     const r = await client.chat.completions.create({ model: NAME, messages, max_tokens: maxTokens, temperature: 0.8 });
-    if (typeof r.choices?.[0]?.message?.content !== 'string' || !['stop', 'length'].includes(r.choices[0].finish_reason) ||
+    const msg = r.choices?.[0]?.message;
+    // content is a string, or null when the (random) model produced tool calls.
+    const okContent = typeof msg?.content === 'string' || (msg?.content === null && msg.tool_calls?.length > 0);
+    if (!okContent || !['stop', 'length', 'tool_calls'].includes(r.choices[0].finish_reason) ||
         r.usage.total_tokens !== r.usage.prompt_tokens + r.usage.completion_tokens) return fail(JSON.stringify(r));
     stats.ok++;
   } else if (kind === 1) {
@@ -35,8 +38,10 @@ async function one(i) {
   } else {
     const ac = new AbortController();
     const abortAfter = kind === 3 ? 1 + rand(5) : Infinity;
-    const stream = await client.chat.completions.create({ model: NAME, messages, max_tokens: maxTokens, stream: true,
-      stream_options: { include_usage: true } }, { signal: ac.signal });
+    // Disconnecting clients ask for long outputs, so they leave mid-generation.
+    const stream = await client.chat.completions.create({ model: NAME, messages, stream: true,
+      max_tokens: kind === 3 ? 300 : maxTokens, ignore_eos: kind === 3, stream_options: { include_usage: true } },
+      { signal: ac.signal });
     let n = 0, finish = null, usage = null;
     try {
       for await (const c of stream) {
@@ -45,9 +50,9 @@ async function one(i) {
         if (++n === abortAfter) ac.abort();
       }
     } catch (e) {
-      if (ac.signal.aborted) { stats.aborted++; return; }
-      throw e;
+      if (!ac.signal.aborted) throw e;
     }
+    if (ac.signal.aborted) { stats.aborted++; return; }  // (openai@4 may end the loop quietly instead)
     if (!finish || !usage) return fail(`stream ended without finish/usage (${n} chunks)`);
     stats.ok++;
   }
@@ -73,9 +78,11 @@ const peak = Math.max(...samples.map((s) => s.rss));
 const mib = (b) => (b / 1048576).toFixed(1);
 console.log(`soak: ${seconds}s, ${nClients} clients: ${stats.ok} ok, ${stats.aborted} disconnected, ${stats.bad} malformed, ` +
   `${stats.errors} errors; RSS warm ${mib(warm)} MiB, end ${mib(finalRss)} MiB, peak ${mib(peak)} MiB; ` +
-  `running at end ${metricValue(m, 'sickle_num_requests_running')}; exit ${code}`);
+  `running at end ${metricValue(m, 'sickle_num_requests_running')}, ` +
+  `server-side aborts ${metricValue(m, 'sickle_request_success_total{finished_reason="abort"}')}; exit ${code}`);
 const flat = finalRss <= warm * 1.10 + 32 * 1048576;
-if (stats.bad || stats.errors || !flat || code !== 0 || metricValue(m, 'sickle_num_requests_running') !== 0 || stats.ok === 0) {
+const serverAborts = metricValue(m, 'sickle_request_success_total{finished_reason="abort"}') || 0;
+if ((stats.aborted > 0 && serverAborts === 0) || stats.bad || stats.errors || !flat || code !== 0 || metricValue(m, 'sickle_num_requests_running') !== 0 || stats.ok === 0) {
   console.error('soak: FAILED');
   process.exit(1);
 }
