@@ -91,7 +91,11 @@ inline std::filesystem::path write_tiny_tiktoken(const std::string& name, const 
 
 inline std::filesystem::path source_dir() {
   if (const char* s = std::getenv("SICKLE_SOURCE_DIR")) return s;
+#ifdef SICKLE_SOURCE_DIR
   return SICKLE_SOURCE_DIR;
+#else
+  return std::filesystem::current_path();
+#endif
 }
 
 }  // namespace sickle::testing
