@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/numeric.h"
 #include "kernels/linear.h"
+#include "kernels/moe.h"
 #include "kernels/ops.h"
 #include "model/rope.h"
 #include "runtime/thread_pool.h"
@@ -71,10 +72,7 @@ std::vector<float> load_vector(const Checkpoint& ck, const std::string& name, in
   return v;
 }
 
-struct Mlp {
-  WeightView gate, up, down;  // [I, H], [I, H], [H, I]
-  int64_t inter = 0;
-};
+using Mlp = ExpertMlp;  // gate [I, H], up [I, H], down [H, I]
 
 }  // namespace
 
@@ -95,8 +93,8 @@ struct LayerWeights {
   Mlp dense;                               // first_k_dense_replace layers
   WeightView router;                       // [E, H]
   std::vector<float> router_bias;          // [E] e_score_correction_bias (choice only)
-  Mlp shared;                              // shared experts (inter = moe_I * n_shared)
-  std::vector<Mlp> experts;                // [E]
+  Mlp shared;                              // shared experts (I = moe_I * n_shared)
+  std::vector<Mlp> experts;                // [E] routed experts (I = moe_I)
   std::vector<uint8_t> allowed;            // [E] expert mask; empty = all allowed
 };
 
@@ -116,11 +114,8 @@ struct Scratch {
   std::vector<float> choice;              // [T, E_max] scratch for routing
   std::vector<int32_t> chosen;            // [T, k]
   std::vector<float> weights;             // [T, k] without routed_scaling_factor
-  std::vector<int32_t> bucket_count;      // [E_max]
-  std::vector<int32_t> bucket_start;      // [E_max + 1]
-  std::vector<int32_t> bucket_entries;    // [T * k] token * k + slot, grouped by expert
-  std::vector<float> xe, ge, ue, ye;      // [T, H], [T, moe_I], [T, moe_I], [T, H]
   std::vector<float> moe_out;             // [T, H]
+  MoeScratch moe;                         // kernels/moe.h buffers (grow-only)
   std::vector<float> expert_out;          // [T, k, H] only when an observer wants it
   std::vector<int64_t> pos;               // [T] absolute position of each token
   std::vector<int32_t> tok;               // [T]
@@ -153,6 +148,14 @@ struct ModelImpl {
   void reserve_step(int64_t n_tokens);
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
+  // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
+  // f32 activations instead of int8-quantized ones. For golden tests and debugging.
+  void lin(const WeightView& w, const float* x, int64_t n, float* y) {
+    if (options.exact_kernels)
+      linear_scalar(w, x, n, y, pool.get());
+    else
+      linear(w, x, n, y, pool.get());
+  }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
 };
@@ -189,13 +192,6 @@ void ModelImpl::reserve_step(int64_t T) {
     resize(s.choice, T * max_experts);
     resize(s.chosen, T * k);
     resize(s.weights, T * k);
-    resize(s.bucket_count, max_experts);
-    resize(s.bucket_start, max_experts + 1);
-    resize(s.bucket_entries, T * k);
-    resize(s.xe, T * H);
-    resize(s.ge, T * c.moe_intermediate_size);
-    resize(s.ue, T * c.moe_intermediate_size);
-    resize(s.ye, T * H);
     resize(s.moe_out, T * H);
   }
   resize(s.pos, T);
@@ -271,7 +267,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
     L.o = W("self_attn.o_proj");
     L.is_moe = c.is_moe_layer(il);
     if (!L.is_moe) {
-      L.dense = {W("mlp.gate_proj"), W("mlp.up_proj"), W("mlp.down_proj"), c.intermediate_size};
+      L.dense = {W("mlp.gate_proj"), W("mlp.up_proj"), W("mlp.down_proj")};
       I.max_inter = std::max(I.max_inter, c.intermediate_size);
       continue;
     }
@@ -285,14 +281,13 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
     const std::string bias_name = N.layer(il, "mlp.gate.e_score_correction_bias");
     if (ck.has(bias_name)) L.router_bias = load_vector(ck, bias_name, E);
     if (c.n_shared_experts > 0) {
-      L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj"),
-                  c.moe_intermediate_size * c.n_shared_experts};
-      I.max_inter = std::max(I.max_inter, L.shared.inter);
+      L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj")};
+      I.max_inter = std::max(I.max_inter, L.shared.gate.rows);
     }
     L.experts.resize(size_t(E));
     for (int64_t e = 0; e < E; ++e)
       L.experts[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
-                      ck.weight(N.expert(il, e, "down_proj")), c.moe_intermediate_size};
+                      ck.weight(N.expert(il, e, "down_proj"))};
     I.max_inter = std::max(I.max_inter, c.moe_intermediate_size);
   }
 
@@ -424,7 +419,7 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     // h = x + attn(norm(x))
     for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.attn_norm.data(), eps, H, s.xn.data() + t * H);
     I.attention(L, il, items, item_tok0, T);
-    linear(L.o, s.attn.data(), T, s.tmp.data(), I.pool.get());
+    I.lin(L.o, s.attn.data(), T, s.tmp.data());
     for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
     // x = h + mlp(norm(h))
     for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.ffn_norm.data(), eps, H, s.xn.data() + t * H);
@@ -449,7 +444,7 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
       rmsnorm(s.x.data() + (item_tok0[i] + j) * H, I.final_norm.data(), eps, H, s.head_rows.data() + r * H);
   }
   logits.resize(size_t(n_rows * V));
-  linear(I.lm_head, s.head_rows.data(), n_rows, logits.data(), I.pool.get());
+  I.lin(I.lm_head, s.head_rows.data(), n_rows, logits.data());
 }
 
 // MLA in the absorbed form (DeepSeek-V2 paper §2.1.2 / model-format.md §5), for prefill and
@@ -466,15 +461,15 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
   ThreadPool* p = pool.get();
   // Queries.
   if (c.q_lora_rank > 0) {
-    linear(L.q_a, s.xn.data(), T, s.q_lat.data(), p);
+    lin(L.q_a, s.xn.data(), T, s.q_lat.data());
     for (int64_t t = 0; t < T; ++t)
       rmsnorm(s.q_lat.data() + t * c.q_lora_rank, L.q_a_norm.data(), 1e-6f, c.q_lora_rank, s.q_lat.data() + t * c.q_lora_rank);
-    linear(L.q_b, s.q_lat.data(), T, s.q.data(), p);
+    lin(L.q_b, s.q_lat.data(), T, s.q.data());
   } else {
-    linear(L.q, s.xn.data(), T, s.q.data(), p);
+    lin(L.q, s.xn.data(), T, s.q.data());
   }
   // Latent and rope key; q_a/kv_a layernorms use eps 1e-6 (HF/Moonshot construct them without the config's eps).
-  linear(L.kv_a, s.xn.data(), T, s.kv_lat.data(), p);
+  lin(L.kv_a, s.xn.data(), T, s.kv_lat.data());
   auto rotate = [&](float* x, int64_t t) {  // interleaved pairs (x[2i], x[2i+1]) by angle pos * inv_freq_i
     const float* cs = s.rope_cos.data() + t * half;
     const float* sn = s.rope_sin.data() + t * half;
@@ -545,12 +540,17 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
   (void)H;
 }
 
-// down(silu(gate x) * up x) for T rows.
+// down(silu(gate x) * up x) for T rows (dense layers, shared experts).
 void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
-  linear(m.gate, in, T, s.gate.data(), pool.get());
-  linear(m.up, in, T, s.up.data(), pool.get());
-  silu_mul(s.gate.data(), s.up.data(), T * m.inter, s.gate.data());
-  linear(m.down, s.gate.data(), T, out, pool.get());
+  if (!options.exact_kernels) {
+    expert_mlp(m, in, T, out, s.moe, pool.get());
+    return;
+  }
+  const int64_t inter = m.gate.rows;
+  lin(m.gate, in, T, s.gate.data());
+  lin(m.up, in, T, s.up.data());
+  silu_mul(s.gate.data(), s.up.data(), T * inter, s.gate.data());
+  lin(m.down, s.gate.data(), T, out);
 }
 
 // noaux_tc routing (HF DeepseekV3TopkRouter / MoEGate): s = sigmoid(x W_gate^T) in f32;
@@ -560,7 +560,7 @@ void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
 // by moe(), not here (the observer sees weights without it). Masked experts have choice -inf.
 void ModelImpl::route(LayerWeights& L, int64_t T) {
   const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size;
-  linear(L.router, s.xn.data(), T, s.router_logits.data(), pool.get());
+  lin(L.router, s.xn.data(), T, s.router_logits.data());
   const bool sigmoid = c.scoring_func == "sigmoid";
   const int64_t n_group = std::max<int64_t>(c.n_group, 1), gsize = E / n_group;
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -623,44 +623,21 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
   (void)H;
 }
 
-// y = sum_j w_j * scaling * expert_j(x) + shared(x). Tokens are bucketed by expert so each
-// chosen expert runs once over all its tokens of the step (weights read once per step).
+// y = sum_j w_j * scaling * expert_j(x) + shared(x). kernels/moe.h buckets the step's tokens by
+// expert, so each chosen expert's weights are read once per step; unchosen experts cost nothing.
 void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
-  const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size,
-                mi = c.moe_intermediate_size;
+  const int64_t k = c.num_experts_per_tok, H = c.hidden_size;
   route(L, T);
   const bool want_out = observer && observer->wants_expert_outputs();
   if (want_out) resize(s.expert_out, T * k * H);
-  // Bucket (token, slot) pairs by expert (counting sort, in token order within an expert).
-  std::fill(s.bucket_count.begin(), s.bucket_count.begin() + E, 0);
-  for (int64_t i = 0; i < T * k; ++i) s.bucket_count[s.chosen[i]]++;
-  s.bucket_start[0] = 0;
-  for (int64_t e = 0; e < E; ++e) s.bucket_start[e + 1] = s.bucket_start[e] + s.bucket_count[e];
-  std::fill(s.bucket_count.begin(), s.bucket_count.begin() + E, 0);
-  for (int64_t i = 0; i < T * k; ++i) {
-    int32_t e = s.chosen[i];
-    s.bucket_entries[s.bucket_start[e] + s.bucket_count[e]++] = int32_t(i);
-  }
   float* acc = s.moe_out.data();  // [T, H] f32 accumulation of the routed experts
   std::fill(acc, acc + T * H, 0.0f);
   const float rsf = float(c.routed_scaling_factor);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t n = s.bucket_count[e];
-    if (n == 0) continue;  // only chosen experts run
-    const int32_t* ent = s.bucket_entries.data() + s.bucket_start[e];
-    for (int64_t j = 0; j < n; ++j)
-      std::memcpy(s.xe.data() + j * H, s.xn.data() + (ent[j] / k) * H, size_t(H) * sizeof(float));
-    const Mlp& m = L.experts[e];
-    linear(m.gate, s.xe.data(), n, s.ge.data(), pool.get());
-    linear(m.up, s.xe.data(), n, s.ue.data(), pool.get());
-    silu_mul(s.ge.data(), s.ue.data(), n * mi, s.ge.data());
-    linear(m.down, s.ge.data(), n, s.ye.data(), pool.get());
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t t = ent[j] / k;
-      axpy(s.weights[ent[j]] * rsf, s.ye.data() + j * H, acc + t * H, H);
-      if (want_out) std::memcpy(s.expert_out.data() + int64_t(ent[j]) * H, s.ye.data() + j * H, size_t(H) * sizeof(float));
-    }
-  }
+  float* eout = want_out ? s.expert_out.data() : nullptr;
+  if (options.exact_kernels)
+    moe_experts_scalar(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout);
+  else
+    moe_experts(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout, s.moe, pool.get());
   if (observer) {
     MoeLayerEvent ev;
     ev.layer = il;

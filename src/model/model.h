@@ -29,6 +29,10 @@ struct ModelOptions {
   int n_threads = 0;          // 0 = all cores
   int64_t max_context = 0;    // 0 = config max_position_embeddings; longer sequences are an error
   int64_t max_step_tokens = 512;  // scratch preallocated for this many tokens per step (grows if exceeded)
+  // Use the scalar specification kernels (kernels/linear.h linear_scalar, moe_experts_scalar):
+  // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel
+  // quantizes activations to int8, ~0.5% per linear). For golden tests and debugging.
+  bool exact_kernels = false;
 };
 
 // The KV cache of one sequence: per layer, [n_past, kv_lora_rank + qk_rope_head_dim] f32.

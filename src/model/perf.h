@@ -7,14 +7,6 @@
 
 namespace sickle {
 
-class ThreadPool;
-class Model;
-
-// Streaming read bandwidth of this machine in bytes/s: every thread of `pool` sums its slice of a
-// 256 MiB buffer (larger than any LLC here), best of 3 passes after one warm-up. Takes ~0.3 s.
-// On a shared machine this is what the pool's threads can get now, not the hardware peak.
-double measure_read_bandwidth(ThreadPool& pool, uint64_t bytes = 256ull << 20);
-
 struct RunFigures {
   int64_t n_prompt = 0, n_generated = 0;  // generated = decode steps timed
   double prefill_s = 0, decode_s = 0;

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/perf.h"
 #include "model/sampler.h"
+#include "runtime/membw.h"
 #include "runtime/thread_pool.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
@@ -157,7 +158,7 @@ int run(const RunArgs& a) {
   if (a.membw_gbs > 0) {
     fig.bandwidth = a.membw_gbs * 1e9;
   } else {
-    fig.bandwidth = measure_read_bandwidth(model->pool());
+    fig.bandwidth = measure_read_bandwidth(&model->pool(), size_t(256) << 20).read_bytes_per_s;
     src = "measured";
   }
   std::fprintf(stderr, "%s\n", format_figures(fig, src).c_str());
