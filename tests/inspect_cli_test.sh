@@ -26,6 +26,11 @@ for spec in "tiny-kimi" "tiny-dsv3" "tiny-kimi --quant fp8" "tiny-dsv3 --quant i
   grep -q '"fits": true' "$out.json" || fail "plan does not fit for $spec"
 done
 
+# --scale-layers: the report stands for a deeper model (kimi-k2.5-layers --scale-layers 61 uses this).
+"$SICKLE" inspect "$T/tiny-kimi" --scale-layers 10 --json > "$T/scaled.json"
+grep -q '"extrapolated_from": 3' "$T/scaled.json" || fail "--scale-layers did not record its source depth"
+grep -q '"moe": 9' "$T/scaled.json" || fail "--scale-layers 10 should give 9 MoE layers"
+
 # A config that lies about a shape: exit 1, message names the field and the tensor.
 cp -r "$T/tiny-dsv3" "$T/liar"
 sed -i 's/"v_head_dim": 16/"v_head_dim": 24/' "$T/liar/config.json"

@@ -146,8 +146,8 @@ TEST(Inspect, MemoryPlanArithmetic) {
 // parallelism: ~122 GB on disk, ~15 GB of weights per GPU. Computed from a synth plan with
 // the real dimensions, 2 layers (1 dense + 1 MoE) extrapolated to 61: exactly the tensors
 // `sickle synth --preset kimi-k2.5-layers --layers 2 --experts 72` writes (PlanAnalysisEquals-
-// OnDiskAnalysis shows plan analysis == on-disk analysis; tests/inspect_cli_test.sh runs the CLI
-// on disk). Bands: +-15% on disk (130.2e9 B = 121.3 GiB: within both a GB and a GiB reading of
+// OnDiskAnalysis shows plan analysis == on-disk analysis; the 7.8 GB on-disk run through the CLI
+// is in the foundation report, too slow for the suite). Bands: +-15% on disk (130.2e9 B = 121.3 GiB: within both a GB and a GiB reading of
 // "122 GB"), +-25% per GPU (17.9e9 B = 16.7 GiB: our plan keeps q_a/kv_a and routers replicated
 // and a 2 GiB runtime overhead outside the weights).
 TEST(Inspect, KimiK25With72ExpertsReproducesTheSeedFigures) {
