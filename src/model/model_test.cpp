@@ -1,0 +1,370 @@
+// Properties of the forward pass that need no reference: decode over the KV cache equals
+// recomputing the whole prefix, batching sequences in one step equals running each alone,
+// expert masks, observer, truncate, thread-count invariance, and clear errors on bad input.
+// (Golden agreement with the PyTorch reference is golden_test.cpp.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "base/error.h"
+#include "model/model.h"
+#include "model/synth.h"
+
+namespace sickle {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Synthetic checkpoints, written once per process.
+const fs::path& checkpoint(const std::string& preset) {
+  static std::map<std::string, fs::path> dirs;
+  auto it = dirs.find(preset);
+  if (it != dirs.end()) return it->second;
+  fs::path dir = fs::temp_directory_path() / ("sickle-model-test-" + preset + "-" + std::to_string(::getpid()));
+  SynthOptions o;
+  o.preset = preset;
+  o.seed = 5;
+  o.force = true;
+  o.progress = false;
+  synth_write(synth_plan(o), dir, o);
+  return dirs[preset] = dir;
+}
+
+struct Cleanup {
+  ~Cleanup() {
+    std::error_code ec;
+    for (const char* p : {"tiny-kimi", "tiny-dsv3"})
+      fs::remove_all(fs::temp_directory_path() / ("sickle-model-test-" + std::string(p) + "-" + std::to_string(::getpid())), ec);
+  }
+} cleanup;
+
+std::unique_ptr<Model> load(const std::string& preset, int threads = 2, int64_t ctx = 0) {
+  ModelOptions o;
+  o.n_threads = threads;
+  o.max_context = ctx;
+  return Model::load(checkpoint(preset), o);
+}
+
+// max |a - b| / max |b| over one row.
+double row_rel(const float* a, const float* b, int64_t n) {
+  double d = 0, m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    d = std::max(d, double(std::fabs(a[i] - b[i])));
+    m = std::max(m, double(std::fabs(b[i])));
+  }
+  return d / std::max(m, 1e-30);
+}
+
+std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t salt) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint32_t x = 2463534242u ^ salt;
+  for (auto& v : t) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    v = int32_t(x % uint32_t(vocab));
+  }
+  return t;
+}
+
+// Summation order differs between a prefill of n tokens and n single-token steps (kernels pick
+// GEMM vs GEMV paths; int4 activation scales are per token so they don't change): f32 noise only.
+constexpr double kSameMathTol = 2e-5;
+
+class ModelPresetTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelPresetTest, DecodeOverCacheEqualsRecomputingThePrefix) {
+  auto m = load(GetParam());
+  const int64_t V = m->vocab_size();
+  const auto toks = some_tokens(12, V, 1);
+  // Step-by-step decode over the cache.
+  auto seq = m->new_sequence();
+  std::vector<float> logits;
+  std::vector<std::vector<float>> steps;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    m->forward(*seq, std::span<const int32_t>(&toks[i], 1), logits);
+    ASSERT_EQ(int64_t(logits.size()), V);
+    steps.push_back(logits);
+  }
+  EXPECT_EQ(seq->n_past(), int64_t(toks.size()));
+  // Recompute: a fresh sequence over the whole prefix up to each position.
+  for (size_t i = 0; i < toks.size(); i += 3) {
+    auto fresh = m->new_sequence();
+    m->forward(*fresh, std::span<const int32_t>(toks.data(), i + 1), logits);
+    EXPECT_LE(row_rel(steps[i].data(), logits.data(), V), kSameMathTol) << "position " << i;
+  }
+  // One prefill with every position's logits.
+  auto all = m->new_sequence();
+  m->forward(*all, toks, logits, /*all_logits=*/true);
+  ASSERT_EQ(int64_t(logits.size()), int64_t(toks.size()) * V);
+  for (size_t i = 0; i < toks.size(); ++i)
+    EXPECT_LE(row_rel(steps[i].data(), logits.data() + i * V, V), kSameMathTol) << "position " << i;
+  // The logits are not trivially equal across positions (the test could fail).
+  EXPECT_GT(row_rel(steps[0].data(), steps[5].data(), V), 1e-3);
+}
+
+TEST_P(ModelPresetTest, BatchedSequencesMatchRunningEachAlone) {
+  auto m = load(GetParam());
+  const int64_t V = m->vocab_size();
+  const auto a = some_tokens(7, V, 2), b = some_tokens(4, V, 3), c = some_tokens(1, V, 4);
+  // Alone.
+  std::vector<float> la, lb, lc;
+  auto sa = m->new_sequence(), sb = m->new_sequence(), sc = m->new_sequence();
+  m->forward(*sa, a, la, true);
+  m->forward(*sb, b, lb);
+  m->forward(*sc, c, lc);
+  int32_t next_a = 11, next_b = 22;
+  std::vector<float> la2, lb2;
+  m->forward(*sa, std::span<const int32_t>(&next_a, 1), la2);
+  m->forward(*sb, std::span<const int32_t>(&next_b, 1), lb2);
+  // Together: three prefills (one with all logits) in one step, then two decodes in one step.
+  auto ta = m->new_sequence(), tb = m->new_sequence(), tc = m->new_sequence();
+  std::vector<StepItem> items = {{ta.get(), a, true}, {tb.get(), b, false}, {tc.get(), c, false}};
+  std::vector<float> out;
+  m->forward(items, out);
+  ASSERT_EQ(int64_t(out.size()), (7 + 1 + 1) * V);
+  for (int64_t r = 0; r < 7; ++r) EXPECT_LE(row_rel(out.data() + r * V, la.data() + r * V, V), kSameMathTol) << "a row " << r;
+  EXPECT_LE(row_rel(out.data() + 7 * V, lb.data(), V), kSameMathTol);
+  EXPECT_LE(row_rel(out.data() + 8 * V, lc.data(), V), kSameMathTol);
+  std::vector<StepItem> dec = {{tb.get(), std::span<const int32_t>(&next_b, 1)}, {ta.get(), std::span<const int32_t>(&next_a, 1)}};
+  m->forward(dec, out);
+  ASSERT_EQ(int64_t(out.size()), 2 * V);
+  EXPECT_LE(row_rel(out.data(), lb2.data(), V), kSameMathTol);
+  EXPECT_LE(row_rel(out.data() + V, la2.data(), V), kSameMathTol);
+  EXPECT_EQ(ta->n_past(), 8);
+  EXPECT_EQ(tb->n_past(), 5);
+}
+
+TEST_P(ModelPresetTest, TruncateThenRefeedReproducesLogits) {
+  auto m = load(GetParam());
+  const int64_t V = m->vocab_size();
+  const auto toks = some_tokens(9, V, 5);
+  auto seq = m->new_sequence();
+  std::vector<float> ref, got;
+  m->forward(*seq, toks, ref, true);
+  seq->truncate(4);
+  EXPECT_EQ(seq->n_past(), 4);
+  m->forward(*seq, std::span<const int32_t>(toks.data() + 4, 5), got, true);
+  for (int64_t r = 0; r < 5; ++r) EXPECT_LE(row_rel(got.data() + r * V, ref.data() + (4 + r) * V, V), kSameMathTol);
+  EXPECT_THROW(seq->truncate(10), Error);
+}
+
+TEST_P(ModelPresetTest, ThreadCountDoesNotChangeResults) {
+  auto m1 = load(GetParam(), 1), m3 = load(GetParam(), 3);
+  const auto toks = some_tokens(6, m1->vocab_size(), 6);
+  std::vector<float> l1, l3;
+  auto s1 = m1->new_sequence(), s3 = m3->new_sequence();
+  m1->forward(*s1, toks, l1, true);
+  m3->forward(*s3, toks, l3, true);
+  ASSERT_EQ(l1.size(), l3.size());
+  for (size_t r = 0; r < toks.size(); ++r)
+    EXPECT_LE(row_rel(l1.data() + r * m1->vocab_size(), l3.data() + r * m1->vocab_size(), m1->vocab_size()), kSameMathTol);
+}
+
+// Records what the router did.
+struct Recorder : ForwardObserver {
+  bool outputs = false;
+  std::map<int64_t, std::vector<int32_t>> experts;
+  std::map<int64_t, std::vector<float>> weights, expert_out;
+  int64_t k = 0, hidden = 0, n_hidden_events = 0;
+  bool wants_expert_outputs() const override { return outputs; }
+  bool wants_hidden() const override { return true; }
+  void on_moe_layer(const MoeLayerEvent& e) override {
+    k = e.k;
+    hidden = e.hidden;
+    auto& ex = experts[e.layer];
+    ex.insert(ex.end(), e.experts, e.experts + e.n_tokens * e.k);
+    auto& w = weights[e.layer];
+    w.insert(w.end(), e.weights, e.weights + e.n_tokens * e.k);
+    if (e.expert_out) {
+      auto& o = expert_out[e.layer];
+      o.insert(o.end(), e.expert_out, e.expert_out + e.n_tokens * e.k * e.hidden);
+    }
+  }
+  void on_hidden(const HiddenEvent& e) override { ++n_hidden_events; }
+};
+
+TEST_P(ModelPresetTest, ObserverSeesRoutingAndDoesNotChangeLogits) {
+  auto m = load(GetParam());
+  const ModelConfig& c = m->config();
+  const auto toks = some_tokens(5, m->vocab_size(), 7);
+  std::vector<float> plain, watched;
+  auto s1 = m->new_sequence();
+  m->forward(*s1, toks, plain, true);
+  Recorder rec;
+  rec.outputs = true;
+  m->set_observer(&rec);
+  auto s2 = m->new_sequence();
+  m->forward(*s2, toks, watched, true);
+  m->set_observer(nullptr);
+  EXPECT_EQ(plain, watched);  // watching is free of side effects, bit for bit
+  int64_t n_moe = 0;
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) n_moe += c.is_moe_layer(il);
+  EXPECT_EQ(int64_t(rec.experts.size()), n_moe);
+  EXPECT_EQ(rec.n_hidden_events, c.num_hidden_layers);
+  EXPECT_EQ(rec.k, c.num_experts_per_tok);
+  for (const auto& [il, ex] : rec.experts) {
+    ASSERT_EQ(int64_t(ex.size()), int64_t(toks.size()) * rec.k);
+    const auto& w = rec.weights[il];
+    for (size_t t = 0; t < toks.size(); ++t) {
+      std::set<int32_t> distinct(ex.begin() + t * rec.k, ex.begin() + (t + 1) * rec.k);
+      EXPECT_EQ(int64_t(distinct.size()), rec.k) << "layer " << il << " token " << t;
+      double sum = 0;
+      for (int64_t j = 0; j < rec.k; ++j) {
+        EXPECT_GE(ex[t * rec.k + j], 0);
+        EXPECT_LT(ex[t * rec.k + j], c.n_experts(il));
+        sum += w[t * rec.k + j];
+      }
+      if (c.norm_topk_prob) EXPECT_NEAR(sum, 1.0, 1e-5) << "weights are renormalized, without routed_scaling_factor";
+    }
+    // Expert outputs are real vectors (not zeros), one per (token, slot).
+    const auto& o = rec.expert_out[il];
+    ASSERT_EQ(int64_t(o.size()), int64_t(toks.size()) * rec.k * rec.hidden);
+    double norm = 0;
+    for (float v : o) norm += double(v) * v;
+    EXPECT_GT(norm, 0);
+  }
+  // An observer that wants no expert outputs gets a null pointer.
+  Recorder lite;
+  m->set_observer(&lite);
+  auto s3 = m->new_sequence();
+  m->forward(*s3, toks, watched, true);
+  m->set_observer(nullptr);
+  EXPECT_TRUE(lite.expert_out.empty());
+}
+
+TEST_P(ModelPresetTest, ExpertMaskExcludesExpertsAndAllAllowedChangesNothing) {
+  auto m = load(GetParam());
+  const ModelConfig& c = m->config();
+  const auto toks = some_tokens(8, m->vocab_size(), 8);
+  int64_t il = c.first_k_dense_replace;  // first MoE layer
+  const int64_t E = c.n_experts(il);
+  std::vector<float> plain, same;
+  Recorder rec;
+  m->set_observer(&rec);
+  auto s1 = m->new_sequence();
+  m->forward(*s1, toks, plain, true);
+  // All allowed == no mask, bit for bit.
+  m->set_expert_mask(il, std::vector<uint8_t>(size_t(E), 1));
+  auto s2 = m->new_sequence();
+  Recorder rec2;
+  m->set_observer(&rec2);
+  m->forward(*s2, toks, same, true);
+  EXPECT_EQ(plain, same);
+  // Masking an expert that no token chose changes nothing either.
+  std::set<int32_t> used(rec.experts[il].begin(), rec.experts[il].end());
+  int32_t unused = -1;
+  for (int32_t e = 0; e < E; ++e)
+    if (!used.count(e)) unused = e;
+  if (unused >= 0) {
+    std::vector<uint8_t> allow(size_t(E), 1);
+    allow[size_t(unused)] = 0;
+    m->set_expert_mask(il, allow);
+    auto s = m->new_sequence();
+    m->forward(*s, toks, same, true);
+    EXPECT_EQ(plain, same);
+  }
+  // Mask the most used experts: they are never chosen, and the logits move.
+  std::map<int32_t, int> count;
+  for (int32_t e : rec.experts[il]) count[e]++;
+  std::vector<std::pair<int, int32_t>> by_use;
+  for (auto [e, n] : count) by_use.push_back({n, e});
+  std::sort(by_use.rbegin(), by_use.rend());
+  std::vector<uint8_t> allow(size_t(E), 1);
+  const int64_t n_masked = std::min<int64_t>(E - c.num_experts_per_tok, 3);
+  for (int64_t j = 0; j < n_masked; ++j) allow[size_t(by_use[size_t(j)].second)] = 0;
+  m->set_expert_mask(il, allow);
+  Recorder rec3;
+  m->set_observer(&rec3);
+  auto s3 = m->new_sequence();
+  m->forward(*s3, toks, same, true);
+  for (int32_t e : rec3.experts[il]) EXPECT_TRUE(allow[size_t(e)]) << "masked expert " << e << " was chosen";
+  EXPECT_NE(plain, same);
+  // Clearing the mask restores the original routing.
+  m->set_expert_mask(il, {});
+  auto s4 = m->new_sequence();
+  m->forward(*s4, toks, same, true);
+  EXPECT_EQ(plain, same);
+  m->set_observer(nullptr);
+  // Bad masks are errors.
+  EXPECT_THROW(m->set_expert_mask(il, std::vector<uint8_t>(size_t(E) + 1, 1)), Error);
+  std::vector<uint8_t> too_few(size_t(E), 0);
+  for (int64_t j = 0; j + 1 < c.num_experts_per_tok; ++j) too_few[size_t(j)] = 1;
+  EXPECT_THROW(m->set_expert_mask(il, too_few), Error);
+  if (c.first_k_dense_replace > 0) EXPECT_THROW(m->set_expert_mask(0, std::vector<uint8_t>(size_t(E), 1)), Error);
+}
+
+TEST_P(ModelPresetTest, BadInputIsAnErrorAndLeavesTheSequenceUnchanged) {
+  auto m = load(GetParam(), 2, /*ctx=*/16);
+  EXPECT_EQ(m->max_context(), 16);
+  auto seq = m->new_sequence();
+  std::vector<float> logits;
+  const auto toks = some_tokens(10, m->vocab_size(), 9);
+  m->forward(*seq, toks, logits);
+  // Token id out of range.
+  std::vector<int32_t> bad = {1, int32_t(m->vocab_size())};
+  try {
+    m->forward(*seq, bad, logits);
+    FAIL() << "no error for a token id >= vocab";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vocabulary"), std::string::npos) << e.what();
+  }
+  std::vector<int32_t> neg = {-1};
+  EXPECT_THROW(m->forward(*seq, neg, logits), Error);
+  // Past the context.
+  const auto more = some_tokens(7, m->vocab_size(), 10);
+  try {
+    m->forward(*seq, more, logits);
+    FAIL() << "no error past the context";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("context"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(seq->n_past(), 10);
+  // The same sequence twice in one step.
+  std::vector<StepItem> twice = {{seq.get(), std::span<const int32_t>(toks.data(), 1)}, {seq.get(), std::span<const int32_t>(toks.data(), 1)}};
+  EXPECT_THROW(m->forward(twice, logits), Error);
+  EXPECT_EQ(seq->n_past(), 10);
+  // Still usable: 6 more tokens fill the context exactly.
+  m->forward(*seq, std::span<const int32_t>(more.data(), 6), logits);
+  EXPECT_EQ(seq->n_past(), 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Synth, ModelPresetTest, ::testing::Values("tiny-kimi", "tiny-dsv3"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+TEST(Model, ExactKernelsAgreeWithFastKernels) {
+  // int4 fast kernels quantize activations to int8 (kernels/linear.h: <= 2e-2 per linear); the
+  // whole model's logits stay within a few % of the scalar specification's.
+  ModelOptions fast, exact;
+  fast.n_threads = exact.n_threads = 2;
+  exact.exact_kernels = true;
+  for (const char* preset : {"tiny-kimi", "tiny-dsv3"}) {
+    auto mf = Model::load(checkpoint(preset), fast), me = Model::load(checkpoint(preset), exact);
+    const int64_t V = mf->vocab_size();
+    const auto toks = some_tokens(6, V, 11);
+    std::vector<float> lf, le;
+    auto sf = mf->new_sequence(), se = me->new_sequence();
+    mf->forward(*sf, toks, lf, true);
+    me->forward(*se, toks, le, true);
+    const double tol = std::string(preset) == "tiny-kimi" ? 5e-2 : 1e-4;  // tiny-kimi has int4 experts
+    for (size_t r = 0; r < toks.size(); ++r) EXPECT_LE(row_rel(lf.data() + r * V, le.data() + r * V, V), tol) << preset << " row " << r;
+  }
+}
+
+TEST(Model, LoadRejectsAMissingDirectory) {
+  EXPECT_THROW(Model::load(fs::temp_directory_path() / "sickle-no-such-model-dir"), Error);
+}
+
+}  // namespace
+}  // namespace sickle
