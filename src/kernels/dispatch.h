@@ -49,6 +49,8 @@ struct KernelTable {
   // position and head).
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // out = g / (1 + exp(-g)) * u; SIMD tables use a Cephes-style exp (relative error ~1e-7).
+  void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
 };
 
 extern const KernelTable kScalarKernels;

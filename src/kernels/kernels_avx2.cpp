@@ -2,6 +2,8 @@
 // called when kernel_table() found the features at run time.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
 #include "kernels/dispatch.h"
@@ -212,8 +214,43 @@ void axpy_avx2(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// exp(x) as Cephes' expf: n = round(x log2 e), r = x - n ln2 (in two parts), a degree-7
+// polynomial in r, times 2^n. Inputs clamped to [-88.38, 88.38] (exp(-88.38) underflows the
+// silu below to -0, which is what the scalar spec gives too).
+inline __m256 exp_avx2(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^n for n in [-128, 128]: split in two factors so the exponent field never leaves 1..254.
+  __m256i ni = _mm256_cvtps_epi32(n);
+  __m256i h = _mm256_srai_epi32(ni, 1);
+  __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+  __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
+}
+
+void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 g = _mm256_loadu_ps(gate + i);
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
-const KernelTable kAvx2Kernels = {"avx2", quantize_acts_generic, linear_int4_avx2, linear_dense_avx2, dot_avx2, axpy_avx2};
+const KernelTable kAvx2Kernels = {"avx2", quantize_acts_generic, linear_int4_avx2, linear_dense_avx2, dot_avx2, axpy_avx2,
+                                  silu_mul_avx2};
 
 }  // namespace sickle

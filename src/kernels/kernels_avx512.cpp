@@ -289,9 +289,40 @@ void axpy_avx512(float a, const float* x, float* y, int64_t n) {
   }
 }
 
+// exp(x) as Cephes' expf: n = round(x log2 e), r = x - n ln2 (in two parts), a degree-7
+// polynomial in r, times 2^n. Inputs clamped to [-88.38, 88.38] (exp(-88.38) underflows the
+// silu below to -0, which is what the scalar spec gives too).
+inline __m512 exp_avx512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-88.3762626647949f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  auto one_vec = [&](__m512 g, __m512 u) {
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g)))), u);
+  };
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, one_vec(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    __mmask16 k = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, one_vec(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
+  }
+}
+
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_generic, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512};
+                                    dot_avx512, axpy_avx512,           silu_mul_avx512};
 
 }  // namespace sickle

@@ -97,6 +97,13 @@ void axpy_generic(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void silu_mul_generic(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
 namespace {
 
 bool can_run(const KernelTable& t) {
@@ -109,7 +116,7 @@ bool can_run(const KernelTable& t) {
 }  // namespace
 
 const KernelTable kScalarKernels = {"scalar", quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
-                                     dot_generic, axpy_generic};
+                                     dot_generic, axpy_generic, silu_mul_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

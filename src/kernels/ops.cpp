@@ -24,12 +24,7 @@ void rmsnorm(const float* x, const uint16_t* w, float eps, int64_t n, float* out
   rmsnorm_impl(x, [w](int64_t i) { return bf16_to_f32(w[i]); }, eps, n, out);
 }
 
-void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
-}
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) { kernel_table().silu_mul(gate, up, n, out); }
 
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;

@@ -80,6 +80,28 @@ TEST(Ops, SiluMulDotAxpyScale) {
   for (size_t i = 0; i < a.size(); ++i) ASSERT_FLOAT_EQ(c[i], 2.0f * (b[i] + 0.5f * a[i]));
 }
 
+// silu_mul of every table against double precision over the whole useful range (incl. the
+// clamped ends: exp(-g) overflowing for g < -88 must give -0, not NaN), lengths with tails.
+TEST(Ops, SiluMulAllTablesMatchDouble) {
+  std::vector<float> g, u;
+  for (float v = -120.0f; v <= 120.0f; v += 0.37f) g.push_back(v);
+  for (float v = -4.0f; v <= 4.0f; v += 0.001f) g.push_back(v);
+  std::mt19937 rng(3);
+  for (size_t i = 0; i < g.size(); ++i) u.push_back(0.5f + float(rng() % 1000) / 1000.0f);
+  for (const KernelTable* k : runnable_kernel_tables())
+    for (int64_t n : {int64_t(g.size()), int64_t(g.size()) - 5, int64_t(13), int64_t(1)}) {
+      std::vector<float> out(g.size(), 99.0f);
+      k->silu_mul(g.data(), u.data(), n, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        double gd = g[size_t(i)];
+        double ref = gd / (1.0 + std::exp(-gd)) * u[size_t(i)];
+        ASSERT_FALSE(std::isnan(out[size_t(i)])) << k->name << " g " << gd;
+        ASSERT_NEAR(out[size_t(i)], ref, 2e-6 * std::fabs(ref) + 1e-30) << k->name << " g " << gd;
+      }
+      if (n < int64_t(g.size())) ASSERT_EQ(out[size_t(n)], 99.0f) << "wrote past n";
+    }
+}
+
 // Every table's dot/axpy against a double reference over lengths 0..300 and misaligned pointers.
 TEST(Ops, DotAxpyAllTablesAllLengths) {
   auto a = randv(310, 8), b = randv(310, 9);
