@@ -49,6 +49,11 @@ SPECS = {
     "tiny-dsv3-fp8": ["--preset", "tiny-dsv3", "--seed", "12", "--quant", "fp8"],
     "tiny-dsv3-bf16": ["--preset", "tiny-dsv3", "--seed", "12", "--quant", "none"],
 }
+# Activations entering int4 linears: sickle's int4 kernels quantize them to int8 per 32 values
+# (Q8_0, kernels/linear.h), which moves logits by ~1%. The int4 goldens are therefore made with
+# the reference emulating that documented scheme (tight comparison), and the exact-semantics
+# logits are stored alongside (case.<i>.logits_exact, loose comparison).
+ACT_QUANT = {"tiny-kimi-int4": "q8_0"}
 REAP_SPECS = ("tiny-kimi-int4", "tiny-dsv3-fp8")
 # (case name, prompt length); the last two are also run together in one forward step.
 CASES = [("len1", 1), ("len7", 7), ("len40", 40), ("len23", 23), ("batch_a", 13), ("batch_b", 29)]
@@ -57,9 +62,16 @@ N_GREEDY = 40
 REAP_LENGTHS = [16, 33, 50, 8]
 LOGIT_MARGIN_REL = 2e-3
 ROUTER_MARGIN = 2e-5
+# With Q8_0 activations an int8 rounding flip moves logits by up to ~2e-3 relative and router
+# scores by ~1e-4, so the int4 draws must be further from ties.
+MARGINS_Q8 = (5e-3, 1e-4)
 MAX_ATTEMPTS = 200
-# Stated tolerance for an f32 engine (see the json's tolerance.note).
-TOL_LOGITS_REL = 1e-3
+# Stated tolerances (see the json's tolerance.note). Measured sickle vs golden: ~1e-6 for
+# bf16/fp8; see the int4 note for q8_0.
+TOL_LOGITS_REL = 1e-4
+TOL_LOGITS_REL_Q8 = 1e-2
+TOL_EXACT_MEDIAN_Q8 = 2e-2
+TOL_EXACT_P90_Q8 = 5e-2
 
 
 def run_synth(sickle, args, out_dir):
@@ -82,34 +94,62 @@ def fingerprint_block(ck):
     }
 
 
-def margins_ok(stats, logit_margin, max_logit):
-    return (stats.get("fill_divergence", 0) == 0 and stats.get("expert_margin", math.inf) >= ROUTER_MARGIN
-            and stats.get("group_margin", math.inf) >= ROUTER_MARGIN
-            and logit_margin >= LOGIT_MARGIN_REL * max_logit)
+def margins_ok(stats, logit_margin, max_logit, aq="none"):
+    lrel, rmin = MARGINS_Q8 if aq == "q8_0" else (LOGIT_MARGIN_REL, ROUTER_MARGIN)
+    return (stats.get("fill_divergence", 0) == 0 and stats.get("expert_margin", math.inf) >= rmin
+            and stats.get("group_margin", math.inf) >= rmin
+            and logit_margin >= lrel * max_logit)
+
+
+def thresholds(aq):
+    return MARGINS_Q8 if aq == "q8_0" else (LOGIT_MARGIN_REL, ROUTER_MARGIN)
+
+
+def router_ok(stats, rmin):
+    return (stats.get("fill_divergence", 0) == 0 and stats.get("expert_margin", math.inf) >= rmin
+            and stats.get("group_margin", math.inf) >= rmin)
+
+
+def try_draw(m, toks, lrel, rmin, early_exit=True):
+    """Prompt logits + greedy continuation with diagnostics; with early_exit, gives up (None) at
+    the first ill-posed decision."""
+    stats = {}
+    with torch.no_grad():
+        logits = m.forward(toks, stats)
+        if early_exit and not router_ok(stats, rmin):
+            return None
+        max_logit = logits.abs().max().item()
+        seq, gen, rows, margin = list(toks), [], [], math.inf
+        for _ in range(N_GREEDY):
+            row = m.forward(seq, stats)[-1]
+            max_logit = max(max_logit, row.abs().max().item())
+            top2 = torch.topk(row, 2)[0]
+            margin = min(margin, (top2[0] - top2[1]).item())
+            if early_exit and (not router_ok(stats, rmin) or margin < lrel * max_logit):
+                return None
+            t = int(torch.argmax(row))
+            gen.append(t)
+            rows.append(row)
+            seq.append(t)
+    return dict(tokens=list(toks), logits=logits, greedy=gen, greedy_logits=torch.stack(rows), stats=stats,
+                logit_margin=margin, max_logit=max_logit)
 
 
 def make_case(m, m32, vocab, case_seed, length):
     """Draw prompts until the comparison is well posed; return the arrays and diagnostics."""
-    best = None
+    lrel, rmin = thresholds(m.act_quant)
+    res = None
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([case_seed, attempt])
-        toks = rng.integers(0, vocab, size=length).tolist()
-        stats = {}
-        with torch.no_grad():
-            logits = m.forward(toks, stats)
-            gen, grows, gmargin = m.greedy(toks, N_GREEDY, stats)
-        max_logit = max(logits.abs().max().item(), grows.abs().max().item())
-        ok = margins_ok(stats, gmargin, max_logit)
-        res = dict(tokens=toks, logits=logits, greedy=gen, greedy_logits=grows, stats=stats,
-                   logit_margin=gmargin, max_logit=max_logit, attempt=attempt)
-        if ok:
-            best = res
+        res = try_draw(m, rng.integers(0, vocab, size=length).tolist(), lrel, rmin)
+        if res is not None:
+            res["attempt"] = attempt
             break
-        if best is None or gmargin / max_logit > best["logit_margin"] / best["max_logit"]:
-            best = res
-    res = best
-    if res["attempt"] == MAX_ATTEMPTS - 1:
-        print(f"WARNING: no well-posed draw for seed {case_seed} len {length}: {res['stats']}", file=sys.stderr)
+    if res is None:
+        print(f"WARNING: no well-posed draw for seed {case_seed} len {length}; using attempt 0", file=sys.stderr)
+        rng = np.random.default_rng([case_seed, 0])
+        res = try_draw(m, rng.integers(0, vocab, size=length).tolist(), lrel, rmin, early_exit=False)
+        res["attempt"] = 0
     # Honest-f32 check: the same code in float32 must reproduce greedy and stay within tolerance.
     with torch.no_grad():
         l32 = m32.forward(res["tokens"]).double()
@@ -123,8 +163,10 @@ def make_case(m, m32, vocab, case_seed, length):
 
 
 def make_engine_golden(name, model_dir, synth_args, out_dir):
-    m = rm.RefModel(model_dir, torch.float64)
-    m32 = rm.RefModel(model_dir, torch.float32)
+    aq = ACT_QUANT.get(name, "none")
+    m = rm.RefModel(model_dir, torch.float64, aq)
+    m32 = rm.RefModel(model_dir, torch.float32, aq)
+    mx = rm.RefModel(model_dir, torch.float64) if aq != "none" else None
     cfg = m.cfg
     tensors = {}
     cases = []
@@ -135,6 +177,11 @@ def make_engine_golden(name, model_dir, synth_args, out_dir):
         tensors[f"case.{i}.logits"] = ("F32", r["logits"].to(torch.float32).numpy())
         tensors[f"case.{i}.greedy"] = ("I32", np.array(r["greedy"], dtype=np.int32))
         tensors[f"case.{i}.greedy_logits"] = ("F32", r["greedy_logits"].to(torch.float32).numpy())
+        if mx is not None:
+            with torch.no_grad():
+                lx = mx.forward(r["tokens"])
+            tensors[f"case.{i}.logits_exact"] = ("F32", lx.to(torch.float32).numpy())
+            r["exact_vs_emulated"] = ((lx - r["logits"]).abs().max(-1)[0] / lx.abs().max(-1)[0]).max().item()
         s = r["stats"]
         cases.append({
             "index": i, "name": cname, "n_tokens": length, "n_greedy": N_GREEDY,
@@ -143,9 +190,11 @@ def make_engine_golden(name, model_dir, synth_args, out_dir):
             "margins": {"greedy_top1_top2_min": r["logit_margin"], "max_abs_logit": r["max_logit"],
                         "router_expert_min": s.get("expert_margin"), "router_group_min": s.get("group_margin"),
                         "zero_vs_inf_fill_divergences": s.get("fill_divergence", 0)},
-            "well_posed": margins_ok(s, r["logit_margin"], r["max_logit"]),
+            "well_posed": margins_ok(s, r["logit_margin"], r["max_logit"], aq),
             "f32_reference": {"max_rel_drift": r["f32_drift"], "greedy_equal": r["f32_greedy_equal"]},
         })
+        if mx is not None:
+            cases[-1]["exact_vs_act_quant_rel"] = r["exact_vs_emulated"]
         print(f"{name} {cname}: attempt {r['attempt']} greedy margin {r['logit_margin']:.4g} "
               f"(max logit {r['max_logit']:.3g}) router {s.get('expert_margin', float('nan')):.3g}/"
               f"{s.get('group_margin', float('nan')):.3g} f32 drift {r['f32_drift']:.2e} "
@@ -154,19 +203,32 @@ def make_engine_golden(name, model_dir, synth_args, out_dir):
         "name": name,
         "synth": {"args": synth_args, "command": "sickle synth " + " ".join(synth_args) + " -o DIR"},
         "reference": {"tool": "tools/reference/make_goldens.py (ref_model.py)", "precision": "float64",
-                      "rope_tables": "float32 as HF/Moonshot", "torch": torch.__version__},
+                      "rope_tables": "float32 as HF/Moonshot", "torch": torch.__version__,
+                      "act_quant": aq},
         "cases": cases,
         "batch": BATCH,
         "batch_note": "cases listed together are run as items of one Model::forward step (2 sequences)",
         "tolerance": {
-            "logits_rel": TOL_LOGITS_REL,
+            "logits_rel": TOL_LOGITS_REL if aq == "none" else TOL_LOGITS_REL_Q8,
             "rule": "per row: max_v |sickle - golden| <= logits_rel * max_v |golden|; greedy tokens identical",
             "note": "golden is float64; the same reference code run in float32 drifts by f32_reference."
-                    "max_rel_drift (~1e-6); the bound leaves room for other summation orders and f32 "
-                    "accumulation but catches any semantic error (those move logits by >1e-2).",
+                    "max_rel_drift (~1e-6; measured sickle ~1e-6 on bf16/fp8); the bound leaves room for other "
+                    "summation orders and f32 accumulation but catches any semantic error (those move logits "
+                    "by >1e-2)." + ("" if aq == "none" else
+                    " act_quant q8_0: activations entering int4 linears are Q8_0-quantized in the golden as "
+                    "in sickle's kernels (measured sickle vs golden ~1e-6 typical); f32-vs-f64 activations "
+                    "occasionally round an int8 value the other way (x/d within ~1e-7 of k+0.5), which moves "
+                    "a row by up to ~2e-3, hence 1e-2. logits_exact = exact semantics (no activation "
+                    "quantization): rows differ by ~1% typically and by tens of % where Q8_0 flips a "
+                    "near-tie routing decision, so the bound there is on the median and 90th percentile "
+                    "of the per-row error (exact_median_rel, exact_p90_rel)."),
         },
-        "well_posed_criteria": {"greedy_margin_rel": LOGIT_MARGIN_REL, "router_margin": ROUTER_MARGIN},
+        "well_posed_criteria": dict(zip(("greedy_margin_rel", "router_margin"),
+                                        MARGINS_Q8 if aq == "q8_0" else (LOGIT_MARGIN_REL, ROUTER_MARGIN))),
     }
+    if mx is not None:
+        meta["tolerance"]["exact_median_rel"] = TOL_EXACT_MEDIAN_Q8
+        meta["tolerance"]["exact_p90_rel"] = TOL_EXACT_P90_Q8
     meta.update(fingerprint_block(m.ck))
     os.makedirs(out_dir, exist_ok=True)
     st.write_safetensors(os.path.join(out_dir, name + ".safetensors"), tensors,
@@ -177,7 +239,8 @@ def make_engine_golden(name, model_dir, synth_args, out_dir):
 
 
 def make_reap_golden(name, model_dir, synth_args, out_dir):
-    m = rm.RefModel(model_dir, torch.float64)
+    aq = ACT_QUANT.get(name, "none")
+    m = rm.RefModel(model_dir, torch.float64, aq)
     vocab = m.cfg.vocab_size
     seed = int(hashlib.sha256(f"reap/{name}".encode()).hexdigest()[:8], 16)
     for attempt in range(MAX_ATTEMPTS):
@@ -185,7 +248,7 @@ def make_reap_golden(name, model_dir, synth_args, out_dir):
         seqs = [rng.integers(0, vocab, size=n).tolist() for n in REAP_LENGTHS]
         margins = {}
         stats = reap_stats.compute(m, seqs, margins)
-        if margins_ok(margins, math.inf, 0):
+        if margins_ok(margins, math.inf, 0, aq):
             break
     else:
         print(f"WARNING: reap {name}: no well-posed draw: {margins}", file=sys.stderr)
@@ -209,8 +272,8 @@ def make_reap_golden(name, model_dir, synth_args, out_dir):
                        "routed_scaling_factor; f = expert raw output before gating; ||.|| = L2; "
                        "max_act = max |f_i| over the expert's tokens",
         "tolerance": {"count": "exact", "tokens": "exact",
-                      "sums_rel": 1e-4, "rule": "|sickle - golden| <= sums_rel * max(|golden|, 1e-6) per entry"},
-        "reference": {"tool": "tools/reference/reap_stats.py", "precision": "float64"},
+                      "sums_rel": 1e-4 if aq == "none" else 2e-3, "rule": "|sickle - golden| <= sums_rel * max(|golden|, 1e-6) per entry"},
+        "reference": {"tool": "tools/reference/reap_stats.py", "precision": "float64", "act_quant": aq},
     }
     ck = rm.Checkpoint(model_dir)
     meta["fingerprint_sha256"] = rm.fingerprint(ck)

@@ -26,7 +26,7 @@ experts of the selected groups have a positive choice score; trace() counts such
 data can avoid them.
 
 CLI:  /usr/bin/python3 tools/reference/ref_model.py --model DIR --tokens 1,2,3 [--greedy N]
-      [--out FILE.safetensors] [--dtype f64|f32]
+      [--out FILE.safetensors] [--dtype f64|f32] [--act-quant none|q8_0]
 """
 import argparse
 import glob
@@ -321,8 +321,30 @@ def fingerprint(ck):
 
 # ----------------------------------------------------------------------------- model
 
+def q8_0(x):
+    """Fake-quantize activations as llama.cpp's Q8_0 (the scheme sickle's int4 kernels document in
+    kernels/linear.h): per block of 32 consecutive values of a row, d = max|x| / 127,
+    q = round(x / d) (half away from zero), value = q * d. A trailing partial block is its own
+    block."""
+    T, n = x.shape
+    nb = -(-n // 32)
+    pad = torch.zeros(T, nb * 32 - n, dtype=x.dtype)
+    xb = torch.cat((x, pad), dim=1).view(T, nb, 32)
+    d = xb.abs().amax(-1, keepdim=True) / 127.0
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    r = xb / safe
+    q = torch.sign(r) * torch.floor(r.abs() + 0.5)
+    return (q * d).view(T, nb * 32)[:, :n]
+
+
 class RefModel:
-    def __init__(self, model_dir, dtype=torch.float64):
+    def __init__(self, model_dir, dtype=torch.float64, act_quant="none"):
+        """act_quant: "none" = exact semantics; "q8_0" = activations entering int4 linears are
+        Q8_0-quantized first (emulates sickle's documented int4 kernel numerics, so int4 goldens
+        can be compared tightly; the exact ones are kept alongside)."""
+        if act_quant not in ("none", "q8_0"):
+            raise ValueError(f"act_quant {act_quant}")
+        self.act_quant = act_quant
         self.ck = Checkpoint(model_dir)
         self.cfg = self.ck.cfg
         self.dt = dtype
@@ -366,10 +388,16 @@ class RefModel:
     def linear(x, w):
         return x @ w.t()
 
+    def lin(self, x, base):
+        """x W^T for linear `base`, with the act_quant emulation on int4 weights."""
+        if self.act_quant == "q8_0" and self.ck.has(base + ".weight_packed"):
+            x = q8_0(x)
+        return self.linear(x, self.W(base))
+
     def mlp(self, x, base):
-        g = self.linear(x, self.W(base + ".gate_proj"))
-        u = self.linear(x, self.W(base + ".up_proj"))
-        return self.linear(torch.nn.functional.silu(g) * u, self.W(base + ".down_proj"))
+        g = self.lin(x, base + ".gate_proj")
+        u = self.lin(x, base + ".up_proj")
+        return self.lin(torch.nn.functional.silu(g) * u, base + ".down_proj")
 
     def attention(self, il, x, positions):
         cfg = self.cfg
@@ -519,9 +547,11 @@ def main():
     ap.add_argument("--greedy", type=int, default=0)
     ap.add_argument("--out", help="write logits/tokens/greedy as safetensors")
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64")
+    ap.add_argument("--act-quant", choices=["none", "q8_0"], default="none",
+                    help="q8_0: quantize activations entering int4 linears as sickle's kernels do")
     a = ap.parse_args()
     dt = torch.float64 if a.dtype == "f64" else torch.float32
-    m = RefModel(a.model, dt)
+    m = RefModel(a.model, dt, a.act_quant)
     toks = [int(t) for t in a.tokens.split(",") if t.strip()]
     stats = {}
     with torch.no_grad():
