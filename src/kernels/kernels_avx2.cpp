@@ -113,15 +113,19 @@ struct LoadF16 {
   __m256 load(int64_t r, int64_t c) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + r * ld + c))); }
   float at(int64_t r, int64_t c) const { return f16_to_f32(p[r * ld + c]); }
 };
-// fp8 e4m3fn -> f32 by bit placement and * 2^120 (see kernels_avx512.cpp); then * scale_inv.
+// fp8 e4m3fn -> f32 by bit placement and * 2^120, 0x7f/0xff -> NaN (see kernels_avx512.cpp);
+// then * scale_inv.
 struct LoadFp8 {
   const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
   float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }
   __m256 load(int64_t r, int64_t c) const {
     __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + r * ld + c)));
-    __m256i mag = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7f)), 20);
+    __m256i low7 = _mm256_and_si256(v, _mm256_set1_epi32(0x7f));
+    __m256i mag = _mm256_slli_epi32(low7, 20);
     __m256i sgn = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
     __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_or_si256(mag, sgn)), _mm256_set1_ps(0x1p120f));
+    __m256 is_nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(low7, _mm256_set1_epi32(0x7f)));
+    f = _mm256_blendv_ps(f, _mm256_set1_ps(NAN), is_nan);
     return _mm256_mul_ps(f, _mm256_set1_ps(s(r, c)));
   }
   float at(int64_t r, int64_t c) const { return fp8_e4m3_to_f32(p[r * ld + c]) * s(r, c); }

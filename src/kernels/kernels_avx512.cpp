@@ -2,6 +2,8 @@
 // only called when kernel_table() found the features at run time.
 #include <immintrin.h>
 
+#include <cmath>
+
 // GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -173,15 +175,17 @@ struct LoadF16 {
 };
 // fp8 e4m3fn -> f32 without a table: put exponent+mantissa at f32 bits 20..26 and the sign at
 // bit 31, then multiply by 2^120 (the bias difference 127 - 7); e = 0 lands on f32 denormals
-// and comes out exactly as mant * 2^-9. Unlike the spec, 0x7f/0xff decode to +-480 instead of
-// NaN (checkpoints do not hold NaN weights). Then * the block's scale_inv, as the spec.
+// and comes out exactly as mant * 2^-9; 0x7f/0xff (e4m3fn's only NaNs) are patched to NaN as in
+// the spec. Then * the block's scale_inv, as the spec.
 struct LoadFp8 {
   const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
   static __m512 cvt(__m128i b8, float s) {
     __m512i v = _mm512_cvtepu8_epi32(b8);
-    __m512i mag = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x7f)), 20);
+    __m512i low7 = _mm512_and_si512(v, _mm512_set1_epi32(0x7f));
+    __m512i mag = _mm512_slli_epi32(low7, 20);
     __m512i sgn = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
     __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sgn)), _mm512_set1_ps(0x1p120f));
+    f = _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(low7, _mm512_set1_epi32(0x7f)), _mm512_set1_ps(NAN));
     return _mm512_mul_ps(f, _mm512_set1_ps(s));
   }
   float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }

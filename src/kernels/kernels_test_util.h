@@ -53,7 +53,7 @@ inline OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, i
     case WeightEncoding::kFp8Block: {
       for (int64_t i = 0; i < rows * cols; ++i) {
         uint8_t b;
-        do b = uint8_t(rng()); while ((b & 0x7f) == 0x7f);  // no NaN (see LoadFp8)
+        do b = uint8_t(rng()); while ((b & 0x7f) == 0x7f);  // no NaN (Fp8EveryByteDecodesAsSpec covers them)
         p[i] = b;
       }
       w.block_rows = 128;

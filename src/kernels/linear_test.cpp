@@ -197,6 +197,34 @@ TEST(Linear, Int4KnownValues) {
   }
 }
 
+// Every fp8 byte decodes as the spec does (incl. subnormals, +-0, the NaNs 0x7f / 0xff):
+// a 256-column identity-like probe: row r has byte r at column r and 0 elsewhere, x = 1.
+TEST(Linear, Fp8EveryByteDecodesAsSpec) {
+  const int64_t rows = 256, cols = 256;
+  std::vector<uint8_t> data(size_t(rows * cols), 0);
+  for (int64_t r = 0; r < rows; ++r) data[size_t(r * cols + r)] = uint8_t(r);
+  std::vector<float> scale = {0.5f, 2.0f, 4.0f, 8.0f};  // [2, 2] blocks of 128
+  WeightView w;
+  w.encoding = WeightEncoding::kFp8Block;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = data.data();
+  w.scale_f32 = scale.data();
+  w.scale_cols = 2;
+  std::vector<float> x(static_cast<size_t>(cols), 1.0f), y(static_cast<size_t>(rows)), ref(static_cast<size_t>(rows));
+  linear_scalar(w, x.data(), 1, ref.data(), nullptr);
+  for (const KernelTable* k : runnable_kernel_tables()) {
+    linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (std::isnan(ref[size_t(r)])) {
+        EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " byte " << r;
+      } else {
+        EXPECT_EQ(y[size_t(r)], ref[size_t(r)]) << k->name << " byte " << r;
+      }
+    }
+  }
+}
+
 TEST(QuantizedActs, RoundTripWithinHalfStep) {
   const int64_t n = 3, cols = 160;  // 5 blocks: padded to 8
   Acts a = make_acts(n, cols, 1, 5);
