@@ -214,6 +214,27 @@ void CheckpointWriter::flush_shard() {
     throw;
   }
   if (::close(fd) != 0) fail("{}: close failed: {}", path.string(), std::strerror(errno));
+  {
+    // Re-read what landed and checksum it now, while the shard is in the page cache.
+    auto f = SafetensorsFile::open(path);
+    for (const auto& t : f->tensors()) {
+      auto v = f->view(t);
+      // Hash in steps and drop each step's pages from this mapping (they stay in the page
+      // cache): a multi-GB shard must not count in the process's resident memory.
+      Hasher h;
+      const std::byte* p = v.data;
+      for (size_t left = t.nbytes(); left > 0;) {
+        size_t step = std::min<size_t>(left, 64u << 20);
+        h.update(p, step);
+        const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+        const uintptr_t a = uintptr_t(p) & ~(page - 1), b = uintptr_t(p + step) & ~(page - 1);
+        if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+        p += step;
+        left -= step;
+      }
+      landed_.push_back(WrittenTensor{t.name, std::to_string(idx), h.digest()});  // file: shard index until commit
+    }
+  }
   shard_tmp_names_.push_back(fname);
   pending_.clear();
   pending_bytes_ = 0;
@@ -263,29 +284,10 @@ std::vector<WrittenTensor> CheckpointWriter::commit() {
     index["weight_map"] = wm;
     write_text("model.safetensors.index.json", index.dump(2) + "\n");
   }
-  // Re-read what landed and checksum it: callers compare against their sources.
-  std::vector<WrittenTensor> out;
-  out.reserve(order_.size());
-  for (size_t i = 0; i < n; ++i) {
-    auto f = SafetensorsFile::open(tmp_dir_ / final_names[i]);
-    for (const auto& t : f->tensors()) {
-      auto v = f->view(t);
-      // Hash in steps and drop each step's pages from this mapping (they stay in the page
-      // cache): a multi-GB shard must not count in the process's resident memory.
-      Hasher h;
-      const std::byte* p = v.data;
-      for (size_t left = t.nbytes(); left > 0;) {
-        size_t step = std::min<size_t>(left, 64u << 20);
-        h.update(p, step);
-        const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-        const uintptr_t a = uintptr_t(p) & ~(page - 1), b = uintptr_t(p + step) & ~(page - 1);
-        if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
-        p += step;
-        left -= step;
-      }
-      out.push_back(WrittenTensor{t.name, final_names[i], h.digest()});
-    }
-  }
+  // Checksums of what landed, re-read from each shard right after it was flushed (while its
+  // pages are still cached): callers compare against their sources.
+  std::vector<WrittenTensor> out = std::move(landed_);
+  for (auto& w : out) w.file = final_names[std::stoul(w.file)];
   std::error_code ec;
   if (fs::exists(out_dir_, ec)) {
     SICKLE_CHECK(opt_.force);

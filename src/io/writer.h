@@ -86,7 +86,8 @@ class CheckpointWriter {
   void copy_file(const std::filesystem::path& src, const std::string& rel_name);
   void write_text(const std::string& rel_name, const std::string& content);
 
-  // Flushes, writes the index, re-reads every shard to checksum what landed on disk, fsyncs,
+  // Flushes, writes the index, fsyncs (each shard is re-read and checksummed right after it is
+  // written and fsynced, while still in the page cache),
   // and renames the temp dir into place. Returns one entry per tensor.
   std::vector<WrittenTensor> commit();
 
@@ -111,6 +112,7 @@ class CheckpointWriter {
   std::vector<Pending> pending_;
   uint64_t pending_bytes_ = 0;
   std::vector<std::string> shard_tmp_names_;
+  std::vector<WrittenTensor> landed_;  // checksums re-read after each shard's flush
   std::map<std::string, size_t> tensor_shard_;  // tensor -> shard index
   std::vector<std::string> order_;
   uint64_t total_tensor_bytes_ = 0, bytes_written_ = 0;

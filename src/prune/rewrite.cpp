@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <atomic>
 #include <future>
+#include <thread>
 #include <set>
 #include <unordered_map>
 
@@ -199,17 +201,34 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
   wo.max_shard_bytes = opt.max_shard_bytes;
   wo.always_index = true;
   CheckpointWriter writer(opt.out, wo);
-  // Hash the sources on a second thread while the writer copies (bytes are in the page cache).
-  auto hashes = std::async(std::launch::async, [&outs] {
+  // Hash the sources on a second thread that trails the writer: it hashes a tensor only once
+  // the writer has copied it, so it reads pages the copy just brought into the page cache
+  // instead of competing with the copy for the disk.
+  std::atomic<uint64_t> copied{0};
+  std::atomic<bool> abandon{false};
+  auto hashes = std::async(std::launch::async, [&outs, &copied, &abandon] {
     std::unordered_map<std::string, uint64_t> h;
     std::vector<std::byte> buf(8u << 20);
-    for (const auto& o : outs) h.emplace(o.name, source_hash(o, buf));
+    uint64_t need = 0;
+    for (const auto& o : outs) {
+      need += o.rows.empty() ? o.info->nbytes() : o.info->nbytes() / uint64_t(o.info->shape[0]) * o.rows.size();
+      while (copied.load() < need && !abandon.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (abandon.load()) break;
+      h.emplace(o.name, source_hash(o, buf));
+    }
     return h;
   });
+  struct Abandon {  // on any exit (error included), never leave the hasher waiting
+    std::atomic<bool>& flag;
+    ~Abandon() { flag = true; }
+  } abandon_guard{abandon};
   {
     std::unique_ptr<Progress> bar;
     if (opt.progress) bar = std::make_unique<Progress>("prune", total, "B");
-    if (bar) writer.on_bytes = [&](uint64_t n) { bar->add(n); };
+    writer.on_bytes = [&](uint64_t n) {
+      copied += n;
+      if (bar) bar->add(n);
+    };
     for (const auto& o : outs) {
       TensorSource s = o.rows.empty() ? TensorSource::from_file(*o.file, *o.info)
                                       : TensorSource::rows_from_file(*o.file, *o.info, o.rows);
@@ -233,9 +252,16 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
     }
     writer.write_text("config.json", config.dump(2) + "\n");
     writer.write_text("prune_report.json", report.dump(1) + "\n");
+    auto t_commit = std::chrono::steady_clock::now();
     auto written = writer.commit();
+    auto t_verify = std::chrono::steady_clock::now();
     if (bar) bar->finish();
+    copied = UINT64_MAX;  // everything landed (also covers any byte not reported by on_bytes)
     auto expect = hashes.get();
+    auto t_end = std::chrono::steady_clock::now();
+    res.seconds_copy = std::chrono::duration<double>(t_commit - t0).count();
+    res.seconds_commit = std::chrono::duration<double>(t_verify - t_commit).count();
+    res.seconds_source_hash_wait = std::chrono::duration<double>(t_end - t_verify).count();
     std::string bad;
     for (const auto& w : written) {
       auto it = expect.find(w.name);

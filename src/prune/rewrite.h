@@ -37,6 +37,9 @@ struct RewriteResult {
   int64_t n_files_copied = 0;  // non-safetensors files
   int64_t n_verified = 0;      // output tensors whose checksum matched the source
   double seconds = 0;
+  // Where the time went: queuing + writing all shards but the last; commit (last shard, fsync,
+  // re-read + checksum of every shard); waiting for the source checksums after that.
+  double seconds_copy = 0, seconds_commit = 0, seconds_source_hash_wait = 0;
   std::string out_fingerprint;
   nlohmann::json config;       // the written config.json
 };

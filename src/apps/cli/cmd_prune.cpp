@@ -88,6 +88,9 @@ Registrar reg{Command{
                     (long long)rw.n_dropped, format_bytes(double(rw.tensor_bytes)).c_str(), rw.seconds,
                     format_bytes(double(rw.tensor_bytes) / std::max(rw.seconds, 1e-9)).c_str(),
                     (long long)rw.n_verified, (long long)rw.n_files_copied);
+        log_info("time: {:.2f} s writing, {:.2f} s commit (last shard, fsync, re-read + checksums), {:.2f} s waiting "
+                 "for source checksums",
+                 rw.seconds_copy, rw.seconds_commit, rw.seconds_source_hash_wait);
         return 0;
       };
     }}};
