@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "model/synth.h"
 
@@ -360,6 +364,62 @@ TEST(Model, ExactKernelsAgreeWithFastKernels) {
     const double tol = std::string(preset) == "tiny-kimi" ? 5e-2 : 1e-4;  // tiny-kimi has int4 experts
     for (size_t r = 0; r < toks.size(); ++r) EXPECT_LE(row_rel(lf.data() + r * V, le.data() + r * V, V), tol) << preset << " row " << r;
   }
+}
+
+std::string sickle_bin() {
+  if (const char* b = std::getenv("SICKLE_BIN")) return b;
+  return SICKLE_BIN;
+}
+
+// `sickle run --tokens ... --print-ids --dump-logits`: the ids are the greedy continuation and
+// the dumped logits are the library's, row for row (prompt positions, then each fed-back token).
+TEST(RunCli, PrintIdsAndDumpLogitsMatchTheLibrary) {
+  const fs::path dir = checkpoint("tiny-dsv3");
+  const fs::path dump = fs::temp_directory_path() / ("sickle-run-dump-" + std::to_string(::getpid()) + ".safetensors");
+  const fs::path ids_file = dump.string() + ".ids";
+  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 5,6,7,8 -n 6 --ignore-eos --print-ids -t 2 --membw 1 --dump-logits '" +
+                          dump.string() + "' > '" + ids_file.string() + "' 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(ids_file);
+  std::vector<int32_t> ids;
+  for (int32_t v; in >> v;) ids.push_back(v);
+  ASSERT_EQ(ids.size(), 6u);
+  // The library's greedy continuation.
+  auto m = load("tiny-dsv3");
+  const int64_t V = m->vocab_size();
+  std::vector<int32_t> seqt = {5, 6, 7, 8};
+  auto seq = m->new_sequence();
+  std::vector<float> logits, rows;
+  m->forward(*seq, seqt, logits, true);
+  rows = logits;
+  for (int i = 0; i < 6; ++i) {
+    int32_t next = int32_t(std::max_element(logits.end() - V, logits.end()) - (logits.end() - V));
+    EXPECT_EQ(ids[size_t(i)], next) << "step " << i;
+    m->forward(*seq, std::span<const int32_t>(&next, 1), logits);
+    rows.insert(rows.end(), logits.begin(), logits.end());
+  }
+  auto f = SafetensorsFile::open(dump);
+  const TensorInfo* t = f->find("logits");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->dtype, DType::F32);
+  ASSERT_EQ(t->shape, (std::vector<int64_t>{4 + 6, V}));
+  const float* got = f->view(*t).as<float>();
+  for (int64_t r = 0; r < 10; ++r) EXPECT_LE(row_rel(got + r * V, rows.data() + r * V, V), kSameMathTol) << "row " << r;
+  fs::remove(dump);
+  fs::remove(ids_file);
+}
+
+TEST(RunCli, PromptLongerThanTheContextIsAClearError) {
+  const fs::path dir = checkpoint("tiny-dsv3");
+  const fs::path err = fs::temp_directory_path() / ("sickle-run-err-" + std::to_string(::getpid()));
+  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 1,2,3,4,5 -c 4 -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  std::ifstream in(err);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("more than the context of 4 tokens"), std::string::npos) << text;
+  const std::string bad = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 1,x -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  fs::remove(err);
 }
 
 TEST(Model, LoadRejectsAMissingDirectory) {
