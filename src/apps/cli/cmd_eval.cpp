@@ -41,6 +41,8 @@ Registrar reg{Command{
       sub.add_option("--teacher", a->teacher, "The original model: adds top-1 agreement, KL(teacher||student), top-5");
       sub.add_option("--seq-len", a->calib.seq_len, "Window length in tokens (capped at the model's context)");
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");
+      sub.add_flag("--pack,!--no-pack", a->calib.pack,
+                   "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens (0 = all)");
       sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
       sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)");
