@@ -55,8 +55,10 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
     }
   };
   int64_t g = 0;
-  for (; g + 4 <= nb; g += 4)
+  for (; g + 4 <= nb; g += 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(wr + nb * 16 + g * 16), _MM_HINT_T0);  // the next row
     step(_mm512_loadu_si512(wr + g * 16), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + g)), g);
+  }
   if (g < nb) {  // 1-3 blocks left: masked loads (the activations are zero-padded)
     int rem = int(nb - g);
     __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
@@ -95,11 +97,18 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
       acc1[t] = _mm512_fmadd_ps(ws1, _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(i1), m), acc1[t]);
     }
   };
+  // Rows are contiguous: the next pair starts at wr1 + (wr1 - wr0). Prefetch it at twice the
+  // rate this pair is consumed, so decode (one pass over cold rows) keeps enough misses in
+  // flight; prefetches past the matrix end are harmless.
+  const uint8_t* next = wr1 + (wr1 - wr0);
   int64_t g = 0;
-  for (; g + 4 <= nb; g += 4)
+  for (; g + 4 <= nb; g += 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(next + g * 32), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(next + g * 32 + 64), _MM_HINT_T0);
     step(_mm512_loadu_si512(wr0 + g * 16), _mm512_loadu_si512(wr1 + g * 16),
          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr0 + g)),
          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr1 + g)), g);
+  }
   if (g < nb) {
     int rem = int(nb - g);
     __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
