@@ -119,6 +119,7 @@ struct Scratch {
   std::vector<float> expert_out;          // [T, k, H] only when an observer wants it
   std::vector<int64_t> pos;               // [T] absolute position of each token
   std::vector<int32_t> tok;               // [T]
+  std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
   std::vector<float> head_rows;           // [rows, H] normed rows that need logits
 };
 
@@ -381,7 +382,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     return;
   }
   I.reserve_step(T);
-  std::vector<int64_t> item_tok0(items.size() + 1);  // small: one entry per item
+  std::vector<int64_t>& item_tok0 = I.s.item_tok0;
+  if (item_tok0.size() < items.size() + 1) item_tok0.resize(items.size() + 1);  // grows once per batch size
   {
     int64_t t0 = 0, max_ctx = 0;
     for (size_t i = 0; i < items.size(); ++i) {

@@ -7,6 +7,7 @@
 // so it also works with piped input (no prompt is printed when stdin is not a terminal).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -79,7 +80,8 @@ int chat(ChatArgs a) {
     }
     seq->truncate(int64_t(common));
     cached.resize(common);
-    model->forward(*seq, std::span<const int32_t>(prompt.data() + common, prompt.size() - common), logits);
+    for (size_t b = common; b < prompt.size(); b += 512)  // chunks keep step scratch bounded
+      model->forward(*seq, std::span<const int32_t>(prompt.data() + b, std::min<size_t>(512, prompt.size() - b)), logits);
     cached = prompt;
     StreamDecoder sd(*tok);
     std::vector<int32_t> reply;

@@ -1,4 +1,5 @@
 // sickle run — generate from a prompt, streaming text (or ids) to stdout, figures to stderr.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -113,9 +114,14 @@ int run(const RunArgs& a) {
   fig.active_bytes_per_token = model->active_bytes_per_token();
 
   auto t0 = std::chrono::steady_clock::now();
-  model->forward(*seq, prompt, logits, dumping);
+  // Prefill in chunks of kPrefillChunk tokens: step scratch stays bounded (O(chunk x hidden)).
+  constexpr size_t kPrefillChunk = 512;
+  for (size_t b = 0; b < prompt.size(); b += kPrefillChunk) {
+    size_t n = std::min(kPrefillChunk, prompt.size() - b);
+    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping);
+    if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
+  }
   fig.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
   const float* last = logits.data() + logits.size() - V;
 
   std::unique_ptr<StreamDecoder> sd;
