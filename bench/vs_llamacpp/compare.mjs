@@ -2,13 +2,15 @@
 // Greedy continuation and next-token distributions: sickle (safetensors checkpoint) vs
 // llama.cpp (node-llama-cpp 3.21.1, the GGUF `sickle export-gguf` wrote from it).
 //
-//   node compare.mjs --sickle BIN --model DIR --gguf FILE [--prompt TEXT] [-n 32] [--threads 2]
+//   node compare.mjs --sickle BIN --model DIR --gguf FILE [--prompt TEXT] [-n 32] [--threads 1]
 //
 // Steps: (1) llama.cpp tokenizes the prompt; sickle's tokenization is checked against it by
 // running sickle on the text and on llama.cpp's ids (same dumped logits <=> same tokens).
 // (2) Both generate n tokens greedily from the same ids (sickle: --print-ids --ignore-eos).
 // (3) llama.cpp is teacher-forced along sickle's sequence and its next-token probabilities at
 // each step are compared with softmax(sickle logits): top-1 agreement and max |dp|.
+// Threads default to 1: with 2 threads on a loaded 2-core machine ggml's spinning barrier makes
+// single steps take up to seconds (see README).
 // Exit 0 when the continuations match; 1 otherwise; 2 on setup errors. JSON summary last.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
@@ -17,11 +19,11 @@ import path from "node:path";
 import { argmax, importNlc, loadLlama, parseArgs, readLogits, softmaxRow } from "./common.mjs";
 
 const a = parseArgs(process.argv.slice(2).map((x) => (x === "-n" ? "--n" : x)), {
-  sickle: "", model: "", gguf: "", prompt: "Once upon a time, a little fox", n: "32", threads: "2", quiet: false,
+  sickle: "", model: "", gguf: "", prompt: "Once upon a time, a little fox", n: "32", threads: "1", quiet: false,
 });
 const N = Number(a.n), T = Number(a.threads);
 if (!a.sickle || !a.model || !a.gguf) {
-  console.error("usage: compare.mjs --sickle BIN --model DIR --gguf FILE [--prompt TEXT] [--n 32] [--threads 2]");
+  console.error("usage: compare.mjs --sickle BIN --model DIR --gguf FILE [--prompt TEXT] [--n 32] [--threads 1]");
   process.exit(2);
 }
 const nlc = await importNlc();
@@ -53,16 +55,22 @@ const L1 = readLogits(dumpIds), L2 = readLogits(dumpText);
 const sameTokenization = L1.rows === L2.rows && L1.data.every((v, i) => v === L2.data[i]);
 log(`sickle tokenization ${sameTokenization ? "==" : "!="} llama.cpp's (${L2.rows - N} vs ${promptIds.length} prompt tokens)`);
 
-// llama.cpp greedy.
+// llama.cpp greedy: argmax of its next-token probabilities (node-llama-cpp's own sampler path
+// costs ~2 s per token in this version; the probabilities come straight from the logits).
 const ctx = await model.createContext({ contextSize: Math.max(256, promptIds.length + N + 8), threads: T, batchSize: 512 });
-let seq = ctx.getSequence();
-const greedy = { generateNext: { token: true, options: { temperature: 0 } } };
-let res = await seq.controlledEvaluate([...promptIds.slice(0, -1), [promptIds.at(-1), greedy]]);
+const seq = ctx.getSequence();
+const probsOpt = { generateNext: { probabilities: true } };
+const top = (r) => {
+  let best = -1, bp = -1;
+  for (const [t, p] of r.next.probabilities) if (p > bp || (p === bp && t < best)) { best = t; bp = p; }
+  return best;
+};
+let res = await seq.controlledEvaluate([...promptIds.slice(0, -1), [promptIds.at(-1), probsOpt]]);
 const lGen = [];
 for (let i = 0; i < N; ++i) {
-  const tok = res.at(-1).next.token;
+  const tok = top(res.at(-1));
   lGen.push(tok);
-  if (i + 1 < N) res = await seq.controlledEvaluate([[tok, greedy]]);
+  if (i + 1 < N) res = await seq.controlledEvaluate([[tok, probsOpt]]);
 }
 log(`sickle    greedy: ${sGen.join(" ")}`);
 log(`llama.cpp greedy: ${lGen.join(" ")}`);
@@ -76,7 +84,6 @@ try {
 // Teacher-forced distributions along sickle's sequence.
 await seq.clearHistory();
 const all = [...promptIds, ...sGen.slice(0, -1)];
-const probsOpt = { generateNext: { probabilities: true } };
 const items = all.map((t, i) => (i >= promptIds.length - 1 ? [t, probsOpt] : t));
 res = await seq.controlledEvaluate(items);
 let maxDp = 0, top1Agree = 0, steps = 0;
