@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// sickle vs llama.cpp on the same weights (run.sh drives this). For each model: prefill tok/s at
+// each prompt length, decode tok/s, peak RSS, the ratio sickle/llama.cpp, and each side's decode
+// bandwidth fraction = active bytes per token x decode tok/s / memory read bandwidth measured in
+// this run. Prompts are the same token ids on both sides (llama_bench.mjs's formula).
+//   node bench.mjs --sickle BIN --model DIR --gguf FILE [--threads 2] [--prefill 128,512] [--decode 64] [--membw BIN]
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "./common.mjs";
+
+const a = parseArgs(process.argv.slice(2), { sickle: "", model: "", gguf: "", threads: "2", prefill: "128,512", decode: "64", membw: "", name: "" });
+const here = path.dirname(new URL(import.meta.url).pathname);
+const cfg = JSON.parse(fs.readFileSync(path.join(a.model, "config.json"), "utf8"));
+const V = (cfg.text_config ?? cfg).vocab_size;
+const ids = (n, off = 0) => Array.from({ length: n }, (_, i) => 256 + ((i + off) * 7919) % (V - 512));
+const lens = a.prefill.split(",").map(Number), D = Number(a.decode), T = a.threads;
+
+// Runs cmd under /usr/bin/time: {stdout, stderr, rss (bytes)}.
+function run(cmd, args) {
+  const p = spawnSync("/usr/bin/time", ["-f", "@@RSS %M", cmd, ...args], { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (p.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${p.status}):\n${p.stderr}`);
+  const m = p.stderr.match(/@@RSS (\d+)/);
+  return { stdout: p.stdout, stderr: p.stderr, rss: m ? Number(m[1]) * 1024 : 0 };
+}
+
+// Memory read bandwidth, measured now (bench/membw if built, else sickle run's own measurement).
+let bw = 0, bwSrc = "";
+if (a.membw && fs.existsSync(a.membw)) {
+  const r = run(a.membw, [T, "512"]);
+  bw = Number(r.stdout.match(/([\d.]+) GB\/s/)[1]) * 1e9;
+  bwSrc = `${path.basename(a.membw)} (${T} threads)`;
+}
+
+const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
+for (const n of lens) {
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  sk.prefill[n] = Number(r.stderr.match(/prompt \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
+  sk.rss = Math.max(sk.rss, r.rss);
+}
+{
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  sk.decode = Number(r.stderr.match(/generation \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
+  sk.bytes_per_token = Number(r.stderr.match(/\(([\d.]+) MB\/token\)/)[1]) * 1e6;
+  sk.rss = Math.max(sk.rss, r.rss);
+  if (!bw) {
+    const m = r.stderr.match(/of ([\d.]+) GB\/s measured/);
+    bw = Number(m[1]) * 1e9;
+    bwSrc = `sickle run's measurement (${T} threads)`;
+  }
+}
+const lr = run("node", [path.join(here, "llama_bench.mjs"), "--gguf", a.gguf, "--threads", T, "--prefill", a.prefill, "--decode", String(D), "--vocab", String(V)]);
+const ll = JSON.parse(lr.stdout.trim().split("\n").pop());
+ll.rss = lr.rss;
+
+const f = (x, d = 1) => x.toFixed(d);
+console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory bandwidth ${f(bw / 1e9, 2)} GB/s from ${bwSrc}; active weights ${f(sk.bytes_per_token / 1e6, 1)} MB/token`);
+console.log(`${"".padEnd(18)}${"sickle".padStart(12)}${"llama.cpp".padStart(12)}${"ratio".padStart(9)}`);
+for (const n of lens) console.log(`${`prefill ${n} tok/s`.padEnd(18)}${f(sk.prefill[n]).padStart(12)}${f(ll.prefill[n]).padStart(12)}${f(sk.prefill[n] / ll.prefill[n], 2).padStart(9)}`);
+console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.decode, 2).padStart(12)}${f(sk.decode / ll.decode, 2).padStart(9)}`);
+console.log(`${"decode bw frac".padEnd(18)}${f(sk.bytes_per_token * sk.decode / bw, 2).padStart(12)}${f(sk.bytes_per_token * ll.decode / bw, 2).padStart(12)}`);
+console.log(`${"peak RSS MiB".padEnd(18)}${f(sk.rss / 2 ** 20, 0).padStart(12)}${f(ll.rss / 2 ** 20, 0).padStart(12)}   (llama.cpp's includes node, ~50 MiB)`);
+console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, sickle: sk, llama: ll }));

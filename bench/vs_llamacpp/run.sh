@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# sickle vs llama.cpp (node-llama-cpp 3.21.1, prebuilt CPU binaries) on the same GGUF weights,
+# same thread count: `synth --preset mini` and the demo model (models/brown-kimi). Not CI.
+#   bench/vs_llamacpp/run.sh [BUILD_DIR]     env: THREADS=2 WORK=/tmp/sickle-vs-llamacpp
+#                                                 PREFILL=128,512 DECODE=64 MODELS="mini brown-kimi"
+# Needs: node >= 20 and `npm install` in bench/vs_llamacpp (or NLC_DIR=a dir with node-llama-cpp).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+BUILD=${1:-$SRC/build}
+SICKLE=$BUILD/bin/sickle
+[ -x "$SICKLE" ] || { echo "no sickle binary at $SICKLE (build first, or pass the build dir)"; exit 2; }
+THREADS=${THREADS:-2}
+WORK=${WORK:-/tmp/sickle-vs-llamacpp}
+PREFILL=${PREFILL:-128,512}
+DECODE=${DECODE:-64}
+MODELS=${MODELS:-"mini brown-kimi"}
+MEMBW=""
+for m in "$BUILD/bench/membw" "$SRC"/build*/bench/membw; do [ -x "$m" ] && { MEMBW=$m; break; }; done
+mkdir -p "$WORK"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: figures vary run to run)"
+for name in $MODELS; do
+  if [ "$name" = mini ]; then
+    dir=$WORK/mini
+    [ -f "$dir/config.json" ] || "$SICKLE" synth --preset mini -o "$dir" --force
+  else
+    dir=$SRC/models/$name
+  fi
+  gguf=$WORK/$name.gguf
+  # bf16 for the non-expert weights: llama.cpp then computes with exactly sickle's weights.
+  [ -f "$gguf" ] && [ "$gguf" -nt "$dir/config.json" ] || "$SICKLE" export-gguf -m "$dir" -o "$gguf" --type bf16 --force
+  node "$HERE/bench.mjs" --sickle "$SICKLE" --model "$dir" --gguf "$gguf" --name "$name" --threads "$THREADS" \
+    --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"}
+done
