@@ -19,7 +19,7 @@ import path from "node:path";
 import { argmax, importNlc, loadLlama, parseArgs, readLogits, softmaxRow } from "./common.mjs";
 
 const a = parseArgs(process.argv.slice(2).map((x) => (x === "-n" ? "--n" : x)), {
-  sickle: "", model: "", gguf: "", prompt: "Once upon a time, a little fox", n: "32", threads: "1", quiet: false,
+  sickle: "", model: "", gguf: "", prompt: "Once upon a time, a little fox", n: "32", threads: "1", quiet: false, tokens: "",
 });
 const N = Number(a.n), T = Number(a.threads);
 if (!a.sickle || !a.model || !a.gguf) {
@@ -43,17 +43,22 @@ function sickleRun(extra, dump) {
 
 const llama = await loadLlama(nlc, T);
 const model = await llama.loadModel({ modelPath: a.gguf, gpuLayers: 0 });
-const promptIds = Array.from(model.tokenize(a.prompt, false));
-log(`prompt: ${JSON.stringify(a.prompt)}`);
-log(`llama.cpp prompt ids (${promptIds.length}): ${promptIds.join(" ")}`);
+// --tokens "1,2,3": a tokenizer-less model (synth): the ids as given, no tokenization check.
+const promptIds = a.tokens ? a.tokens.split(",").map(Number) : Array.from(model.tokenize(a.prompt, false));
+if (!a.tokens) log(`prompt: ${JSON.stringify(a.prompt)}`);
+log(`prompt ids (${promptIds.length}): ${promptIds.join(" ")}`);
 
-// sickle on llama.cpp's ids and on the text.
+// sickle on the ids (and, with a tokenizer, on the text).
 const dumpIds = path.join(tmp, "ids.safetensors"), dumpText = path.join(tmp, "text.safetensors");
 const sGen = sickleRun(["--tokens", promptIds.join(",")], dumpIds);
-const sGenText = sickleRun(["-p", a.prompt], dumpText);
-const L1 = readLogits(dumpIds), L2 = readLogits(dumpText);
-const sameTokenization = L1.rows === L2.rows && L1.data.every((v, i) => v === L2.data[i]);
-log(`sickle tokenization ${sameTokenization ? "==" : "!="} llama.cpp's (${L2.rows - N} vs ${promptIds.length} prompt tokens)`);
+const L1 = readLogits(dumpIds);
+let sameTokenization = true;
+if (!a.tokens) {
+  sickleRun(["-p", a.prompt], dumpText);
+  const L2 = readLogits(dumpText);
+  sameTokenization = L1.rows === L2.rows && L1.data.every((v, i) => v === L2.data[i]);
+  log(`sickle tokenization ${sameTokenization ? "==" : "!="} llama.cpp's (${L2.rows - N} vs ${promptIds.length} prompt tokens)`);
+}
 
 // llama.cpp greedy: argmax of its next-token probabilities (node-llama-cpp's own sampler path
 // costs ~2 s per token in this version; the probabilities come straight from the logits).
