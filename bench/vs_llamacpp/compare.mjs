@@ -91,7 +91,7 @@ await seq.clearHistory();
 const all = [...promptIds, ...sGen.slice(0, -1)];
 const items = all.map((t, i) => (i >= promptIds.length - 1 ? [t, probsOpt] : t));
 res = await seq.controlledEvaluate(items);
-let maxDp = 0, top1Agree = 0, steps = 0;
+let maxDp = 0, top1Agree = 0, steps = 0, maxP = 0, maxKl = 0;
 const V = L1.cols;
 for (let i = promptIds.length - 1; i < all.length; ++i) {
   const pl = res[i].next.probabilities;  // Map<token, prob>
@@ -100,11 +100,15 @@ for (let i = promptIds.length - 1; i < all.length; ++i) {
   const sp = softmaxRow(L1.data, i, V);
   for (let k = 0; k < V; ++k) maxDp = Math.max(maxDp, Math.abs(sp[k] - lp[k]));
   top1Agree += argmax(sp) === argmax(lp) ? 1 : 0;
+  let kl = 0;  // KL(sickle || llama.cpp) in nats
+  for (let k = 0; k < V; ++k) if (sp[k] > 0) kl += sp[k] * Math.log(sp[k] / Math.max(lp[k], 1e-30));
+  maxKl = Math.max(maxKl, kl);
+  maxP = Math.max(maxP, sp[argmax(sp)]);
   ++steps;
 }
-log(`teacher-forced on sickle's sequence: top-1 agrees at ${top1Agree}/${steps} steps, max |p_sickle - p_llama| = ${maxDp.toExponential(3)}`);
+log(`teacher-forced on sickle's sequence: top-1 agrees at ${top1Agree}/${steps} steps, max |p_sickle - p_llama| = ${maxDp.toExponential(3)} (largest p ${maxP.toFixed(4)}), max KL = ${maxKl.toExponential(3)} nats`);
 const summary = { prompt_tokens: promptIds.length, n: N, same_tokenization: sameTokenization, match: firstDiff < 0,
-  first_diff: firstDiff, top1_agree: top1Agree, steps, max_abs_dprob: maxDp, sickle: sGen, llama: lGen };
+  first_diff: firstDiff, top1_agree: top1Agree, steps, max_abs_dprob: maxDp, max_p: maxP, max_kl: maxKl, sickle: sGen, llama: lGen };
 console.log(JSON.stringify(summary));
 fs.rmSync(tmp, { recursive: true, force: true });
 await model.dispose();
