@@ -20,8 +20,7 @@ std::string TensorNames::expert(int64_t il, int64_t e, std::string_view proj) co
   return fmt::format("{}model.layers.{}.mlp.experts.{}.{}", prefix, il, e, proj);
 }
 
-namespace {
-json read_json(const fs::path& p) {
+json read_json_file(const fs::path& p) {
   std::ifstream in(p);
   if (!in) fail("{}: cannot open", p.string());
   std::stringstream ss;
@@ -32,7 +31,6 @@ json read_json(const fs::path& p) {
     fail("{}: not valid JSON: {}", p.string(), e.what());
   }
 }
-}  // namespace
 
 std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& dir) {
   auto ck = std::unique_ptr<Checkpoint>(new Checkpoint());
@@ -41,7 +39,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& dir) {
   if (!fs::is_directory(dir, ec)) fail("{}: not a directory (expected a model directory with config.json)", dir.string());
   fs::path cfg = dir / "config.json";
   if (!fs::exists(cfg, ec)) fail("{}: no config.json", dir.string());
-  ck->config_json_ = read_json(cfg);
+  ck->config_json_ = read_json_file(cfg);
   ck->config_ = ModelConfig::from_json(ck->config_json_, cfg.string());
   ck->names_.prefix = ck->config_.tensor_prefix;
 
@@ -49,7 +47,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& dir) {
   std::vector<std::string> shard_names;
   json weight_map;
   if (fs::exists(idx, ec)) {
-    json index = read_json(idx);
+    json index = read_json_file(idx);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: missing object 'weight_map'", idx.string());
     weight_map = index["weight_map"];

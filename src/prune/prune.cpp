@@ -16,18 +16,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-json read_report(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) fail("{}: cannot open", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", p.string(), e.what());
-  }
-}
-
 std::string file_hash(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) fail("{}: cannot open", p.string());
@@ -64,7 +52,7 @@ MappedStats map_stats_to_model(const Checkpoint& ck, const ExpertStats& stats) {
   std::error_code ec;
   std::string ancestors_seen;
   if (fs::exists(rp, ec)) {
-    json r = read_report(rp);
+    json r = read_json_file(rp);
     if (r.contains("ancestors") && r["ancestors"].is_array()) {
       for (const auto& a : r["ancestors"]) {
         std::string afp = a.value("fingerprint", std::string());
@@ -164,7 +152,7 @@ PruneOutcome plan_prune(const Checkpoint& ck, const ExpertStats& stats, const Pr
   const fs::path parent_report = ck.dir() / "prune_report.json";
   std::error_code ec;
   if (fs::exists(parent_report, ec)) {
-    json pr = read_report(parent_report);
+    json pr = read_json_file(parent_report);
     if (pr.contains("ancestors") && pr["ancestors"].is_array()) {
       for (const auto& pa : pr["ancestors"]) {
         json a;
