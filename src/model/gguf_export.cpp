@@ -136,18 +136,6 @@ namespace {
 // gguf-py TokenType
 constexpr int32_t kTokNormal = 1, kTokControl = 3, kTokUserDefined = 4, kTokUnused = 5;
 
-json read_json_file(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) fail("{}: cannot open", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", p.string(), e.what());
-  }
-}
-
 // Id of a tokenizer_config.json special-token field ("[BOS]" or {"content": "[BOS]"}), -1 if none.
 int32_t special_field_id(const Tokenizer& tok, const json& cfg, const char* field) {
   if (!cfg.contains(field)) return -1;
