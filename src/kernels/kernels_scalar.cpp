@@ -28,12 +28,16 @@ void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, 
     float* m = qa.m + t * qa.dm_stride();
     for (int64_t b = 0; b < qa.n_blocks_padded; ++b) {
       float amax = 0;
+      bool finite = true;  // a NaN/Inf activation (broken weights upstream) must give NaN, not UB
       if (b < qa.n_blocks)
-        for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(xt[b * 32 + j]));
-      float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < 32; ++j) {
+          finite &= std::isfinite(xt[b * 32 + j]);
+          amax = std::fmax(amax, std::fabs(xt[b * 32 + j]));
+        }
+      float db = finite ? amax / 127.0f : NAN, id = finite && amax > 0 ? 127.0f / amax : 0.0f;
       int sum = 0;
       for (int j = 0; j < 32; ++j) {
-        int v = b < qa.n_blocks ? int(std::nearbyint(xt[b * 32 + j] * id)) : 0;
+        int v = b < qa.n_blocks && finite ? int(std::nearbyint(xt[b * 32 + j] * id)) : 0;
         q[qact_index(b * 32 + j)] = int8_t(v);
         sum += v;
       }

@@ -197,6 +197,31 @@ TEST(Linear, Int4KnownValues) {
   }
 }
 
+// A non-finite activation (e.g. from a NaN weight upstream) must come out as NaN in every row
+// it touches — never an integer overflow inside the int8 quantization (caught by UBSan).
+TEST(Linear, Int4NonFiniteActivationGivesNaN) {
+  const int64_t rows = 3, cols = 64;
+  std::vector<uint32_t> packed(size_t(rows * cols / 8), 0x99999999u);  // q = 1 everywhere
+  std::vector<uint16_t> scales(size_t(rows * 2), f32_to_bf16(1.0f));
+  WeightView w;
+  w.encoding = WeightEncoding::kInt4Group;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = packed.data();
+  w.group_size = 32;
+  w.scale_cols = 2;
+  w.scale_bf16 = scales.data();
+  for (float bad : {NAN, INFINITY}) {
+    std::vector<float> x(size_t(cols), 1.0f);
+    std::vector<float> y(static_cast<size_t>(rows));
+    x[40] = bad;
+    for (const KernelTable* k : runnable_kernel_tables()) {
+      linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+      for (int64_t r = 0; r < rows; ++r) EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " row " << r;
+    }
+  }
+}
+
 // Every fp8 byte decodes as the spec does (incl. subnormals, +-0, the NaNs 0x7f / 0xff):
 // a 256-column identity-like probe: row r has byte r at column r and 0 elsewhere, x = 1.
 TEST(Linear, Fp8EveryByteDecodesAsSpec) {
