@@ -10,20 +10,14 @@
 
 #include "base/error.h"
 
+#include "base/test_temp_dir.h"
+
 namespace sickle {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sickle-st-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : test_util::TempDir {
+  TempDir() : test_util::TempDir("sickle-st-test") {}
 };
 
 // u64 header length, header text, data bytes.

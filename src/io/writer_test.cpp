@@ -14,21 +14,15 @@
 #include "base/error.h"
 #include "base/hash.h"
 
+#include "base/test_temp_dir.h"
+
 namespace sickle {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sickle-writer-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : test_util::TempDir {
+  TempDir() : test_util::TempDir("sickle-writer-test") {}
   // Entries of the directory other than `keep` (leftover temp dirs show up here).
   std::vector<std::string> entries() const {
     std::vector<std::string> out;

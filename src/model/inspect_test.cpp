@@ -14,21 +14,15 @@
 #include "io/checkpoint.h"
 #include "model/synth.h"
 
+#include "base/test_temp_dir.h"
+
 namespace sickle {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sickle-inspect-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : test_util::TempDir {
+  TempDir() : test_util::TempDir("sickle-inspect-test") {}
 };
 
 SynthOptions opts(const std::string& preset, int64_t layers = 0, int64_t experts = 0) {

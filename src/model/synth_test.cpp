@@ -16,20 +16,14 @@
 #include "base/numeric.h"
 #include "io/checkpoint.h"
 
+#include "base/test_temp_dir.h"
+
 namespace sickle {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sickle-synth-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : test_util::TempDir {
+  TempDir() : test_util::TempDir("sickle-synth-test") {}
 };
 
 std::string file_hash(const fs::path& p) {

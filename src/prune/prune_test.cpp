@@ -26,25 +26,16 @@
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 
+#include "base/test_temp_dir.h"
+
 namespace sickle {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 // A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sickle-prune-test-XXXXXX").string();
-    std::vector<char> b(tmpl.begin(), tmpl.end());
-    b.push_back('\0');
-    SICKLE_CHECK(::mkdtemp(b.data()) != nullptr);
-    path = b.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : test_util::TempDir {
+  TempDir() : test_util::TempDir("sickle-prune-test") { SICKLE_CHECK(!path.empty()); }
 };
 
 std::string slurp(const fs::path& p) {
