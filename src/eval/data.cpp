@@ -24,9 +24,10 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
   CalibReport local;
   CalibReport& rep = report ? *report : local;
   auto seqs = load_samples(files, opt, opt.format == DataFormat::kTokens ? nullptr : &enc, &rep);
-  log_info("{}: {} documents, {} tokens -> {} sequences of <= {} tokens ({} used; {} documents dropped as too long, {} split)",
-           what, rep.n_documents, rep.tokens_total, rep.n_sequences, opt.seq_len, rep.tokens_used, rep.n_dropped,
-           rep.n_split);
+  log_info("{}: {} documents, {} tokens -> {} sequences of <= {} tokens; shard {}/{}: {} sequences, {} tokens used; "
+           "{} documents ({} tokens) dropped as too long, {} split",
+           what, rep.n_documents, rep.tokens_total, rep.n_sequences_total, opt.seq_len, opt.shard_index, opt.n_shards,
+           rep.n_sequences, rep.tokens_used, rep.n_dropped, rep.tokens_dropped, rep.n_split);
   return seqs;
 }
 

@@ -168,6 +168,20 @@ TEST(Linear, Int4SimdMatchesScalarTwin) {
 }
 
 // Exact values: W = identity-like int4 rows and x with one 32-block per row scale pattern.
+// An int4 group-32 view over caller-owned packed words [rows, cols/8] and bf16 scales [rows, cols/32].
+WeightView int4_g32_view(const std::vector<uint32_t>& packed, const std::vector<uint16_t>& scales, int64_t rows,
+                         int64_t cols) {
+  WeightView w;
+  w.encoding = WeightEncoding::kInt4Group;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = packed.data();
+  w.group_size = 32;
+  w.scale_cols = cols / 32;
+  w.scale_bf16 = scales.data();
+  return w;
+}
+
 TEST(Linear, Int4KnownValues) {
   // rows 2, cols 64, group 32: row 0 all q = 1 with scales (0.5, 2); row 1 q = j%16 - 8.
   const int64_t rows = 2, cols = 64;
@@ -179,14 +193,7 @@ TEST(Linear, Int4KnownValues) {
       packed[size_t(r * cols / 8 + wd)] = pack_int4_word(q);
     }
   std::vector<uint16_t> scales = {f32_to_bf16(0.5f), f32_to_bf16(2.0f), f32_to_bf16(1.0f), f32_to_bf16(1.0f)};
-  WeightView w;
-  w.encoding = WeightEncoding::kInt4Group;
-  w.rows = rows;
-  w.cols = cols;
-  w.data = packed.data();
-  w.group_size = 32;
-  w.scale_cols = 2;
-  w.scale_bf16 = scales.data();
+  WeightView w = int4_g32_view(packed, scales, rows, cols);
   // x = 1 everywhere: quantization is exact (q = 127, d = 1/127).
   std::vector<float> x(size_t(cols), 1.0f), y(2);
   for (const KernelTable* k : runnable_kernel_tables()) {
@@ -203,14 +210,7 @@ TEST(Linear, Int4NonFiniteActivationGivesNaN) {
   const int64_t rows = 3, cols = 64;
   std::vector<uint32_t> packed(size_t(rows * cols / 8), 0x99999999u);  // q = 1 everywhere
   std::vector<uint16_t> scales(size_t(rows * 2), f32_to_bf16(1.0f));
-  WeightView w;
-  w.encoding = WeightEncoding::kInt4Group;
-  w.rows = rows;
-  w.cols = cols;
-  w.data = packed.data();
-  w.group_size = 32;
-  w.scale_cols = 2;
-  w.scale_bf16 = scales.data();
+  WeightView w = int4_g32_view(packed, scales, rows, cols);
   for (float bad : {NAN, INFINITY}) {
     std::vector<float> x(size_t(cols), 1.0f);
     std::vector<float> y(static_cast<size_t>(rows));

@@ -11,8 +11,7 @@
 #include "prune/calib_data.h"
 #include "prune/fingerprint.h"
 #include "prune/observer.h"
-#include "tokenizer/chat.h"
-#include "tokenizer/tokenizer.h"
+#include "eval/data.h"
 
 namespace sickle::cli {
 namespace {
@@ -57,24 +56,9 @@ Registrar reg{Command{
         mo.n_threads = a->threads;
         mo.max_step_tokens = std::max<int64_t>(a->step_tokens, co.seq_len);
         auto model = Model::load(a->model, mo);
-        std::unique_ptr<Tokenizer> tok;
-        CalibEncoder enc;
-        if (co.format != DataFormat::kTokens) {
-          tok = Tokenizer::load(a->model);
-          const bool special = co.format == DataFormat::kChatJsonl;  // plain text never injects control tokens
-          enc.encode = [&tok, special](const std::string& t) { return tok->encode(t, special); };
-          enc.render_chat = [&tok](const nlohmann::json& m) {
-            return render_chat(*tok, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false);
-          };
-          co.bos_id = tok->bos_id();
-        }
         std::vector<fs::path> files(a->data.begin(), a->data.end());
         CalibReport rep;
-        auto seqs = load_samples(files, co, co.format == DataFormat::kTokens ? nullptr : &enc, &rep);
-        log_info("observe: {} documents, {} tokens -> {} sequences of <= {} tokens; shard {}/{}: {} sequences, {} "
-                 "tokens used; {} documents ({} tokens) dropped as too long, {} split",
-                 rep.n_documents, rep.tokens_total, rep.n_sequences_total, co.seq_len, co.shard_index, co.n_shards,
-                 rep.n_sequences, rep.tokens_used, rep.n_dropped, rep.tokens_dropped, rep.n_split);
+        auto seqs = load_token_windows(a->model, files, co, &rep, "observe");
         if (seqs.empty()) fail("no calibration tokens in this shard: nothing to observe");
         const int64_t vocab = model->vocab_size();
         for (const auto& s : seqs)
