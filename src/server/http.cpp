@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "server/openai.h"
 #include "server/output_parser.h"
+#include "server/peer.h"
 
 namespace sickle::server {
 
@@ -57,16 +58,20 @@ SamplingParams sampling_of(const SamplingFields& r) {
 // One chat generation, consumed by the streaming and the non-streaming paths alike.
 class ChatRun {
  public:
+  // `forced`: the reply's opening that the prompt forced (ToolForcing::prefix), read first.
   ChatRun(const TextCodec& codec, const MarkerIds& ids, std::shared_ptr<GenHandle> h, const ChatRequest& r,
-          bool start_in_reasoning)
+          bool start_in_reasoning, std::string_view forced = {})
       : codec_(codec), h_(std::move(h)), out_(codec, ids, r.stop, start_in_reasoning),
-        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec.stop_ids()) {}
+        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec.stop_ids()) {
+    if (!forced.empty()) out_.prime(forced, forced_);
+  }
   ~ChatRun() { h_->cancel(); }  // no-op once finished; frees the sequence if the client left
 
   // Waits for tokens; appends what they produce. Returns false once the generation is over
   // (then finish_reason/usage/error are set).
   bool step(OutputDelta& delta, std::vector<TokenLogprob>& lps) {
     if (done_) return false;
+    if (!forced_.empty()) delta.append(std::exchange(forced_, {}));
     std::vector<GenToken> toks;
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
@@ -109,6 +114,7 @@ class ChatRun {
   int64_t n_completion_ = 0;
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
+  OutputDelta forced_;  // deltas of the forced opening, sent with the first step's
 };
 
 class TextRun {
@@ -140,6 +146,7 @@ class TextRun {
   Usage usage() const { return Usage{h_->n_prompt(), n_completion_, h_->n_cached()}; }
   const std::string& finish_reason() const { return finish_reason_; }
   const std::string& error() const { return error_; }
+  void cancel() { h_->cancel(); }
 
  private:
   std::shared_ptr<GenHandle> h_;
@@ -216,6 +223,19 @@ struct HttpServer::Impl {
     };
   }
 
+  static PeerWatch watch(const httplib::Request& req) {
+    return PeerWatch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+  }
+
+  // The client of a non-streaming request left while it waited: stop its sequence (the
+  // scheduler frees the cache at its next step). 499 (nginx's "client closed request") only
+  // shows in the access metrics; nobody reads the response.
+  template <class Run>
+  static void client_gone(httplib::Response& res, Run& run) {
+    run.cancel();
+    send_error(res, ApiError(499, "Client closed the request.", "", "invalid_request_error", "client_closed_request"));
+  }
+
   void chat(const httplib::Request& req, httplib::Response& res) {
     ChatRequest r = parse_chat_request(parse_body(req.body));
     check_model(r.model);
@@ -228,23 +248,30 @@ struct HttpServer::Impl {
         if (t["function"]["name"] == r.tool_choice_name) only.push_back(t);
       tools = only;
     }
-    bool thinking = r.thinking.value_or(opt.default_thinking);
+    // tool_choice required / named: the reply starts with the tool call's opening (Kimi
+    // markers; without them, only the tool list above is narrowed). The forced call comes
+    // right after the generation prompt, so reasoning is skipped (`<think></think>`).
+    const ToolForcing forcing = tool_forcing(markers, r.tool_choice, r.tool_choice_name, r.messages);
+    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty();
     std::string prompt_text;
     try {
       prompt_text = codec.render_chat(r.messages, tools, thinking);
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "messages");
     }
+    prompt_text += forcing.prefix;
     GenRequest g;
     g.prompt = codec.encode(prompt_text);
     g.max_tokens = r.max_tokens.value_or(0);
     g.sampling = sampling_of(r);
     g.stop_ids = codec.stop_ids();
+    // A named choice is one call: it ends with its <|tool_call_end|> (finish_reason tool_calls).
+    if (forcing.named) g.stop_ids.push_back(markers.ids[int(Marker::kCallEnd)]);
     g.ignore_eos = r.ignore_eos;
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
     const int32_t think_id = markers.ids[int(Marker::kThinkBegin)];
     const bool in_reasoning = think_id >= 0 && !g.prompt.empty() && g.prompt.back() == think_id;
-    auto run = std::make_shared<ChatRun>(codec, markers, sched.submit(std::move(g)), r, in_reasoning);
+    auto run = std::make_shared<ChatRun>(codec, markers, sched.submit(std::move(g)), r, in_reasoning, forcing.prefix);
     const std::string id = new_request_id("chatcmpl-");
     const int64_t created_at = unix_now();
     const std::string model = opt.model_name;
@@ -252,11 +279,13 @@ struct HttpServer::Impl {
     if (!r.stream) {
       OutputDelta all;
       std::vector<TokenLogprob> lps;
+      PeerWatch peer = watch(req);
       while (true) {
         OutputDelta d;
         bool more = run->step(d, lps);
         all.append(std::move(d));
         if (!more) break;
+        if (peer.gone()) return client_gone(res, *run);
       }
       if (!run->error().empty()) throw ApiError(500, run->error(), "", "server_error");
       ChatChoice c;
@@ -340,8 +369,9 @@ struct HttpServer::Impl {
 
     if (!r.stream) {
       std::string text = echo;
-      while (run->step(text)) {
-      }
+      PeerWatch peer = watch(req);
+      while (run->step(text))
+        if (peer.gone()) return client_gone(res, *run);
       if (!run->error().empty()) throw ApiError(500, run->error(), "", "server_error");
       send_json(res, 200, completion_json(id, created_at, model, text, run->finish_reason(), run->usage()));
       return;
@@ -379,6 +409,9 @@ struct HttpServer::Impl {
   void setup() {
     const int n_threads = std::max(4, opt.n_http_threads);
     svr.new_task_queue = [n_threads] { return new httplib::ThreadPool(size_t(n_threads)); };
+    // Streaming writes one small SSE event per step: without TCP_NODELAY, Nagle holds the
+    // second small segment until the client's delayed ACK (~40 ms on Linux loopback).
+    svr.set_tcp_nodelay(true);
     svr.set_payload_max_length(opt.max_body_bytes);
     svr.set_read_timeout(30, 0);
     svr.set_write_timeout(30, 0);

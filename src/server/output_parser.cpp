@@ -223,12 +223,48 @@ std::string StopMatcher::flush() {
   return std::exchange(pending_, {});
 }
 
+// ---- forced tool calls ----
+
+ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, const std::string& name,
+                         const nlohmann::json& messages) {
+  ToolForcing f;
+  if (tool_choice != "required" && tool_choice != "named") return f;
+  for (Marker m : {Marker::kSectionBegin, Marker::kCallBegin, Marker::kArgBegin, Marker::kCallEnd})
+    if (ids.ids[int(m)] < 0) return f;
+  f.prefix = std::string(marker_text(Marker::kSectionBegin)) + marker_text(Marker::kCallBegin);
+  if (tool_choice == "named") {
+    int64_t n_calls = 0;
+    if (messages.is_array())
+      for (auto& m : messages)
+        if (m.is_object() && m.value("role", "") == "assistant" && m.contains("tool_calls") && m["tool_calls"].is_array())
+          n_calls += int64_t(m["tool_calls"].size());
+    f.prefix += "functions." + name + ":" + std::to_string(n_calls) + marker_text(Marker::kArgBegin);
+    f.named = true;
+  }
+  return f;
+}
+
 // ---- pipelines ----
 
 ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, std::vector<std::string> stops,
                        bool start_in_reasoning)
     : codec_(codec), ids_(ids), stream_(codec.new_stream()), stop_(std::move(stops)),
       parser_(ids, start_in_reasoning) {}
+
+void ChatOutput::prime(std::string_view forced, OutputDelta& out) {
+  auto stream = codec_.new_stream();
+  for (int32_t id : codec_.encode(forced)) {
+    bool marker = false;
+    for (int32_t m : ids_.ids) marker |= m == id;
+    if (marker) {
+      parser_.push(-1, stream->flush(), out);
+      parser_.push(id, {}, out);
+    } else if (!codec_.is_special(id)) {
+      parser_.push(-1, stream->push(id), out);
+    }
+  }
+  parser_.push(-1, stream->flush(), out);
+}
 
 bool ChatOutput::push(int32_t id, OutputDelta& out) {
   if (stop_.stopped()) return false;

@@ -97,10 +97,29 @@ class StopMatcher {
   bool stopped_ = false;
 };
 
+// tool_choice "required" or a named function (OpenAI semantics), forced as vLLM and SGLang do
+// for Kimi: the rendered prompt is followed by the assistant's tool-call opening, which the
+// output parser then reads first (ChatOutput::prime), so the response is exactly what it would
+// be had the model generated those tokens itself.
+//   required: <|tool_calls_section_begin|><|tool_call_begin|>          (the model names the function)
+//   named X:  <|tool_calls_section_begin|><|tool_call_begin|>functions.X:N<|tool_call_argument_begin|>
+// N counts the tool calls already in the conversation (Kimi's ids, as vLLM numbers them).
+struct ToolForcing {
+  std::string prefix;  // to append to the prompt text; empty = nothing forced
+  bool named = false;  // one call to one function: generation ends at its <|tool_call_end|>
+};
+// `tool_choice` as ChatRequest holds it (none | auto | required | named + `name`); `messages`
+// normalized. Nothing is forced for none/auto, or when the tokenizer lacks the Kimi markers.
+ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, const std::string& name,
+                         const nlohmann::json& messages);
+
 // The text pipeline of one chat response: detokenize -> stop strings -> parser.
 class ChatOutput {
  public:
   ChatOutput(const TextCodec& codec, const MarkerIds& ids, std::vector<std::string> stops, bool start_in_reasoning);
+  // Reads text the prompt forced on the reply (ToolForcing::prefix) as if generated: markers
+  // switch the parser's state, the rest goes to the parser; stop strings do not apply.
+  void prime(std::string_view forced, OutputDelta& out);
   // Feeds one generated token. Returns false once a stop string matched (stop generating).
   bool push(int32_t id, OutputDelta& out);
   void finish(OutputDelta& out);

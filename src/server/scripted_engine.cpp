@@ -79,8 +79,15 @@ class ScriptedEngine : public Engine {
         reply = &r.reply;
         break;
       }
-    size_t k = h.size() - gen;  // reply tokens already produced
-    return k < reply->size() ? (*reply)[k] : end_;
+    // Reply tokens already produced: all of them once the reply occurs after the generation
+    // prompt; else the longest tail of what follows it that begins the reply. That is the
+    // reply's prefix itself, or what comes after an opening the prompt forced (tool_choice).
+    const auto g = h.begin() + std::ptrdiff_t(gen);
+    const auto& r = *reply;
+    if (!r.empty() && std::search(g, h.end(), r.begin(), r.end()) != h.end()) return end_;
+    size_t n = size_t(h.end() - g), k = std::min(n, r.size());
+    while (k > 0 && !std::equal(h.end() - std::ptrdiff_t(k), h.end(), r.begin())) --k;
+    return k < r.size() ? r[k] : end_;
   }
 
   struct Rule {

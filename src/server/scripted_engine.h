@@ -9,6 +9,10 @@
 // thinking on a reply looks like "reasoning</think>answer". Markers in the reply (<think>,
 // <|tool_call_begin|>, ...) are encoded as their special ids. After the reply: <|im_end|>.
 //
+// An opening the prompt forced after the generation prompt (tool_choice required / named)
+// counts as produced: a reply that continues it (`{"city": "Paris"}<|tool_call_end|>...`) is
+// emitted after it.
+//
 // The next token is a pure function of the sequence's tokens, so batching and prefix caching
 // behave as with a real model.
 #pragma once

@@ -222,7 +222,13 @@ describe('scripted engine (parsing contract)', () => {
   const TOOL_REPLY = 'The user wants the weather; I will call the tool.</think>' +
     '<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>' +
     '{"city": "Paris", "unit": "celsius"}<|tool_call_end|><|tool_calls_section_end|>';
+  // Replies that continue a forced tool-call opening (tool_choice required / named): without
+  // forcing they are not tool calls at all.
+  const CALL_END = '<|tool_call_end|><|tool_calls_section_end|>';
   const rules = [
+    { when: 'rainy, 12C', reply: '{"city": "Hamburg"}' + CALL_END },
+    { when: 'weather in Berlin', reply: '{"city": "Berlin"}' + CALL_END },
+    { when: 'time in Tokyo', reply: 'functions.get_time:0<|tool_call_argument_begin|>{"tz": "Asia/Tokyo"}' + CALL_END },
     { when: '22C and sunny', reply: 'Got the result.</think>It is 22C and sunny in Paris.' },
     { when: 'weather in Paris', reply: TOOL_REPLY },
     { when: 'capital of France', reply: 'Simple geography question.</think>The capital of France is Paris.' },
@@ -231,6 +237,31 @@ describe('scripted engine (parsing contract)', () => {
   ];
   const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city',
     parameters: { type: 'object', properties: { city: { type: 'string' }, unit: { type: 'string' } }, required: ['city'] } } }];
+  const bothTools = [...tools, { type: 'function', function: { name: 'get_time', description: 'Time in a zone',
+    parameters: { type: 'object', properties: { tz: { type: 'string' } } } } }];
+  // A streamed chat as the client sees it: tool calls accumulated from their deltas.
+  async function streamed(req) {
+    const calls = [];
+    let finish = null, content = '', reasoning = '', nFirst = 0;
+    for await (const chunk of await client.chat.completions.create({ ...req, stream: true })) {
+      const c = chunk.choices[0];
+      if (!c) continue;
+      content += c.delta.content ?? '';
+      reasoning += c.delta.reasoning_content ?? '';
+      for (const t of c.delta.tool_calls ?? []) {
+        if (t.id) {
+          nFirst++;
+          assert.equal(t.index, calls.length);
+          assert.equal(t.type, 'function');
+          calls.push({ id: t.id, type: 'function', function: { name: t.function.name, arguments: t.function.arguments ?? '' } });
+        } else {
+          calls[t.index].function.arguments += t.function.arguments;
+        }
+      }
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+    return { calls, finish, content, reasoning, nFirst };
+  }
   let srv, client, dir;
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sickle-script-'));
@@ -329,6 +360,65 @@ describe('scripted engine (parsing contract)', () => {
       messages: [{ role: 'user', content: 'What is the weather in Paris?' }] });
     const final = await runner.finalChatCompletion();
     assert.equal(final.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  });
+
+  test('tool_choice naming a function forces a call to it (ids count earlier calls)', async () => {
+    const messages = [{ role: 'user', content: 'What is the weather in Berlin?' }];
+    // Left to itself, the model does not call a tool here.
+    const free = await client.chat.completions.create({ model: NAME, messages, tools: bothTools });
+    assert.equal(free.choices[0].message.tool_calls, undefined);
+    assert.equal(free.choices[0].finish_reason, 'stop');
+
+    const req = { model: NAME, messages, tools: bothTools, tool_choice: { type: 'function', function: { name: 'get_weather' } } };
+    const r = await client.chat.completions.create(req);
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls');
+    assert.equal(c.message.content, null);
+    assert.equal(c.message.reasoning_content, undefined, 'a forced call skips reasoning');
+    assert.equal(c.message.tool_calls.length, 1);
+    const call = c.message.tool_calls[0];
+    assert.equal(call.id, 'functions.get_weather:0');
+    assert.equal(call.function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(call.function.arguments), { city: 'Berlin' });
+    // The call ends at its <|tool_call_end|>; only generated tokens count, not the forced opening
+    // (the free reply had the same arguments, then <|tool_calls_section_end|><|im_end|>).
+    assert.equal(r.usage.completion_tokens, free.usage.completion_tokens - 2);
+
+    const s = await streamed(req);
+    assert.equal(s.finish, 'tool_calls');
+    assert.equal(s.content, '');
+    assert.equal(s.reasoning, '');
+    assert.equal(s.nFirst, 1);
+    assert.deepEqual(s.calls, c.message.tool_calls);
+    const final = await client.beta.chat.completions.stream(req).finalChatCompletion();
+    assert.deepEqual(final.choices[0].message.tool_calls.map((t) => [t.id, t.function.name, t.function.arguments]),
+      [[call.id, 'get_weather', call.function.arguments]]);
+
+    // Next turn, forced again: Kimi numbers calls over the conversation.
+    messages.push(c.message, { role: 'tool', tool_call_id: call.id, content: 'rainy, 12C' });
+    const r2 = await client.chat.completions.create({ ...req, messages });
+    assert.equal(r2.choices[0].message.tool_calls[0].id, 'functions.get_weather:1');
+    assert.deepEqual(JSON.parse(r2.choices[0].message.tool_calls[0].function.arguments), { city: 'Hamburg' });
+  });
+
+  test('tool_choice required forces a call; the model picks the function', async () => {
+    const messages = [{ role: 'user', content: 'What is the time in Tokyo?' }];
+    const free = await client.chat.completions.create({ model: NAME, messages, tools: bothTools, tool_choice: 'auto' });
+    assert.equal(free.choices[0].message.tool_calls, undefined);
+
+    const req = { model: NAME, messages, tools: bothTools, tool_choice: 'required' };
+    const r = await client.chat.completions.create(req);
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls');
+    assert.equal(c.message.content, null);
+    assert.equal(c.message.tool_calls.length, 1);
+    assert.equal(c.message.tool_calls[0].id, 'functions.get_time:0');
+    assert.equal(c.message.tool_calls[0].function.name, 'get_time');
+    assert.deepEqual(JSON.parse(c.message.tool_calls[0].function.arguments), { tz: 'Asia/Tokyo' });
+    const s = await streamed(req);
+    assert.equal(s.finish, 'tool_calls');
+    assert.equal(s.content, '');
+    assert.deepEqual(s.calls, c.message.tool_calls);
   });
 
   test('stop string (split across tokens) ends generation, usage included', async () => {
