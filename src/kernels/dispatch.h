@@ -36,6 +36,17 @@ struct QuantizedActs {
   static size_t bytes_for(int64_t n, int64_t cols);
 };
 
+// Activations for the AMX bf16 kernel, each value split into three bf16s, x = hi + mid + lo
+// (24 mantissa bits: exact for normal f32, so the products are those of the f32 kernels and
+// only the summation order differs). Pair-major so that one tile row holds pair j of 16
+// consecutive tokens: hi[j * n_pad + t] = bf16(x[t][2j]) | bf16(x[t][2j+1]) << 16, for any
+// starting token t. Columns n..n_pad are zero (a tile may read up to 15 tokens past the last).
+struct PackedBf16 {
+  int64_t n = 0, n_pad = 0, cols = 0;
+  uint32_t* part[3] = {};  // hi, mid, lo: each [cols / 2, n_pad]
+  static size_t bytes_for(int64_t n, int64_t cols);
+};
+
 struct KernelTable {
   const char* name;
   // Quantize tokens [t0, t1) of x into qa (qa's arrays already sized for qa.n tokens).
@@ -51,11 +62,20 @@ struct KernelTable {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // out = g / (1 + exp(-g)) * u; SIMD tables use a Cephes-style exp (relative error ~1e-7).
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
+  // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
+  // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
+  // use it when n >= dense_packed_min_n, packing x once per call with pack_bf16 (tokens
+  // [t0, t1) of x [n, ldx] into pa, whose arrays are sized for pa.n tokens).
+  void (*linear_bf16_packed)(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,
+                             float* y, int64_t ldy) = nullptr;
+  void (*pack_bf16)(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf16& pa) = nullptr;
+  int64_t dense_packed_min_n = 0;
 };
 
 extern const KernelTable kScalarKernels;
 extern const KernelTable kAvx2Kernels;    // needs avx2 + fma + f16c
 extern const KernelTable kAvx512Kernels;  // needs avx512f/bw/vl + avx512vnni
+extern const KernelTable kAmxKernels;     // avx512 + AMX tiles (int8, bf16) for prefill-sized n
 
 // The best table for this CPU (picked once). SICKLE_KERNELS=scalar|avx2|avx512 overrides it
 // (for tests and benchmarks); an override the CPU cannot run is ignored with a warning.

@@ -15,11 +15,54 @@
 
 namespace sickle {
 
-void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
 void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
                           float* y, int64_t ldy);
 
 namespace {
+
+// ---------------------------------------------------------------- activation quantization
+
+// quantize_acts_generic with vectors, value for value: amax = max |x| over the block, id =
+// 127 / amax, q = round-to-nearest-even(x * id) (cvtps under the default MXCSR rounding = the
+// generic nearbyint), d = amax / 127; a non-finite value makes the block's d (and m) NaN.
+void quantize_acts_avx512(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xt = x + t * ldx;
+    int8_t* q = qa.q + t * qa.q_stride();
+    float* d = qa.d + t * qa.dm_stride();
+    float* m = qa.m + t * qa.dm_stride();
+    for (int64_t b = 0; b < qa.n_blocks_padded; ++b) {
+      int8_t* qe = q + (b / 4) * 128 + (b % 4) * 16;
+      if (b >= qa.n_blocks) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qe), _mm_setzero_si128());
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qe + 64), _mm_setzero_si128());
+        _mm_storeu_ps(d + 4 * b, _mm_setzero_ps());
+        _mm_storeu_ps(m + 4 * b, _mm_setzero_ps());
+        continue;
+      }
+      const __m512 x0 = _mm512_loadu_ps(xt + b * 32), x1 = _mm512_loadu_ps(xt + b * 32 + 16);
+      // fpclass 0x99: QNaN | +Inf | -Inf | SNaN.
+      const bool finite = (_mm512_fpclass_ps_mask(x0, 0x99) | _mm512_fpclass_ps_mask(x1, 0x99)) == 0;
+      float db = NAN, sumf = 0;
+      __m128i e8 = _mm_setzero_si128(), o8 = _mm_setzero_si128();
+      if (finite) {
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        db = amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, id)), v1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, id));
+        e8 = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(v0, even, v1));
+        o8 = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(v0, odd, v1));
+        sumf = float(_mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1)));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qe), e8);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qe + 64), o8);
+      _mm_storeu_ps(d + 4 * b, _mm_set1_ps(db));
+      _mm_storeu_ps(m + 4 * b, _mm_set1_ps(2.0f * db * sumf));
+    }
+  }
+}
 
 // ---------------------------------------------------------------- int4 x int8 (VNNI)
 
@@ -335,7 +378,7 @@ void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) 
 
 }  // namespace
 
-const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_generic, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512,           silu_mul_avx512};
+const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
+                                    dot_avx512, axpy_avx512,          silu_mul_avx512};
 
 }  // namespace sickle

@@ -114,6 +114,7 @@ bool can_run(const KernelTable& t) {
   const CpuFeatures& f = cpu_features();
   if (&t == &kAvx2Kernels) return f.avx2 && f.fma && f.f16c;
   if (&t == &kAvx512Kernels) return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.fma && f.f16c;
+  if (&t == &kAmxKernels) return can_run(kAvx512Kernels) && f.avx512bf16 && f.amx;
   return true;
 }
 
@@ -124,7 +125,7 @@ const KernelTable kScalarKernels = {"scalar", quantize_acts_generic, linear_int4
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;
-  for (const KernelTable* t : {&kScalarKernels, &kAvx2Kernels, &kAvx512Kernels})
+  for (const KernelTable* t : {&kScalarKernels, &kAvx2Kernels, &kAvx512Kernels, &kAmxKernels})
     if (can_run(*t)) v.push_back(t);
   return v;
 }

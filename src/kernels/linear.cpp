@@ -1,5 +1,8 @@
 #include "kernels/linear.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "base/error.h"
 #include "kernels/dispatch.h"
 #include "runtime/scratch.h"
@@ -11,6 +14,16 @@ namespace {
 
 // Below this many multiply-adds a parallel_for costs more than it saves (wake-up ~ microseconds).
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
+
+// Rows split across the pool in whole 16-row stripes (the AMX tiles' height; the last range
+// takes the remainder), so no thread ends on a partial stripe.
+template <class F>
+void parallel_rows(ThreadPool* pool, int64_t rows, F&& fn) {
+  const int64_t n_stripes = (rows + 15) / 16;
+  parallel_for(pool, n_stripes, [&](int64_t s0, int64_t s1, int tid) {
+    fn(s0 * 16, std::min(rows, s1 * 16), tid);
+  });
+}
 
 bool int4_supported(const WeightView& w) {
   return w.group_size >= 32 && w.group_size % 32 == 0 && w.cols % w.group_size == 0 && w.scale_bf16 != nullptr;
@@ -49,6 +62,31 @@ void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n,
   parallel_for(pool, n, [&](int64_t t0, int64_t t1, int) { k.quantize_acts(x, ldx, t0, t1, qa); });
 }
 
+size_t PackedBf16::bytes_for(int64_t n, int64_t cols) {
+  const int64_t n_pad = (n + 15) / 16 * 16 + 16;
+  return 3 * ScratchArena::padded(size_t(cols / 2 * n_pad) * sizeof(uint32_t));
+}
+
+bool uses_packed_bf16(const KernelTable& k, const WeightView& w, int64_t n) {
+  return k.linear_bf16_packed != nullptr && w.encoding == WeightEncoding::kBF16 && w.cols % 32 == 0 &&
+         n >= k.dense_packed_min_n;
+}
+
+void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
+               PackedBf16& pa, ThreadPool* pool) {
+  pa.n = n;
+  pa.cols = cols;
+  pa.n_pad = (n + 15) / 16 * 16 + 16;
+  ScratchArena arena(buf, PackedBf16::bytes_for(n, cols));
+  for (uint32_t*& p : pa.part) {
+    p = arena.alloc<uint32_t>(size_t(cols / 2 * pa.n_pad));
+    // Only the padding columns need zeros; the packers write every (pair, token < n).
+    for (int64_t j = 0; j < cols / 2; ++j) std::memset(p + j * pa.n_pad + n, 0, size_t(pa.n_pad - n) * sizeof(uint32_t));
+  }
+  if (n * cols < kMinParallelWork) pool = nullptr;
+  parallel_for(pool, n, [&](int64_t t0, int64_t t1, int) { k.pack_bf16(x, ldx, t0, t1, pa); });
+}
+
 void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
   SICKLE_CHECK(w.data != nullptr, "{}: no data", w.name);
   if (n <= 0 || w.rows <= 0) return;
@@ -58,10 +96,18 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
     thread_local ScratchBuffer buf;  // the caller's: workers only read it during parallel_for
     QuantizedActs qa;
     quantize_acts(k, x, w.cols, n, w.cols, buf, qa, pool);
-    parallel_for(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_int4(w, qa, r0, r1, y, w.rows); });
+    parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_int4(w, qa, r0, r1, y, w.rows); });
     return;
   }
-  parallel_for(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, w.cols, n, r0, r1, y, w.rows); });
+  if (uses_packed_bf16(k, w, n)) {
+    thread_local ScratchBuffer buf;
+    PackedBf16 pa;
+    pack_bf16(k, x, w.cols, n, w.cols, buf, pa, pool);
+    parallel_rows(pool, w.rows,
+                  [&](int64_t r0, int64_t r1, int) { k.linear_bf16_packed(w, pa, 0, n, r0, r1, y, w.rows); });
+    return;
+  }
+  parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, w.cols, n, r0, r1, y, w.rows); });
 }
 
 void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {

@@ -26,6 +26,7 @@ class ThreadPool;
 class ScratchBuffer;
 struct KernelTable;
 struct QuantizedActs;
+struct PackedBf16;
 
 void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
 void linear_scalar(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
@@ -37,5 +38,11 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
 // For callers that feed one activation to several int4 weights (gate and up of an expert).
 void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
                    QuantizedActs& qa, ThreadPool* pool);
+
+// Whether table k runs bf16 weight w on packed activations for n tokens (AMX), and the packing:
+// x [n, ldx] (first w.cols values of each row) into pa, its arrays carved from buf.
+bool uses_packed_bf16(const KernelTable& k, const WeightView& w, int64_t n);
+void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
+               PackedBf16& pa, ThreadPool* pool);
 
 }  // namespace sickle

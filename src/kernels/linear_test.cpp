@@ -269,6 +269,105 @@ TEST(QuantizedActs, RoundTripWithinHalfStep) {
   }
 }
 
+// The AMX table's tile kernels (n >= 4 tokens): full and partial 16-row stripes and 16-token
+// tiles, block counts with and without a 4-block tail, group 32 and 128, with and without the
+// pool (thread ranges are whole stripes). int4 against the scalar twin (same integer sums),
+// bf16 against the spec (hi + lo activation split: <= 2^-16 |w x| per product).
+TEST(Linear, AmxTilesMatchSpec) {
+  const KernelTable* amx = nullptr;
+  for (const KernelTable* k : runnable_kernel_tables())
+    if (std::string(k->name) == "amx") amx = k;
+  if (!amx) GTEST_SKIP() << "no AMX on this CPU";
+  ThreadPool pool(3);
+  const int64_t rows_list[] = {16, 17, 48, 80, 100, 64};
+  const int64_t cols_list[] = {32, 96, 160, 128, 2048, 224};
+  const int64_t n_list[] = {4, 5, 15, 16, 17, 33, 40};
+  int ci = 0;
+  for (int64_t n : n_list)
+    for (int j = 0; j < 3; ++j, ++ci) {
+      const int64_t rows = rows_list[(ci * 5 + j) % 6], cols = cols_list[(ci + 2 * j) % 6];
+      for (int64_t group : {int64_t(32), int64_t(128)}) {
+        if (cols % group) continue;
+        OwnedWeight w = make_weight(WeightEncoding::kInt4Group, rows, cols, group, 4 * (ci % 3), 300 + ci);
+        Acts a = make_acts(n, cols, ci % 4, 400 + ci);
+        ErrorScales es = error_scales(w.view, a.x, n);
+        std::vector<float> twin(size_t(n * rows)), y(size_t(n * rows));
+        linear_with(kScalarKernels, w.view, a.x, n, twin.data(), nullptr);
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          std::fill(y.begin(), y.end(), NAN);
+          linear_with(*amx, w.view, a.x, n, y.data(), p);
+          ASSERT_LE(max_rel_err(y.data(), twin.data(), es.abs_product.data(), n, rows), 1e-5)
+              << "int4 group " << group << " rows " << rows << " cols " << cols << " n " << n << (p ? " pooled" : "");
+        }
+      }
+      OwnedWeight w = make_weight(WeightEncoding::kBF16, rows, cols, 1, 2 * (ci % 3), 500 + ci);
+      Acts a = make_acts(n, cols, ci % 4, 600 + ci);
+      ErrorScales es = error_scales(w.view, a.x, n);
+      std::vector<float> ref(size_t(n * rows)), y(size_t(n * rows));
+      linear_scalar(w.view, a.x, n, ref.data(), nullptr);
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        std::fill(y.begin(), y.end(), NAN);
+        linear_with(*amx, w.view, a.x, n, y.data(), p);
+        ASSERT_LE(max_rel_err(y.data(), ref.data(), es.abs_product.data(), n, rows), 1e-5)
+            << "bf16 rows " << rows << " cols " << cols << " n " << n << (p ? " pooled" : "");
+      }
+    }
+}
+
+// A NaN or Inf activation poisons exactly its own token's outputs in the tile kernels too.
+TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
+  const int64_t rows = 32, cols = 128, n = 20;
+  for (WeightEncoding enc : {WeightEncoding::kInt4Group, WeightEncoding::kBF16}) {
+    OwnedWeight w = make_weight(enc, rows, cols, enc == WeightEncoding::kBF16 ? 1 : 32, 0, 7);
+    for (float bad : {NAN, INFINITY}) {
+      Acts a = make_acts(n, cols, 0, 8);
+      a.x[7 * cols + 50] = bad;
+      std::vector<float> y(size_t(n * rows));
+      for (const KernelTable* k : runnable_kernel_tables()) {
+        linear_with(*k, w.view, a.x, n, y.data(), nullptr);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < rows; ++r) {
+            const float v = y[size_t(t * rows + r)];
+            if (t != 7) ASSERT_TRUE(std::isfinite(v)) << k->name << " token " << t << " row " << r;
+            else if (enc == WeightEncoding::kInt4Group || std::isnan(bad)) ASSERT_TRUE(std::isnan(v)) << k->name << " row " << r;
+            else ASSERT_FALSE(std::isfinite(v)) << k->name << " row " << r;  // +-inf (or NaN)
+          }
+      }
+    }
+  }
+}
+
+// Every table quantizes exactly as the generic code (the int4 kernels' integer sums then agree
+// with the scalar twin bit for bit): ties (x * id = k + 0.5), an all-zero block, NaN and Inf
+// blocks, a 1-3 block tail past a multiple of 4.
+TEST(QuantizedActs, EveryTableEqualsGeneric) {
+  for (int64_t cols : {int64_t(32), int64_t(96), int64_t(160), int64_t(2048)}) {
+    const int64_t n = 5;
+    Acts a = make_acts(n, cols, 0, 9 + uint32_t(cols));
+    for (int64_t c = 0; c < 32; ++c) a.x[c] = float(c - 16) * 0.5f;  // amax 8: id = 127/8, ties
+    for (int64_t c = 0; c < 32; ++c) a.x[cols + c] = 0.0f;            // token 1 block 0 all zero
+    a.x[2 * cols + 3] = NAN;
+    a.x[3 * cols + cols - 1] = -INFINITY;
+    ScratchBuffer gbuf;
+    QuantizedActs g;
+    quantize_acts(kScalarKernels, a.x, cols, n, cols, gbuf, g, nullptr);
+    for (const KernelTable* k : runnable_kernel_tables()) {
+      ScratchBuffer buf;
+      QuantizedActs qa;
+      quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
+      ASSERT_EQ(std::memcmp(qa.q, g.q, size_t(n * g.q_stride())), 0) << k->name << " cols " << cols;
+      for (int64_t i = 0; i < n * g.dm_stride(); ++i) {
+        if (std::isnan(g.d[i])) {
+          ASSERT_TRUE(std::isnan(qa.d[i]) && std::isnan(qa.m[i])) << k->name << " cols " << cols << " entry " << i;
+          continue;
+        }
+        ASSERT_EQ(qa.d[i], g.d[i]) << k->name << " cols " << cols << " entry " << i;
+        ASSERT_EQ(qa.m[i], g.m[i]) << k->name << " cols " << cols << " entry " << i;
+      }
+    }
+  }
+}
+
 TEST(Linear, EmptyInputsDoNothing) {
   OwnedWeight w = make_weight(WeightEncoding::kBF16, 4, 32, 1, 0, 1);
   float y[4] = {7, 7, 7, 7};

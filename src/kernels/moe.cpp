@@ -48,9 +48,11 @@ void gather_quantized(const QuantizedActs& src, const int32_t* token_of, int64_t
 
 // y[p0.., r0..r1) for the n tokens of one bucket: int4 weights read the quantized rows, the
 // rest the f32 rows (ld = the input width).
-void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q, const float* xf, int64_t p0,
-              int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+// pb (when packed) holds the same rows as xf for the AMX bf16 kernel.
+void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q, const float* xf,
+              const PackedBf16* pb, int64_t p0, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   if (runs_int4(w)) kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y + p0 * ldy, ldy);
+  else if (pb && uses_packed_bf16(kt, w, n)) kt.linear_bf16_packed(w, *pb, p0, n, r0, r1, y + p0 * ldy, ldy);
   else kt.linear_dense(w, xf + p0 * w.cols, w.cols, n, r0, r1, y + p0 * ldy, ldy);
 }
 
@@ -94,7 +96,7 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
 
   // Shapes and which input forms are needed.
   int64_t H = -1, I = -1;
-  bool need_q_in = false, need_f_in = false, need_q_mid = false;
+  bool need_q_in = false, need_f_in = false, need_q_mid = false, pack_in = false, pack_mid = false;
   for (int64_t e = 0; e < E; ++e) {
     if (s.count[size_t(e)] == 0) continue;
     const ExpertMlp& m = experts[size_t(e)];
@@ -109,6 +111,9 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
     (runs_int4(m.gate) ? need_q_in : need_f_in) = true;
     (runs_int4(m.up) ? need_q_in : need_f_in) = true;
     need_q_mid = need_q_mid || runs_int4(m.down);
+    const int64_t c = s.count[size_t(e)];
+    pack_in = pack_in || uses_packed_bf16(kt, m.gate, c) || uses_packed_bf16(kt, m.up, c);
+    pack_mid = pack_mid || uses_packed_bf16(kt, m.down, c);
   }
 
   // Inputs in bucket order: int8 (quantized once per token, then gathered) and/or f32.
@@ -124,6 +129,8 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
     for (int64_t p = 0; p < N; ++p)
       std::memcpy(xg + p * H, x + int64_t(token_of[p]) * H, size_t(H) * sizeof(float));
   }
+  PackedBf16 pbx{}, pbh{};
+  if (pack_in) pack_bf16(kt, xg, H, N, H, s.px, pbx, pool);
 
   // Work items, heaviest experts first (longest-processing-time order for the dynamic split).
   auto build_items = [&](int64_t rows) {
@@ -146,8 +153,8 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
       const MoeScratch::Item& item = s.items[size_t(it)];
       const ExpertMlp& m = experts[size_t(item.e)];
       const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, m.gate, &qg, xg, p0, n, item.r0, item.r1, g, I);
-      run_rows(kt, m.up, &qg, xg, p0, n, item.r0, item.r1, u, I);
+      run_rows(kt, m.gate, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, g, I);
+      run_rows(kt, m.up, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, u, I);
       for (int64_t j = p0; j < p0 + n; ++j)
         silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
     }
@@ -155,13 +162,14 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
 
   // Phase B: down rows over the SiLU products (quantized once per entry when int4).
   if (need_q_mid) quantize_acts(kt, g, I, N, I, s.qh, qh, pool);
+  if (pack_mid) pack_bf16(kt, g, I, N, I, s.ph, pbh, pool);
   float* y = static_cast<float*>(s.y.get(size_t(N * H) * sizeof(float)));  // [N, H]
   build_items(H);
   parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
     for (int64_t it = b; it < e_; ++it) {
       const MoeScratch::Item& item = s.items[size_t(it)];
       const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, experts[size_t(item.e)].down, &qh, g, p0, n, item.r0, item.r1, y, H);
+      run_rows(kt, experts[size_t(item.e)].down, &qh, g, pack_mid ? &pbh : nullptr, p0, n, item.r0, item.r1, y, H);
     }
   });
 

@@ -30,7 +30,7 @@ struct ExpertMlp {
 
 // Grow-only buffers reused across steps (one per model, not shared between concurrent calls).
 struct MoeScratch {
-  ScratchBuffer qx, qg, xg, gu, qh, y;
+  ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;  // px, ph: PackedBf16 of the inputs / SiLU products
   std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
   struct Item {
     int32_t e, r0, r1;

@@ -1,0 +1,364 @@
+// AMX kernel table: the AVX-512 table, with the prefill-sized products on tiles (Sapphire
+// Rapids and later; Intel SDM vol. 1 ch. 18 / the Intel Intrinsics Guide for TDPBSUD and
+// TDPBF16PS). Compiled with -mamx-* (CMake: *_amx.cpp); only called when cpu_features().amx,
+// which also means the kernel granted this process the tile state (base/cpu.cpp).
+//
+// Tiles are 16 rows x 64 bytes. One tile product C[m][n] += sum_k A[m][k] B[k][n] takes B in
+// the "VNNI" layout: row k/4 (int8) or k/2 (bf16) holds the 4 (2) consecutive k of every n.
+//
+// int4 x int8 (linear_int4_amx): C = [tokens, 16 weight rows] int32 per 32-block, because the
+// scales change every block: A = the int8 activations exactly as QuantizedActs stores them
+// (16 even-k bytes of a block, then its 16 odd-k bytes 64 bytes further: two K=16 products),
+// B = the weight nibbles of 16 rows, transposed into VNNI order once per 16-row stripe. The
+// nibbles stay offset-binary (q + 8, unsigned: TDPBSUD is signed A x unsigned B) and the
+// offset comes back through QuantizedActs::m, as in the VNNI kernel, so the integer sums are
+// exactly those of the scalar twin.
+//
+// bf16 (linear_bf16_packed): C = [16 weight rows, 16 tokens] f32 accumulated over all of K in
+// the tile: A = 16 weight rows straight from the checkpoint (no repacking), B = activations as
+// PackedBf16 (hi, mid and lo parts: three products per step, together the exact f32 value).
+#include <immintrin.h>
+
+#include <cstring>
+#include <utility>
+
+// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "base/numeric.h"
+#include "kernels/dispatch.h"
+#include "runtime/scratch.h"
+
+namespace sickle {
+
+namespace {
+
+// Below this many tokens the AVX-512 kernels win: the per-stripe transpose and the per-block
+// rescale cost about what a few tokens of VNNI work do (bench/kernels_bench: BM_Int4Amx*).
+constexpr int64_t kInt4MinTokens = 4;
+constexpr int64_t kBf16MinTokens = 4;
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// GCC 12's _tile_loadconfig tells the compiler it reads only 8 bytes of the config, so the
+// stores of the rest may be dropped as dead: load it with the whole struct as the operand.
+inline void load_config(const TileConfig& c) { __asm__ volatile("ldtilecfg %0" : : "m"(c) : "memory"); }
+
+// The tile shapes of each kernel; loaded at the start of every call (other code on this
+// thread may have used other shapes) and released at its end, so an idle thread carries no
+// tile state through context switches.
+void configure_int4(int m) {
+  TileConfig c;
+  for (int t : {0, 1}) c.rows[t] = uint8_t(m), c.colsb[t] = 64;  // C: [m tokens, 16 rows] int32
+  for (int t : {2, 3}) c.rows[t] = uint8_t(m), c.colsb[t] = 16;  // A: [m tokens, 16 k] int8
+  for (int t : {4, 5}) c.rows[t] = 4, c.colsb[t] = 64;           // B: [16 k / 4, 16 rows x 4]
+  load_config(c);
+}
+void configure_bf16() {
+  TileConfig c;
+  for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
+  load_config(c);
+}
+
+// ------------------------------------------------------------------ int4 x int8
+
+// 16 x 16 dword transpose in registers (r[i] = row i in, r[j] = column j out).
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Now lane group g (128 bits) of r[i] holds columns 4*(i%4)..+3 of rows 4*(i/4)+... : gather
+  // the 128-bit lanes across registers.
+  for (int i = 0; i < 4; ++i) {
+    __m512i a = r[i], b = r[i + 4], c = r[i + 8], d = r[i + 12];
+    __m512i ab_lo = _mm512_shuffle_i32x4(a, b, 0x44), ab_hi = _mm512_shuffle_i32x4(a, b, 0xEE);
+    __m512i cd_lo = _mm512_shuffle_i32x4(c, d, 0x44), cd_hi = _mm512_shuffle_i32x4(c, d, 0xEE);
+    t[i] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0x88);
+    t[i + 4] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0xDD);
+    t[i + 8] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0x88);
+    t[i + 12] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Weight rows [r, r + 16) as B tiles: for block b, 512 bytes = [even-k tile][odd-k tile], each
+// 4 rows (dword kk = bytes 4kk..4kk+3 of the block) x 16 weight rows x 4 bytes. And the f32
+// scales [nb][16].
+void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float* sw) {
+  const int64_t row_bytes = w.cols / 2;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + r * row_bytes;
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t g = 0; g < nb; g += 4) {  // 4 blocks = 64 bytes per row
+    const int nblk = int(nb - g < 4 ? nb - g : 4);
+    const __mmask64 k = nblk == 4 ? ~__mmask64(0) : (__mmask64(1) << (nblk * 16)) - 1;
+    __m512i v[16];
+    for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_epi8(k, base + i * row_bytes + g * 16);
+    transpose16(v);  // v[j] = dword j (block j / 4, kk = j % 4) of the 16 rows
+    for (int j = 0; j < nblk * 4; ++j) {
+      uint8_t* dst = wp + (g + j / 4) * 512 + (j % 4) * 64;
+      _mm512_store_si512(dst, _mm512_and_si512(v[j], m4));
+      _mm512_store_si512(dst + 256, _mm512_and_si512(_mm512_srli_epi16(v[j], 4), m4));
+    }
+  }
+  // Scales as [block][16 rows] f32: one 16-row column of bf16 scales per group, widened.
+  const int64_t bpg = w.group_size / 32, n_groups = nb / bpg;
+  const __m512i sidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(int32_t(w.scale_cols)));
+  const uint16_t* s0 = w.scale_bf16 + r * w.scale_cols;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    // 32-bit gathers of (scale, next scale) pairs; the low halves are this group's scales.
+    // The last group of the last row would read 2 bytes past the array: take it separately.
+    __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x7FFF, sidx, s0 + g, 2);
+    v = _mm512_mask_set1_epi32(v, 0x8000, s0[15 * w.scale_cols + g]);
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    for (int64_t j = 0; j < bpg; ++j) _mm512_store_ps(sw + (g * bpg + j) * 16, f);
+  }
+}
+
+void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  const int64_t n = qa.n, nb = w.cols / 32;
+  const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
+  if (n < kInt4MinTokens || r_amx == r0) return kAvx512Kernels.linear_int4(w, qa, r0, r1, y, ldy);
+  const int64_t qs = qa.q_stride(), ds = qa.dm_stride(), n_tiles = (n + 15) / 16;
+  // Per thread: the packed stripe, its scales, and per token tile the block scales d and the
+  // offset corrections 4 m (QuantizedActs spreads m over 4 lanes) as [tile][block][16].
+  thread_local ScratchBuffer sbuf;
+  ScratchArena arena(sbuf, ScratchArena::padded(size_t(nb) * 512) + ScratchArena::padded(size_t(nb) * 64) +
+                               2 * ScratchArena::padded(size_t(n_tiles * nb) * 64) + 4096 + 64);
+  uint8_t* wp = arena.alloc<uint8_t>(size_t(nb) * 512);
+  float* sw = arena.alloc<float>(size_t(nb) * 16);
+  float* dt = arena.alloc<float>(size_t(n_tiles * nb) * 16);
+  float* mt = arena.alloc<float>(size_t(n_tiles * nb) * 16);
+  int32_t* cbuf = arena.alloc<int32_t>(1024);  // two pairs of C tiles, alternating
+  for (int64_t tt = 0; tt < n_tiles; ++tt)
+    for (int64_t b = 0; b < nb; ++b)
+      for (int i = 0; i < 16; ++i) {
+        const int64_t t = tt * 16 + i;
+        dt[(tt * nb + b) * 16 + i] = t < n ? qa.d[t * ds + 4 * b] : 0.0f;
+        mt[(tt * nb + b) * 16 + i] = t < n ? 4.0f * qa.m[t * ds + 4 * b] : 0.0f;
+      }
+  int cur_m = -1;
+  for (int64_t r = r0; r < r_amx; r += 16) {
+    pack_stripe(w, r, nb, wp, sw);
+    for (int64_t tt = 0; tt < n_tiles; ++tt) {
+      const int m = int(n - tt * 16 < 16 ? n - tt * 16 : 16);
+      if (m != cur_m) {
+        configure_int4(m);
+        cur_m = m;
+      }
+      const int8_t* q0 = qa.q + tt * 16 * qs;
+      const float* d0 = dt + tt * nb * 16;
+      const float* m0 = mt + tt * nb * 16;
+      __m512 acc[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+      // Blocks go through the tiles in pairs (C tiles 0 and 1), software-pipelined: the tile
+      // products of pair p + 1 run while the vector units rescale pair p from its stored C
+      // (y += sw (d S - 4 m)), so neither waits for the other.
+      auto products = [&](int64_t b, int64_t nblk) {
+        for (int64_t j = 0; j < nblk; ++j) {
+          const int8_t* qb = q0 + ((b + j) / 4) * 128 + ((b + j) % 4) * 16;
+          const uint8_t* wb = wp + (b + j) * 512;
+          if (j == 0) {
+            _tile_zero(0);
+            _tile_loadd(2, qb, qs);
+            _tile_loadd(3, qb + 64, qs);
+            _tile_loadd(4, wb, 64);
+            _tile_loadd(5, wb + 256, 64);
+            _tile_dpbsud(0, 2, 4);
+            _tile_dpbsud(0, 3, 5);
+          } else {
+            _tile_zero(1);
+            _tile_loadd(2, qb, qs);
+            _tile_loadd(3, qb + 64, qs);
+            _tile_loadd(4, wb, 64);
+            _tile_loadd(5, wb + 256, 64);
+            _tile_dpbsud(1, 2, 4);
+            _tile_dpbsud(1, 3, 5);
+          }
+        }
+      };
+      auto store = [&](int32_t* c, int64_t nblk) {
+        _tile_stored(0, c, 64);
+        if (nblk > 1) _tile_stored(1, c + 256, 64);
+      };
+      int32_t* cur = cbuf;
+      int32_t* nxt = cbuf + 512;
+      int64_t nblk = nb < 2 ? nb : 2;
+      products(0, nblk);
+      store(cur, nblk);
+      for (int64_t b = 0; b < nb; b += 2) {
+        const int64_t nb_next = b + 2 >= nb ? 0 : (nb - b - 2 < 2 ? nb - b - 2 : 2);
+        if (nb_next) products(b + 2, nb_next);
+        for (int64_t j = 0; j < nblk; ++j) {
+          const int32_t* c = cur + j * 256;
+          const __m512 sv = _mm512_load_ps(sw + (b + j) * 16);
+          const float* db = d0 + (b + j) * 16;
+          const float* mb = m0 + (b + j) * 16;
+#pragma GCC unroll 16
+          for (int i = 0; i < 16; ++i) {
+            __m512 f = _mm512_fmsub_ps(_mm512_set1_ps(db[i]), _mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16)),
+                                       _mm512_set1_ps(mb[i]));
+            acc[i] = _mm512_fmadd_ps(sv, f, acc[i]);
+          }
+        }
+        if (nb_next) store(nxt, nb_next);
+        std::swap(cur, nxt);
+        nblk = nb_next;
+      }
+      for (int i = 0; i < m; ++i) _mm512_storeu_ps(y + (tt * 16 + i) * ldy + r, acc[i]);
+    }
+  }
+  _tile_release();
+  if (r_amx < r1) kAvx512Kernels.linear_int4(w, qa, r_amx, r1, y, ldy);
+}
+
+// ------------------------------------------------------------------ bf16
+
+// Rows [r, r + 16 * NS) x tokens [p0, p0 + n) of pa, 16 tokens per pass: C tiles 0..NS-1,
+// A (weights) tile 4, B tiles 5-7 (hi, mid, lo). The row group's weights stay in L2 while
+// the token tiles pass over them.
+template <int NS>
+void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_t p0, int64_t n, float* y,
+                  int64_t ldy, float* cbuf) {
+  const int64_t wstride = cols * 2, bstride = pa.n_pad * 4;
+  for (int64_t t0 = 0; t0 < n; t0 += 16) {
+    const int m = int(n - t0 < 16 ? n - t0 : 16);
+    const int64_t p = p0 + t0;
+    _tile_zero(0);
+    if constexpr (NS > 1) _tile_zero(1);
+    if constexpr (NS > 2) _tile_zero(2);
+    if constexpr (NS > 3) _tile_zero(3);
+    for (int64_t k = 0; k < cols; k += 32) {
+      const int64_t off = (k / 2) * pa.n_pad + p;
+      _tile_loadd(5, pa.part[0] + off, bstride);
+      _tile_loadd(6, pa.part[1] + off, bstride);
+      _tile_loadd(7, pa.part[2] + off, bstride);
+      _tile_loadd(4, wr + k, wstride);
+      _tile_dpbf16ps(0, 4, 5);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(0, 4, 7);
+      if constexpr (NS > 1) {
+        _tile_loadd(4, wr + 16 * cols + k, wstride);
+        _tile_dpbf16ps(1, 4, 5);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+      }
+      if constexpr (NS > 2) {
+        _tile_loadd(4, wr + 32 * cols + k, wstride);
+        _tile_dpbf16ps(2, 4, 5);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(2, 4, 7);
+      }
+      if constexpr (NS > 3) {
+        _tile_loadd(4, wr + 48 * cols + k, wstride);
+        _tile_dpbf16ps(3, 4, 5);
+        _tile_dpbf16ps(3, 4, 6);
+        _tile_dpbf16ps(3, 4, 7);
+      }
+    }
+    _tile_stored(0, cbuf, 64);
+    if constexpr (NS > 1) _tile_stored(1, cbuf + 256, 64);
+    if constexpr (NS > 2) _tile_stored(2, cbuf + 512, 64);
+    if constexpr (NS > 3) _tile_stored(3, cbuf + 768, 64);
+    // C is [rows, tokens]; y is [tokens, rows].
+    for (int t = 0; t < m; ++t)
+      for (int s = 0; s < NS; ++s)
+        for (int i = 0; i < 16; ++i) y[(t0 + t) * ldy + s * 16 + i] = cbuf[s * 256 + i * 16 + t];
+  }
+}
+
+void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,
+                            float* y, int64_t ldy) {
+  const int64_t cols = w.cols;
+  const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
+  const uint16_t* wd = static_cast<const uint16_t*>(w.data);
+  alignas(64) float cbuf[1024];
+  configure_bf16();
+  int64_t r = r0;
+  for (; r + 64 <= r_amx; r += 64) bf16_stripes<4>(wd + r * cols, cols, pa, p0, n, y + r, ldy, cbuf);
+  switch ((r_amx - r) / 16) {
+    case 3: bf16_stripes<3>(wd + r * cols, cols, pa, p0, n, y + r, ldy, cbuf); break;
+    case 2: bf16_stripes<2>(wd + r * cols, cols, pa, p0, n, y + r, ldy, cbuf); break;
+    case 1: bf16_stripes<1>(wd + r * cols, cols, pa, p0, n, y + r, ldy, cbuf); break;
+    default: break;
+  }
+  _tile_release();
+  // Tail rows (< 16; linear() splits rows in whole stripes, so only a matrix's last rows):
+  // the same products from the packed parts, in f32.
+  for (r = r_amx; r < r1; ++r) {
+    const uint16_t* wr = wd + r * cols;
+    for (int64_t t = 0; t < n; ++t) {
+      float s = 0;
+      for (int64_t j = 0; j < cols / 2; ++j) {
+        const float w0 = bf16_to_f32(wr[2 * j]), w1 = bf16_to_f32(wr[2 * j + 1]);
+        for (const uint32_t* part : pa.part) {
+          const uint32_t v = part[j * pa.n_pad + p0 + t];
+          s += w0 * bf16_to_f32(uint16_t(v)) + w1 * bf16_to_f32(uint16_t(v >> 16));
+        }
+      }
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+// x = hi + mid + lo per value (each residual is exact in f32); scattered pair-major.
+void pack_bf16_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf16& pa) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(int32_t(pa.n_pad)));
+  // Rounds v to bf16 (to nearest even) and returns v minus that, exactly (0 where v is inf).
+  auto split = [](__m512 v, __m256i& h) {
+    __m256bh hb = _mm512_cvtneps_pbh(v);
+    h = reinterpret_cast<__m256i&>(hb);
+    __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    __m512 res = _mm512_sub_ps(v, back);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(res, res, _CMP_ORD_Q), res);
+  };
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xt = x + t * ldx;
+    for (int64_t c = 0; c < pa.cols; c += 32) {
+      __m512 a = _mm512_loadu_ps(xt + c), b = _mm512_loadu_ps(xt + c + 16);
+      for (uint32_t* part : pa.part) {
+        __m256i ha, hb;
+        a = split(a, ha);
+        b = split(b, hb);
+        __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(ha), hb, 1);
+        _mm512_i32scatter_epi32(part + (c / 2) * pa.n_pad + t, idx, h, 4);
+      }
+    }
+  }
+}
+
+void quantize_acts_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa) {
+  kAvx512Kernels.quantize_acts(x, ldx, t0, t1, qa);
+}
+void linear_dense_amx(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
+                      int64_t ldy) {
+  kAvx512Kernels.linear_dense(w, x, ldx, n, r0, r1, y, ldy);
+}
+float dot_amx(const float* a, const float* b, int64_t n) { return kAvx512Kernels.dot(a, b, n); }
+void axpy_amx(float a, const float* x, float* y, int64_t n) { kAvx512Kernels.axpy(a, x, y, n); }
+void silu_mul_amx(const float* g, const float* u, int64_t n, float* out) { kAvx512Kernels.silu_mul(g, u, n, out); }
+
+}  // namespace
+
+const KernelTable kAmxKernels = {"amx",           quantize_acts_amx,     linear_int4_amx,
+                                 linear_dense_amx, dot_amx,              axpy_amx,
+                                 silu_mul_amx,     linear_bf16_packed_amx, pack_bf16_amx,
+                                 kBf16MinTokens};
+
+}  // namespace sickle
