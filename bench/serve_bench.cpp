@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/log.h"
@@ -48,12 +49,17 @@ int main(int argc, char** argv) {
       server::EngineItem it{seqs.back().get(), prompts.back()};
       engine->forward(std::span<const server::EngineItem>(&it, 1), logits);
     }
-    std::vector<int32_t> tok(size_t(b), 5);
+    // Each sequence feeds its own token, a new one every step, as in real decoding: the same
+    // token in every row would route every row to the same experts and flatter batching.
+    std::vector<int32_t> tok(static_cast<size_t>(b));
     const int n_steps = 16;
     auto t0 = Clock::now();
     for (int s = 0; s < n_steps; ++s) {
       std::vector<server::EngineItem> items;
-      for (int i = 0; i < b; ++i) items.push_back({seqs[size_t(i)].get(), std::span<const int32_t>(&tok[size_t(i)], 1)});
+      for (int i = 0; i < b; ++i) {
+        tok[size_t(i)] = int32_t((s * 389 + i * 7919 + 5) % (vocab - 300));
+        items.push_back({seqs[size_t(i)].get(), std::span<const int32_t>(&tok[size_t(i)], 1)});
+      }
       engine->forward(items, logits);
     }
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / n_steps;
@@ -81,19 +87,26 @@ int main(int argc, char** argv) {
       r.ignore_eos = true;
       hs.push_back(sched.submit(std::move(r)));
     }
+    // One consumer thread per request (as the HTTP threads are), so each TTFT is its own.
+    std::vector<double> ttft(size_t(c), 0);
+    std::vector<int64_t> n_got(size_t(c), 0);
+    std::vector<std::thread> consumers;
+    for (int i = 0; i < c; ++i)
+      consumers.emplace_back([&, i] {
+        std::vector<server::GenToken> toks;
+        bool first = true;
+        while (hs[size_t(i)]->next(toks, std::chrono::milliseconds(50))) {
+          if (first && !toks.empty()) {
+            ttft[size_t(i)] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+            first = false;
+          }
+        }
+        n_got[size_t(i)] = int64_t(toks.size());
+      });
+    for (auto& t : consumers) t.join();
     double ttft_sum = 0;
     int64_t n_tokens = 0;
-    for (auto& h : hs) {
-      std::vector<server::GenToken> toks;
-      bool first = true;
-      while (h->next(toks, std::chrono::milliseconds(50))) {
-        if (first && !toks.empty()) {
-          ttft_sum += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          first = false;
-        }
-      }
-      n_tokens += int64_t(toks.size());
-    }
+    for (int i = 0; i < c; ++i) ttft_sum += ttft[size_t(i)], n_tokens += n_got[size_t(i)];
     double s = std::chrono::duration<double>(Clock::now() - t0).count();
     double agg = double(n_tokens) / s;
     if (c == 1) agg1 = agg;
