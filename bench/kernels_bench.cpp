@@ -3,7 +3,7 @@
 //
 //   build-*/bench/kernels_bench [--benchmark_filter=int4] [google-benchmark flags]
 //   env: SICKLE_BENCH_THREADS (default 2), SICKLE_BENCH_MIB (cold working set, default 1024),
-//        SICKLE_KERNELS=scalar|avx2|avx512 (default: best for the CPU),
+//        SICKLE_KERNELS=scalar|avx2|avx512|amx (default: best for the CPU),
 //        SICKLE_BENCH_BESTOF=N: instead, N interleaved rounds of bandwidth / decode kernels, best
 //        of each (the fair comparison on a machine shared with other busy processes)
 //
@@ -281,6 +281,10 @@ int main(int argc, char** argv) {
     add("int4_gemv/1024x2048/n1" + c, E::kInt4Group, 1024, 2048, 1, cold);
     add("int4_gemv/2048x1024/n1" + c, E::kInt4Group, 2048, 1024, 1, cold);
     add("int4_gemv/1024x2048/n4" + c, E::kInt4Group, 1024, 2048, 4, cold);
+    add("int4_gemv/1024x2048/n8" + c, E::kInt4Group, 1024, 2048, 8, cold);
+    add("int4_gemv/1024x2048/n12" + c, E::kInt4Group, 1024, 2048, 12, cold);
+    add("int4_gemv/1024x2048/n16" + c, E::kInt4Group, 1024, 2048, 16, cold);
+    add("bf16_gemv/2048x2048/n8" + c, E::kBF16, 2048, 2048, 8, cold);
     add("bf16_gemv/32000x2048/n1" + c, E::kBF16, 32000, 2048, 1, cold);
   }
   for (int64_t T : {1, 4})

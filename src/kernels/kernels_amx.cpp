@@ -7,12 +7,11 @@
 // the "VNNI" layout: row k/4 (int8) or k/2 (bf16) holds the 4 (2) consecutive k of every n.
 //
 // int4 x int8 (linear_int4_amx): C = [tokens, 16 weight rows] int32 per 32-block, because the
-// scales change every block: A = the int8 activations exactly as QuantizedActs stores them
-// (16 even-k bytes of a block, then its 16 odd-k bytes 64 bytes further: two K=16 products),
-// B = the weight nibbles of 16 rows, transposed into VNNI order once per 16-row stripe. The
-// nibbles stay offset-binary (q + 8, unsigned: TDPBSUD is signed A x unsigned B) and the
-// offset comes back through QuantizedActs::m, as in the VNNI kernel, so the integer sums are
-// exactly those of the scalar twin.
+// scales change every block: A = the int8 activations of a block (QuantizedActs' even-k and
+// odd-k halves put side by side once per call), B = the weight nibbles of 16 rows as signed
+// int8 (q = nibble - 8), transposed into VNNI order once per 16-row stripe; TDPBSSD. The
+// integer block sums equal the scalar twin's (its offset-binary sum minus 8 sum(q)), so only
+// the f32 accumulation order differs.
 //
 // bf16 (linear_bf16_packed): C = [16 weight rows, 16 tokens] f32 accumulated over all of K in
 // the tile: A = 16 weight rows straight from the checkpoint (no repacking), B = activations as
@@ -35,8 +34,9 @@ namespace sickle {
 namespace {
 
 // Below this many tokens the AVX-512 kernels win: the per-stripe transpose and the per-block
-// rescale cost about what a few tokens of VNNI work do (bench/kernels_bench: BM_Int4Amx*).
-constexpr int64_t kInt4MinTokens = 4;
+// rescale cost about what a few tokens of VNNI work do (bench/kernels_bench int4_gemv/*/n4..16
+// and bf16_gemv/*/n8, SICKLE_KERNELS=avx512 vs amx: int4 breaks even near n = 8 on cold weights).
+constexpr int64_t kInt4MinTokens = 8;
 constexpr int64_t kBf16MinTokens = 4;
 
 struct alignas(64) TileConfig {
@@ -56,8 +56,8 @@ inline void load_config(const TileConfig& c) { __asm__ volatile("ldtilecfg %0" :
 void configure_int4(int m) {
   TileConfig c;
   for (int t : {0, 1}) c.rows[t] = uint8_t(m), c.colsb[t] = 64;  // C: [m tokens, 16 rows] int32
-  for (int t : {2, 3}) c.rows[t] = uint8_t(m), c.colsb[t] = 16;  // A: [m tokens, 16 k] int8
-  for (int t : {4, 5}) c.rows[t] = 4, c.colsb[t] = 64;           // B: [16 k / 4, 16 rows x 4]
+  for (int t : {2, 3}) c.rows[t] = uint8_t(m), c.colsb[t] = 32;  // A: [m tokens, 32 k] int8
+  for (int t : {4, 5}) c.rows[t] = 8, c.colsb[t] = 64;           // B: [32 k / 4, 16 rows x 4]
   load_config(c);
 }
 void configure_bf16() {
@@ -95,23 +95,28 @@ inline void transpose16(__m512i r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// Weight rows [r, r + 16) as B tiles: for block b, 512 bytes = [even-k tile][odd-k tile], each
-// 4 rows (dword kk = bytes 4kk..4kk+3 of the block) x 16 weight rows x 4 bytes. And the f32
-// scales [nb][16].
-void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float* sw) {
+// Weight rows [r, r + 16) as B tiles, signed (q = nibble - 8): for block b one 8-row tile of
+// 512 bytes, rows 0-3 the even-k values (dword kk = bytes 4kk..4kk+3 of the block), rows 4-7
+// the odd-k ones, each row 16 weight rows x 4 bytes. And the f32 scales [nb][16].
+void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float* sw, bool prefetch_next) {
   const int64_t row_bytes = w.cols / 2;
   const uint8_t* base = static_cast<const uint8_t*>(w.data) + r * row_bytes;
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i m4 = _mm512_set1_epi8(0x0F), k8 = _mm512_set1_epi8(8);
   for (int64_t g = 0; g < nb; g += 4) {  // 4 blocks = 64 bytes per row
     const int nblk = int(nb - g < 4 ? nb - g : 4);
     const __mmask64 k = nblk == 4 ? ~__mmask64(0) : (__mmask64(1) << (nblk * 16)) - 1;
     __m512i v[16];
     for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_epi8(k, base + i * row_bytes + g * 16);
+    // The next stripe's same 64 bytes of each row (decode-sized n streams cold weights: the
+    // hardware prefetcher alone leaves the loads waiting on memory). Past the matrix end the
+    // prefetch is a harmless no-op.
+    if (prefetch_next)
+      for (int i = 0; i < 16; ++i) _mm_prefetch(reinterpret_cast<const char*>(base + (16 + i) * row_bytes + g * 16), _MM_HINT_T0);
     transpose16(v);  // v[j] = dword j (block j / 4, kk = j % 4) of the 16 rows
     for (int j = 0; j < nblk * 4; ++j) {
       uint8_t* dst = wp + (g + j / 4) * 512 + (j % 4) * 64;
-      _mm512_store_si512(dst, _mm512_and_si512(v[j], m4));
-      _mm512_store_si512(dst + 256, _mm512_and_si512(_mm512_srli_epi16(v[j], 4), m4));
+      _mm512_store_si512(dst, _mm512_sub_epi8(_mm512_and_si512(v[j], m4), k8));
+      _mm512_store_si512(dst + 256, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v[j], 4), m4), k8));
     }
   }
   // Scales as [block][16 rows] f32: one 16-row column of bf16 scales per group, widened.
@@ -134,62 +139,61 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
   const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
   if (n < kInt4MinTokens || r_amx == r0) return kAvx512Kernels.linear_int4(w, qa, r0, r1, y, ldy);
   const int64_t qs = qa.q_stride(), ds = qa.dm_stride(), n_tiles = (n + 15) / 16;
-  // Per thread: the packed stripe, its scales, and per token tile the block scales d and the
-  // offset corrections 4 m (QuantizedActs spreads m over 4 lanes) as [tile][block][16].
+  // Per thread: the packed stripe and its scales; the activations as A tiles, [tile][block]
+  // [16 tokens][16 even-k bytes, 16 odd-k bytes] (QuantizedActs keeps a block's halves 64
+  // bytes apart); per token tile the block scales d as [tile][block][16].
   thread_local ScratchBuffer sbuf;
   ScratchArena arena(sbuf, ScratchArena::padded(size_t(nb) * 512) + ScratchArena::padded(size_t(nb) * 64) +
-                               2 * ScratchArena::padded(size_t(n_tiles * nb) * 64) + 4096 + 64);
+                               ScratchArena::padded(size_t(n_tiles * nb) * 512) +
+                               ScratchArena::padded(size_t(n_tiles * nb) * 64) + 4096 + 64);
   uint8_t* wp = arena.alloc<uint8_t>(size_t(nb) * 512);
   float* sw = arena.alloc<float>(size_t(nb) * 16);
+  int8_t* qt = arena.alloc<int8_t>(size_t(n_tiles * nb) * 512);
   float* dt = arena.alloc<float>(size_t(n_tiles * nb) * 16);
-  float* mt = arena.alloc<float>(size_t(n_tiles * nb) * 16);
   int32_t* cbuf = arena.alloc<int32_t>(1024);  // two pairs of C tiles, alternating
+  for (int64_t t = 0; t < n; ++t) {
+    const int8_t* q = qa.q + t * qs;
+    int8_t* dst = qt + ((t / 16) * nb * 16 + t % 16) * 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* src = q + (b / 4) * 128 + (b % 4) * 16;
+      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+      const __m128i o = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 64));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + b * 512), _mm256_inserti128_si256(_mm256_castsi128_si256(e), o, 1));
+    }
+  }
   for (int64_t tt = 0; tt < n_tiles; ++tt)
     for (int64_t b = 0; b < nb; ++b)
       for (int i = 0; i < 16; ++i) {
         const int64_t t = tt * 16 + i;
         dt[(tt * nb + b) * 16 + i] = t < n ? qa.d[t * ds + 4 * b] : 0.0f;
-        mt[(tt * nb + b) * 16 + i] = t < n ? 4.0f * qa.m[t * ds + 4 * b] : 0.0f;
       }
   int cur_m = -1;
   for (int64_t r = r0; r < r_amx; r += 16) {
-    pack_stripe(w, r, nb, wp, sw);
+    pack_stripe(w, r, nb, wp, sw, r + 16 < r_amx);
     for (int64_t tt = 0; tt < n_tiles; ++tt) {
       const int m = int(n - tt * 16 < 16 ? n - tt * 16 : 16);
       if (m != cur_m) {
         configure_int4(m);
         cur_m = m;
       }
-      const int8_t* q0 = qa.q + tt * 16 * qs;
+      const int8_t* a0 = qt + tt * nb * 512;
       const float* d0 = dt + tt * nb * 16;
-      const float* m0 = mt + tt * nb * 16;
       __m512 acc[16];
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
       // Blocks go through the tiles in pairs (C tiles 0 and 1), software-pipelined: the tile
       // products of pair p + 1 run while the vector units rescale pair p from its stored C
-      // (y += sw (d S - 4 m)), so neither waits for the other.
+      // (y += sw d S), so neither waits for the other.
       auto products = [&](int64_t b, int64_t nblk) {
-        for (int64_t j = 0; j < nblk; ++j) {
-          const int8_t* qb = q0 + ((b + j) / 4) * 128 + ((b + j) % 4) * 16;
-          const uint8_t* wb = wp + (b + j) * 512;
-          if (j == 0) {
-            _tile_zero(0);
-            _tile_loadd(2, qb, qs);
-            _tile_loadd(3, qb + 64, qs);
-            _tile_loadd(4, wb, 64);
-            _tile_loadd(5, wb + 256, 64);
-            _tile_dpbsud(0, 2, 4);
-            _tile_dpbsud(0, 3, 5);
-          } else {
-            _tile_zero(1);
-            _tile_loadd(2, qb, qs);
-            _tile_loadd(3, qb + 64, qs);
-            _tile_loadd(4, wb, 64);
-            _tile_loadd(5, wb + 256, 64);
-            _tile_dpbsud(1, 2, 4);
-            _tile_dpbsud(1, 3, 5);
-          }
+        _tile_zero(0);
+        _tile_loadd(2, a0 + b * 512, 32);
+        _tile_loadd(4, wp + b * 512, 64);
+        _tile_dpbssd(0, 2, 4);
+        if (nblk > 1) {
+          _tile_zero(1);
+          _tile_loadd(3, a0 + (b + 1) * 512, 32);
+          _tile_loadd(5, wp + (b + 1) * 512, 64);
+          _tile_dpbssd(1, 3, 5);
         }
       };
       auto store = [&](int32_t* c, int64_t nblk) {
@@ -208,13 +212,10 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
           const int32_t* c = cur + j * 256;
           const __m512 sv = _mm512_load_ps(sw + (b + j) * 16);
           const float* db = d0 + (b + j) * 16;
-          const float* mb = m0 + (b + j) * 16;
 #pragma GCC unroll 16
-          for (int i = 0; i < 16; ++i) {
-            __m512 f = _mm512_fmsub_ps(_mm512_set1_ps(db[i]), _mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16)),
-                                       _mm512_set1_ps(mb[i]));
-            acc[i] = _mm512_fmadd_ps(sv, f, acc[i]);
-          }
+          for (int i = 0; i < 16; ++i)
+            acc[i] = _mm512_fmadd_ps(sv, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16)), _mm512_set1_ps(db[i])),
+                                     acc[i]);
         }
         if (nb_next) store(nxt, nb_next);
         std::swap(cur, nxt);
