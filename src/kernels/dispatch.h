@@ -62,6 +62,10 @@ struct KernelTable {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // out = g / (1 + exp(-g)) * u; SIMD tables use a Cephes-style exp (relative error ~1e-7).
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
+  // C [m, n] = A [m, k] B [k, n], all f32 row-major with leading dimensions (attention's small
+  // products over the latent cache).
+  void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+                  int64_t k);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
   // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
   // use it when n >= dense_packed_min_n, packing x once per call with pack_bf16 (tokens

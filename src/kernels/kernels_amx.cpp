@@ -354,12 +354,15 @@ void linear_dense_amx(const WeightView& w, const float* x, int64_t ldx, int64_t 
 float dot_amx(const float* a, const float* b, int64_t n) { return kAvx512Kernels.dot(a, b, n); }
 void axpy_amx(float a, const float* x, float* y, int64_t n) { kAvx512Kernels.axpy(a, x, y, n); }
 void silu_mul_amx(const float* g, const float* u, int64_t n, float* out) { kAvx512Kernels.silu_mul(g, u, n, out); }
+void gemm_nn_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+                 int64_t k) {
+  kAvx512Kernels.gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
+}
 
 }  // namespace
 
-const KernelTable kAmxKernels = {"amx",           quantize_acts_amx,     linear_int4_amx,
-                                 linear_dense_amx, dot_amx,              axpy_amx,
-                                 silu_mul_amx,     linear_bf16_packed_amx, pack_bf16_amx,
-                                 kBf16MinTokens};
+const KernelTable kAmxKernels = {"amx",           quantize_acts_amx, linear_int4_amx, linear_dense_amx,
+                                 dot_amx,         axpy_amx,          silu_mul_amx,    gemm_nn_amx,
+                                 linear_bf16_packed_amx, pack_bf16_amx, kBf16MinTokens};
 
 }  // namespace sickle

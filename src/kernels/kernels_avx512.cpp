@@ -376,9 +376,62 @@ void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) 
   }
 }
 
+// C = A B: 4 rows x 4 vectors (64 columns) of accumulators; each k step broadcasts 4 A values
+// against 4 B vectors (16 FMAs per 8 loads). Column tails use masked vectors, row tails R < 4.
+template <int R, int V>
+inline void gemm_tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k,
+                      __mmask16 last) {
+  __m512 acc[R][V];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    __m512 bv[V];
+    for (int v = 0; v < V; ++v)
+      bv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, b + p * ldb + 16 * v) : _mm512_loadu_ps(b + p * ldb + 16 * v);
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + p]);
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) {
+      if (v == V - 1) _mm512_mask_storeu_ps(c + i * ldc + 16 * v, last, acc[i][v]);
+      else _mm512_storeu_ps(c + i * ldc + 16 * v, acc[i][v]);
+    }
+}
+
+template <int R>
+inline void gemm_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
+                      int64_t k) {
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, 0xFFFF);
+  const int64_t rest = n - j;
+  if (rest <= 0) return;
+  const int v = int((rest + 15) / 16);
+  const __mmask16 last = __mmask16(rest % 16 == 0 ? 0xFFFF : (1u << (rest % 16)) - 1);
+  switch (v) {
+    case 1: gemm_tile<R, 1>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
+    case 2: gemm_tile<R, 2>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
+    case 3: gemm_tile<R, 3>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
+    default: gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
+  }
+}
+
+void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                    int64_t n, int64_t k) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) gemm_rows<4>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k);
+  switch (m - i) {
+    case 3: gemm_rows<3>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    case 2: gemm_rows<2>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    case 1: gemm_rows<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512,          silu_mul_avx512};
+                                    dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512};
 
 }  // namespace sickle

@@ -108,6 +108,19 @@ void silu_mul_generic(const float* gate, const float* up, int64_t n, float* out)
   }
 }
 
+void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                     int64_t n, int64_t k) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) ci[j] = 0.0f;
+    for (int64_t p = 0; p < k; ++p) {
+      const float aip = a[i * lda + p];
+      const float* bp = b + p * ldb;
+      for (int64_t j = 0; j < n; ++j) ci[j] += aip * bp[j];
+    }
+  }
+}
+
 namespace {
 
 bool can_run(const KernelTable& t) {
@@ -120,8 +133,8 @@ bool can_run(const KernelTable& t) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {"scalar", quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
-                                     dot_generic, axpy_generic, silu_mul_generic};
+const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
+                                     dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -42,6 +42,10 @@ void softmax(float* x, int64_t n) {
 float dot(const float* a, const float* b, int64_t n) { return kernel_table().dot(a, b, n); }
 
 void axpy(float a, const float* x, float* y, int64_t n) { kernel_table().axpy(a, x, y, n); }
+void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+             int64_t k) {
+  kernel_table().gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
+}
 
 void scale(float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= a;

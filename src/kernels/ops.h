@@ -18,5 +18,8 @@ float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);
 // x *= a
 void scale(float* x, float a, int64_t n);
+// C [m, n] = A [m, k] B [k, n], row-major with leading dimensions lda, ldb, ldc (overwrites C).
+void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+             int64_t k);
 
 }  // namespace sickle

@@ -124,5 +124,39 @@ TEST(Ops, DotAxpyAllTablesAllLengths) {
       }
 }
 
+// C = A B for every table against a double reference: row tails (m % 4), column tails (any
+// n % 16, and past 64), k = 0 (C zeroed), leading dimensions wider than the operands, and C's
+// padding columns left untouched.
+TEST(Ops, GemmNnAllTablesAllShapes) {
+  const int64_t ms[] = {1, 2, 3, 4, 5, 9};
+  const int64_t ns[] = {1, 7, 16, 17, 33, 64, 65, 100};
+  const int64_t ks[] = {0, 1, 5, 64, 80};
+  int seed = 0;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (int64_t m : ms)
+      for (int64_t n : ns)
+        for (int64_t k : ks) {
+          const int64_t lda = k + 3, ldb = n + 5, ldc = n + 2;
+          auto a = randv(size_t(m * lda + 1), 100 + seed), b = randv(size_t(std::max<int64_t>(k, 1) * ldb), 200 + seed);
+          ++seed;
+          std::vector<float> c(size_t(m * ldc), 42.0f);
+          kt->gemm_nn(a.data(), lda, b.data(), ldb, c.data(), ldc, m, n, k);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const float got = c[size_t(i * ldc + j)];
+              if (j >= n) {
+                ASSERT_EQ(got, 42.0f) << kt->name << " padding touched";
+                continue;
+              }
+              double ref = 0, mag = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                ref += double(a[size_t(i * lda + p)]) * b[size_t(p * ldb + j)];
+                mag += std::fabs(double(a[size_t(i * lda + p)]) * b[size_t(p * ldb + j)]);
+              }
+              ASSERT_NEAR(got, ref, 1e-6 * (mag + 1)) << kt->name << " m " << m << " n " << n << " k " << k;
+            }
+        }
+}
+
 }  // namespace
 }  // namespace sickle

@@ -143,11 +143,14 @@ struct ModelImpl {
   // scores [ctx]. Grown in forward() before the parallel region.
   struct ThreadScratch {
     std::vector<float> q_abs, o_lat, row, scores;
+    std::vector<float> qt, st, p, ot, outt;  // blocked prefill attention (attention_block)
   };
   std::vector<ThreadScratch> ts;
 
   void reserve_step(int64_t n_tokens);
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
+  void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0, int64_t past,
+                       int64_t nq, float scale);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
@@ -163,6 +166,10 @@ struct ModelImpl {
 
 namespace {
 constexpr uint64_t kKvbCopyBytes = 64ull << 20;  // f32 copy of kv_b up to 64 MiB per layer
+// Blocked attention (attention_block) for chunks of at least kAttnMinTokens queries, in blocks
+// of kAttnBlock; beyond kAttnMaxScratch floats of scores per block (very long contexts) the
+// per-token loop runs instead.
+constexpr int64_t kAttnMinTokens = 4, kAttnBlock = 32, kAttnMaxScratch = int64_t(4) << 20;
 
 void resize(std::vector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
@@ -460,7 +467,6 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
                           int64_t T) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim,
                 vd = c.v_head_dim, kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
-  ThreadPool* p = pool.get();
   // Queries.
   if (c.q_lora_rank > 0) {
     lin(L.q_a, s.xn.data(), T, s.q_lat.data());
@@ -510,6 +516,12 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
         L.kv_b.dequant_row(r, ts_.row.data());
         return ts_.row.data();
       };
+      // Prefill chunks: the same sums as small matrix products, query blocks of kAttnBlock.
+      if (kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch) {
+        for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
+          attention_block(ts_, cache, kvb32, h, t0 + j0, past + j0, std::min(kAttnBlock, n - j0), scale_);
+        continue;
+      }
       // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
       float* q_abs = ts_.q_abs.data();
       std::fill(q_abs, q_abs + n * kvl, 0.0f);
@@ -540,6 +552,45 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
     }
   });
   (void)H;
+}
+
+// The absorbed attention of one head for nq consecutive query tokens (step rows t0.., cache
+// positions past..), as matrix products over the whole block (kernels/ops.h gemm_nn):
+//   q_abs [nq, kvl] = q_nope [nq, nope] W_UK_h [nope, kvl]
+//   S^T  [ctx, nq]  = cache [ctx, kvl + rope] [q_abs | q_pe]^T      (ctx = past + nq)
+//   P    [nq, ctx]  = causal softmax(scale S) (row j sees past + j + 1 positions, zeros after)
+//   o    [nq, kvl]  = P cache[:, :kvl];   out^T [v, nq] = W_UV_h [v, kvl] o^T
+void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0,
+                                int64_t past, int64_t nq, float scale) {
+  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
+                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ctx = past + nq;
+  resize(t.qt, row * nq);
+  resize(t.st, ctx * nq);
+  resize(t.p, nq * ctx);
+  resize(t.ot, kvl * nq);
+  resize(t.outt, vd * nq);
+  const float* q0 = s.q.data() + t0 * nh * qk + h * qk;
+  float* q_abs = t.q_abs.data();
+  gemm_nn(q0, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, q_abs, kvl, nq, kvl, nope);
+  for (int64_t j = 0; j < nq; ++j) {
+    for (int64_t i = 0; i < kvl; ++i) t.qt[i * nq + j] = q_abs[j * kvl + i];
+    for (int64_t r = 0; r < rope; ++r) t.qt[(kvl + r) * nq + j] = q0[j * nh * qk + nope + r];
+  }
+  gemm_nn(cache, row, t.qt.data(), nq, t.st.data(), nq, ctx, nq, row);
+  for (int64_t j = 0; j < nq; ++j) {
+    float* pj = t.p.data() + j * ctx;
+    const int64_t len = past + j + 1;
+    for (int64_t u = 0; u < len; ++u) pj[u] = t.st[u * nq + j] * scale;
+    softmax(pj, len);
+    std::fill(pj + len, pj + ctx, 0.0f);
+  }
+  float* o_lat = t.o_lat.data();
+  gemm_nn(t.p.data(), ctx, cache, row, o_lat, kvl, nq, kvl, ctx);
+  for (int64_t j = 0; j < nq; ++j)
+    for (int64_t i = 0; i < kvl; ++i) t.ot[i * nq + j] = o_lat[j * kvl + i];
+  gemm_nn(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, t.ot.data(), nq, t.outt.data(), nq, vd, nq, kvl);
+  for (int64_t j = 0; j < nq; ++j)
+    for (int64_t v = 0; v < vd; ++v) s.attn[(t0 + j) * nh * vd + h * vd + v] = t.outt[v * nq + j];
 }
 
 // down(silu(gate x) * up x) for T rows (dense layers, shared experts).
