@@ -66,6 +66,10 @@ struct KernelTable {
   // products over the latent cache).
   void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
                   int64_t k);
+  // y [m] = A [m, k] x (row dot products) and y [k] = x^T A = sum_i x_i A[i, :] (overwrites y):
+  // attention of one decode token over the latent cache.
+  void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+  void (*gemv_t)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
   // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
   // use it when n >= dense_packed_min_n, packing x once per call with pack_bf16 (tokens

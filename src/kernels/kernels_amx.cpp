@@ -358,11 +358,18 @@ void gemm_nn_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float
                  int64_t k) {
   kAvx512Kernels.gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
 }
+void gemv_n_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kAvx512Kernels.gemv_n(a, lda, m, k, x, y);
+}
+void gemv_t_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kAvx512Kernels.gemv_t(a, lda, m, k, x, y);
+}
 
 }  // namespace
 
 const KernelTable kAmxKernels = {"amx",           quantize_acts_amx, linear_int4_amx, linear_dense_amx,
                                  dot_amx,         axpy_amx,          silu_mul_amx,    gemm_nn_amx,
-                                 linear_bf16_packed_amx, pack_bf16_amx, kBf16MinTokens};
+                                 gemv_n_amx,      gemv_t_amx,        linear_bf16_packed_amx,
+                                 pack_bf16_amx,   kBf16MinTokens};
 
 }  // namespace sickle

@@ -14,6 +14,8 @@ namespace sickle {
 void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
 void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                      int64_t n, int64_t k);
+void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
                           float* y, int64_t ldy);
 
@@ -260,6 +262,7 @@ void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {
 }  // namespace
 
 const KernelTable kAvx2Kernels = {"avx2",   quantize_acts_generic, linear_int4_avx2, linear_dense_avx2,
-                                  dot_avx2, axpy_avx2,             silu_mul_avx2,    gemm_nn_generic};
+                                  dot_avx2, axpy_avx2,             silu_mul_avx2,    gemm_nn_generic,
+                                  gemv_n_generic, gemv_t_generic};
 
 }  // namespace sickle

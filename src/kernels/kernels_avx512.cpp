@@ -429,9 +429,59 @@ void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, fl
   }
 }
 
+// y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).
+void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
+  const int64_t k16 = k / 16 * 16;
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    const float* r = a + i * lda;
+    for (int64_t j = 0; j < k16; j += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + j);
+      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + j), xv, s0);
+      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + lda + j), xv, s1);
+      s2 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 2 * lda + j), xv, s2);
+      s3 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 3 * lda + j), xv, s3);
+    }
+    if (tail) {
+      const __m512 xv = _mm512_maskz_loadu_ps(tail, x + k16);
+      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, r + k16), xv, s0);
+      s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, r + lda + k16), xv, s1);
+      s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, r + 2 * lda + k16), xv, s2);
+      s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, r + 3 * lda + k16), xv, s3);
+    }
+    y[i] = _mm512_reduce_add_ps(s0);
+    y[i + 1] = _mm512_reduce_add_ps(s1);
+    y[i + 2] = _mm512_reduce_add_ps(s2);
+    y[i + 3] = _mm512_reduce_add_ps(s3);
+  }
+  for (; i < m; ++i) y[i] = dot_avx512(a + i * lda, x, k);
+}
+
+// y = sum_i x_i A_i in column chunks of 64 held in registers across all rows.
+void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  for (int64_t j = 0; j < k; j += 64) {
+    const int64_t w = k - j < 64 ? k - j : 64;
+    __mmask16 mk[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = w - 16 * v;
+      mk[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    }
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < m; ++i) {
+      const __m512 xi = _mm512_set1_ps(x[i]);
+      const float* r = a + i * lda + j;
+      for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(xi, _mm512_maskz_loadu_ps(mk[v], r + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + j + 16 * v, mk[v], acc[v]);
+  }
+}
+
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512};
+                                    dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
+                                    gemv_n_avx512, gemv_t_avx512};
 
 }  // namespace sickle

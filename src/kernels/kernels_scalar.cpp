@@ -121,6 +121,15 @@ void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, f
   }
 }
 
+void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  for (int64_t i = 0; i < m; ++i) y[i] = dot_generic(a + i * lda, x, k);
+}
+
+void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  for (int64_t j = 0; j < k; ++j) y[j] = 0.0f;
+  for (int64_t i = 0; i < m; ++i) axpy_generic(x[i], a + i * lda, y, k);
+}
+
 namespace {
 
 bool can_run(const KernelTable& t) {
@@ -134,7 +143,8 @@ bool can_run(const KernelTable& t) {
 }  // namespace
 
 const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
-                                     dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic};
+                                     dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic,
+                                     gemv_n_generic, gemv_t_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -46,6 +46,12 @@ void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
              int64_t k) {
   kernel_table().gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
 }
+void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kernel_table().gemv_n(a, lda, m, k, x, y);
+}
+void gemv_t(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kernel_table().gemv_t(a, lda, m, k, x, y);
+}
 
 void scale(float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= a;

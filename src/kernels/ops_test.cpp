@@ -158,5 +158,39 @@ TEST(Ops, GemmNnAllTablesAllShapes) {
         }
 }
 
+// y = A x and y = x^T A for every table against double sums: row counts 1..9 (the 4-row
+// passes and their tail), widths with and without a 16 tail and past 64, lda > k.
+TEST(Ops, GemvAllTablesAllShapes) {
+  int seed = 0;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (int64_t m : {1, 2, 3, 4, 5, 9, 67})
+      for (int64_t k : {1, 15, 16, 17, 64, 80, 130}) {
+        const int64_t lda = k + 3;
+        auto a = randv(m * lda, 300 + seed), x = randv(std::max(m, k), 400 + seed);
+        ++seed;
+        std::vector<float> yn(size_t(m) + 1, 42.0f), yt(size_t(k) + 1, 42.0f);
+        kt->gemv_n(a.data(), lda, m, k, x.data(), yn.data());
+        kt->gemv_t(a.data(), lda, m, k, x.data(), yt.data());
+        ASSERT_EQ(yn[size_t(m)], 42.0f) << kt->name;
+        ASSERT_EQ(yt[size_t(k)], 42.0f) << kt->name;
+        for (int64_t i = 0; i < m; ++i) {
+          double ref = 0, mag = 0;
+          for (int64_t j = 0; j < k; ++j) {
+            ref += double(a[size_t(i * lda + j)]) * x[size_t(j)];
+            mag += std::fabs(double(a[size_t(i * lda + j)]) * x[size_t(j)]);
+          }
+          ASSERT_NEAR(yn[size_t(i)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_n m " << m << " k " << k;
+        }
+        for (int64_t j = 0; j < k; ++j) {
+          double ref = 0, mag = 0;
+          for (int64_t i = 0; i < m; ++i) {
+            ref += double(a[size_t(i * lda + j)]) * x[size_t(i)];
+            mag += std::fabs(double(a[size_t(i * lda + j)]) * x[size_t(i)]);
+          }
+          ASSERT_NEAR(yt[size_t(j)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_t m " << m << " k " << k;
+        }
+      }
+}
+
 }  // namespace
 }  // namespace sickle

@@ -144,6 +144,7 @@ struct ModelImpl {
   struct ThreadScratch {
     std::vector<float> q_abs, o_lat, row, scores;
     std::vector<float> qt, st, p, ot, outt;  // blocked prefill attention (attention_block)
+    std::vector<float> qcat;                 // [kv_lora + rope] one query against whole cache rows
   };
   std::vector<ThreadScratch> ts;
 
@@ -301,7 +302,10 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
 
   I.pool = std::make_unique<ThreadPool>(options.n_threads);
   I.ts.resize(size_t(I.pool->size()));
-  for (auto& t : I.ts) t.row.resize(size_t(c.kv_lora_rank));
+  for (auto& t : I.ts) {
+    t.row.resize(size_t(c.kv_lora_rank));
+    t.qcat.resize(size_t(c.kv_lora_rank + c.qk_rope_head_dim));
+  }
   I.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
   return m;
 }
@@ -524,27 +528,34 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       }
       // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
       float* q_abs = ts_.q_abs.data();
-      std::fill(q_abs, q_abs + n * kvl, 0.0f);
-      for (int64_t d = 0; d < nope; ++d) {
-        const float* wr = kvb_row(h * (nope + vd) + d);
-        for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
+      if (kvb32) {
+        for (int64_t j = 0; j < n; ++j)
+          gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk, q_abs + j * kvl);
+      } else {
+        std::fill(q_abs, q_abs + n * kvl, 0.0f);
+        for (int64_t d = 0; d < nope; ++d) {
+          const float* wr = kvb_row(h * (nope + vd) + d);
+          for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
+        }
       }
       float* o_lat = ts_.o_lat.data();
       float* sc = ts_.scores.data();
+      float* qcat = ts_.qcat.data();  // [kvl + rope]: q_abs then q_pe, against whole cache rows
       for (int64_t j = 0; j < n; ++j) {
-        const float* qa = q_abs + j * kvl;
-        const float* qpe = s.q.data() + (t0 + j) * nh * qk + h * qk + nope;
+        std::memcpy(qcat, q_abs + j * kvl, size_t(kvl) * sizeof(float));
+        std::memcpy(qcat + kvl, s.q.data() + (t0 + j) * nh * qk + h * qk + nope, size_t(rope) * sizeof(float));
         const int64_t n_ctx = past + j + 1;  // causal: the cache up to and including this token
-        for (int64_t u = 0; u < n_ctx; ++u) {
-          const float* cu = cache + u * row;
-          sc[u] = (dot(qa, cu, kvl) + dot(qpe, cu + kvl, rope)) * scale_;
-        }
+        gemv_n(cache, row, n_ctx, row, qcat, sc);
+        for (int64_t u = 0; u < n_ctx; ++u) sc[u] *= scale_;
         softmax(sc, n_ctx);
-        float* ol = o_lat + j * kvl;
-        std::fill(ol, ol + kvl, 0.0f);
-        for (int64_t u = 0; u < n_ctx; ++u) axpy(sc[u], cache + u * row, ol, kvl);
+        gemv_t(cache, row, n_ctx, kvl, sc, o_lat + j * kvl);
       }
       // out_h[j][v] = W_UV_h[v] . o_lat[j]
+      if (kvb32) {
+        for (int64_t j = 0; j < n; ++j)
+          gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, o_lat + j * kvl, s.attn.data() + (t0 + j) * nh * vd + h * vd);
+        continue;
+      }
       for (int64_t v = 0; v < vd; ++v) {
         const float* wr = kvb_row(h * (nope + vd) + nope + v);
         for (int64_t j = 0; j < n; ++j) s.attn[(t0 + j) * nh * vd + h * vd + v] = dot(wr, o_lat + j * kvl, kvl);
