@@ -70,6 +70,8 @@ struct KernelTable {
   // attention of one decode token over the latent cache.
   void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   void (*gemv_t)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+  // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp).
+  void (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
   // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
   // use it when n >= dense_packed_min_n, packing x once per call with pack_bf16 (tokens

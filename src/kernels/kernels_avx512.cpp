@@ -429,6 +429,32 @@ void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, fl
   }
 }
 
+// softmax_generic with vectors: max, then exp (exp_avx512) and sum in one pass, then scale.
+void softmax_avx512(float* x, int64_t n) {
+  if (n <= 0) return;
+  const int64_t n16 = n / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (n % 16)) - 1);
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  __m512 mv = ninf;
+  for (int64_t i = 0; i < n16; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
+  if (tail) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(ninf, tail, x + n16));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+  __m512 sv = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n16; i += 16) {
+    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+    _mm512_storeu_ps(x + i, e);
+    sv = _mm512_add_ps(sv, e);
+  }
+  if (tail) {
+    const __m512 e = _mm512_maskz_mov_ps(tail, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16), m)));
+    _mm512_mask_storeu_ps(x + n16, tail, e);
+    sv = _mm512_add_ps(sv, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sv));
+  for (int64_t i = 0; i < n16; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+  if (tail) _mm512_mask_storeu_ps(x + n16, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + n16), inv));
+}
+
 // y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).
 void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
@@ -482,6 +508,6 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
                                     dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemv_n_avx512, gemv_t_avx512};
+                                    gemv_n_avx512, gemv_t_avx512,     softmax_avx512};
 
 }  // namespace sickle

@@ -130,6 +130,19 @@ void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const flo
   for (int64_t i = 0; i < m; ++i) axpy_generic(x[i], a + i * lda, y, k);
 }
 
+void softmax_generic(float* x, int64_t n) {
+  if (n <= 0) return;
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  float inv = 1.0f / s;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
 namespace {
 
 bool can_run(const KernelTable& t) {
@@ -144,7 +157,7 @@ bool can_run(const KernelTable& t) {
 
 const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
                                      dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic,
-                                     gemv_n_generic, gemv_t_generic};
+                                     gemv_n_generic, gemv_t_generic,    softmax_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

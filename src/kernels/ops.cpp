@@ -26,18 +26,7 @@ void rmsnorm(const float* x, const uint16_t* w, float eps, int64_t n, float* out
 
 void silu_mul(const float* gate, const float* up, int64_t n, float* out) { kernel_table().silu_mul(gate, up, n, out); }
 
-void softmax(float* x, int64_t n) {
-  if (n <= 0) return;
-  float m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    s += x[i];
-  }
-  float inv = 1.0f / s;
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
+void softmax(float* x, int64_t n) { kernel_table().softmax(x, n); }
 
 float dot(const float* a, const float* b, int64_t n) { return kernel_table().dot(a, b, n); }
 

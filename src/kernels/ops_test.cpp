@@ -63,6 +63,23 @@ TEST(Ops, SoftmaxSumsToOneAndIsShiftInvariant) {
   EXPECT_NEAR(two[1], 0.75f, 1e-6);
 }
 
+// Every table's softmax against a double reference, every tail length, large offsets.
+TEST(Ops, SoftmaxAllTablesMatchDouble) {
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (int64_t n = 1; n <= 70; n += (n < 34 ? 1 : 9)) {
+      auto x = randv(n, 50 + uint32_t(n), 8.0f);
+      for (auto& v : x) v += 300.0f;
+      double m = -1e300, sum = 0;
+      for (float v : x) m = std::max(m, double(v));
+      for (float v : x) sum += std::exp(double(v) - m);
+      auto y = x;
+      kt->softmax(y.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(y[size_t(i)], std::exp(double(x[size_t(i)]) - m) / sum, 2e-6 * (std::exp(double(x[size_t(i)]) - m) / sum) + 1e-9)
+            << kt->name << " n " << n << " i " << i;
+    }
+}
+
 TEST(Ops, SiluMulDotAxpyScale) {
   float g[3] = {0.0f, 1.0f, -2.0f}, u[3] = {5.0f, 2.0f, 3.0f}, o[3];
   silu_mul(g, u, 3, o);
