@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
     add("bf16_gemv/2048x2048/n8" + c, E::kBF16, 2048, 2048, 8, cold);
     add("bf16_gemv/32000x2048/n1" + c, E::kBF16, 32000, 2048, 1, cold);
   }
-  for (int64_t T : {1, 4})
+  for (int64_t T : {1, 4, 8})
     benchmark::RegisterBenchmark(("moe_mini/T" + std::to_string(T) + "/cold").c_str(),
                                  [=](benchmark::State& st) { run_moe(st, T, true); })
         ->UseRealTime()

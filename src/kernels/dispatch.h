@@ -70,6 +70,8 @@ struct KernelTable {
   // attention of one decode token over the latent cache.
   void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   void (*gemv_t)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+  // gemv_t with bf16 A (decode attention reads kv_b in its stored encoding).
+  void (*gemv_t_bf16)(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp).
   void (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed

@@ -362,6 +362,9 @@ void gemv_n_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* 
   kAvx512Kernels.gemv_n(a, lda, m, k, x, y);
 }
 void softmax_amx(float* x, int64_t n) { kAvx512Kernels.softmax(x, n); }
+void gemv_t_bf16_amx(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kAvx512Kernels.gemv_t_bf16(a, lda, m, k, x, y);
+}
 void gemv_t_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kAvx512Kernels.gemv_t(a, lda, m, k, x, y);
 }
@@ -370,7 +373,8 @@ void gemv_t_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* 
 
 const KernelTable kAmxKernels = {"amx",           quantize_acts_amx, linear_int4_amx, linear_dense_amx,
                                  dot_amx,         axpy_amx,          silu_mul_amx,    gemm_nn_amx,
-                                 gemv_n_amx,      gemv_t_amx,        softmax_amx,     linear_bf16_packed_amx,
+                                 gemv_n_amx,      gemv_t_amx,        gemv_t_bf16_amx, softmax_amx,
+                                 linear_bf16_packed_amx,
                                  pack_bf16_amx,   kBf16MinTokens};
 
 }  // namespace sickle

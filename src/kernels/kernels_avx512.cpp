@@ -504,10 +504,30 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
   }
 }
 
+// gemv_t_avx512 reading bf16 rows (widened in registers).
+void gemv_t_bf16_avx512(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  for (int64_t j = 0; j < k; j += 64) {
+    const int64_t w = k - j < 64 ? k - j : 64;
+    __mmask16 mk[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = w - 16 * v;
+      mk[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    }
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < m; ++i) {
+      const __m512 xi = _mm512_set1_ps(x[i]);
+      const uint16_t* r = a + i * lda + j;
+      for (int v = 0; v < 4; ++v)
+        acc[v] = _mm512_fmadd_ps(xi, LoadBF16::cvt(_mm256_maskz_loadu_epi16(mk[v], r + 16 * v)), acc[v]);
+    }
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + j + 16 * v, mk[v], acc[v]);
+  }
+}
+
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
                                     dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemv_n_avx512, gemv_t_avx512,     softmax_avx512};
+                                    gemv_n_avx512, gemv_t_avx512,     gemv_t_bf16_avx512, softmax_avx512};
 
 }  // namespace sickle

@@ -41,6 +41,9 @@ void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, f
 void gemv_t(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kernel_table().gemv_t(a, lda, m, k, x, y);
 }
+void gemv_t_bf16(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  kernel_table().gemv_t_bf16(a, lda, m, k, x, y);
+}
 
 void scale(float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= a;

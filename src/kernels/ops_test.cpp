@@ -74,9 +74,10 @@ TEST(Ops, SoftmaxAllTablesMatchDouble) {
       for (float v : x) sum += std::exp(double(v) - m);
       auto y = x;
       kt->softmax(y.data(), n);
-      for (int64_t i = 0; i < n; ++i)
-        ASSERT_NEAR(y[size_t(i)], std::exp(double(x[size_t(i)]) - m) / sum, 2e-6 * (std::exp(double(x[size_t(i)]) - m) / sum) + 1e-9)
-            << kt->name << " n " << n << " i " << i;
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = std::exp(double(x[size_t(i)]) - m) / sum;
+        ASSERT_NEAR(y[size_t(i)], want, 2e-6 * want + 1e-9) << kt->name << " n " << n << " i " << i;
+      }
     }
 }
 
@@ -198,13 +199,21 @@ TEST(Ops, GemvAllTablesAllShapes) {
           }
           ASSERT_NEAR(yn[size_t(i)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_n m " << m << " k " << k;
         }
+        // The bf16 twin: A rounded to bf16, the same sums.
+        std::vector<uint16_t> a16(a.size());
+        for (size_t i = 0; i < a.size(); ++i) a16[i] = f32_to_bf16(a[i]);
+        std::vector<float> yb(size_t(k) + 1, 42.0f);
+        kt->gemv_t_bf16(a16.data(), lda, m, k, x.data(), yb.data());
+        ASSERT_EQ(yb[size_t(k)], 42.0f) << kt->name;
         for (int64_t j = 0; j < k; ++j) {
-          double ref = 0, mag = 0;
+          double ref = 0, mag = 0, ref16 = 0;
           for (int64_t i = 0; i < m; ++i) {
             ref += double(a[size_t(i * lda + j)]) * x[size_t(i)];
+            ref16 += double(bf16_to_f32(a16[size_t(i * lda + j)])) * x[size_t(i)];
             mag += std::fabs(double(a[size_t(i * lda + j)]) * x[size_t(i)]);
           }
           ASSERT_NEAR(yt[size_t(j)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_t m " << m << " k " << k;
+          ASSERT_NEAR(yb[size_t(j)], ref16, 1e-6 * (mag + 1)) << kt->name << " gemv_t_bf16 m " << m << " k " << k;
         }
       }
 }

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/numeric.h"
+#include "kernels/dispatch.h"
 #include "kernels/linear.h"
 #include "kernels/moe.h"
 #include "kernels/ops.h"
@@ -145,6 +146,7 @@ struct ModelImpl {
     std::vector<float> q_abs, o_lat, row, scores;
     std::vector<float> qt, st, p, ot, outt;  // blocked prefill attention (attention_block)
     std::vector<float> qcat;                 // [kv_lora + rope] one query against whole cache rows
+    std::vector<float> rows_out;             // [kv_b rows] a row range of kv_b against o_lat (decode)
   };
   std::vector<ThreadScratch> ts;
 
@@ -507,6 +509,9 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
   // One task per (item, head).
   const int64_t n_tasks = int64_t(items.size()) * nh;
   const float* kvb32 = L.kv_b_f32.empty() ? nullptr : L.kv_b_f32.data();
+  const uint16_t* kvb16 = L.kv_b.encoding == WeightEncoding::kBF16 && !options.exact_kernels
+                              ? static_cast<const uint16_t*>(L.kv_b.data)
+                              : nullptr;
   const float scale_ = softmax_scale;
   pool->parallel_for(n_tasks, [&](int64_t b, int64_t e, int tid) {
     ThreadScratch& ts_ = ts[tid];
@@ -528,7 +533,10 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       }
       // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
       float* q_abs = ts_.q_abs.data();
-      if (kvb32) {
+      if (kvb16) {  // decode reads kv_b as stored (bf16: half the bytes of the f32 copy)
+        for (int64_t j = 0; j < n; ++j)
+          gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk, q_abs + j * kvl);
+      } else if (kvb32) {
         for (int64_t j = 0; j < n; ++j)
           gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk, q_abs + j * kvl);
       } else {
@@ -551,6 +559,15 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
         gemv_t(cache, row, n_ctx, kvl, sc, o_lat + j * kvl);
       }
       // out_h[j][v] = W_UV_h[v] . o_lat[j]
+      if (kvb16) {  // rows [h (nope + v) + nope, + v) of kv_b against o_lat: the dense kernel, y offset by r0
+        const int64_t r0 = h * (nope + vd) + nope;
+        resize(ts_.rows_out, L.kv_b.rows);
+        for (int64_t j = 0; j < n; ++j) {
+          kernel_table().linear_dense(L.kv_b, o_lat + j * kvl, kvl, 1, r0, r0 + vd, ts_.rows_out.data(), 0);
+          std::memcpy(s.attn.data() + (t0 + j) * nh * vd + h * vd, ts_.rows_out.data() + r0, size_t(vd) * sizeof(float));
+        }
+        continue;
+      }
       if (kvb32) {
         for (int64_t j = 0; j < n; ++j)
           gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, o_lat + j * kvl, s.attn.data() + (t0 + j) * nh * vd + h * vd);
