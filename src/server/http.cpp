@@ -20,6 +20,9 @@
 #include "server/output_parser.h"
 #include "server/peer.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 namespace sickle::server {
 
 using nlohmann::json;
@@ -53,6 +56,17 @@ SamplingParams sampling_of(const SamplingFields& r) {
   p.min_p = float(r.min_p);
   p.seed = r.seed ? *r.seed : random_seed();
   return p;
+}
+
+// HTTP threads wake for every token of every stream; under the default policy each wakeup may
+// preempt the inference thread. SCHED_BATCH (any user may set it) disfavors them at wakeup.
+void batch_priority() {
+  static thread_local bool done = [] {
+    sched_param p{};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &p);
+    return true;
+  }();
+  (void)done;
 }
 
 // One chat generation, consumed by the streaming and the non-streaming paths alike.
@@ -237,6 +251,7 @@ struct HttpServer::Impl {
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
+    batch_priority();
     ChatRequest r = parse_chat_request(parse_body(req.body));
     check_model(r.model);
     json tools = r.tools;
@@ -341,6 +356,7 @@ struct HttpServer::Impl {
   }
 
   void completions(const httplib::Request& req, httplib::Response& res) {
+    batch_priority();
     CompletionRequest r = parse_completion_request(parse_body(req.body));
     check_model(r.model);
     GenRequest g;
