@@ -111,7 +111,8 @@ void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float*
     // hardware prefetcher alone leaves the loads waiting on memory). Past the matrix end the
     // prefetch is a harmless no-op.
     if (prefetch_next)
-      for (int i = 0; i < 16; ++i) _mm_prefetch(reinterpret_cast<const char*>(base + (16 + i) * row_bytes + g * 16), _MM_HINT_T0);
+      for (int i = 0; i < 16; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(base + (16 + i) * row_bytes + g * 16), _MM_HINT_T0);
     transpose16(v);  // v[j] = dword j (block j / 4, kk = j % 4) of the 16 rows
     for (int j = 0; j < nblk * 4; ++j) {
       uint8_t* dst = wp + (g + j / 4) * 512 + (j % 4) * 64;
@@ -158,7 +159,8 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
       const int8_t* src = q + (b / 4) * 128 + (b % 4) * 16;
       const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
       const __m128i o = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 64));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + b * 512), _mm256_inserti128_si256(_mm256_castsi128_si256(e), o, 1));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + b * 512),
+                         _mm256_inserti128_si256(_mm256_castsi128_si256(e), o, 1));
     }
   }
   for (int64_t tt = 0; tt < n_tiles; ++tt)
@@ -213,9 +215,10 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
           const __m512 sv = _mm512_load_ps(sw + (b + j) * 16);
           const float* db = d0 + (b + j) * 16;
 #pragma GCC unroll 16
-          for (int i = 0; i < 16; ++i)
-            acc[i] = _mm512_fmadd_ps(sv, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16)), _mm512_set1_ps(db[i])),
-                                     acc[i]);
+          for (int i = 0; i < 16; ++i) {
+            const __m512 sum = _mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16));
+            acc[i] = _mm512_fmadd_ps(sv, _mm512_mul_ps(sum, _mm512_set1_ps(db[i])), acc[i]);
+          }
         }
         if (nb_next) store(nxt, nb_next);
         std::swap(cur, nxt);

@@ -269,10 +269,11 @@ TEST(QuantizedActs, RoundTripWithinHalfStep) {
   }
 }
 
-// The AMX table's tile kernels (int4 from 8 tokens, bf16 from 4): full and partial 16-row stripes and 16-token
-// tiles, block counts with and without a 4-block tail, group 32 and 128, with and without the
-// pool (thread ranges are whole stripes). int4 against the scalar twin (same integer sums),
-// bf16 against the spec (hi + lo activation split: <= 2^-16 |w x| per product).
+// The AMX table's tile kernels (int4 from 8 tokens, bf16 from 4): full and partial 16-row
+// stripes and 16-token tiles, block counts with and without a 4-block tail, group 32 and 128,
+// with and without the pool (thread ranges are whole stripes). int4 against the scalar twin
+// (same integer block sums), bf16 against the spec (hi + mid + lo activation split: the same
+// products, only the summation order differs).
 TEST(Linear, AmxTilesMatchSpec) {
   const KernelTable* amx = nullptr;
   for (const KernelTable* k : runnable_kernel_tables())

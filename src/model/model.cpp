@@ -535,10 +535,12 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       float* q_abs = ts_.q_abs.data();
       if (kvb16) {  // decode reads kv_b as stored (bf16: half the bytes of the f32 copy)
         for (int64_t j = 0; j < n; ++j)
-          gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk, q_abs + j * kvl);
+          gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk,
+                      q_abs + j * kvl);
       } else if (kvb32) {
         for (int64_t j = 0; j < n; ++j)
-          gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk, q_abs + j * kvl);
+          gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk,
+                 q_abs + j * kvl);
       } else {
         std::fill(q_abs, q_abs + n * kvl, 0.0f);
         for (int64_t d = 0; d < nope; ++d) {
@@ -570,7 +572,8 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       }
       if (kvb32) {
         for (int64_t j = 0; j < n; ++j)
-          gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, o_lat + j * kvl, s.attn.data() + (t0 + j) * nh * vd + h * vd);
+          gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, o_lat + j * kvl,
+                 s.attn.data() + (t0 + j) * nh * vd + h * vd);
         continue;
       }
       for (int64_t v = 0; v < vd; ++v) {
