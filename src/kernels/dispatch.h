@@ -66,6 +66,10 @@ struct KernelTable {
   // products over the latent cache).
   void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
                   int64_t k);
+  // C [m, n] = A [m, k] B [n, k]^T (row-by-row dot products: several decode queries against
+  // every cache row, each cache row read once).
+  void (*gemm_nt)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+                  int64_t k);
   // y [m] = A [m, k] x (row dot products) and y [k] = x^T A = sum_i x_i A[i, :] (overwrites y):
   // attention of one decode token over the latent cache.
   void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);

@@ -365,6 +365,10 @@ void gemm_nn_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float
                  int64_t k) {
   kAvx512Kernels.gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
 }
+void gemm_nt_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+                 int64_t k) {
+  kAvx512Kernels.gemm_nt(a, lda, b, ldb, c, ldc, m, n, k);
+}
 void gemv_n_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kAvx512Kernels.gemv_n(a, lda, m, k, x, y);
 }
@@ -380,7 +384,7 @@ void gemv_t_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* 
 
 const KernelTable kAmxKernels = {"amx",           quantize_acts_amx, linear_int4_amx, linear_dense_amx,
                                  dot_amx,         axpy_amx,          silu_mul_amx,    gemm_nn_amx,
-                                 gemv_n_amx,      gemv_t_amx,        gemv_t_bf16_amx, softmax_amx,
+                                 gemm_nt_amx,     gemv_n_amx,        gemv_t_amx,        gemv_t_bf16_amx, softmax_amx,
                                  linear_bf16_packed_amx,
                                  pack_bf16_amx,   kBf16MinTokens};
 

@@ -455,6 +455,54 @@ void softmax_avx512(float* x, int64_t n) {
   if (tail) _mm512_mask_storeu_ps(x + n16, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + n16), inv));
 }
 
+// C[i][j] = A_i . B_j: blocks of R rows of A x S rows of B, R*S accumulators over k (each A
+// and B vector load feeds S and R FMAs), then one horizontal sum per output.
+template <int R, int S>
+inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
+  __m512 acc[R][S];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < S; ++j) acc[i][j] = _mm512_setzero_ps();
+  const int64_t k16 = k / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
+  auto step = [&](int64_t p, __mmask16 m) {
+    __m512 bv[S];
+    for (int j = 0; j < S; ++j) bv[j] = _mm512_maskz_loadu_ps(m, b + j * ldb + p);
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, a + i * lda + p);
+      for (int j = 0; j < S; ++j) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  };
+  for (int64_t p = 0; p < k16; p += 16) step(p, 0xFFFF);
+  if (tail) step(k16, tail);
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < S; ++j) c[i * ldc + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <int R>
+inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
+                         int64_t k) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) gemm_nt_block<R, 4>(a, lda, b + j * ldb, ldb, c + j, ldc, k);
+  switch (n - j) {
+    case 3: gemm_nt_block<R, 3>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
+    case 2: gemm_nt_block<R, 2>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
+    case 1: gemm_nt_block<R, 1>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
+    default: break;
+  }
+}
+
+void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                    int64_t n, int64_t k) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) gemm_nt_rows<4>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k);
+  switch (m - i) {
+    case 3: gemm_nt_rows<3>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    case 2: gemm_nt_rows<2>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    case 1: gemm_nt_rows<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
+    default: break;
+  }
+}
+
 // y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).
 void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
@@ -528,6 +576,6 @@ void gemv_t_bf16_avx512(const uint16_t* a, int64_t lda, int64_t m, int64_t k, co
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
                                     dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemv_n_avx512, gemv_t_avx512,     gemv_t_bf16_avx512, softmax_avx512};
+                                    gemm_nt_avx512, gemv_n_avx512, gemv_t_avx512,     gemv_t_bf16_avx512, softmax_avx512};
 
 }  // namespace sickle

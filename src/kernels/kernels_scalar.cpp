@@ -121,6 +121,12 @@ void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, f
   }
 }
 
+void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                     int64_t n, int64_t k) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = dot_generic(a + i * lda, b + j * ldb, k);
+}
+
 void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   for (int64_t i = 0; i < m; ++i) y[i] = dot_generic(a + i * lda, x, k);
 }
@@ -163,7 +169,7 @@ bool can_run(const KernelTable& t) {
 
 const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
                                      dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic,
-                                     gemv_n_generic, gemv_t_generic,    gemv_t_bf16_generic, softmax_generic};
+                                     gemm_nt_generic, gemv_n_generic, gemv_t_generic,    gemv_t_bf16_generic, softmax_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -35,6 +35,10 @@ void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
              int64_t k) {
   kernel_table().gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
 }
+void gemm_nt(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+             int64_t k) {
+  kernel_table().gemm_nt(a, lda, b, ldb, c, ldc, m, n, k);
+}
 void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kernel_table().gemv_n(a, lda, m, k, x, y);
 }

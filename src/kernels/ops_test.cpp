@@ -176,6 +176,35 @@ TEST(Ops, GemmNnAllTablesAllShapes) {
         }
 }
 
+// C = A B^T for every table against double sums: row blocks of 4 and their tails on both
+// sides, k with and without a 16 tail, leading dimensions wider than k, C padding untouched.
+TEST(Ops, GemmNtAllTablesAllShapes) {
+  int seed = 0;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (int64_t m : {1, 3, 4, 7, 8})
+      for (int64_t n : {1, 2, 5, 9, 33})
+        for (int64_t k : {1, 16, 20, 80}) {
+          const int64_t lda = k + 1, ldb = k + 5, ldc = n + 3;
+          auto a = randv(m * lda, 500 + seed), b = randv(n * ldb, 600 + seed);
+          ++seed;
+          std::vector<float> c(size_t(m * ldc), 42.0f);
+          kt->gemm_nt(a.data(), lda, b.data(), ldb, c.data(), ldc, m, n, k);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              if (j >= n) {
+                ASSERT_EQ(c[size_t(i * ldc + j)], 42.0f) << kt->name << " padding touched";
+                continue;
+              }
+              double ref = 0, mag = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                ref += double(a[size_t(i * lda + p)]) * b[size_t(j * ldb + p)];
+                mag += std::fabs(double(a[size_t(i * lda + p)]) * b[size_t(j * ldb + p)]);
+              }
+              ASSERT_NEAR(c[size_t(i * ldc + j)], ref, 1e-6 * (mag + 1)) << kt->name << " m " << m << " n " << n << " k " << k;
+            }
+        }
+}
+
 // y = A x and y = x^T A for every table against double sums: row counts 1..9 (the 4-row
 // passes and their tail), widths with and without a 16 tail and past 64, lda > k.
 TEST(Ops, GemvAllTablesAllShapes) {

@@ -154,6 +154,8 @@ struct ModelImpl {
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
   void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0, int64_t past,
                        int64_t nq, float scale);
+  void attention_heads(ThreadScratch& t, const LayerWeights& L, const float* cache, const uint16_t* kvb16,
+                       const float* kvb32, int64_t h0, int64_t h1, int64_t t0, int64_t past, int64_t n, float scale);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
@@ -513,6 +515,10 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
                               ? static_cast<const uint16_t*>(L.kv_b.data)
                               : nullptr;
   const float scale_ = softmax_scale;
+  // Head groups for decode: one per thread (so a single sequence still uses every thread), each
+  // reading the cache once instead of once per head.
+  const int64_t n_groups = std::max<int64_t>(1, std::min<int64_t>(nh, pool->size()));
+  const int64_t group = (nh + n_groups - 1) / n_groups;
   pool->parallel_for(n_tasks, [&](int64_t b, int64_t e, int tid) {
     ThreadScratch& ts_ = ts[tid];
     for (int64_t task = b; task < e; ++task) {
@@ -521,7 +527,6 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       const float* cache = sq.cache_[il].data();
       const int64_t n = int64_t(items[i].tokens.size()), t0 = item_tok0[i], past = sq.n_past_;
       auto kvb_row = [&](int64_t r) -> const float* {
-        if (kvb32) return kvb32 + r * kvl;
         L.kv_b.dequant_row(r, ts_.row.data());
         return ts_.row.data();
       };
@@ -531,22 +536,20 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
           attention_block(ts_, cache, kvb32, h, t0 + j0, past + j0, std::min(kAttnBlock, n - j0), scale_);
         continue;
       }
+      // Decode-sized items: the heads [h, h + G) of a group share every read of the cache (it is
+      // the same latent for all heads): S [G, ctx] = [q_abs | q_pe] cache^T, o [G, kvl] = P cache.
+      if (kvb16 || kvb32) {
+        if (h % group) continue;
+        attention_heads(ts_, L, cache, kvb16, kvb32, h, std::min(nh, h + group), t0, past, n, scale_);
+        continue;
+      }
+      // Without a bf16 or f32 kv_b (a big fp8 one): per head, its rows dequantized on the fly.
       // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
       float* q_abs = ts_.q_abs.data();
-      if (kvb16) {  // decode reads kv_b as stored (bf16: half the bytes of the f32 copy)
-        for (int64_t j = 0; j < n; ++j)
-          gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk,
-                      q_abs + j * kvl);
-      } else if (kvb32) {
-        for (int64_t j = 0; j < n; ++j)
-          gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, s.q.data() + (t0 + j) * nh * qk + h * qk,
-                 q_abs + j * kvl);
-      } else {
-        std::fill(q_abs, q_abs + n * kvl, 0.0f);
-        for (int64_t d = 0; d < nope; ++d) {
-          const float* wr = kvb_row(h * (nope + vd) + d);
-          for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
-        }
+      std::fill(q_abs, q_abs + n * kvl, 0.0f);
+      for (int64_t d = 0; d < nope; ++d) {
+        const float* wr = kvb_row(h * (nope + vd) + d);
+        for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
       }
       float* o_lat = ts_.o_lat.data();
       float* sc = ts_.scores.data();
@@ -561,21 +564,6 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
         gemv_t(cache, row, n_ctx, kvl, sc, o_lat + j * kvl);
       }
       // out_h[j][v] = W_UV_h[v] . o_lat[j]
-      if (kvb16) {  // rows [h (nope + v) + nope, + v) of kv_b against o_lat: the dense kernel, y offset by r0
-        const int64_t r0 = h * (nope + vd) + nope;
-        resize(ts_.rows_out, L.kv_b.rows);
-        for (int64_t j = 0; j < n; ++j) {
-          kernel_table().linear_dense(L.kv_b, o_lat + j * kvl, kvl, 1, r0, r0 + vd, ts_.rows_out.data(), 0);
-          std::memcpy(s.attn.data() + (t0 + j) * nh * vd + h * vd, ts_.rows_out.data() + r0, size_t(vd) * sizeof(float));
-        }
-        continue;
-      }
-      if (kvb32) {
-        for (int64_t j = 0; j < n; ++j)
-          gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, o_lat + j * kvl,
-                 s.attn.data() + (t0 + j) * nh * vd + h * vd);
-        continue;
-      }
       for (int64_t v = 0; v < vd; ++v) {
         const float* wr = kvb_row(h * (nope + vd) + nope + v);
         for (int64_t j = 0; j < n; ++j) s.attn[(t0 + j) * nh * vd + h * vd + v] = dot(wr, o_lat + j * kvl, kvl);
@@ -583,6 +571,51 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
     }
   });
   (void)H;
+}
+
+// Decode attention of heads [h0, h1) for the n tokens of one item (n < kAttnMinTokens): per
+// token, q_abs of every head (kv_b as stored when bf16), scores of all heads against each cache
+// row in one pass (gemm_nt), the causal softmax, o_lat = P cache (gemm_nn), out = W_UV o_lat.
+void ModelImpl::attention_heads(ThreadScratch& t, const LayerWeights& L, const float* cache, const uint16_t* kvb16,
+                                const float* kvb32, int64_t h0, int64_t h1, int64_t t0, int64_t past, int64_t n,
+                                float scale) {
+  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
+                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ng = h1 - h0;
+  resize(t.qt, ng * row);
+  resize(t.st, ng * (past + n));
+  resize(t.ot, ng * kvl);
+  if (kvb16) resize(t.rows_out, L.kv_b.rows);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* qj = s.q.data() + (t0 + j) * nh * qk;
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t h = h0 + g;
+      float* qc = t.qt.data() + g * row;
+      if (kvb16) gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, qj + h * qk, qc);
+      else gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, qj + h * qk, qc);
+      std::memcpy(qc + kvl, qj + h * qk + nope, size_t(rope) * sizeof(float));
+    }
+    const int64_t ctx = past + j + 1;  // causal: the cache up to and including this token
+    float* sc = t.st.data();           // [ng, ctx]
+    gemm_nt(t.qt.data(), row, cache, row, sc, ctx, ng, ctx, row);
+    for (int64_t g = 0; g < ng; ++g) {
+      float* sg = sc + g * ctx;
+      for (int64_t u = 0; u < ctx; ++u) sg[u] *= scale;
+      softmax(sg, ctx);
+    }
+    gemm_nn(sc, ctx, cache, row, t.ot.data(), kvl, ng, kvl, ctx);
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t h = h0 + g;
+      float* out = s.attn.data() + (t0 + j) * nh * vd + h * vd;
+      const float* og = t.ot.data() + g * kvl;
+      if (kvb16) {  // rows [h (nope + v) + nope, + v) of kv_b: the dense kernel reads them as stored
+        const int64_t r0 = h * (nope + vd) + nope;
+        kernel_table().linear_dense(L.kv_b, og, kvl, 1, r0, r0 + vd, t.rows_out.data(), 0);
+        std::memcpy(out, t.rows_out.data() + r0, size_t(vd) * sizeof(float));
+      } else {
+        gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, og, out);
+      }
+    }
+  }
 }
 
 // The absorbed attention of one head for nq consecutive query tokens (step rows t0.., cache
