@@ -236,6 +236,8 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
 // Rows [r, r + 16 * NS) x tokens [p0, p0 + n) of pa, 16 tokens per pass: C tiles 0..NS-1,
 // A (weights) tile 4, B tiles 5-7 (hi, mid, lo). The row group's weights stay in L2 while
 // the token tiles pass over them.
+// Tile numbers are spelled out per stripe: GCC's tile intrinsics are macros that paste their
+// tile arguments into the instruction text, so they cannot come from a template parameter.
 template <int NS>
 void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_t p0, int64_t n, float* y,
                   int64_t ldy, float* cbuf) {
@@ -351,41 +353,19 @@ void pack_bf16_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf
   }
 }
 
-void quantize_acts_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa) {
-  kAvx512Kernels.quantize_acts(x, ldx, t0, t1, qa);
-}
-void linear_dense_amx(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-                      int64_t ldy) {
-  kAvx512Kernels.linear_dense(w, x, ldx, n, r0, r1, y, ldy);
-}
-float dot_amx(const float* a, const float* b, int64_t n) { return kAvx512Kernels.dot(a, b, n); }
-void axpy_amx(float a, const float* x, float* y, int64_t n) { kAvx512Kernels.axpy(a, x, y, n); }
-void silu_mul_amx(const float* g, const float* u, int64_t n, float* out) { kAvx512Kernels.silu_mul(g, u, n, out); }
-void gemm_nn_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k) {
-  kAvx512Kernels.gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
-}
-void gemm_nt_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k) {
-  kAvx512Kernels.gemm_nt(a, lda, b, ldb, c, ldc, m, n, k);
-}
-void gemv_n_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  kAvx512Kernels.gemv_n(a, lda, m, k, x, y);
-}
-void softmax_amx(float* x, int64_t n) { kAvx512Kernels.softmax(x, n); }
-void gemv_t_bf16_amx(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  kAvx512Kernels.gemv_t_bf16(a, lda, m, k, x, y);
-}
-void gemv_t_amx(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  kAvx512Kernels.gemv_t(a, lda, m, k, x, y);
-}
-
 }  // namespace
 
-const KernelTable kAmxKernels = {"amx",           quantize_acts_amx, linear_int4_amx, linear_dense_amx,
-                                 dot_amx,         axpy_amx,          silu_mul_amx,    gemm_nn_amx,
-                                 gemm_nt_amx,     gemv_n_amx,        gemv_t_amx,        gemv_t_bf16_amx, softmax_amx,
-                                 linear_bf16_packed_amx,
-                                 pack_bf16_amx,   kBf16MinTokens};
+// The AVX-512 table with the tile kernels in place of its int4 and bf16 products.
+// kAvx512Kernels is constant-initialized (function addresses only), so it is complete before
+// this dynamic initialization runs.
+const KernelTable kAmxKernels = [] {
+  KernelTable t = kAvx512Kernels;
+  t.name = "amx";
+  t.linear_int4 = linear_int4_amx;
+  t.linear_bf16_packed = linear_bf16_packed_amx;
+  t.pack_bf16 = pack_bf16_amx;
+  t.dense_packed_min_n = kBf16MinTokens;
+  return t;
+}();
 
 }  // namespace sickle

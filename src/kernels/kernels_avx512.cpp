@@ -533,8 +533,10 @@ void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
   for (; i < m; ++i) y[i] = dot_avx512(a + i * lda, x, k);
 }
 
-// y = sum_i x_i A_i in column chunks of 64 held in registers across all rows.
-void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+// y = sum_i x_i A_i in column chunks of 64 held in registers across all rows; L reads the rows
+// (LoadF32 / LoadBF16, widened in registers).
+template <class L>
+void gemv_t_rows(const L& ld, int64_t m, int64_t k, const float* x, float* y) {
   for (int64_t j = 0; j < k; j += 64) {
     const int64_t w = k - j < 64 ? k - j : 64;
     __mmask16 mk[4];
@@ -545,31 +547,18 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t i = 0; i < m; ++i) {
       const __m512 xi = _mm512_set1_ps(x[i]);
-      const float* r = a + i * lda + j;
-      for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(xi, _mm512_maskz_loadu_ps(mk[v], r + 16 * v), acc[v]);
+      for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(xi, ld.load(i, j + 16 * v, mk[v]), acc[v]);
     }
     for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + j + 16 * v, mk[v], acc[v]);
   }
 }
 
-// gemv_t_avx512 reading bf16 rows (widened in registers).
+void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
+  gemv_t_rows(LoadF32{a, lda}, m, k, x, y);
+}
+
 void gemv_t_bf16_avx512(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  for (int64_t j = 0; j < k; j += 64) {
-    const int64_t w = k - j < 64 ? k - j : 64;
-    __mmask16 mk[4];
-    for (int v = 0; v < 4; ++v) {
-      const int64_t left = w - 16 * v;
-      mk[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-    }
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < m; ++i) {
-      const __m512 xi = _mm512_set1_ps(x[i]);
-      const uint16_t* r = a + i * lda + j;
-      for (int v = 0; v < 4; ++v)
-        acc[v] = _mm512_fmadd_ps(xi, LoadBF16::cvt(_mm256_maskz_loadu_epi16(mk[v], r + 16 * v)), acc[v]);
-    }
-    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + j + 16 * v, mk[v], acc[v]);
-  }
+  gemv_t_rows(LoadBF16{a, lda}, m, k, x, y);
 }
 
 }  // namespace

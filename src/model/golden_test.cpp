@@ -33,6 +33,7 @@
 
 #include <unistd.h>
 
+#include "base/test_param_name.h"
 #include "io/checkpoint.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
@@ -353,11 +354,7 @@ TEST_P(GoldenTest, TwoSequencesInOneStep) {
 
 INSTANTIATE_TEST_SUITE_P(Synth, GoldenTest,
                          ::testing::Values("tiny-kimi-int4", "tiny-kimi-bf16", "tiny-dsv3-fp8", "tiny-dsv3-bf16"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         test_util::DashToUnderscore());
 
 // ---- REAP statistics from the observer hook vs tools/reference/reap_stats.py ----
 
@@ -443,11 +440,7 @@ TEST_P(ReapGoldenTest, ObserverStatisticsMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, ReapGoldenTest, ::testing::Values("tiny-kimi-int4", "tiny-dsv3-fp8"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         test_util::DashToUnderscore());
 
 }  // namespace
 }  // namespace sickle

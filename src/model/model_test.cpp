@@ -18,6 +18,7 @@
 
 #include <unistd.h>
 
+#include "base/test_param_name.h"
 #include "base/error.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -341,11 +342,7 @@ TEST_P(ModelPresetTest, BadInputIsAnErrorAndLeavesTheSequenceUnchanged) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, ModelPresetTest, ::testing::Values("tiny-kimi", "tiny-dsv3"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test_util::DashToUnderscore());
 
 TEST(Model, ExactKernelsAgreeWithFastKernels) {
   // int4 fast kernels quantize activations to int8 (kernels/linear.h: <= 2e-2 per linear); the

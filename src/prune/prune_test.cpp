@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "base/test_param_name.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "io/checkpoint.h"
@@ -693,11 +694,7 @@ TEST(ObserveShards, MergeOfShardsEqualsOneRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, RewriteTest, ::testing::Values("tiny-kimi", "tiny-dsv3"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         test_util::DashToUnderscore());
 
 }  // namespace
 }  // namespace sickle

@@ -34,12 +34,9 @@ void apply(Collected& c, const OutputDelta& d) {
   }
 }
 
-// Feeds token ids (text from the fake codec) one at a time, collecting deltas.
-Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vector<OutputDelta>* deltas = nullptr) {
-  FakeCodec codec;
-  MarkerIds m = MarkerIds::from(codec);
-  ChatOutput out(codec, m, {}, in_reasoning);
-  Collected c;
+// Feeds token ids to `out` one at a time, then finishes it, collecting the deltas as a client
+// would; the collected text and calls must equal what the parser holds.
+void feed(ChatOutput& out, const std::vector<int32_t>& ids, Collected& c, std::vector<OutputDelta>* deltas) {
   for (int32_t id : ids) {
     OutputDelta d;
     out.push(id, d);
@@ -51,6 +48,16 @@ Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vecto
   apply(c, d);
   EXPECT_EQ(c.content, out.parser().content());
   EXPECT_EQ(c.reasoning, out.parser().reasoning());
+  EXPECT_EQ(out.parser().tool_calls().size(), c.calls.size());
+}
+
+// Feeds token ids (text from the fake codec) one at a time, collecting deltas.
+Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vector<OutputDelta>* deltas = nullptr) {
+  FakeCodec codec;
+  MarkerIds m = MarkerIds::from(codec);
+  ChatOutput out(codec, m, {}, in_reasoning);
+  Collected c;
+  feed(out, ids, c, deltas);
   return c;
 }
 
@@ -205,17 +212,7 @@ Collected run_forced(const std::string& forced, const std::string& generated, st
   out.prime(forced, first);
   apply(c, first);
   if (deltas) deltas->push_back(first);
-  for (int32_t id : codec.encode(generated)) {
-    OutputDelta d;
-    out.push(id, d);
-    apply(c, d);
-    if (deltas) deltas->push_back(d);
-  }
-  OutputDelta d;
-  out.finish(d);
-  apply(c, d);
-  EXPECT_EQ(c.content, out.parser().content());
-  EXPECT_EQ(out.parser().tool_calls().size(), c.calls.size());
+  feed(out, codec.encode(generated), c, deltas);
   return c;
 }
 
