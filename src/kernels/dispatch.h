@@ -74,8 +74,10 @@ struct KernelTable {
   // attention of one decode token over the latent cache.
   void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   void (*gemv_t)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
-  // gemv_t with bf16 A (decode attention reads kv_b in its stored encoding).
-  void (*gemv_t_bf16)(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+  // gemm_nn with bf16 B (decode attention multiplies every decode token's q_nope by W_UK read
+  // from kv_b in its stored encoding, once per step).
+  void (*gemm_nn_bf16)(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                       int64_t n, int64_t k);
   // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp).
   void (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed

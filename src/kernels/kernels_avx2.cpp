@@ -19,7 +19,8 @@ void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, f
                      int64_t n, int64_t k);
 void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void softmax_generic(float* x, int64_t n);
-void gemv_t_bf16_generic(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
+                          int64_t m, int64_t n, int64_t k);
 void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
                           float* y, int64_t ldy);
 
@@ -267,6 +268,6 @@ void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {
 
 const KernelTable kAvx2Kernels = {"avx2",   quantize_acts_generic, linear_int4_avx2, linear_dense_avx2,
                                   dot_avx2, axpy_avx2,             silu_mul_avx2,    gemm_nn_generic,
-                                  gemm_nt_generic, gemv_n_generic, gemv_t_generic,  gemv_t_bf16_generic, softmax_generic};
+                                  gemm_nt_generic, gemv_n_generic, gemv_t_generic,  gemm_nn_bf16_generic, softmax_generic};
 
 }  // namespace sickle

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <type_traits>
 
 // GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -378,16 +379,20 @@ void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) 
 
 // C = A B: 4 rows x 4 vectors (64 columns) of accumulators; each k step broadcasts 4 A values
 // against 4 B vectors (16 FMAs per 8 loads). Column tails use masked vectors, row tails R < 4.
-template <int R, int V>
-inline void gemm_tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k,
+// B is f32 or bf16 (widened in registers): Elem picks the row loader.
+template <class Elem>
+using RowLoader = std::conditional_t<std::is_same_v<Elem, float>, LoadF32, LoadBF16>;
+
+template <int R, int V, class Elem>
+inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t k,
                       __mmask16 last) {
+  const RowLoader<Elem> ld{b, ldb};
   __m512 acc[R][V];
   for (int i = 0; i < R; ++i)
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < k; ++p) {
     __m512 bv[V];
-    for (int v = 0; v < V; ++v)
-      bv[v] = v == V - 1 ? _mm512_maskz_loadu_ps(last, b + p * ldb + 16 * v) : _mm512_loadu_ps(b + p * ldb + 16 * v);
+    for (int v = 0; v < V; ++v) bv[v] = v == V - 1 ? ld.load(p, 16 * v, last) : ld.load(p, 16 * v);
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + p]);
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
@@ -400,8 +405,8 @@ inline void gemm_tile(const float* a, int64_t lda, const float* b, int64_t ldb, 
     }
 }
 
-template <int R>
-inline void gemm_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
+template <int R, class Elem>
+inline void gemm_rows(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
                       int64_t k) {
   int64_t j = 0;
   for (; j + 64 <= n; j += 64) gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, 0xFFFF);
@@ -417,8 +422,9 @@ inline void gemm_rows(const float* a, int64_t lda, const float* b, int64_t ldb, 
   }
 }
 
-void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                    int64_t n, int64_t k) {
+template <class Elem>
+void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+                 int64_t k) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) gemm_rows<4>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k);
   switch (m - i) {
@@ -427,6 +433,16 @@ void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, fl
     case 1: gemm_rows<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
     default: break;
   }
+}
+
+void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                    int64_t n, int64_t k) {
+  gemm_nn_any(a, lda, b, ldb, c, ldc, m, n, k);
+}
+
+void gemm_nn_bf16_avx512(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
+                         int64_t m, int64_t n, int64_t k) {
+  gemm_nn_any(a, lda, b, ldb, c, ldc, m, n, k);
 }
 
 // softmax_generic with vectors: max, then exp (exp_avx512) and sum in one pass, then scale.
@@ -533,38 +549,15 @@ void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
   for (; i < m; ++i) y[i] = dot_avx512(a + i * lda, x, k);
 }
 
-// y = sum_i x_i A_i in column chunks of 64 held in registers across all rows; L reads the rows
-// (LoadF32 / LoadBF16, widened in registers).
-template <class L>
-void gemv_t_rows(const L& ld, int64_t m, int64_t k, const float* x, float* y) {
-  for (int64_t j = 0; j < k; j += 64) {
-    const int64_t w = k - j < 64 ? k - j : 64;
-    __mmask16 mk[4];
-    for (int v = 0; v < 4; ++v) {
-      const int64_t left = w - 16 * v;
-      mk[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-    }
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < m; ++i) {
-      const __m512 xi = _mm512_set1_ps(x[i]);
-      for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(xi, ld.load(i, j + 16 * v, mk[v]), acc[v]);
-    }
-    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + j + 16 * v, mk[v], acc[v]);
-  }
-}
-
+// y = x^T A: the one-row product (x is a 1 x m matrix), 64 columns of A at a time in registers.
 void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  gemv_t_rows(LoadF32{a, lda}, m, k, x, y);
-}
-
-void gemv_t_bf16_avx512(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  gemv_t_rows(LoadBF16{a, lda}, m, k, x, y);
+  gemm_nn_avx512(x, m, a, lda, y, k, 1, k, m);
 }
 
 }  // namespace
 
 const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
                                     dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemm_nt_avx512, gemv_n_avx512, gemv_t_avx512,     gemv_t_bf16_avx512, softmax_avx512};
+                                    gemm_nt_avx512, gemv_n_avx512, gemv_t_avx512,     gemm_nn_bf16_avx512, softmax_avx512};
 
 }  // namespace sickle

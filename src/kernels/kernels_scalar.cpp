@@ -136,10 +136,16 @@ void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const flo
   for (int64_t i = 0; i < m; ++i) axpy_generic(x[i], a + i * lda, y, k);
 }
 
-void gemv_t_bf16_generic(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  for (int64_t j = 0; j < k; ++j) y[j] = 0.0f;
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < k; ++j) y[j] += x[i] * bf16_to_f32(a[i * lda + j]);
+void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
+                          int64_t m, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) ci[j] = 0.0f;
+    for (int64_t p = 0; p < k; ++p) {
+      const float aip = a[i * lda + p];
+      for (int64_t j = 0; j < n; ++j) ci[j] += aip * bf16_to_f32(b[p * ldb + j]);
+    }
+  }
 }
 
 void softmax_generic(float* x, int64_t n) {
@@ -169,7 +175,7 @@ bool can_run(const KernelTable& t) {
 
 const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
                                      dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic,
-                                     gemm_nt_generic, gemv_n_generic, gemv_t_generic,    gemv_t_bf16_generic, softmax_generic};
+                                     gemm_nt_generic, gemv_n_generic, gemv_t_generic,    gemm_nn_bf16_generic, softmax_generic};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -45,8 +45,9 @@ void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, f
 void gemv_t(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kernel_table().gemv_t(a, lda, m, k, x, y);
 }
-void gemv_t_bf16(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
-  kernel_table().gemv_t_bf16(a, lda, m, k, x, y);
+void gemm_nn_bf16(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                  int64_t n, int64_t k) {
+  kernel_table().gemm_nn_bf16(a, lda, b, ldb, c, ldc, m, n, k);
 }
 
 void scale(float* x, float a, int64_t n) {

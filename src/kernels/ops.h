@@ -27,6 +27,8 @@ void gemm_nt(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
 // y [m] = A [m, k] x, and y [k] = sum_i x_i A[i, :] (A row-major, leading dimension lda).
 void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemv_t(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
-void gemv_t_bf16(const uint16_t* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
+// gemm_nn with B in bf16 (widened exactly to f32; the products and sums are f32).
+void gemm_nn_bf16(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                  int64_t n, int64_t k);
 
 }  // namespace sickle

@@ -122,6 +122,21 @@ struct Scratch {
   std::vector<int32_t> tok;               // [T]
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
   std::vector<float> head_rows;           // [rows, H] normed rows that need logits
+  // Decode attention (items of fewer than kAttnMinTokens tokens), batched over the step's
+  // decode tokens d so that W_UK and W_UV are read once per step, not once per sequence:
+  std::vector<float> dq;                  // [n_decode, n_heads, kv_lora + rope] [q_nope W_UK | q_pe]
+  std::vector<float> dlat;                // [n_decode, n_heads, kv_lora] P cache (before W_UV)
+  struct DecodeRun {
+    int64_t t0, n, d0;  // step rows [t0, t0 + n) are decode rows [d0, d0 + n)
+  };
+  std::vector<DecodeRun> decode_runs;
+  struct HeadTok {
+    int64_t t;           // step row
+    const float* cache;  // its sequence's cache of this layer
+    int64_t ctx;         // positions it attends to (causal: up to and including itself)
+  };
+  std::vector<HeadTok> head_toks;     // the step's tokens outside blocked prefill
+  std::vector<int32_t> block_items;   // items attended as blocked prefill
 };
 
 struct ModelImpl {
@@ -146,7 +161,6 @@ struct ModelImpl {
     std::vector<float> q_abs, o_lat, row, scores;
     std::vector<float> qt, st, p, ot, outt;  // blocked prefill attention (attention_block)
     std::vector<float> qcat;                 // [kv_lora + rope] one query against whole cache rows
-    std::vector<float> rows_out;             // [kv_b rows] a row range of kv_b against o_lat (decode)
   };
   std::vector<ThreadScratch> ts;
 
@@ -154,8 +168,8 @@ struct ModelImpl {
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
   void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0, int64_t past,
                        int64_t nq, float scale);
-  void attention_heads(ThreadScratch& t, const LayerWeights& L, const float* cache, const uint16_t* kvb16,
-                       const float* kvb32, int64_t h0, int64_t h1, int64_t t0, int64_t past, int64_t n, float scale);
+  void decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0, int64_t w1,
+                        float scale);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
@@ -175,6 +189,9 @@ constexpr uint64_t kKvbCopyBytes = 64ull << 20;  // f32 copy of kv_b up to 64 Mi
 // of kAttnBlock; beyond kAttnMaxScratch floats of scores per block (very long contexts) the
 // per-token loop runs instead.
 constexpr int64_t kAttnMinTokens = 4, kAttnBlock = 32, kAttnMaxScratch = int64_t(4) << 20;
+// decode_attention handles at most this many tokens at once (its buffers hold
+// n_heads x (2 kv_lora + rope) floats per token: 1.1 MiB for DeepSeek-V3's 128 heads).
+constexpr int64_t kDecodeWindow = 64;
 
 void resize(std::vector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
@@ -508,114 +525,143 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       for (int64_t h = 0; h < nh; ++h) rotate(s.q.data() + t * nh * qk + h * qk + nope, t);
     }
   }
-  // One task per (item, head).
-  const int64_t n_tasks = int64_t(items.size()) * nh;
   const float* kvb32 = L.kv_b_f32.empty() ? nullptr : L.kv_b_f32.data();
   const uint16_t* kvb16 = L.kv_b.encoding == WeightEncoding::kBF16 && !options.exact_kernels
                               ? static_cast<const uint16_t*>(L.kv_b.data)
                               : nullptr;
   const float scale_ = softmax_scale;
-  // Head groups for decode: one per thread (so a single sequence still uses every thread), each
-  // reading the cache once instead of once per head.
-  const int64_t n_groups = std::max<int64_t>(1, std::min<int64_t>(nh, pool->size()));
-  const int64_t group = (nh + n_groups - 1) / n_groups;
-  pool->parallel_for(n_tasks, [&](int64_t b, int64_t e, int tid) {
+  // Prefill chunks (with an f32 kv_b and a context that fits the block scratch): blocked matrix
+  // products per (item, head). Every other token attends on its own (decode_attention).
+  auto blocked = [&](size_t i) {
+    const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
+    return kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch;
+  };
+  std::vector<int32_t>& block_items = s.block_items;
+  block_items.clear();
+  s.head_toks.clear();
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (blocked(i)) {
+      block_items.push_back(int32_t(i));
+      continue;
+    }
+    const Sequence& sq = *items[i].seq;
+    for (int64_t j = 0; j < int64_t(items[i].tokens.size()); ++j)
+      s.head_toks.push_back({item_tok0[i] + j, sq.cache_[il].data(), sq.n_past_ + j + 1});
+  }
+  if (!block_items.empty())
+    pool->parallel_for(int64_t(block_items.size()) * nh, [&](int64_t b, int64_t e, int tid) {
+      for (int64_t task = b; task < e; ++task) {
+        const size_t i = size_t(block_items[size_t(task / nh)]);
+        const int64_t h = task % nh, n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
+        const float* cache = items[i].seq->cache_[il].data();
+        for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
+          attention_block(ts[tid], cache, kvb32, h, item_tok0[i] + j0, past + j0, std::min(kAttnBlock, n - j0), scale_);
+      }
+    });
+  if (s.head_toks.empty()) return;
+  if (kvb16 || kvb32) {
+    const int64_t n_tok = int64_t(s.head_toks.size());
+    for (int64_t w0 = 0; w0 < n_tok; w0 += kDecodeWindow)
+      decode_attention(L, kvb16, kvb32, w0, std::min(n_tok, w0 + kDecodeWindow), scale_);
+    return;
+  }
+  // Without a bf16 or f32 kv_b (a big fp8 one): per (token, head), kv_b rows dequantized on the
+  // fly. q_abs = sum_d q_nope[d] * W_UK_h[d] (row d of kv_b's head block); out = W_UV_h o_lat.
+  pool->parallel_for(int64_t(s.head_toks.size()) * nh, [&](int64_t b, int64_t e, int tid) {
     ThreadScratch& ts_ = ts[tid];
     for (int64_t task = b; task < e; ++task) {
-      const int64_t i = task / nh, h = task % nh;
-      const Sequence& sq = *items[i].seq;
-      const float* cache = sq.cache_[il].data();
-      const int64_t n = int64_t(items[i].tokens.size()), t0 = item_tok0[i], past = sq.n_past_;
-      auto kvb_row = [&](int64_t r) -> const float* {
-        L.kv_b.dequant_row(r, ts_.row.data());
-        return ts_.row.data();
-      };
-      // Prefill chunks: the same sums as small matrix products, query blocks of kAttnBlock.
-      if (kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch) {
-        for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
-          attention_block(ts_, cache, kvb32, h, t0 + j0, past + j0, std::min(kAttnBlock, n - j0), scale_);
-        continue;
-      }
-      // Decode-sized items: the heads [h, h + G) of a group share every read of the cache (it is
-      // the same latent for all heads): S [G, ctx] = [q_abs | q_pe] cache^T, o [G, kvl] = P cache.
-      if (kvb16 || kvb32) {
-        if (h % group) continue;
-        attention_heads(ts_, L, cache, kvb16, kvb32, h, std::min(nh, h + group), t0, past, n, scale_);
-        continue;
-      }
-      // Without a bf16 or f32 kv_b (a big fp8 one): per head, its rows dequantized on the fly.
-      // q_abs[j] = sum_d q_nope[j][d] * W_UK_h[d]  (row d of kv_b's head block)
-      float* q_abs = ts_.q_abs.data();
-      std::fill(q_abs, q_abs + n * kvl, 0.0f);
-      for (int64_t d = 0; d < nope; ++d) {
-        const float* wr = kvb_row(h * (nope + vd) + d);
-        for (int64_t j = 0; j < n; ++j) axpy(s.q[(t0 + j) * nh * qk + h * qk + d], wr, q_abs + j * kvl, kvl);
-      }
-      float* o_lat = ts_.o_lat.data();
-      float* sc = ts_.scores.data();
+      const Scratch::HeadTok& ht = s.head_toks[size_t(task / nh)];
+      const int64_t h = task % nh;
+      const float* qh = s.q.data() + ht.t * nh * qk + h * qk;
       float* qcat = ts_.qcat.data();  // [kvl + rope]: q_abs then q_pe, against whole cache rows
-      for (int64_t j = 0; j < n; ++j) {
-        std::memcpy(qcat, q_abs + j * kvl, size_t(kvl) * sizeof(float));
-        std::memcpy(qcat + kvl, s.q.data() + (t0 + j) * nh * qk + h * qk + nope, size_t(rope) * sizeof(float));
-        const int64_t n_ctx = past + j + 1;  // causal: the cache up to and including this token
-        gemv_n(cache, row, n_ctx, row, qcat, sc);
-        for (int64_t u = 0; u < n_ctx; ++u) sc[u] *= scale_;
-        softmax(sc, n_ctx);
-        gemv_t(cache, row, n_ctx, kvl, sc, o_lat + j * kvl);
+      std::fill(qcat, qcat + kvl, 0.0f);
+      for (int64_t d = 0; d < nope; ++d) {
+        L.kv_b.dequant_row(h * (nope + vd) + d, ts_.row.data());
+        axpy(qh[d], ts_.row.data(), qcat, kvl);
       }
-      // out_h[j][v] = W_UV_h[v] . o_lat[j]
+      std::memcpy(qcat + kvl, qh + nope, size_t(rope) * sizeof(float));
+      float* sc = ts_.scores.data();
+      gemv_n(ht.cache, row, ht.ctx, row, qcat, sc);
+      for (int64_t u = 0; u < ht.ctx; ++u) sc[u] *= scale_;
+      softmax(sc, ht.ctx);
+      float* o_lat = ts_.o_lat.data();
+      gemv_t(ht.cache, row, ht.ctx, kvl, sc, o_lat);
       for (int64_t v = 0; v < vd; ++v) {
-        const float* wr = kvb_row(h * (nope + vd) + nope + v);
-        for (int64_t j = 0; j < n; ++j) s.attn[(t0 + j) * nh * vd + h * vd + v] = dot(wr, o_lat + j * kvl, kvl);
+        L.kv_b.dequant_row(h * (nope + vd) + nope + v, ts_.row.data());
+        s.attn[ht.t * nh * vd + h * vd + v] = dot(ts_.row.data(), o_lat, kvl);
       }
     }
   });
   (void)H;
 }
 
-// Decode attention of heads [h0, h1) for the n tokens of one item (n < kAttnMinTokens): per
-// token, q_abs of every head (kv_b as stored when bf16), scores of all heads against each cache
-// row in one pass (gemm_nt), the causal softmax, o_lat = P cache (gemm_nn), out = W_UV o_lat.
-void ModelImpl::attention_heads(ThreadScratch& t, const LayerWeights& L, const float* cache, const uint16_t* kvb16,
-                                const float* kvb32, int64_t h0, int64_t h1, int64_t t0, int64_t past, int64_t n,
-                                float scale) {
+// Attention of the step tokens s.head_toks[w0, w1) one by one, with kv_b's two halves applied
+// to all of them at once (each read once per window, not once per token):
+//   q_abs [w, h] = q_nope [w, h] W_UK_h          (per head, one product over all the tokens)
+//   S [h, ctx] = [q_abs | q_pe] cache^T, P = softmax(scale S), o [h] = P cache[:, :kvl]
+//                                                (per token and head group: the group's heads
+//                                                share each read of the token's cache)
+//   out [w, h] = o [w, h] W_UV_h^T               (per head, one product over all the tokens)
+void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0,
+                                 int64_t w1, float scale) {
   const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
-                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ng = h1 - h0;
-  resize(t.qt, ng * row);
-  resize(t.st, ng * (past + n));
-  resize(t.ot, ng * kvl);
-  if (kvb16) resize(t.rows_out, L.kv_b.rows);
-  for (int64_t j = 0; j < n; ++j) {
-    const float* qj = s.q.data() + (t0 + j) * nh * qk;
-    for (int64_t g = 0; g < ng; ++g) {
-      const int64_t h = h0 + g;
-      float* qc = t.qt.data() + g * row;
-      if (kvb16) gemv_t_bf16(kvb16 + h * (nope + vd) * kvl, kvl, nope, kvl, qj + h * qk, qc);
-      else gemv_t(kvb32 + h * (nope + vd) * kvl, kvl, nope, kvl, qj + h * qk, qc);
-      std::memcpy(qc + kvl, qj + h * qk + nope, size_t(rope) * sizeof(float));
+                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, nw = w1 - w0;
+  resize(s.dq, nw * nh * row);
+  resize(s.dlat, nw * nh * kvl);
+  // Runs of consecutive step rows (a decode-only step is one run).
+  s.decode_runs.clear();
+  for (int64_t d = 0; d < nw; ++d) {
+    const int64_t t = s.head_toks[size_t(w0 + d)].t;
+    if (!s.decode_runs.empty() && s.decode_runs.back().t0 + s.decode_runs.back().n == t) ++s.decode_runs.back().n;
+    else s.decode_runs.push_back({t, 1, d});
+  }
+  pool->parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t h = h0; h < h1; ++h)
+      for (const Scratch::DecodeRun& r : s.decode_runs) {
+        const float* q = s.q.data() + r.t0 * nh * qk + h * qk;
+        float* dq = s.dq.data() + (r.d0 * nh + h) * row;
+        const int64_t off = h * (nope + vd) * kvl;  // W_UK_h: kv_b rows [h (nope + vd), + nope)
+        if (kvb16) gemm_nn_bf16(q, nh * qk, kvb16 + off, kvl, dq, nh * row, r.n, kvl, nope);
+        else gemm_nn(q, nh * qk, kvb32 + off, kvl, dq, nh * row, r.n, kvl, nope);
+        for (int64_t j = 0; j < r.n; ++j)
+          std::memcpy(dq + j * nh * row + kvl, q + j * nh * qk + nope, size_t(rope) * sizeof(float));
+      }
+  });
+  // Head groups: one per token when there are at least as many tokens as threads, else enough
+  // groups that a single sequence still uses every thread.
+  const int64_t n_groups = std::clamp<int64_t>(pool->size() / nw, 1, nh), group = (nh + n_groups - 1) / n_groups;
+  pool->parallel_for_dynamic(nw * n_groups, 1, [&](int64_t b, int64_t e, int tid) {
+    ThreadScratch& t = ts[tid];
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t d = task / n_groups, h0 = (task % n_groups) * group, ng = std::min(nh, h0 + group) - h0;
+      const Scratch::HeadTok& ht = s.head_toks[size_t(w0 + d)];
+      resize(t.st, ng * ht.ctx);
+      float* sc = t.st.data();  // [ng, ctx]
+      gemm_nt(s.dq.data() + (d * nh + h0) * row, row, ht.cache, row, sc, ht.ctx, ng, ht.ctx, row);
+      for (int64_t g = 0; g < ng; ++g) {
+        float* sg = sc + g * ht.ctx;
+        for (int64_t u = 0; u < ht.ctx; ++u) sg[u] *= scale;
+        softmax(sg, ht.ctx);
+      }
+      gemm_nn(sc, ht.ctx, ht.cache, row, s.dlat.data() + (d * nh + h0) * kvl, kvl, ng, kvl, ht.ctx);
     }
-    const int64_t ctx = past + j + 1;  // causal: the cache up to and including this token
-    float* sc = t.st.data();           // [ng, ctx]
-    gemm_nt(t.qt.data(), row, cache, row, sc, ctx, ng, ctx, row);
-    for (int64_t g = 0; g < ng; ++g) {
-      float* sg = sc + g * ctx;
-      for (int64_t u = 0; u < ctx; ++u) sg[u] *= scale;
-      softmax(sg, ctx);
-    }
-    gemm_nn(sc, ctx, cache, row, t.ot.data(), kvl, ng, kvl, ctx);
-    for (int64_t g = 0; g < ng; ++g) {
-      const int64_t h = h0 + g;
-      float* out = s.attn.data() + (t0 + j) * nh * vd + h * vd;
-      const float* og = t.ot.data() + g * kvl;
-      if (kvb16) {  // rows [h (nope + v) + nope, + v) of kv_b: the dense kernel reads them as stored
-        const int64_t r0 = h * (nope + vd) + nope;
-        kernel_table().linear_dense(L.kv_b, og, kvl, 1, r0, r0 + vd, t.rows_out.data(), 0);
-        std::memcpy(out, t.rows_out.data() + r0, size_t(vd) * sizeof(float));
-      } else {
-        gemv_n(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, vd, kvl, og, out);
+  });
+  pool->parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t r0 = h * (nope + vd) + nope;  // W_UV_h: kv_b rows [r0, r0 + vd)
+      WeightView uv;                              // those rows as a bf16 weight of their own
+      uv.encoding = WeightEncoding::kBF16;
+      uv.rows = vd;
+      uv.cols = kvl;
+      uv.data = kvb16 ? kvb16 + r0 * kvl : nullptr;
+      for (const Scratch::DecodeRun& r : s.decode_runs) {
+        const float* o = s.dlat.data() + (r.d0 * nh + h) * kvl;
+        float* out = s.attn.data() + r.t0 * nh * vd + h * vd;
+        if (kvb16) kernel_table().linear_dense(uv, o, nh * kvl, r.n, 0, vd, out, nh * vd);
+        else gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
       }
     }
-  }
+  });
 }
 
 // The absorbed attention of one head for nq consecutive query tokens (step rows t0.., cache

@@ -147,6 +147,53 @@ TEST_P(ModelPresetTest, BatchedSequencesMatchRunningEachAlone) {
   EXPECT_EQ(tb->n_past(), 5);
 }
 
+// More decode tokens in one step than decode attention takes at once (its window of 64), split
+// into two runs of step rows by a prefill chunk between them: every row as when alone. With the
+// exact kernels (f32 kv_b in attention, the scalar MoE) to f32 noise; with the fast ones (kv_b
+// read as bf16) to 1%: there, experts that get 8 or more of the step's 71 tokens run on the
+// AMX int4 path, whose different f32 summation order can flip an int8 rounding of a later layer's
+// activations (0.3-0.4% on a row of tiny-kimi). A wrong head, row or run offset moves a row by
+// far more than that.
+TEST_P(ModelPresetTest, ManyDecodeTokensAroundAPrefillMatchRunningEachAlone) {
+  for (const bool exact : {true, false}) {
+    ModelOptions o;
+    o.n_threads = 2;
+    o.exact_kernels = exact;
+    auto m = Model::load(checkpoint(GetParam()), o);
+    const double tol = exact ? kSameMathTol : 1e-2;
+    const int64_t V = m->vocab_size(), n_dec = 70;
+    std::vector<std::unique_ptr<Sequence>> alone, together;
+    std::vector<std::vector<float>> want(static_cast<size_t>(n_dec));
+    std::vector<int32_t> next(static_cast<size_t>(n_dec), 0);
+    std::vector<float> scratch;
+    for (int64_t i = 0; i < n_dec; ++i) {
+      const auto prompt = some_tokens(1 + i % 5, V, uint32_t(100 + i));
+      next[size_t(i)] = int32_t((i * 37 + 5) % V);
+      alone.push_back(m->new_sequence());
+      together.push_back(m->new_sequence());
+      m->forward(*alone.back(), prompt, scratch);
+      m->forward(*together.back(), prompt, scratch);
+      m->forward(*alone.back(), std::span<const int32_t>(&next[size_t(i)], 1), want[size_t(i)]);
+    }
+    const auto chunk = some_tokens(6, V, 7);
+    std::vector<float> chunk_alone;
+    auto pa = m->new_sequence(), pt = m->new_sequence();
+    m->forward(*pa, chunk, chunk_alone);
+    std::vector<StepItem> items;
+    for (int64_t i = 0; i < n_dec; ++i) {
+      if (i == 30) items.push_back({pt.get(), chunk, false});
+      items.push_back({together[size_t(i)].get(), std::span<const int32_t>(&next[size_t(i)], 1)});
+    }
+    std::vector<float> out;
+    m->forward(items, out);
+    ASSERT_EQ(int64_t(out.size()), (n_dec + 1) * V);
+    for (int64_t i = 0, r = 0; i < n_dec; ++i, ++r) {
+      if (i == 30) EXPECT_LE(row_rel(out.data() + r++ * V, chunk_alone.data(), V), tol) << "exact " << exact;
+      EXPECT_LE(row_rel(out.data() + r * V, want[size_t(i)].data(), V), tol) << "exact " << exact << " item " << i;
+    }
+  }
+}
+
 TEST_P(ModelPresetTest, TruncateThenRefeedReproducesLogits) {
   auto m = load(GetParam());
   const int64_t V = m->vocab_size();
