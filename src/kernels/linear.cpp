@@ -110,6 +110,21 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
   parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, w.cols, n, r0, r1, y, w.rows); });
 }
 
+void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
+  SICKLE_CHECK(w.data != nullptr && w.encoding != WeightEncoding::kInt4Group, "{}: linear_strided takes dense weights",
+               w.name);
+  if (n <= 0 || w.rows <= 0) return;
+  const KernelTable& k = kernel_table();
+  if (uses_packed_bf16(k, w, n)) {
+    thread_local ScratchBuffer buf;
+    PackedBf16 pa;
+    pack_bf16(k, x, ldx, n, w.cols, buf, pa, nullptr);
+    k.linear_bf16_packed(w, pa, 0, n, 0, w.rows, y, ldy);
+    return;
+  }
+  k.linear_dense(w, x, ldx, n, 0, w.rows, y, ldy);
+}
+
 void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
   linear_with(kernel_table(), w, x, n, y, pool);
 }

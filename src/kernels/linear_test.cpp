@@ -315,6 +315,31 @@ TEST(Linear, AmxTilesMatchSpec) {
     }
 }
 
+// linear_strided on rows spaced wider than the weight (as decode attention's per-head slices):
+// the same values as linear() on the rows packed tight, and the gaps between rows untouched, at
+// decode-sized and AMX-sized token counts.
+TEST(Linear, StridedRowsEqualPackedRows) {
+  int ci = 0;
+  for (WeightEncoding enc : {WeightEncoding::kF32, WeightEncoding::kBF16, WeightEncoding::kF16})
+    for (int64_t n : {1, 3, 8, 17}) {
+      const int64_t rows = 48, cols = 96, ldx = cols + 40, ldy = rows + 24;
+      OwnedWeight w = make_weight(enc, rows, cols, 1, 0, 700 + ci);
+      Acts a = make_acts(n, cols, 0, 800 + ci++);
+      std::vector<float> xs(size_t(n * ldx), 7.0f), ys(size_t(n * ldy), 42.0f), y(size_t(n * rows));
+      for (int64_t t = 0; t < n; ++t) std::copy(a.x + t * cols, a.x + (t + 1) * cols, xs.begin() + t * ldx);
+      linear(w.view, a.x, n, y.data(), nullptr);
+      linear_strided(w.view, xs.data(), ldx, n, ys.data(), ldy);
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < ldy; ++r) {
+          if (r >= rows) {
+            ASSERT_EQ(ys[size_t(t * ldy + r)], 42.0f) << "gap written, token " << t;
+            continue;
+          }
+          ASSERT_EQ(ys[size_t(t * ldy + r)], y[size_t(t * rows + r)]) << "n " << n << " token " << t << " row " << r;
+        }
+    }
+}
+
 // A NaN or Inf activation poisons exactly its own token's outputs in the tile kernels too.
 TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
   const int64_t rows = 32, cols = 128, n = 20;

@@ -657,7 +657,7 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
       for (const Scratch::DecodeRun& r : s.decode_runs) {
         const float* o = s.dlat.data() + (r.d0 * nh + h) * kvl;
         float* out = s.attn.data() + r.t0 * nh * vd + h * vd;
-        if (kvb16) kernel_table().linear_dense(uv, o, nh * kvl, r.n, 0, vd, out, nh * vd);
+        if (kvb16) linear_strided(uv, o, nh * kvl, r.n, out, nh * vd);
         else gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
       }
     }
