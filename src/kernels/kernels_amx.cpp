@@ -326,10 +326,11 @@ void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p
   }
 }
 
-// x = hi + mid + lo per value (each residual is exact in f32); scattered pair-major.
-void pack_bf16_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf16& pa) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(int32_t(pa.n_pad)));
+// x = hi + mid + lo per value (each residual is exact in f32), pair-major. Token groups
+// [g0, g1) (multiples of 16): per group and 32 columns, the 16 tokens' pairs (dword j = columns
+// 2j, 2j+1) are split into the three parts and transposed in registers, so each pair's 16
+// tokens go out as one 64-byte store; tokens >= pa.n are zeros (the padding columns).
+void pack_bf16_amx(const float* x, int64_t ldx, int64_t g0, int64_t g1, PackedBf16& pa) {
   // Rounds v to bf16 (to nearest even) and returns v minus that, exactly (0 where v is inf).
   auto split = [](__m512 v, __m256i& h) {
     __m256bh hb = _mm512_cvtneps_pbh(v);
@@ -338,19 +339,29 @@ void pack_bf16_amx(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf
     __m512 res = _mm512_sub_ps(v, back);
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(res, res, _CMP_ORD_Q), res);
   };
-  for (int64_t t = t0; t < t1; ++t) {
-    const float* xt = x + t * ldx;
+  for (int64_t g = g0; g < g1; g += 16)
     for (int64_t c = 0; c < pa.cols; c += 32) {
-      __m512 a = _mm512_loadu_ps(xt + c), b = _mm512_loadu_ps(xt + c + 16);
-      for (uint32_t* part : pa.part) {
-        __m256i ha, hb;
-        a = split(a, ha);
-        b = split(b, hb);
-        __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(ha), hb, 1);
-        _mm512_i32scatter_epi32(part + (c / 2) * pa.n_pad + t, idx, h, 4);
+      __m512i v[3][16];
+      for (int i = 0; i < 16; ++i) {
+        const int64_t t = g + i;
+        if (t >= pa.n) {
+          for (auto& part : v) part[i] = _mm512_setzero_si512();
+          continue;
+        }
+        __m512 a = _mm512_loadu_ps(x + t * ldx + c), b = _mm512_loadu_ps(x + t * ldx + c + 16);
+        for (auto& part : v) {
+          __m256i ha, hb;
+          a = split(a, ha);
+          b = split(b, hb);
+          part[i] = _mm512_inserti64x4(_mm512_castsi256_si512(ha), hb, 1);
+        }
+      }
+      for (int p = 0; p < 3; ++p) {
+        transpose16(v[p]);  // v[p][j] = pair j of the 16 tokens
+        uint32_t* dst = pa.part[p] + (c / 2) * pa.n_pad + g;
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + j * pa.n_pad, v[p][j]);
       }
     }
-  }
 }
 
 }  // namespace

@@ -78,13 +78,10 @@ void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int
   pa.cols = cols;
   pa.n_pad = (n + 15) / 16 * 16 + 16;
   ScratchArena arena(buf, PackedBf16::bytes_for(n, cols));
-  for (uint32_t*& p : pa.part) {
-    p = arena.alloc<uint32_t>(size_t(cols / 2 * pa.n_pad));
-    // Only the padding columns need zeros; the packers write every (pair, token < n).
-    for (int64_t j = 0; j < cols / 2; ++j) std::memset(p + j * pa.n_pad + n, 0, size_t(pa.n_pad - n) * sizeof(uint32_t));
-  }
+  for (uint32_t*& p : pa.part) p = arena.alloc<uint32_t>(size_t(cols / 2 * pa.n_pad));
+  // Whole groups of 16 token columns, the padding included (the packer writes its zeros).
   if (n * cols < kMinParallelWork) pool = nullptr;
-  parallel_for(pool, n, [&](int64_t t0, int64_t t1, int) { k.pack_bf16(x, ldx, t0, t1, pa); });
+  parallel_for(pool, pa.n_pad / 16, [&](int64_t g0, int64_t g1, int) { k.pack_bf16(x, ldx, g0 * 16, g1 * 16, pa); });
 }
 
 void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {

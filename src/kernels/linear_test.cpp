@@ -340,6 +340,42 @@ TEST(Linear, StridedRowsEqualPackedRows) {
     }
 }
 
+// The AMX packer: every (pair, token) holds three bf16 parts that sum exactly to the f32
+// value (hi = x rounded to nearest bf16), pairs in column order; the padding columns past n
+// are zero. Token counts below, at and across 16-token groups, with and without the pool.
+TEST(Linear, AmxPackedActivationsAreExactSplits) {
+  const KernelTable* amx = nullptr;
+  for (const KernelTable* k : runnable_kernel_tables())
+    if (std::string(k->name) == "amx") amx = k;
+  if (!amx) GTEST_SKIP() << "no AMX on this CPU";
+  ThreadPool pool(2);
+  const int64_t cols = 96, ldx = cols + 8;
+  for (int64_t n : {1, 8, 15, 16, 17, 40})
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      Acts a = make_acts(n, cols, 0, uint32_t(900 + n));
+      std::vector<float> x(size_t(n * ldx), 0.0f);
+      for (int64_t t = 0; t < n; ++t) std::copy(a.x + t * cols, a.x + (t + 1) * cols, x.begin() + t * ldx);
+      ScratchBuffer buf;
+      PackedBf16 pa;
+      pack_bf16(*amx, x.data(), ldx, n, cols, buf, pa, p);
+      ASSERT_EQ(pa.n_pad % 16, 0);
+      ASSERT_GE(pa.n_pad, n + 15);
+      for (int64_t j = 0; j < cols / 2; ++j)
+        for (int64_t t = 0; t < pa.n_pad; ++t)
+          for (int half = 0; half < 2; ++half) {
+            float sum = 0;
+            for (int q = 0; q < 3; ++q) {
+              const uint32_t v = pa.part[q][j * pa.n_pad + t];
+              const float part = bf16_to_f32(uint16_t(half ? v >> 16 : v));
+              if (q == 0 && t < n) ASSERT_EQ(part, bf16_to_f32(f32_to_bf16(x[size_t(t * ldx + 2 * j + half)])));
+              sum += part;
+            }
+            const float want = t < n ? x[size_t(t * ldx + 2 * j + half)] : 0.0f;
+            ASSERT_EQ(sum, want) << "n " << n << " pair " << j << " token " << t << (p ? " pooled" : "");
+          }
+    }
+}
+
 // A NaN or Inf activation poisons exactly its own token's outputs in the tile kernels too.
 TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
   const int64_t rows = 32, cols = 128, n = 20;
