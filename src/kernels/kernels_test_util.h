@@ -8,8 +8,16 @@
 
 #include "base/numeric.h"
 #include "io/weights.h"
+#include "kernels/dispatch.h"
 
 namespace sickle::testing_util {
+
+// The AMX kernel table when this CPU runs it, else nullptr (its tests skip).
+inline const KernelTable* amx_table() {
+  for (const KernelTable* k : runnable_kernel_tables())
+    if (std::strcmp(k->name, "amx") == 0) return k;
+  return nullptr;
+}
 
 // A weight with its own storage; `misalign` shifts the data pointer by that many bytes off a
 // 64-byte boundary (safetensors offsets in a mapped file can be anything).

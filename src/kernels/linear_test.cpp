@@ -275,9 +275,7 @@ TEST(QuantizedActs, RoundTripWithinHalfStep) {
 // (same integer block sums), bf16 against the spec (hi + mid + lo activation split: the same
 // products, only the summation order differs).
 TEST(Linear, AmxTilesMatchSpec) {
-  const KernelTable* amx = nullptr;
-  for (const KernelTable* k : runnable_kernel_tables())
-    if (std::string(k->name) == "amx") amx = k;
+  const KernelTable* amx = amx_table();
   if (!amx) GTEST_SKIP() << "no AMX on this CPU";
   ThreadPool pool(3);
   const int64_t rows_list[] = {16, 17, 48, 80, 100, 64};
@@ -344,9 +342,7 @@ TEST(Linear, StridedRowsEqualPackedRows) {
 // value (hi = x rounded to nearest bf16), pairs in column order; the padding columns past n
 // are zero. Token counts below, at and across 16-token groups, with and without the pool.
 TEST(Linear, AmxPackedActivationsAreExactSplits) {
-  const KernelTable* amx = nullptr;
-  for (const KernelTable* k : runnable_kernel_tables())
-    if (std::string(k->name) == "amx") amx = k;
+  const KernelTable* amx = amx_table();
   if (!amx) GTEST_SKIP() << "no AMX on this CPU";
   ThreadPool pool(2);
   const int64_t cols = 96, ldx = cols + 8;
