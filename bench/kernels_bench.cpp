@@ -13,6 +13,7 @@
 // (data + scales) per second, bw_frac = that / measured read bandwidth (re-measured right before
 // each cold benchmark: membw_GB/s), GFLOP/s = 2 rows cols n.
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu.h"
 #include "base/numeric.h"
 #include "kernels/dispatch.h"
 #include "kernels/linear.h"
@@ -262,6 +264,46 @@ void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols
 
 }  // namespace
 
+// f32 multiply-adds per second of one thread at the FMA units' throughput (16 independent
+// 512-bit chains); 0 on CPUs without AVX-512 (then no fma_frac is reported).
+__attribute__((target("avx512f,fma"))) double fma_peak_avx512(int64_t iters) {
+  __m512 acc[16];
+  for (auto& a : acc) a = _mm512_set1_ps(1.0f);
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 16
+    for (auto& a : acc) a = _mm512_fmadd_ps(a, x, y);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& a : acc) benchmark::DoNotOptimize(a);
+  return double(iters) * 16 * 16 / s;
+}
+double fma_peak_macs() {
+  static const double peak = [] {
+    const double p = cpu_features().avx512f ? fma_peak_avx512(20'000'000) : 0.0;
+    if (p > 0) std::printf("f32 FMA peak (one thread): %.1f GMAC/s\n", p / 1e9);
+    return p;
+  }();
+  return peak;
+}
+
+void run_gemm_f32(benchmark::State& st, const KernelTable& kt, int64_t m, int64_t n, int64_t k, bool nt) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> a(size_t(m * k)), b(size_t(k * n)), c(size_t(m * n));
+  for (float& v : a) v = nd(rng);
+  for (float& v : b) v = nd(rng);
+  for (auto _ : st) {
+    if (nt) kt.gemm_nt(a.data(), k, b.data(), k, c.data(), n, m, n, k);
+    else kt.gemm_nn(a.data(), k, b.data(), n, c.data(), n, m, n, k);
+    benchmark::DoNotOptimize(c.data());
+  }
+  const double macs = double(m * n * k) * double(st.iterations());
+  st.counters["GMAC/s"] = benchmark::Counter(macs / 1e9, benchmark::Counter::kIsRate);
+  if (fma_peak_macs() > 0)
+    st.counters["fma_frac"] = benchmark::Counter(macs / fma_peak_macs(), benchmark::Counter::kIsRate);
+}
+
 int main(int argc, char** argv) {
   if (const char* t = std::getenv("SICKLE_BENCH_THREADS")) g_threads = std::atoi(t);
   if (const char* m = std::getenv("SICKLE_BENCH_MIB")) g_cold_bytes = size_t(std::atoll(m)) << 20;
@@ -302,6 +344,22 @@ int main(int argc, char** argv) {
   for (int64_t n : {16, 128, 512}) {
     add("int4_gemm/1024x2048/n" + std::to_string(n), E::kInt4Group, 1024, 2048, n, false);
     add("bf16_gemm/2048x2048/n" + std::to_string(n), E::kBF16, 2048, 2048, n, false);
+  }
+  // Attention's f32 products (one thread; the prefill block of 8 heads x 32 queries = 256 rows,
+  // decode of 16 heads over 300 positions), on every table this CPU runs: GMAC/s and the
+  // fraction of the FMA peak (16 f32 multiply-adds per vector FMA at the measured rate).
+  for (const KernelTable* kt : runnable_kernel_tables()) {
+    if (std::string(kt->name) == "scalar") continue;
+    struct Shape { const char* name; int64_t m, n, k; bool nt; };
+    for (Shape sh : {Shape{"prefill_scores_nt/256x512x576", 256, 512, 576, true},
+                     Shape{"prefill_values_nn/256x512x512", 256, 512, 512, false},
+                     Shape{"prefill_qabs_nn/32x512x128", 32, 512, 128, false},
+                     Shape{"decode_scores_nt/16x300x576", 16, 300, 576, true},
+                     Shape{"decode_values_nn/16x512x300", 16, 512, 300, false}})
+      benchmark::RegisterBenchmark((std::string("gemm_f32/") + sh.name + "/" + kt->name).c_str(),
+                                   [=](benchmark::State& st) { run_gemm_f32(st, *kt, sh.m, sh.n, sh.k, sh.nt); })
+          ->UseRealTime()
+          ->MinTime(0.5);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

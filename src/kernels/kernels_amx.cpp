@@ -71,10 +71,12 @@ void configure_bf16() {
 // 16 x 16 dword transpose in registers (r[i] = row i in, r[j] = column j out).
 inline void transpose16(__m512i r[16]) {
   __m512i t[16];
+#pragma GCC unroll 16
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
     t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
   }
+#pragma GCC unroll 16
   for (int i = 0; i < 16; i += 4) {
     r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
     r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
@@ -83,6 +85,7 @@ inline void transpose16(__m512i r[16]) {
   }
   // Now lane group g (128 bits) of r[i] holds columns 4*(i%4)..+3 of rows 4*(i/4)+... : gather
   // the 128-bit lanes across registers.
+#pragma GCC unroll 16
   for (int i = 0; i < 4; ++i) {
     __m512i a = r[i], b = r[i + 4], c = r[i + 8], d = r[i + 12];
     __m512i ab_lo = _mm512_shuffle_i32x4(a, b, 0x44), ab_hi = _mm512_shuffle_i32x4(a, b, 0xEE);
@@ -92,6 +95,7 @@ inline void transpose16(__m512i r[16]) {
     t[i + 8] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0x88);
     t[i + 12] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0xDD);
   }
+#pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
@@ -106,11 +110,13 @@ void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float*
     const int nblk = int(nb - g < 4 ? nb - g : 4);
     const __mmask64 k = nblk == 4 ? ~__mmask64(0) : (__mmask64(1) << (nblk * 16)) - 1;
     __m512i v[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_epi8(k, base + i * row_bytes + g * 16);
     // The next stripe's same 64 bytes of each row (decode-sized n streams cold weights: the
     // hardware prefetcher alone leaves the loads waiting on memory). Past the matrix end the
     // prefetch is a harmless no-op.
     if (prefetch_next)
+#pragma GCC unroll 16
       for (int i = 0; i < 16; ++i)
         _mm_prefetch(reinterpret_cast<const char*>(base + (16 + i) * row_bytes + g * 16), _MM_HINT_T0);
     transpose16(v);  // v[j] = dword j (block j / 4, kk = j % 4) of the 16 rows
@@ -165,6 +171,7 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
   }
   for (int64_t tt = 0; tt < n_tiles; ++tt)
     for (int64_t b = 0; b < nb; ++b)
+#pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) {
         const int64_t t = tt * 16 + i;
         dt[(tt * nb + b) * 16 + i] = t < n ? qa.d[t * ds + 4 * b] : 0.0f;
@@ -283,7 +290,9 @@ void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_
     if constexpr (NS > 3) _tile_stored(3, cbuf + 768, 64);
     // C is [rows, tokens]; y is [tokens, rows].
     for (int t = 0; t < m; ++t)
+#pragma GCC unroll 16
       for (int s = 0; s < NS; ++s)
+#pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) y[(t0 + t) * ldy + s * 16 + i] = cbuf[s * 256 + i * 16 + t];
   }
 }
@@ -326,42 +335,196 @@ void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p
   }
 }
 
-// x = hi + mid + lo per value (each residual is exact in f32), pair-major. Token groups
-// [g0, g1) (multiples of 16): per group and 32 columns, the 16 tokens' pairs (dword j = columns
-// 2j, 2j+1) are split into the three parts and transposed in registers, so each pair's 16
-// tokens go out as one 64-byte store; tokens >= pa.n are zeros (the padding columns).
+// v = hi + mid + lo (16 values, three bf16 each; every residual is exact in f32, and 24
+// mantissa bits cover a normal f32 exactly). A non-finite v gives hi = v and zero residuals.
+inline void split3(__m512 v, __m256i h[3]) {
+#pragma GCC unroll 16
+  for (int p = 0; p < 3; ++p) {
+    __m256bh hb = _mm512_cvtneps_pbh(v);  // round to nearest even
+    h[p] = reinterpret_cast<__m256i&>(hb);
+    const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h[p]), 16));
+    const __m512 res = _mm512_sub_ps(v, back);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(res, res, _CMP_ORD_Q), res);
+  }
+}
+
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
+
+// Rows [r0, r0 + 16) of x [rows, ldx] (first `cols` values each; rows past `rows` and columns
+// past `cols` read as zeros), columns [c, c + 32): v[p][i] = row i's 16 pairs (dword j =
+// columns c + 2j, c + 2j + 1) of part p, transposed so that v[p][j] = pair j of the 16 rows.
+inline void split_pairs_16x32(const float* x, int64_t ldx, int64_t rows, int64_t cols, int64_t r0, int64_t c,
+                              __m512i v[3][16]) {
+  const __mmask16 k0 = first_lanes(cols - c), k1 = first_lanes(cols - c - 16);
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) {
+    __m256i lo[3], hi[3];
+    const bool live = r0 + i < rows;
+    const float* xr = x + (r0 + i) * ldx + c;
+    split3(live ? _mm512_maskz_loadu_ps(k0, xr) : _mm512_setzero_ps(), lo);
+    split3(live ? _mm512_maskz_loadu_ps(k1, xr + 16) : _mm512_setzero_ps(), hi);
+#pragma GCC unroll 16
+    for (int p = 0; p < 3; ++p) v[p][i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[p]), hi[p], 1);
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < 3; ++p) transpose16(v[p]);
+}
+
+// x = hi + mid + lo per value, pair-major. Token groups [g0, g1) (multiples of 16): per group
+// and 32 columns, the 16 tokens' pairs are split and transposed in registers, so each pair's
+// 16 tokens go out as one 64-byte store; tokens >= pa.n are zeros (the padding columns).
 void pack_bf16_amx(const float* x, int64_t ldx, int64_t g0, int64_t g1, PackedBf16& pa) {
-  // Rounds v to bf16 (to nearest even) and returns v minus that, exactly (0 where v is inf).
-  auto split = [](__m512 v, __m256i& h) {
-    __m256bh hb = _mm512_cvtneps_pbh(v);
-    h = reinterpret_cast<__m256i&>(hb);
-    __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    __m512 res = _mm512_sub_ps(v, back);
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(res, res, _CMP_ORD_Q), res);
-  };
   for (int64_t g = g0; g < g1; g += 16)
     for (int64_t c = 0; c < pa.cols; c += 32) {
       __m512i v[3][16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t t = g + i;
-        if (t >= pa.n) {
-          for (auto& part : v) part[i] = _mm512_setzero_si512();
-          continue;
-        }
-        __m512 a = _mm512_loadu_ps(x + t * ldx + c), b = _mm512_loadu_ps(x + t * ldx + c + 16);
-        for (auto& part : v) {
-          __m256i ha, hb;
-          a = split(a, ha);
-          b = split(b, hb);
-          part[i] = _mm512_inserti64x4(_mm512_castsi256_si512(ha), hb, 1);
-        }
-      }
+      split_pairs_16x32(x, ldx, pa.n, pa.cols, g, c, v);
+#pragma GCC unroll 16
       for (int p = 0; p < 3; ++p) {
-        transpose16(v[p]);  // v[p][j] = pair j of the 16 tokens
         uint32_t* dst = pa.part[p] + (c / 2) * pa.n_pad + g;
+#pragma GCC unroll 16
         for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + j * pa.n_pad, v[p][j]);
       }
     }
+}
+
+// ------------------------------------------------------------------ f32 x f32 on bf16 tiles
+
+// C = A B and C = A B^T in f32 for the attention products over the latent cache: every value
+// of both operands split into three bf16 parts (split3, exact), and the six part products of
+// weight 2^-16 and above summed on tiles; the three left out (mid x lo, lo x mid, lo x lo) are
+// below 2^-24 |a b|, the size of the f32 rounding of the sum. A is packed as rows of bf16
+// parts [m_pad][k_pad], B in the tile (VNNI) order [k_pad / 2][n_pad] of dword pairs.
+struct F32Tiles {
+  int64_t m_pad, n_pad, k_pad;
+  uint16_t* a[3];
+  uint32_t* b[3];
+};
+
+F32Tiles alloc_f32_tiles(ScratchBuffer& buf, int64_t m, int64_t n, int64_t k) {
+  F32Tiles t;
+  t.m_pad = (m + 31) / 32 * 32;  // whole 32 x 32 blocks of C (f32_tile_products)
+  t.n_pad = (n + 31) / 32 * 32;
+  t.k_pad = (k + 31) / 32 * 32;
+  const size_t a_bytes = ScratchArena::padded(size_t(t.m_pad * t.k_pad) * 2);
+  const size_t b_bytes = ScratchArena::padded(size_t(t.k_pad / 2 * t.n_pad) * 4);
+  ScratchArena arena(buf, 3 * (a_bytes + b_bytes));
+  for (auto& p : t.a) p = arena.alloc<uint16_t>(size_t(t.m_pad * t.k_pad));
+  for (auto& p : t.b) p = arena.alloc<uint32_t>(size_t(t.k_pad / 2 * t.n_pad));
+  return t;
+}
+
+// A [m, k] (lda) as rows of parts; padding rows and columns zero.
+void pack_a_rows(const float* a, int64_t lda, int64_t m, int64_t k, F32Tiles& t) {
+  for (int64_t i = 0; i < t.m_pad; ++i)
+    for (int64_t c = 0; c < t.k_pad; c += 16) {
+      __m256i h[3];
+      split3(i < m ? _mm512_maskz_loadu_ps(first_lanes(k - c), a + i * lda + c) : _mm512_setzero_ps(), h);
+#pragma GCC unroll 16
+      for (int p = 0; p < 3; ++p) _mm256_storeu_si256(reinterpret_cast<__m256i*>(t.a[p] + i * t.k_pad + c), h[p]);
+    }
+}
+
+// B [k, n] (ldb): pair j of column c = (B[2j][c], B[2j + 1][c]).
+void pack_b_nn(const float* b, int64_t ldb, int64_t k, int64_t n, F32Tiles& t) {
+  for (int64_t j = 0; j < t.k_pad / 2; ++j)
+    for (int64_t c = 0; c < t.n_pad; c += 16) {
+      const __mmask16 mk = first_lanes(n - c);
+      __m256i e[3], o[3];
+      split3(2 * j < k ? _mm512_maskz_loadu_ps(mk, b + 2 * j * ldb + c) : _mm512_setzero_ps(), e);
+      split3(2 * j + 1 < k ? _mm512_maskz_loadu_ps(mk, b + (2 * j + 1) * ldb + c) : _mm512_setzero_ps(), o);
+#pragma GCC unroll 16
+      for (int p = 0; p < 3; ++p)
+        _mm512_storeu_si512(t.b[p] + j * t.n_pad + c,
+                            _mm512_or_si512(_mm512_cvtepu16_epi32(e[p]),
+                                            _mm512_slli_epi32(_mm512_cvtepu16_epi32(o[p]), 16)));
+    }
+}
+
+// B [n, k] (ldb) used transposed: pair j of column c = (B[c][2j], B[c][2j + 1]).
+void pack_b_nt(const float* b, int64_t ldb, int64_t n, int64_t k, F32Tiles& t) {
+  for (int64_t r = 0; r < t.n_pad; r += 16)
+    for (int64_t c = 0; c < t.k_pad; c += 32) {
+      __m512i v[3][16];
+      split_pairs_16x32(b, ldb, n, k, r, c, v);
+#pragma GCC unroll 16
+      for (int p = 0; p < 3; ++p)
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(t.b[p] + (c / 2 + j) * t.n_pad + r, v[p][j]);
+    }
+}
+
+// C [m, n] (ldc) from the packed parts in 32 x 32 blocks: C tiles 0-3 (rows i0, i0 + 16 x
+// columns j0, j0 + 16), A tiles 4-5 (the two row blocks of one part), B tiles 6-7 (the two
+// column blocks of one part). Four independent accumulators keep the tile unit busy (one C
+// tile alone waits on each product's latency), and each operand tile load feeds two products.
+void f32_tile_products(const F32Tiles& t, int64_t m, int64_t n, float* c, int64_t ldc) {
+  configure_bf16();
+  alignas(64) float cbuf[4 * 256];
+  const int64_t sa = t.k_pad * 2, sb = t.n_pad * 4;
+  for (int64_t i0 = 0; i0 < m; i0 += 32)
+    for (int64_t j0 = 0; j0 < n; j0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t kk = 0; kk < t.k_pad; kk += 32) {
+        const uint16_t* const* ap = t.a;
+        const uint32_t* const* bp = t.b;
+        const int64_t ao = i0 * t.k_pad + kk, bo = (kk / 2) * t.n_pad + j0;
+#pragma GCC unroll 16
+        for (int p = 0; p < 3; ++p) {  // A part p against B parts q <= 2 - p
+          _tile_loadd(4, ap[p] + ao, sa);
+          _tile_loadd(5, ap[p] + ao + 16 * t.k_pad, sa);
+          for (int q = 0; q + p < 3; ++q) {
+            _tile_loadd(6, bp[q] + bo, sb);
+            _tile_loadd(7, bp[q] + bo + 16, sb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+        }
+      }
+      _tile_stored(0, cbuf, 64);
+      _tile_stored(1, cbuf + 256, 64);
+      _tile_stored(2, cbuf + 512, 64);
+      _tile_stored(3, cbuf + 768, 64);
+      for (int64_t i = 0; i < 32 && i0 + i < m; ++i)
+        for (int64_t h = 0; h < 2; ++h) {
+          const __mmask16 mk = first_lanes(n - j0 - 16 * h);
+          const float* src = cbuf + ((i / 16) * 2 + h) * 256 + (i % 16) * 16;  // tile (i / 16, h), row i % 16
+          if (mk) _mm512_mask_storeu_ps(c + (i0 + i) * ldc + j0 + 16 * h, mk, _mm512_load_ps(src));
+        }
+    }
+  _tile_release();
+}
+
+// Whether the tiles beat the AVX-512 FMA kernels, by a cost model fitted to measurements on
+// Sapphire Rapids (bench/kernels_bench gemm_f32/*): packing costs about a cycle per value of
+// both (padded) operands, a 32 x 32 x 32 block of C takes 24 tile products of 16 cycles, and
+// the FMA kernels do about 16 multiply-adds per cycle (half the FMA peak). Decode-sized
+// products (a few heads against one sequence's cache) stay on FMAs: packing the cache would
+// cost more than it saves.
+bool f32_tiles_pay(int64_t m, int64_t n, int64_t k) {
+  if (m < 16 || n < 16 || k < 32) return false;
+  const double mp = double((m + 31) / 32 * 32), np = double((n + 31) / 32 * 32), kp = double((k + 31) / 32 * 32);
+  const double pack = (mp + np) * double(k);
+  const double tiles = (mp / 32) * (np / 32) * (kp / 32) * 24.0 * 16.0;
+  return pack + tiles < 0.7 * double(m) * double(n) * double(k) / 16.0;
+}
+
+// C = A B (NT false, B [k, n]) or C = A B^T (NT true, B [n, k]).
+template <bool NT>
+void gemm_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k) {
+  if (!f32_tiles_pay(m, n, k))
+    return (NT ? kAvx512Kernels.gemm_nt : kAvx512Kernels.gemm_nn)(a, lda, b, ldb, c, ldc, m, n, k);
+  thread_local ScratchBuffer buf;
+  F32Tiles t = alloc_f32_tiles(buf, m, n, k);
+  pack_a_rows(a, lda, m, k, t);
+  if constexpr (NT) pack_b_nt(b, ldb, n, k, t);
+  else pack_b_nn(b, ldb, k, n, t);
+  f32_tile_products(t, m, n, c, ldc);
 }
 
 }  // namespace
@@ -375,6 +538,8 @@ const KernelTable kAmxKernels = [] {
   t.linear_int4 = linear_int4_amx;
   t.linear_bf16_packed = linear_bf16_packed_amx;
   t.pack_bf16 = pack_bf16_amx;
+  t.gemm_nn = gemm_amx<false>;
+  t.gemm_nt = gemm_amx<true>;
   t.dense_packed_min_n = kBf16MinTokens;
   return t;
 }();

@@ -49,11 +49,13 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   const float* d0 = qa.d + t0 * ds;
   const float* mm0 = qa.m + t0 * ds;
   __m256 acc[T];
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   auto step = [&](__m256i wv, __m256 ws, int64_t b) {
     __m256i lo = _mm256_and_si256(wv, m4);
     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
     const int64_t qoff = (b / 4) * 128 + (b % 4) * 16;
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + qoff;
       __m256i pe = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(q))), ones);
@@ -75,6 +77,7 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
     __m256 ws = _mm256_set_m128(_mm_setzero_ps(), _mm_set1_ps(bf16_to_f32(sr[b])));
     step(_mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * 16))), ws, b);
   }
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) y[t * ldy] = hsum(acc[t]);
 }
 
@@ -146,18 +149,25 @@ struct LoadFp8 {
 template <class L, int R, int T>
 void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
   __m256 acc[R][T];
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t c = 0;
   for (; c + 8 <= cols; c += 8) {
     __m256 wv[R];
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       __m256 xv = _mm256_loadu_ps(x + j * ldx + c);
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       float s = hsum(acc[i][j]);
       for (int64_t cc = c; cc < cols; ++cc) s += ld.at(r + i, cc) * x[j * ldx + cc];

@@ -84,11 +84,13 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   const float* d0 = qa.d + t0 * ds;
   const float* mm0 = qa.m + t0 * ds;
   __m512 acc[T];
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   auto step = [&](__m512i wv, __m128i s4, int64_t g) {
     __m512i lo = _mm512_and_si512(wv, m4);
     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
     __m512 ws = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s4)));
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + g * 32;
       __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_load_si512(q));
@@ -108,6 +110,7 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
     __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
     step(_mm512_maskz_loadu_epi8(wk, wr + g * 16), _mm_maskz_loadu_epi16(__mmask8((1u << rem) - 1), sr + g), g);
   }
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
@@ -125,12 +128,14 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
   const float* d0 = qa.d + t0 * ds;
   const float* mm0 = qa.m + t0 * ds;
   __m512 acc0[T], acc1[T];
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
   auto step = [&](__m512i w0, __m512i w1, __m128i s0, __m128i s1, int64_t g) {
     __m512i lo0 = _mm512_and_si512(w0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
     __m512i lo1 = _mm512_and_si512(w1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
     __m512 ws0 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s0)));
     __m512 ws1 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s1)));
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + g * 32;
       __m512i xe = _mm512_load_si512(q), xo = _mm512_load_si512(q + 64);
@@ -160,6 +165,7 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
     step(_mm512_maskz_loadu_epi8(wk, wr0 + g * 16), _mm512_maskz_loadu_epi8(wk, wr1 + g * 16),
          _mm_maskz_loadu_epi16(sk, sr0 + g), _mm_maskz_loadu_epi16(sk, sr1 + g), g);
   }
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
     y[t * ldy] = _mm512_reduce_add_ps(acc0[t]);
     y[t * ldy + 1] = _mm512_reduce_add_ps(acc1[t]);
@@ -250,27 +256,37 @@ struct LoadFp8 {
 template <class L, int R, int T>
 void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
   __m512 acc[R][T];
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 16 <= cols; c += 16) {
     __m512 wv[R];
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       __m512 xv = _mm512_loadu_ps(x + j * ldx + c);
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
   if (c < cols) {
     __mmask16 k = __mmask16((1u << (cols - c)) - 1);
     __m512 wv[R];
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c, k);
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       __m512 xv = _mm512_maskz_loadu_ps(k, x + j * ldx + c);
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) y[j * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
@@ -388,17 +404,24 @@ inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
                       __mmask16 last) {
   const RowLoader<Elem> ld{b, ldb};
   __m512 acc[R][V];
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < k; ++p) {
     __m512 bv[V];
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) bv[v] = v == V - 1 ? ld.load(p, 16 * v, last) : ld.load(p, 16 * v);
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + p]);
+#pragma GCC unroll 16
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) {
       if (v == V - 1) _mm512_mask_storeu_ps(c + i * ldc + 16 * v, last, acc[i][v]);
       else _mm512_storeu_ps(c + i * ldc + 16 * v, acc[i][v]);
@@ -476,21 +499,28 @@ void softmax_avx512(float* x, int64_t n) {
 template <int R, int S>
 inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
   __m512 acc[R][S];
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < S; ++j) acc[i][j] = _mm512_setzero_ps();
   const int64_t k16 = k / 16 * 16;
   const __mmask16 tail = __mmask16((1u << (k % 16)) - 1);
   auto step = [&](int64_t p, __mmask16 m) {
     __m512 bv[S];
+#pragma GCC unroll 16
     for (int j = 0; j < S; ++j) bv[j] = _mm512_maskz_loadu_ps(m, b + j * ldb + p);
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_maskz_loadu_ps(m, a + i * lda + p);
+#pragma GCC unroll 16
       for (int j = 0; j < S; ++j) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
     }
   };
   for (int64_t p = 0; p < k16; p += 16) step(p, 0xFFFF);
   if (tail) step(k16, tail);
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < S; ++j) c[i * ldc + j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 

@@ -212,6 +212,42 @@ TEST(Ops, GemmNtAllTablesAllShapes) {
         }
 }
 
+// Shapes big enough for the AMX table's tile path (kernels_amx.cpp f32_tiles_pay: blocked
+// prefill attention), with row, column and k tails, against double sums: C = A B and C = A B^T,
+// strided operands, C's padding columns untouched. The tiles' six part products must stay
+// within the f32 kernels' bound.
+TEST(Ops, GemmLargeShapesAllTables) {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  int seed = 0;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (Shape sh : {Shape{130, 150, 300}, Shape{257, 97, 576}})
+      for (bool nt : {false, true}) {
+        const int64_t m = sh.m, n = sh.n, k = sh.k, lda = k + 3, ldb = (nt ? k : n) + 5, ldc = n + 2;
+        auto a = randv(size_t(m * lda), 700 + seed), b = randv(size_t((nt ? n : k) * ldb), 800 + seed);
+        ++seed;
+        std::vector<float> c(size_t(m * ldc), 42.0f);
+        (nt ? kt->gemm_nt : kt->gemm_nn)(a.data(), lda, b.data(), ldb, c.data(), ldc, m, n, k);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < ldc; ++j) {
+            const float got = c[size_t(i * ldc + j)];
+            if (j >= n) {
+              ASSERT_EQ(got, 42.0f) << kt->name << " padding touched";
+              continue;
+            }
+            double ref = 0, mag = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              const double bv = nt ? b[size_t(j * ldb + p)] : b[size_t(p * ldb + j)];
+              ref += double(a[size_t(i * lda + p)]) * bv;
+              mag += std::fabs(double(a[size_t(i * lda + p)]) * bv);
+            }
+            ASSERT_NEAR(got, ref, 1e-6 * (mag + 1)) << kt->name << (nt ? " nt" : " nn") << " m " << m << " n " << n
+                                                    << " k " << k << " at " << i << "," << j;
+          }
+      }
+}
+
 // y = A x and y = x^T A for every table against double sums: row counts 1..9 (the 4-row
 // passes and their tail), widths with and without a 16 tail and past 64, lda > k.
 TEST(Ops, GemvAllTablesAllShapes) {

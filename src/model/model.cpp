@@ -136,7 +136,11 @@ struct Scratch {
     int64_t ctx;         // positions it attends to (causal: up to and including itself)
   };
   std::vector<HeadTok> head_toks;     // the step's tokens outside blocked prefill
-  std::vector<int32_t> block_items;   // items attended as blocked prefill
+  struct BlockTask {
+    int32_t item;
+    int64_t j0, h0, h1;  // queries [j0, j0 + kAttnBlock) of the item, heads [h0, h1)
+  };
+  std::vector<BlockTask> block_tasks;  // blocked prefill attention of this step
 };
 
 struct ModelImpl {
@@ -155,18 +159,19 @@ struct ModelImpl {
   std::vector<LayerWeights> layers;
   int64_t max_inter = 0, max_experts = 0;
   Scratch s;
-  // Per-thread attention scratch: q_abs [T, kv_lora], o_lat [T, kv_lora], row [kv_lora],
-  // scores [ctx]. Grown in forward() before the parallel region.
+  // Per-thread attention scratch for the fp8 kv_b path: o_lat, row [kv_lora], qcat [kv_lora +
+  // rope], scores [ctx] (grown in forward() before the parallel region).
   struct ThreadScratch {
-    std::vector<float> q_abs, o_lat, row, scores;
-    std::vector<float> qt, st, p, ot, outt;  // blocked prefill attention (attention_block)
+    std::vector<float> o_lat, row, scores;
+    std::vector<float> qt, st, ot;  // blocked prefill attention (attention_block)
     std::vector<float> qcat;                 // [kv_lora + rope] one query against whole cache rows
   };
   std::vector<ThreadScratch> ts;
 
   void reserve_step(int64_t n_tokens);
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
-  void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0, int64_t past,
+  void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1, int64_t t0,
+                       int64_t past,
                        int64_t nq, float scale);
   void decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0, int64_t w1,
                         float scale);
@@ -189,6 +194,10 @@ constexpr uint64_t kKvbCopyBytes = 64ull << 20;  // f32 copy of kv_b up to 64 Mi
 // of kAttnBlock; beyond kAttnMaxScratch floats of scores per block (very long contexts) the
 // per-token loop runs instead.
 constexpr int64_t kAttnMinTokens = 4, kAttnBlock = 32, kAttnMaxScratch = int64_t(4) << 20;
+// Rows (heads x queries) a blocked attention task takes together: enough for the AMX products
+// to pay for packing the cache (kernels_amx.cpp f32_tiles_pay), few enough that the scores of a
+// task stay in L2 at short contexts.
+constexpr int64_t kAttnBlockRows = 256;
 // decode_attention handles at most this many tokens at once (its buffers hold
 // n_heads x (2 kv_lora + rope) floats per token: 1.1 MiB for DeepSeek-V3's 128 heads).
 constexpr int64_t kDecodeWindow = 64;
@@ -227,10 +236,6 @@ void ModelImpl::reserve_step(int64_t T) {
   resize(s.pos, T);
   resize(s.tok, T);
   resize(s.head_rows, T * H);
-  for (auto& t : ts) {
-    resize(t.q_abs, T * c.kv_lora_rank);
-    resize(t.o_lat, T * c.kv_lora_rank);
-  }
   s.cap = T;
 }
 
@@ -325,6 +330,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   I.ts.resize(size_t(I.pool->size()));
   for (auto& t : I.ts) {
     t.row.resize(size_t(c.kv_lora_rank));
+    t.o_lat.resize(size_t(c.kv_lora_rank));
     t.qcat.resize(size_t(c.kv_lora_rank + c.qk_rope_head_dim));
   }
   I.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
@@ -536,26 +542,30 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
     const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
     return kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch;
   };
-  std::vector<int32_t>& block_items = s.block_items;
-  block_items.clear();
+  // Blocked items: one task per (block of kAttnBlock queries, group of heads); a group has up
+  // to kAttnBlockRows / kAttnBlock heads (fewer when the scores would pass kAttnMaxScratch).
+  s.block_tasks.clear();
   s.head_toks.clear();
   for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
     if (blocked(i)) {
-      block_items.push_back(int32_t(i));
+      const int64_t g = std::clamp<int64_t>(
+          std::min(kAttnBlockRows / kAttnBlock, kAttnMaxScratch / ((past + n) * kAttnBlock)), 1, nh);
+      for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
+        for (int64_t h0 = 0; h0 < nh; h0 += g) s.block_tasks.push_back({int32_t(i), j0, h0, std::min(nh, h0 + g)});
       continue;
     }
     const Sequence& sq = *items[i].seq;
-    for (int64_t j = 0; j < int64_t(items[i].tokens.size()); ++j)
-      s.head_toks.push_back({item_tok0[i] + j, sq.cache_[il].data(), sq.n_past_ + j + 1});
+    for (int64_t j = 0; j < n; ++j) s.head_toks.push_back({item_tok0[i] + j, sq.cache_[il].data(), past + j + 1});
   }
-  if (!block_items.empty())
-    pool->parallel_for(int64_t(block_items.size()) * nh, [&](int64_t b, int64_t e, int tid) {
+  if (!s.block_tasks.empty())
+    pool->parallel_for_dynamic(int64_t(s.block_tasks.size()), 1, [&](int64_t b, int64_t e, int tid) {
       for (int64_t task = b; task < e; ++task) {
-        const size_t i = size_t(block_items[size_t(task / nh)]);
-        const int64_t h = task % nh, n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
-        const float* cache = items[i].seq->cache_[il].data();
-        for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
-          attention_block(ts[tid], cache, kvb32, h, item_tok0[i] + j0, past + j0, std::min(kAttnBlock, n - j0), scale_);
+        const Scratch::BlockTask& bt = s.block_tasks[size_t(task)];
+        const StepItem& it = items[size_t(bt.item)];
+        const int64_t n = int64_t(it.tokens.size()), past = it.seq->n_past_;
+        attention_block(ts[tid], it.seq->cache_[il].data(), kvb32, bt.h0, bt.h1, item_tok0[size_t(bt.item)] + bt.j0,
+                        past + bt.j0, std::min(kAttnBlock, n - bt.j0), scale_);
       }
     });
   if (s.head_toks.empty()) return;
@@ -664,43 +674,40 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
   });
 }
 
-// The absorbed attention of one head for nq consecutive query tokens (step rows t0.., cache
-// positions past..), as matrix products over the whole block (kernels/ops.h gemm_nn):
-//   q_abs [nq, kvl] = q_nope [nq, nope] W_UK_h [nope, kvl]
-//   S^T  [ctx, nq]  = cache [ctx, kvl + rope] [q_abs | q_pe]^T      (ctx = past + nq)
-//   P    [nq, ctx]  = causal softmax(scale S) (row j sees past + j + 1 positions, zeros after)
-//   o    [nq, kvl]  = P cache[:, :kvl];   out^T [v, nq] = W_UV_h [v, kvl] o^T
-void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h, int64_t t0,
-                                int64_t past, int64_t nq, float scale) {
+// The absorbed attention of heads [h0, h1) for nq consecutive query tokens (step rows t0..,
+// cache positions past..), as matrix products over the whole block, the rows r = (head g,
+// query j) of all the group's heads together so that each product is big enough for the
+// tile kernels (kernels/ops.h; AMX packs each operand once per product):
+//   Q [r, kvl + rope] = [q_nope_g,j W_UK_g | q_pe_g,j]         (one product per head)
+//   S [r, ctx] = Q cache^T,  P = causal softmax(scale S)      (ctx = past + nq; query j sees
+//                                                               past + j + 1 positions)
+//   O [r, kvl] = P cache[:, :kvl],  out_g [nq, v] = O_g W_UV_g^T   (one product per head)
+void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1,
+                                int64_t t0, int64_t past, int64_t nq, float scale) {
   const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
-                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ctx = past + nq;
-  resize(t.qt, row * nq);
-  resize(t.st, ctx * nq);
-  resize(t.p, nq * ctx);
-  resize(t.ot, kvl * nq);
-  resize(t.outt, vd * nq);
-  const float* q0 = s.q.data() + t0 * nh * qk + h * qk;
-  float* q_abs = t.q_abs.data();
-  gemm_nn(q0, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, q_abs, kvl, nq, kvl, nope);
-  for (int64_t j = 0; j < nq; ++j) {
-    for (int64_t i = 0; i < kvl; ++i) t.qt[i * nq + j] = q_abs[j * kvl + i];
-    for (int64_t r = 0; r < rope; ++r) t.qt[(kvl + r) * nq + j] = q0[j * nh * qk + nope + r];
+                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ctx = past + nq, rows = (h1 - h0) * nq;
+  resize(t.qt, rows * row);
+  resize(t.st, rows * ctx);
+  resize(t.ot, rows * kvl);
+  const float* q0 = s.q.data() + t0 * nh * qk;
+  for (int64_t h = h0; h < h1; ++h) {
+    float* qh = t.qt.data() + (h - h0) * nq * row;
+    gemm_nn(q0 + h * qk, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, qh, row, nq, kvl, nope);
+    for (int64_t j = 0; j < nq; ++j)
+      std::memcpy(qh + j * row + kvl, q0 + j * nh * qk + h * qk + nope, size_t(rope) * sizeof(float));
   }
-  gemm_nn(cache, row, t.qt.data(), nq, t.st.data(), nq, ctx, nq, row);
-  for (int64_t j = 0; j < nq; ++j) {
-    float* pj = t.p.data() + j * ctx;
-    const int64_t len = past + j + 1;
-    for (int64_t u = 0; u < len; ++u) pj[u] = t.st[u * nq + j] * scale;
-    softmax(pj, len);
-    std::fill(pj + len, pj + ctx, 0.0f);
+  gemm_nt(t.qt.data(), row, cache, row, t.st.data(), ctx, rows, ctx, row);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* pr = t.st.data() + r * ctx;
+    const int64_t len = past + r % nq + 1;
+    for (int64_t u = 0; u < len; ++u) pr[u] *= scale;
+    softmax(pr, len);
+    std::fill(pr + len, pr + ctx, 0.0f);
   }
-  float* o_lat = t.o_lat.data();
-  gemm_nn(t.p.data(), ctx, cache, row, o_lat, kvl, nq, kvl, ctx);
-  for (int64_t j = 0; j < nq; ++j)
-    for (int64_t i = 0; i < kvl; ++i) t.ot[i * nq + j] = o_lat[j * kvl + i];
-  gemm_nn(kvb32 + (h * (nope + vd) + nope) * kvl, kvl, t.ot.data(), nq, t.outt.data(), nq, vd, nq, kvl);
-  for (int64_t j = 0; j < nq; ++j)
-    for (int64_t v = 0; v < vd; ++v) s.attn[(t0 + j) * nh * vd + h * vd + v] = t.outt[v * nq + j];
+  gemm_nn(t.st.data(), ctx, cache, row, t.ot.data(), kvl, rows, kvl, ctx);
+  for (int64_t h = h0; h < h1; ++h)
+    gemm_nt(t.ot.data() + (h - h0) * nq * kvl, kvl, kvb32 + (h * (nope + vd) + nope) * kvl, kvl,
+            s.attn.data() + t0 * nh * vd + h * vd, nh * vd, nq, vd, kvl);
 }
 
 // down(silu(gate x) * up x) for T rows (dense layers, shared experts).
