@@ -14,6 +14,11 @@ namespace sickle {
 namespace {
 
 constexpr int32_t kRowChunk = 64;  // output rows per work item: 64 KB of int4 weights at H = 2048
+// Experts with this many tokens or more take kWideRowChunk rows per item: their kernels (AMX)
+// lay out the activations and load the tile configuration once per call, which for 64 rows
+// cost about as much as the tile products (perf annotate of a 256-token mini prefill).
+constexpr int64_t kWideTokens = 16;
+constexpr int32_t kWideRowChunk = 256;
 
 bool runs_int4(const WeightView& w) {
   return w.encoding == WeightEncoding::kInt4Group && w.group_size >= 32 && w.group_size % 32 == 0 &&
@@ -137,8 +142,8 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
     s.items.clear();
     for (int64_t e = 0; e < E; ++e)
       if (s.count[size_t(e)] > 0)
-        for (int64_t r = 0; r < rows; r += kRowChunk)
-          s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + kRowChunk, rows))});
+        for (int64_t r = 0, chunk = s.count[size_t(e)] >= kWideTokens ? kWideRowChunk : kRowChunk; r < rows; r += chunk)
+          s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + chunk, rows))});
     std::stable_sort(s.items.begin(), s.items.end(), [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
       return s.count[size_t(a.e)] > s.count[size_t(b.e)];
     });

@@ -49,7 +49,9 @@ double max_token_rel_err(const std::vector<float>& y, const std::vector<float>& 
 }
 
 void check_moe(WeightEncoding enc, double bound) {
-  const int64_t E = 7, H = 96, I = 160;  // 3 blocks of 32 (a tail past 128), I spans 3 chunks of 64
+  // H: 3 blocks of 32 (a tail past 128); I: 4.5 row chunks of 64, or (experts of 16+ tokens)
+  // 1.125 of 256, the tails included.
+  const int64_t E = 7, H = 96, I = 288;
   Experts ex = make_experts(enc, E, H, I, 1000);
   ThreadPool pool(3);
   MoeScratch scratch;  // reused across every case (grow-only)
