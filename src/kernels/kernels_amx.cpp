@@ -158,9 +158,17 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
   int8_t* qt = arena.alloc<int8_t>(size_t(n_tiles * nb) * 512);
   float* dt = arena.alloc<float>(size_t(n_tiles * nb) * 16);
   int32_t* cbuf = arena.alloc<int32_t>(1024);  // two pairs of C tiles, alternating
-  for (int64_t t = 0; t < n; ++t) {
-    const int8_t* q = qa.q + t * qs;
+  // The last token tile runs with all 16 rows too (one tile configuration per call: reloading
+  // it for a partial tile cost two ldtilecfg per stripe): its rows past n are zeros with scale
+  // d = 0, and their outputs are not stored.
+  for (int64_t t = 0; t < n_tiles * 16; ++t) {
     int8_t* dst = qt + ((t / 16) * nb * 16 + t % 16) * 32;
+    if (t >= n) {
+      for (int64_t b = 0; b < nb; ++b)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + b * 512), _mm256_setzero_si256());
+      continue;
+    }
+    const int8_t* q = qa.q + t * qs;
     for (int64_t b = 0; b < nb; ++b) {
       const int8_t* src = q + (b / 4) * 128 + (b % 4) * 16;
       const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
@@ -176,15 +184,11 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
         const int64_t t = tt * 16 + i;
         dt[(tt * nb + b) * 16 + i] = t < n ? qa.d[t * ds + 4 * b] : 0.0f;
       }
-  int cur_m = -1;
+  configure_int4(16);
   for (int64_t r = r0; r < r_amx; r += 16) {
     pack_stripe(w, r, nb, wp, sw, r + 16 < r_amx);
     for (int64_t tt = 0; tt < n_tiles; ++tt) {
       const int m = int(n - tt * 16 < 16 ? n - tt * 16 : 16);
-      if (m != cur_m) {
-        configure_int4(m);
-        cur_m = m;
-      }
       const int8_t* a0 = qt + tt * nb * 512;
       const float* d0 = dt + tt * nb * 16;
       __m512 acc[16];
