@@ -362,11 +362,14 @@ inline void split_pairs_16x32(const float* x, int64_t ldx, int64_t rows, int64_t
   const __mmask16 k0 = first_lanes(cols - c), k1 = first_lanes(cols - c - 16);
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) {
+    if (r0 + i >= rows) {
+      for (int p = 0; p < 3; ++p) v[p][i] = _mm512_setzero_si512();
+      continue;
+    }
     __m256i lo[3], hi[3];
-    const bool live = r0 + i < rows;
     const float* xr = x + (r0 + i) * ldx + c;
-    split3(live ? _mm512_maskz_loadu_ps(k0, xr) : _mm512_setzero_ps(), lo);
-    split3(live ? _mm512_maskz_loadu_ps(k1, xr + 16) : _mm512_setzero_ps(), hi);
+    split3(_mm512_maskz_loadu_ps(k0, xr), lo);
+    split3(_mm512_maskz_loadu_ps(k1, xr + 16), hi);
 #pragma GCC unroll 16
     for (int p = 0; p < 3; ++p) v[p][i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[p]), hi[p], 1);
   }
@@ -378,7 +381,12 @@ inline void split_pairs_16x32(const float* x, int64_t ldx, int64_t rows, int64_t
 // and 32 columns, the 16 tokens' pairs are split and transposed in registers, so each pair's
 // 16 tokens go out as one 64-byte store; tokens >= pa.n are zeros (the padding columns).
 void pack_bf16_amx(const float* x, int64_t ldx, int64_t g0, int64_t g1, PackedBf16& pa) {
-  for (int64_t g = g0; g < g1; g += 16)
+  for (int64_t g = g0; g < g1; g += 16) {
+    if (g >= pa.n) {  // padding only
+      for (uint32_t* part : pa.part)
+        for (int64_t j = 0; j < pa.cols / 2; ++j) _mm512_storeu_si512(part + j * pa.n_pad + g, _mm512_setzero_si512());
+      continue;
+    }
     for (int64_t c = 0; c < pa.cols; c += 32) {
       __m512i v[3][16];
       split_pairs_16x32(x, ldx, pa.n, pa.cols, g, c, v);
@@ -389,6 +397,7 @@ void pack_bf16_amx(const float* x, int64_t ldx, int64_t g0, int64_t g1, PackedBf
         for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + j * pa.n_pad, v[p][j]);
       }
     }
+  }
 }
 
 // ------------------------------------------------------------------ f32 x f32 on bf16 tiles
