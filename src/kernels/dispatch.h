@@ -62,8 +62,9 @@ struct KernelTable {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // out = g / (1 + exp(-g)) * u; SIMD tables use a Cephes-style exp (relative error ~1e-7).
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
-  // C [m, n] = A [m, k] B [k, n], all f32 row-major with leading dimensions (attention's small
-  // products over the latent cache).
+  // C [m, n] = A [m, k] B [k, n], all f32 row-major with leading dimensions (attention's
+  // products over the latent cache). The AMX table runs big ones (blocked prefill attention) on
+  // bf16 tiles with both operands split in three parts: within the FMA kernels' error bound.
   void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
                   int64_t k);
   // C [m, n] = A [m, k] B [n, k]^T (row-by-row dot products: several decode queries against
