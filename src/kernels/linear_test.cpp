@@ -125,7 +125,9 @@ void check_encoding(WeightEncoding enc, int64_t group, uint32_t seed, bool outli
         }
         double rel = max_rel_err(y, ref.data(), nullptr, c.n, c.rows);
         if (c.rows >= 16) worst_rel = std::max(worst_rel, rel);
-        if (!outliers && c.rows >= 16) ASSERT_LE(rel, 2e-2) << what;
+        if (!outliers && c.rows >= 16) {
+          ASSERT_LE(rel, 2e-2) << what;
+        }
       }
     }
     ++ci;
@@ -363,7 +365,9 @@ TEST(Linear, AmxPackedActivationsAreExactSplits) {
             for (int q = 0; q < 3; ++q) {
               const uint32_t v = pa.part[q][j * pa.n_pad + t];
               const float part = bf16_to_f32(uint16_t(half ? v >> 16 : v));
-              if (q == 0 && t < n) ASSERT_EQ(part, bf16_to_f32(f32_to_bf16(x[size_t(t * ldx + 2 * j + half)])));
+              if (q == 0 && t < n) {
+                ASSERT_EQ(part, bf16_to_f32(f32_to_bf16(x[size_t(t * ldx + 2 * j + half)])));
+              }
               sum += part;
             }
             const float want = t < n ? x[size_t(t * ldx + 2 * j + half)] : 0.0f;

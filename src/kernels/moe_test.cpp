@@ -87,7 +87,9 @@ void check_moe(WeightEncoding enc, double bound) {
         ASSERT_LE(err, bound) << encoding_name(enc) << " T " << T << " k " << k << (p ? " pooled" : "");
         ASSERT_LE(max_token_rel_err(eo, eo_ref, T * k, H), bound) << "expert_out T " << T << " k " << k;
         for (int64_t i = 0; i < T * k; ++i)
-          if (chosen[size_t(i)] < 0) ASSERT_EQ(eo[size_t(i * H)], -7.0f) << "unused slot written";
+          if (chosen[size_t(i)] < 0) {
+            ASSERT_EQ(eo[size_t(i * H)], -7.0f) << "unused slot written";
+          }
         if (first.empty()) first = y;
         else ASSERT_EQ(first, y) << "thread count changed the result";  // deterministic
       }

@@ -116,7 +116,9 @@ TEST(Ops, SiluMulAllTablesMatchDouble) {
         ASSERT_FALSE(std::isnan(out[size_t(i)])) << k->name << " g " << gd;
         ASSERT_NEAR(out[size_t(i)], ref, 2e-6 * std::fabs(ref) + 1e-30) << k->name << " g " << gd;
       }
-      if (n < int64_t(g.size())) ASSERT_EQ(out[size_t(n)], 99.0f) << "wrote past n";
+      if (n < int64_t(g.size())) {
+        ASSERT_EQ(out[size_t(n)], 99.0f) << "wrote past n";
+      }
     }
 }
 
