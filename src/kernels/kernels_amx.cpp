@@ -518,9 +518,15 @@ void f32_tile_products(const F32Tiles& t, int64_t m, int64_t n, float* c, int64_
 // the FMA kernels do about 16 multiply-adds per cycle (half the FMA peak). Decode-sized
 // products (a few heads against one sequence's cache) stay on FMAs: packing the cache would
 // cost more than it saves.
+// The packed operands (6 k_pad (m_pad + n_pad) bytes, in a per-thread buffer that keeps its
+// size) are capped at kMaxPackBytes: blocked prefill attention beyond ~11k positions of context
+// runs on FMAs.
+constexpr double kMaxPackBytes = 48.0 * (1 << 20);
+
 bool f32_tiles_pay(int64_t m, int64_t n, int64_t k) {
   if (m < 16 || n < 16 || k < 32) return false;
   const double mp = double((m + 31) / 32 * 32), np = double((n + 31) / 32 * 32), kp = double((k + 31) / 32 * 32);
+  if (6.0 * kp * (mp + np) > kMaxPackBytes) return false;
   const double pack = (mp + np) * double(k);
   const double tiles = (mp / 32) * (np / 32) * (kp / 32) * 24.0 * 16.0;
   return pack + tiles < 0.7 * double(m) * double(n) * double(k) / 16.0;
