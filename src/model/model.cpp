@@ -86,8 +86,8 @@ struct LayerWeights {
   WeightView q;                            // [n_heads * (nope + rope), H] when q_lora_rank == 0
   WeightView kv_a;                         // [kv_lora + rope, H]
   WeightView kv_b;                         // [n_heads * (nope + v), kv_lora]
-  // f32 copy of kv_b when it is small (<= kKvbCopyBytes): the absorbed form reads it one row
-  // at a time per head, so for big models rows are dequantized on the fly instead.
+  // f32 copy of kv_b when it is small (ModelOptions::kv_b_copy_max_bytes), for blocked prefill
+  // attention; without it kv_b is read as stored (bf16) or its rows dequantized on the fly.
   std::vector<float> kv_b_f32;             // [n_heads * (nope + v), kv_lora] or empty
   WeightView o;                            // [H, n_heads * v]
   bool is_moe = false;
@@ -189,7 +189,6 @@ struct ModelImpl {
 };
 
 namespace {
-constexpr uint64_t kKvbCopyBytes = 64ull << 20;  // f32 copy of kv_b up to 64 MiB per layer
 // Blocked attention (attention_block) for chunks of at least kAttnMinTokens queries, in blocks
 // of kAttnBlock; beyond kAttnMaxScratch floats of scores per block (very long contexts) the
 // per-token loop runs instead.
@@ -295,7 +294,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
     L.kv_a = W("self_attn.kv_a_proj_with_mqa");
     L.kv_a_norm = load_vector(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), c.kv_lora_rank);
     L.kv_b = W("self_attn.kv_b_proj");
-    if (uint64_t(L.kv_b.rows) * L.kv_b.cols * 4 <= kKvbCopyBytes) {
+    if (uint64_t(L.kv_b.rows) * L.kv_b.cols * 4 <= options.kv_b_copy_max_bytes) {
       L.kv_b_f32.resize(size_t(L.kv_b.rows * L.kv_b.cols));
       for (int64_t r = 0; r < L.kv_b.rows; ++r) L.kv_b.dequant_row(r, L.kv_b_f32.data() + r * L.kv_b.cols);
     }

@@ -33,6 +33,10 @@ struct ModelOptions {
   // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel
   // quantizes activations to int8, ~0.5% per linear). For golden tests and debugging.
   bool exact_kernels = false;
+  // An f32 copy of each layer's kv_b is made when it takes at most this many bytes (blocked
+  // prefill attention multiplies by it); without it attention reads kv_b as stored (bf16) or
+  // dequantizes its rows as it goes (fp8, or any encoding with exact_kernels). 0 = never.
+  uint64_t kv_b_copy_max_bytes = uint64_t(64) << 20;
 };
 
 // The KV cache of one sequence: per layer, [n_past, kv_lora_rank + qk_rope_head_dim] f32.

@@ -188,8 +188,42 @@ TEST_P(ModelPresetTest, ManyDecodeTokensAroundAPrefillMatchRunningEachAlone) {
     m->forward(items, out);
     ASSERT_EQ(int64_t(out.size()), (n_dec + 1) * V);
     for (int64_t i = 0, r = 0; i < n_dec; ++i, ++r) {
-      if (i == 30) EXPECT_LE(row_rel(out.data() + r++ * V, chunk_alone.data(), V), tol) << "exact " << exact;
+      if (i == 30) {
+        EXPECT_LE(row_rel(out.data() + r++ * V, chunk_alone.data(), V), tol) << "exact " << exact;
+      }
       EXPECT_LE(row_rel(out.data() + r * V, want[size_t(i)].data(), V), tol) << "exact " << exact << " item " << i;
+    }
+  }
+}
+
+// Without the f32 copy of kv_b, attention takes its other paths: with the exact kernels every
+// token dequantizes kv_b's rows per (token, head) (the path of DeepSeek-V3's big fp8 kv_b); with
+// the fast ones a bf16 kv_b is read as stored for prefill too, in decode windows of 64 tokens.
+// A 100-token prefill (two windows) and three decode steps against the default model: exact to
+// f32 noise; fast within 1% (the blocked prefill it is compared with runs on AMX tiles, and a
+// last-bit difference can flip an int8 rounding of an int4 layer's activations downstream).
+TEST_P(ModelPresetTest, KvbWithoutF32CopyMatchesDefault) {
+  for (const bool exact : {true, false}) {
+    ModelOptions with, without;
+    with.n_threads = without.n_threads = 2;
+    with.exact_kernels = without.exact_kernels = exact;
+    without.kv_b_copy_max_bytes = 0;
+    auto a = Model::load(checkpoint(GetParam()), with), b = Model::load(checkpoint(GetParam()), without);
+    const int64_t V = a->vocab_size();
+    const double tol = exact ? kSameMathTol : 1e-2;
+    const auto prompt = some_tokens(100, V, 31);
+    auto sa = a->new_sequence(), sb = b->new_sequence();
+    std::vector<float> la, lb;
+    a->forward(*sa, prompt, la, true);
+    b->forward(*sb, prompt, lb, true);
+    ASSERT_EQ(la.size(), lb.size());
+    for (int64_t r = 0; r < 100; ++r)
+      ASSERT_LE(row_rel(lb.data() + r * V, la.data() + r * V, V), tol) << "exact " << exact << " prefill row " << r;
+    for (int32_t t : {5, 77, 300}) {
+      const int32_t tok = t % int32_t(V);
+      a->forward(*sa, std::span<const int32_t>(&tok, 1), la);
+      b->forward(*sb, std::span<const int32_t>(&tok, 1), lb);
+      ASSERT_LE(row_rel(lb.data(), la.data(), V), tol) << "exact " << exact << " decode " << t;
     }
   }
 }
@@ -274,7 +308,9 @@ TEST_P(ModelPresetTest, ObserverSeesRoutingAndDoesNotChangeLogits) {
         EXPECT_LT(ex[t * rec.k + j], c.n_experts(il));
         sum += w[t * rec.k + j];
       }
-      if (c.norm_topk_prob) EXPECT_NEAR(sum, 1.0, 1e-5) << "weights are renormalized, without routed_scaling_factor";
+      if (c.norm_topk_prob) {
+        EXPECT_NEAR(sum, 1.0, 1e-5) << "weights are renormalized, without routed_scaling_factor";
+      }
     }
     // Expert outputs are real vectors (not zeros), one per (token, slot).
     const auto& o = rec.expert_out[il];
@@ -350,7 +386,9 @@ TEST_P(ModelPresetTest, ExpertMaskExcludesExpertsAndAllAllowedChangesNothing) {
   std::vector<uint8_t> too_few(size_t(E), 0);
   for (int64_t j = 0; j + 1 < c.num_experts_per_tok; ++j) too_few[size_t(j)] = 1;
   EXPECT_THROW(m->set_expert_mask(il, too_few), Error);
-  if (c.first_k_dense_replace > 0) EXPECT_THROW(m->set_expert_mask(0, std::vector<uint8_t>(size_t(E), 1)), Error);
+  if (c.first_k_dense_replace > 0) {
+    EXPECT_THROW(m->set_expert_mask(0, std::vector<uint8_t>(size_t(E), 1)), Error);
+  }
 }
 
 TEST_P(ModelPresetTest, BadInputIsAnErrorAndLeavesTheSequenceUnchanged) {

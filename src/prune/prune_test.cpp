@@ -565,7 +565,9 @@ TEST_P(RewriteTest, PrunedLogitsEqualMaskedOriginal) {
   req.plan.budget = budget;
   req.progress = false;
   PruneOutcome res = prune_model(req);
-  if (budget == Budget::kGlobal && GetParam() == "tiny-kimi") EXPECT_FALSE(res.plan.is_uniform);
+  if (budget == Budget::kGlobal && GetParam() == "tiny-kimi") {
+    EXPECT_FALSE(res.plan.is_uniform);
+  }
   auto orig = Model::load(src, ModelOptions{1, 0, 512});
   auto pruned = Model::load(req.out, ModelOptions{1, 0, 512});
   for (const auto& [il, lp] : res.plan.layers) {
