@@ -44,6 +44,7 @@ struct QuantizedActs {
 struct PackedBf16 {
   int64_t n = 0, n_pad = 0, cols = 0;
   uint32_t* part[3] = {};  // hi, mid, lo: each [cols / 2, n_pad]
+  static int64_t n_pad_for(int64_t n) { return (n + 15) / 16 * 16 + 16; }
   static size_t bytes_for(int64_t n, int64_t cols);
 };
 

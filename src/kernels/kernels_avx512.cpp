@@ -445,17 +445,24 @@ inline void gemm_rows(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
   }
 }
 
+// fn.template operator()<R>(i) over [0, count) in blocks of R = 4 from i = 0, then one block of
+// the 1-3 left: the register-tile kernels' row (and column) tails.
+template <class F>
+inline void by_blocks_of_4(int64_t count, F&& fn) {
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4) fn.template operator()<4>(i);
+  switch (count - i) {
+    case 3: fn.template operator()<3>(i); break;
+    case 2: fn.template operator()<2>(i); break;
+    case 1: fn.template operator()<1>(i); break;
+    default: break;
+  }
+}
+
 template <class Elem>
 void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
                  int64_t k) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) gemm_rows<4>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k);
-  switch (m - i) {
-    case 3: gemm_rows<3>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    case 2: gemm_rows<2>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    case 1: gemm_rows<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    default: break;
-  }
+  by_blocks_of_4(m, [&]<int R>(int64_t i) { gemm_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
 }
 
 void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
@@ -527,26 +534,12 @@ inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t l
 template <int R>
 inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
                          int64_t k) {
-  int64_t j = 0;
-  for (; j + 4 <= n; j += 4) gemm_nt_block<R, 4>(a, lda, b + j * ldb, ldb, c + j, ldc, k);
-  switch (n - j) {
-    case 3: gemm_nt_block<R, 3>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
-    case 2: gemm_nt_block<R, 2>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
-    case 1: gemm_nt_block<R, 1>(a, lda, b + j * ldb, ldb, c + j, ldc, k); break;
-    default: break;
-  }
+  by_blocks_of_4(n, [&]<int S>(int64_t j) { gemm_nt_block<R, S>(a, lda, b + j * ldb, ldb, c + j, ldc, k); });
 }
 
 void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                     int64_t n, int64_t k) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) gemm_nt_rows<4>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k);
-  switch (m - i) {
-    case 3: gemm_nt_rows<3>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    case 2: gemm_nt_rows<2>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    case 1: gemm_nt_rows<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); break;
-    default: break;
-  }
+  by_blocks_of_4(m, [&]<int R>(int64_t i) { gemm_nt_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
 }
 
 // y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).

@@ -63,8 +63,7 @@ void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n,
 }
 
 size_t PackedBf16::bytes_for(int64_t n, int64_t cols) {
-  const int64_t n_pad = (n + 15) / 16 * 16 + 16;
-  return 3 * ScratchArena::padded(size_t(cols / 2 * n_pad) * sizeof(uint32_t));
+  return 3 * ScratchArena::padded(size_t(cols / 2 * n_pad_for(n)) * sizeof(uint32_t));
 }
 
 bool uses_packed_bf16(const KernelTable& k, const WeightView& w, int64_t n) {
@@ -76,7 +75,7 @@ void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int
                PackedBf16& pa, ThreadPool* pool) {
   pa.n = n;
   pa.cols = cols;
-  pa.n_pad = (n + 15) / 16 * 16 + 16;
+  pa.n_pad = PackedBf16::n_pad_for(n);
   ScratchArena arena(buf, PackedBf16::bytes_for(n, cols));
   for (uint32_t*& p : pa.part) p = arena.alloc<uint32_t>(size_t(cols / 2 * pa.n_pad));
   // Whole groups of 16 token columns, the padding included (the packer writes its zeros).

@@ -265,22 +265,20 @@ TEST(Ops, GemvAllTablesAllShapes) {
         kt->gemv_t(a.data(), lda, m, k, x.data(), yt.data());
         ASSERT_EQ(yn[size_t(m)], 42.0f) << kt->name;
         ASSERT_EQ(yt[size_t(k)], 42.0f) << kt->name;
-        for (int64_t i = 0; i < m; ++i) {
-          double ref = 0, mag = 0;
-          for (int64_t j = 0; j < k; ++j) {
-            ref += double(a[size_t(i * lda + j)]) * x[size_t(j)];
-            mag += std::fabs(double(a[size_t(i * lda + j)]) * x[size_t(j)]);
+        // Output o against its double sum over j of a_of(o, j) x[j].
+        auto check = [&](const char* what, const std::vector<float>& y, int64_t n_out, int64_t len, auto a_of) {
+          for (int64_t o = 0; o < n_out; ++o) {
+            double ref = 0, mag = 0;
+            for (int64_t j = 0; j < len; ++j) {
+              const double p = double(a_of(o, j)) * x[size_t(j)];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            ASSERT_NEAR(y[size_t(o)], ref, 1e-6 * (mag + 1)) << kt->name << " " << what << " m " << m << " k " << k;
           }
-          ASSERT_NEAR(yn[size_t(i)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_n m " << m << " k " << k;
-        }
-        for (int64_t j = 0; j < k; ++j) {
-          double ref = 0, mag = 0;
-          for (int64_t i = 0; i < m; ++i) {
-            ref += double(a[size_t(i * lda + j)]) * x[size_t(i)];
-            mag += std::fabs(double(a[size_t(i * lda + j)]) * x[size_t(i)]);
-          }
-          ASSERT_NEAR(yt[size_t(j)], ref, 1e-6 * (mag + 1)) << kt->name << " gemv_t m " << m << " k " << k;
-        }
+        };
+        check("gemv_n", yn, m, k, [&](int64_t i, int64_t j) { return a[size_t(i * lda + j)]; });
+        check("gemv_t", yt, k, m, [&](int64_t j, int64_t i) { return a[size_t(i * lda + j)]; });
       }
 }
 

@@ -122,8 +122,8 @@ struct Scratch {
   std::vector<int32_t> tok;               // [T]
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
   std::vector<float> head_rows;           // [rows, H] normed rows that need logits
-  // Decode attention (items of fewer than kAttnMinTokens tokens), batched over the step's
-  // decode tokens d so that W_UK and W_UV are read once per step, not once per sequence:
+  // decode_attention (every token outside blocked prefill), batched over those tokens d so that
+  // W_UK and W_UV are read once per step, not once per sequence:
   std::vector<float> dq;                  // [n_decode, n_heads, kv_lora + rope] [q_nope W_UK | q_pe]
   std::vector<float> dlat;                // [n_decode, n_heads, kv_lora] P cache (before W_UV)
   struct DecodeRun {
@@ -159,20 +159,19 @@ struct ModelImpl {
   std::vector<LayerWeights> layers;
   int64_t max_inter = 0, max_experts = 0;
   Scratch s;
-  // Per-thread attention scratch for the fp8 kv_b path: o_lat, row [kv_lora], qcat [kv_lora +
-  // rope], scores [ctx] (grown in forward() before the parallel region).
+  // Per-thread attention scratch (grow-only). The dequantizing kv_b path: o_lat, row [kv_lora],
+  // qcat [kv_lora + rope] (one query against whole cache rows), scores [ctx]; attention_block:
+  // qt, st, ot; decode_attention: st.
   struct ThreadScratch {
-    std::vector<float> o_lat, row, scores;
-    std::vector<float> qt, st, ot;  // blocked prefill attention (attention_block)
-    std::vector<float> qcat;                 // [kv_lora + rope] one query against whole cache rows
+    std::vector<float> o_lat, row, qcat, scores;
+    std::vector<float> qt, st, ot;
   };
   std::vector<ThreadScratch> ts;
 
   void reserve_step(int64_t n_tokens);
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
   void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1, int64_t t0,
-                       int64_t past,
-                       int64_t nq, float scale);
+                       int64_t past, int64_t nq, float scale);
   void decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0, int64_t w1,
                         float scale);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
@@ -422,7 +421,7 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   std::vector<int64_t>& item_tok0 = I.s.item_tok0;
   if (item_tok0.size() < items.size() + 1) item_tok0.resize(items.size() + 1);  // grows once per batch size
   {
-    int64_t t0 = 0, max_ctx = 0;
+    int64_t t0 = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       item_tok0[i] = t0;
       Sequence& sq = *items[i].seq;
@@ -432,10 +431,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
         I.s.tok[t0 + j] = items[i].tokens[j];
       }
       t0 += int64_t(items[i].tokens.size());
-      max_ctx = std::max(max_ctx, sq.n_past() + int64_t(items[i].tokens.size()));
     }
     item_tok0[items.size()] = t0;
-    for (auto& t : I.ts) resize(t.scores, max_ctx);
   }
   Scratch& s = I.s;
 
@@ -495,8 +492,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
 //   out_h = W_UV_h (sum_s p_s c_s)                               [v]
 void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0,
                           int64_t T) {
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim,
-                vd = c.v_head_dim, kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
+  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
+                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
   // Queries.
   if (c.q_lora_rank > 0) {
     lin(L.q_a, s.xn.data(), T, s.q_lat.data());
@@ -534,9 +531,8 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
   const uint16_t* kvb16 = L.kv_b.encoding == WeightEncoding::kBF16 && !options.exact_kernels
                               ? static_cast<const uint16_t*>(L.kv_b.data)
                               : nullptr;
-  const float scale_ = softmax_scale;
   // Prefill chunks (with an f32 kv_b and a context that fits the block scratch): blocked matrix
-  // products per (item, head). Every other token attends on its own (decode_attention).
+  // products (attention_block). Every other token attends on its own (decode_attention).
   auto blocked = [&](size_t i) {
     const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
     return kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch;
@@ -564,14 +560,14 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
         const StepItem& it = items[size_t(bt.item)];
         const int64_t n = int64_t(it.tokens.size()), past = it.seq->n_past_;
         attention_block(ts[tid], it.seq->cache_[il].data(), kvb32, bt.h0, bt.h1, item_tok0[size_t(bt.item)] + bt.j0,
-                        past + bt.j0, std::min(kAttnBlock, n - bt.j0), scale_);
+                        past + bt.j0, std::min(kAttnBlock, n - bt.j0), softmax_scale);
       }
     });
   if (s.head_toks.empty()) return;
   if (kvb16 || kvb32) {
     const int64_t n_tok = int64_t(s.head_toks.size());
     for (int64_t w0 = 0; w0 < n_tok; w0 += kDecodeWindow)
-      decode_attention(L, kvb16, kvb32, w0, std::min(n_tok, w0 + kDecodeWindow), scale_);
+      decode_attention(L, kvb16, kvb32, w0, std::min(n_tok, w0 + kDecodeWindow), softmax_scale);
     return;
   }
   // Without a bf16 or f32 kv_b (a big fp8 one): per (token, head), kv_b rows dequantized on the
@@ -589,9 +585,10 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
         axpy(qh[d], ts_.row.data(), qcat, kvl);
       }
       std::memcpy(qcat + kvl, qh + nope, size_t(rope) * sizeof(float));
+      resize(ts_.scores, ht.ctx);
       float* sc = ts_.scores.data();
       gemv_n(ht.cache, row, ht.ctx, row, qcat, sc);
-      for (int64_t u = 0; u < ht.ctx; ++u) sc[u] *= scale_;
+      for (int64_t u = 0; u < ht.ctx; ++u) sc[u] *= softmax_scale;
       softmax(sc, ht.ctx);
       float* o_lat = ts_.o_lat.data();
       gemv_t(ht.cache, row, ht.ctx, kvl, sc, o_lat);
@@ -601,7 +598,6 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       }
     }
   });
-  (void)H;
 }
 
 // Attention of the step tokens s.head_toks[w0, w1) one by one, with kv_b's two halves applied
