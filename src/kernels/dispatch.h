@@ -84,13 +84,16 @@ struct KernelTable {
   void (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
   // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
-  // use it when n >= dense_packed_min_n, packing x once per call with pack_bf16 (the token
+  // use it when n >= dense_packed_min_n (small weights, up to dense_small_bytes: n >=
+  // dense_packed_min_n_small), packing x once per call with pack_bf16 (the token
   // columns [t0, t1) of pa, multiples of 16 up to pa.n_pad, from x [pa.n, ldx]; columns past
   // pa.n get zeros).
   void (*linear_bf16_packed)(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,
                              float* y, int64_t ldy) = nullptr;
   void (*pack_bf16)(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf16& pa) = nullptr;
   int64_t dense_packed_min_n = 0;
+  int64_t dense_packed_min_n_small = 0;
+  int64_t dense_small_bytes = 0;
 };
 
 extern const KernelTable kScalarKernels;

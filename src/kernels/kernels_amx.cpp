@@ -38,8 +38,12 @@ namespace {
 // and bf16_gemv/*/n8, SICKLE_KERNELS=avx512 vs amx: int4 breaks even near n = 8 on cold weights).
 constexpr int64_t kInt4MinTokens = 8;
 constexpr int64_t kBf16MinTokens = 4;
-// bf16 weights up to this size get a software prefetch in the decode-sized AMX kernel.
-constexpr int64_t kBf16PrefetchBytes = int64_t(1) << 20;
+// Small bf16 weights (a small model's, cache-resident: no memory traffic to save) stay on FMAs
+// up to 5 tokens: brown-kimi batch-4 step 0.37-0.40 -> 0.34-0.35 ms, batch 6 worse on FMAs
+// (0.46-0.48 -> 0.49-0.51); big weights take tiles from 4 (`mini` batch 5: 95 vs 103 ms).
+constexpr int64_t kBf16MinTokensSmall = 6;
+// Small weights also get a software prefetch in the decode-sized AMX kernel.
+constexpr int64_t kBf16SmallBytes = int64_t(1) << 20;
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;
@@ -264,7 +268,7 @@ void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_
     if constexpr (NS > 3) _tile_zero(3);
     for (int64_t k = 0; k < cols; k += 32) {
       const int64_t off = (k / 2) * pa.n_pad + p;
-      // The next row group's same 64 bytes, a whole pass ahead, into L2 (see kBf16PrefetchBytes).
+      // The next row group's same 64 bytes, a whole pass ahead, into L2 (see kBf16SmallBytes).
       // Past the matrix end the prefetch is a harmless no-op.
       if (prefetch)
 #pragma GCC unroll 16
@@ -326,7 +330,7 @@ inline void bf16_group(const uint16_t* wr, int64_t cols, const PackedBf16& pa, i
   }
   for (int64_t k = 0; k < cols; k += 32) {
     const int64_t off = (k / 2) * pa.n_pad + p;
-    if (prefetch)  // the next group's same 64 bytes, into L2 (see kBf16PrefetchBytes)
+    if (prefetch)  // the next group's same 64 bytes, into L2 (see kBf16SmallBytes)
 #pragma GCC unroll 32
       for (int i = 0; i < 32; ++i) _mm_prefetch(reinterpret_cast<const char*>(wr + (32 + i) * cols + k), _MM_HINT_T1);
     _tile_loadd(5, pa.part[0] + off, bstride);
@@ -392,7 +396,7 @@ void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p
   // Small matrices (a small model's, cache-resident) with one token tile: their A tiles (16
   // strided rows) wait on L3 latency, which a software prefetch hides (brown-kimi batch-8 step
   // -7%); big ones stream from memory, where it only competes with the hardware prefetchers.
-  const bool pf = n <= 16 && w.rows * w.cols * 2 <= kBf16PrefetchBytes;
+  const bool pf = n <= 16 && w.rows * w.cols * 2 <= kBf16SmallBytes;
   configure_bf16();
   int64_t r = r0;
   // One token tile (decode-sized batches) streams the weights from memory once: 32 rows per pass
@@ -649,6 +653,8 @@ const KernelTable kAmxKernels = [] {
   t.gemm_nn = gemm_amx<false>;
   t.gemm_nt = gemm_amx<true>;
   t.dense_packed_min_n = kBf16MinTokens;
+  t.dense_packed_min_n_small = kBf16MinTokensSmall;
+  t.dense_small_bytes = kBf16SmallBytes;
   return t;
 }();
 

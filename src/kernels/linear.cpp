@@ -67,8 +67,9 @@ size_t PackedBf16::bytes_for(int64_t n, int64_t cols) {
 }
 
 bool uses_packed_bf16(const KernelTable& k, const WeightView& w, int64_t n) {
-  return k.linear_bf16_packed != nullptr && w.encoding == WeightEncoding::kBF16 && w.cols % 32 == 0 &&
-         n >= k.dense_packed_min_n;
+  if (k.linear_bf16_packed == nullptr || w.encoding != WeightEncoding::kBF16 || w.cols % 32 != 0) return false;
+  const bool small = w.rows * w.cols * 2 <= k.dense_small_bytes;
+  return n >= (small ? k.dense_packed_min_n_small : k.dense_packed_min_n);
 }
 
 void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
