@@ -250,6 +250,18 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
 
 // ------------------------------------------------------------------ bf16
 
+// ns stored C tiles ([16 rows][16 tokens] f32 each, 256 floats apart: rows 16 s.. of tile s)
+// into y [tokens][rows], the first m tokens: one 16 x 16 register transpose per tile.
+inline void c_tiles_out(const float* c, int ns, int m, float* y, int64_t ldy) {
+  for (int s = 0; s < ns; ++s) {
+    __m512i v[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) v[i] = _mm512_load_si512(c + s * 256 + i * 16);
+    transpose16(v);  // v[t] = token t's 16 rows
+    for (int t = 0; t < m; ++t) _mm512_storeu_si512(y + t * ldy + s * 16, v[t]);
+  }
+}
+
 // Rows [r, r + 16 * NS) x tokens [p0, p0 + n) of pa, 16 tokens per pass: C tiles 0..NS-1,
 // A (weights) tile 4, B tiles 5-7 (hi, mid, lo). The row group's weights stay in L2 while
 // the token tiles pass over them.
@@ -304,12 +316,7 @@ void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_
     if constexpr (NS > 1) _tile_stored(1, cbuf + 256, 64);
     if constexpr (NS > 2) _tile_stored(2, cbuf + 512, 64);
     if constexpr (NS > 3) _tile_stored(3, cbuf + 768, 64);
-    // C is [rows, tokens]; y is [tokens, rows].
-    for (int t = 0; t < m; ++t)
-#pragma GCC unroll 16
-      for (int s = 0; s < NS; ++s)
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) y[(t0 + t) * ldy + s * 16 + i] = cbuf[s * 256 + i * 16 + t];
+    c_tiles_out(cbuf, NS, m, y + t0 * ldy, ldy);
   }
 }
 
@@ -360,17 +367,6 @@ inline void bf16_group(const uint16_t* wr, int64_t cols, const PackedBf16& pa, i
   }
 }
 
-// C of one group ([32 rows][16 tokens] from bf16_group) into y [tokens][rows], first m tokens.
-inline void bf16_group_out(const float* c, int m, float* y, int64_t ldy) {
-  for (int s = 0; s < 2; ++s) {
-    __m512i v[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) v[i] = _mm512_load_si512(c + s * 256 + i * 16);
-    transpose16(v);  // v[t] = token t's 16 rows
-    for (int t = 0; t < m; ++t) _mm512_storeu_si512(y + t * ldy + s * 16, v[t]);
-  }
-}
-
 void bf16_one_tile(const uint16_t* wd, int64_t cols, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0,
                    int64_t r1, float* y, int64_t ldy, float* cbuf, bool prefetch) {
   const int m = int(n);
@@ -381,10 +377,10 @@ void bf16_one_tile(const uint16_t* wd, int64_t cols, const PackedBf16& pa, int64
       bf16_group<0>(wd + r * cols, cols, pa, p0, prefetch, c);
     else
       bf16_group<1>(wd + r * cols, cols, pa, p0, prefetch, c);
-    if (prev >= 0) bf16_group_out(cbuf + ((g + 1) % 2) * 512, m, y + prev, ldy);
+    if (prev >= 0) c_tiles_out(cbuf + ((g + 1) % 2) * 512, 2, m, y + prev, ldy);
     prev = r;
   }
-  if (prev >= 0) bf16_group_out(cbuf + (((r1 - r0) / 32 + 1) % 2) * 512, m, y + prev, ldy);
+  if (prev >= 0) c_tiles_out(cbuf + (((r1 - r0) / 32 + 1) % 2) * 512, 2, m, y + prev, ldy);
 }
 
 void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,

@@ -108,17 +108,26 @@ void silu_mul_generic(const float* gate, const float* up, int64_t n, float* out)
   }
 }
 
-void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k) {
+namespace {
+// C = A B with B's elements widened to f32 by `at` (f32 as is, bf16 exactly).
+template <class Elem, class At>
+void gemm_nn_widened(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                     int64_t n, int64_t k, At at) {
   for (int64_t i = 0; i < m; ++i) {
     float* ci = c + i * ldc;
     for (int64_t j = 0; j < n; ++j) ci[j] = 0.0f;
     for (int64_t p = 0; p < k; ++p) {
       const float aip = a[i * lda + p];
-      const float* bp = b + p * ldb;
-      for (int64_t j = 0; j < n; ++j) ci[j] += aip * bp[j];
+      const Elem* bp = b + p * ldb;
+      for (int64_t j = 0; j < n; ++j) ci[j] += aip * at(bp[j]);
     }
   }
+}
+}  // namespace
+
+void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                     int64_t n, int64_t k) {
+  gemm_nn_widened(a, lda, b, ldb, c, ldc, m, n, k, [](float v) { return v; });
 }
 
 void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
@@ -138,14 +147,7 @@ void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const flo
 
 void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
                           int64_t m, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < m; ++i) {
-    float* ci = c + i * ldc;
-    for (int64_t j = 0; j < n; ++j) ci[j] = 0.0f;
-    for (int64_t p = 0; p < k; ++p) {
-      const float aip = a[i * lda + p];
-      for (int64_t j = 0; j < n; ++j) ci[j] += aip * bf16_to_f32(b[p * ldb + j]);
-    }
-  }
+  gemm_nn_widened(a, lda, b, ldb, c, ldc, m, n, k, [](uint16_t v) { return bf16_to_f32(v); });
 }
 
 void softmax_generic(float* x, int64_t n) {

@@ -84,6 +84,25 @@ void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int
   parallel_for(pool, pa.n_pad / 16, [&](int64_t g0, int64_t g1, int) { k.pack_bf16(x, ldx, g0 * 16, g1 * 16, pa); });
 }
 
+namespace {
+
+// A dense (f32 / bf16 / f16 / fp8) weight against x [n, ldx] into y [n, ldy]: the packed bf16
+// tile kernel where the table has it and n is worth packing, else the table's dense kernel;
+// rows split across the pool (none: on the calling thread).
+void dense_with(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y,
+                int64_t ldy, ThreadPool* pool) {
+  if (uses_packed_bf16(k, w, n)) {
+    thread_local ScratchBuffer buf;  // the caller's: workers only read it during parallel_for
+    PackedBf16 pa;
+    pack_bf16(k, x, ldx, n, w.cols, buf, pa, pool);
+    parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_bf16_packed(w, pa, 0, n, r0, r1, y, ldy); });
+    return;
+  }
+  parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, ldx, n, r0, r1, y, ldy); });
+}
+
+}  // namespace
+
 void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
   SICKLE_CHECK(w.data != nullptr, "{}: no data", w.name);
   if (n <= 0 || w.rows <= 0) return;
@@ -96,30 +115,14 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
     parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_int4(w, qa, r0, r1, y, w.rows); });
     return;
   }
-  if (uses_packed_bf16(k, w, n)) {
-    thread_local ScratchBuffer buf;
-    PackedBf16 pa;
-    pack_bf16(k, x, w.cols, n, w.cols, buf, pa, pool);
-    parallel_rows(pool, w.rows,
-                  [&](int64_t r0, int64_t r1, int) { k.linear_bf16_packed(w, pa, 0, n, r0, r1, y, w.rows); });
-    return;
-  }
-  parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, w.cols, n, r0, r1, y, w.rows); });
+  dense_with(k, w, x, w.cols, n, y, w.rows, pool);
 }
 
 void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
   SICKLE_CHECK(w.data != nullptr && w.encoding != WeightEncoding::kInt4Group, "{}: linear_strided takes dense weights",
                w.name);
   if (n <= 0 || w.rows <= 0) return;
-  const KernelTable& k = kernel_table();
-  if (uses_packed_bf16(k, w, n)) {
-    thread_local ScratchBuffer buf;
-    PackedBf16 pa;
-    pack_bf16(k, x, ldx, n, w.cols, buf, pa, nullptr);
-    k.linear_bf16_packed(w, pa, 0, n, 0, w.rows, y, ldy);
-    return;
-  }
-  k.linear_dense(w, x, ldx, n, 0, w.rows, y, ldy);
+  dense_with(kernel_table(), w, x, ldx, n, y, ldy, nullptr);
 }
 
 void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {

@@ -64,7 +64,10 @@ double max_rel_err(const float* y, const float* ref, const double* scale, int64_
       e += d * d;
       r += s * s;
     }
-    worst = std::max(worst, std::sqrt(e) / std::max(std::sqrt(r), 1e-30));
+    // A NaN (an output never written: the tests fill y with NaN) must fail the bound, not be
+    // dropped by std::max.
+    const double err = std::sqrt(e) / std::max(std::sqrt(r), 1e-30);
+    if (!(err <= worst)) worst = err;
   }
   return worst;
 }
@@ -279,6 +282,10 @@ TEST(QuantizedActs, RoundTripWithinHalfStep) {
 TEST(Linear, AmxTilesMatchSpec) {
   const KernelTable* amx = amx_table();
   if (!amx) GTEST_SKIP() << "no AMX on this CPU";
+  // These weights are all small (they would stay on FMAs below dense_packed_min_n_small tokens):
+  // the bf16 checks take the tiles from the table's general threshold, so n = 4 runs on them.
+  KernelTable amx_bf16 = *amx;
+  amx_bf16.dense_packed_min_n_small = amx_bf16.dense_packed_min_n;
   ThreadPool pool(3);
   const int64_t rows_list[] = {16, 17, 48, 80, 100, 64};
   const int64_t cols_list[] = {32, 96, 160, 128, 2048, 224};
@@ -308,11 +315,33 @@ TEST(Linear, AmxTilesMatchSpec) {
       linear_scalar(w.view, a.x, n, ref.data(), nullptr);
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
         std::fill(y.begin(), y.end(), NAN);
-        linear_with(*amx, w.view, a.x, n, y.data(), p);
+        linear_with(amx_bf16, w.view, a.x, n, y.data(), p);
         ASSERT_LE(max_rel_err(y.data(), ref.data(), es.abs_product.data(), n, rows), 1e-5)
             << "bf16 rows " << rows << " cols " << cols << " n " << n << (p ? " pooled" : "");
       }
     }
+}
+
+// Which bf16 weights take the packed tile kernel: from dense_packed_min_n tokens, small weights
+// (up to dense_small_bytes, cache-resident) only from dense_packed_min_n_small; never for
+// columns that are not a multiple of 32, nor on tables without the kernel.
+TEST(Linear, PackedBf16ThresholdsBySize) {
+  const KernelTable* amx = amx_table();
+  if (!amx) GTEST_SKIP() << "no AMX on this CPU";
+  ASSERT_GT(amx->dense_packed_min_n_small, amx->dense_packed_min_n);
+  WeightView small, big, odd;
+  small.encoding = big.encoding = odd.encoding = WeightEncoding::kBF16;
+  small.rows = 64, small.cols = 192;
+  big.cols = 2048, big.rows = amx->dense_small_bytes / (2 * big.cols) + 1;
+  odd.rows = 4096, odd.cols = 2000;
+  ASSERT_LE(small.rows * small.cols * 2, amx->dense_small_bytes);
+  ASSERT_GT(big.rows * big.cols * 2, amx->dense_small_bytes);
+  EXPECT_FALSE(uses_packed_bf16(*amx, big, amx->dense_packed_min_n - 1));
+  EXPECT_TRUE(uses_packed_bf16(*amx, big, amx->dense_packed_min_n));
+  EXPECT_FALSE(uses_packed_bf16(*amx, small, amx->dense_packed_min_n_small - 1));
+  EXPECT_TRUE(uses_packed_bf16(*amx, small, amx->dense_packed_min_n_small));
+  EXPECT_FALSE(uses_packed_bf16(*amx, odd, 64));
+  EXPECT_FALSE(uses_packed_bf16(kAvx512Kernels, big, 64));
 }
 
 // linear_strided on rows spaced wider than the weight (as decode attention's per-head slices):
