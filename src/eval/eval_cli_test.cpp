@@ -11,6 +11,7 @@
 
 #include "base/numeric.h"
 #include "io/checkpoint.h"
+#include "io/test_checkpoint_edit.h"
 #include "io/writer.h"
 
 namespace sickle {
@@ -35,25 +36,7 @@ int run(const std::string& cmd, std::string* out = nullptr) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-// Copies `src` to `dst`, replacing tensors named in `edits` with the bytes the function returns.
-void copy_with_edits(const fs::path& src, const fs::path& dst,
-                     const std::map<std::string, std::function<std::vector<std::byte>(const TensorView&)>>& edits) {
-  auto ck = Checkpoint::open(src);
-  CheckpointWriter w(dst);
-  for (const auto& name : ck->tensor_names()) {
-    const TensorInfo& info = ck->info(name);
-    auto it = edits.find(name);
-    if (it == edits.end()) {
-      w.add(name, info.dtype, info.shape, TensorSource::from_file(ck->file_of(name), info));
-    } else {
-      w.add(name, info.dtype, info.shape, TensorSource::from_bytes(it->second(ck->tensor(name))));
-    }
-  }
-  for (const auto& e : fs::directory_iterator(src))
-    if (e.path().extension() != ".safetensors" && e.path().filename() != "model.safetensors.index.json")
-      w.copy_file(e.path(), e.path().filename().string());
-  w.commit();
-}
+using test_util::copy_with_edits;
 
 class EvalCli : public ::testing::Test {
  protected:

@@ -356,6 +356,20 @@ void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
   for (uint8_t a : allowed) n_allowed += a != 0;
   if (n_allowed < c.num_experts_per_tok)
     fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed, c.num_experts_per_tok);
+  if (c.n_group > 1 && c.topk_group < c.n_group) {
+    // Experts of dropped groups are -inf in route(): whichever topk_group groups a token keeps
+    // must hold num_experts_per_tok allowed experts, i.e. the topk_group emptiest groups do.
+    const int64_t gsize = E / c.n_group;
+    std::vector<int64_t> per_group(size_t(c.n_group), 0);
+    for (int64_t e = 0; e < E; ++e) per_group[size_t(e / gsize)] += allowed[size_t(e)] != 0;
+    std::sort(per_group.begin(), per_group.end());
+    int64_t worst = 0;
+    for (int64_t g = 0; g < c.topk_group; ++g) worst += per_group[size_t(g)];
+    if (worst < c.num_experts_per_tok)
+      fail("expert mask: layer {}: the {} groups (of {}) with fewest allowed experts hold {}, fewer than "
+           "num_experts_per_tok = {} (group-limited routing could run out of experts)",
+           il, c.topk_group, c.n_group, worst, c.num_experts_per_tok);
+  }
   L.allowed = std::move(allowed);
 }
 
@@ -718,11 +732,14 @@ void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
   lin(m.down, s.gate.data(), T, out);
 }
 
-// noaux_tc routing (HF DeepseekV3TopkRouter / MoEGate): s = sigmoid(x W_gate^T) in f32;
-// choice = s + e_score_correction_bias; with n_group > 1 keep the topk_group groups whose top-2
-// choice sum is largest (others set to 0.0, as HF's masked_fill); top-k by choice; weights =
-// unbiased s of the chosen, / (sum + 1e-20) when norm_topk_prob. routed_scaling_factor is applied
-// by moe(), not here (the observer sees weights without it). Masked experts have choice -inf.
+// noaux_tc routing (DeepSeek-V3's inference/model.py Gate, HF DeepseekV3TopkRouter / MoEGate):
+// s = sigmoid(x W_gate^T) in f32; choice = s + e_score_correction_bias; with n_group > 1 keep the
+// topk_group groups whose top-2 choice sum is largest; top-k by choice; weights = unbiased s of the
+// chosen, / (sum + 1e-20) when norm_topk_prob. routed_scaling_factor is applied by moe(), not here
+// (the observer sees weights without it). Masked experts and experts of dropped groups have
+// choice -inf, as in DeepSeek's reference and vLLM's / SGLang's grouped_topk. HF transformers
+// fills dropped groups with 0.0, which picks experts outside the kept groups whenever fewer than
+// top_k of the kept ones have a positive choice (a negative correction bias).
 void ModelImpl::route(LayerWeights& L, int64_t T) {
   const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size;
   lin(L.router, s.xn.data(), T, s.router_logits.data());
@@ -765,8 +782,7 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
         keep[best] = true;
       }
       for (int64_t g = 0; g < n_group; ++g)
-        if (!keep[g])
-          for (int64_t e = g * gsize; e < (g + 1) * gsize; ++e) ch[e] = (L.allowed.empty() || L.allowed[e]) ? 0.0f : ninf;
+        if (!keep[g]) std::fill(ch + g * gsize, ch + (g + 1) * gsize, ninf);
     }
     int32_t* idx = s.chosen.data() + t * k;
     float* w = s.weights.data() + t * k;

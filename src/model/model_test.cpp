@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -20,7 +21,10 @@
 
 #include "base/test_param_name.h"
 #include "base/error.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "io/test_checkpoint_edit.h"
+#include "base/test_temp_dir.h"
 #include "model/model.h"
 #include "model/synth.h"
 
@@ -386,6 +390,15 @@ TEST_P(ModelPresetTest, ExpertMaskExcludesExpertsAndAllAllowedChangesNothing) {
   std::vector<uint8_t> too_few(size_t(E), 0);
   for (int64_t j = 0; j + 1 < c.num_experts_per_tok; ++j) too_few[size_t(j)] = 1;
   EXPECT_THROW(m->set_expert_mask(il, too_few), Error);
+  if (c.n_group > 1 && c.topk_group < c.n_group) {
+    // Enough experts in all, but all in one group: a token that keeps two other groups would
+    // have none to choose from.
+    const int64_t gsize = E / c.n_group;
+    ASSERT_GE(gsize, c.num_experts_per_tok);
+    std::vector<uint8_t> one_group(size_t(E), 0);
+    std::fill(one_group.begin(), one_group.begin() + gsize, 1);
+    EXPECT_THROW(m->set_expert_mask(il, one_group), Error);
+  }
   if (c.first_k_dense_replace > 0) {
     EXPECT_THROW(m->set_expert_mask(0, std::vector<uint8_t>(size_t(E), 1)), Error);
   }
@@ -445,6 +458,50 @@ TEST(Model, ExactKernelsAgreeWithFastKernels) {
     me->forward(*se, toks, le, true);
     const double tol = std::string(preset) == "tiny-kimi" ? 5e-2 : 1e-4;  // tiny-kimi has int4 experts
     for (size_t r = 0; r < toks.size(); ++r) EXPECT_LE(row_rel(lf.data() + r * V, le.data() + r * V, V), tol) << preset << " row " << r;
+  }
+}
+
+// Group-limited routing (tiny-dsv3: 16 experts in 4 groups, top-2 groups, top-4 experts) with a
+// correction bias of -10 - g on group g: every choice score is negative, the groups rank 0 > 1 >
+// 2 > 3 for every token, so every chosen expert must lie in groups 0 and 1. Filling the dropped
+// groups with 0.0 (HF transformers) instead of -inf (DeepSeek's reference, vLLM, SGLang) would
+// pick experts of groups 2 and 3 here, since 0.0 beats every kept choice.
+TEST(Model, GroupLimitedRoutingNeverLeavesTheKeptGroups) {
+  test_util::TempDir t("sickle-group-routing");
+  const fs::path biased = t.path / "biased";
+  ModelConfig c = Model::load(checkpoint("tiny-dsv3"))->config();
+  ASSERT_GT(c.n_group, 1);
+  ASSERT_LT(c.topk_group, c.n_group);
+  std::map<std::string, test_util::TensorEdit> edits;
+  auto src_ck = Checkpoint::open(checkpoint("tiny-dsv3"));
+  const TensorNames& names = src_ck->names();
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    if (!c.is_moe_layer(il)) continue;
+    const int64_t E = c.n_experts(il), gsize = E / c.n_group;
+    edits[names.layer(il, "mlp.gate.e_score_correction_bias")] = [E, gsize](const TensorView& v) {
+      EXPECT_EQ(v.dtype, DType::F32);
+      std::vector<float> b(static_cast<size_t>(E));
+      for (int64_t e = 0; e < E; ++e) b[size_t(e)] = -10.0f - float(e / gsize);
+      std::vector<std::byte> out(b.size() * sizeof(float));
+      std::memcpy(out.data(), b.data(), out.size());
+      return out;
+    };
+  }
+  test_util::copy_with_edits(checkpoint("tiny-dsv3"), biased, edits);
+  auto m = Model::load(biased, ModelOptions{2, 0, 64});
+  Recorder rec;
+  m->set_observer(&rec);
+  const auto toks = some_tokens(12, m->vocab_size(), 21);
+  std::vector<float> logits;
+  auto seq = m->new_sequence();
+  m->forward(*seq, toks, logits, true);
+  m->set_observer(nullptr);
+  ASSERT_FALSE(rec.experts.empty());
+  for (const auto& [il, ex] : rec.experts) {
+    const int64_t gsize = c.n_experts(il) / c.n_group;
+    for (size_t j = 0; j < ex.size(); ++j)
+      EXPECT_LT(ex[j] / gsize, c.topk_group) << "layer " << il << " token " << j / size_t(c.num_experts_per_tok)
+                                             << " chose expert " << ex[j] << " of a dropped group";
   }
 }
 

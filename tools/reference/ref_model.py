@@ -20,10 +20,11 @@ float32 (used to estimate how far an f32 engine may honestly drift).
 Attention is the plain (non-absorbed) MLA form, recomputed over the whole prefix every call:
 no KV cache, so "decode" logits here are by construction equal to prefill logits.
 
-Router edge case kept as HF/Moonshot: experts of non-selected groups get choice score 0.0 (not
--inf, as vLLM/SGLang/DeepSeek's inference code do). The two differ only if fewer than top_k
-experts of the selected groups have a positive choice score; trace() counts such tokens so golden
-data can avoid them.
+Router edge case as DeepSeek's own inference code (inference/model.py, Gate.forward), vLLM's
+and SGLang's grouped_topk: experts of non-selected groups get choice score -inf. HF transformers'
+DeepseekV3 router fills 0.0 instead; the two differ only if fewer than top_k experts of the
+selected groups have a positive choice score; trace() counts such tokens (fill_divergence) so
+golden data can avoid them.
 
 CLI:  /usr/bin/python3 tools/reference/ref_model.py --model DIR --tokens 1,2,3 [--greedy N]
       [--out FILE.safetensors] [--dtype f64|f32] [--act-quant none|q8_0]
@@ -457,9 +458,9 @@ class RefModel:
                 gsorted = group_scores.sort(dim=-1, descending=True)[0]
                 gm = (gsorted[:, cfg.topk_group - 1] - gsorted[:, cfg.topk_group]).min().item()
                 stats["group_margin"] = min(stats.get("group_margin", math.inf), gm)
-            tmp = choice.masked_fill(~score_mask, 0.0)  # HF / Moonshot fill value
+            tmp = choice.masked_fill(~score_mask, float("-inf"))  # DeepSeek reference / vLLM / SGLang
             if stats is not None:
-                alt = choice.masked_fill(~score_mask, float("-inf"))
+                alt = choice.masked_fill(~score_mask, 0.0)  # HF transformers' fill value
                 i0 = torch.topk(tmp, k=k, dim=-1)[1].sort(dim=-1)[0]
                 i1 = torch.topk(alt, k=k, dim=-1)[1].sort(dim=-1)[0]
                 stats["fill_divergence"] = stats.get("fill_divergence", 0) + int((i0 != i1).any(dim=-1).sum())
