@@ -63,6 +63,8 @@ TEST(Deploy, KimiK25At72ExpertsReproducesTheSeedFigures) {
   TempDir t;
   ModelSource src = load_model_source(config_dir(kimi_k25_config(), t.path / "k25"));
   ASSERT_EQ(src.bytes_from, "config.json");
+  // The unpruned model is the published 595 GB download (1T parameters).
+  EXPECT_NEAR(double(analyze_source(src).loaded_bytes()) / 1e9, 595.0, 1.0);
   DeployRequest req;
   req.keep = 72;
   req.gpu = gpus8(24 * kGiB, 0.95, 57344);
