@@ -24,10 +24,6 @@ struct TempDir : test_util::TempDir {
   TempDir() : test_util::TempDir("sickle-deploy-test") {}
 };
 
-SynthOptions opts(const std::string& preset, int64_t layers = 0, int64_t experts = 0) {
-  return test_util::synth_options(preset, layers, experts);
-}
-
 // A directory holding only a config.json.
 fs::path config_dir(const json& config, const fs::path& dir) {
   fs::create_directories(dir);
@@ -38,7 +34,7 @@ fs::path config_dir(const json& config, const fs::path& dir) {
 // Kimi-K2.5 (model-format.md §1): synth's kimi-k2.5-layers config at the real 61 layers and 384
 // experts, with the released vision_config (§2b) in place of synth's stand-in.
 json kimi_k25_config() {
-  json root = synth_plan(opts("kimi-k2.5-layers", 61)).config;
+  json root = synth_plan(test_util::synth_options("kimi-k2.5-layers", 61)).config;
   root.erase("sickle_synth");
   root["vision_config"] = test_util::kimi_k25_vision_config();
   return root;
@@ -139,9 +135,9 @@ TEST(Deploy, WhatIfKeepIsTheModelWithThatManyExperts) {
   for (const char* preset : {"tiny-kimi", "tiny-dsv3"}) {
     SCOPED_TRACE(preset);
     TempDir t;
-    SynthOptions o = opts(preset);
+    SynthOptions o = test_util::synth_options(preset);
     synth_write(synth_plan(o), t.path / "m", o);
-    SynthOptions o8 = opts(preset, 0, 8);
+    SynthOptions o8 = test_util::synth_options(preset, 0, 8);
     synth_write(synth_plan(o8), t.path / "m8", o8);
     DeployRequest req;
     req.keep = 8;
@@ -156,7 +152,9 @@ TEST(Deploy, WhatIfKeepIsTheModelWithThatManyExperts) {
 }
 
 TEST(Deploy, RoutingRulesRefuseWhatPruneRefuses) {
-  ModelConfig dsv3 = ModelConfig::from_json(synth_plan(opts("tiny-dsv3")).config, "x");  // 16 experts, top-4, 4 groups
+  // tiny-dsv3: 16 experts, top-4, 4 groups.
+  const json dsv3_json = synth_plan(test_util::synth_options("tiny-dsv3")).config;
+  ModelConfig dsv3 = ModelConfig::from_json(dsv3_json, "x");
   EXPECT_EQ(routable_keep(dsv3, 8, -1), 8);
   EXPECT_EQ(routable_keep(dsv3, 0, 0.5), 8);
   auto msg = [&](int64_t keep) {
@@ -171,7 +169,7 @@ TEST(Deploy, RoutingRulesRefuseWhatPruneRefuses) {
   EXPECT_NE(msg(4).find("at least 2"), std::string::npos) << msg(4);
   EXPECT_NE(msg(20).find("only 16"), std::string::npos) << msg(20);
   TempDir t;
-  ModelSource src = load_model_source(config_dir(synth_plan(opts("tiny-dsv3")).config, t.path / "d"));
+  ModelSource src = load_model_source(config_dir(dsv3_json, t.path / "d"));
   DeployRequest req;
   req.fit = true;
   req.gpu = PlanTarget{};
