@@ -5,14 +5,20 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 
 #include "base/error.h"
 #include "io/checkpoint.h"
+#include "model/layout.h"
 #include "model/synth.h"
+#include "model/synth_testing.h"
 
 #include "base/test_temp_dir.h"
 
@@ -26,13 +32,7 @@ struct TempDir : test_util::TempDir {
 };
 
 SynthOptions opts(const std::string& preset, int64_t layers = 0, int64_t experts = 0) {
-  SynthOptions o;
-  o.preset = preset;
-  o.seed = 1;
-  o.n_layers = layers;
-  o.n_experts = experts;
-  o.progress = false;
-  return o;
+  return test_util::synth_options(preset, layers, experts);
 }
 
 fs::path write(const SynthOptions& o, const fs::path& dir) {
@@ -84,10 +84,167 @@ TEST(Inspect, PlanAnalysisEqualsOnDiskAnalysis) {
     ModelReport from_plan = analyze_plan(synth_plan(o));
     ModelReport from_disk = analyze_checkpoint(*Checkpoint::open(write(o, t.path / "m")));
     json a = report_json(from_plan, nullptr), b = report_json(from_disk, nullptr);
-    a.erase("source");
-    b.erase("source");
+    for (auto* j : {&a, &b}) {
+      j->erase("source");
+      j->erase("bytes_from");
+    }
     EXPECT_EQ(a, b);
   }
+}
+
+// ---- config.json alone (model/layout.h) against the real headers ----
+
+using Entries = std::vector<std::tuple<std::string, DType, std::vector<int64_t>, uint64_t>>;
+Entries sorted(const std::vector<TensorEntry>& v) {
+  Entries out;
+  for (const auto& t : v) out.emplace_back(t.name, t.dtype, t.shape, t.nbytes);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+std::vector<TensorEntry> entries_of(const SynthPlan& p) {
+  std::vector<TensorEntry> v;
+  for (const auto& t : p.tensors) v.push_back(TensorEntry{t.name, t.dtype, t.shape, t.nbytes()});
+  return v;
+}
+json model_json(const ModelReport& r) {
+  json j = report_json(r, nullptr);
+  j.erase("source");
+  j.erase("bytes_from");
+  return j;
+}
+// A directory holding only `from`'s config.json.
+fs::path config_only_copy(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to);
+  fs::copy_file(from / "config.json", to / "config.json");
+  return to;
+}
+
+struct Spec {
+  const char* preset;
+  const char* quant;
+  DType dtype;
+  int64_t layers, experts;
+};
+const Spec kSmallSpecs[] = {
+    {"tiny-kimi", "", DType::BF16, 0, 0},     {"tiny-dsv3", "", DType::BF16, 0, 0},
+    {"tiny-kimi", "fp8", DType::BF16, 0, 0},  {"tiny-dsv3", "int4", DType::F32, 0, 0},
+    {"tiny-dsv3", "none", DType::BF16, 4, 8}, {"tiny-kimi", "none", DType::F32, 2, 4},
+};
+
+// Every tensor config.json implies (name, dtype, shape, bytes) is exactly the tensor the shard
+// headers hold, on every small preset written to disk and read back with only its config.json.
+TEST(InspectConfigOnly, TensorsFromConfigEqualTheWrittenHeaders) {
+  for (const auto& sp : kSmallSpecs) {
+    SCOPED_TRACE(fmt::format("{} quant '{}' layers {} experts {}", sp.preset, sp.quant, sp.layers, sp.experts));
+    TempDir t;
+    SynthOptions o = opts(sp.preset, sp.layers, sp.experts);
+    o.quant = sp.quant;
+    o.dtype = sp.dtype;
+    fs::path dir = write(o, t.path / "m");
+    ModelSource full = load_model_source(dir);
+    ModelSource cfg = load_model_source(config_only_copy(dir, t.path / "cfg"));
+    EXPECT_EQ(full.bytes_from, "safetensors headers");
+    EXPECT_EQ(cfg.bytes_from, "config.json");
+    EXPECT_EQ(sorted(cfg.tensors), sorted(full.tensors));
+    EXPECT_EQ(model_json(analyze_source(cfg)), model_json(analyze_source(full)));
+    // A config.json path names the same model.
+    EXPECT_EQ(sorted(load_model_source(t.path / "cfg" / "config.json").tensors), sorted(full.tensors));
+  }
+}
+
+// The big presets without writing them: synth's tensor list is what it writes (the test above
+// and PlanAnalysisEqualsOnDiskAnalysis), so config-derived == synth plan is config == headers.
+// kimi-k2.5-layers at 61 layers and 384 experts is the whole of Kimi-K2.5's text model.
+TEST(InspectConfigOnly, TensorsFromConfigEqualSynthPlansOfTheFullSizePresets) {
+  for (const auto& [preset, layers, experts] :
+       std::vector<std::tuple<const char*, int64_t, int64_t>>{{"mini", 0, 0}, {"kimi-k2.5-layers", 61, 0},
+                                                              {"kimi-k2.5-layers", 3, 72}}) {
+    SCOPED_TRACE(fmt::format("{} {} {}", preset, layers, experts));
+    SynthPlan p = synth_plan(opts(preset, layers, experts));
+    ModelConfig c = ModelConfig::from_json(p.config, "synth plan");
+    EXPECT_EQ(sorted(tensors_from_config(p.config, c)), sorted(entries_of(p)));
+  }
+}
+
+// The demo model's real checkpoint (trained, not synth) against its own config.json.
+TEST(InspectConfigOnly, DemoModelConfigAloneEqualsItsHeaders) {
+  const char* src = std::getenv("SICKLE_SOURCE_DIR");
+  fs::path model = fs::path(src ? src : SICKLE_SOURCE_DIR) / "models/brown-kimi";
+  TempDir t;
+  ModelSource full = load_model_source(model);
+  ModelSource cfg = load_model_source(config_only_copy(model, t.path / "cfg"));
+  EXPECT_EQ(sorted(cfg.tensors), sorted(full.tensors));
+  EXPECT_EQ(model_json(analyze_source(cfg)), model_json(analyze_source(full)));
+}
+
+// Bytes per weight of each scheme, from config alone: int4 g32 + bf16 scales = 0.5625 (plus the
+// 8-byte weight_shape per linear), fp8 = 1 + 4 bytes per 128x128 block, bf16 = 2.
+TEST(InspectConfigOnly, BytesPerWeightFollowTheQuantizationScheme) {
+  SynthPlan p = synth_plan(opts("kimi-k2.5-layers", 2, 8));
+  ModelConfig c = ModelConfig::from_json(p.config, "x");
+  ModelReport r = analyze(c, tensors_from_config(p.config, c), "x");
+  const Usage& int4 = r.total().encoding.at("int4-g32");
+  const uint64_t linears = 8 * 3;
+  EXPECT_EQ(int4.bytes, int4.params * 9 / 16 + linears * 8);
+  EXPECT_EQ(int4.params, 8u * 3 * 2048 * 7168);
+  SynthOptions o = opts("kimi-k2.5-layers", 2, 8);
+  o.quant = "fp8";
+  SynthPlan q = synth_plan(o);
+  ModelConfig cq = ModelConfig::from_json(q.config, "x");
+  const Usage& experts =
+      analyze(cq, tensors_from_config(q.config, cq), "x").total().component[int(Component::kRoutedExperts)];
+  // Per expert: gate/up 2048x7168 = 16x56 blocks, down 7168x2048 = 56x16; one f32 scale each.
+  EXPECT_EQ(experts.bytes, linears * (2048u * 7168 + 16 * 56 * 4));
+}
+
+TEST(InspectConfigOnly, RealMoonViTFromVisionConfig) {
+  // Kimi-K2.5's released vision_config (model-format.md §2b): 27 blocks of width 1152.
+  json root = synth_plan(opts("tiny-kimi")).config;
+  root.erase("sickle_synth");
+  root["vision_config"] = test_util::kimi_k25_vision_config();
+  ModelConfig c = ModelConfig::from_json(root, "x");
+  ModelReport r = analyze(c, tensors_from_config(root, c), "x");
+  const uint64_t C = 1152, I = 4304, T = 7168;
+  const uint64_t block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (I * C + I) + (C * I + C);
+  const uint64_t params = C * 3 * 14 * 14 + C + 64 * 64 * C + 27 * block + 2 * C + 2 * C + (16 * C * C + 4 * C) +
+                          (T * 4 * C + T);
+  EXPECT_EQ(r.total().component[int(Component::kVision)].params, params);
+  EXPECT_EQ(r.total().component[int(Component::kVision)].bytes, 2 * params);
+  // vLLM splits the blocks' linears by TP and replicates the rest of the tower and the projector.
+  const uint64_t replicated = 2 * (params - 27 * (3 * C * C + 3 * C + C * C + I * C + I + C * I));
+  EXPECT_EQ(r.total().replicated[int(Component::kVision)], replicated);
+  json bad = root;
+  bad["vision_config"].erase("vt_hidden_size");
+  ModelConfig cb = ModelConfig::from_json(bad, "x");
+  try {
+    tensors_from_config(bad, cb);
+    ADD_FAILURE() << "accepted a vision_config without a width";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vt_hidden_size"), std::string::npos) << e.what();
+  }
+}
+
+TEST(InspectConfigOnly, InspectCliOnAConfigOnlyDirectory) {
+  const char* bin = std::getenv("SICKLE_BIN");
+  std::string sickle = bin ? bin : SICKLE_BIN;
+  TempDir t;
+  fs::path dir = write(opts("tiny-dsv3"), t.path / "m");
+  fs::path cfg = config_only_copy(dir, t.path / "cfg");
+  auto run_json = [&](const fs::path& d) {
+    fs::path out = t.path / "out.json";
+    std::string cmd = sickle + " inspect " + d.string() + " --json >" + out.string() + " 2>" + (t.path / "err").string();
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    std::ifstream in(out);
+    return json::parse(in);
+  };
+  json a = run_json(cfg), b = run_json(dir);
+  EXPECT_EQ(a["bytes_from"], "config.json");
+  EXPECT_EQ(b["bytes_from"], "safetensors headers");
+  for (auto* j : {&a, &b}) {
+    j->erase("source");
+    j->erase("bytes_from");
+  }
+  EXPECT_EQ(a, b);
 }
 
 TEST(Inspect, Fp8EncodingAndPlacementOnDsv3) {
@@ -126,8 +283,25 @@ TEST(Inspect, MemoryPlanArithmetic) {
   EXPECT_EQ(ep.replicated, tot.placement_bytes[int(Placement::kReplicated)]);
   EXPECT_EQ(ep.split_share, (tot.placement_bytes[int(Placement::kSplit)] + 2) / 3);
   EXPECT_EQ(ep.weights_per_device, ep.replicated + ep.split_share + ep.experts_share);
-  EXPECT_EQ(ep.kv_room, int64_t(tg.gpu_mem) - int64_t(ep.weights_per_device) - 1000);
-  EXPECT_EQ(ep.tokens, ep.kv_room / int64_t(r.kv_bytes_per_token()));
+  // vLLM: usable = gpu_mem x gpu_memory_utilization (0.9 by default); the cache in whole blocks.
+  EXPECT_EQ(ep.usable, uint64_t(double(1 << 20) * 0.9));
+  EXPECT_EQ(ep.kv_room, int64_t(ep.usable) - int64_t(ep.weights_per_device) - 1000);
+  EXPECT_EQ(ep.blocks, ep.kv_room / int64_t(64 * r.kv_bytes_per_token()));
+  EXPECT_EQ(ep.tokens, ep.blocks * 64);
+  EXPECT_EQ(ep.max_context, std::min<int64_t>(ep.tokens, r.config.max_position_embeddings));
+  EXPECT_EQ(ep.even_split, (r.loaded_bytes() + 2) / 3);
+  tg.max_num_seqs = 4;
+  EXPECT_EQ(plan_memory(r, tg).max_context, std::min<int64_t>(ep.tokens / 4, r.config.max_position_embeddings));
+  tg.max_num_seqs = 1;
+  tg.context = ep.max_context + 1;  // a demand one token past the capacity
+  MemoryPlan over = plan_memory(r, tg);
+  EXPECT_TRUE(over.loads());
+  EXPECT_FALSE(over.fits());
+  EXPECT_GT(over.shortfall(), 0u);
+  tg.context = 0;
+  tg.gpu_memory_utilization = 1.5;
+  EXPECT_THROW(plan_memory(r, tg), Error);
+  tg.gpu_memory_utilization = 0.9;
   tg.expert_parallel = false;
   MemoryPlan tp = plan_memory(r, tg);
   EXPECT_LT(tp.experts_share, ep.experts_share);  // 16/3 split evenly < 6 whole experts
