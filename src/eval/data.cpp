@@ -13,11 +13,11 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
   CalibEncoder enc;
   if (opt.format != DataFormat::kTokens) {
     tok = Tokenizer::load(model_dir);
-    const bool special = opt.format == DataFormat::kChatJsonl;  // plain text never injects control tokens
     const Tokenizer* t = tok.get();
-    enc.encode = [t, special](const std::string& s) { return t->encode(s, special); };
-    enc.render_chat = [t](const nlohmann::json& m) {
-      return render_chat(*t, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false);
+    enc.encode = [t](const std::string& s) { return t->encode(s, /*allow_special=*/false); };  // plain text is text
+    enc.encode_chat = [t, specials = opt.specials_in_content](const nlohmann::json& m) {
+      return t->encode(render_chat(*t, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false),
+                       specials);
     };
     if (opt.bos_id < 0) opt.bos_id = tok->bos_id();
   }

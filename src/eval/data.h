@@ -16,7 +16,8 @@ class Tokenizer;
 
 // Loads `files` as token sequences per `opt`. For formats other than `tokens` the tokenizer of
 // `model_dir` is loaded (an error if there is none); plain text never injects control tokens,
-// chat-jsonl is rendered with the chat format without a generation prompt; opt.bos_id is set
+// chat-jsonl is rendered with the chat format without a generation prompt (special-token
+// strings in message values stay text unless opt.specials_in_content); opt.bos_id is set
 // from the tokenizer unless the caller set it. Logs what was used.
 std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path& model_dir,
                                                      const std::vector<std::filesystem::path>& files,

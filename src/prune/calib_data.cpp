@@ -31,7 +31,8 @@ std::string_view data_format_name(DataFormat f) {
 std::string CalibOptions::key() const {
   return fmt::format("format={} samples={} seq_len={} pack={} long={} field={} bos={}", data_format_name(format),
                      max_samples, seq_len, pack ? 1 : 0, long_policy == LongPolicy::kSplit ? "split" : "drop",
-                     text_field, bos_id);
+                     text_field, bos_id) +
+         (specials_in_content ? " content_specials=1" : "");  // absent by default: older keys still match
 }
 
 void parse_shard(std::string_view text, int64_t& index, int64_t& n) {
@@ -68,13 +69,13 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
   if (opt.format != DataFormat::kTokens && (!enc || !enc->encode))
     fail("data format '{}' needs the model's tokenizer (use --format tokens for pre-tokenized data)",
          data_format_name(opt.format));
-  if (opt.format == DataFormat::kChatJsonl && !enc->render_chat)
+  if (opt.format == DataFormat::kChatJsonl && !enc->encode_chat)
     fail("data format chat-jsonl needs the model's chat format, which is not available");
   CalibReport rep;
   std::vector<std::vector<int32_t>> docs;
   auto encode = [&](const std::string& text) {
-    // BOS before plain documents; a chat rendering carries whatever its template starts with.
-    const bool add_bos = opt.bos_id >= 0 && opt.format != DataFormat::kChatJsonl;
+    // BOS before plain documents (a chat rendering carries whatever its template starts with).
+    const bool add_bos = opt.bos_id >= 0;
     std::vector<int32_t> ids;
     if (add_bos) ids.push_back(opt.bos_id);
     std::vector<int32_t> t = enc->encode(text);
@@ -116,13 +117,11 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
         case DataFormat::kChatJsonl: {
           auto it = j.find("messages");
           if (it == j.end() || !it->is_array()) fail("{}:{}: no array field 'messages'", f.string(), lineno);
-          std::string text;
           try {
-            text = enc->render_chat(*it);
+            docs.push_back(enc->encode_chat(*it));
           } catch (const Error& e) {
             fail("{}:{}: {}", f.string(), lineno, e.what());
           }
-          docs.push_back(encode(text));
           break;
         }
         case DataFormat::kTokens: {

@@ -38,15 +38,19 @@ struct CalibOptions {
   int64_t shard_index = 0, n_shards = 1;
   std::string text_field = "text";  // jsonl
   int32_t bos_id = -1;  // prepended to each text/jsonl document when >= 0 (chat: the template decides)
+  // chat-jsonl: special-token strings in message values are control tokens (HF's default;
+  // --allow-special-tokens-in-content) instead of text. Read by the encoder's maker (eval/data).
+  bool specials_in_content = false;
   // Canonical text of the settings that define the sequence list (recorded in statistics so
   // only shards of the same run merge).
   std::string key() const;
 };
 
-// How text becomes tokens; `render_chat` is needed only for chat-jsonl.
+// How text becomes tokens; `encode_chat` (a conversation -> the ids of its rendered prompt)
+// is needed only for chat-jsonl.
 struct CalibEncoder {
   std::function<std::vector<int32_t>(const std::string& text)> encode;
-  std::function<std::string(const nlohmann::json& messages)> render_chat;
+  std::function<std::vector<int32_t>(const nlohmann::json& messages)> encode_chat;
 };
 
 struct CalibReport {

@@ -393,7 +393,7 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   std::ofstream(t.path / "c.jsonl") << json{{"messages", msgs}}.dump() << "\n";
   CalibEncoder enc;
   enc.encode = [&](const std::string& s) { return tok->encode(s, false); };
-  enc.render_chat = [&](const json& m) { return render_chat(*tok, m, json(), false, false); };
+  enc.encode_chat = [&](const json& m) { return tok->encode(render_chat(*tok, m, json(), false, false)); };
   CalibOptions o;
   o.pack = false;
   o.seq_len = 4096;
@@ -411,10 +411,9 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   ASSERT_EQ(s2.size(), 2u);
   EXPECT_EQ(s2[1], with_bos(tok->encode(b, false)));
   o.format = DataFormat::kChatJsonl;
-  enc.encode = [&](const std::string& s) { return tok->encode(s, true); };
   auto s3 = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr);
   ASSERT_EQ(s3.size(), 1u);
-  const std::vector<int32_t> want = tok->encode(render_chat(*tok, msgs, json(), false, false), true);
+  const std::vector<int32_t> want = tok->encode(render_chat(*tok, msgs, json(), false, false).text(), true);
   EXPECT_EQ(s3[0], want);  // the template decides about BOS; never doubled
   EXPECT_LE(std::count(s3[0].begin(), s3[0].end(), tok->bos_id()), 1);
 }

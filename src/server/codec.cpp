@@ -20,24 +20,30 @@ class RealStream : public TokenTextStream {
 
 class RealCodec : public TextCodec {
  public:
-  explicit RealCodec(const Tokenizer& tok) : tok_(tok) {}
+  RealCodec(const Tokenizer& tok, bool specials_in_content) : tok_(tok), specials_in_content_(specials_in_content) {}
   std::vector<int32_t> encode(std::string_view text) const override { return tok_.encode(text, true); }
+  std::vector<int32_t> encode(const RenderedPrompt& prompt) const override {
+    return tok_.encode(prompt, specials_in_content_);
+  }
   int32_t special_id(std::string_view text) const override { return tok_.token_id(text); }
   bool is_special(int32_t id) const override { return tok_.is_special(id); }
   std::string token_text(int32_t id) const override { return tok_.token_text(id); }
   int64_t vocab_size() const override { return tok_.vocab_size(); }
   std::vector<int32_t> stop_ids() const override { return tok_.stop_ids(); }
   std::unique_ptr<TokenTextStream> new_stream() const override { return std::make_unique<RealStream>(tok_); }
-  std::string render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
     return sickle::render_chat(tok_, messages, tools, /*add_generation_prompt=*/true, thinking);
   }
 
  private:
   const Tokenizer& tok_;
+  bool specials_in_content_;
 };
 
 }  // namespace
 
-std::unique_ptr<TextCodec> make_codec(const Tokenizer& tok) { return std::make_unique<RealCodec>(tok); }
+std::unique_ptr<TextCodec> make_codec(const Tokenizer& tok, bool specials_in_content) {
+  return std::make_unique<RealCodec>(tok, specials_in_content);
+}
 
 }  // namespace sickle::server

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/prompt.h"
+
 namespace sickle {
 class Tokenizer;
 }
@@ -30,8 +32,11 @@ class TokenTextStream {
 class TextCodec {
  public:
   virtual ~TextCodec() = default;
-  // Special-token strings in `text` become their ids.
+  // Special-token strings in `text` become their ids (raw /v1/completions prompts, as vLLM).
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // A rendered chat prompt: special-token strings become ids in template spans only; in
+  // message values they are text unless the codec allows specials in content.
+  virtual std::vector<int32_t> encode(const RenderedPrompt& prompt) const = 0;
   // Id of a special token by its text, -1 if none.
   virtual int32_t special_id(std::string_view text) const = 0;
   virtual bool is_special(int32_t id) const = 0;
@@ -41,13 +46,15 @@ class TextCodec {
   // Ids that end generation (<|im_end|>, [EOS]).
   virtual std::vector<int32_t> stop_ids() const = 0;
   virtual std::unique_ptr<TokenTextStream> new_stream() const = 0;
-  // Chat messages (normalized OpenAI form) + tools (array or null) -> prompt text with the
+  // Chat messages (normalized OpenAI form) + tools (array or null) -> the prompt with the
   // generation prompt; `thinking` selects `<think>` or `<think></think>` for Kimi.
-  virtual std::string render_chat(const nlohmann::json& messages, const nlohmann::json& tools,
-                                  bool thinking) const = 0;
+  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools,
+                                     bool thinking) const = 0;
 };
 
 // The real tokenizer + chat format behind the interface. Keeps a reference: `tok` must outlive it.
-std::unique_ptr<TextCodec> make_codec(const Tokenizer& tok);
+// specials_in_content: special-token strings in message values are control tokens too (HF's
+// default; `serve --allow-special-tokens-in-content`).
+std::unique_ptr<TextCodec> make_codec(const Tokenizer& tok, bool specials_in_content = false);
 
 }  // namespace sickle::server

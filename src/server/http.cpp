@@ -268,15 +268,15 @@ struct HttpServer::Impl {
     // right after the generation prompt, so reasoning is skipped (`<think></think>`).
     const ToolForcing forcing = tool_forcing(markers, r.tool_choice, r.tool_choice_name, r.messages);
     bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty();
-    std::string prompt_text;
+    RenderedPrompt prompt;
     try {
-      prompt_text = codec.render_chat(r.messages, tools, thinking);
+      prompt = codec.render_chat(r.messages, tools, thinking);
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "messages");
     }
-    prompt_text += forcing.prefix;
+    prompt.add_template(forcing.prefix);
     GenRequest g;
-    g.prompt = codec.encode(prompt_text);
+    g.prompt = codec.encode(prompt);
     g.max_tokens = r.max_tokens.value_or(0);
     g.sampling = sampling_of(r);
     g.stop_ids = codec.stop_ids();

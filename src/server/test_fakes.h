@@ -82,10 +82,28 @@ class FakeCodec : public TextCodec {
   int64_t vocab_size() const override { return 1000 + int64_t(fake_specials().size()); }
   std::vector<int32_t> stop_ids() const override { return {special_id("<|im_end|>")}; }
   std::unique_ptr<TokenTextStream> new_stream() const override { return std::make_unique<FakeStream>(); }
-  std::string render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
-    std::string s;
-    for (auto& m : messages) s += m["role"].get<std::string>() + ":" + m["content"].get<std::string>() + "\n";
-    return s + (thinking ? "assistant:<think>" : "assistant:<think></think>");
+  // Values are bytes, whatever they spell.
+  std::vector<int32_t> encode(const RenderedPrompt& prompt) const override {
+    std::vector<int32_t> ids;
+    for (const auto& s : prompt.spans) {
+      if (!s.is_value) {
+        auto t = encode(s.text);
+        ids.insert(ids.end(), t.begin(), t.end());
+      } else {
+        for (char c : s.text) ids.push_back(static_cast<unsigned char>(c));
+      }
+    }
+    return ids;
+  }
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
+    RenderedPrompt p;
+    for (auto& m : messages) {
+      p.add_template(m["role"].get<std::string>() + ":");
+      p.add_value(m["content"].get<std::string>());
+      p.add_template("\n");
+    }
+    p.add_template(thinking ? "assistant:<think>" : "assistant:<think></think>");
+    return p;
   }
 };
 

@@ -119,9 +119,9 @@ std::vector<Call> tool_calls_of(const json& m, size_t i, bool compact_args) {
   return calls;
 }
 
-std::string render_kimi(const json& messages, const json& tools, bool add_generation_prompt, bool thinking,
-                        bool default_system, bool ts_tools) {
-  std::string out;
+RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_generation_prompt, bool thinking,
+                           bool default_system, bool ts_tools) {
+  RenderedPrompt out;
   if (tools.is_array() && !tools.empty()) {
     std::string decl;
     if (ts_tools) {
@@ -132,16 +132,16 @@ std::string render_kimi(const json& messages, const json& tools, bool add_genera
       }
     }
     if (decl.empty()) decl = py_dumps(tools, /*compact=*/true);
-    out += "<|im_system|>tool_declare<|im_middle|>";
-    out += decl;
-    out += "<|im_end|>";
+    out.add_template("<|im_system|>tool_declare<|im_middle|>");
+    out.add_value(decl);  // names and descriptions are the caller's text
+    out.add_template("<|im_end|>");
   } else if (!tools.is_null() && !tools.is_array()) {
     fail("tools: expected a list or null");
   }
   if (default_system && (messages.empty() || role_of(messages[0], 0) != "system")) {
-    out += "<|im_system|>system<|im_middle|>";
-    out += kKimiDefaultSystem;
-    out += "<|im_end|>";
+    out.add_template("<|im_system|>system<|im_middle|>");
+    out.add_template(kKimiDefaultSystem);
+    out.add_template("<|im_end|>");
   }
   // History = up to the last assistant message without tool calls: its reasoning is dropped.
   int64_t last_plain_assistant = -1;
@@ -155,100 +155,115 @@ std::string render_kimi(const json& messages, const json& tools, bool add_genera
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     std::string role = role_of(m, i);
-    std::string name = m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty()
-                           ? m["name"].get<std::string>()
-                           : role;
-    out += role == "user" ? "<|im_user|>" : role == "assistant" ? "<|im_assistant|>" : "<|im_system|>";
-    out += name;
-    out += "<|im_middle|>";
+    out.add_template(role == "user" ? "<|im_user|>" : role == "assistant" ? "<|im_assistant|>" : "<|im_system|>");
+    if (m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty())
+      out.add_value(m["name"].get<std::string>());
+    else
+      out.add_template(role);
+    out.add_template("<|im_middle|>");
     if (role == "assistant") {
       bool in_history = static_cast<int64_t>(i) <= last_plain_assistant;
       if (in_history || !thinking) {
-        out += "<think></think>";
+        out.add_template("<think></think>");
       } else {
-        out += "<think>";
+        out.add_template("<think>");
         if (has_nonnull(m, "reasoning_content")) {
           if (!m["reasoning_content"].is_string()) fail("messages[{}].reasoning_content: expected a string", i);
-          out += m["reasoning_content"].get<std::string>();
+          out.add_value(m["reasoning_content"].get<std::string>());
         }
-        out += "</think>";
+        out.add_template("</think>");
       }
-      out += content_of(m, i);
+      out.add_value(content_of(m, i));
       auto calls = tool_calls_of(m, i, /*compact_args=*/false);
       if (!calls.empty()) {
-        out += "<|tool_calls_section_begin|>";
+        out.add_template("<|tool_calls_section_begin|>");
         for (const auto& c : calls) {
-          out += "<|tool_call_begin|>" + c.id + "<|tool_call_argument_begin|>" + c.arguments + "<|tool_call_end|>";
+          out.add_template("<|tool_call_begin|>");
+          out.add_value(c.id);
+          out.add_template("<|tool_call_argument_begin|>");
+          out.add_value(c.arguments);
+          out.add_template("<|tool_call_end|>");
         }
-        out += "<|tool_calls_section_end|>";
+        out.add_template("<|tool_calls_section_end|>");
       }
     } else if (role == "tool") {
       std::string id = m.contains("tool_call_id") && m["tool_call_id"].is_string() ? m["tool_call_id"].get<std::string>() : "";
       if (id.empty()) fail("messages[{}]: a tool message needs a string 'tool_call_id'", i);
-      out += "## Return of " + id + "\n" + content_of(m, i);
+      out.add_template("## Return of ");
+      out.add_value(id);
+      out.add_template("\n");
+      out.add_value(content_of(m, i));
     } else {
-      out += content_of(m, i);
+      out.add_value(content_of(m, i));
     }
-    out += "<|im_end|>";
+    out.add_template("<|im_end|>");
   }
   if (add_generation_prompt) {
-    out += "<|im_assistant|>assistant<|im_middle|>";
-    out += thinking ? "<think>" : "<think></think>";
+    out.add_template("<|im_assistant|>assistant<|im_middle|>");
+    out.add_template(thinking ? "<think>" : "<think></think>");
   }
   return out;
 }
 
-std::string render_deepseek(const json& messages, bool add_generation_prompt, const std::string& bos) {
-  std::string system;
+RenderedPrompt render_deepseek(const json& messages, bool add_generation_prompt, const std::string& bos) {
+  RenderedPrompt out;
+  out.add_template(bos);
   bool first_sp = true;
   for (size_t i = 0; i < messages.size(); ++i) {
     if (role_of(messages[i], i) != "system") continue;
-    if (!first_sp) system += "\n\n";
-    system += content_of(messages[i], i);
+    if (!first_sp) out.add_template("\n\n");
+    out.add_value(content_of(messages[i], i));
     first_sp = false;
   }
-  std::string out = bos + system;
   bool is_first = false, is_tool = false, is_output_first = true;
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     std::string role = role_of(m, i);
     if (role == "user") {
       is_tool = false;
-      out += "<｜User｜>" + content_of(m, i);
+      out.add_template("<｜User｜>");
+      out.add_value(content_of(m, i));
     }
     if (role == "assistant" && !has_nonnull(m, "content")) {
       is_tool = false;
       for (const auto& c : tool_calls_of(m, i, /*compact_args=*/true)) {
-        std::string call = "<｜tool▁call▁begin｜>" + c.type + "<｜tool▁sep｜>" + c.name + "\n```json\n" + c.arguments +
-                           "\n```<｜tool▁call▁end｜>";
         if (!is_first) {
-          out += "<｜Assistant｜><｜tool▁calls▁begin｜>" + call;
-          is_first = true;
+          out.add_template("<｜Assistant｜><｜tool▁calls▁begin｜>");
         } else {
-          out += "\n" + call + "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>";
+          out.add_template("\n");
         }
+        out.add_template("<｜tool▁call▁begin｜>");
+        out.add_value(c.type);
+        out.add_template("<｜tool▁sep｜>");
+        out.add_value(c.name);
+        out.add_template("\n```json\n");
+        out.add_value(c.arguments);
+        out.add_template("\n```<｜tool▁call▁end｜>");
+        if (!is_first) is_first = true;
+        else out.add_template("<｜tool▁calls▁end｜><｜end▁of▁sentence｜>");
       }
     }
     if (role == "assistant" && has_nonnull(m, "content")) {
-      if (is_tool) {
-        out += "<｜tool▁outputs▁end｜>" + content_of(m, i) + "<｜end▁of▁sentence｜>";
-        is_tool = false;
-      } else {
-        out += "<｜Assistant｜>" + content_of(m, i) + "<｜end▁of▁sentence｜>";
-      }
+      out.add_template(is_tool ? "<｜tool▁outputs▁end｜>" : "<｜Assistant｜>");
+      out.add_value(content_of(m, i));
+      out.add_template("<｜end▁of▁sentence｜>");
+      is_tool = false;
     }
     if (role == "tool") {
       is_tool = true;
       if (is_output_first) {
-        out += "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" + content_of(m, i) + "<｜tool▁output▁end｜>";
+        out.add_template("<｜tool▁outputs▁begin｜>");
         is_output_first = false;
       } else {
-        out += "\n<｜tool▁output▁begin｜>" + content_of(m, i) + "<｜tool▁output▁end｜>";
+        out.add_template("\n");
       }
+      out.add_template("<｜tool▁output▁begin｜>");
+      out.add_value(content_of(m, i));
+      out.add_template("<｜tool▁output▁end｜>");
     }
   }
-  if (is_tool) out += "<｜tool▁outputs▁end｜>";
-  if (add_generation_prompt && !is_tool) out += "<｜Assistant｜>";
+  if (is_tool) out.add_template("<｜tool▁outputs▁end｜>");
+  if (add_generation_prompt && !is_tool) out.add_template("<｜Assistant｜>");
   return out;
 }
 
@@ -258,14 +273,14 @@ ChatFormat chat_format_of(const Tokenizer& tokenizer) {
   return tokenizer.kind() == TokenizerKind::kTiktoken ? ChatFormat::kKimi : ChatFormat::kDeepSeekV3;
 }
 
-std::string render_chat(ChatFormat format, const json& messages, const json& tools, bool add_generation_prompt,
+RenderedPrompt render_chat(ChatFormat format, const json& messages, const json& tools, bool add_generation_prompt,
                         bool thinking) {
   if (!messages.is_array()) fail("messages: expected a list");
   if (format == ChatFormat::kKimi) return render_kimi(messages, tools, add_generation_prompt, thinking, false, true);
   return render_deepseek(messages, add_generation_prompt, "<｜begin▁of▁sentence｜>");
 }
 
-std::string render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
                         bool thinking) {
   if (!messages.is_array()) fail("messages: expected a list");
   const json& cfg = tokenizer.config();

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/prompt.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sickle {
@@ -32,10 +33,13 @@ ChatFormat chat_format_of(const Tokenizer& tokenizer);
 //             arguments: string|object}}], tool_call_id? (tool), name?}]
 // tools: OpenAI-style [{type: function, function: {name, description, parameters}}] or null.
 // Malformed messages (unknown role, missing fields) are an Error naming the message index.
-std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
-                        const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
-std::string render_chat(ChatFormat format, const nlohmann::json& messages,
-                        const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+// The render tags every message value (content, reasoning, names, tool-call ids, types and
+// arguments, tool results, the tool declaration) as a value span, so Tokenizer::encode of
+// the result keeps special-token strings typed in them as text (prompt.h).
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
+                           const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+RenderedPrompt render_chat(ChatFormat format, const nlohmann::json& messages,
+                           const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
 
 // Kimi-K2.5's TypeScript-style tool declaration (`tools_ts_str`: "# Tools\n\n## functions\n
 // namespace functions {...}"), as Moonshot's tool_declaration_ts.py writes it for deep-sorted

@@ -253,6 +253,22 @@ struct AddedToken {
   bool lstrip = false, rstrip = false;
 };
 
+// Where special/added-token strings in the text being encoded become their ids: everywhere,
+// nowhere, or only when the whole match lies inside one of `ranges` (the template spans of a
+// RenderedPrompt: sorted, disjoint [begin, end) byte offsets).
+struct SpecialScope {
+  bool everywhere = false;
+  std::vector<std::pair<size_t, size_t>> ranges;
+
+  bool allows(size_t begin, size_t end) const {
+    if (everywhere) return true;
+    auto it = std::upper_bound(ranges.begin(), ranges.end(), begin,
+                               [](size_t b, const std::pair<size_t, size_t>& r) { return b < r.first; });
+    return it != ranges.begin() && end <= std::prev(it)->second;
+  }
+  bool none() const { return !everywhere && ranges.empty(); }
+};
+
 }  // namespace
 
 class TokenizerImpl {
@@ -293,14 +309,13 @@ class TokenizerImpl {
     added_lengths.assign(lens.begin(), lens.end());
   }
 
-  // Longest added token starting at text[i] (ids of special=false tokens only when
-  // !allow_special is false too: see encode), or nullptr.
-  const AddedToken* match_added(std::string_view text, size_t i, bool allow_special) const {
-    if (!allow_special || !added_first[static_cast<unsigned char>(text[i])]) return nullptr;
+  // Longest added token (special or not) starting at text[i] that `scope` allows there, or nullptr.
+  const AddedToken* match_added(std::string_view text, size_t i, const SpecialScope& scope) const {
+    if (!added_first[static_cast<unsigned char>(text[i])]) return nullptr;
     for (size_t len : added_lengths) {
       if (i + len > text.size()) continue;
       auto it = added_by_text.find(text.substr(i, len));
-      if (it != added_by_text.end()) return &added[added_index.at(it->second)];
+      if (it != added_by_text.end() && scope.allows(i, i + len)) return &added[added_index.at(it->second)];
     }
     return nullptr;
   }
@@ -505,11 +520,14 @@ class TokenizerImpl {
     for (auto p : pieces) bpe(p, out);
   }
 
-  // Split on added/special tokens (leftmost, longest), encode the text between.
-  void encode_segment(std::string_view text, bool allow_special, std::vector<int32_t>& out) const {
-    size_t seg = 0, i = 0;
-    while (i < text.size()) {
-      const AddedToken* a = match_added(text, i, allow_special);
+  // text[begin, end): split on the added/special tokens `scope` allows (leftmost, longest),
+  // encode the text between. Offsets are into the whole text, which `scope` refers to.
+  void encode_segment(std::string_view text, size_t begin, size_t end, const SpecialScope& scope,
+                      std::vector<int32_t>& out) const {
+    text = text.substr(0, end);
+    size_t seg = begin, i = begin;
+    while (i < text.size() && !scope.none()) {
+      const AddedToken* a = match_added(text, i, scope);
       if (!a) {
         ++i;
         continue;
@@ -525,6 +543,9 @@ class TokenizerImpl {
     }
     encode_ordinary(text.substr(seg), out);
   }
+
+  // `text` must be valid UTF-8 (the callers repair it).
+  std::vector<int32_t> encode(std::string_view text, const SpecialScope& scope) const;
 };
 
 // ---------------------------------------------------------------- loading
@@ -802,17 +823,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
 
 // ---------------------------------------------------------------- encode / decode
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
-  const TokenizerImpl& t = *impl_;
-  std::string repaired;
-  if (!is_valid_utf8(text)) {  // regexes need valid UTF-8; Python strings always are
-    repaired = utf8_sanitize(text);
-    text = repaired;
-  }
+std::vector<int32_t> TokenizerImpl::encode(std::string_view text, const SpecialScope& scope) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
-  if (t.kind != TokenizerKind::kTiktoken) {
-    t.encode_segment(text, allow_special, out);
+  if (kind != TokenizerKind::kTiktoken) {
+    encode_segment(text, 0, text.size(), scope, out);
     return out;
   }
   // tokenization_kimi.py encode(): cut the text into runs of at most 25000 consecutive
@@ -829,7 +844,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
     else if (n == 3) cp = ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
     else if (n == 4) cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
     if (chars == kMaxEncodeChars) {  // new 400000-character block: restart the run state
-      t.encode_segment(text.substr(slice_start, i - slice_start), allow_special, out);
+      encode_segment(text, slice_start, i, scope, out);
       slice_start = block_start = i;
       chars = 0;
     }
@@ -841,15 +856,43 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
       run_space = sp;
       run = 1;
     } else if (++run > kMaxRun) {
-      t.encode_segment(text.substr(slice_start, i - slice_start), allow_special, out);
+      encode_segment(text, slice_start, i, scope, out);
       slice_start = i;
       run = 1;
     }
     ++chars;
     i += n > 0 ? n : 1;
   }
-  t.encode_segment(text.substr(slice_start), allow_special, out);
+  encode_segment(text, slice_start, text.size(), scope, out);
   return out;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
+  std::string repaired;
+  if (!is_valid_utf8(text)) {  // regexes need valid UTF-8; Python strings always are
+    repaired = utf8_sanitize(text);
+    text = repaired;
+  }
+  SpecialScope scope;
+  scope.everywhere = allow_special;
+  return impl_->encode(text, scope);
+}
+
+std::vector<int32_t> Tokenizer::encode(const RenderedPrompt& prompt, bool specials_in_values) const {
+  // One text, so that ordinary text is pre-tokenized across span boundaries exactly as in the
+  // flat string; special tokens are matched only inside template spans. Each span is
+  // repaired on its own, so the offsets stay those of the spans.
+  std::string text;
+  SpecialScope scope;
+  scope.everywhere = specials_in_values;
+  for (const auto& span : prompt.spans) {
+    const size_t begin = text.size();
+    text += is_valid_utf8(span.text) ? span.text : utf8_sanitize(span.text);
+    if (span.is_value || begin == text.size()) continue;
+    if (!scope.ranges.empty() && scope.ranges.back().second == begin) scope.ranges.back().second = text.size();
+    else scope.ranges.emplace_back(begin, text.size());
+  }
+  return impl_->encode(text, scope);
 }
 
 std::string Tokenizer::decode_bytes(std::span<const int32_t> ids, bool skip_special) const {

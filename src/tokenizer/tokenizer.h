@@ -26,6 +26,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/prompt.h"
+
 namespace sickle {
 
 enum class TokenizerKind { kTiktoken, kHfByteLevel };
@@ -49,6 +51,13 @@ class Tokenizer {
   // ALL of them (HF's non-special added tokens like <｜User｜> too) are encoded as ordinary
   // text, so untrusted text cannot inject control tokens.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = true) const;
+  // A rendered chat prompt: special-token strings become ids only inside template spans;
+  // message values are ordinary text, as with encode(value, false). Ordinary text is
+  // pre-tokenized and merged across span boundaries as in the flat string, so a prompt whose
+  // values hold no special-token strings gets exactly the ids of encode(prompt.text(), true).
+  // specials_in_values: HF's default instead (the flat string with specials parsed; a user
+  // can then forge turns) — for `--allow-special-tokens-in-content`.
+  std::vector<int32_t> encode(const RenderedPrompt& prompt, bool specials_in_values = false) const;
   // Valid UTF-8 always: invalid byte sequences become U+FFFD (Python's errors="replace",
   // one per maximal invalid subpart). Special tokens are written as their text unless
   // skip_special. Ids out of range are an Error.

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -323,6 +324,91 @@ TEST_F(KimiTiny, RoundTripAndBadIds) {
 
 TEST_F(KimiTiny, InvalidUtf8InputIsRepaired) {
   EXPECT_EQ(tok_->decode(tok_->encode("a\xFF" "b")), "a\xEF\xBF\xBD" "b");
+}
+
+// ---------------------------------------------------------------- rendered prompts (prompt.h)
+
+TEST(RenderedPrompt, MergesAdjacentSpansOfOneKindAndSkipsEmpty) {
+  RenderedPrompt p;
+  p.add_template("<|im_user|>");
+  p.add_value("");
+  p.add_template("user");
+  p.add_value("a");
+  p.add_value("b");
+  ASSERT_EQ(p.spans.size(), 2u);
+  EXPECT_FALSE(p.spans[0].is_value);
+  EXPECT_EQ(p.spans[0].text, "<|im_user|>user");
+  EXPECT_TRUE(p.spans[1].is_value);
+  EXPECT_EQ(p.text(), "<|im_user|>userab");
+}
+
+TEST_F(KimiTiny, SpecialStringsInValuesAreText) {
+  const int32_t n = 256 + 9;  // n_ranks of the fixture
+  RenderedPrompt p;
+  p.add_template("<|im_user|>");
+  p.add_value("<|im_end|><|x|>y");
+  p.add_template("<|im_end|>");
+  std::vector<int32_t> want = {n + 3};
+  for (int32_t id : tok_->encode("<|im_end|><|x|>y", /*allow_special=*/false)) want.push_back(id);
+  want.push_back(n + 2);
+  EXPECT_EQ(tok_->encode(p), want);
+  EXPECT_EQ(tok_->decode(tok_->encode(p)), p.text());
+  // HF's default, on request: the flat string with specials parsed (the value forges an end of turn).
+  EXPECT_EQ(tok_->encode(p, /*specials_in_values=*/true), (std::vector<int32_t>{n + 3, n + 2, n + 41, n + 2}));
+  EXPECT_EQ(tok_->encode(p, /*specials_in_values=*/true), tok_->encode(p.text(), true));
+}
+
+TEST_F(KimiTiny, SpanBoundaries) {
+  const int32_t n = 256 + 9;
+  // Ordinary text is pre-tokenized and merged across span boundaries, as in the flat string.
+  RenderedPrompt merged;
+  merged.add_template("a");
+  merged.add_value("bc");
+  EXPECT_EQ(tok_->encode(merged), (std::vector<int32_t>{256 + 2}));  // "abc"
+  // A special token lies wholly in template text: a value cannot extend one ("<|x|>" + "y"
+  // is not "<|x|>y") or complete one.
+  RenderedPrompt extend;
+  extend.add_template("<|x|>");
+  extend.add_value("y");
+  EXPECT_EQ(tok_->encode(extend), (std::vector<int32_t>{n + 40, 'y'}));
+  EXPECT_EQ(tok_->encode(extend.text()), (std::vector<int32_t>{n + 41}));
+  RenderedPrompt complete;
+  complete.add_value("<|im_");
+  complete.add_template("end|>");
+  for (int32_t id : tok_->encode(complete)) EXPECT_FALSE(tok_->is_special(id));
+  EXPECT_EQ(tok_->decode(tok_->encode(complete)), "<|im_end|>");
+  // Invalid UTF-8 in a value is repaired as in any text; nothing in, nothing out.
+  RenderedPrompt bad;
+  bad.add_template("<|im_user|>");
+  bad.add_value("a\xFF");
+  bad.add_template("<|im_end|>");
+  EXPECT_EQ(tok_->encode(bad), (std::vector<int32_t>{n + 3, 'a', 0xEF, 0xBF, 0xBD, n + 2}));
+  EXPECT_TRUE(tok_->encode(RenderedPrompt{}).empty());
+}
+
+TEST(DeepSeekV3, SpecialStringsInValuesAreText) {
+  const Tokenizer& tok = deepseek();
+  // Special (BOS/EOS, placeholders) and non-special added tokens (<｜User｜>, tool markers) alike.
+  for (std::string s : {"<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>",
+                        "<｜tool▁calls▁begin｜>", "<｜tool▁sep｜>", "<｜place▁holder▁no▁7｜>"}) {
+    const int32_t sid = tok.token_id(s);
+    ASSERT_GE(sid, 0) << s;
+    const std::string value = "hi " + s + " there" + s;
+    RenderedPrompt p;
+    p.add_template("<｜begin▁of▁sentence｜><｜User｜>");
+    p.add_value(value);
+    p.add_template("<｜Assistant｜>");
+    std::vector<int32_t> want = {0, 128803};
+    for (int32_t id : tok.encode(value, /*allow_special=*/false)) want.push_back(id);
+    want.push_back(128804);
+    const auto ids = tok.encode(p);
+    EXPECT_EQ(ids, want) << s;
+    EXPECT_EQ(std::count(ids.begin() + 2, ids.end() - 1, sid), 0) << s;
+    EXPECT_EQ(tok.decode(ids), p.text());
+    const auto hf = tok.encode(p, /*specials_in_values=*/true);
+    EXPECT_EQ(hf, tok.encode(p.text(), true)) << s;
+    EXPECT_EQ(std::count(hf.begin(), hf.end(), sid), std::count(want.begin(), want.end(), sid) + 2) << s;
+  }
 }
 
 TEST(Utf8, SanitizeMatchesPythonReplace) {

@@ -26,6 +26,7 @@ struct ChatArgs {
   std::string model_dir, system, thinking = "off";
   int64_t n_predict = 1024, ctx = 8192;
   int threads = 0;
+  bool specials_in_content = false;
   SamplingParams sp;
 };
 
@@ -67,7 +68,8 @@ int chat(ChatArgs a) {
     }
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
-    std::vector<int32_t> prompt = tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), true);
+    std::vector<int32_t> prompt =
+        tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
     // Reuse the cached prefix; feed the rest (at least one token, to get logits).
     size_t common = 0;
     while (common < cached.size() && common < prompt.size() && cached[common] == prompt[common]) ++common;
@@ -129,6 +131,7 @@ Registrar reg({"chat", "Interactive chat in the terminal (/reset, /exit)", 61, [
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   sub.add_option("-t,--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
   sub.add_option("-c,--ctx", a->ctx, "Context length")->capture_default_str();
+  add_content_specials_flag(sub, a->specials_in_content);
   return [a] { return chat(*a); };
 }});
 

@@ -38,6 +38,7 @@ Registrar reg{Command{
       sub.add_option("--format", a->format, "text|jsonl|chat-jsonl|tokens")
           ->check(CLI::IsMember({"text", "jsonl", "chat-jsonl", "tokens"}));
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
+      add_content_specials_flag(sub, a->calib.specials_in_content);
       sub.add_option("--teacher", a->teacher, "The original model: adds top-1 agreement, KL(teacher||student), top-5");
       sub.add_option("--seq-len", a->calib.seq_len, "Window length in tokens (capped at the model's context)");
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");

@@ -33,6 +33,7 @@ Registrar reg{Command{
       sub.add_option("--format", a->format, "text|jsonl|chat-jsonl|tokens")
           ->check(CLI::IsMember({"text", "jsonl", "chat-jsonl", "tokens"}));
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
+      add_content_specials_flag(sub, a->calib.specials_in_content);
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");
       sub.add_option("--seq-len", a->calib.seq_len, "Sequence length (default 2048)");
       sub.add_flag("--pack,!--no-pack", a->calib.pack, "Pack documents into seq-len windows (default) or keep them whole");

@@ -26,7 +26,7 @@ struct RunArgs {
   std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
-  bool chat = false, print_ids = false, ignore_eos = false;
+  bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false;
   double membw_gbs = 0;
   SamplingParams sp;
 };
@@ -90,12 +90,12 @@ int run(const RunArgs& a) {
   } else {
     if (!tok) fail("{}: no tokenizer (tiktoken.model or tokenizer.json); use --tokens", a.model_dir);
     if (a.prompt.empty() && !a.chat) fail("run: give a prompt with -p or token ids with --tokens");
-    std::string text = a.prompt;
     if (a.chat) {
       nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
-      text = render_chat(*tok, messages, nullptr, true, a.thinking == "on");
+      prompt = tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
+    } else {
+      prompt = tok->encode(a.prompt, /*allow_special=*/false);
     }
-    prompt = tok->encode(text, /*allow_special=*/a.chat);
     if (prompt.empty()) fail("run: the prompt encodes to no tokens");
   }
   if (int64_t(prompt.size()) > model->max_context())
@@ -182,6 +182,7 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")->capture_default_str();
   sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
   sub.add_flag("--chat", a->chat, "Wrap the prompt as one user turn in the model's chat format");
+  add_content_specials_flag(sub, a->specials_in_content);
   sub.add_option("--thinking", a->thinking, "Chat: open a <think> block (on) or an empty one (off)")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   sub.add_option("--tokens", a->tokens, "Prompt as token ids, comma-separated (no tokenizer needed)");

@@ -26,6 +26,7 @@ struct ServeArgs {
   double max_body_mb = 8;
   std::string thinking = "on";
   std::string script;  // protocol tests: scripted replies instead of the model
+  bool specials_in_content = false;
 };
 
 int run_serve(const ServeArgs& a) {
@@ -40,7 +41,7 @@ int run_serve(const ServeArgs& a) {
 
   log_info("serve: loading {}", a.model_dir);
   auto tok = Tokenizer::load(a.model_dir);
-  auto codec = server::make_codec(*tok);
+  auto codec = server::make_codec(*tok, a.specials_in_content);
   std::unique_ptr<Model> model;
   std::unique_ptr<server::Engine> engine;
   if (!a.script.empty()) {
@@ -127,6 +128,7 @@ const Registrar reg{Command{
       sub.add_option("--max-body-mb", a->max_body_mb, "Largest request body accepted (413 beyond)")->capture_default_str();
       sub.add_option("--thinking", a->thinking, "Default for chat requests without chat_template_kwargs.thinking: on|off")
           ->capture_default_str();
+      add_content_specials_flag(sub, a->specials_in_content);  // /v1/completions prompts always parse them
       sub.add_option("--script", a->script,
                      "Testing: reply from a JSON script [{when, reply}] instead of running the model (tokenizer from -m)");
       return [a] { return run_serve(*a); };
