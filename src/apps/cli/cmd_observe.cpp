@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "model/model.h"
@@ -41,13 +42,16 @@ Registrar reg{Command{
       sub.add_option("--shard", a->shard, "i/n: observe every n-th sequence starting at i (merge with `sickle merge`)");
       sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
       sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)");
-      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors)")->required();
+      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors; never the model or a --data file)")->required();
       sub.add_flag("--force", a->force, "Replace an existing output file");
       sub.add_flag("--no-stats", a->no_stats,
                    "Run the same forward passes without the observer and write nothing (measures observation cost)");
       return [a]() {
         namespace fs = std::filesystem;
-        if (fs::exists(a->out) && !a->force) fail("{}: already exists (pass --force to replace it)", a->out);
+        std::vector<fs::path> files(a->data.begin(), a->data.end());
+        if (!a->no_stats)  // --no-stats writes nothing
+          check_output(a->out, OutputKind::kFile, a->force,
+                       with_inputs({{"model directory", a->model}}, "--data file", a->data));
         CalibOptions& co = a->calib;
         co.format = parse_data_format(a->format);
         co.long_policy = a->long_policy == "drop" ? LongPolicy::kDrop : LongPolicy::kSplit;
@@ -56,7 +60,6 @@ Registrar reg{Command{
         mo.n_threads = a->threads;
         mo.max_step_tokens = std::max<int64_t>(a->step_tokens, co.seq_len);
         auto model = Model::load(a->model, mo);
-        std::vector<fs::path> files(a->data.begin(), a->data.end());
         CalibReport rep;
         auto seqs = load_token_windows(a->model, files, co, &rep, "observe");
         if (seqs.empty()) fail("no calibration tokens in this shard: nothing to observe");

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/log.h"
 #include "model/synth.h"
 
@@ -37,6 +38,7 @@ Registrar reg{Command{
       return [a]() {
         a->opt.dtype = a->dtype == "f32" ? DType::F32 : DType::BF16;
         a->opt.max_shard_bytes = parse_bytes(a->shard_size, "--shard-size");
+        if (!a->dry_run) check_output(a->out, OutputKind::kDirectory, a->opt.force, {});
         a->opt.progress = log_level() >= LogLevel::kInfo;
         SynthPlan plan = synth_plan(a->opt);
         const uint64_t bytes = plan.total_bytes();
