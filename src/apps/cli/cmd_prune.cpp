@@ -55,7 +55,7 @@ Registrar reg{Command{
         req.out = a->out;
         req.plan.criterion = parse_criterion(a->criterion);
         req.plan.budget = a->budget == "global" ? Budget::kGlobal : Budget::kUniform;
-        req.max_shard_bytes = parse_bytes(a->shard_size, "--shard-size");
+        req.max_shard_bytes = parse_shard_size(a->shard_size);
         req.progress = log_level() >= LogLevel::kInfo;
         PruneOutcome out;
         if (a->dry_run) {

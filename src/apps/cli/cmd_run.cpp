@@ -27,7 +27,7 @@ struct RunArgs {
   std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
-  bool chat = false, print_ids = false, ignore_eos = false;
+  bool chat = false, print_ids = false, ignore_eos = false, allow_long_context = false;
   double membw_gbs = 0;
   SamplingParams sp;
 };
@@ -73,6 +73,7 @@ void write_logits(const fs::path& file, std::vector<float>&& rows, int64_t vocab
 }
 
 int run(const RunArgs& a) {
+  check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   if (!a.dump_logits.empty())
     check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
   ModelOptions mo;
@@ -188,8 +189,9 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--dump-logits", a->dump_logits,
                  "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
                  "(replaced if it exists; never a file of the model)");
-  sub.add_option("-t,--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  add_threads_option(sub, a->threads, "-t,--threads");
   sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
+  add_allow_long_context(sub, a->allow_long_context);
   sub.add_option("--membw", a->membw_gbs, "Machine memory bandwidth in GB/s for the figures (default: measure)");
   sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
   return [a] { return run(*a); };
