@@ -6,7 +6,7 @@ set -euo pipefail
 S=${SICKLE_BIN:?SICKLE_BIN not set}
 T=$(mktemp -d)
 LOCKER=
-cleanup() { [ -z "$LOCKER" ] || kill "$LOCKER" 2>/dev/null || true; rm -rf "$T"; }
+cleanup() { touch "$T/release"; [ -z "$LOCKER" ] || wait "$LOCKER" || true; rm -rf "$T"; }
 trap cleanup EXIT
 cd "$T"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -30,7 +30,8 @@ mkdir .p.tmp-short .q.tmp-Ab3dE9 p.tmp-Ab3dE9 .p.tmp-Ab3dE9x
 echo keep > .p.tmp-short/f
 # A temp dir held by a live writer (flock) must survive too.
 mkdir .p.tmp-L1ve00
-flock .p.tmp-L1ve00 -c 'touch locked; sleep 60' &
+# (holds the lock until `release` appears; no output, so nothing waits on its pipes)
+flock .p.tmp-L1ve00 -c 'touch locked; while [ ! -e release ]; do sleep 0.1; done' > /dev/null 2>&1 &
 LOCKER=$!
 for _ in $(seq 100); do [ -e locked ] && break; sleep 0.1; done
 [ -e locked ] || fail "flock did not start"
@@ -44,7 +45,7 @@ for keep in .p.tmp-short .q.tmp-Ab3dE9 p.tmp-Ab3dE9 .p.tmp-Ab3dE9x .p.tmp-L1ve00
   [ -e "$keep" ] || fail "removed $keep, which is not a stale temp of p"
 done
 grep -q "\.p\.tmp-L1ve00.*in use" err.txt || fail "skipped live temp not reported: $(cat err.txt)"
-kill "$LOCKER"; LOCKER=
+touch release; wait "$LOCKER"; LOCKER=; rm release
 
 # Single-file outputs: export-gguf and observe/merge (statistics).
 head -c 4096 /dev/zero > .m.gguf.tmp-Qw3rty
