@@ -26,7 +26,7 @@ Registrar reg{Command{
       };
       auto a = std::make_shared<Args>();
       sub.add_option("inputs", a->inputs, "Statistics files")->required();
-      sub.add_option("-o,--out", a->out, "Merged statistics file")->required();
+      sub.add_option("-o,--out", a->out, "Merged statistics file (never one of the inputs)")->required();
       sub.add_flag("--require-complete", a->opt.require_complete, "Refuse when some shards of n are missing");
       sub.add_flag("--allow-different-data", a->opt.allow_different_data,
                    "Sum statistics of different calibration data (each input then counts as its own data set)");
