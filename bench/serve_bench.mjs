@@ -4,7 +4,7 @@
 // requests, plus the prefix-cache TTFT win.
 //
 //   node bench/serve_bench.mjs [--model DIR | --preset mini] [--levels 1,2,4,8] [--max-tokens 32]
-//        [--prompt-words 48] [--rounds 1] [--threads 0] [--url http://127.0.0.1:8000]
+//        [--prompt-words 48] [--rounds 1] [--threads N (default: all cores)] [--url http://127.0.0.1:8000]
 //
 // Each level runs `level` clients at once, each doing `rounds` requests of max_tokens tokens
 // (ignore_eos, so every request generates exactly max_tokens). Aggregate tok/s = all generated
@@ -12,6 +12,8 @@
 // `--model models/brown-kimi --max-tokens 128 --rounds 64 --threads 1` and
 // `--model <mini> --max-tokens 256 --rounds 1 --threads 2 --levels 1,8`.
 // Needs SICKLE_BIN (or `sickle` on PATH) unless --url is given.
+import fs from 'node:fs';
+import path from 'node:path';
 import { startServer, servableModel, synthModel } from '../tests/server/lib.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -60,13 +62,20 @@ async function streamOne(base, model, prompt, nTokens) {
 
 const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 
+// max_position_embeddings of a model directory: serve refuses a longer --max-model-len.
+function modelPositions(dir) {
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  return (cfg.text_config || cfg).max_position_embeddings;
+}
+
 async function main() {
   let srv = null, base = args.url, model = args['served-model-name'] || 'bench';
   let modelDir = args.model;
   if (!base) {
     if (!modelDir) modelDir = args.preset ? synthModel(args.preset, args['cache-dir'] || '/tmp') : servableModel({});
     srv = await startServer(modelDir, ['--served-model-name', model, '--max-num-seqs', String(Math.max(...levels)),
-      '--threads', String(args.threads || 0), '--max-model-len', String(args['max-model-len'] || 2048)]);
+      ...(args.threads ? ['--threads', String(args.threads)] : []),  // omitted: all cores
+      '--max-model-len', String(args['max-model-len'] || Math.min(2048, modelPositions(modelDir)))]);
     base = srv.url;
   } else {
     model = (await (await fetch(base + '/v1/models')).json()).data[0].id;

@@ -18,5 +18,5 @@ grep -q "exists" "$tmp/err.txt" || { cat "$tmp/err.txt"; exit 1; }
 "$BIN" export-gguf -m "$tmp/ck" -o "$tmp/m.gguf" --type bf16 --force >/dev/null 2>&1
 [ "$(sha256sum "$tmp/m.gguf")" != "$before" ] || { echo "FAIL: --force --type bf16 wrote the same bytes as q8_0"; exit 1; }
 if "$BIN" export-gguf -m "$tmp/ck" -o "$tmp/x.gguf" --type q4_k >/dev/null 2>&1; then echo "FAIL: accepted --type q4_k"; exit 1; fi
-[ ! -e "$tmp/x.gguf" ] && [ -z "$(ls "$tmp" | grep sickle-tmp || true)" ] || { echo "FAIL: leftovers"; ls "$tmp"; exit 1; }
+[ ! -e "$tmp/x.gguf" ] && [ -z "$(ls -A "$tmp" | grep -E '\.tmp-|sickle-tmp' || true)" ] || { echo "FAIL: leftovers"; ls -A "$tmp"; exit 1; }
 echo "ok"

@@ -15,6 +15,8 @@ const cfg = JSON.parse(fs.readFileSync(path.join(a.model, "config.json"), "utf8"
 const V = (cfg.text_config ?? cfg).vocab_size;
 const ids = (n, off = 0) => Array.from({ length: n }, (_, i) => 256 + ((i + off) * 7919) % (V - 512));
 const lens = a.prefill.split(",").map(Number), D = Number(a.decode), T = a.threads;
+// Speed only: the context may pass a small model's positions (brown-kimi: 512 < 512 + 64 + 32),
+// which `sickle run` refuses without --allow-long-context.
 
 // Runs cmd under /usr/bin/time: {stdout, stderr, rss (bytes)}.
 function run(cmd, args) {
@@ -34,12 +36,12 @@ if (a.membw && fs.existsSync(a.membw)) {
 
 const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
 for (const n of lens) {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.prefill[n] = Number(r.stderr.match(/prompt \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.rss = Math.max(sk.rss, r.rss);
 }
 {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.decode = Number(r.stderr.match(/generation \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.bytes_per_token = Number(r.stderr.match(/\(([\d.]+) MB\/token\)/)[1]) * 1e6;
   sk.rss = Math.max(sk.rss, r.rss);

@@ -31,6 +31,12 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
   return seqs;
 }
 
+void clamp_seq_len(CalibOptions& opt, int64_t ctx, const char* what) {
+  if (opt.seq_len <= ctx) return;
+  log_warn("{}: --seq-len {} exceeds the model's context {}: using {}", what, opt.seq_len, ctx, ctx);
+  opt.seq_len = ctx;
+}
+
 void limit_scored_tokens(std::vector<std::vector<int32_t>>& windows, int64_t max_tokens) {
   if (max_tokens <= 0) return;
   int64_t left = max_tokens;

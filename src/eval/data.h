@@ -23,6 +23,10 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
                                                      const std::vector<std::filesystem::path>& files,
                                                      CalibOptions& opt, CalibReport* report, const char* what);
 
+// Caps opt.seq_len at `ctx` (the model's context) with a warning naming both: the default
+// --seq-len 2048 on a model with fewer positions is not an error. `what` prefixes the warning.
+void clamp_seq_len(CalibOptions& opt, int64_t ctx, const char* what);
+
 // Keeps leading windows (cutting the last one) so that at most `max_tokens` positions are
 // scored (a window of n tokens scores n-1). 0 = no limit.
 void limit_scored_tokens(std::vector<std::vector<int32_t>>& windows, int64_t max_tokens);

@@ -1,7 +1,6 @@
 #include "eval/sweep.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +10,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "eval/plot.h"
+#include "io/output_path.h"
 #include "prune/criteria.h"
 #include "prune/prune.h"
 #include "prune/stats.h"
@@ -20,21 +20,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const fs::path& parent) {
-    std::string tmpl = (parent / ".sickle-sweep-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) fail("{}: cannot create a temporary directory", tmpl);
-    path = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 json result_json(const EvalResult& r) {
   json j;
@@ -64,15 +49,16 @@ SweepReport run_sweep(const SweepRequest& req, const std::vector<std::vector<int
   log_info("sweep: evaluating the original model ({} windows)", windows.size());
   EvalOptions quiet = req.eval;
   rep.original = evaluate(*teacher, nullptr, windows, quiet);
-  fs::path parent = req.out_dir.has_parent_path() ? req.out_dir.parent_path() : fs::path(".");
   for (const auto& crit : req.criteria) {
     for (int64_t keep : req.keeps) {
       log_info("sweep: {} keep {} of {}", crit, keep, n_experts);
-      TempDir tmp(parent);
+      // The pruned model lives in a temp of the report's target: removed after this point, or
+      // by the next run if this one is killed.
+      TempOutput tmp(req.out_dir, OutputKind::kDirectory);
       PruneRequest pr;
       pr.model_dir = req.model_dir;
       pr.stats_path = req.stats_path;
-      pr.out = tmp.path / "model";
+      pr.out = tmp.path() / "model";
       pr.plan.criterion = parse_criterion(crit);
       pr.plan.keep = keep;
       pr.plan.budget = req.budget;
@@ -128,11 +114,10 @@ std::string sweep_table(const SweepReport& r) {
 }
 
 void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
-  fs::path parent = req.out_dir.has_parent_path() ? req.out_dir.parent_path() : fs::path(".");
-  TempDir tmp(parent);
+  TempOutput tmp(req.out_dir, OutputKind::kDirectory);  // `.<name>.tmp-XXXXXX` beside the report
   // results.csv
   {
-    std::ofstream csv(tmp.path / "results.csv");
+    std::ofstream csv(tmp.path() / "results.csv");
     csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts\n";
     csv << fmt::format("original,{},0,{:.6f},1,,,,{},{}\n", r.provenance.value("n_experts", 0), r.original.totals.ppl(),
                        r.original.totals.n_tokens, r.original.dead_experts());
@@ -156,7 +141,7 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
       pj["pruned_fraction"] = p.pruned_fraction;
       j["points"].push_back(pj);
     }
-    std::ofstream out(tmp.path / "results.json");
+    std::ofstream out(tmp.path() / "results.json");
     out << j.dump(2) << "\n";
   }
   // plot
@@ -189,10 +174,10 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
                                     fs::path(r.provenance.value("statistics", "")).filename().string(),
                                     r.provenance.value("data", ""), r.original.totals.n_tokens);
   std::string svg = render_svg({ppl, agree}, caption);
-  bool has_png = write_plot_files(svg, tmp.path / "plot");
+  bool has_png = write_plot_files(svg, tmp.path() / "plot");
   // index.html
   {
-    std::ofstream html(tmp.path / "index.html");
+    std::ofstream html(tmp.path() / "index.html");
     html << "<!doctype html><html><head><meta charset=\"utf-8\"><title>sickle sweep</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
@@ -203,14 +188,7 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
             "<a href=\"plot.svg\">plot.svg</a></p>\n";
     html << "<h2>Provenance</h2><pre>" << r.provenance.dump(2) << "</pre></body></html>\n";
   }
-  std::error_code ec;
-  if (fs::exists(req.out_dir, ec)) {
-    if (!req.force) fail("{}: output already exists (pass --force to replace it)", req.out_dir.string());
-    fs::remove_all(req.out_dir, ec);
-  }
-  fs::rename(tmp.path, req.out_dir, ec);
-  if (ec) fail("{}: cannot rename the report into place: {}", req.out_dir.string(), ec.message());
-  tmp.path.clear();
+  tmp.commit(req.force);
 }
 
 }  // namespace sickle

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/numeric.h"
+#include "io/output_path.h"
 
 namespace sickle::gguf {
 
@@ -205,22 +206,17 @@ void encode_value(const Value& v, std::string& out) {
 
 // ---- Writer --------------------------------------------------------------------------------
 
-Writer::Writer(fs::path out, bool force, uint32_t alignment) : out_(std::move(out)), alignment_(alignment) {
+Writer::Writer(fs::path out, bool force, uint32_t alignment)
+    : out_(std::move(out)), alignment_(alignment), force_(force) {
   if (alignment_ == 0 || (alignment_ & (alignment_ - 1)) != 0) fail("gguf: alignment {} is not a power of two", alignment_);
   std::error_code ec;
   if (fs::exists(out_, ec) && !force) fail("{}: exists (use --force to replace it)", out_.string());
   if (fs::is_directory(out_, ec)) fail("{}: is a directory", out_.string());
-  tmp_ = out_;
-  tmp_ += ".sickle-tmp";
+  tmp_ = std::make_unique<TempOutput>(out_, OutputKind::kFile);
   if (alignment_ != 32) add_kv("general.alignment", Value::u32(alignment_));
 }
 
-Writer::~Writer() {
-  if (!committed_) {
-    std::error_code ec;
-    fs::remove(tmp_, ec);
-  }
-}
+Writer::~Writer() = default;  // an uncommitted temp file is removed by tmp_
 
 void Writer::add_kv(const std::string& key, Value v) {
   if (key.empty()) fail("gguf: empty metadata key");
@@ -260,13 +256,8 @@ void Writer::commit() {
   }
   head.resize(align_up(head.size(), alignment_), '\0');
 
-  const std::string label = tmp_.string();
-  int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot create: {}", label, std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { if (fd >= 0) ::close(fd); }
-  } closer{fd};
+  const std::string label = tmp_->path().string();
+  const int fd = tmp_->fd();
 
   // A 4 MiB buffer between producers and the file: producers write rows or blocks.
   std::string buf;
@@ -303,11 +294,7 @@ void Writer::commit() {
   }
   flush();
   if (::fsync(fd) != 0) fail("{}: fsync failed: {}", label, std::strerror(errno));
-  ::close(fd);
-  closer.fd = -1;
-  std::error_code ec;
-  fs::rename(tmp_, out_, ec);
-  if (ec) fail("{}: cannot rename to {}: {}", label, out_.string(), ec.message());
+  tmp_->commit(force_);
   committed_ = true;
 }
 

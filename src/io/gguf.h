@@ -24,6 +24,10 @@
 
 #include "io/mapped_file.h"
 
+namespace sickle {
+class TempOutput;
+}
+
 namespace sickle::gguf {
 
 enum class ValueType : uint32_t {
@@ -80,7 +84,8 @@ struct TensorSink {
 
 class Writer {
  public:
-  // Throws Error if `out` exists and !force. The temp file is `<out>.sickle-tmp`.
+  // Throws Error if `out` exists and !force. The temp file is io/output_path.h's TempOutput
+  // (`.<name>.tmp-XXXXXX` beside `out`), created here.
   Writer(std::filesystem::path out, bool force, uint32_t alignment = 32);
   ~Writer();  // removes the temp file unless committed
   Writer(const Writer&) = delete;
@@ -108,8 +113,10 @@ class Writer {
     uint64_t nbytes, offset;
     std::function<void(TensorSink&)> produce;
   };
-  std::filesystem::path out_, tmp_;
+  std::filesystem::path out_;
+  std::unique_ptr<TempOutput> tmp_;
   uint32_t alignment_;
+  bool force_ = false;
   std::vector<std::pair<std::string, Value>> kv_;
   std::map<std::string, size_t> kv_index_;
   std::vector<Pending> tensors_;

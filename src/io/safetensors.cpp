@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -40,9 +41,30 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
   SafetensorsHeader out;
   if (text.empty() || text.front() != '{')
     fail("{}: safetensors header does not start with '{{' (not a safetensors file?)", label);
+  // Equal keys in one object: the JSON parser keeps the last, so a tensor named twice would
+  // silently lose its first entry (its bytes read as the other's, or a hole). Refused, named.
+  std::vector<std::set<std::string>> open_objects;
+  std::string top_key;
+  auto no_duplicate_keys = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (ev == json::parse_event_t::object_end) {
+      open_objects.pop_back();
+    } else if (ev == json::parse_event_t::key) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      const bool top = open_objects.size() == 1;
+      if (top) top_key = k;
+      if (!open_objects.back().insert(k).second) {
+        if (!top) fail("{}: '{}': key '{}' appears twice in the safetensors header", label, top_key, k);
+        if (k == "__metadata__") fail("{}: '__metadata__' appears twice in the safetensors header", label);
+        fail("{}: tensor '{}' appears twice in the safetensors header", label, k);
+      }
+    }
+    return true;
+  };
   json root;
   try {
-    root = json::parse(text.begin(), text.end());
+    root = json::parse(text.begin(), text.end(), no_duplicate_keys);
   } catch (const json::exception& e) {
     fail("{}: safetensors header is not valid JSON: {}", label, e.what());
   }

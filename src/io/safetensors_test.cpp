@@ -174,6 +174,26 @@ TEST_F(SafetensorsBroken, DeeplyNestedJsonIsAnErrorNotACrash) {
   EXPECT_NE(msg.find("'a'"), std::string::npos) << msg;
 }
 
+TEST_F(SafetensorsBroken, DuplicateNamesRefused) {
+  // JSON parsers keep the last of two equal keys: the first entry's bytes would silently be
+  // read as the other's (or a hole). A name given twice is an error naming it.
+  std::string msg = error_of(file_bytes(
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]},)"
+      R"("a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+      std::string(4, '\0')));
+  EXPECT_NE(msg.find("tensor 'a' appears twice"), std::string::npos) << msg;
+  msg = error_of(file_bytes(R"({"__metadata__":{},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"__metadata__":{}})",
+                            std::string(1, '\0')));
+  EXPECT_NE(msg.find("'__metadata__' appears twice"), std::string::npos) << msg;
+  // Equal keys inside one entry or inside the metadata are refused as well.
+  msg = error_of(file_bytes(R"({"x":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", std::string(1, '\0')));
+  EXPECT_NE(msg.find("'dtype' appears twice"), std::string::npos) << msg;
+  // The same names at different depths are fine.
+  EXPECT_EQ(error_of(file_bytes(R"({"__metadata__":{"x":"1"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
+                                std::string(1, '\0'))),
+            "");
+}
+
 TEST_F(SafetensorsBroken, ParserAloneNamesLabel) {
   try {
     parse_safetensors_header(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 3, "LBL");

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/hash.h"
+#include "io/output_path.h"
 
 namespace sickle {
 namespace fs = std::filesystem;
@@ -83,26 +84,12 @@ CheckpointWriter::CheckpointWriter(fs::path out_dir, WriterOptions options)
   std::error_code ec;
   if (fs::exists(out_dir_, ec) && !opt_.force)
     fail("{}: output already exists (pass --force to replace it)", out_dir_.string());
-  fs::path parent = out_dir_.has_parent_path() ? out_dir_.parent_path() : fs::path(".");
-  if (!fs::is_directory(parent, ec)) fail("{}: parent directory does not exist", parent.string());
-  std::string tmpl = (parent / ("." + out_dir_.filename().string() + ".tmp-XXXXXX")).string();
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) fail("{}: cannot create temporary directory: {}", tmpl, std::strerror(errno));
-  tmp_dir_ = buf.data();
-  // mkdtemp makes the directory 0700; the output should get the usual permissions (umask).
-  mode_t mask = ::umask(0);
-  ::umask(mask);
-  fs::permissions(tmp_dir_, static_cast<fs::perms>(0777 & ~mask), ec);
+  tmp_ = std::make_unique<TempOutput>(out_dir_, OutputKind::kDirectory);
+  tmp_dir_ = tmp_->path();
   if (const char* f = std::getenv("SICKLE_FAULT_ENOSPC_AFTER")) fault_enospc_after_ = std::atoll(f);
 }
 
-CheckpointWriter::~CheckpointWriter() {
-  if (!committed_ && !tmp_dir_.empty()) {
-    std::error_code ec;
-    fs::remove_all(tmp_dir_, ec);
-  }
-}
+CheckpointWriter::~CheckpointWriter() = default;  // an uncommitted temp dir is removed by tmp_
 
 void CheckpointWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, TensorSource source) {
   SICKLE_CHECK(!committed_);
@@ -288,20 +275,7 @@ std::vector<WrittenTensor> CheckpointWriter::commit() {
   // pages are still cached): callers compare against their sources.
   std::vector<WrittenTensor> out = std::move(landed_);
   for (auto& w : out) w.file = final_names[std::stoul(w.file)];
-  std::error_code ec;
-  if (fs::exists(out_dir_, ec)) {
-    SICKLE_CHECK(opt_.force);
-    // Move the old output aside first so a crash between steps never loses both.
-    fs::path old = tmp_dir_.string() + ".old";
-    fs::rename(out_dir_, old, ec);
-    if (ec) fail("{}: cannot move existing output aside: {}", out_dir_.string(), ec.message());
-    fs::rename(tmp_dir_, out_dir_, ec);
-    if (ec) fail("{}: cannot rename {} into place: {}", out_dir_.string(), tmp_dir_.string(), ec.message());
-    fs::remove_all(old, ec);
-  } else {
-    fs::rename(tmp_dir_, out_dir_, ec);
-    if (ec) fail("{}: cannot rename {} into place: {}", out_dir_.string(), tmp_dir_.string(), ec.message());
-  }
+  tmp_->commit(opt_.force);
   committed_ = true;
   return out;
 }

@@ -4,8 +4,10 @@
 // ranges, or a producer called only when the shard is written) and written shard by shard:
 // a shard closes when the next tensor would pass `max_shard_bytes`. Each shard's header is
 // padded with spaces to a multiple of 8. Everything goes into a temporary directory beside
-// the output; commit() writes the index last and renames the directory into place. A writer
-// destroyed without commit() removes its temporary directory: no partial output survives.
+// the output (io/output_path.h's TempOutput: `.<name>.tmp-XXXXXX`, locked while the writer
+// lives; one left by a killed run is removed by the next writer of the same output); commit()
+// writes the index last and renames the directory into place. A writer destroyed without
+// commit() removes its temporary directory: no partial output survives.
 #pragma once
 
 #include <cstdint>
@@ -72,6 +74,8 @@ struct WrittenTensor {
   uint64_t checksum;  // hash64 of the bytes as written (re-read from the output)
 };
 
+class TempOutput;
+
 class CheckpointWriter {
  public:
   // Throws Error if `out_dir` exists and !options.force, or its parent cannot hold a temp dir.
@@ -108,6 +112,7 @@ class CheckpointWriter {
   void write_chunk(int fd, const std::string& file, const ByteChunk& c);
 
   std::filesystem::path out_dir_, tmp_dir_;
+  std::unique_ptr<TempOutput> tmp_;
   WriterOptions opt_;
   std::vector<Pending> pending_;
   uint64_t pending_bytes_ = 0;

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/numeric.h"
 #include "io/checkpoint.h"
+#include "io/output_path.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sickle {
@@ -427,6 +428,7 @@ uint32_t file_type_of(GgmlType t, bool q4_experts) {
 }  // namespace
 
 GgufExportReport export_gguf(const fs::path& model_dir, const fs::path& out, const GgufExportOptions& opt) {
+  check_output(out, OutputKind::kFile, opt.force, {{"model directory", model_dir}});
   const GgmlType wtype = parse_type(opt.type);
   auto ck = Checkpoint::open(model_dir);
   const ModelConfig& c = ck->config();

@@ -1,5 +1,9 @@
 #include "prune/calib_data.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -50,8 +54,19 @@ void parse_shard(std::string_view text, int64_t& index, int64_t& n) {
   if (n < 1 || index < 0 || index >= n) fail("--shard {}: need 0 <= i < n", text);
 }
 
+void check_data_files(const std::vector<fs::path>& files) {
+  for (const auto& f : files) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0) fail("{}: cannot open: {}", f.string(), std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail("{}: is a directory (give the data files in it, e.g. {}/*.jsonl)", f.string(), f.string());
+    if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+      fail("{}: not a regular file (a device or socket; give a file, or a pipe such as <(zcat data.gz))", f.string());
+  }
+}
+
 namespace {
 std::string read_file(const fs::path& p) {
+  check_data_files({p});
   std::ifstream in(p, std::ios::binary);
   if (!in) fail("{}: cannot open", p.string());
   std::stringstream ss;

@@ -69,6 +69,12 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<std::filesystem
                                                const CalibOptions& opt, const CalibEncoder* enc,
                                                CalibReport* report = nullptr);
 
+// Every data file must be a regular file or a pipe the user named (`--data <(zcat x.gz)`): a
+// directory is an error saying so, a device (/dev/zero) or socket is refused (read whole, it
+// would never end or never be the same twice). load_samples checks this too; commands call it
+// first to fail before loading a model.
+void check_data_files(const std::vector<std::filesystem::path>& files);
+
 // Parses "i/n" (0 <= i < n).
 void parse_shard(std::string_view text, int64_t& index, int64_t& n);
 

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/log.h"
+#include "io/output_path.h"
 #include "prune/fingerprint.h"
 
 namespace sickle {
@@ -209,11 +210,11 @@ void release_source_pages(const Checkpoint& ck) {
 }  // namespace
 
 PruneOutcome prune_model(const PruneRequest& req) {
+  check_output(req.out, OutputKind::kDirectory, req.force,
+               {{"model directory", req.model_dir}, {"--stats file", req.stats_path}});
   auto ck = Checkpoint::open(req.model_dir);
   log_debug("memory after opening the source: {}", memory_line());
   release_source_pages(*ck);
-  if (fs::exists(req.out) && fs::equivalent(req.out, req.model_dir))
-    fail("{}: the output must not be the source model directory", req.out.string());
   ExpertStats stats = ExpertStats::load(req.stats_path);
   PruneOutcome out = plan_prune(*ck, stats, req);
   for (const auto& w : out.plan.warnings) log_warn("{}", w);

@@ -15,6 +15,7 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/log.h"
+#include "io/output_path.h"
 #include "io/safetensors.h"
 
 namespace sickle {
@@ -157,34 +158,22 @@ void ExpertStats::save(const fs::path& path) const {
       bytes.append(reinterpret_cast<const char*>(&tokens_buf[li++]), 8);
     }
   }
-  fs::path tmp = path;
-  tmp += ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot create: {}", tmp.string(), std::strerror(errno));
+  TempOutput tmp(path, OutputKind::kFile);  // `.<name>.tmp-XXXXXX`, removed unless committed
+  const int fd = tmp.fd();
+  const std::string label = tmp.path().string();
   const char* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
     ssize_t w = ::write(fd, p, left);
     if (w < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("{}: write failed: {}", tmp.string(), std::strerror(e));
+      fail("{}: write failed: {}", label, std::strerror(errno));
     }
     p += w;
     left -= size_t(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("{}: cannot flush: {}", tmp.string(), std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    ::unlink(tmp.c_str());
-    fail("{}: cannot rename into place: {}", path.string(), ec.message());
-  }
+  if (::fsync(fd) != 0) fail("{}: cannot flush: {}", label, std::strerror(errno));
+  tmp.commit(/*replace=*/true);
 }
 
 ExpertStats ExpertStats::load(const fs::path& path) {

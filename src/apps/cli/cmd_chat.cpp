@@ -13,6 +13,7 @@
 #include <string>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -24,16 +25,17 @@ namespace {
 
 struct ChatArgs {
   std::string model_dir, system, thinking = "off";
-  int64_t n_predict = 1024, ctx = 8192;
+  int64_t n_predict = 1024, ctx = 0;
   int threads = 0;
-  bool specials_in_content = false;
+  bool specials_in_content = false, allow_long_context = false;
   SamplingParams sp;
 };
 
 int chat(ChatArgs a) {
+  const int64_t positions = check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   ModelOptions mo;
   mo.n_threads = a.threads;
-  mo.max_context = a.ctx;
+  mo.max_context = a.ctx > 0 ? a.ctx : std::min<int64_t>(positions, 8192);
   auto model = Model::load(a.model_dir, mo);
   auto tok = Tokenizer::load(a.model_dir);
   const int64_t V = model->vocab_size();
@@ -129,8 +131,9 @@ Registrar reg({"chat", "Interactive chat in the terminal (/reset, /exit)", 61, [
   sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
   sub.add_option("--thinking", a->thinking, "Open a <think> block (on) or an empty one (off)")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
-  sub.add_option("-t,--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
-  sub.add_option("-c,--ctx", a->ctx, "Context length")->capture_default_str();
+  add_threads_option(sub, a->threads, "-t,--threads");
+  sub.add_option("-c,--ctx", a->ctx, "Context length (default: the model's max_position_embeddings, at most 8192)");
+  add_allow_long_context(sub, a->allow_long_context);
   add_content_specials_flag(sub, a->specials_in_content);
   return [a] { return chat(*a); };
 }});

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "eval/data.h"
@@ -45,7 +46,7 @@ Registrar reg{Command{
       sub.add_flag("--pack,!--no-pack", a->calib.pack,
                    "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens (0 = all)");
-      sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
+      add_threads_option(sub, a->threads);
       sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)");
       sub.add_option("--fail-if", a->fail_if,
                      "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
@@ -58,6 +59,8 @@ Registrar reg{Command{
         namespace fs = std::filesystem;
         std::vector<std::string> known = {"ppl", "teacher_ppl", "ppl_ratio", "kl", "top1", "top5", "nonfinite", "dead_experts", "tokens"};
         std::vector<Gate> gates = a->fail_if.empty() ? std::vector<Gate>{} : parse_gates(a->fail_if, known);
+        std::vector<fs::path> files(a->data.begin(), a->data.end());
+        check_data_files(files);
         ModelOptions mo;
         mo.n_threads = a->threads;
         auto student = Model::load(a->model, mo);
@@ -67,11 +70,7 @@ Registrar reg{Command{
         co.format = parse_data_format(a->format);
         int64_t ctx = student->max_context();
         if (teacher) ctx = std::min(ctx, teacher->max_context());
-        if (co.seq_len > ctx) {
-          log_info("eval: --seq-len {} exceeds the model's context {}: using {}", co.seq_len, ctx, ctx);
-          co.seq_len = ctx;
-        }
-        std::vector<fs::path> files(a->data.begin(), a->data.end());
+        clamp_seq_len(co, ctx, "eval");
         CalibReport rep;
         auto windows = load_token_windows(a->model, files, co, &rep, "eval");
         limit_scored_tokens(windows, a->max_tokens);

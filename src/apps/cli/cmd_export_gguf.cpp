@@ -17,7 +17,7 @@ Registrar reg{Command{
       };
       auto a = std::make_shared<Args>();
       sub.add_option("-m,--model", a->model, "Checkpoint directory")->required();
-      sub.add_option("-o,--out", a->out, "Output .gguf file (refused if it exists, unless --force)")->required();
+      sub.add_option("-o,--out", a->out, "Output .gguf file (refused if it exists, unless --force; never in the model directory)")->required();
       sub.add_option("--type", a->opt.type,
                      "Non-expert weights (and experts that are not int4): f16 | bf16 | q8_0 | f32 "
                      "(norms, biases and the router are always f32)")

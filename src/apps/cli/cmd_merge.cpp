@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "prune/stats.h"
@@ -25,13 +26,13 @@ Registrar reg{Command{
       };
       auto a = std::make_shared<Args>();
       sub.add_option("inputs", a->inputs, "Statistics files")->required();
-      sub.add_option("-o,--out", a->out, "Merged statistics file")->required();
+      sub.add_option("-o,--out", a->out, "Merged statistics file (never one of the inputs)")->required();
       sub.add_flag("--require-complete", a->opt.require_complete, "Refuse when some shards of n are missing");
       sub.add_flag("--allow-different-data", a->opt.allow_different_data,
                    "Sum statistics of different calibration data (each input then counts as its own data set)");
       sub.add_flag("--force", a->force, "Replace an existing output file");
       return [a]() {
-        if (std::filesystem::exists(a->out) && !a->force) fail("{}: already exists (pass --force to replace it)", a->out);
+        check_output(a->out, OutputKind::kFile, a->force, with_inputs({}, "statistics file", a->inputs));
         std::vector<ExpertStats> parts;
         for (const auto& p : a->inputs) parts.push_back(ExpertStats::load(p));
         std::vector<int64_t> missing;

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "model/model.h"
@@ -35,29 +36,33 @@ Registrar reg{Command{
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
       add_content_specials_flag(sub, a->calib.specials_in_content);
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");
-      sub.add_option("--seq-len", a->calib.seq_len, "Sequence length (default 2048)");
+      sub.add_option("--seq-len", a->calib.seq_len, "Sequence length (default 2048, capped at the model's context)");
       sub.add_flag("--pack,!--no-pack", a->calib.pack, "Pack documents into seq-len windows (default) or keep them whole");
       sub.add_option("--long", a->long_policy, "With --no-pack, a document longer than seq-len: split|drop")
           ->check(CLI::IsMember({"split", "drop"}));
       sub.add_option("--shard", a->shard, "i/n: observe every n-th sequence starting at i (merge with `sickle merge`)");
-      sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
+      add_threads_option(sub, a->threads);
       sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)");
-      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors)")->required();
+      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors; never the model or a --data file)")->required();
       sub.add_flag("--force", a->force, "Replace an existing output file");
       sub.add_flag("--no-stats", a->no_stats,
                    "Run the same forward passes without the observer and write nothing (measures observation cost)");
       return [a]() {
         namespace fs = std::filesystem;
-        if (fs::exists(a->out) && !a->force) fail("{}: already exists (pass --force to replace it)", a->out);
+        std::vector<fs::path> files(a->data.begin(), a->data.end());
+        if (!a->no_stats)  // --no-stats writes nothing
+          check_output(a->out, OutputKind::kFile, a->force,
+                       with_inputs({{"model directory", a->model}}, "--data file", a->data));
+        check_data_files(files);
         CalibOptions& co = a->calib;
         co.format = parse_data_format(a->format);
         co.long_policy = a->long_policy == "drop" ? LongPolicy::kDrop : LongPolicy::kSplit;
         parse_shard(a->shard, co.shard_index, co.n_shards);
+        clamp_seq_len(co, model_positions(a->model), "observe");
         ModelOptions mo;
         mo.n_threads = a->threads;
         mo.max_step_tokens = std::max<int64_t>(a->step_tokens, co.seq_len);
         auto model = Model::load(a->model, mo);
-        std::vector<fs::path> files(a->data.begin(), a->data.end());
         CalibReport rep;
         auto seqs = load_token_windows(a->model, files, co, &rep, "observe");
         if (seqs.empty()) fail("no calibration tokens in this shard: nothing to observe");

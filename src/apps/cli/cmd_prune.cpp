@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "prune/prune.h"
@@ -39,7 +40,9 @@ Registrar reg{Command{
       sub.add_flag("--keep-super-experts", a->req.plan.keep_super_experts,
                    "Keep experts whose max activation is an outlier (> mean + 3 sd of the layer's) whatever their score");
       sub.add_option("--seed", a->req.plan.seed, "Seed for --criterion random");
-      sub.add_option("-o,--out", a->out, "Output model directory (written via a temp dir, renamed when complete)");
+      sub.add_option("-o,--out", a->out,
+                     "Output model directory (written via a temp dir, renamed when complete; never the model or the "
+                     "statistics, nor inside or around them)");
       sub.add_option("--shard-size", a->shard_size, "Output shard size limit, e.g. 5GiB");
       sub.add_flag("--force", a->req.force, "Replace an existing output directory");
       sub.add_flag("--dry-run", a->dry_run, "Print the plan and write nothing");
@@ -52,7 +55,7 @@ Registrar reg{Command{
         req.out = a->out;
         req.plan.criterion = parse_criterion(a->criterion);
         req.plan.budget = a->budget == "global" ? Budget::kGlobal : Budget::kUniform;
-        req.max_shard_bytes = parse_bytes(a->shard_size, "--shard-size");
+        req.max_shard_bytes = parse_shard_size(a->shard_size);
         req.progress = log_level() >= LogLevel::kInfo;
         PruneOutcome out;
         if (a->dry_run) {

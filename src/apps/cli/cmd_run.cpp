@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "io/writer.h"
@@ -26,7 +27,7 @@ struct RunArgs {
   std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
-  bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false;
+  bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false, allow_long_context = false;
   double membw_gbs = 0;
   SamplingParams sp;
 };
@@ -56,26 +57,25 @@ bool has_tokenizer(const fs::path& dir) {
 }
 
 // One F32 tensor `logits` [rows, vocab] as a single safetensors file, through CheckpointWriter
-// (temp dir + rename, so a failed write leaves nothing behind).
+// into a temp of `file` (TempOutput: removed after, or by the next run if this one is killed),
+// then renamed into place, so a failed write leaves nothing behind.
 void write_logits(const fs::path& file, std::vector<float>&& rows, int64_t vocab) {
-  fs::path tmp = file;
-  tmp += ".sickle-tmp";
-  {
-    WriterOptions wo;
-    wo.force = true;
-    wo.max_shard_bytes = ~0ull;
-    CheckpointWriter w(tmp, wo);
-    int64_t n = int64_t(rows.size()) / vocab;
-    w.add("logits", DType::F32, {n, vocab}, TensorSource::from_vector(rows));
-    w.commit();
-  }
+  TempOutput tmp(file, OutputKind::kDirectory);
+  WriterOptions wo;
+  wo.max_shard_bytes = ~0ull;
+  CheckpointWriter w(tmp.path() / "logits", wo);
+  int64_t n = int64_t(rows.size()) / vocab;
+  w.add("logits", DType::F32, {n, vocab}, TensorSource::from_vector(rows));
+  w.commit();
   std::error_code ec;
-  fs::rename(tmp / "model.safetensors", file, ec);
+  fs::rename(tmp.path() / "logits" / "model.safetensors", file, ec);
   if (ec) fail("{}: cannot write: {}", file.string(), ec.message());
-  fs::remove_all(tmp, ec);
 }
 
 int run(const RunArgs& a) {
+  check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
+  if (!a.dump_logits.empty())
+    check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
   ModelOptions mo;
   mo.n_threads = a.threads;
   mo.max_context = a.ctx;
@@ -188,9 +188,11 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--tokens", a->tokens, "Prompt as token ids, comma-separated (no tokenizer needed)");
   sub.add_flag("--print-ids", a->print_ids, "Print generated ids (space-separated, one line) instead of text");
   sub.add_option("--dump-logits", a->dump_logits,
-                 "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file");
-  sub.add_option("-t,--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+                 "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
+                 "(replaced if it exists; never a file of the model)");
+  add_threads_option(sub, a->threads, "-t,--threads");
   sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
+  add_allow_long_context(sub, a->allow_long_context);
   sub.add_option("--membw", a->membw_gbs, "Machine memory bandwidth in GB/s for the figures (default: measure)");
   sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
   return [a] { return run(*a); };

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "model/model.h"
@@ -24,6 +25,7 @@ struct ServeArgs {
   int port = 8000, threads = 0, http_threads = 64;
   int64_t max_num_seqs = 8, max_model_len = 0, prefill_chunk = 256, kv_cache_mb = 0, prefix_cache = 32;
   double max_body_mb = 8;
+  bool allow_long_context = false;
   std::string thinking = "on";
   std::string script;  // protocol tests: scripted replies instead of the model
   bool specials_in_content = false;
@@ -39,6 +41,7 @@ int run_serve(const ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (a.script.empty()) check_context(a.max_model_len, a.model_dir, a.allow_long_context, "--max-model-len");
   log_info("serve: loading {}", a.model_dir);
   auto tok = Tokenizer::load(a.model_dir);
   auto codec = server::make_codec(*tok, a.specials_in_content);
@@ -116,13 +119,14 @@ const Registrar reg{Command{
       sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
           ->capture_default_str();
+      add_allow_long_context(sub, a->allow_long_context);
       sub.add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens per step, over all sequences (chunked prefill)")
           ->capture_default_str();
       sub.add_option("--kv-cache-mb", a->kv_cache_mb,
                      "KV cache budget in MiB (0 = max-num-seqs sequences of max-model-len)")->capture_default_str();
       sub.add_option("--prefix-cache", a->prefix_cache, "Finished sequences kept for prefix reuse (0 = off)")
           ->capture_default_str();
-      sub.add_option("--threads", a->threads, "Compute threads (0 = all cores)")->capture_default_str();
+      add_threads_option(sub, a->threads);
       sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (each streaming client holds one)")
           ->capture_default_str();
       sub.add_option("--max-body-mb", a->max_body_mb, "Largest request body accepted (413 beyond)")->capture_default_str();

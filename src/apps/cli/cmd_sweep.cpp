@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "eval/data.h"
@@ -49,10 +50,14 @@ Registrar reg{Command{
       sub.add_option("--seq-len", a->calib.seq_len, "Window length (capped at the model's context)");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens per point (0 = all)");
       sub.add_option("--seed", a->seed, "Seed for the random criterion");
-      sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
-      sub.add_option("-o,--out", a->out, "Report directory")->required();
+      add_threads_option(sub, a->threads);
+      sub.add_option("-o,--out", a->out, "Report directory (never an input, inside or around one)")->required();
       sub.add_flag("--force", a->force, "Replace an existing report directory");
       return [a]() {
+        check_output(a->out, OutputKind::kDirectory, a->force,
+                     with_inputs({{"model directory", a->model}, {"--stats file", a->stats}}, "--data file", a->data));
+        std::vector<std::filesystem::path> files(a->data.begin(), a->data.end());
+        check_data_files(files);
         SweepRequest req;
         req.model_dir = a->model;
         req.stats_path = a->stats;
@@ -73,13 +78,7 @@ Registrar reg{Command{
         req.eval.show_progress = false;
         CalibOptions& co = a->calib;
         co.format = parse_data_format(a->format);
-        {
-          // The window length must fit the model; read it from a throwaway load of the config.
-          auto ck = Checkpoint::open(a->model);
-          int64_t ctx = ck->config().max_position_embeddings;
-          if (co.seq_len > ctx) co.seq_len = ctx;
-        }
-        std::vector<std::filesystem::path> files(a->data.begin(), a->data.end());
+        clamp_seq_len(co, model_positions(a->model), "sweep");
         CalibReport rep;
         auto windows = load_token_windows(a->model, files, co, &rep, "sweep");
         limit_scored_tokens(windows, a->max_tokens);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "apps/cli/command.h"
+#include "apps/cli/options.h"
 #include "base/log.h"
 #include "model/synth.h"
 
@@ -36,7 +37,8 @@ Registrar reg{Command{
       sub.add_flag("--dry-run", a->dry_run, "Print the plan (tensors, bytes) and write nothing");
       return [a]() {
         a->opt.dtype = a->dtype == "f32" ? DType::F32 : DType::BF16;
-        a->opt.max_shard_bytes = parse_bytes(a->shard_size, "--shard-size");
+        a->opt.max_shard_bytes = parse_shard_size(a->shard_size);
+        if (!a->dry_run) check_output(a->out, OutputKind::kDirectory, a->opt.force, {});
         a->opt.progress = log_level() >= LogLevel::kInfo;
         SynthPlan plan = synth_plan(a->opt);
         const uint64_t bytes = plan.total_bytes();
