@@ -59,6 +59,7 @@ Registrar reg{Command{
         std::vector<Gate> gates = a->fail_if.empty() ? std::vector<Gate>{} : parse_gates(a->fail_if, known);
         ModelOptions mo;
         mo.n_threads = a->threads;
+        mo.check_finite = false;  // NaN/Inf logits are counted and reported (exit 2), not an error
         auto student = Model::load(a->model, mo);
         std::unique_ptr<Model> teacher;
         if (!a->teacher.empty()) teacher = Model::load(a->teacher, mo);
