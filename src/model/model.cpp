@@ -8,7 +8,9 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numbers>
@@ -51,6 +53,28 @@ void Sequence::reserve(int64_t n_tokens) {
   for (auto& c : cache_) c.resize(size_t(cap * row_));
   capacity_ = cap;
 }
+
+// ---------------------------------------------------------------------------------------------
+// NonFiniteError
+
+namespace {
+std::string nonfinite_text(int64_t layer, const std::string& stage, const NonFiniteError::Hit& h) {
+  const std::string where = layer >= 0 ? fmt::format("layer {} ({} output)", layer, stage) : stage;
+  return fmt::format("{}: non-finite {} ({}) at token {}", where, stage == "logits" ? "logit" : "activation",
+                     h.nan ? "NaN" : "Inf", h.position);
+}
+std::string nonfinite_what(int64_t layer, const std::string& stage, const std::vector<NonFiniteError::Hit>& hits) {
+  SICKLE_CHECK(!hits.empty(), "NonFiniteError without a hit");
+  std::string s = nonfinite_text(layer, stage, hits.front());
+  if (hits.size() > 1) s += fmt::format(" (and in {} more sequences of the step)", hits.size() - 1);
+  return s;
+}
+}  // namespace
+
+NonFiniteError::NonFiniteError(int64_t layer_, std::string stage_, std::vector<Hit> hits_)
+    : Error(nonfinite_what(layer_, stage_, hits_)), layer(layer_), stage(std::move(stage_)), hits(std::move(hits_)) {}
+
+std::string NonFiniteError::describe(const Hit& h) const { return nonfinite_text(layer, stage, h); }
 
 // ---------------------------------------------------------------------------------------------
 // Weights
@@ -122,6 +146,7 @@ struct Scratch {
   std::vector<int32_t> tok;               // [T]
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
   std::vector<float> head_rows;           // [rows, H] normed rows that need logits
+  std::vector<int64_t> head_tok;          // [rows] the step token of each of them
   // decode_attention (every token outside blocked prefill), batched over those tokens d so that
   // W_UK and W_UV are read once per step, not once per sequence:
   std::vector<float> dq;                  // [n_decode, n_heads, kv_lora + rope] [q_nope W_UK | q_pe]
@@ -149,6 +174,7 @@ struct ModelImpl {
   ModelOptions options;
   std::unique_ptr<ThreadPool> pool;
   ForwardObserver* observer = nullptr;
+  bool check_finite = true;  // ModelOptions::check_finite and not SICKLE_CHECK_FINITE=0
   int64_t max_context = 0;
   float softmax_scale = 0;
   std::vector<float> inv_freq;  // [rope / 2] YaRN inverse frequencies
@@ -185,6 +211,10 @@ struct ModelImpl {
   }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
+  // rows [n_rows, width] hold a NaN or Inf: throws NonFiniteError naming the items of the step
+  // they belong to (row r is step token tok_of_row[r], or r when tok_of_row is null).
+  [[noreturn]] void throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows, int64_t width,
+                                    const int64_t* tok_of_row, size_t n_items) const;
 };
 
 namespace {
@@ -203,9 +233,31 @@ constexpr int64_t kDecodeWindow = 64;
 void resize(std::vector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
 }
+
 template <class T>
 void resize(std::vector<T>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
+}
+
+// NaN and Inf are the floats whose exponent bits are all ones. Tested on the integer bits, so
+// the loops vectorize without -ffast-math (which would let the compiler assume no NaN).
+bool is_nonfinite_bits(float v) { return (std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u; }
+
+bool all_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= uint32_t(is_nonfinite_bits(x[i]));
+  return bad == 0;
+}
+
+// The residual add x += y, and whether every sum is finite (the check rides on the add's pass
+// over x, so it costs a few integer operations per value).
+bool add_all_finite(float* x, const float* y, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] += y[i];
+    bad |= uint32_t(is_nonfinite_bits(x[i]));
+  }
+  return bad == 0;
 }
 }  // namespace
 
@@ -261,6 +313,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   if (c.num_experts_per_tok <= 0 && c.n_routed_experts > 0)
     fail("{}: num_experts_per_tok = {} must be positive", where, c.num_experts_per_tok);
 
+  const char* check_env = std::getenv("SICKLE_CHECK_FINITE");
+  I.check_finite = options.check_finite && !(check_env && std::string_view(check_env) == "0");
   I.max_context = options.max_context > 0 ? options.max_context : c.max_position_embeddings;
   if (I.max_context <= 0) fail("{}: max_position_embeddings = {} must be positive", where, c.max_position_embeddings);
 
@@ -454,6 +508,7 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   I.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
     for (int64_t t = b; t < e; ++t) I.embed.dequant_row(s.tok[t], s.x.data() + t * H);
   });
+  if (I.check_finite && !all_finite(s.x.data(), T * H)) I.throw_nonfinite(-1, "embedding", s.x.data(), T, H, nullptr, items.size());
   // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
   const int64_t half = c.qk_rope_head_dim / 2;
   for (int64_t t = 0; t < T; ++t)
@@ -463,6 +518,14 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
       s.rope_sin[t * half + i] = float(std::sin(double(angle))) * I.rope_mscale;
     }
 
+  // x += tmp (a block's output), stopping at the first NaN/Inf in the residual stream.
+  auto residual = [&](int64_t il, const char* stage) {
+    if (!I.check_finite) {
+      for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
+    } else if (!add_all_finite(s.x.data(), s.tmp.data(), T * H)) {
+      I.throw_nonfinite(il, stage, s.x.data(), T, H, nullptr, items.size());
+    }
+  };
   const float eps = float(c.rms_norm_eps);
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     LayerWeights& L = I.layers[il];
@@ -470,31 +533,52 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.attn_norm.data(), eps, H, s.xn.data() + t * H);
     I.attention(L, il, items, item_tok0, T);
     I.lin(L.o, s.attn.data(), T, s.tmp.data());
-    for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
+    residual(il, "attention");
     // x = h + mlp(norm(h))
     for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.ffn_norm.data(), eps, H, s.xn.data() + t * H);
     if (L.is_moe)
       I.moe(L, il, T);
     else
       I.mlp(L.dense, T, s.xn.data(), s.tmp.data());
-    for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
+    residual(il, L.is_moe ? "moe" : "mlp");
     if (I.observer && I.observer->wants_hidden()) {
       HiddenEvent ev{il, T, H, s.x.data()};
       I.observer->on_hidden(ev);
     }
   }
-  for (auto& it : items) it.seq->n_past_ += int64_t(it.tokens.size());
 
   // Final norm and lm_head over the rows that need logits.
   int64_t r = 0;
+  resize(s.head_tok, n_rows);
   for (size_t i = 0; i < items.size(); ++i) {
     int64_t n = int64_t(items[i].tokens.size());
     int64_t first = items[i].all_logits ? 0 : n - 1;
-    for (int64_t j = first; j < n; ++j, ++r)
+    for (int64_t j = first; j < n; ++j, ++r) {
+      s.head_tok[r] = item_tok0[i] + j;
       rmsnorm(s.x.data() + (item_tok0[i] + j) * H, I.final_norm.data(), eps, H, s.head_rows.data() + r * H);
+    }
   }
   logits.resize(size_t(n_rows * V));
   I.lin(I.lm_head, s.head_rows.data(), n_rows, logits.data());
+  if (I.check_finite && !all_finite(logits.data(), n_rows * V))
+    I.throw_nonfinite(-1, "logits", logits.data(), n_rows, V, s.head_tok.data(), items.size());
+  for (auto& it : items) it.seq->n_past_ += int64_t(it.tokens.size());
+}
+
+void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows, int64_t width,
+                                const int64_t* tok_of_row, size_t n_items) const {
+  std::vector<NonFiniteError::Hit> hits;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* p = rows + r * width;
+    if (all_finite(p, width)) continue;
+    const int64_t t = tok_of_row ? tok_of_row[r] : r;
+    // The item holding step token t: item_tok0 is ascending, item i has [item_tok0[i], item_tok0[i + 1]).
+    const size_t item = size_t(std::upper_bound(s.item_tok0.begin(), s.item_tok0.begin() + n_items + 1, t) -
+                               s.item_tok0.begin()) - 1;
+    if (!hits.empty() && hits.back().item == item) continue;  // rows come in item order: its first only
+    hits.push_back({item, s.pos[t], std::any_of(p, p + width, [](float v) { return std::isnan(v); })});
+  }
+  throw NonFiniteError(layer, stage, std::move(hits));
 }
 
 // MLA in the absorbed form (DeepSeek-V2 paper §2.1.2 / model-format.md §5), for prefill and

@@ -14,8 +14,10 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
 #include "model/hooks.h"
@@ -37,6 +39,12 @@ struct ModelOptions {
   // prefill attention multiplies by it); without it attention reads kv_b as stored (bf16) or
   // dequantizes its rows as it goes (fp8, or any encoding with exact_kernels). 0 = never.
   uint64_t kv_b_copy_max_bytes = uint64_t(64) << 20;
+  // Stop forward() with NonFiniteError at the first NaN/Inf in the residual stream (after the
+  // embedding, after each layer's attention and MLP/MoE) or in the logits: O(hidden) per token
+  // per check, fused into the residual add. Off: non-finite values flow on (eval counts them in
+  // the logits itself). The environment variable SICKLE_CHECK_FINITE=0 turns it off too (A/B
+  // measurements of its cost on any command).
+  bool check_finite = true;
 };
 
 // The KV cache of one sequence: per layer, [n_past, kv_lora_rank + qk_rope_head_dim] f32.
@@ -65,6 +73,28 @@ struct StepItem {
   Sequence* seq = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every position of the item (else the last only)
+};
+
+// forward() found a NaN or Inf where checked (ModelOptions::check_finite): a NaN/Inf weight or an
+// overflow. The step changed no sequence (n_past as before; the cache rows it wrote lie past
+// n_past and are overwritten by the next step), so the items not named can simply run again.
+class NonFiniteError : public Error {
+ public:
+  // The first non-finite token of one item of the step: its position in the item's sequence
+  // (0-based, counting the tokens already cached) and whether a NaN (else an Inf) was seen there.
+  struct Hit {
+    size_t item = 0;
+    int64_t position = 0;
+    bool nan = false;
+  };
+  // layer: the model layer (il, as in the tensor names), -1 for the embedding and the logits.
+  // stage: "embedding", "attention", "mlp", "moe" or "logits". hits: in item order, not empty.
+  NonFiniteError(int64_t layer, std::string stage, std::vector<Hit> hits);
+  // "layer 3 (moe output): non-finite activation (NaN) at token 17" for one hit.
+  std::string describe(const Hit& h) const;
+  int64_t layer;
+  std::string stage;
+  std::vector<Hit> hits;
 };
 
 struct ModelImpl;
@@ -97,7 +127,8 @@ class Model {
   // must name distinct sequences). `logits` is resized to [rows, vocab] where rows = sum over
   // items of (all_logits ? n_tokens : 1), in item order. MoE work is grouped by expert across
   // all tokens of the step. Throws sickle::Error (before changing any sequence) on a token id
-  // outside [0, vocab) or a sequence that would pass max_context.
+  // outside [0, vocab) or a sequence that would pass max_context, and NonFiniteError (changing
+  // no sequence either) when activations or logits stop being finite.
   void forward(std::span<StepItem> items, std::vector<float>& logits);
   // Convenience: one item.
   void forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits,

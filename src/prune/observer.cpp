@@ -35,6 +35,10 @@ void StatsObserver::on_moe_layer(const MoeLayerEvent& e) {
       }
       const double norm = std::sqrt(sq);
       const double g = e.weights[slot];
+      // A NaN/Inf output or gate weight would poison the statistics (prune refuses them later).
+      if (!std::isfinite(norm) || !std::isfinite(g))
+        fail("layer {} (expert {} output): non-finite activation ({}) in the observed statistics", e.layer, j,
+             std::isnan(norm) || std::isnan(g) ? "NaN" : "Inf");
       l.count[size_t(j)] += 1;
       l.gate_sum[size_t(j)] += g;
       l.reap_sum[size_t(j)] += g * norm;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -443,6 +444,38 @@ TEST(Observer, AccumulatesRawSumsFromEvents) {
   EXPECT_DOUBLE_EQ(l.ean_sq_sum[2], 4 + 1);
   EXPECT_DOUBLE_EQ(l.max_act[3], 5);
   EXPECT_DOUBLE_EQ(l.gate_sum[2], 0.75);
+}
+
+// A NaN/Inf expert output or gate weight is an error naming the layer and the expert: the
+// statistics never hold one (prune would refuse them only after the whole observation).
+TEST(Observer, NonFiniteOutputOrWeightIsAnErrorNamingTheExpert) {
+  ModelConfig c = flat_config(2, 4, 2);
+  const int32_t experts[] = {0, 2, 2, 3};
+  float weights[] = {0.75f, 0.25f, 0.5f, 0.5f};
+  float out[] = {3, 4, 0, -2, 0, 0, 1, 0, 0, 0, 0, -5};
+  MoeLayerEvent e;
+  e.layer = 1;
+  e.n_tokens = 2;
+  e.k = 2;
+  e.hidden = 3;
+  e.experts = experts;
+  e.weights = weights;
+  e.expert_out = out;
+  auto message = [&] {
+    StatsObserver obs(c);
+    try {
+      obs.on_moe_layer(e);
+    } catch (const Error& err) {
+      return std::string(err.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(), "no error");
+  out[10] = std::numeric_limits<float>::quiet_NaN();  // token 1, slot 1: expert 3
+  EXPECT_EQ(message(), "layer 1 (expert 3 output): non-finite activation (NaN) in the observed statistics");
+  out[10] = 0;
+  weights[1] = std::numeric_limits<float>::infinity();  // token 0, slot 1: expert 2
+  EXPECT_EQ(message(), "layer 1 (expert 2 output): non-finite activation (Inf) in the observed statistics");
 }
 
 // ---------------------------------------------------------------- rewriter and model-level tests

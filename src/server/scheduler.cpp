@@ -353,6 +353,18 @@ void Scheduler::step() {
   max_batch_ = std::max<int64_t>(max_batch_, int64_t(items.size()));
   try {
     engine_.forward(items, logits_);
+  } catch (const NonFiniteError& e) {
+    // Activations or logits went NaN/Inf (a broken weight, an overflow) for the items it names:
+    // their requests end with that error (the layer, the token). The step changed no sequence
+    // and requests share no values (attention is per sequence, MLP/MoE per token), so the
+    // other items are left as they were and simply run again next step.
+    log_warn("serve: {}", e.what());
+    for (const NonFiniteError::Hit& hit : e.hits) {
+      SICKLE_CHECK(hit.item < owners.size(), "non-finite item {} of a {}-item step", hit.item, owners.size());
+      retire(*owners[hit.item], Finish::kError, e.describe(hit));
+    }
+    std::erase_if(live_, [](const auto& s) { return s->h->finish() != Finish::kNone; });
+    return;
   } catch (const std::exception& e) {
     // The model refused the step (should not happen after submit()'s checks): fail its requests,
     // keep serving. Their caches may be partly written, so they are dropped, not cached.

@@ -59,6 +59,8 @@ class Engine {
   virtual ~Engine() = default;
   virtual std::unique_ptr<EngineSequence> new_sequence() = 0;
   // Appends each item's tokens to its sequence; logits = [items, vocab], the last position of each.
+  // May throw NonFiniteError (model/model.h) changing no sequence: the requests of the items it
+  // names fail, the others run again next step. Any other exception fails the whole step.
   virtual void forward(std::span<const EngineItem> items, std::vector<float>& logits) = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context() const = 0;

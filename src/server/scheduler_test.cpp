@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 
+#include "base/test_temp_dir.h"
+#include "model/model.h"
+#include "model/test_poke.h"
 #include "server/openai.h"
 #include "server/test_fakes.h"
 
@@ -14,6 +18,8 @@ namespace {
 
 using testing::FakeEngine;
 using testing::fake_reference;
+
+namespace fs = std::filesystem;
 
 constexpr int64_t kVocab = 64;
 
@@ -210,6 +216,57 @@ TEST(Scheduler, ForwardFailureFailsRequestNotServer) {
   auto p = make_prompt(5, 9);
   auto good = s.submit(greedy(p, 4));
   EXPECT_EQ(drain(*good), fake_reference(p, 4, kVocab));
+}
+
+// Activations that stop being finite (NonFiniteError naming some items of a step): those
+// requests end with an error naming the layer; the other requests of the same step were not
+// touched by the failed step and run on to exactly their outputs alone.
+TEST(Scheduler, NonFiniteFailsOnlyTheRequestsItNames) {
+  constexpr int64_t V = 4000;  // room for a token no good request ever feeds
+  FakeEngine eng(V);
+  Scheduler s(eng, {});
+  const auto p1 = make_prompt(6, 1), p2 = make_prompt(9, 2);
+  const auto r1 = fake_reference(p1, 40, V), r2 = fake_reference(p2, 40, V);
+  int32_t bad = 100;  // above the ids of the bad prompt's other tokens
+  while (std::find(r1.begin(), r1.end(), bad) != r1.end() || std::find(r2.begin(), r2.end(), bad) != r2.end() ||
+         std::find(p1.begin(), p1.end(), bad) != p1.end() || std::find(p2.begin(), p2.end(), bad) != p2.end())
+    ++bad;
+  eng.nonfinite = bad;
+  // The first step (h1's prefill) waits until all three are queued, so the bad prompt is
+  // prefilled in a step with h1's decoding and h2's prefill.
+  eng.hold = true;
+  auto h1 = s.submit(greedy(p1, 40));
+  auto h2 = s.submit(greedy(p2, 40));
+  auto hb = s.submit(greedy({1, 2, bad, 3}, 40));
+  eng.hold = false;
+  EXPECT_EQ(drain(*h1), r1);
+  EXPECT_EQ(drain(*h2), r2);
+  EXPECT_TRUE(drain(*hb).empty());
+  EXPECT_EQ(h1->finish(), Finish::kLength);
+  EXPECT_EQ(h2->finish(), Finish::kLength);
+  EXPECT_EQ(hb->finish(), Finish::kError);
+  EXPECT_EQ(hb->error(), "layer 3 (moe output): non-finite activation (NaN) at token 2");
+  EXPECT_GE(s.max_batch_seen(), 3);
+}
+
+// The real model with a NaN weight: each request ends with the error naming the layer, and the
+// scheduler keeps taking requests.
+TEST(Scheduler, RealModelWithANanWeightFailsRequestsNamingTheLayer) {
+  test_util::TempDir t("sickle-sched-nan");
+  const fs::path demo = fs::path(SICKLE_SOURCE_DIR) / "models/brown-kimi";
+  test_util::poked_copy(demo, t.path / "m", Checkpoint::open(demo)->names().layer(2, "self_attn.o_proj.weight"), 0,
+                        test_util::Poke::kNaN);
+  ModelOptions mo;
+  mo.n_threads = 2;
+  auto model = Model::load(t.path / "m", mo);
+  auto eng = make_engine(*model);
+  Scheduler s(*eng, {});
+  for (int i = 0; i < 2; ++i) {
+    auto h = s.submit(greedy({5, 17, 300, int32_t(40 + i)}, 4));
+    EXPECT_TRUE(drain(*h).empty());
+    EXPECT_EQ(h->finish(), Finish::kError);
+    EXPECT_EQ(h->error().rfind("layer 2 (attention output): non-finite activation (NaN) at token ", 0), 0u) << h->error();
+  }
 }
 
 TEST(Scheduler, LogprobsAreNormalized) {

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "model/model.h"
 #include "server/codec.h"
 #include "server/scheduler.h"
 
@@ -134,6 +135,17 @@ class FakeEngine : public Engine {
     return std::make_unique<FakeSequence>();
   }
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
+    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // As the real model: items holding `nonfinite` make the step throw NonFiniteError naming
+    // them (the token's position in its sequence), before any sequence changes.
+    std::vector<NonFiniteError::Hit> hits;
+    for (size_t i = 0; i < items.size(); ++i)
+      for (size_t j = 0; j < items[i].tokens.size(); ++j)
+        if (items[i].tokens[j] == nonfinite) {
+          hits.push_back({i, items[i].seq->n_past() + int64_t(j), true});
+          break;
+        }
+    if (!hits.empty()) throw NonFiniteError(3, "moe", std::move(hits));
     logits.assign(items.size() * size_t(vocab_), 0.0f);
     StepLog log;
     for (size_t i = 0; i < items.size(); ++i) {
@@ -162,7 +174,9 @@ class FakeEngine : public Engine {
   std::mutex mu;
   std::vector<StepLog> steps;
   std::atomic<int64_t> n_new_sequences{0};
-  int32_t poison = -1;
+  int32_t poison = -1;     // a step holding it throws std::runtime_error
+  int32_t nonfinite = -1;  // a step holding it throws NonFiniteError naming those items
+  std::atomic<bool> hold{false};  // forward() waits while set
 
  private:
   int64_t vocab_, max_ctx_;

@@ -63,6 +63,7 @@ Registrar reg{Command{
         check_data_files(files);
         ModelOptions mo;
         mo.n_threads = a->threads;
+        mo.check_finite = false;  // NaN/Inf logits are counted and reported (exit 2), not an error
         auto student = Model::load(a->model, mo);
         std::unique_ptr<Model> teacher;
         if (!a->teacher.empty()) teacher = Model::load(a->teacher, mo);
