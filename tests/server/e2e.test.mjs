@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, servableModel, getMetrics, metricValue } from './lib.mjs';
+import { startServer, servableModel, getMetrics, metricValue, openaiClient } from './lib.mjs';
 
 const major = Number(process.versions.node.split('.')[0]);
 test('node version satisfies openai@4 (Node >= 18)', () => {
@@ -28,7 +28,7 @@ describe('real engine', () => {
   before(async () => {
     srv = await startServer(MODEL, ['--served-model-name', NAME, '--max-model-len', String(MAX_LEN),
       '--max-num-seqs', '8', '--max-body-mb', '1', '--threads', '2']);
-    client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+    client = openaiClient({ baseURL: srv.baseURL, apiKey: 'none', timeout: 120000 });
   });
   after(async () => {
     const code = await srv.stop();
@@ -268,7 +268,7 @@ describe('scripted engine (parsing contract)', () => {
     fs.writeFileSync(path.join(dir, 'script.json'), JSON.stringify(rules));
     srv = await startServer(MODEL, ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
       '--api-key', 'sekrit', '--max-model-len', '4096']);
-    client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'sekrit', maxRetries: 0 });
+    client = openaiClient({ baseURL: srv.baseURL, apiKey: 'sekrit' });
   });
   after(async () => {
     await srv.stop();
@@ -276,7 +276,7 @@ describe('scripted engine (parsing contract)', () => {
   });
 
   test('api key: missing or wrong -> 401, right -> 200', async () => {
-    const bad = new OpenAI({ baseURL: srv.baseURL, apiKey: 'wrong', maxRetries: 0 });
+    const bad = openaiClient({ baseURL: srv.baseURL, apiKey: 'wrong' });
     await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
     const r = await fetch(srv.baseURL + '/models');
     assert.equal(r.status, 401);

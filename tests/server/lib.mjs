@@ -3,6 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import OpenAI from 'openai';
 
 export const SICKLE_BIN = process.env.SICKLE_BIN || 'sickle';
 
@@ -113,6 +114,13 @@ export function synthModel(preset, cacheDir) {
     writeKimiTokenizer(dir, (cfg.text_config || cfg).vocab_size);
   }
   return dir;
+}
+
+// The official client on the runtime's own fetch. openai@4 otherwise uses its bundled
+// node-fetch 2.7.0, whose streaming responses end in `Premature close` on Debian 12's Node 18
+// (18.20), even against a plain Node http server: the client's bug, not the server's.
+export function openaiClient(options) {
+  return new OpenAI({ fetch: globalThis.fetch, maxRetries: 0, ...options });
 }
 
 // Resident set size of a process in bytes (Linux /proc).
