@@ -123,15 +123,16 @@ export function openaiClient(options) {
   return new OpenAI({ fetch: globalThis.fetch, maxRetries: 0, ...options });
 }
 
-// Resident set size of a process in bytes (Linux /proc).
-export function rssBytes(pid) {
+// Resident set size of a process in bytes (Linux /proc); `field` VmHWM for its peak.
+export function rssBytes(pid, field = 'VmRSS') {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = status.match(/VmRSS:\s+(\d+) kB/);
+  const m = status.match(new RegExp(`${field}:\\s+(\\d+) kB`));
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-export async function getMetrics(url) {
-  const r = await fetch(url + '/metrics');
+export async function getMetrics(url, apiKey) {
+  const r = await fetch(url + '/metrics', apiKey ? { headers: { Authorization: `Bearer ${apiKey}` } } : {});
+  if (r.status !== 200) throw new Error(`GET /metrics: ${r.status}`);
   return await r.text();
 }
 
