@@ -10,12 +10,16 @@
 #include "server/http.h"
 
 #include <fmt/format.h>
+#include <netdb.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <random>
 
 #include "base/error.h"
 #include "base/log.h"
+#include "server/listener.h"
 #include "server/openai.h"
 #include "server/output_parser.h"
 #include "server/peer.h"
@@ -188,6 +192,59 @@ json delta_json(const OutputDelta& d) {
   return j;
 }
 
+// httplib's request processing on a Listener connection (httplib::Server::process_request is
+// protected; a subclass lends it). `svr_sock_` is what httplib's streaming loops look at to
+// see the server stopping: it holds the listener's socket while serving.
+class HttplibCore : public httplib::Server {
+ public:
+  using httplib::Server::process_request;
+  void set_serving(int listen_fd) { svr_sock_ = listen_fd; }
+  void set_stopping() { svr_sock_ = INVALID_SOCKET; }
+};
+
+// A Listener connection as httplib's stream.
+class ConnStream final : public httplib::Stream {
+ public:
+  explicit ConnStream(Connection& c) : c_(c) {}
+  using httplib::Stream::write;
+  bool is_readable() const override { return c_.readable(); }
+  bool is_writable() const override { return c_.writable(); }
+  ssize_t read(char* p, size_t n) override { return c_.read(p, n); }
+  ssize_t write(const char* p, size_t n) override { return c_.write(p, n); }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { endpoint(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { endpoint(false, ip, port); }
+  // httplib answers 500 to a socket >= FD_SETSIZE, since its own streams select(); this one
+  // polls, and nothing else on the server side uses the number.
+  socket_t socket() const override { return c_.fd() < FD_SETSIZE ? c_.fd() : INVALID_SOCKET; }
+
+ private:
+  // As httplib writes endpoints (numeric host; PeerWatch parses them).
+  void endpoint(bool remote, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    auto* sa = reinterpret_cast<sockaddr*>(&a);
+    if ((remote ? getpeername(c_.fd(), sa, &len) : getsockname(c_.fd(), sa, &len)) != 0) return;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return;
+    ip = host;
+    port = std::atoi(serv);
+  }
+  Connection& c_;
+};
+
+// The request being served on this thread: its connection, and whether its body was read.
+struct OnThread {
+  Connection* conn = nullptr;
+  bool body_read = false;
+};
+thread_local OnThread* tl_served = nullptr;
+
+// The request declares a body (that the server must read, or close the connection).
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding") ||
+         (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -197,21 +254,99 @@ struct HttpServer::Impl {
   HttpOptions opt;
   MarkerIds markers;
   int64_t created = unix_now();
-  httplib::Server svr;
+  HttplibCore svr;
+  std::unique_ptr<Listener> listener;
+
+  // The routes: what is not one of them is 404 before anything else (and counts as `other`).
+  struct Route {
+    std::string method, path;
+    bool auth;
+  };
+  std::vector<Route> routes;
 
   Impl(Scheduler& s, const TextCodec& c, Metrics& m, HttpOptions o)
-      : sched(s), codec(c), metrics(m), opt(std::move(o)), markers(MarkerIds::from(c)) {}
+      : sched(s), codec(c), metrics(m), opt(std::move(o)), markers(MarkerIds::from(c)) {
+    routes = {{"GET", "/health", false},
+              {"GET", "/metrics", !opt.metrics_open},
+              {"GET", "/v1/models", true},
+              {"POST", "/v1/chat/completions", true},
+              {"POST", "/v1/completions", true}};
+  }
 
+  const Route* route_of(const httplib::Request& req) const {
+    const std::string m = req.method == "HEAD" ? "GET" : req.method;
+    for (auto& r : routes)
+      if (r.path == req.path && r.method == m) return &r;
+    return nullptr;
+  }
+  std::string path_label(const std::string& path) const {
+    for (auto& r : routes)
+      if (r.path == path) return path;
+    return "other";
+  }
+
+  // `Authorization: Bearer KEY`; the scheme is case-insensitive (RFC 9110 §11.1), the key is
+  // compared in time independent of where it differs.
   void check_auth(const httplib::Request& req) const {
     if (opt.api_key.empty()) return;
-    std::string h = req.get_header_value("Authorization");
-    const std::string expect = "Bearer " + opt.api_key;
-    // Length-independent comparison time is not needed on loopback, but costs nothing.
-    bool ok = h.size() == expect.size();
+    const std::string h = req.get_header_value("Authorization");
+    const size_t sp = h.find(' ');
+    const size_t at = sp == std::string::npos ? h.size() : h.find_first_not_of(' ', sp);
+    const std::string_view key = at == std::string::npos ? std::string_view() : std::string_view(h).substr(at);
+    bool ok = sp == 6 && strncasecmp(h.c_str(), "bearer", 6) == 0 && key.size() == opt.api_key.size();
     unsigned char diff = 0;
-    for (size_t i = 0; i < expect.size() && ok; ++i) diff |= static_cast<unsigned char>(h[i] ^ expect[i]);
+    for (size_t i = 0; i < opt.api_key.size() && ok; ++i) diff |= static_cast<unsigned char>(key[i] ^ opt.api_key[i]);
     if (!ok || diff != 0)
       throw ApiError(401, "Incorrect API key provided.", "", "invalid_request_error", "invalid_api_key");
+  }
+
+  ApiError too_large() const {
+    return ApiError(413, fmt::format("Request body too large (limit {} bytes).", opt.max_body_bytes), "",
+                    "invalid_request_error", "request_too_large");
+  }
+
+  // Everything decided from the head alone, before a body byte is read: the route, the key,
+  // the body's framing and declared size. Unhandled = go on (read the body, run the handler).
+  httplib::Server::HandlerResponse precheck(const httplib::Request& req, httplib::Response& res) const {
+    try {
+      const Route* r = route_of(req);
+      if (!r) throw ApiError(404, fmt::format("Unknown path {} {}.", req.method, req.path));
+      if (r->auth) check_auth(req);
+      if (r->method == "POST") {
+        const std::string te = req.get_header_value("Transfer-Encoding");
+        const std::string cl = req.get_header_value("Content-Length");
+        if (req.has_header("Transfer-Encoding") && strcasecmp(te.c_str(), "chunked") != 0)
+          throw ApiError(501, fmt::format("Transfer-Encoding '{}' is not supported (only chunked).", te));
+        if (!req.has_header("Transfer-Encoding")) {
+          if (!req.has_header("Content-Length")) throw ApiError(411, "A request body needs Content-Length or chunked encoding.");
+          if (cl.empty() || cl.size() > 19 || cl.find_first_not_of("0123456789") != std::string::npos)
+            throw ApiError(400, fmt::format("Invalid Content-Length '{}'.", cl));
+          if (std::stoull(cl) > opt.max_body_bytes) throw too_large();
+        }
+      }
+    } catch (const ApiError& e) {
+      send_error(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+
+  // The body, at most max_body_bytes after any decoding (413 beyond, while the client may
+  // still be sending: the connection closes after the response).
+  std::string read_body(const httplib::ContentReader& reader) const {
+    std::string body;
+    bool over = false;
+    const bool ok = reader([&](const char* d, size_t n) {
+      if (body.size() + n > opt.max_body_bytes) return !(over = true);
+      body.append(d, n);
+      return true;
+    });
+    if (over) throw too_large();
+    if (!ok)
+      throw ApiError(400, fmt::format("Could not read the request body (malformed chunked encoding or Content-Encoding, "
+                                      "or not all of it arrived within {} s).", opt.body_timeout_s));
+    if (tl_served) tl_served->body_read = true;
+    return body;
   }
 
   void check_model(const std::string& model) const {
@@ -220,21 +355,30 @@ struct HttpServer::Impl {
                      "model_not_found");
   }
 
+  // A handler (auth, route and body limits were checked by precheck); errors become OpenAI's.
   template <class F>
-  httplib::Server::Handler guarded(F fn, bool needs_auth = true) {
-    return [this, fn, needs_auth](const httplib::Request& req, httplib::Response& res) {
-      try {
-        if (needs_auth) check_auth(req);
-        fn(req, res);
-      } catch (const ApiError& e) {
-        send_error(res, e);
-      } catch (const Error& e) {
-        send_error(res, ApiError(400, e.what()));
-      } catch (const std::exception& e) {
-        log_warn("serve: {} {}: {}", req.method, req.path, e.what());
-        send_error(res, ApiError(500, fmt::format("internal error: {}", e.what())));
-      }
+  httplib::Server::Handler guarded(F fn) {
+    return [this, fn](const httplib::Request& req, httplib::Response& res) { with_errors(req, res, [&] { fn(req, res); }); };
+  }
+  // A POST handler fn(req, body, res): the body is read here, bounded.
+  template <class F>
+  httplib::Server::HandlerWithContentReader with_body(F fn) {
+    return [this, fn](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      with_errors(req, res, [&] { fn(req, read_body(reader), res); });
     };
+  }
+  template <class F>
+  static void with_errors(const httplib::Request& req, httplib::Response& res, F&& fn) {
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const Error& e) {
+      send_error(res, ApiError(400, e.what()));
+    } catch (const std::exception& e) {
+      log_warn("serve: {} {}: {}", req.method, req.path, e.what());
+      send_error(res, ApiError(500, fmt::format("internal error: {}", e.what())));
+    }
   }
 
   static PeerWatch watch(const httplib::Request& req) {
@@ -250,9 +394,9 @@ struct HttpServer::Impl {
     send_error(res, ApiError(499, "Client closed the request.", "", "invalid_request_error", "client_closed_request"));
   }
 
-  void chat(const httplib::Request& req, httplib::Response& res) {
+  void chat(const httplib::Request& req, const std::string& body, httplib::Response& res) {
     batch_priority();
-    ChatRequest r = parse_chat_request(parse_body(req.body));
+    ChatRequest r = parse_chat_request(parse_body(body));
     check_model(r.model);
     json tools = r.tools;
     if (r.tool_choice == "none") {
@@ -355,9 +499,9 @@ struct HttpServer::Impl {
         [run](bool) { run->cancel(); });
   }
 
-  void completions(const httplib::Request& req, httplib::Response& res) {
+  void completions(const httplib::Request& req, const std::string& body, httplib::Response& res) {
     batch_priority();
-    CompletionRequest r = parse_completion_request(parse_body(req.body));
+    CompletionRequest r = parse_completion_request(parse_body(body));
     check_model(r.model);
     GenRequest g;
     std::string echo;
@@ -422,27 +566,53 @@ struct HttpServer::Impl {
         [run](bool) {});
   }
 
+  // One request on a connection whose head has arrived (a Listener worker thread).
+  bool serve(Connection& c) {
+    OnThread served{&c};
+    tl_served = &served;
+    ConnStream strm(c);
+    bool client_closes = false;
+    const bool ok = svr.process_request(strm, /*close_connection=*/false, client_closes, nullptr);
+    tl_served = nullptr;
+    return ok && !client_closes && !c.closing();
+  }
+
   void setup() {
-    const int n_threads = std::max(4, opt.n_http_threads);
-    svr.new_task_queue = [n_threads] { return new httplib::ThreadPool(size_t(n_threads)); };
-    // Streaming writes one small SSE event per step: without TCP_NODELAY, Nagle holds the
-    // second small segment until the client's delayed ACK (~40 ms on Linux loopback).
-    svr.set_tcp_nodelay(true);
-    svr.set_payload_max_length(opt.max_body_bytes);
-    svr.set_read_timeout(30, 0);
-    svr.set_write_timeout(30, 0);
+    // Connections (accept, bounds, head deadline) are the Listener's; TCP_NODELAY is set on
+    // each there. httplib's timeouts and keep-alive loop are not used; the Keep-Alive header
+    // it writes names the listener's idle timeout.
+    svr.set_payload_max_length(opt.max_body_bytes);  // read_body bounds decoded bytes too
+    svr.set_keep_alive_timeout(time_t(std::max(1.0, opt.idle_timeout_s)));
     svr.set_keep_alive_max_count(1000);
+    svr.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) { return precheck(q, s); });
+    // `Expect: 100-continue`: refuse before the client sends its body.
+    svr.set_expect_100_continue_handler([this](const httplib::Request& q, httplib::Response& s) {
+      return precheck(q, s) == httplib::Server::HandlerResponse::Handled ? s.status : 100;
+    });
+    // A body left unread (refused before it, or past its limit) ends the connection: the next
+    // "request" would be its bytes.
+    svr.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!tl_served) return;
+      if (has_body(req) && !tl_served->body_read) tl_served->conn->close_after();
+      if (tl_served->conn->closing()) {
+        res.headers.erase("Keep-Alive");
+        res.headers.erase("Connection");
+        res.set_header("Connection", "close");
+      }
+    });
     svr.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, json{{"status", "ok"}}); });
-    svr.Get("/metrics", guarded(
-                            [this](const httplib::Request&, httplib::Response& res) {
-                              res.set_content(metrics.render(sched.gauges()), "text/plain; version=0.0.4");
-                            },
-                            false));
+    svr.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics.render(sched.gauges()), "text/plain; version=0.0.4");
+    }));
     svr.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, models_json(opt.model_name, created, sched.options().max_model_len));
     }));
-    svr.Post("/v1/chat/completions", guarded([this](const httplib::Request& q, httplib::Response& s) { chat(q, s); }));
-    svr.Post("/v1/completions", guarded([this](const httplib::Request& q, httplib::Response& s) { completions(q, s); }));
+    svr.Post("/v1/chat/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+      chat(q, b, s);
+    }));
+    svr.Post("/v1/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+      completions(q, b, s);
+    }));
     // Errors httplib produces itself (413 body too large, 404 no route, 400 bad request line)
     // get OpenAI's error body too; responses that already have one are left alone.
     svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -454,7 +624,7 @@ struct HttpServer::Impl {
       res.set_content(dump_json(e.to_json()), "application/json");
     });
     svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics.on_http(req.path, res.status);
+      metrics.on_http(path_label(req.path), res.status);
       log_debug("serve: {} {} -> {}", req.method, req.path, res.status);
     });
   }
@@ -468,21 +638,32 @@ HttpServer::HttpServer(Scheduler& scheduler, const TextCodec& codec, Metrics& me
 HttpServer::~HttpServer() { stop(); }
 
 int HttpServer::bind() {
-  auto& o = impl_->opt;
-  if (o.port == 0) {
-    port_ = impl_->svr.bind_to_any_port(o.host);
-    if (port_ <= 0) fail("serve: cannot bind {}: no free port", o.host);
-  } else {
-    if (!impl_->svr.bind_to_port(o.host, o.port)) fail("serve: cannot bind {}:{} (in use or not permitted)", o.host, o.port);
-    port_ = o.port;
-  }
+  const auto& o = impl_->opt;
+  auto ms = [](double s) { return std::chrono::milliseconds(int64_t(s * 1000)); };
+  ListenerOptions lo;
+  lo.n_workers = std::max(4, o.n_http_threads);
+  lo.max_connections = o.max_connections;
+  lo.max_connections_per_ip = o.max_connections_per_ip;
+  lo.header_timeout = ms(o.header_timeout_s);
+  lo.body_timeout = ms(o.body_timeout_s);
+  lo.idle_timeout = ms(o.idle_timeout_s);
+  Impl* impl = impl_.get();
+  impl_->listener = std::make_unique<Listener>(o.host, o.port, lo, [impl](Connection& c) { return impl->serve(c); },
+                                               &impl_->metrics);
+  impl_->svr.set_serving(impl_->listener->listen_fd());
+  port_ = impl_->listener->port();
   return port_;
 }
 
-void HttpServer::listen() { impl_->svr.listen_after_bind(); }
+void HttpServer::listen() {
+  SICKLE_CHECK(impl_->listener);
+  impl_->listener->run();
+}
 
 void HttpServer::stop() {
-  if (impl_ && impl_->svr.is_running()) impl_->svr.stop();
+  if (!impl_ || !impl_->listener) return;
+  impl_->svr.set_stopping();
+  impl_->listener->stop();
 }
 
 }  // namespace sickle::server

@@ -7,6 +7,23 @@
 
 namespace sickle::server {
 
+namespace {
+
+// A label value in the text format: backslash, double quote and line feed escaped.
+std::string label_value(const std::string& v) {
+  std::string o;
+  o.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') o += "\\\\";
+    else if (c == '"') o += "\\\"";
+    else if (c == '\n') o += "\\n";
+    else o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
 void Histogram::observe(double v) {
   size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin();  // le semantics
   ++counts_[i];
@@ -33,7 +50,12 @@ Metrics::Metrics()
 
 void Metrics::on_http(const std::string& path, int status) {
   std::lock_guard lk(mu_);
-  ++http_[{path, status}];
+  const bool known = paths_.count(path) || (int(paths_.size()) < kMaxPathLabels && paths_.insert(path).second);
+  ++http_[{known ? path : "other", status}];
+}
+void Metrics::on_dropped(const std::string& reason) {
+  std::lock_guard lk(mu_);
+  ++dropped_[reason];
 }
 void Metrics::on_prompt(int64_t n_prompt, int64_t n_cached) {
   std::lock_guard lk(mu_);
@@ -76,9 +98,14 @@ std::string Metrics::render(const SchedulerGauges& g) {
   std::lock_guard lk(mu_);
   std::string o;
   o += "# HELP sickle_http_requests_total HTTP requests by path and status.\n# TYPE sickle_http_requests_total counter\n";
-  for (auto& [k, n] : http_) o += fmt::format("sickle_http_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", k.first, k.second, n);
+  for (auto& [k, n] : http_)
+    o += fmt::format("sickle_http_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", label_value(k.first), k.second, n);
+  o += "# HELP sickle_http_dropped_connections_total Connections closed before a request was served, by reason.\n"
+       "# TYPE sickle_http_dropped_connections_total counter\n";
+  for (auto& [k, n] : dropped_) o += fmt::format("sickle_http_dropped_connections_total{{reason=\"{}\"}} {}\n", label_value(k), n);
   o += "# HELP sickle_request_success_total Finished generations by finish reason.\n# TYPE sickle_request_success_total counter\n";
-  for (auto& [k, n] : finished_) o += fmt::format("sickle_request_success_total{{finished_reason=\"{}\"}} {}\n", k, n);
+  for (auto& [k, n] : finished_)
+    o += fmt::format("sickle_request_success_total{{finished_reason=\"{}\"}} {}\n", label_value(k), n);
   o += fmt::format("# HELP sickle_prompt_tokens_total Prompt tokens processed (including prefix-cache hits).\n"
                    "# TYPE sickle_prompt_tokens_total counter\nsickle_prompt_tokens_total {}\n", prompt_tokens_);
   o += fmt::format("# HELP sickle_prefix_cache_hit_tokens_total Prompt tokens served from the prefix cache.\n"

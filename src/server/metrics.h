@@ -2,7 +2,9 @@
 //
 // Counters and histograms are updated from the scheduler and HTTP threads; render() takes a
 // consistent snapshot under one lock. Names follow vLLM's where one exists (vllm:* ->
-// sickle_*), so dashboards carry over.
+// sickle_*), so dashboards carry over. Label values are escaped, and the label sets that
+// clients choose are bounded (the HTTP front end already maps paths that are no route to
+// `other`; past kMaxPathLabels distinct paths, new ones count as `other` here too).
 #pragma once
 
 #include <chrono>
@@ -10,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,8 +43,13 @@ struct SchedulerGauges {
 
 class Metrics {
  public:
+  static constexpr int kMaxPathLabels = 32;
+
   Metrics();
   void on_http(const std::string& path, int status);
+  // A connection closed by the server before a request was served: connection_limit,
+  // header_timeout, header_too_large.
+  void on_dropped(const std::string& reason);
   void on_prompt(int64_t n_prompt, int64_t n_cached);
   void on_tokens(int64_t n);  // generated tokens of one step
   void on_ttft(double seconds);
@@ -55,7 +63,8 @@ class Metrics {
  private:
   std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> http_;
-  std::map<std::string, uint64_t> finished_;
+  std::set<std::string> paths_;  // the path labels in http_
+  std::map<std::string, uint64_t> finished_, dropped_;
   uint64_t prompt_tokens_ = 0, cached_prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, itl_, e2e_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // (time, tokens)

@@ -8,10 +8,11 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, servableModel, getMetrics, metricValue } from './lib.mjs';
+import { startServer, servableModel, getMetrics, metricValue, rssBytes, openaiClient } from './lib.mjs';
 
 const major = Number(process.versions.node.split('.')[0]);
 test('node version satisfies openai@4 (Node >= 18)', () => {
@@ -28,7 +29,7 @@ describe('real engine', () => {
   before(async () => {
     srv = await startServer(MODEL, ['--served-model-name', NAME, '--max-model-len', String(MAX_LEN),
       '--max-num-seqs', '8', '--max-body-mb', '1', '--threads', '2']);
-    client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+    client = openaiClient({ baseURL: srv.baseURL, apiKey: 'none', timeout: 120000 });
   });
   after(async () => {
     const code = await srv.stop();
@@ -268,7 +269,7 @@ describe('scripted engine (parsing contract)', () => {
     fs.writeFileSync(path.join(dir, 'script.json'), JSON.stringify(rules));
     srv = await startServer(MODEL, ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
       '--api-key', 'sekrit', '--max-model-len', '4096']);
-    client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'sekrit', maxRetries: 0 });
+    client = openaiClient({ baseURL: srv.baseURL, apiKey: 'sekrit' });
   });
   after(async () => {
     await srv.stop();
@@ -276,7 +277,7 @@ describe('scripted engine (parsing contract)', () => {
   });
 
   test('api key: missing or wrong -> 401, right -> 200', async () => {
-    const bad = new OpenAI({ baseURL: srv.baseURL, apiKey: 'wrong', maxRetries: 0 });
+    const bad = openaiClient({ baseURL: srv.baseURL, apiKey: 'wrong' });
     await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
     const r = await fetch(srv.baseURL + '/models');
     assert.equal(r.status, 401);
@@ -434,5 +435,85 @@ describe('scripted engine (parsing contract)', () => {
     }
     assert.equal(text, 'Hello world. ');
     assert.ok(usage && usage.completion_tokens > 0 && usage.prompt_tokens > 0);
+  });
+});
+
+// ------------------------------------------------------------------------------------------
+// Hostile clients (issue 21): bodies bounded whatever their framing, the key checked before a
+// body byte is read, /metrics behind the key. The server's peak RSS (VmHWM) is the witness.
+describe('hostile clients', () => {
+  let srv, dir, port;
+  const KEY = 'sekrit';
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sickle-hostile-'));
+    fs.writeFileSync(path.join(dir, 'script.json'), JSON.stringify([{ when: 'hello', reply: 'Hi.' }]));
+    srv = await startServer(MODEL, ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
+      '--api-key', KEY, '--max-body-mb', '1']);
+    port = Number(new URL(srv.url).port);
+  });
+  after(async () => {
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  // POSTs a chunked body of up to `total` bytes (64 KiB chunks) until the server answers;
+  // resolves with the status, the response body and the bytes sent by then.
+  function chunkedPost(headers, total) {
+    return new Promise((resolve, reject) => {
+      let sent = 0, answered = false;
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions',
+        headers: { 'Content-Type': 'application/json', ...headers } });
+      const timer = setTimeout(() => { req.destroy(); reject(new Error(`no answer after ${sent} bytes`)); }, 60000);
+      req.on('response', (res) => {
+        answered = true;
+        let body = '';
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => { clearTimeout(timer); req.destroy(); resolve({ status: res.statusCode, body, sent }); });
+      });
+      req.on('error', (e) => { if (!answered) { clearTimeout(timer); reject(e); } });
+      const chunk = Buffer.alloc(64 << 10, 0x20);
+      (async () => {
+        while (!answered && sent < total) {
+          sent += chunk.length;
+          if (!req.write(chunk)) await new Promise((r) => { req.once('drain', r); req.once('close', r); });
+        }
+        if (!answered) req.end();
+      })().catch(() => {});
+    });
+  }
+  const peak = () => rssBytes(srv.proc.pid, 'VmHWM');
+
+  test('chunked 50 MB against a 1 MB limit: 413 while sending, peak RSS grows < 10 MB', async (t) => {
+    const before = peak();
+    const r = await chunkedPost({ Authorization: `Bearer ${KEY}` }, 50 << 20);
+    assert.equal(r.status, 413, r.body);
+    assert.equal(JSON.parse(r.body).error.code, 'request_too_large');
+    const grew = peak() - before;
+    t.diagnostic(`answered after ${(r.sent / 2 ** 20).toFixed(1)} MiB sent; peak RSS +${(grew / 2 ** 20).toFixed(2)} MiB`);
+    assert.ok(grew < 10 << 20, `server peak RSS grew ${(grew / 2 ** 20).toFixed(1)} MB`);
+  });
+
+  test('300 MiB without the key: 401 before the body is read, peak RSS grows < 10 MB', async (t) => {
+    const before = peak();
+    const r = await chunkedPost({}, 300 << 20);
+    assert.equal(r.status, 401, r.body);
+    assert.ok(r.sent < 100 << 20, `answered only after ${r.sent} bytes`);
+    const grew = peak() - before;
+    t.diagnostic(`answered after ${(r.sent / 2 ** 20).toFixed(1)} MiB sent; peak RSS +${(grew / 2 ** 20).toFixed(2)} MiB`);
+    assert.ok(grew < 10 << 20, `server peak RSS grew ${(grew / 2 ** 20).toFixed(1)} MB`);
+  });
+
+  test('auth scheme is case-insensitive; /metrics needs the key; the server still serves', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer']) {
+      const r = await fetch(srv.baseURL + '/models', { headers: { Authorization: `${scheme} ${KEY}` } });
+      assert.equal(r.status, 200, scheme);
+    }
+    assert.equal((await fetch(srv.url + '/metrics')).status, 401);
+    const m = await getMetrics(srv.url, KEY);
+    assert.ok(metricValue(m, 'sickle_http_requests_total{path="/v1/chat/completions",status="413"}') >= 1, m);
+    const client = openaiClient({ baseURL: srv.baseURL, apiKey: KEY });
+    const c = await client.chat.completions.create({ model: NAME, messages: [{ role: 'user', content: 'hello' }],
+      chat_template_kwargs: { thinking: false } });
+    assert.equal(c.choices[0].message.content, 'Hi.');
   });
 });

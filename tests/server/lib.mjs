@@ -3,6 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import OpenAI from 'openai';
 
 export const SICKLE_BIN = process.env.SICKLE_BIN || 'sickle';
 
@@ -115,15 +116,23 @@ export function synthModel(preset, cacheDir) {
   return dir;
 }
 
-// Resident set size of a process in bytes (Linux /proc).
-export function rssBytes(pid) {
+// The official client on the runtime's own fetch. openai@4 otherwise uses its bundled
+// node-fetch 2.7.0, whose streaming responses end in `Premature close` on Debian 12's Node 18
+// (18.20), even against a plain Node http server: the client's bug, not the server's.
+export function openaiClient(options) {
+  return new OpenAI({ fetch: globalThis.fetch, maxRetries: 0, ...options });
+}
+
+// Resident set size of a process in bytes (Linux /proc); `field` VmHWM for its peak.
+export function rssBytes(pid, field = 'VmRSS') {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = status.match(/VmRSS:\s+(\d+) kB/);
+  const m = status.match(new RegExp(`${field}:\\s+(\\d+) kB`));
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-export async function getMetrics(url) {
-  const r = await fetch(url + '/metrics');
+export async function getMetrics(url, apiKey) {
+  const r = await fetch(url + '/metrics', apiKey ? { headers: { Authorization: `Bearer ${apiKey}` } } : {});
+  if (r.status !== 200) throw new Error(`GET /metrics: ${r.status}`);
   return await r.text();
 }
 

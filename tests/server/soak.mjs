@@ -5,8 +5,7 @@
 // Checks: no crash, every completed response well-formed, RSS flat after warm-up.
 //
 //   SICKLE_BIN=build/bin/sickle node tests/server/soak.mjs [--seconds 180] [--clients 8] [--model DIR]
-import OpenAI from 'openai';
-import { startServer, servableModel, rssBytes, getMetrics, metricValue } from './lib.mjs';
+import { startServer, servableModel, rssBytes, getMetrics, metricValue, openaiClient } from './lib.mjs';
 
 const arg = (k, d) => { const i = process.argv.indexOf('--' + k); return i > 0 ? process.argv[i + 1] : d; };
 const seconds = Number(arg('seconds', 180)), nClients = Number(arg('clients', 8));
@@ -14,7 +13,7 @@ const model = arg('model', null) || servableModel({});
 const NAME = 'soak';
 
 const srv = await startServer(model, ['--served-model-name', NAME, '--max-num-seqs', '8', '--max-model-len', '512']);
-const client = new OpenAI({ baseURL: srv.baseURL, apiKey: 'x', maxRetries: 0 });
+const client = openaiClient({ baseURL: srv.baseURL, apiKey: 'x' });
 const stats = { ok: 0, aborted: 0, abortedWhole: 0, bad: 0, errors: 0 };
 const deadline = Date.now() + seconds * 1000;
 let rng = 12345;

@@ -26,6 +26,7 @@ struct ServeArgs {
   int64_t max_num_seqs = 8, max_model_len = 0, prefill_chunk = 256, kv_cache_mb = 0, prefix_cache = 32;
   double max_body_mb = 8;
   bool allow_long_context = false;
+  server::HttpOptions http;  // connection bounds and timeouts, --metrics-open
   std::string thinking = "on";
   std::string script;  // protocol tests: scripted replies instead of the model
   bool specials_in_content = false;
@@ -73,7 +74,7 @@ int run_serve(const ServeArgs& a) {
   server::Metrics metrics;
   server::Scheduler sched(*engine, so, &metrics);
 
-  server::HttpOptions ho;
+  server::HttpOptions ho = a.http;
   ho.host = a.host;
   ho.port = a.port;
   ho.api_key = a.api_key;
@@ -114,7 +115,8 @@ const Registrar reg{Command{
       sub.add_option("-m,--model", a->model_dir, "Model directory (config.json, safetensors, tokenizer)")->required();
       sub.add_option("--host", a->host, "Address to bind (loopback by default)")->capture_default_str();
       sub.add_option("--port", a->port, "Port (0 = pick a free one and print it)")->capture_default_str();
-      sub.add_option("--api-key", a->api_key, "Require `Authorization: Bearer KEY` on /v1/*");
+      sub.add_option("--api-key", a->api_key, "Require `Authorization: Bearer KEY` on /v1/* and /metrics");
+      sub.add_flag("--metrics-open", a->http.metrics_open, "Serve /metrics without the key even with --api-key");
       sub.add_option("--served-model-name", a->served_name, "Model id clients send (default: the directory name)");
       sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
@@ -127,9 +129,21 @@ const Registrar reg{Command{
       sub.add_option("--prefix-cache", a->prefix_cache, "Finished sequences kept for prefix reuse (0 = off)")
           ->capture_default_str();
       add_threads_option(sub, a->threads);
-      sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (each streaming client holds one)")
+      sub.add_option("--http-threads", a->http_threads,
+                     "HTTP worker threads (a request holds one while served, a stream to its end; idle or slow connections none)")
+          ->check(CLI::Range(1, 4096))->capture_default_str();
+      sub.add_option("--max-body-mb", a->max_body_mb, "Largest request body accepted, chunked or not (413 beyond)")
           ->capture_default_str();
-      sub.add_option("--max-body-mb", a->max_body_mb, "Largest request body accepted (413 beyond)")->capture_default_str();
+      sub.add_option("--max-connections", a->http.max_connections, "Open connections in total (503 beyond)")
+          ->check(CLI::Range(1, 1 << 20))->capture_default_str();
+      sub.add_option("--max-connections-per-ip", a->http.max_connections_per_ip,
+                     "Open connections per client address (503 beyond; 0 = only --max-connections)")
+          ->check(CLI::Range(0, 1 << 20))->capture_default_str();
+      sub.add_option("--header-timeout", a->http.header_timeout_s,
+                     "Seconds for a whole request head, from accept or (kept-alive) its first byte; 408 beyond. Slow heads hold no thread")
+          ->check(CLI::Range(0.1, 3600.0))->capture_default_str();
+      sub.add_option("--body-timeout", a->http.body_timeout_s, "Seconds for a whole request body, after its head")
+          ->check(CLI::Range(0.1, 3600.0))->capture_default_str();
       sub.add_option("--thinking", a->thinking, "Default for chat requests without chat_template_kwargs.thinking: on|off")
           ->capture_default_str();
       add_content_specials_flag(sub, a->specials_in_content);  // /v1/completions prompts always parse them
