@@ -15,11 +15,21 @@ const json* find_field(const json& obj, const char* name) {
   return it == obj.end() ? nullptr : &*it;
 }
 
+// Sizes and counts of this family are far below 2^31 (Kimi-K2: vocab 163840, positions 262144),
+// and fields up to that bound keep sums and products of two in int64 wherever they are combined.
+constexpr int64_t kMaxConfigInt = INT32_MAX;
+
+int64_t checked_int(const json& v, const char* name, const std::string& label) {
+  if (!v.is_number_integer()) fail("{}: field '{}' must be an integer, got {}", label, name, v.dump());
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(kMaxConfigInt) : v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxConfigInt)
+    fail("{}: field '{}' = {} is outside [0, {}]", label, name, v.dump(), kMaxConfigInt);
+  return v.get<int64_t>();
+}
+
 int64_t req_int(const json& obj, const char* name, const std::string& label) {
   const json* v = find_field(obj, name);
   if (!v) fail("{}: missing required field '{}'", label, name);
-  if (!v->is_number_integer()) fail("{}: field '{}' must be an integer, got {}", label, name, v->dump());
-  return v->get<int64_t>();
+  return checked_int(*v, name, label);
 }
 
 double req_float(const json& obj, const char* name, const std::string& label) {
@@ -152,14 +162,14 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
   const json* ql = find_field(*text, "q_lora_rank");
   if (!ql) fail("{}: missing required field 'q_lora_rank' (null if the model has no query compression)", tlabel);
   if (ql->is_null()) c.q_lora_rank = 0;
-  else if (ql->is_number_integer()) c.q_lora_rank = ql->get<int64_t>();
+  else if (ql->is_number_integer()) c.q_lora_rank = checked_int(*ql, "q_lora_rank", tlabel);
   else fail("{}: field 'q_lora_rank' must be an integer or null, got {}", tlabel, ql->dump());
   const json* ntp = find_field(*text, "norm_topk_prob");
   if (!ntp || !ntp->is_boolean()) fail("{}: missing boolean field 'norm_topk_prob'", tlabel);
   c.norm_topk_prob = ntp->get<bool>();
   if (const json* f = find_field(*text, "moe_layer_freq")) {
     if (!f->is_number_integer() || f->get<int64_t>() < 1) fail("{}: field 'moe_layer_freq' must be a positive integer", tlabel);
-    c.moe_layer_freq = f->get<int64_t>();
+    c.moe_layer_freq = checked_int(*f, "moe_layer_freq", tlabel);
   }
   if (const json* t = find_field(*text, "tie_word_embeddings"); t && t->is_boolean()) c.tie_word_embeddings = t->get<bool>();
   for (const json* src : {text, &root}) {
@@ -208,8 +218,7 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
     if (!epl->is_array() || int64_t(epl->size()) != c.num_hidden_layers)
       fail("{}: 'sickle_experts_per_layer' must be an array of num_hidden_layers ({}) integers", tlabel, c.num_hidden_layers);
     for (const auto& v : *epl) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("{}: 'sickle_experts_per_layer' has a bad entry {}", tlabel, v.dump());
-      c.experts_per_layer.push_back(v.get<int64_t>());
+      c.experts_per_layer.push_back(checked_int(v, "sickle_experts_per_layer", tlabel));
     }
   }
 

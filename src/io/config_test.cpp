@@ -179,6 +179,30 @@ TEST(Config, MistypedAndInconsistentFieldsAreNamed) {
   EXPECT_NE(error_of(json::array()).find("not a JSON object"), std::string::npos);
 }
 
+// Sizes and counts are bounded where they are read: negative or beyond int32 is an error naming
+// the field (qk_nope_head_dim + qk_rope_head_dim of 2^62 each overflowed int64 in qk_head_dim()).
+TEST(Config, IntegerFieldsAreWithinInt32) {
+  std::vector<const char*> fields = {
+#define SICKLE_NAME(name) #name,
+      SICKLE_CONFIG_INT_FIELDS(SICKLE_NAME)
+#undef SICKLE_NAME
+          "q_lora_rank", "moe_layer_freq"};
+  for (const char* f : fields) {
+    for (int64_t v : {int64_t(1) << 62, int64_t(1) << 31, int64_t(-1)}) {
+      SCOPED_TRACE(std::string(f) + " = " + std::to_string(v));
+      if (v == -1 && std::string_view(f) == "moe_layer_freq") continue;  // its own check says "positive"
+      json t = kimi_text();
+      t[f] = v;
+      std::string msg = error_of(t);
+      EXPECT_NE(msg.find(fmt::format("'{}' = {}", f, v)), std::string::npos) << msg;
+    }
+  }
+  json t = kimi_text();
+  t["qk_nope_head_dim"] = (int64_t(1) << 31) - 1;
+  t["qk_rope_head_dim"] = (int64_t(1) << 31) - 2;
+  EXPECT_EQ(ModelConfig::from_json(t, "cfg.json").qk_head_dim(), (int64_t(1) << 32) - 3);
+}
+
 TEST(Config, QuantizationConfigErrors) {
   auto with_quant = [](json q) {
     json t = kimi_text();

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/ranges.h>
+
 #include "base/error.h"
 #include "base/numeric.h"
 #include "io/output_path.h"
@@ -113,14 +115,19 @@ int64_t ggml_block_bytes(GgmlType t) {
 
 uint64_t ggml_nbytes(GgmlType t, const std::vector<int64_t>& ne, std::string_view what) {
   if (ne.empty() || ne.size() > kMaxDims) fail("{}: {} dims (expected 1..4)", what, ne.size());
+  // Element and byte counts must not wrap: [2^32, 2^32] wrapped to 0 bytes and passed every
+  // bounds check of the reader.
   uint64_t n = 1;
   for (int64_t d : ne) {
     if (d <= 0) fail("{}: dimension {} is not positive", what, d);
-    n *= uint64_t(d);
+    if (__builtin_mul_overflow(n, uint64_t(d), &n)) fail("{}: dimensions {} overflow 64 bits", what, fmt::join(ne, " x "));
   }
   const int64_t bs = ggml_block_size(t);
   if (ne[0] % bs != 0) fail("{}: ne[0] = {} is not a multiple of {}'s block of {}", what, ne[0], ggml_type_name(t), bs);
-  return n / uint64_t(bs) * uint64_t(ggml_block_bytes(t));
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(n / uint64_t(bs), uint64_t(ggml_block_bytes(t)), &bytes))
+    fail("{}: {} elements of {} overflow 64 bits of bytes", what, n, ggml_type_name(t));
+  return bytes;
 }
 
 // ---- Value ---------------------------------------------------------------------------------
@@ -353,8 +360,15 @@ Value read_value(Cursor& c, ValueType t, int depth) {
       if (et > uint32_t(ValueType::kF64)) fail("{}: unknown array element type {}", c.label, et);
       uint64_t n = c.get<uint64_t>("array length");
       if (n > kMaxArray) fail("{}: array length {} is implausible", c.label, n);
-      const size_t ss = scalar_size(ValueType(et));
-      if (ss && n * ss > c.size - c.pos) fail("{}: array of {} x {} runs past the end", c.label, n, value_type_name(ValueType(et)));
+      // The smallest encoding of one element: a scalar's size, a string's u64 length, an
+      // array's u32 type + u64 length. A count the rest of the file cannot hold is an error
+      // before the count sizes anything.
+      const uint64_t min_elem = ValueType(et) == ValueType::kString ? 8
+                              : ValueType(et) == ValueType::kArray  ? 12
+                                                                     : scalar_size(ValueType(et));
+      if (n > (c.size - c.pos) / min_elem)
+        fail("{}: array of {} x {} at byte {} runs past the end of the file ({} bytes left)", c.label, n,
+             value_type_name(ValueType(et)), c.pos, c.size - c.pos);
       v.array_type = ValueType(et);
       v.array.reserve(size_t(std::min<uint64_t>(n, 1u << 20)));
       for (uint64_t k = 0; k < n; ++k) v.array.push_back(read_value(c, ValueType(et), depth + 1));
@@ -372,7 +386,14 @@ bool known_ggml_type(uint32_t t) {
 }  // namespace
 
 Reader::Reader(const fs::path& path) : file_(std::make_unique<MappedFile>(path)), label_(path.string()) {
-  Cursor c{file_->data(), file_->size(), 0, label_};
+  bytes_ = {file_->data(), file_->size()};
+  parse();
+}
+
+Reader::Reader(std::span<const std::byte> bytes, std::string label) : bytes_(bytes), label_(std::move(label)) { parse(); }
+
+void Reader::parse() {
+  Cursor c{bytes_.data(), bytes_.size(), 0, label_};
   uint32_t magic = c.get<uint32_t>("magic");
   if (magic != kMagic) fail("{}: not a GGUF file (magic {:#x}, expected {:#x})", label_, magic, kMagic);
   version_ = c.get<uint32_t>("version");
@@ -384,9 +405,9 @@ Reader::Reader(const fs::path& path) : file_(std::make_unique<MappedFile>(path))
     std::string key = c.str("key");
     uint32_t t = c.get<uint32_t>("value type");
     if (t > uint32_t(ValueType::kF64)) fail("{}: key '{}': unknown value type {}", label_, key, t);
-    for (const auto& kv : kv_)
-      if (kv.first == key) fail("{}: duplicate key '{}'", label_, key);
+    if (find(key)) fail("{}: duplicate key '{}'", label_, key);
     kv_.emplace_back(std::move(key), read_value(c, ValueType(t), 0));
+    kv_index_.emplace(kv_.back().first, kv_.size() - 1);
   }
   if (const Value* a = find("general.alignment")) {
     if (a->type != ValueType::kU32 || a->u == 0 || (a->u & (a->u - 1)) != 0)
@@ -411,6 +432,7 @@ Reader::Reader(const fs::path& path) : file_(std::make_unique<MappedFile>(path))
     ti.nbytes = ggml_nbytes(ti.type, ti.ne, label_ + ": tensor '" + ti.name + "'");
     if (find_tensor(ti.name)) fail("{}: duplicate tensor '{}'", label_, ti.name);
     tensors_.push_back(std::move(ti));
+    tensor_index_.emplace(tensors_.back().name, tensors_.size() - 1);
   }
   data_offset_ = align_up(c.pos, alignment_);
   if (data_offset_ > c.size) fail("{}: data section starts past the end", label_);
@@ -422,9 +444,8 @@ Reader::Reader(const fs::path& path) : file_(std::make_unique<MappedFile>(path))
 }
 
 const Value* Reader::find(std::string_view key) const {
-  for (const auto& kv : kv_)
-    if (kv.first == key) return &kv.second;
-  return nullptr;
+  auto it = kv_index_.find(key);
+  return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
 }
 
 const Value& Reader::get(std::string_view key) const {
@@ -434,9 +455,8 @@ const Value& Reader::get(std::string_view key) const {
 }
 
 const TensorInfo* Reader::find_tensor(std::string_view name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
+  auto it = tensor_index_.find(name);
+  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 const TensorInfo& Reader::tensor(std::string_view name) const {
@@ -445,7 +465,7 @@ const TensorInfo& Reader::tensor(std::string_view name) const {
   return *t;
 }
 
-const std::byte* Reader::tensor_data(const TensorInfo& t) const { return file_->data() + data_offset_ + t.offset; }
+const std::byte* Reader::tensor_data(const TensorInfo& t) const { return bytes_.data() + data_offset_ + t.offset; }
 
 void dequantize_row(GgmlType type, const void* src, int64_t n, float* out) {
   const auto* b = static_cast<const uint8_t*>(src);

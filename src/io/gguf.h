@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -137,6 +138,9 @@ struct TensorInfo {
 class Reader {
  public:
   explicit Reader(const std::filesystem::path& path);
+  // The same parse of bytes held elsewhere, which must outlive the Reader (fuzzing, tests);
+  // `label` prefixes errors.
+  Reader(std::span<const std::byte> bytes, std::string label);
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   const std::vector<std::pair<std::string, Value>>& kv() const { return kv_; }
@@ -149,11 +153,15 @@ class Reader {
   uint64_t data_offset() const { return data_offset_; }
 
  private:
-  std::unique_ptr<MappedFile> file_;
+  void parse();
+
+  std::unique_ptr<MappedFile> file_;  // null when reading bytes held elsewhere
+  std::span<const std::byte> bytes_;
   std::string label_;
   uint32_t version_ = 0, alignment_ = 32;
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t, std::less<>> kv_index_, tensor_index_;  // name -> index above
   uint64_t data_offset_ = 0;
 };
 

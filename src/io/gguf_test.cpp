@@ -190,6 +190,60 @@ TEST(Gguf, ReaderRejectsCorruptFiles) {
   EXPECT_NO_THROW(Reader{write_variant(good)});
 }
 
+// Hand-made GGUF bytes (little-endian, as the spec lays them out).
+struct Bytes {
+  std::string s;
+  template <typename T>
+  Bytes& put(T v) {
+    s.append(reinterpret_cast<const char*>(&v), sizeof v);
+    return *this;
+  }
+  Bytes& str(std::string_view v) {
+    put<uint64_t>(v.size());
+    s.append(v);
+    return *this;
+  }
+  Bytes& head(uint64_t n_tensors, uint64_t n_kv) { return put<uint32_t>(0x46554747).put<uint32_t>(3).put(n_tensors).put(n_kv); }
+};
+
+std::string reader_error(const std::string& bytes) {
+  TempDir d;
+  const fs::path p = d.path / "h.gguf";
+  std::ofstream(p, std::ios::binary) << bytes;
+  try {
+    Reader r(p);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Counts and sizes in the file are checked against the bytes that could hold them before
+// anything is sized by them, and products of dimensions cannot wrap around.
+TEST(Gguf, ReaderBoundsCountsAndSizesByTheFile) {
+  // [2^32, 2^32] F32 elements: 2^66 bytes, which wrapped to 0 and passed the data check.
+  Bytes t;
+  t.head(1, 0).str("t").put<uint32_t>(2).put<uint64_t>(1ull << 32).put<uint64_t>(1ull << 32).put<uint32_t>(0).put<uint64_t>(0);
+  std::string m = reader_error(t.s);
+  EXPECT_NE(m.find("'t'"), std::string::npos) << m;
+  // An array claiming 2^32 strings (8 bytes each at least) in a file of a few dozen bytes.
+  Bytes a;
+  a.head(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1ull << 32);
+  m = reader_error(a.s);
+  EXPECT_NE(m.find("4294967296"), std::string::npos) << m;
+  EXPECT_NE(m.find("past the end"), std::string::npos) << m;
+  // ... and 2^31 arrays (12 bytes each at least).
+  Bytes aa;
+  aa.head(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(9).put<uint64_t>(1ull << 31);
+  m = reader_error(aa.s);
+  EXPECT_NE(m.find("2147483648"), std::string::npos) << m;
+  EXPECT_NE(m.find("past the end"), std::string::npos) << m;
+  // Duplicate keys and tensors are still found (by a hash lookup now, not a scan per key).
+  Bytes dk;
+  dk.head(0, 2).str("k").put<uint32_t>(0).put<uint8_t>(1).str("k").put<uint32_t>(0).put<uint8_t>(2);
+  EXPECT_NE(reader_error(dk.s).find("duplicate key 'k'"), std::string::npos);
+}
+
 TEST(Gguf, DequantizesQ4_0AndQ8_0AsGgml) {
   // Q4_0: d = 0.5; byte j = (lo j) | (hi j+16): element j = (lo - 8) d, element j+16 = (hi - 8) d.
   uint8_t q4[18];

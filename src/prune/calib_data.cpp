@@ -51,7 +51,7 @@ void parse_shard(std::string_view text, int64_t& index, int64_t& n) {
   } catch (const std::exception&) {
     fail("--shard '{}': expected i/n, e.g. 0/4", text);
   }
-  if (n < 1 || index < 0 || index >= n) fail("--shard {}: need 0 <= i < n", text);
+  if (n < 1 || n > kMaxShards || index < 0 || index >= n) fail("--shard {}: need 0 <= i < n <= {}", text, kMaxShards);
 }
 
 void check_data_files(const std::vector<fs::path>& files) {

@@ -285,6 +285,48 @@ TEST(Stats, LoadRejectsForeignOrDamagedFiles) {
   EXPECT_THROW(ExpertStats::load(t.path / "junk.safetensors"), Error);
 }
 
+// Values the file sets are bounded where they are read: tensor names are canonical (sscanf's
+// "%ld" took "layers.+0." or "layers. 1." for other layers' names), shard counts are small
+// enough to list (n_shards = 10^18 made merge list 10^18 missing shards), and counts cannot
+// overflow when shards are summed.
+TEST(Stats, LoadBoundsWhatTheFileSets) {
+  TempDir t;
+  auto edited = [&](const ExpertStats& s, const std::string& from, const std::string& to) {
+    s.save(t.path / "s.safetensors");
+    std::ifstream in(t.path / "s.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(from.size(), to.size());  // the header keeps its length
+    for (size_t p = bytes.find(from); p != std::string::npos; p = bytes.find(from, p + to.size())) bytes.replace(p, from.size(), to);
+    std::ofstream(t.path / "e.safetensors", std::ios::binary | std::ios::trunc) << bytes;
+    try {
+      ExpertStats::load(t.path / "e.safetensors");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ExpertStats s = sample_stats("abc", 0, 1);
+  s.layers.erase(1);
+  s.layers.emplace(10, s.layers.at(2));
+  s.layers.erase(2);  // layer 10 only
+  EXPECT_EQ(edited(s, "layers.10.", "layers.10."), "");
+  EXPECT_NE(edited(s, "layers.10.", "layers.+0.").find("'layers.+0."), std::string::npos);
+  EXPECT_NE(edited(s, "layers.10.", "layers. 9.").find("'layers. 9."), std::string::npos);
+  EXPECT_NE(edited(s, "layers.10.", "layers.01.").find("'layers.01."), std::string::npos);
+  s.meta.n_shards = 1000000000000000000;
+  EXPECT_NE(edited(s, "x", "x").find("n_shards = 1000000000000000000"), std::string::npos);
+  int64_t i = 0, n = 0;  // observe --shard refuses the splits load would refuse
+  EXPECT_THROW(parse_shard("0/1000000000000000000", i, n), Error);
+  EXPECT_NO_THROW(parse_shard("65535/65536", i, n));
+  s.meta.n_shards = 1;
+  s.meta.tokens = -5;
+  EXPECT_NE(edited(s, "x", "x").find("'tokens' = -5"), std::string::npos);
+  // Merging cannot wrap the token count around.
+  ExpertStats a = sample_stats("abc", 0, 2), b = sample_stats("abc", 1, 2);
+  a.meta.tokens = b.meta.tokens = INT64_MAX / 2 + 1;
+  EXPECT_THROW(merge_stats({a, b}, {"a", "b"}, {}, nullptr), Error);
+}
+
 TEST(Stats, MergeSumsExactlyAndRefusesBadShards) {
   std::vector<ExpertStats> parts = {sample_stats("fp", 0, 3), sample_stats("fp", 1, 3), sample_stats("fp", 2, 3)};
   std::vector<std::string> labels = {"a", "b", "c"};

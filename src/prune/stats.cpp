@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -100,17 +101,23 @@ std::map<std::string, std::string> meta_to_map(const StatsMeta& m) {
           {"created", m.created}};
 }
 
+// A count from the metadata: a non-negative integer (they are summed when shards merge).
 int64_t meta_int(const std::map<std::string, std::string>& md, const std::string& key, const std::string& label) {
   auto it = md.find(key);
   if (it == md.end()) fail("{}: metadata field '{}' is missing", label, key);
-  try {
-    size_t pos = 0;
-    long long v = std::stoll(it->second, &pos);
-    if (pos != it->second.size()) throw std::invalid_argument("trailing");
-    return v;
-  } catch (const std::exception&) {
-    fail("{}: metadata field '{}' = '{}' is not an integer", label, key, it->second);
-  }
+  const std::string& s = it->second;
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty())
+    fail("{}: metadata field '{}' = '{}' is not an integer", label, key, s);
+  if (v < 0) fail("{}: metadata field '{}' = {} is negative", label, key, v);
+  return v;
+}
+
+int64_t checked_sum(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) fail("the merged {} ({} + {}) overflow 64 bits", what, a, b);
+  return r;
 }
 
 std::string meta_str(const std::map<std::string, std::string>& md, const std::string& key, const std::string& label) {
@@ -203,18 +210,27 @@ ExpertStats ExpertStats::load(const fs::path& path) {
   s.meta.tokens = meta_int(md, "tokens", label);
   s.meta.seq_len = meta_int(md, "seq_len", label);
   s.meta.n_shards = meta_int(md, "n_shards", label);
-  if (s.meta.n_shards < 1) fail("{}: n_shards = {} must be >= 1", label, s.meta.n_shards);
+  if (s.meta.n_shards < 1 || s.meta.n_shards > kMaxShards)
+    fail("{}: n_shards = {} is outside [1, {}]", label, s.meta.n_shards, kMaxShards);
   for (int64_t i : s.meta.shards)
     if (i < 0 || i >= s.meta.n_shards) fail("{}: shard index {} out of range for n_shards {}", label, i, s.meta.n_shards);
 
   // Group tensors by layer; every layer needs every stat with one consistent length.
+  // Names are exactly what save() writes: "layers.01.count" or "layers.+1.count" would name
+  // layer 1 too.
   std::map<int64_t, std::map<std::string, const TensorInfo*>> by_layer;
   for (const auto& t : f->tensors()) {
     int64_t il = -1;
-    char stat[32] = {0};
-    int consumed = 0;
-    if (std::sscanf(t.name.c_str(), "layers.%ld.%31[a-z_]%n", &il, stat, &consumed) != 2 ||
-        size_t(consumed) != t.name.size() || il < 0)
+    std::string_view name = t.name, rest;
+    if (name.starts_with("layers.")) {
+      rest = name.substr(7);
+      auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), il);
+      if (ec != std::errc()) il = -1;
+      rest = rest.substr(size_t(end - rest.data()));
+    }
+    const std::string stat = rest.empty() ? std::string() : std::string(rest.substr(1));
+    if (il < 0 || stat.empty() || fmt::format("layers.{}.{}", il, stat) != name ||
+        stat.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
       fail("{}: unexpected tensor '{}' (expected layers.<L>.<stat>)", label, t.name);
     if (t.dtype != DType::F64) fail("{}: tensor '{}' has dtype {}, expected F64", label, t.name, dtype_name(t.dtype));
     by_layer[il][stat] = &t;
@@ -306,8 +322,8 @@ ExpertStats merge_stats(const std::vector<ExpertStats>& parts, const std::vector
   out.meta.samples = 0;
   out.meta.tokens = 0;
   for (const auto& p : parts) {
-    out.meta.samples += p.meta.samples;
-    out.meta.tokens += p.meta.tokens;
+    out.meta.samples = checked_sum(out.meta.samples, p.meta.samples, "sample counts");
+    out.meta.tokens = checked_sum(out.meta.tokens, p.meta.tokens, "token counts");
   }
   out.layers = a.layers;
   for (size_t i = 1; i < parts.size(); ++i)

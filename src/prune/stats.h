@@ -66,6 +66,10 @@ struct ExpertStats {
   static ExpertStats load(const std::filesystem::path& path);
 };
 
+// The most shards one observation may be split into (a statistics file lists the shards it
+// holds; merging lists the missing ones).
+inline constexpr int64_t kMaxShards = 1 << 16;
+
 // Names of the per-expert statistics, in file order.
 inline constexpr const char* kStatNames[] = {"count", "gate_sum", "reap_sum", "ean_sum", "ean_sq_sum", "max_act"};
 

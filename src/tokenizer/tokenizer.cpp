@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -227,6 +228,18 @@ const char* kKimiPattern =
 
 // GPT-2's pattern (HF ByteLevel with use_regex = true).
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// The built-in patterns, compiled once per process: JIT-compiling the Kimi pattern costs more
+// than reading a small tokenizer (tests and the fuzzers load many). Regex is immutable and
+// thread-safe, so loaded tokenizers share them.
+const std::shared_ptr<Regex>& builtin_regex(const char* pattern) {
+  static std::mutex mu;
+  static std::map<const char*, std::shared_ptr<Regex>> compiled;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& r = compiled[pattern];
+  if (!r) r = std::make_shared<Regex>(pattern, pattern == kKimiPattern ? "Kimi pre-tokenizer" : "GPT-2 pre-tokenizer");
+  return r;
+}
 
 // Python's str.isspace() set (used by Kimi's long-run chunking).
 bool py_isspace(uint32_t cp) {
@@ -450,7 +463,9 @@ class TokenizerImpl {
       }
     }
     if (piece.size() == 1) {
-      out.push_back(byte_id[static_cast<unsigned char>(piece[0])]);
+      const int32_t id = byte_id[static_cast<unsigned char>(piece[0])];
+      if (id < 0) fail("{}: no token for byte {:#04x} (the vocabulary lacks a single-byte token)", source, uint8_t(piece[0]));
+      out.push_back(id);
       return;
     }
     const bool cacheable = piece.size() <= 256;
@@ -566,7 +581,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& model_dir) {
   fail("{}: no tokenizer (expected tiktoken.model + tokenizer_config.json, or tokenizer.json)", model_dir.string());
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, const fs::path& config_file) {
+// Both loaders turn a JSON value of the wrong type anywhere in their files (nlohmann's
+// type_error / out_of_range) into an Error naming the file (function-try-blocks).
+std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, const fs::path& config_file) try {
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kTiktoken;
@@ -598,29 +615,40 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
     entries.emplace_back(std::move(*bytes), rank);
   }
   if (entries.empty()) fail("{}: no tokens", t.source);
+  // Ranks are 0..N-1, N = the number of tokens (tokenization_kimi.py numbers the specials from
+  // len(mergeable_ranks), which only agrees with max rank + 1 then). Checked before the id
+  // tables are sized by it: one line `YQ== 1073741823` must not allocate 2^30 entries.
+  if (max_rank >= int64_t(entries.size()))
+    fail("{}: rank {} but only {} tokens: ranks must be 0..{} (each once)", t.source, max_rank, entries.size(),
+         entries.size() - 1);
   const int64_t n_ranks = max_rank + 1;
 
   // Special tokens: ids [n_ranks, n_ranks + 256) (tokenization_kimi.py
   // num_reserved_special_tokens), named in added_tokens_decoder, else <|reserved_token_ID|>.
+  // Ids outside that range are an Error (the reference ignores them), never a size: they come
+  // from the file, and one id of 300000000 once sized the tables at 24 GB.
+  constexpr int64_t kNumReservedSpecial = 256;  // tokenization_kimi.py num_reserved_special_tokens
+  const std::string cfg_name = config_file.string();
   std::map<int64_t, std::pair<std::string, bool>> named;
-  int64_t n_special = 256;
   if (t.config.contains("added_tokens_decoder")) {
     const auto& atd = t.config["added_tokens_decoder"];
-    if (!atd.is_object()) fail("{}: added_tokens_decoder must be an object", config_file.string());
+    if (!atd.is_object()) fail("{}: added_tokens_decoder must be an object", cfg_name);
     for (auto it = atd.begin(); it != atd.end(); ++it) {
+      const std::string& key = it.key();
       int64_t id = -1;
-      try {
-        id = std::stoll(it.key());
-      } catch (...) {
-      }
-      if (id < n_ranks) fail("{}: added_tokens_decoder id '{}' must be >= the number of ranks {}", config_file.string(), it.key(), n_ranks);
-      if (!it.value().is_object() || !it.value().contains("content") || !it.value()["content"].is_string())
-        fail("{}: added_tokens_decoder[{}] lacks a string 'content'", config_file.string(), it.key());
-      named[id] = {it.value()["content"].get<std::string>(), it.value().value("special", true)};
-      n_special = std::max(n_special, id - n_ranks + 1);
+      auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (ec != std::errc() || end != key.data() + key.size() || id < n_ranks || id >= n_ranks + kNumReservedSpecial)
+        fail("{}: added_tokens_decoder id '{}' is not in [{}, {}): the {} special ids after the {} ranks of {}", cfg_name,
+             key, n_ranks, n_ranks + kNumReservedSpecial, kNumReservedSpecial, n_ranks, t.source);
+      const auto& v = it.value();
+      if (!v.is_object() || !v.contains("content") || !v["content"].is_string())
+        fail("{}: added_tokens_decoder['{}'] lacks a string 'content'", cfg_name, key);
+      if (v.contains("special") && !v["special"].is_boolean())
+        fail("{}: added_tokens_decoder['{}'].special must be a boolean", cfg_name, key);
+      named[id] = {v["content"].get<std::string>(), v.value("special", true)};
     }
   }
-  const int64_t vocab = n_ranks + n_special;
+  const int64_t vocab = n_ranks + kNumReservedSpecial;
   t.id_bytes.assign(vocab, {});
   t.has_token.assign(vocab, 0);
   t.special_flag.assign(vocab, 0);
@@ -649,7 +677,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
     auto it = t.bytes_to_id.find(std::string(1, static_cast<char>(b)));
     t.byte_id[b] = it == t.bytes_to_id.end() ? -1 : it->second;
   }
-  t.kimi_regex = std::make_shared<Regex>(kKimiPattern, t.source + " (Kimi pre-tokenizer)");
+  t.kimi_regex = builtin_regex(kKimiPattern);
 
   std::string bos = token_field(t.config, "bos_token"), eos = token_field(t.config, "eos_token");
   t.bos = bos.empty() ? tok->token_id("[BOS]") : tok->token_id(bos);
@@ -658,9 +686,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
   for (int32_t id : {tok->token_id("<|im_end|>"), tok->token_id("[EOS]"), t.eos})
     if (id >= 0 && std::find(t.stops.begin(), t.stops.end(), id) == t.stops.end()) t.stops.push_back(id);
   return tok;
+} catch (const nlohmann::json::exception& e) {
+  fail("{}: {}", config_file.string(), e.what());
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, const fs::path& config_file) {
+std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, const fs::path& config_file) try {
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kHfByteLevel;
@@ -688,22 +718,37 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
     if (!identity) fail("{}: normalizer {} is not supported", src, nz.dump().substr(0, 120));
   }
 
+  // Ids size the id tables (a string and two flags per id), so they are checked against what
+  // the file defines before anything is sized by them: gaps are allowed (real files have none),
+  // but at most kMaxUnusedIds ids without a token, and ids fit int32_t.
+  constexpr int64_t kMaxUnusedIds = 1 << 16;
+  const bool has_added = j.contains("added_tokens") && j["added_tokens"].is_array();
+  const int64_t n_defined = int64_t(model["vocab"].size() + (has_added ? j["added_tokens"].size() : 0));
+  const int64_t id_limit = std::min<int64_t>(INT32_MAX, n_defined + kMaxUnusedIds);
+  auto checked_id = [&](const nlohmann::json& v, const std::string& what) -> int32_t {
+    if (!v.is_number_integer()) fail("{}: {} is not an integer", src, what);
+    const bool fits = !v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX);
+    const int64_t id = fits ? v.get<int64_t>() : -1;
+    if (id < 0 || id >= id_limit)
+      fail("{}: {} = {} is not an id in [0, {}) ({} tokens defined, at most {} ids unused)", src, what, v.dump(),
+           id_limit, n_defined, kMaxUnusedIds);
+    return int32_t(id);
+  };
   int64_t max_id = -1;
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it)
-    if (it.value().is_number_integer()) max_id = std::max<int64_t>(max_id, it.value().get<int64_t>());
+    max_id = std::max<int64_t>(max_id, checked_id(it.value(), fmt::format("model.vocab['{}']", it.key())));
   std::vector<AddedToken> added;
-  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+  if (has_added) {
     for (const auto& a : j["added_tokens"]) {
       if (!a.contains("id") || !a.contains("content") || !a["id"].is_number_integer() || !a["content"].is_string())
         fail("{}: added_tokens entry lacks integer 'id' / string 'content': {}", src, a.dump().substr(0, 120));
       AddedToken at;
-      at.id = a["id"].get<int32_t>();
       at.content = a["content"].get<std::string>();
+      at.id = checked_id(a["id"], fmt::format("added token '{}' id", at.content));
       at.special = a.value("special", false);
       at.lstrip = a.value("lstrip", false);
       at.rstrip = a.value("rstrip", false);
       if (a.value("single_word", false)) log_warn("{}: added token '{}' has single_word = true (ignored)", src, at.content);
-      if (at.id < 0) fail("{}: added token '{}' has negative id", src, at.content);
       max_id = std::max<int64_t>(max_id, at.id);
       added.push_back(std::move(at));
     }
@@ -715,9 +760,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   t.special_flag.assign(vocab, 0);
   t.bytes_to_id.reserve(model["vocab"].size() * 2);
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-    if (!it.value().is_number_integer()) fail("{}: model.vocab['{}'] is not an integer", src, it.key());
-    int64_t id = it.value().get<int64_t>();
-    if (id < 0) fail("{}: model.vocab['{}'] = {} is negative", src, it.key(), id);
+    const int64_t id = it.value().get<int64_t>();  // checked above
     auto bytes = byte_level_to_bytes(it.key());
     std::string b = bytes ? std::move(*bytes) : it.key();
     if (t.has_token[id]) fail("{}: id {} appears twice in model.vocab", src, id);
@@ -780,7 +823,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
     const auto& p = j["pre_tokenizer"];
     if (p.value("type", std::string()) == "Sequence") {
-      for (const auto& q : p["pretokenizers"]) pts.push_back(q);
+      for (const auto& q : p.at("pretokenizers")) pts.push_back(q);
     } else {
       pts.push_back(p);
     }
@@ -792,7 +835,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
     PreStep st;
     if (type == "Split") {
       st.kind = PreStep::kSplit;
-      const auto& pat = p["pattern"];
+      const auto& pat = p.at("pattern");
       if (pat.contains("Regex")) st.regex = std::make_shared<Regex>(pat["Regex"].get<std::string>(), what);
       else if (pat.contains("String")) st.literal = pat["String"].get<std::string>();
       else fail("{}: Split pattern must be Regex or String", what);
@@ -807,7 +850,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
     } else if (type == "ByteLevel") {
       st.kind = PreStep::kByteLevel;
       st.add_prefix_space = p.value("add_prefix_space", false);
-      if (p.value("use_regex", true)) st.regex = std::make_shared<Regex>(kGpt2Pattern, what + " (GPT-2 regex)");
+      if (p.value("use_regex", true)) st.regex = builtin_regex(kGpt2Pattern);
     } else {
       fail("{}: pre-tokenizer type '{}' is not supported (Split, ByteLevel, Sequence are)", what, type);
     }
@@ -819,6 +862,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   t.eos = eos.empty() ? -1 : tok->token_id(eos);
   if (t.eos >= 0) t.stops.push_back(t.eos);
   return tok;
+} catch (const nlohmann::json::exception& e) {
+  fail("{}: {}", tokenizer_json.string(), e.what());
 }
 
 // ---------------------------------------------------------------- encode / decode

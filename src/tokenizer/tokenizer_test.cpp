@@ -478,6 +478,119 @@ TEST(TokenizerLoad, BadFilesAreErrors) {
   fs::remove_all(dir);
 }
 
+// The message of the Error that loading `dir` throws ("" if it loads).
+std::string load_error(const fs::path& dir) {
+  try {
+    Tokenizer::load(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Ids from a file size the id tables (a string and two flags per id): an id far beyond the
+// tokens the files define must be an Error naming the file and the id before anything is
+// allocated for it (issue 21: id 300000000 allocated 24 GB; a larger one threw bad_alloc).
+TEST(TokenizerLoad, HugeIdsAreErrorsNotAllocations) {
+  auto dir = write_tiny_tiktoken("huge_ids", {});
+  const fs::path cfg = dir / "tokenizer_config.json";
+  const std::string good_cfg = [&] {
+    std::ifstream in(cfg);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }();
+  // Kimi's special ids are the 256 after the ranks (tokenization_kimi.py).
+  for (const char* id : {"300000000", "4000000000", "9223372036854775807", "512", "256x"}) {
+    auto j = nlohmann::json::parse(good_cfg);
+    j["added_tokens_decoder"][id] = {{"content", "<|big|>"}, {"special", true}};
+    std::ofstream(cfg) << j.dump();
+    std::string msg = load_error(dir);
+    EXPECT_NE(msg.find(cfg.string()), std::string::npos) << id << ": " << msg;
+    EXPECT_NE(msg.find(std::string("'") + id + "'"), std::string::npos) << id << ": " << msg;
+  }
+  std::ofstream(cfg) << good_cfg;
+  // The last special id, 256 + 255, is fine.
+  {
+    auto j = nlohmann::json::parse(good_cfg);
+    j["added_tokens_decoder"]["511"] = {{"content", "<|last|>"}, {"special", true}};
+    std::ofstream(cfg) << j.dump();
+    auto tok = Tokenizer::load(dir);
+    EXPECT_EQ(tok->token_id("<|last|>"), 511);
+    EXPECT_EQ(tok->vocab_size(), 512);
+    std::ofstream(cfg) << good_cfg;
+  }
+  // Ranks are 0..N-1 (the specials follow the last): a rank far past the lines is an Error.
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYg== 1073741823\n";
+  std::string msg = load_error(dir);
+  EXPECT_NE(msg.find("tiktoken.model"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1073741823"), std::string::npos) << msg;
+  fs::remove_all(dir);
+
+  // HF tokenizer.json: vocab and added_tokens ids.
+  auto hf = testing::temp_dir("huge_hf_ids");
+  auto write_hf = [&](int64_t vocab_id, int64_t added_id) {
+    nlohmann::json vocab = nlohmann::json::object();
+    for (int c = 0x21; c < 0x7F; ++c) vocab[std::string(1, char(c))] = c;
+    vocab["Ġ"] = 0x20;
+    vocab["ab"] = vocab_id;
+    nlohmann::json j = {
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b"}}}},
+        {"added_tokens", nlohmann::json::array({{{"id", added_id}, {"content", "<eot>"}, {"special", true}}})},
+        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+    };
+    std::ofstream(hf / "tokenizer.json") << j.dump();
+  };
+  write_hf(300, 400);  // gaps are allowed
+  EXPECT_EQ(load_error(hf), "");
+  for (auto [v, a] : std::vector<std::pair<int64_t, int64_t>>{
+           {300000000, 400}, {300, 300000000}, {300, 5000000000}, {5000000000, 400}, {300, -1}}) {
+    write_hf(v, a);
+    std::string m = load_error(hf);
+    const int64_t bad = v != 300 ? v : a;
+    EXPECT_NE(m.find((hf / "tokenizer.json").string()), std::string::npos) << bad << ": " << m;
+    EXPECT_NE(m.find(std::to_string(bad)), std::string::npos) << bad << ": " << m;
+  }
+  fs::remove_all(hf);
+}
+
+// A byte the vocabulary has no token for is an Error, also when it is a piece of its own (the
+// one-byte path returned id -1; found by tokenizer_load_fuzz, tests/fuzz/tokenizer_load_fuzz/
+// regress-missing-byte).
+TEST(TokenizerLoad, ByteWithoutTokenIsAnError) {
+  auto dir = testing::temp_dir("missing_byte");
+  std::ofstream(dir / "tiktoken.model") << "YQ== 0\nYg== 1\n";  // "a", "b"
+  std::ofstream(dir / "tokenizer_config.json") << "{}";
+  auto tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok->encode("ab"), (std::vector<int32_t>{0, 1}));
+  for (const char* text : {"c", "a,b", "abc"}) {
+    try {
+      auto ids = tok->encode(text);
+      ADD_FAILURE() << text << " encoded to " << ids.size() << " ids, the first " << (ids.empty() ? 0 : ids[0]);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tiktoken.model"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
+}
+
+// Wrong JSON types anywhere in the files are Errors naming the file, not json exceptions.
+TEST(TokenizerLoad, WrongJsonTypesAreErrors) {
+  auto dir = write_tiny_tiktoken("wrong_types", {});
+  std::ofstream(dir / "tokenizer_config.json") << R"({"added_tokens_decoder": {"256": {"content": "<s>", "special": 3}}})";
+  EXPECT_NE(load_error(dir).find("tokenizer_config.json"), std::string::npos);
+  fs::remove_all(dir);
+  auto hf = testing::temp_dir("wrong_types_hf");
+  for (const char* text : {
+           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence"}})",
+           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": 1}}})",
+           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}})",
+           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": [1]})",
+       }) {
+    std::ofstream(hf / "tokenizer.json") << text;
+    EXPECT_NE(load_error(hf).find("tokenizer.json"), std::string::npos) << text;
+  }
+  fs::remove_all(hf);
+}
+
 // ---------------------------------------------------------------- the demo model
 
 TEST(BrownKimi, LoadsAndRoundTrips) {
