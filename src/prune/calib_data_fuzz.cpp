@@ -37,11 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opt.shard_index = data[3] % opt.n_shards;
   opt.bos_id = g_tok->bos_id();
   const auto& path = file.write(std::string_view(reinterpret_cast<const char*>(data + 4), size - 4));
-  const bool special = opt.format == sickle::DataFormat::kChatJsonl;
+  // As eval/data.cpp wires it: plain text never parses specials, chat values neither.
   sickle::CalibEncoder enc;
-  enc.encode = [special](const std::string& s) { return g_tok->encode(s, special); };
-  enc.render_chat = [](const nlohmann::json& m) {
-    return sickle::render_chat(*g_tok, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false);
+  enc.encode = [](const std::string& s) { return g_tok->encode(s, false); };
+  enc.encode_chat = [](const nlohmann::json& m) {
+    return g_tok->encode(
+        sickle::render_chat(*g_tok, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false));
   };
   try {
     sickle::CalibReport rep;

@@ -45,9 +45,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (r.stop.size() > 4 || r.top_logprobs < 0 || r.top_logprobs > 20 || !r.messages.is_array()) __builtin_trap();
     if (r.max_tokens && (*r.max_tokens < 1 || *r.max_tokens > INT32_MAX)) __builtin_trap();
     const bool thinking = r.thinking.value_or(false);
-    std::string prompt = g_codec->render_chat(r.messages, r.tools, thinking);
+    sickle::RenderedPrompt prompt = g_codec->render_chat(r.messages, r.tools, thinking);
     ToolForcing f = tool_forcing(g_markers, r.tool_choice, r.tool_choice_name, r.messages);
-    for (int32_t id : g_codec->encode(prompt + f.prefix))
+    prompt.add_template(f.prefix);
+    for (int32_t id : g_codec->encode(prompt))
       if (id < 0 || id >= g_codec->vocab_size()) __builtin_trap();
     (void)sickle::render_chat(sickle::ChatFormat::kDeepSeekV3, r.messages, r.tools, true, thinking);
   } catch (const ApiError& e) {
