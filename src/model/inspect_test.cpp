@@ -183,7 +183,7 @@ TEST(InspectConfigOnly, BytesPerWeightFollowTheQuantizationScheme) {
   SynthPlan p = synth_plan(opts("kimi-k2.5-layers", 2, 8));
   ModelConfig c = ModelConfig::from_json(p.config, "x");
   ModelReport r = analyze(c, tensors_from_config(p.config, c), "x");
-  const Usage& int4 = r.total().encoding.at("int4-g32");
+  const Usage int4 = r.total().encoding.at("int4-g32");  // total() is a value: copy, not a reference
   const uint64_t linears = 8 * 3;
   EXPECT_EQ(int4.bytes, int4.params * 9 / 16 + linears * 8);
   EXPECT_EQ(int4.params, 8u * 3 * 2048 * 7168);
@@ -191,7 +191,7 @@ TEST(InspectConfigOnly, BytesPerWeightFollowTheQuantizationScheme) {
   o.quant = "fp8";
   SynthPlan q = synth_plan(o);
   ModelConfig cq = ModelConfig::from_json(q.config, "x");
-  const Usage& experts =
+  const Usage experts =
       analyze(cq, tensors_from_config(q.config, cq), "x").total().component[int(Component::kRoutedExperts)];
   // Per expert: gate/up 2048x7168 = 16x56 blocks, down 7168x2048 = 56x16; one f32 scale each.
   EXPECT_EQ(experts.bytes, linears * (2048u * 7168 + 16 * 56 * 4));
