@@ -463,21 +463,28 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
 
 // ---------------------------------------------------------------- observer
 
+// One MoE event of layer 1: 2 tokens, k = 2, hidden 3; its arrays are the test's to change.
+struct SampleEvent {
+  int32_t experts[4] = {0, 2, 2, 3};                                // [2 tokens, k=2]
+  float weights[4] = {0.75f, 0.25f, 0.5f, 0.5f};
+  float out[12] = {3, 4, 0, -2, 0, 0, 1, 0, 0, 0, 0, -5};  // [2, 2, hidden=3]
+  MoeLayerEvent event() const {
+    MoeLayerEvent e;
+    e.layer = 1;
+    e.n_tokens = 2;
+    e.k = 2;
+    e.hidden = 3;
+    e.experts = experts;
+    e.weights = weights;
+    e.expert_out = out;
+    return e;
+  }
+};
+
 TEST(Observer, AccumulatesRawSumsFromEvents) {
   ModelConfig c = flat_config(2, 4, 2);
   StatsObserver obs(c);
-  const int32_t experts[] = {0, 2, 2, 3};      // [2 tokens, k=2]
-  const float weights[] = {0.75f, 0.25f, 0.5f, 0.5f};
-  const float out[] = {3, 4, 0, -2, 0, 0, 1, 0, 0, 0, 0, -5};  // [2, 2, hidden=3]
-  MoeLayerEvent e;
-  e.layer = 1;
-  e.n_tokens = 2;
-  e.k = 2;
-  e.hidden = 3;
-  e.experts = experts;
-  e.weights = weights;
-  e.expert_out = out;
-  obs.on_moe_layer(e);
+  obs.on_moe_layer(SampleEvent{}.event());
   const LayerStats& l = obs.layers().at(1);
   EXPECT_EQ(l.tokens, 2);
   EXPECT_EQ(l.count, (std::vector<double>{1, 0, 2, 1}));
@@ -492,21 +499,13 @@ TEST(Observer, AccumulatesRawSumsFromEvents) {
 // statistics never hold one (prune would refuse them only after the whole observation).
 TEST(Observer, NonFiniteOutputOrWeightIsAnErrorNamingTheExpert) {
   ModelConfig c = flat_config(2, 4, 2);
-  const int32_t experts[] = {0, 2, 2, 3};
-  float weights[] = {0.75f, 0.25f, 0.5f, 0.5f};
-  float out[] = {3, 4, 0, -2, 0, 0, 1, 0, 0, 0, 0, -5};
-  MoeLayerEvent e;
-  e.layer = 1;
-  e.n_tokens = 2;
-  e.k = 2;
-  e.hidden = 3;
-  e.experts = experts;
-  e.weights = weights;
-  e.expert_out = out;
+  SampleEvent ev;
+  float* out = ev.out;
+  float* weights = ev.weights;
   auto message = [&] {
     StatsObserver obs(c);
     try {
-      obs.on_moe_layer(e);
+      obs.on_moe_layer(ev.event());
     } catch (const Error& err) {
       return std::string(err.what());
     }
