@@ -27,7 +27,10 @@
 namespace sickle {
 
 struct GgufExportOptions {
-  std::string type = "f16";  // non-expert (and non-int4 expert) linear weights: f16 | bf16 | q8_0
+  // Non-expert (and non-int4 expert) linear weights: bf16 | f32 | f16 | q8_0. bf16 by default:
+  // lossless for bf16 checkpoints (f16 can overflow past 65504), and the one half-width type
+  // every CPU build of llama.cpp tried loads (tests/gguf_llamacpp_test.sh).
+  std::string type = "bf16";
   bool force = false;
   bool progress = false;
 };
