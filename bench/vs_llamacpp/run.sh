@@ -3,7 +3,8 @@
 # same thread count: `synth --preset mini` and the demo model (models/brown-kimi). Not CI.
 #   bench/vs_llamacpp/run.sh [BUILD_DIR]     env: THREADS=2 WORK=/tmp/sickle-vs-llamacpp
 #                                                 PREFILL=128,512 DECODE=64 MODELS="mini brown-kimi"
-# Needs: node >= 20 and `npm install` in bench/vs_llamacpp (or NLC_DIR=a dir with node-llama-cpp).
+# Needs: node >= 20 and node-llama-cpp: NLC_DIR=build/llamacpp after tools/llamacpp-setup.sh
+# build/llamacpp (its node is used when present), or `npm install` in bench/vs_llamacpp.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
@@ -15,6 +16,9 @@ WORK=${WORK:-/tmp/sickle-vs-llamacpp}
 PREFILL=${PREFILL:-128,512}
 DECODE=${DECODE:-64}
 MODELS=${MODELS:-"mini brown-kimi"}
+export NLC_DIR=${NLC_DIR:-$BUILD/llamacpp}
+NODE=node
+[ -x "$NLC_DIR/node" ] && NODE=$NLC_DIR/node
 MEMBW=""
 for m in "$BUILD/bench/membw" "$SRC"/build*/bench/membw; do [ -x "$m" ] && { MEMBW=$m; break; }; done
 mkdir -p "$WORK"
@@ -29,6 +33,6 @@ for name in $MODELS; do
   gguf=$WORK/$name.gguf
   # bf16 for the non-expert weights: llama.cpp then computes with exactly sickle's weights.
   [ -f "$gguf" ] && [ "$gguf" -nt "$dir/config.json" ] || "$SICKLE" export-gguf -m "$dir" -o "$gguf" --type bf16 --force
-  node "$HERE/bench.mjs" --sickle "$SICKLE" --model "$dir" --gguf "$gguf" --name "$name" --threads "$THREADS" \
+  "$NODE" "$HERE/bench.mjs" --sickle "$SICKLE" --model "$dir" --gguf "$gguf" --name "$name" --threads "$THREADS" \
     --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"}
 done
