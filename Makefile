@@ -90,7 +90,9 @@ fuzz: fuzz-build
 fuzz-test: fuzz-build
 	tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TEST_SECONDS)
 
-demo: build
+# The demo needs only the binary: it does not build the tests and benchmarks.
+demo: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target sickle_cli
 	bash tools/demo.sh $(BUILD)/bin/sickle
 
 bench: build
