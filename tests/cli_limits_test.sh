@@ -37,6 +37,12 @@ for t in 0 -3; do
 done
 [ ! -e x.st ] && [ ! -e rep ] || fail "a refused command wrote output"
 
+# Step sizes: zero or negative would loop forever or divide by zero.
+for v in 0 -1; do
+  refused "--chunk" "$S" eval -m "$M" --data toks.jsonl --format tokens --chunk "$v"
+  refused "--step-tokens" "$S" observe -m "$M" --data toks.jsonl --format tokens --step-tokens "$v" -o x.st
+done
+
 # Shard sizes.
 refused "--shard-size" "$S" prune -m "$M" --stats s.st --keep 16 --shard-size 0 -o p
 refused "--shard-size" "$S" synth --preset tiny-kimi --shard-size 0 -o syn

@@ -47,7 +47,8 @@ Registrar reg{Command{
                    "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens (0 = all)");
       add_threads_option(sub, a->threads);
-      sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)");
+      sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
       sub.add_option("--fail-if", a->fail_if,
                      "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
                      "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens");

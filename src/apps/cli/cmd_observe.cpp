@@ -42,7 +42,8 @@ Registrar reg{Command{
           ->check(CLI::IsMember({"split", "drop"}));
       sub.add_option("--shard", a->shard, "i/n: observe every n-th sequence starting at i (merge with `sickle merge`)");
       add_threads_option(sub, a->threads);
-      sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)");
+      sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 24))->capture_default_str();
       sub.add_option("-o,--out", a->out, "Statistics file (.safetensors; never the model or a --data file)")->required();
       sub.add_flag("--force", a->force, "Replace an existing output file");
       sub.add_flag("--no-stats", a->no_stats,
