@@ -172,6 +172,7 @@ struct ModelImpl {
   std::unique_ptr<Checkpoint> ck;
   ModelConfig c;
   ModelOptions options;
+  const KernelTable* kernels = nullptr;  // options.kernels or kernel_table(); never null once loaded
   std::unique_ptr<ThreadPool> pool;
   ForwardObserver* observer = nullptr;
   bool check_finite = true;  // ModelOptions::check_finite and not SICKLE_CHECK_FINITE=0
@@ -207,7 +208,7 @@ struct ModelImpl {
     if (options.exact_kernels)
       linear_scalar(w, x, n, y, pool.get());
     else
-      linear(w, x, n, y, pool.get());
+      linear_with(*kernels, w, x, n, y, pool.get());
   }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
@@ -301,6 +302,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   I.ck = Checkpoint::open(dir);
   I.c = I.ck->config();
   I.options = options;
+  I.kernels = options.kernels ? options.kernels : &kernel_table();
   const ModelConfig& c = I.c;
   const Checkpoint& ck = *I.ck;
   const TensorNames& N = ck.names();
@@ -590,6 +592,7 @@ void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* r
 //   out_h = W_UV_h (sum_s p_s c_s)                               [v]
 void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0,
                           int64_t T) {
+  const KernelTable& kt = *kernels;
   const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
                 kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
   // Queries.
@@ -680,19 +683,19 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
       std::fill(qcat, qcat + kvl, 0.0f);
       for (int64_t d = 0; d < nope; ++d) {
         L.kv_b.dequant_row(h * (nope + vd) + d, ts_.row.data());
-        axpy(qh[d], ts_.row.data(), qcat, kvl);
+        kt.axpy(qh[d], ts_.row.data(), qcat, kvl);
       }
       std::memcpy(qcat + kvl, qh + nope, size_t(rope) * sizeof(float));
       resize(ts_.scores, ht.ctx);
       float* sc = ts_.scores.data();
-      gemv_n(ht.cache, row, ht.ctx, row, qcat, sc);
+      kt.gemv_n(ht.cache, row, ht.ctx, row, qcat, sc);
       for (int64_t u = 0; u < ht.ctx; ++u) sc[u] *= softmax_scale;
-      softmax(sc, ht.ctx);
+      kt.softmax(sc, ht.ctx);
       float* o_lat = ts_.o_lat.data();
-      gemv_t(ht.cache, row, ht.ctx, kvl, sc, o_lat);
+      kt.gemv_t(ht.cache, row, ht.ctx, kvl, sc, o_lat);
       for (int64_t v = 0; v < vd; ++v) {
         L.kv_b.dequant_row(h * (nope + vd) + nope + v, ts_.row.data());
-        s.attn[ht.t * nh * vd + h * vd + v] = dot(ts_.row.data(), o_lat, kvl);
+        s.attn[ht.t * nh * vd + h * vd + v] = kt.dot(ts_.row.data(), o_lat, kvl);
       }
     }
   });
@@ -707,6 +710,7 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
 //   out [w, h] = o [w, h] W_UV_h^T               (per head, one product over all the tokens)
 void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0,
                                  int64_t w1, float scale) {
+  const KernelTable& kt = *kernels;
   const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
                 kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, nw = w1 - w0;
   resize(s.dq, nw * nh * row);
@@ -724,8 +728,8 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
         const float* q = s.q.data() + r.t0 * nh * qk + h * qk;
         float* dq = s.dq.data() + (r.d0 * nh + h) * row;
         const int64_t off = h * (nope + vd) * kvl;  // W_UK_h: kv_b rows [h (nope + vd), + nope)
-        if (kvb16) gemm_nn_bf16(q, nh * qk, kvb16 + off, kvl, dq, nh * row, r.n, kvl, nope);
-        else gemm_nn(q, nh * qk, kvb32 + off, kvl, dq, nh * row, r.n, kvl, nope);
+        if (kvb16) kt.gemm_nn_bf16(q, nh * qk, kvb16 + off, kvl, dq, nh * row, r.n, kvl, nope);
+        else kt.gemm_nn(q, nh * qk, kvb32 + off, kvl, dq, nh * row, r.n, kvl, nope);
         for (int64_t j = 0; j < r.n; ++j)
           std::memcpy(dq + j * nh * row + kvl, q + j * nh * qk + nope, size_t(rope) * sizeof(float));
       }
@@ -740,13 +744,13 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
       const Scratch::HeadTok& ht = s.head_toks[size_t(w0 + d)];
       resize(t.st, ng * ht.ctx);
       float* sc = t.st.data();  // [ng, ctx]
-      gemm_nt(s.dq.data() + (d * nh + h0) * row, row, ht.cache, row, sc, ht.ctx, ng, ht.ctx, row);
+      kt.gemm_nt(s.dq.data() + (d * nh + h0) * row, row, ht.cache, row, sc, ht.ctx, ng, ht.ctx, row);
       for (int64_t g = 0; g < ng; ++g) {
         float* sg = sc + g * ht.ctx;
         for (int64_t u = 0; u < ht.ctx; ++u) sg[u] *= scale;
-        softmax(sg, ht.ctx);
+        kt.softmax(sg, ht.ctx);
       }
-      gemm_nn(sc, ht.ctx, ht.cache, row, s.dlat.data() + (d * nh + h0) * kvl, kvl, ng, kvl, ht.ctx);
+      kt.gemm_nn(sc, ht.ctx, ht.cache, row, s.dlat.data() + (d * nh + h0) * kvl, kvl, ng, kvl, ht.ctx);
     }
   });
   pool->parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
@@ -760,8 +764,8 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
       for (const Scratch::DecodeRun& r : s.decode_runs) {
         const float* o = s.dlat.data() + (r.d0 * nh + h) * kvl;
         float* out = s.attn.data() + r.t0 * nh * vd + h * vd;
-        if (kvb16) linear_strided(uv, o, nh * kvl, r.n, out, nh * vd);
-        else gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
+        if (kvb16) linear_strided(kt, uv, o, nh * kvl, r.n, out, nh * vd);
+        else kt.gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
       }
     }
   });
@@ -777,6 +781,7 @@ void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, c
 //   O [r, kvl] = P cache[:, :kvl],  out_g [nq, v] = O_g W_UV_g^T   (one product per head)
 void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1,
                                 int64_t t0, int64_t past, int64_t nq, float scale) {
+  const KernelTable& kt = *kernels;
   const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
                 kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ctx = past + nq, rows = (h1 - h0) * nq;
   resize(t.qt, rows * row);
@@ -785,34 +790,34 @@ void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const floa
   const float* q0 = s.q.data() + t0 * nh * qk;
   for (int64_t h = h0; h < h1; ++h) {
     float* qh = t.qt.data() + (h - h0) * nq * row;
-    gemm_nn(q0 + h * qk, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, qh, row, nq, kvl, nope);
+    kt.gemm_nn(q0 + h * qk, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, qh, row, nq, kvl, nope);
     for (int64_t j = 0; j < nq; ++j)
       std::memcpy(qh + j * row + kvl, q0 + j * nh * qk + h * qk + nope, size_t(rope) * sizeof(float));
   }
-  gemm_nt(t.qt.data(), row, cache, row, t.st.data(), ctx, rows, ctx, row);
+  kt.gemm_nt(t.qt.data(), row, cache, row, t.st.data(), ctx, rows, ctx, row);
   for (int64_t r = 0; r < rows; ++r) {
     float* pr = t.st.data() + r * ctx;
     const int64_t len = past + r % nq + 1;
     for (int64_t u = 0; u < len; ++u) pr[u] *= scale;
-    softmax(pr, len);
+    kt.softmax(pr, len);
     std::fill(pr + len, pr + ctx, 0.0f);
   }
-  gemm_nn(t.st.data(), ctx, cache, row, t.ot.data(), kvl, rows, kvl, ctx);
+  kt.gemm_nn(t.st.data(), ctx, cache, row, t.ot.data(), kvl, rows, kvl, ctx);
   for (int64_t h = h0; h < h1; ++h)
-    gemm_nt(t.ot.data() + (h - h0) * nq * kvl, kvl, kvb32 + (h * (nope + vd) + nope) * kvl, kvl,
+    kt.gemm_nt(t.ot.data() + (h - h0) * nq * kvl, kvl, kvb32 + (h * (nope + vd) + nope) * kvl, kvl,
             s.attn.data() + t0 * nh * vd + h * vd, nh * vd, nq, vd, kvl);
 }
 
 // down(silu(gate x) * up x) for T rows (dense layers, shared experts).
 void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
   if (!options.exact_kernels) {
-    expert_mlp(m, in, T, out, s.moe, pool.get());
+    expert_mlp(*kernels, m, in, T, out, s.moe, pool.get());
     return;
   }
   const int64_t inter = m.gate.rows;
   lin(m.gate, in, T, s.gate.data());
   lin(m.up, in, T, s.up.data());
-  silu_mul(s.gate.data(), s.up.data(), T * inter, s.gate.data());
+  kernels->silu_mul(s.gate.data(), s.up.data(), T * inter, s.gate.data());
   lin(m.down, s.gate.data(), T, out);
 }
 
@@ -836,7 +841,7 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
     if (sigmoid) {
       for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
     } else {
-      softmax(sc, E);
+      kernels->softmax(sc, E);
     }
     for (int64_t e = 0; e < E; ++e) {
       ch[e] = sc[e] + (L.router_bias.empty() ? 0.0f : L.router_bias[e]);
@@ -900,9 +905,10 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
   const float rsf = float(c.routed_scaling_factor);
   float* eout = want_out ? s.expert_out.data() : nullptr;
   if (options.exact_kernels)
-    moe_experts_scalar(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout);
+    moe_experts_scalar(*kernels, L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout);
   else
-    moe_experts(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout, s.moe, pool.get());
+    moe_experts(*kernels, L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout, s.moe,
+                pool.get());
   if (observer) {
     MoeLayerEvent ev;
     ev.layer = il;

@@ -26,6 +26,7 @@ namespace sickle {
 
 class ThreadPool;
 class Model;
+struct KernelTable;
 
 struct ModelOptions {
   int n_threads = 0;          // 0 = all cores
@@ -35,6 +36,9 @@ struct ModelOptions {
   // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel
   // quantizes activations to int8, ~0.5% per linear). For golden tests and debugging.
   bool exact_kernels = false;
+  // The kernel table every step runs on (kernels/dispatch.h); nullptr = kernel_table(), the best
+  // this CPU runs. Tests run the model on each of runnable_kernel_tables() through it.
+  const KernelTable* kernels = nullptr;
   // An f32 copy of each layer's kv_b is made when it takes at most this many bytes (blocked
   // prefill attention multiplies by it); without it attention reads kv_b as stored (bf16) or
   // dequantizes its rows as it goes (fp8, or any encoding with exact_kernels). 0 = never.
