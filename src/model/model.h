@@ -1,10 +1,11 @@
-// sickle/model/model.h — the DeepSeek-V3 / Kimi-K2 forward pass on CPU (api.md §3).
+// sickle/model/model.h — the DeepSeek-V3 / Kimi-K2 forward pass on CPU.
 //
 // One forward pass serves observe, eval, run and serve. Semantics follow HF modeling_deepseek
-// (model-format.md §5). Attention always uses the absorbed MLA form, for prefill and decode
-// alike, so there is one attention path; the KV cache of a sequence holds, per layer and
-// token, the normalized latent c [kv_lora_rank] and the roped key k_pe [qk_rope_head_dim],
-// both f32 (576 floats = 2304 bytes per token per layer for Kimi/DeepSeek-V3).
+// (docs/formats.md §5). Attention always uses the absorbed MLA form, for prefill and decode
+// alike (model/attention.h: one entry point, three strategies chosen per item of a step that
+// agree up to f32 summation order); the KV cache of a sequence holds, per layer and token, the
+// normalized latent c [kv_lora_rank] and the roped key k_pe [qk_rope_head_dim], both f32 (576
+// floats = 2304 bytes per token per layer for Kimi/DeepSeek-V3).
 //
 // Threading: forward() is not reentrant (one caller thread at a time); it uses the model's own
 // persistent thread pool. Observer callbacks come from the calling thread.
