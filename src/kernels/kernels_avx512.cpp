@@ -12,12 +12,10 @@
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
 #include "kernels/dispatch.h"
+#include "kernels/generic.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
-
-void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
-                          float* y, int64_t ldy);
 
 namespace {
 
@@ -579,8 +577,20 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
 
 }  // namespace
 
-const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemm_nt_avx512, gemv_n_avx512, gemv_t_avx512,     gemm_nn_bf16_avx512, softmax_avx512};
+constinit const KernelTable kAvx512Kernels = {
+    .name = "avx512",
+    .quantize_acts = quantize_acts_avx512,
+    .linear_int4 = linear_int4_avx512,
+    .linear_dense = linear_dense_avx512,
+    .dot = dot_avx512,
+    .axpy = axpy_avx512,
+    .silu_mul = silu_mul_avx512,
+    .gemm_nn = gemm_nn_avx512,
+    .gemm_nt = gemm_nt_avx512,
+    .gemv_n = gemv_n_avx512,
+    .gemv_t = gemv_t_avx512,
+    .gemm_nn_bf16 = gemm_nn_bf16_avx512,
+    .softmax = softmax_avx512,
+};
 
 }  // namespace sickle
