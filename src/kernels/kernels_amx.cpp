@@ -21,10 +21,6 @@
 #include <cstring>
 #include <utility>
 
-// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include "base/numeric.h"
 #include "kernels/dispatch.h"
 #include "runtime/scratch.h"

@@ -5,10 +5,6 @@
 #include <cmath>
 #include <type_traits>
 
-// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
 #include "kernels/dispatch.h"
