@@ -7,13 +7,16 @@
 
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
+#include "kernels/avx512.h"
 #include "kernels/dispatch.h"
 #include "kernels/generic.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
 
-namespace {
+// Everything here has external linkage in sickle::avx512 (the table's entries are declared in
+// kernels/avx512.h for the AMX table); nothing outside this file uses the helpers.
+namespace avx512 {
 
 // ---------------------------------------------------------------- activation quantization
 
@@ -571,7 +574,9 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
   gemm_nn_avx512(x, m, a, lda, y, k, 1, k, m);
 }
 
-}  // namespace
+}  // namespace avx512
+
+using namespace avx512;
 
 constinit const KernelTable kAvx512Kernels = {
     .name = "avx512",
