@@ -22,10 +22,10 @@ void linear_dense_avx512(const WeightView& w, const float* x, int64_t ldx, int64
 float dot_avx512(const float* a, const float* b, int64_t n);
 void axpy_avx512(float a, const float* x, float* y, int64_t n);
 void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out);
-void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                    int64_t n, int64_t k);
-void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                    int64_t n, int64_t k);
+void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    int64_t m, int64_t n, int64_t k);
+void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    int64_t m, int64_t n, int64_t k);
 void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemm_nn_bf16_avx512(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,

@@ -18,10 +18,10 @@ void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int6
 float dot_generic(const float* a, const float* b, int64_t n);
 void axpy_generic(float a, const float* x, float* y, int64_t n);
 void silu_mul_generic(const float* gate, const float* up, int64_t n, float* out);
-void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k);
-void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k);
+void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t m, int64_t n, int64_t k);
+void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t m, int64_t n, int64_t k);
 void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
