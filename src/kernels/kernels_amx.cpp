@@ -21,11 +21,8 @@
 #include <cstring>
 #include <utility>
 
-// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include "base/numeric.h"
+#include "kernels/avx512.h"
 #include "kernels/dispatch.h"
 #include "runtime/scratch.h"
 
@@ -150,7 +147,7 @@ void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float*
 void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   const int64_t n = qa.n, nb = w.cols / 32;
   const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
-  if (n < kInt4MinTokens || r_amx == r0) return kAvx512Kernels.linear_int4(w, qa, r0, r1, y, ldy);
+  if (n < kInt4MinTokens || r_amx == r0) return avx512::linear_int4_avx512(w, qa, r0, r1, y, ldy);
   const int64_t qs = qa.q_stride(), ds = qa.dm_stride(), n_tiles = (n + 15) / 16;
   // Per thread: the packed stripe and its scales; the activations as A tiles, [tile][block]
   // [16 tokens][16 even-k bytes, 16 odd-k bytes] (QuantizedActs keeps a block's halves 64
@@ -245,7 +242,7 @@ void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, i
     }
   }
   _tile_release();
-  if (r_amx < r1) kAvx512Kernels.linear_int4(w, qa, r_amx, r1, y, ldy);
+  if (r_amx < r1) avx512::linear_int4_avx512(w, qa, r_amx, r1, y, ldy);
 }
 
 // ------------------------------------------------------------------ bf16
@@ -626,7 +623,7 @@ template <bool NT>
 void gemm_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
               int64_t k) {
   if (!f32_tiles_pay(m, n, k))
-    return (NT ? kAvx512Kernels.gemm_nt : kAvx512Kernels.gemm_nn)(a, lda, b, ldb, c, ldc, m, n, k);
+    return (NT ? avx512::gemm_nt_avx512 : avx512::gemm_nn_avx512)(a, lda, b, ldb, c, ldc, m, n, k);
   thread_local ScratchBuffer buf;
   F32Tiles t = alloc_f32_tiles(buf, m, n, k);
   pack_a_rows(a, lda, m, k, t);
@@ -637,21 +634,27 @@ void gemm_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c
 
 }  // namespace
 
-// The AVX-512 table with the tile kernels in place of its int4 and bf16 products.
-// kAvx512Kernels is constant-initialized (function addresses only), so it is complete before
-// this dynamic initialization runs.
-const KernelTable kAmxKernels = [] {
-  KernelTable t = kAvx512Kernels;
-  t.name = "amx";
-  t.linear_int4 = linear_int4_amx;
-  t.linear_bf16_packed = linear_bf16_packed_amx;
-  t.pack_bf16 = pack_bf16_amx;
-  t.gemm_nn = gemm_amx<false>;
-  t.gemm_nt = gemm_amx<true>;
-  t.dense_packed_min_n = kBf16MinTokens;
-  t.dense_packed_min_n_small = kBf16MinTokensSmall;
-  t.dense_small_bytes = kBf16SmallBytes;
-  return t;
-}();
+// The AVX-512 table with the tile kernels in place of its int4 and bf16 products and of its big
+// f32 products (attention's), constant-initialised like the others.
+constinit const KernelTable kAmxKernels = {
+    .name = "amx",
+    .quantize_acts = avx512::quantize_acts_avx512,
+    .linear_int4 = linear_int4_amx,
+    .linear_dense = avx512::linear_dense_avx512,
+    .dot = avx512::dot_avx512,
+    .axpy = avx512::axpy_avx512,
+    .silu_mul = avx512::silu_mul_avx512,
+    .gemm_nn = gemm_amx<false>,
+    .gemm_nt = gemm_amx<true>,
+    .gemv_n = avx512::gemv_n_avx512,
+    .gemv_t = avx512::gemv_t_avx512,
+    .gemm_nn_bf16 = avx512::gemm_nn_bf16_avx512,
+    .softmax = avx512::softmax_avx512,
+    .linear_bf16_packed = linear_bf16_packed_amx,
+    .pack_bf16 = pack_bf16_amx,
+    .dense_packed_min_n = kBf16MinTokens,
+    .dense_packed_min_n_small = kBf16MinTokensSmall,
+    .dense_small_bytes = kBf16SmallBytes,
+};
 
 }  // namespace sickle

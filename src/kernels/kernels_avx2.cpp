@@ -7,22 +7,10 @@
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
 #include "kernels/dispatch.h"
+#include "kernels/generic.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
-
-void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
-void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k);
-void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
-void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k);
-void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
-void softmax_generic(float* x, int64_t n);
-void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
-                          int64_t m, int64_t n, int64_t k);
-void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
-                          float* y, int64_t ldy);
 
 namespace {
 
@@ -276,8 +264,20 @@ void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {
 
 }  // namespace
 
-const KernelTable kAvx2Kernels = {"avx2",   quantize_acts_generic, linear_int4_avx2, linear_dense_avx2,
-                                  dot_avx2, axpy_avx2,             silu_mul_avx2,    gemm_nn_generic,
-                                  gemm_nt_generic, gemv_n_generic, gemv_t_generic,  gemm_nn_bf16_generic, softmax_generic};
+constinit const KernelTable kAvx2Kernels = {
+    .name = "avx2",
+    .quantize_acts = quantize_acts_generic,
+    .linear_int4 = linear_int4_avx2,
+    .linear_dense = linear_dense_avx2,
+    .dot = dot_avx2,
+    .axpy = axpy_avx2,
+    .silu_mul = silu_mul_avx2,
+    .gemm_nn = gemm_nn_generic,
+    .gemm_nt = gemm_nt_generic,
+    .gemv_n = gemv_n_generic,
+    .gemv_t = gemv_t_generic,
+    .gemm_nn_bf16 = gemm_nn_bf16_generic,
+    .softmax = softmax_generic,
+};
 
 }  // namespace sickle

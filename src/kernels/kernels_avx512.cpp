@@ -5,21 +5,18 @@
 #include <cmath>
 #include <type_traits>
 
-// GCC 12 flags its own _mm512_cast*_si512/ps intrinsics (undefined upper lanes) as uninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include "base/numeric.h"
 #include "kernels/dense_loaders.h"
+#include "kernels/avx512.h"
 #include "kernels/dispatch.h"
+#include "kernels/generic.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
 
-void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
-                          float* y, int64_t ldy);
-
-namespace {
+// Everything here has external linkage in sickle::avx512 (the table's entries are declared in
+// kernels/avx512.h for the AMX table); nothing outside this file uses the helpers.
+namespace avx512 {
 
 // ---------------------------------------------------------------- activation quantization
 
@@ -577,10 +574,24 @@ void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
   gemm_nn_avx512(x, m, a, lda, y, k, 1, k, m);
 }
 
-}  // namespace
+}  // namespace avx512
 
-const KernelTable kAvx512Kernels = {"avx512",    quantize_acts_avx512, linear_int4_avx512, linear_dense_avx512,
-                                    dot_avx512, axpy_avx512,          silu_mul_avx512,    gemm_nn_avx512,
-                                    gemm_nt_avx512, gemv_n_avx512, gemv_t_avx512,     gemm_nn_bf16_avx512, softmax_avx512};
+using namespace avx512;
+
+constinit const KernelTable kAvx512Kernels = {
+    .name = "avx512",
+    .quantize_acts = quantize_acts_avx512,
+    .linear_int4 = linear_int4_avx512,
+    .linear_dense = linear_dense_avx512,
+    .dot = dot_avx512,
+    .axpy = axpy_avx512,
+    .silu_mul = silu_mul_avx512,
+    .gemm_nn = gemm_nn_avx512,
+    .gemm_nt = gemm_nt_avx512,
+    .gemv_n = gemv_n_avx512,
+    .gemv_t = gemv_t_avx512,
+    .gemm_nn_bf16 = gemm_nn_bf16_avx512,
+    .softmax = softmax_avx512,
+};
 
 }  // namespace sickle

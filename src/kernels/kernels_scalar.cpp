@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/numeric.h"
 #include "kernels/dispatch.h"
+#include "kernels/generic.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
@@ -175,9 +176,21 @@ bool can_run(const KernelTable& t) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {"scalar",    quantize_acts_generic, linear_int4_scalar, linear_dense_generic,
-                                     dot_generic, axpy_generic,          silu_mul_generic,   gemm_nn_generic,
-                                     gemm_nt_generic, gemv_n_generic, gemv_t_generic,    gemm_nn_bf16_generic, softmax_generic};
+constinit const KernelTable kScalarKernels = {
+    .name = "scalar",
+    .quantize_acts = quantize_acts_generic,
+    .linear_int4 = linear_int4_scalar,
+    .linear_dense = linear_dense_generic,
+    .dot = dot_generic,
+    .axpy = axpy_generic,
+    .silu_mul = silu_mul_generic,
+    .gemm_nn = gemm_nn_generic,
+    .gemm_nt = gemm_nt_generic,
+    .gemv_n = gemv_n_generic,
+    .gemv_t = gemv_t_generic,
+    .gemm_nn_bf16 = gemm_nn_bf16_generic,
+    .softmax = softmax_generic,
+};
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;

@@ -2,8 +2,11 @@
 // (header-only; included by src/kernels/*_test.cpp only).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "base/numeric.h"
@@ -18,6 +21,14 @@ inline const KernelTable* amx_table() {
     if (std::strcmp(k->name, "amx") == 0) return k;
   return nullptr;
 }
+
+// Tests parameterised over every table this CPU runs (gemma.cpp's HWY_EXPORT_AND_TEST_P):
+//   class FooTest : public ::testing::TestWithParam<const KernelTable*> {};
+//   INSTANTIATE_TEST_SUITE_P(Tables, FooTest, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
+// names each instance after its table (FooTest.Bar/avx2).
+struct TableName {
+  std::string operator()(const ::testing::TestParamInfo<const KernelTable*>& info) const { return info.param->name; }
+};
 
 // A weight with its own storage; `misalign` shifts the data pointer by that many bytes off a
 // 64-byte boundary (safetensors offsets in a mapped file can be anything).

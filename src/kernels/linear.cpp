@@ -118,11 +118,16 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
   dense_with(k, w, x, w.cols, n, y, w.rows, pool);
 }
 
-void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
+void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y,
+                    int64_t ldy) {
   SICKLE_CHECK(w.data != nullptr && w.encoding != WeightEncoding::kInt4Group, "{}: linear_strided takes dense weights",
                w.name);
   if (n <= 0 || w.rows <= 0) return;
-  dense_with(kernel_table(), w, x, ldx, n, y, ldy, nullptr);
+  dense_with(k, w, x, ldx, n, y, ldy, nullptr);
+}
+
+void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
+  linear_strided(kernel_table(), w, x, ldx, n, y, ldy);
 }
 
 void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {

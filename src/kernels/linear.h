@@ -35,7 +35,10 @@ void linear_scalar(const WeightView& w, const float* x, int64_t n, float* y, Thr
 void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
 // linear() of a dense (f32 / bf16 / f16 / fp8) weight on strided rows, on the calling thread
 // (for callers inside their own parallel region): y [n, ldy] (first w.rows values of each row)
-// = x [n, ldx] (first w.cols values of each row) W^T, with the same kernel choice as linear().
+// = x [n, ldx] (first w.cols values of each row) W^T, with the same kernel choice as linear()
+// (with table k, or kernel_table() in the overload without it).
+void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y,
+                    int64_t ldy);
 void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
 
 // Quantize x [n, ldx] (first `cols` values of each row) into qa, its arrays carved from buf.

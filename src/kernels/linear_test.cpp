@@ -93,10 +93,15 @@ std::vector<Case> sweep_cases(int64_t group) {
   return cases;
 }
 
+// The tests of LinearTables and QuantizedActsTables run once per table this CPU runs
+// (LinearTables.BF16MatchesSpec/avx2 ...).
+class LinearTables : public ::testing::TestWithParam<const KernelTable*> {};
+class QuantizedActsTables : public ::testing::TestWithParam<const KernelTable*> {};
+
 // Dense encodings: ||y - spec|| <= 1e-5 ||sum_c |w x|||, i.e. only summation order differs.
 // int4: every element within the int8 rounding bound (+ f32 slack), and for Gaussian inputs with
 // >= 16 rows ||y - spec|| <= 2e-2 ||spec||; with outlier-heavy inputs the error is printed.
-void check_encoding(WeightEncoding enc, int64_t group, uint32_t seed, bool outliers = true) {
+void check_encoding(const KernelTable* k, WeightEncoding enc, int64_t group, uint32_t seed, bool outliers = true) {
   const bool is_int4 = enc == WeightEncoding::kInt4Group;
   ThreadPool pool(3);
   double worst = 0, worst_rel = 0;
@@ -110,52 +115,55 @@ void check_encoding(WeightEncoding enc, int64_t group, uint32_t seed, bool outli
     std::vector<float> ref(size_t(c.n * c.rows)), ybuf(size_t(c.n * c.rows) + 4);
     float* y = ybuf.data() + (ci + 1) % 4;  // misaligned output too
     linear_scalar(w.view, a.x, c.n, ref.data(), nullptr);
-    for (const KernelTable* k : runnable_kernel_tables()) {
-      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
-        std::fill(ybuf.begin(), ybuf.end(), NAN);
-        linear_with(*k, w.view, a.x, c.n, y, p);
-        std::string what = std::string(encoding_name(enc)) + " table " + k->name + " rows " + std::to_string(c.rows) +
-                           " cols " + std::to_string(c.cols) + " n " + std::to_string(c.n) + (p ? " pooled" : "");
-        if (!is_int4) {
-          double err = max_rel_err(y, ref.data(), es.abs_product.data(), c.n, c.rows);
-          worst = std::max(worst, err);
-          ASSERT_LE(err, 1e-5) << what;
-          continue;
-        }
-        for (int64_t i = 0; i < c.n * c.rows; ++i) {
-          double bound = es.int8_rounding[size_t(i)] * 1.001 + 1e-5 * es.abs_product[size_t(i)];
-          ASSERT_LE(std::fabs(double(y[i]) - ref[size_t(i)]), bound) << what << " element " << i;
-        }
-        double rel = max_rel_err(y, ref.data(), nullptr, c.n, c.rows);
-        if (c.rows >= 16) worst_rel = std::max(worst_rel, rel);
-        if (!outliers && c.rows >= 16) {
-          ASSERT_LE(rel, 2e-2) << what;
-        }
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::fill(ybuf.begin(), ybuf.end(), NAN);
+      linear_with(*k, w.view, a.x, c.n, y, p);
+      std::string what = std::string(encoding_name(enc)) + " table " + k->name + " rows " + std::to_string(c.rows) +
+                         " cols " + std::to_string(c.cols) + " n " + std::to_string(c.n) + (p ? " pooled" : "");
+      if (!is_int4) {
+        double err = max_rel_err(y, ref.data(), es.abs_product.data(), c.n, c.rows);
+        worst = std::max(worst, err);
+        ASSERT_LE(err, 1e-5) << what;
+        continue;
+      }
+      for (int64_t i = 0; i < c.n * c.rows; ++i) {
+        double bound = es.int8_rounding[size_t(i)] * 1.001 + 1e-5 * es.abs_product[size_t(i)];
+        ASSERT_LE(std::fabs(double(y[i]) - ref[size_t(i)]), bound) << what << " element " << i;
+      }
+      double rel = max_rel_err(y, ref.data(), nullptr, c.n, c.rows);
+      if (c.rows >= 16) worst_rel = std::max(worst_rel, rel);
+      if (!outliers && c.rows >= 16) {
+        ASSERT_LE(rel, 2e-2) << what;
       }
     }
     ++ci;
   }
   if (is_int4)
-    std::printf("  int4 group %lld%s: worst ||y - spec|| / ||spec|| (rows >= 16) %.3g\n", (long long)group,
-                outliers ? " (outlier inputs)" : "", worst_rel);
+    std::printf("  int4 group %lld%s on %s: worst ||y - spec|| / ||spec|| (rows >= 16) %.3g\n", (long long)group,
+                outliers ? " (outlier inputs)" : "", k->name, worst_rel);
   else
-    std::printf("  %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5)\n", encoding_name(enc), worst);
+    std::printf("  %s on %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5)\n", encoding_name(enc), k->name, worst);
 }
 
-TEST(Linear, F32MatchesSpec) { check_encoding(WeightEncoding::kF32, 1, 11); }
-TEST(Linear, BF16MatchesSpec) { check_encoding(WeightEncoding::kBF16, 1, 12); }
-TEST(Linear, F16MatchesSpec) { check_encoding(WeightEncoding::kF16, 1, 13); }
-TEST(Linear, Fp8BlockMatchesSpec) { check_encoding(WeightEncoding::kFp8Block, 1, 14); }
-TEST(Linear, Int4Group32WithinQuantizationBound) {
-  check_encoding(WeightEncoding::kInt4Group, 32, 15, false);
-  check_encoding(WeightEncoding::kInt4Group, 32, 25, true);
+TEST_P(LinearTables, F32MatchesSpec) { check_encoding(GetParam(), WeightEncoding::kF32, 1, 11); }
+TEST_P(LinearTables, BF16MatchesSpec) { check_encoding(GetParam(), WeightEncoding::kBF16, 1, 12); }
+TEST_P(LinearTables, F16MatchesSpec) { check_encoding(GetParam(), WeightEncoding::kF16, 1, 13); }
+TEST_P(LinearTables, Fp8BlockMatchesSpec) { check_encoding(GetParam(), WeightEncoding::kFp8Block, 1, 14); }
+TEST_P(LinearTables, Int4Group32WithinQuantizationBound) {
+  check_encoding(GetParam(), WeightEncoding::kInt4Group, 32, 15, false);
+  check_encoding(GetParam(), WeightEncoding::kInt4Group, 32, 25, true);
 }
-TEST(Linear, Int4Group128WithinQuantizationBound) { check_encoding(WeightEncoding::kInt4Group, 128, 16, false); }
-TEST(Linear, Int4Group64WithinQuantizationBound) { check_encoding(WeightEncoding::kInt4Group, 64, 17, true); }
+TEST_P(LinearTables, Int4Group128WithinQuantizationBound) {
+  check_encoding(GetParam(), WeightEncoding::kInt4Group, 128, 16, false);
+}
+TEST_P(LinearTables, Int4Group64WithinQuantizationBound) {
+  check_encoding(GetParam(), WeightEncoding::kInt4Group, 64, 17, true);
+}
 
 // The SIMD int4 kernels do the same integer arithmetic as the scalar twin; only the order of
 // the f32 sums differs, so they agree far more tightly than with the f32 spec.
-TEST(Linear, Int4SimdMatchesScalarTwin) {
+TEST_P(LinearTables, Int4SimdMatchesScalarTwin) {
+  const KernelTable* k = GetParam();
   int ci = 0;
   for (const Case& c : sweep_cases(32)) {
     OwnedWeight w = make_weight(WeightEncoding::kInt4Group, c.rows, c.cols, 32, 4 * (ci % 2), 100 + ci);
@@ -163,11 +171,9 @@ TEST(Linear, Int4SimdMatchesScalarTwin) {
     ErrorScales es = error_scales(w.view, a.x, c.n);
     std::vector<float> twin(size_t(c.n * c.rows)), y(size_t(c.n * c.rows));
     linear_with(kScalarKernels, w.view, a.x, c.n, twin.data(), nullptr);
-    for (const KernelTable* k : runnable_kernel_tables()) {
-      linear_with(*k, w.view, a.x, c.n, y.data(), nullptr);
-      ASSERT_LE(max_rel_err(y.data(), twin.data(), es.abs_product.data(), c.n, c.rows), 1e-5)
-          << k->name << " rows " << c.rows << " cols " << c.cols << " n " << c.n;
-    }
+    linear_with(*k, w.view, a.x, c.n, y.data(), nullptr);
+    ASSERT_LE(max_rel_err(y.data(), twin.data(), es.abs_product.data(), c.n, c.rows), 1e-5)
+        << k->name << " rows " << c.rows << " cols " << c.cols << " n " << c.n;
     ++ci;
   }
 }
@@ -187,7 +193,8 @@ WeightView int4_g32_view(const std::vector<uint32_t>& packed, const std::vector<
   return w;
 }
 
-TEST(Linear, Int4KnownValues) {
+TEST_P(LinearTables, Int4KnownValues) {
+  const KernelTable* k = GetParam();
   // rows 2, cols 64, group 32: row 0 all q = 1 with scales (0.5, 2); row 1 q = j%16 - 8.
   const int64_t rows = 2, cols = 64;
   std::vector<uint32_t> packed(size_t(rows * cols / 8));
@@ -201,17 +208,16 @@ TEST(Linear, Int4KnownValues) {
   WeightView w = int4_g32_view(packed, scales, rows, cols);
   // x = 1 everywhere: quantization is exact (q = 127, d = 1/127).
   std::vector<float> x(size_t(cols), 1.0f), y(2);
-  for (const KernelTable* k : runnable_kernel_tables()) {
-    linear_with(*k, w, x.data(), 1, y.data(), nullptr);
-    EXPECT_NEAR(y[0], 32 * 0.5 + 32 * 2.0, 1e-4) << k->name;
-    // row 1: each 16-run of q = -8..7 sums to -8; 4 runs -> -32
-    EXPECT_NEAR(y[1], -32.0, 1e-4) << k->name;
-  }
+  linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+  EXPECT_NEAR(y[0], 32 * 0.5 + 32 * 2.0, 1e-4) << k->name;
+  // row 1: each 16-run of q = -8..7 sums to -8; 4 runs -> -32
+  EXPECT_NEAR(y[1], -32.0, 1e-4) << k->name;
 }
 
 // A non-finite activation (e.g. from a NaN weight upstream) must come out as NaN in every row
 // it touches — never an integer overflow inside the int8 quantization (caught by UBSan).
-TEST(Linear, Int4NonFiniteActivationGivesNaN) {
+TEST_P(LinearTables, Int4NonFiniteActivationGivesNaN) {
+  const KernelTable* k = GetParam();
   const int64_t rows = 3, cols = 64;
   std::vector<uint32_t> packed(size_t(rows * cols / 8), 0x99999999u);  // q = 1 everywhere
   std::vector<uint16_t> scales(size_t(rows * 2), f32_to_bf16(1.0f));
@@ -220,16 +226,15 @@ TEST(Linear, Int4NonFiniteActivationGivesNaN) {
     std::vector<float> x(size_t(cols), 1.0f);
     std::vector<float> y(static_cast<size_t>(rows));
     x[40] = bad;
-    for (const KernelTable* k : runnable_kernel_tables()) {
-      linear_with(*k, w, x.data(), 1, y.data(), nullptr);
-      for (int64_t r = 0; r < rows; ++r) EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " row " << r;
-    }
+    linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+    for (int64_t r = 0; r < rows; ++r) EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " row " << r;
   }
 }
 
 // Every fp8 byte decodes as the spec does (incl. subnormals, +-0, the NaNs 0x7f / 0xff):
 // a 256-column identity-like probe: row r has byte r at column r and 0 elsewhere, x = 1.
-TEST(Linear, Fp8EveryByteDecodesAsSpec) {
+TEST_P(LinearTables, Fp8EveryByteDecodesAsSpec) {
+  const KernelTable* k = GetParam();
   const int64_t rows = 256, cols = 256;
   std::vector<uint8_t> data(size_t(rows * cols), 0);
   for (int64_t r = 0; r < rows; ++r) data[size_t(r * cols + r)] = uint8_t(r);
@@ -243,34 +248,31 @@ TEST(Linear, Fp8EveryByteDecodesAsSpec) {
   w.scale_cols = 2;
   std::vector<float> x(static_cast<size_t>(cols), 1.0f), y(static_cast<size_t>(rows)), ref(static_cast<size_t>(rows));
   linear_scalar(w, x.data(), 1, ref.data(), nullptr);
-  for (const KernelTable* k : runnable_kernel_tables()) {
-    linear_with(*k, w, x.data(), 1, y.data(), nullptr);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (std::isnan(ref[size_t(r)])) {
-        EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " byte " << r;
-      } else {
-        EXPECT_EQ(y[size_t(r)], ref[size_t(r)]) << k->name << " byte " << r;
-      }
+  linear_with(*k, w, x.data(), 1, y.data(), nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (std::isnan(ref[size_t(r)])) {
+      EXPECT_TRUE(std::isnan(y[size_t(r)])) << k->name << " byte " << r;
+    } else {
+      EXPECT_EQ(y[size_t(r)], ref[size_t(r)]) << k->name << " byte " << r;
     }
   }
 }
 
-TEST(QuantizedActs, RoundTripWithinHalfStep) {
+TEST_P(QuantizedActsTables, RoundTripWithinHalfStep) {
+  const KernelTable* k = GetParam();
   const int64_t n = 3, cols = 160;  // 5 blocks: padded to 8
   Acts a = make_acts(n, cols, 1, 5);
-  for (const KernelTable* k : runnable_kernel_tables()) {
-    ScratchBuffer buf;
-    QuantizedActs qa;
-    quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
-    ASSERT_EQ(qa.n_blocks_padded, 8);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t c = 0; c < cols; ++c) {
-        float d = qa.d[t * qa.dm_stride() + 4 * (c / 32)];
-        float back = float(qa.q[t * qa.q_stride() + qact_index(c)]) * d;
-        ASSERT_LE(std::fabs(back - a.x[t * cols + c]), 0.5f * d + 1e-6f) << "t " << t << " c " << c;
-      }
-      for (int64_t c = cols; c < qa.n_blocks_padded * 32; ++c) ASSERT_EQ(qa.q[t * qa.q_stride() + qact_index(c)], 0);
+  ScratchBuffer buf;
+  QuantizedActs qa;
+  quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
+  ASSERT_EQ(qa.n_blocks_padded, 8);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t c = 0; c < cols; ++c) {
+      float d = qa.d[t * qa.dm_stride() + 4 * (c / 32)];
+      float back = float(qa.q[t * qa.q_stride() + qact_index(c)]) * d;
+      ASSERT_LE(std::fabs(back - a.x[t * cols + c]), 0.5f * d + 1e-6f) << "t " << t << " c " << c;
     }
+    for (int64_t c = cols; c < qa.n_blocks_padded * 32; ++c) ASSERT_EQ(qa.q[t * qa.q_stride() + qact_index(c)], 0);
   }
 }
 
@@ -406,7 +408,8 @@ TEST(Linear, AmxPackedActivationsAreExactSplits) {
 }
 
 // A NaN or Inf activation poisons exactly its own token's outputs in the tile kernels too.
-TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
+TEST_P(LinearTables, AmxNonFiniteActivationStaysInItsToken) {
+  const KernelTable* k = GetParam();
   const int64_t rows = 32, cols = 128, n = 20;
   for (WeightEncoding enc : {WeightEncoding::kInt4Group, WeightEncoding::kBF16}) {
     OwnedWeight w = make_weight(enc, rows, cols, enc == WeightEncoding::kBF16 ? 1 : 32, 0, 7);
@@ -414,16 +417,14 @@ TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
       Acts a = make_acts(n, cols, 0, 8);
       a.x[7 * cols + 50] = bad;
       std::vector<float> y(size_t(n * rows));
-      for (const KernelTable* k : runnable_kernel_tables()) {
-        linear_with(*k, w.view, a.x, n, y.data(), nullptr);
-        for (int64_t t = 0; t < n; ++t)
-          for (int64_t r = 0; r < rows; ++r) {
-            const float v = y[size_t(t * rows + r)];
-            if (t != 7) ASSERT_TRUE(std::isfinite(v)) << k->name << " token " << t << " row " << r;
-            else if (enc == WeightEncoding::kInt4Group || std::isnan(bad)) ASSERT_TRUE(std::isnan(v)) << k->name << " row " << r;
-            else ASSERT_FALSE(std::isfinite(v)) << k->name << " row " << r;  // +-inf (or NaN)
-          }
-      }
+      linear_with(*k, w.view, a.x, n, y.data(), nullptr);
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          const float v = y[size_t(t * rows + r)];
+          if (t != 7) ASSERT_TRUE(std::isfinite(v)) << k->name << " token " << t << " row " << r;
+          else if (enc == WeightEncoding::kInt4Group || std::isnan(bad)) ASSERT_TRUE(std::isnan(v)) << k->name << " row " << r;
+          else ASSERT_FALSE(std::isfinite(v)) << k->name << " row " << r;  // +-inf (or NaN)
+        }
     }
   }
 }
@@ -431,7 +432,8 @@ TEST(Linear, AmxNonFiniteActivationStaysInItsToken) {
 // Every table quantizes exactly as the generic code (the int4 kernels' integer sums then agree
 // with the scalar twin bit for bit): ties (x * id = k + 0.5), an all-zero block, NaN and Inf
 // blocks, a 1-3 block tail past a multiple of 4.
-TEST(QuantizedActs, EveryTableEqualsGeneric) {
+TEST_P(QuantizedActsTables, EqualsGeneric) {
+  const KernelTable* k = GetParam();
   for (int64_t cols : {int64_t(32), int64_t(96), int64_t(160), int64_t(2048)}) {
     const int64_t n = 5;
     Acts a = make_acts(n, cols, 0, 9 + uint32_t(cols));
@@ -442,19 +444,17 @@ TEST(QuantizedActs, EveryTableEqualsGeneric) {
     ScratchBuffer gbuf;
     QuantizedActs g;
     quantize_acts(kScalarKernels, a.x, cols, n, cols, gbuf, g, nullptr);
-    for (const KernelTable* k : runnable_kernel_tables()) {
-      ScratchBuffer buf;
-      QuantizedActs qa;
-      quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
-      ASSERT_EQ(std::memcmp(qa.q, g.q, size_t(n * g.q_stride())), 0) << k->name << " cols " << cols;
-      for (int64_t i = 0; i < n * g.dm_stride(); ++i) {
-        if (std::isnan(g.d[i])) {
-          ASSERT_TRUE(std::isnan(qa.d[i]) && std::isnan(qa.m[i])) << k->name << " cols " << cols << " entry " << i;
-          continue;
-        }
-        ASSERT_EQ(qa.d[i], g.d[i]) << k->name << " cols " << cols << " entry " << i;
-        ASSERT_EQ(qa.m[i], g.m[i]) << k->name << " cols " << cols << " entry " << i;
+    ScratchBuffer buf;
+    QuantizedActs qa;
+    quantize_acts(*k, a.x, cols, n, cols, buf, qa, nullptr);
+    ASSERT_EQ(std::memcmp(qa.q, g.q, size_t(n * g.q_stride())), 0) << k->name << " cols " << cols;
+    for (int64_t i = 0; i < n * g.dm_stride(); ++i) {
+      if (std::isnan(g.d[i])) {
+        ASSERT_TRUE(std::isnan(qa.d[i]) && std::isnan(qa.m[i])) << k->name << " cols " << cols << " entry " << i;
+        continue;
       }
+      ASSERT_EQ(qa.d[i], g.d[i]) << k->name << " cols " << cols << " entry " << i;
+      ASSERT_EQ(qa.m[i], g.m[i]) << k->name << " cols " << cols << " entry " << i;
     }
   }
 }
@@ -465,6 +465,9 @@ TEST(Linear, EmptyInputsDoNothing) {
   linear(w.view, nullptr, 0, y, nullptr);
   EXPECT_EQ(y[0], 7.0f);
 }
+
+INSTANTIATE_TEST_SUITE_P(Tables, LinearTables, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
+INSTANTIATE_TEST_SUITE_P(Tables, QuantizedActsTables, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
 
 }  // namespace
 }  // namespace sickle

@@ -6,7 +6,6 @@
 #include "base/error.h"
 #include "kernels/dispatch.h"
 #include "kernels/linear.h"
-#include "kernels/ops.h"
 #include "runtime/thread_pool.h"
 
 namespace sickle {
@@ -63,12 +62,11 @@ void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q
 
 }  // namespace
 
-void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
-                 const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
+void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
+                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
                  MoeScratch& s, ThreadPool* pool) {
   const int64_t E = int64_t(experts.size()), T = n_tokens;
   if (T <= 0 || E == 0 || k <= 0) return;
-  const KernelTable& kt = kernel_table();
 
   // Bucket (token, slot) entries by expert: order[p] = entry, pos[entry] = p.
   s.count.assign(size_t(E), 0);
@@ -161,7 +159,7 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
       run_rows(kt, m.gate, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, g, I);
       run_rows(kt, m.up, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, u, I);
       for (int64_t j = p0; j < p0 + n; ++j)
-        silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
+        kt.silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
     }
   });
 
@@ -185,13 +183,20 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
         const int64_t i = t * k + sl;
         const int32_t p = s.pos[size_t(i)];
         if (p < 0) continue;
-        axpy(scale * weight[i], y + int64_t(p) * H, out + t * H, H);
+        kt.axpy(scale * weight[i], y + int64_t(p) * H, out + t * H, H);
         if (expert_out) std::memcpy(expert_out + i * H, y + int64_t(p) * H, size_t(H) * sizeof(float));
       }
   });
 }
 
-void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool) {
+void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                 const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
+                 MoeScratch& scratch, ThreadPool* pool) {
+  moe_experts(kernel_table(), experts, x, n_tokens, k, expert_of, weight, scale, out, expert_out, scratch, pool);
+}
+
+void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
+                ThreadPool* pool) {
   if (n <= 0) return;
   std::fill(y, y + n * m.down.rows, 0.0f);
   // One bucket holding every token, weight 1. The routing arrays are small (n entries).
@@ -201,11 +206,17 @@ void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScra
     zeros.assign(size_t(n), 0);
     ones.assign(size_t(n), 1.0f);
   }
-  moe_experts(std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr, scratch, pool);
+  moe_experts(kt, std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr, scratch,
+              pool);
 }
 
-void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
-                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out) {
+void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool) {
+  expert_mlp(kernel_table(), m, x, n, y, scratch, pool);
+}
+
+void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
+                        int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
+                        float* expert_out) {
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t sl = 0; sl < k; ++sl) {
       const int64_t i = t * k + sl;
@@ -215,11 +226,16 @@ void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int6
       std::vector<float> gv(static_cast<size_t>(I)), uv(static_cast<size_t>(I)), yv(static_cast<size_t>(H));
       linear_scalar(m.gate, x + t * H, 1, gv.data(), nullptr);
       linear_scalar(m.up, x + t * H, 1, uv.data(), nullptr);
-      silu_mul(gv.data(), uv.data(), I, gv.data());
+      kt.silu_mul(gv.data(), uv.data(), I, gv.data());
       linear_scalar(m.down, gv.data(), 1, yv.data(), nullptr);
-      axpy(scale * weight[i], yv.data(), out + t * H, H);
+      kt.axpy(scale * weight[i], yv.data(), out + t * H, H);
       if (expert_out) std::memcpy(expert_out + i * H, yv.data(), size_t(H) * sizeof(float));
     }
+}
+
+void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
+                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out) {
+  moe_experts_scalar(kernel_table(), experts, x, n_tokens, k, expert_of, weight, scale, out, expert_out);
 }
 
 }  // namespace sickle

@@ -21,6 +21,7 @@
 namespace sickle {
 
 class ThreadPool;
+struct KernelTable;
 
 struct ExpertMlp {
   WeightView gate;  // [inter, hidden]
@@ -41,15 +42,26 @@ struct MoeScratch {
 // x [n_tokens, hidden]; expert_of / weight [n_tokens, k] (expert -1 = slot unused);
 // out [n_tokens, hidden] is accumulated into (+=); expert_out, when not null, receives each
 // (token, slot)'s raw expert output: [n_tokens * k, hidden] (rows of unused slots untouched).
+// Every kernel comes from table kt (kernels/dispatch.h); the overload without it uses
+// kernel_table(), the best table for this CPU.
+void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
+                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
+                 MoeScratch& scratch, ThreadPool* pool);
 void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                  const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
                  MoeScratch& scratch, ThreadPool* pool);
 
 // One MLP over n tokens: y [n, hidden] = down(silu(gate x) * up x) (overwritten). For dense
 // layers and shared experts: the same fused path with every token in one bucket.
+void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
+                ThreadPool* pool);
 void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool);
 
-// The specification of both: per token and slot, linear_scalar three times and silu_mul.
+// The specification of both: per token and slot, linear_scalar three times and silu_mul (kt's
+// silu_mul and axpy; the overload without kt: kernel_table()'s).
+void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
+                        int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
+                        float* expert_out);
 void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                         const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out);
 

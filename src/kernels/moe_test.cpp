@@ -49,7 +49,8 @@ double max_token_rel_err(const std::vector<float>& y, const std::vector<float>& 
   return worst;
 }
 
-void check_moe(WeightEncoding enc, double bound) {
+// moe_experts on table kt against the specification on the scalar table.
+void check_moe(const KernelTable& kt, WeightEncoding enc, double bound) {
   // H: 3 blocks of 32 (a tail past 128); I: 4.5 row chunks of 64, or (experts of 16+ tokens)
   // 1.125 of 256, the tails included.
   const int64_t E = 7, H = 96, I = 288;
@@ -72,11 +73,11 @@ void check_moe(WeightEncoding enc, double bound) {
       std::vector<float> base(size_t(T * H));
       for (auto& v : base) v = float(int(rng() % 7) - 3);
       std::vector<float> ref = base, eo_ref(size_t(T * k * H), -7.0f);
-      moe_experts_scalar(ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, ref.data(), eo_ref.data());
+      moe_experts_scalar(kScalarKernels, ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, ref.data(), eo_ref.data());
       std::vector<float> first;
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
         std::vector<float> y = base, eo(size_t(T * k * H), -7.0f);
-        moe_experts(ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, y.data(), eo.data(), scratch, p);
+        moe_experts(kt, ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, y.data(), eo.data(), scratch, p);
         // Compare the routed part (y - base) with the spec's.
         std::vector<float> dy(y.size()), dref(y.size());
         for (size_t i = 0; i < y.size(); ++i) {
@@ -96,15 +97,18 @@ void check_moe(WeightEncoding enc, double bound) {
       }
     }
   }
-  std::printf("  moe %s: worst per-token ||y - spec|| / ||spec|| %.3g (bound %.0e)\n", encoding_name(enc), worst,
-              bound);
+  std::printf("  moe %s on %s: worst per-token ||y - spec|| / ||spec|| %.3g (bound %.0e)\n", encoding_name(enc),
+              kt.name, worst, bound);
 }
 
-// int4: two int8 activation roundings (x, then silu(g) * u) each within linear.h's bound.
-TEST(Moe, Int4ExpertsMatchSpec) { check_moe(WeightEncoding::kInt4Group, 4e-2); }
-TEST(Moe, BF16ExpertsMatchSpec) { check_moe(WeightEncoding::kBF16, 1e-5); }
+// Every test runs on each table this CPU runs (Moe.Int4ExpertsMatchSpec/avx2 ...).
+class Moe : public ::testing::TestWithParam<const KernelTable*> {};
 
-TEST(Moe, ExpertMlpIsOneBucket) {
+// int4: two int8 activation roundings (x, then silu(g) * u) each within linear.h's bound.
+TEST_P(Moe, Int4ExpertsMatchSpec) { check_moe(*GetParam(), WeightEncoding::kInt4Group, 4e-2); }
+TEST_P(Moe, BF16ExpertsMatchSpec) { check_moe(*GetParam(), WeightEncoding::kBF16, 1e-5); }
+
+TEST_P(Moe, ExpertMlpIsOneBucket) {
   const int64_t H = 64, I = 96, n = 9;
   Experts ex = make_experts(WeightEncoding::kBF16, 1, H, I, 77);
   Acts a = make_acts(n, H, 1, 3, false);
@@ -113,18 +117,35 @@ TEST(Moe, ExpertMlpIsOneBucket) {
   std::vector<float> y(size_t(n * H), 123.0f), ref(size_t(n * H), 0.0f);
   std::vector<int32_t> zeros(size_t(n), 0);
   std::vector<float> ones(size_t(n), 1.0f);
-  moe_experts_scalar(ex.mlps, a.x, n, 1, zeros.data(), ones.data(), 1.0f, ref.data(), nullptr);
-  expert_mlp(ex.mlps[0], a.x, n, y.data(), scratch, &pool);  // overwrites y
+  moe_experts_scalar(kScalarKernels, ex.mlps, a.x, n, 1, zeros.data(), ones.data(), 1.0f, ref.data(), nullptr);
+  expert_mlp(*GetParam(), ex.mlps[0], a.x, n, y.data(), scratch, &pool);  // overwrites y
   EXPECT_LE(max_token_rel_err(y, ref, n, H), 1e-5);
 }
 
-TEST(Moe, NoChosenExpertLeavesOutputUntouched) {
+TEST_P(Moe, NoChosenExpertLeavesOutputUntouched) {
   Experts ex = make_experts(WeightEncoding::kInt4Group, 2, 32, 64, 9);
   std::vector<float> x(64, 1.0f), out(64, 5.0f), w(2, 1.0f);
   std::vector<int32_t> none(2, -1);
   MoeScratch scratch;
-  moe_experts(ex.mlps, x.data(), 2, 1, none.data(), w.data(), 1.0f, out.data(), nullptr, scratch, nullptr);
+  moe_experts(*GetParam(), ex.mlps, x.data(), 2, 1, none.data(), w.data(), 1.0f, out.data(), nullptr, scratch,
+              nullptr);
   for (float v : out) ASSERT_EQ(v, 5.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tables, Moe, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
+
+// The overloads without a table run kernel_table()'s: the same numbers as passing it.
+TEST(MoeDefaultTable, EqualsPassingKernelTable) {
+  Experts ex = make_experts(WeightEncoding::kInt4Group, 3, 64, 96, 21);
+  Acts a = make_acts(5, 64, 0, 8, false);
+  const std::vector<int32_t> chosen = {0, 2, 1, 1, 2, 0, 0, 1, 2, 2};
+  const std::vector<float> w(10, 0.5f);
+  MoeScratch scratch;
+  std::vector<float> y1(5 * 64, 0.0f), y2 = y1;
+  moe_experts(ex.mlps, a.x, 5, 2, chosen.data(), w.data(), 1.0f, y1.data(), nullptr, scratch, nullptr);
+  moe_experts(kernel_table(), ex.mlps, a.x, 5, 2, chosen.data(), w.data(), 1.0f, y2.data(), nullptr, scratch, nullptr);
+  EXPECT_EQ(y1, y2);
+  EXPECT_NE(y1, std::vector<float>(5 * 64, 0.0f));
 }
 
 }  // namespace

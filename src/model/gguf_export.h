@@ -7,7 +7,7 @@
 //    attn_v_b ggml ne {kv_lora, v, heads} (per head W_UV), with key_length_mla/value_length_mla.
 //  - routed experts stacked in 3D (ffn_{gate,up,down}_exps ne {in, out, n_expert}).
 //  - int4 group-32 experts (compressed-tensors pack-quantized, symmetric) become Q4_0 with no
-//    requantization: d = f16(bf16 scale), nibbles reordered (model-format.md §3).
+//    requantization: d = f16(bf16 scale), nibbles reordered (docs/formats.md §3).
 //  - norms, biases and the router (ffn_gate_inp) in f32 as convert_hf_to_gguf.py writes them;
 //    other weights in f16, bf16 or q8_0 (ggml's reference quantize_row_q8_0).
 //  - tokenizer: tiktoken (Kimi) as "gpt2" + pre "kimi-k2" with merges rebuilt from the ranks

@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -37,6 +38,7 @@
 #include "io/checkpoint.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
+#include "kernels/dispatch.h"
 #include "model/hooks.h"
 #include "model/model.h"
 
@@ -73,14 +75,14 @@ uint64_t tensor_checksum(const std::byte* p, size_t n) {
   return s;
 }
 
-// One golden: its json, its tensors, and the regenerated checkpoint + loaded model (shared by
-// every test of the process: synth and load once).
+// One golden: its json, its tensors, and the regenerated checkpoint + the model loaded on each
+// kernel table (shared by every test of the process: synth once, load once per table).
 struct Golden {
   std::string name;
   json meta;
   std::unique_ptr<SafetensorsFile> file;
   fs::path ckpt_dir;
-  std::unique_ptr<Model> model;
+  std::map<std::string, std::unique_ptr<Model>> models;  // by kernel table name
   std::string error;  // set if regeneration or loading failed
 
   std::vector<int32_t> ints(const std::string& key) const {
@@ -149,15 +151,28 @@ Golden& golden(const std::string& name) {
     }
     auto ck = Checkpoint::open(g.ckpt_dir);
     g.error = check_fingerprint(g, *ck);
-    if (!g.error.empty()) return g;
-    ModelOptions opt;
-    opt.n_threads = 2;
-    g.model = Model::load(g.ckpt_dir, opt);
   } catch (const std::exception& e) {
     g.error = e.what();
   }
   return g;
 }
+
+// The golden's model running on kernel table kt (loaded on first use).
+Model& golden_model(Golden& g, const KernelTable& kt) {
+  std::unique_ptr<Model>& m = g.models[kt.name];
+  if (!m) {
+    ModelOptions opt;
+    opt.n_threads = 2;
+    opt.kernels = &kt;
+    m = Model::load(g.ckpt_dir, opt);
+  }
+  return *m;
+}
+
+// Every golden test runs on each kernel table this CPU runs: names end in the golden and the
+// table (GoldenTest.PrefillLogits/tiny_kimi_int4_avx2), so the AVX2 and scalar paths are proven
+// end to end on an AVX-512 / AMX machine too.
+using GoldenParam = std::tuple<std::string, const KernelTable*>;
 
 // Removes the regenerated checkpoints at exit.
 struct Cleanup {
@@ -203,15 +218,20 @@ int32_t argmax(const float* row, int64_t vocab) {
   return int32_t(std::max_element(row, row + vocab) - row);
 }
 
-class GoldenTest : public ::testing::TestWithParam<std::string> {
+class GoldenTest : public ::testing::TestWithParam<GoldenParam> {
  protected:
   void SetUp() override {
-    g_ = &golden(GetParam());
-    ASSERT_TRUE(g_->error.empty()) << GetParam() << ": " << g_->error;
-    vocab_ = g_->model->vocab_size();
+    name_ = std::get<0>(GetParam()) + " on " + std::get<1>(GetParam())->name;
+    g_ = &golden(std::get<0>(GetParam()));
+    ASSERT_TRUE(g_->error.empty()) << name_ << ": " << g_->error;
+    model_ = &golden_model(*g_, *std::get<1>(GetParam()));
+    vocab_ = model_->vocab_size();
     n_cases_ = int(g_->meta.at("cases").size());
   }
+  const std::string& name() const { return name_; }
+  std::string name_;
   Golden* g_ = nullptr;
+  Model* model_ = nullptr;
   int64_t vocab_ = 0;
   int n_cases_ = 0;
 };
@@ -224,12 +244,12 @@ TEST_P(GoldenTest, PrefillLogits) {
     int64_t rows = 0;
     const auto want = g_->floats(g_->case_key(i, "logits"), &rows);
     ASSERT_EQ(rows, int64_t(toks.size()));
-    auto seq = g_->model->new_sequence();
+    auto seq = model_->new_sequence();
     std::vector<float> logits;
-    g_->model->forward(*seq, toks, logits, /*all_logits=*/true);
+    model_->forward(*seq, toks, logits, /*all_logits=*/true);
     ASSERT_EQ(int64_t(logits.size()), rows * vocab_);
     worst = std::max(worst, compare_rows(logits.data(), want.data(), rows, vocab_, g_->tol(),
-                                         GetParam() + " prefill case " + std::to_string(i)));
+                                         name() + " prefill case " + std::to_string(i)));
     EXPECT_EQ(seq->n_past(), rows);
     // int4 goldens emulate the kernels' Q8_0 activations; the exact-semantics logits are kept
     // too and must agree within the looser stated bound.
@@ -238,7 +258,7 @@ TEST_P(GoldenTest, PrefillLogits) {
       for (int64_t r = 0; r < rows; ++r) exact_rel.push_back(row_rel(&logits[r * vocab_], &exact[r * vocab_], vocab_));
     }
   }
-  std::printf("[%s] prefill: worst max|diff|/max|logit| = %.3g (tolerance %.3g)\n", GetParam().c_str(), worst,
+  std::printf("[%s] prefill: worst max|diff|/max|logit| = %.3g (tolerance %.3g)\n", name().c_str(), worst,
               g_->tol());
   if (!exact_rel.empty()) {
     // Q8_0 activations move logits by ~1% and can flip a near-tie routing decision (then a row
@@ -247,10 +267,10 @@ TEST_P(GoldenTest, PrefillLogits) {
     std::sort(exact_rel.begin(), exact_rel.end());
     const double med = exact_rel[exact_rel.size() / 2], p90 = exact_rel[exact_rel.size() * 9 / 10];
     const json& t = g_->meta.at("tolerance");
-    EXPECT_LE(med, t.at("exact_median_rel").get<double>()) << GetParam() << " vs exact semantics: median row error";
-    EXPECT_LE(p90, t.at("exact_p90_rel").get<double>()) << GetParam() << " vs exact semantics: 90th percentile";
+    EXPECT_LE(med, t.at("exact_median_rel").get<double>()) << name() << " vs exact semantics: median row error";
+    EXPECT_LE(p90, t.at("exact_p90_rel").get<double>()) << name() << " vs exact semantics: 90th percentile";
     std::printf("[%s] vs exact semantics (no activation quantization): median %.3g, p90 %.3g, max %.3g\n",
-                GetParam().c_str(), med, p90, exact_rel.back());
+                name().c_str(), med, p90, exact_rel.back());
   }
 }
 
@@ -260,17 +280,17 @@ TEST_P(GoldenTest, DecodeStepByStep) {
     const auto toks = g_->ints(g_->case_key(i, "tokens"));
     int64_t rows = 0;
     const auto want = g_->floats(g_->case_key(i, "logits"), &rows);
-    auto seq = g_->model->new_sequence();
+    auto seq = model_->new_sequence();
     std::vector<float> logits;
     for (int64_t t = 0; t < rows; ++t) {
-      g_->model->forward(*seq, std::span<const int32_t>(&toks[t], 1), logits);
+      model_->forward(*seq, std::span<const int32_t>(&toks[t], 1), logits);
       ASSERT_EQ(int64_t(logits.size()), vocab_);
       worst = std::max(worst, compare_rows(logits.data(), want.data() + t * vocab_, 1, vocab_, g_->tol(),
-                                           GetParam() + " decode case " + std::to_string(i) + " pos " +
+                                           name() + " decode case " + std::to_string(i) + " pos " +
                                                std::to_string(t)));
     }
   }
-  std::printf("[%s] step-by-step decode: worst %.3g\n", GetParam().c_str(), worst);
+  std::printf("[%s] step-by-step decode: worst %.3g\n", name().c_str(), worst);
 }
 
 TEST_P(GoldenTest, ChunkedPrefill) {
@@ -282,13 +302,13 @@ TEST_P(GoldenTest, ChunkedPrefill) {
   ASSERT_GE(toks.size(), 3u);
   const auto want = g_->floats(g_->case_key(best, "logits"));
   const size_t split = toks.size() * 2 / 5;
-  auto seq = g_->model->new_sequence();
+  auto seq = model_->new_sequence();
   std::vector<float> a, b;
-  g_->model->forward(*seq, std::span<const int32_t>(toks.data(), split), a, true);
-  g_->model->forward(*seq, std::span<const int32_t>(toks.data() + split, toks.size() - split), b, true);
-  compare_rows(a.data(), want.data(), int64_t(split), vocab_, g_->tol(), GetParam() + " chunk 1");
+  model_->forward(*seq, std::span<const int32_t>(toks.data(), split), a, true);
+  model_->forward(*seq, std::span<const int32_t>(toks.data() + split, toks.size() - split), b, true);
+  compare_rows(a.data(), want.data(), int64_t(split), vocab_, g_->tol(), name() + " chunk 1");
   compare_rows(b.data(), want.data() + split * vocab_, int64_t(toks.size() - split), vocab_, g_->tol(),
-               GetParam() + " chunk 2");
+               name() + " chunk 2");
 }
 
 TEST_P(GoldenTest, GreedyContinuation) {
@@ -298,24 +318,24 @@ TEST_P(GoldenTest, GreedyContinuation) {
     const auto want = g_->ints(g_->case_key(i, "greedy"));
     const auto want_rows = g_->floats(g_->case_key(i, "greedy_logits"));
     ASSERT_GE(want.size(), 32u);
-    auto seq = g_->model->new_sequence();
+    auto seq = model_->new_sequence();
     std::vector<float> logits;
-    g_->model->forward(*seq, toks, logits);
+    model_->forward(*seq, toks, logits);
     std::vector<int32_t> got;
     for (size_t s = 0; s < want.size(); ++s) {
       ASSERT_EQ(int64_t(logits.size()), vocab_);
       worst = std::max(worst, compare_rows(logits.data(), want_rows.data() + s * vocab_, 1, vocab_, g_->tol(),
-                                           GetParam() + " greedy case " + std::to_string(i) + " step " +
+                                           name() + " greedy case " + std::to_string(i) + " step " +
                                                std::to_string(s)));
       const int32_t t = argmax(logits.data(), vocab_);
       got.push_back(t);
       if (t != want[s]) break;  // the rest would compare different prefixes
-      g_->model->forward(*seq, std::span<const int32_t>(&t, 1), logits);
+      model_->forward(*seq, std::span<const int32_t>(&t, 1), logits);
     }
-    EXPECT_EQ(got, want) << GetParam() << " case " << i << ": greedy continuation diverges at step "
+    EXPECT_EQ(got, want) << name() << " case " << i << ": greedy continuation diverges at step "
                          << got.size() - 1;
   }
-  std::printf("[%s] greedy: worst %.3g\n", GetParam().c_str(), worst);
+  std::printf("[%s] greedy: worst %.3g\n", name().c_str(), worst);
 }
 
 TEST_P(GoldenTest, TwoSequencesInOneStep) {
@@ -326,26 +346,26 @@ TEST_P(GoldenTest, TwoSequencesInOneStep) {
     const auto ga = g_->ints(g_->case_key(ia, "greedy")), gb = g_->ints(g_->case_key(ib, "greedy"));
     const auto gra = g_->floats(g_->case_key(ia, "greedy_logits"));
     const auto grb = g_->floats(g_->case_key(ib, "greedy_logits"));
-    auto sa = g_->model->new_sequence(), sb = g_->model->new_sequence();
+    auto sa = model_->new_sequence(), sb = model_->new_sequence();
     std::vector<float> logits;
     std::vector<StepItem> items = {{sa.get(), ta, true}, {sb.get(), tb, true}};
-    g_->model->forward(items, logits);
+    model_->forward(items, logits);
     ASSERT_EQ(int64_t(logits.size()), int64_t(ta.size() + tb.size()) * vocab_);
-    compare_rows(logits.data(), wa.data(), int64_t(ta.size()), vocab_, g_->tol(), GetParam() + " batch prefill a");
+    compare_rows(logits.data(), wa.data(), int64_t(ta.size()), vocab_, g_->tol(), name() + " batch prefill a");
     compare_rows(logits.data() + ta.size() * vocab_, wb.data(), int64_t(tb.size()), vocab_, g_->tol(),
-                 GetParam() + " batch prefill b");
+                 name() + " batch prefill b");
     // Decode both together, feeding the golden greedy tokens; each step's two rows.
     const size_t steps = std::min(ga.size(), gb.size());
     for (size_t s = 1; s < steps; ++s) {
       const int32_t xa = ga[s - 1], xb = gb[s - 1];
       std::vector<StepItem> step = {{sa.get(), std::span<const int32_t>(&xa, 1)},
                                     {sb.get(), std::span<const int32_t>(&xb, 1)}};
-      g_->model->forward(step, logits);
+      model_->forward(step, logits);
       ASSERT_EQ(int64_t(logits.size()), 2 * vocab_);
       compare_rows(logits.data(), gra.data() + s * vocab_, 1, vocab_, g_->tol(),
-                   GetParam() + " batch decode a step " + std::to_string(s));
+                   name() + " batch decode a step " + std::to_string(s));
       compare_rows(logits.data() + vocab_, grb.data() + s * vocab_, 1, vocab_, g_->tol(),
-                   GetParam() + " batch decode b step " + std::to_string(s));
+                   name() + " batch decode b step " + std::to_string(s));
       EXPECT_EQ(argmax(logits.data(), vocab_), ga[s]) << "batch a step " << s;
       EXPECT_EQ(argmax(logits.data() + vocab_, vocab_), gb[s]) << "batch b step " << s;
     }
@@ -353,8 +373,10 @@ TEST_P(GoldenTest, TwoSequencesInOneStep) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, GoldenTest,
-                         ::testing::Values("tiny-kimi-int4", "tiny-kimi-bf16", "tiny-dsv3-fp8", "tiny-dsv3-bf16"),
-                         test_util::DashToUnderscore());
+                         ::testing::Combine(::testing::Values("tiny-kimi-int4", "tiny-kimi-bf16", "tiny-dsv3-fp8",
+                                                              "tiny-dsv3-bf16"),
+                                            ::testing::ValuesIn(runnable_kernel_tables())),
+                         test_util::DashToUnderscoreAndTable());
 
 // ---- REAP statistics from the observer hook vs tools/reference/reap_stats.py ----
 
@@ -394,28 +416,30 @@ struct StatsObserver : ForwardObserver {
   }
 };
 
-class ReapGoldenTest : public ::testing::TestWithParam<std::string> {};
+class ReapGoldenTest : public ::testing::TestWithParam<GoldenParam> {};
 
 TEST_P(ReapGoldenTest, ObserverStatisticsMatchReference) {
-  Golden& g = golden(GetParam());
-  ASSERT_TRUE(g.error.empty()) << GetParam() << ": " << g.error;
-  const fs::path base = fs::path(source_dir()) / "tests" / "golden" / "reap" / GetParam();
+  const std::string& golden_name = std::get<0>(GetParam());
+  Golden& g = golden(golden_name);
+  ASSERT_TRUE(g.error.empty()) << golden_name << ": " << g.error;
+  Model& model = golden_model(g, *std::get<1>(GetParam()));
+  const fs::path base = fs::path(source_dir()) / "tests" / "golden" / "reap" / golden_name;
   const json meta = read_json(base.string() + ".json");
   ASSERT_EQ(meta.at("fingerprint_sha256"), g.meta.at("fingerprint_sha256"));
   auto file = SafetensorsFile::open(base.string() + ".safetensors");
   const double rel = meta.at("tolerance").at("sums_rel").get<double>();
   StatsObserver obs;
-  const ModelConfig& cfg = g.model->config();
+  const ModelConfig& cfg = model.config();
   for (int64_t il = 0; il < cfg.num_hidden_layers; ++il)
     if (cfg.is_moe_layer(il)) obs.n_experts[il] = cfg.n_experts(il);
-  g.model->set_observer(&obs);
+  model.set_observer(&obs);
   std::vector<float> logits;
   for (const auto& s : meta.at("sequences")) {
     const auto toks = s.get<std::vector<int32_t>>();
-    auto seq = g.model->new_sequence();
-    g.model->forward(*seq, toks, logits);
+    auto seq = model.new_sequence();
+    model.forward(*seq, toks, logits);
   }
-  g.model->set_observer(nullptr);
+  model.set_observer(nullptr);
   ASSERT_EQ(obs.layers.size(), obs.n_experts.size());
   for (const auto& [il, L] : obs.layers) {
     const std::string p = "layers." + std::to_string(il) + ".";
@@ -439,8 +463,10 @@ TEST_P(ReapGoldenTest, ObserverStatisticsMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Synth, ReapGoldenTest, ::testing::Values("tiny-kimi-int4", "tiny-dsv3-fp8"),
-                         test_util::DashToUnderscore());
+INSTANTIATE_TEST_SUITE_P(Synth, ReapGoldenTest,
+                         ::testing::Combine(::testing::Values("tiny-kimi-int4", "tiny-dsv3-fp8"),
+                                            ::testing::ValuesIn(runnable_kernel_tables())),
+                         test_util::DashToUnderscoreAndTable());
 
 }  // namespace
 }  // namespace sickle

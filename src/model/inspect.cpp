@@ -30,7 +30,7 @@ struct Class {
   Placement placement = Placement::kReplicated;
 };
 
-// Where a tensor belongs (model-format.md §2 names). `name` has the text prefix stripped when
+// Where a tensor belongs (docs/formats.md §2 names). `name` has the text prefix stripped when
 // it had one; vision tensors carry no prefix.
 Class classify(std::string_view name, const ModelConfig& c) {
   Class k;

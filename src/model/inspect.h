@@ -131,7 +131,7 @@ ModelReport analyze_source(const ModelSource& src);
 // (synth kimi-k2.5-layers) to stand for the full model.
 ModelReport scale_layers(const ModelReport& r, int64_t n_layers);
 
-// YaRN attention factors (model-format.md §5; HF DeepseekV3 yarn_get_mscale).
+// YaRN attention factors (docs/formats.md §5; HF DeepseekV3 yarn_get_mscale).
 struct RopeFacts {
   bool is_yarn = false;
   double mscale_all_dim = 1;  // m = 0.1 * mscale_all_dim * ln(factor) + 1

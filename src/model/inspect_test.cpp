@@ -198,7 +198,7 @@ TEST(InspectConfigOnly, BytesPerWeightFollowTheQuantizationScheme) {
 }
 
 TEST(InspectConfigOnly, RealMoonViTFromVisionConfig) {
-  // Kimi-K2.5's released vision_config (model-format.md §2b): 27 blocks of width 1152.
+  // Kimi-K2.5's released vision_config (docs/formats.md §2b): 27 blocks of width 1152.
   json root = synth_plan(opts("tiny-kimi")).config;
   root.erase("sickle_synth");
   root["vision_config"] = test_util::kimi_k25_vision_config();
@@ -342,7 +342,7 @@ TEST(Inspect, KimiK25With72ExpertsReproducesTheSeedFigures) {
 
 // Published figures of the unpruned model (Moonshot: "1T total parameters, 32B activated")
 // from the same extrapolation with all 384 experts; and the yarn softmax scale from
-// model-format.md §5 (0.1446796 for Kimi-K2.5).
+// docs/formats.md §5 (0.1446796 for Kimi-K2.5).
 TEST(Inspect, KimiK25FullMatchesPublishedParameterCounts) {
   ModelReport r = scale_layers(analyze_plan(synth_plan(opts("kimi-k2.5-layers", 2))), 61);
   uint64_t params = 0;

@@ -185,7 +185,7 @@ std::vector<TensorEntry> tensors_from_config(const json& root, const ModelConfig
       L.add("mm_projector.pre_norm.weight", L.fdt, {vh});
       L.add("mm_projector.proj.0.weight", L.fdt, {H, 4 * vh});
     } else {
-      // MoonViT-3D + patch merger (model-format.md §2b; vLLM kimi_k25_vit.py): every linear and
+      // MoonViT-3D + patch merger (docs/formats.md §2b; vLLM kimi_k25_vit.py): every linear and
       // norm has a bias.
       const int64_t C = vision_int(v, {"vt_hidden_size", "hidden_size"});
       const int64_t I = vision_int(v, {"vt_intermediate_size", "intermediate_size"});

@@ -1,6 +1,6 @@
 // sickle/model/layout.h — the tensors a checkpoint holds, derived from config.json alone.
 //
-// Names, dtypes and shapes as the published checkpoints store them (model-format.md §2-§3), so
+// Names, dtypes and shapes as the published checkpoints store them (docs/formats.md §2-§3), so
 // `inspect` / `plan` can count bytes before anything is downloaded. Each linear's encoding comes
 // from the quantization scheme:
 //  - compressed-tensors pack-quantized int4 (Kimi-K2-Thinking, K2.5): the Linear modules not
@@ -17,7 +17,7 @@
 // Layers past num_hidden_layers (DeepSeek-V3's MTP layer, num_nextn_predict_layers) are not
 // listed: inference does not load them (the download is that much larger).
 // Vision (Kimi-K2.5, vision_config): the MoonViT-3D tower and patch-merger projector of
-// model-format.md §2b from vt_hidden_size / vt_intermediate_size / vt_num_hidden_layers
+// docs/formats.md §2b from vt_hidden_size / vt_intermediate_size / vt_num_hidden_layers
 // (or hidden_size / intermediate_size / num_hidden_layers, as vLLM's KimiK25VisionConfig names
 // them); a config written by `sickle synth` (a `sickle_synth` stanza) carries synth's small
 // stand-in tower instead, and gets exactly synth's six tensors.

@@ -1,4 +1,4 @@
-// sickle/model/model.cpp — the DeepSeek-V3 / Kimi-K2 forward pass (model-format.md §5, HF
+// sickle/model/model.cpp — the DeepSeek-V3 / Kimi-K2 forward pass (docs/formats.md §5, HF
 // modeling_deepseek semantics). One layer is: attention (MLA, absorbed form) then MLP (dense
 // for il < first_k_dense_replace, else MoE with the noaux_tc router and shared experts), each
 // wrapped in RMSNorm + residual. All activations are f32; weights stay in their native
@@ -22,6 +22,7 @@
 #include "kernels/linear.h"
 #include "kernels/moe.h"
 #include "kernels/ops.h"
+#include "model/attention.h"
 #include "model/rope.h"
 #include "runtime/thread_pool.h"
 
@@ -41,7 +42,7 @@ void Sequence::truncate(int64_t n_tokens) {
 
 uint64_t Sequence::cache_bytes() const {
   uint64_t b = 0;
-  for (const auto& c : cache_) b += c.capacity() * sizeof(float);
+  for (const auto& layer_cache : cache_) b += layer_cache.capacity() * sizeof(float);
   return b;
 }
 
@@ -50,7 +51,7 @@ uint64_t Sequence::cache_bytes() const {
 void Sequence::reserve(int64_t n_tokens) {
   if (n_tokens <= capacity_) return;
   int64_t cap = std::max<int64_t>({n_tokens, capacity_ + capacity_ / 2, 256});
-  for (auto& c : cache_) c.resize(size_t(cap * row_));
+  for (auto& layer_cache : cache_) layer_cache.resize(size_t(cap * row_));
   capacity_ = cap;
 }
 
@@ -124,7 +125,7 @@ struct LayerWeights {
 };
 
 // Step scratch, sized for `cap` tokens; grows (rarely) when a step has more tokens.
-struct Scratch {
+struct StepScratch {
   int64_t cap = 0;
   std::vector<float> x;         // [T, H] residual stream
   std::vector<float> xn;        // [T, H] normed input of the current block
@@ -147,31 +148,14 @@ struct Scratch {
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
   std::vector<float> head_rows;           // [rows, H] normed rows that need logits
   std::vector<int64_t> head_tok;          // [rows] the step token of each of them
-  // decode_attention (every token outside blocked prefill), batched over those tokens d so that
-  // W_UK and W_UV are read once per step, not once per sequence:
-  std::vector<float> dq;                  // [n_decode, n_heads, kv_lora + rope] [q_nope W_UK | q_pe]
-  std::vector<float> dlat;                // [n_decode, n_heads, kv_lora] P cache (before W_UV)
-  struct DecodeRun {
-    int64_t t0, n, d0;  // step rows [t0, t0 + n) are decode rows [d0, d0 + n)
-  };
-  std::vector<DecodeRun> decode_runs;
-  struct HeadTok {
-    int64_t t;           // step row
-    const float* cache;  // its sequence's cache of this layer
-    int64_t ctx;         // positions it attends to (causal: up to and including itself)
-  };
-  std::vector<HeadTok> head_toks;     // the step's tokens outside blocked prefill
-  struct BlockTask {
-    int32_t item;
-    int64_t j0, h0, h1;  // queries [j0, j0 + kAttnBlock) of the item, heads [h0, h1)
-  };
-  std::vector<BlockTask> block_tasks;  // blocked prefill attention of this step
+  std::vector<AttentionItem> attn_items;  // [n_items] this step's attention work (model/attention.h)
 };
 
 struct ModelImpl {
   std::unique_ptr<Checkpoint> ck;
-  ModelConfig c;
+  ModelConfig config;
   ModelOptions options;
+  const KernelTable* kernels = nullptr;  // options.kernels or kernel_table(); never null once loaded
   std::unique_ptr<ThreadPool> pool;
   ForwardObserver* observer = nullptr;
   bool check_finite = true;  // ModelOptions::check_finite and not SICKLE_CHECK_FINITE=0
@@ -184,22 +168,11 @@ struct ModelImpl {
   std::vector<float> final_norm;  // [H]
   std::vector<LayerWeights> layers;
   int64_t max_inter = 0, max_experts = 0;
-  Scratch s;
-  // Per-thread attention scratch (grow-only). The dequantizing kv_b path: o_lat, row [kv_lora],
-  // qcat [kv_lora + rope] (one query against whole cache rows), scores [ctx]; attention_block:
-  // qt, st, ot; decode_attention: st.
-  struct ThreadScratch {
-    std::vector<float> o_lat, row, qcat, scores;
-    std::vector<float> qt, st, ot;
-  };
-  std::vector<ThreadScratch> ts;
+  StepScratch step;
+  std::unique_ptr<Attention> attn;  // MLA over the latent cache, with its own scratch
 
   void reserve_step(int64_t n_tokens);
   void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
-  void attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1, int64_t t0,
-                       int64_t past, int64_t nq, float scale);
-  void decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0, int64_t w1,
-                        float scale);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
@@ -207,7 +180,7 @@ struct ModelImpl {
     if (options.exact_kernels)
       linear_scalar(w, x, n, y, pool.get());
     else
-      linear(w, x, n, y, pool.get());
+      linear_with(*kernels, w, x, n, y, pool.get());
   }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
@@ -218,18 +191,6 @@ struct ModelImpl {
 };
 
 namespace {
-// Blocked attention (attention_block) for chunks of at least kAttnMinTokens queries, in blocks
-// of kAttnBlock; beyond kAttnMaxScratch floats of scores per block (very long contexts) the
-// per-token loop runs instead.
-constexpr int64_t kAttnMinTokens = 4, kAttnBlock = 32, kAttnMaxScratch = int64_t(4) << 20;
-// Rows (heads x queries) a blocked attention task takes together: enough for the AMX products
-// to pay for packing the cache (kernels_amx.cpp f32_tiles_pay), few enough that the scores of a
-// task stay in L2 at short contexts.
-constexpr int64_t kAttnBlockRows = 256;
-// decode_attention handles at most this many tokens at once (its buffers hold
-// n_heads x (2 kv_lora + rope) floats per token: 1.1 MiB for DeepSeek-V3's 128 heads).
-constexpr int64_t kDecodeWindow = 64;
-
 void resize(std::vector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
 }
@@ -262,31 +223,31 @@ bool add_all_finite(float* x, const float* y, int64_t n) {
 }  // namespace
 
 void ModelImpl::reserve_step(int64_t T) {
-  if (T <= s.cap) return;
-  const int64_t H = c.hidden_size, nh = c.num_attention_heads;
-  resize(s.x, T * H);
-  resize(s.xn, T * H);
-  resize(s.q_lat, T * std::max<int64_t>(c.q_lora_rank, 1));
-  resize(s.q, T * nh * c.qk_head_dim());
-  resize(s.kv_lat, T * (c.kv_lora_rank + c.qk_rope_head_dim));
-  resize(s.attn, T * nh * c.v_head_dim);
-  resize(s.tmp, T * H);
-  resize(s.gate, T * max_inter);
-  resize(s.up, T * max_inter);
-  resize(s.rope_cos, T * c.qk_rope_head_dim / 2);
-  resize(s.rope_sin, T * c.qk_rope_head_dim / 2);
-  const int64_t k = c.num_experts_per_tok;
+  if (T <= step.cap) return;
+  const int64_t H = config.hidden_size, nh = config.num_attention_heads;
+  resize(step.x, T * H);
+  resize(step.xn, T * H);
+  resize(step.q_lat, T * std::max<int64_t>(config.q_lora_rank, 1));
+  resize(step.q, T * nh * config.qk_head_dim());
+  resize(step.kv_lat, T * (config.kv_lora_rank + config.qk_rope_head_dim));
+  resize(step.attn, T * nh * config.v_head_dim);
+  resize(step.tmp, T * H);
+  resize(step.gate, T * max_inter);
+  resize(step.up, T * max_inter);
+  resize(step.rope_cos, T * config.qk_rope_head_dim / 2);
+  resize(step.rope_sin, T * config.qk_rope_head_dim / 2);
+  const int64_t k = config.num_experts_per_tok;
   if (max_experts > 0) {
-    resize(s.router_logits, T * max_experts);
-    resize(s.choice, T * max_experts);
-    resize(s.chosen, T * k);
-    resize(s.weights, T * k);
-    resize(s.moe_out, T * H);
+    resize(step.router_logits, T * max_experts);
+    resize(step.choice, T * max_experts);
+    resize(step.chosen, T * k);
+    resize(step.weights, T * k);
+    resize(step.moe_out, T * H);
   }
-  resize(s.pos, T);
-  resize(s.tok, T);
-  resize(s.head_rows, T * H);
-  s.cap = T;
+  resize(step.pos, T);
+  resize(step.tok, T);
+  resize(step.head_rows, T * H);
+  step.cap = T;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,107 +258,110 @@ Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const ModelOptions& options) {
   std::unique_ptr<Model> m(new Model());
-  ModelImpl& I = *m->impl_;
-  I.ck = Checkpoint::open(dir);
-  I.c = I.ck->config();
-  I.options = options;
-  const ModelConfig& c = I.c;
-  const Checkpoint& ck = *I.ck;
+  ModelImpl& impl = *m->impl_;
+  impl.ck = Checkpoint::open(dir);
+  impl.config = impl.ck->config();
+  impl.options = options;
+  impl.kernels = options.kernels ? options.kernels : &kernel_table();
+  const ModelConfig& config = impl.config;
+  const Checkpoint& ck = *impl.ck;
   const TensorNames& N = ck.names();
   const std::string where = (dir / "config.json").string();
-  if (c.topk_method != "noaux_tc" && c.topk_method != "greedy")
-    fail("{}: topk_method '{}' is not supported (noaux_tc or greedy)", where, c.topk_method);
-  if (c.scoring_func != "sigmoid" && c.scoring_func != "softmax")
-    fail("{}: scoring_func '{}' is not supported (sigmoid or softmax)", where, c.scoring_func);
-  if (c.qk_rope_head_dim % 2) fail("{}: qk_rope_head_dim = {} must be even", where, c.qk_rope_head_dim);
-  if (c.num_experts_per_tok <= 0 && c.n_routed_experts > 0)
-    fail("{}: num_experts_per_tok = {} must be positive", where, c.num_experts_per_tok);
+  if (config.topk_method != "noaux_tc" && config.topk_method != "greedy")
+    fail("{}: topk_method '{}' is not supported (noaux_tc or greedy)", where, config.topk_method);
+  if (config.scoring_func != "sigmoid" && config.scoring_func != "softmax")
+    fail("{}: scoring_func '{}' is not supported (sigmoid or softmax)", where, config.scoring_func);
+  if (config.qk_rope_head_dim % 2)
+    fail("{}: qk_rope_head_dim = {} must be even", where, config.qk_rope_head_dim);
+  if (config.num_experts_per_tok <= 0 && config.n_routed_experts > 0)
+    fail("{}: num_experts_per_tok = {} must be positive", where, config.num_experts_per_tok);
 
   const char* check_env = std::getenv("SICKLE_CHECK_FINITE");
-  I.check_finite = options.check_finite && !(check_env && std::string_view(check_env) == "0");
-  I.max_context = options.max_context > 0 ? options.max_context : c.max_position_embeddings;
-  if (I.max_context <= 0) fail("{}: max_position_embeddings = {} must be positive", where, c.max_position_embeddings);
+  impl.check_finite = options.check_finite && !(check_env && std::string_view(check_env) == "0");
+  impl.max_context = options.max_context > 0 ? options.max_context : config.max_position_embeddings;
+  if (impl.max_context <= 0) fail("{}: max_position_embeddings = {} must be positive", where, config.max_position_embeddings);
 
   // RoPE and the attention scale (rope.h cites the formulas).
-  RopeParams rp = rope_params(c);
-  I.inv_freq = rp.inv_freq;
-  I.rope_mscale = rp.cos_sin_scale;
-  I.softmax_scale = rp.softmax_scale;
+  RopeParams rp = rope_params(config);
+  impl.inv_freq = rp.inv_freq;
+  impl.rope_mscale = rp.cos_sin_scale;
+  impl.softmax_scale = rp.softmax_scale;
 
-  I.embed = ck.weight(N.embed().substr(0, N.embed().size() - 7));
-  I.lm_head = ck.has_weight(N.lm_head().substr(0, N.lm_head().size() - 7))
+  impl.embed = ck.weight(N.embed().substr(0, N.embed().size() - 7));
+  impl.lm_head = ck.has_weight(N.lm_head().substr(0, N.lm_head().size() - 7))
                   ? ck.weight(N.lm_head().substr(0, N.lm_head().size() - 7))
-                  : I.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
-  I.final_norm = load_vector(ck, N.final_norm(), c.hidden_size);
+                  : impl.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
+  impl.final_norm = load_vector(ck, N.final_norm(), config.hidden_size);
 
-  I.layers.resize(size_t(c.num_hidden_layers));
-  I.max_inter = 1;
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
-    LayerWeights& L = I.layers[il];
+  impl.layers.resize(size_t(config.num_hidden_layers));
+  impl.max_inter = 1;
+  for (int64_t il = 0; il < config.num_hidden_layers; ++il) {
+    LayerWeights& L = impl.layers[il];
     auto W = [&](const char* rest) { return ck.weight(N.layer(il, rest)); };
-    L.attn_norm = load_vector(ck, N.layer(il, "input_layernorm.weight"), c.hidden_size);
-    L.ffn_norm = load_vector(ck, N.layer(il, "post_attention_layernorm.weight"), c.hidden_size);
-    if (c.q_lora_rank > 0) {
+    L.attn_norm = load_vector(ck, N.layer(il, "input_layernorm.weight"), config.hidden_size);
+    L.ffn_norm = load_vector(ck, N.layer(il, "post_attention_layernorm.weight"), config.hidden_size);
+    if (config.q_lora_rank > 0) {
       L.q_a = W("self_attn.q_a_proj");
       L.q_b = W("self_attn.q_b_proj");
-      L.q_a_norm = load_vector(ck, N.layer(il, "self_attn.q_a_layernorm.weight"), c.q_lora_rank);
+      L.q_a_norm = load_vector(ck, N.layer(il, "self_attn.q_a_layernorm.weight"), config.q_lora_rank);
     } else {
       L.q = W("self_attn.q_proj");
     }
     L.kv_a = W("self_attn.kv_a_proj_with_mqa");
-    L.kv_a_norm = load_vector(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), c.kv_lora_rank);
+    L.kv_a_norm = load_vector(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), config.kv_lora_rank);
     L.kv_b = W("self_attn.kv_b_proj");
     if (uint64_t(L.kv_b.rows) * L.kv_b.cols * 4 <= options.kv_b_copy_max_bytes) {
       L.kv_b_f32.resize(size_t(L.kv_b.rows * L.kv_b.cols));
       for (int64_t r = 0; r < L.kv_b.rows; ++r) L.kv_b.dequant_row(r, L.kv_b_f32.data() + r * L.kv_b.cols);
     }
     L.o = W("self_attn.o_proj");
-    L.is_moe = c.is_moe_layer(il);
+    L.is_moe = config.is_moe_layer(il);
     if (!L.is_moe) {
       L.dense = {W("mlp.gate_proj"), W("mlp.up_proj"), W("mlp.down_proj")};
-      I.max_inter = std::max(I.max_inter, c.intermediate_size);
+      impl.max_inter = std::max(impl.max_inter, config.intermediate_size);
       continue;
     }
-    const int64_t E = c.n_experts(il);
-    if (E < c.num_experts_per_tok)
-      fail("{}: layer {} has {} experts but num_experts_per_tok = {}", where, il, E, c.num_experts_per_tok);
-    if (c.n_group > 1 && E % c.n_group)
-      fail("{}: layer {} has {} experts, not divisible by n_group = {}", where, il, E, c.n_group);
-    I.max_experts = std::max(I.max_experts, E);
+    const int64_t E = config.n_experts(il);
+    if (E < config.num_experts_per_tok)
+      fail("{}: layer {} has {} experts but num_experts_per_tok = {}", where, il, E,
+           config.num_experts_per_tok);
+    if (config.n_group > 1 && E % config.n_group)
+      fail("{}: layer {} has {} experts, not divisible by n_group = {}", where, il, E, config.n_group);
+    impl.max_experts = std::max(impl.max_experts, E);
     L.router = W("mlp.gate");
     const std::string bias_name = N.layer(il, "mlp.gate.e_score_correction_bias");
     if (ck.has(bias_name)) L.router_bias = load_vector(ck, bias_name, E);
-    if (c.n_shared_experts > 0) {
+    if (config.n_shared_experts > 0) {
       L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj")};
-      I.max_inter = std::max(I.max_inter, L.shared.gate.rows);
+      impl.max_inter = std::max(impl.max_inter, L.shared.gate.rows);
     }
     L.experts.resize(size_t(E));
     for (int64_t e = 0; e < E; ++e)
       L.experts[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
                       ck.weight(N.expert(il, e, "down_proj"))};
-    I.max_inter = std::max(I.max_inter, c.moe_intermediate_size);
+    impl.max_inter = std::max(impl.max_inter, config.moe_intermediate_size);
   }
 
-  I.pool = std::make_unique<ThreadPool>(options.n_threads);
-  I.ts.resize(size_t(I.pool->size()));
-  for (auto& t : I.ts) {
-    t.row.resize(size_t(c.kv_lora_rank));
-    t.o_lat.resize(size_t(c.kv_lora_rank));
-    t.qcat.resize(size_t(c.kv_lora_rank + c.qk_rope_head_dim));
-  }
-  I.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
+  impl.pool = std::make_unique<ThreadPool>(options.n_threads);
+  impl.attn = std::make_unique<Attention>(MlaDims{.n_heads = config.num_attention_heads,
+                                                .nope = config.qk_nope_head_dim,
+                                                .rope = config.qk_rope_head_dim,
+                                                .v = config.v_head_dim,
+                                                .kv_lora = config.kv_lora_rank},
+                                        impl.pool->size());
+  impl.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
   return m;
 }
 
-const ModelConfig& Model::config() const { return impl_->c; }
+const ModelConfig& Model::config() const { return impl_->config; }
 const Checkpoint& Model::checkpoint() const { return *impl_->ck; }
 ThreadPool& Model::pool() { return *impl_->pool; }
 int64_t Model::max_context() const { return impl_->max_context; }
 void Model::set_observer(ForwardObserver* obs) { impl_->observer = obs; }
 
 void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
-  const ModelConfig& c = impl_->c;
-  if (il < 0 || il >= c.num_hidden_layers) fail("expert mask: layer {} out of range [0, {})", il, c.num_hidden_layers);
+  const ModelConfig& config = impl_->config;
+  if (il < 0 || il >= config.num_hidden_layers) fail("expert mask: layer {} out of range [0, {})", il, config.num_hidden_layers);
   LayerWeights& L = impl_->layers[il];
   if (!L.is_moe) fail("expert mask: layer {} is a dense layer", il);
   if (allowed.empty()) {
@@ -408,36 +372,36 @@ void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
   if (int64_t(allowed.size()) != E) fail("expert mask: layer {} has {} experts, mask has {}", il, E, allowed.size());
   int64_t n_allowed = 0;
   for (uint8_t a : allowed) n_allowed += a != 0;
-  if (n_allowed < c.num_experts_per_tok)
-    fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed, c.num_experts_per_tok);
-  if (c.n_group > 1 && c.topk_group < c.n_group) {
+  if (n_allowed < config.num_experts_per_tok)
+    fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed, config.num_experts_per_tok);
+  if (config.n_group > 1 && config.topk_group < config.n_group) {
     // Experts of dropped groups are -inf in route(): whichever topk_group groups a token keeps
     // must hold num_experts_per_tok allowed experts, i.e. the topk_group emptiest groups do.
-    const int64_t gsize = E / c.n_group;
-    std::vector<int64_t> per_group(size_t(c.n_group), 0);
+    const int64_t gsize = E / config.n_group;
+    std::vector<int64_t> per_group(size_t(config.n_group), 0);
     for (int64_t e = 0; e < E; ++e) per_group[size_t(e / gsize)] += allowed[size_t(e)] != 0;
     std::sort(per_group.begin(), per_group.end());
     int64_t worst = 0;
-    for (int64_t g = 0; g < c.topk_group; ++g) worst += per_group[size_t(g)];
-    if (worst < c.num_experts_per_tok)
+    for (int64_t g = 0; g < config.topk_group; ++g) worst += per_group[size_t(g)];
+    if (worst < config.num_experts_per_tok)
       fail("expert mask: layer {}: the {} groups (of {}) with fewest allowed experts hold {}, fewer than "
            "num_experts_per_tok = {} (group-limited routing could run out of experts)",
-           il, c.topk_group, c.n_group, worst, c.num_experts_per_tok);
+           il, config.topk_group, config.n_group, worst, config.num_experts_per_tok);
   }
   L.allowed = std::move(allowed);
 }
 
 std::unique_ptr<Sequence> Model::new_sequence() const {
-  return std::unique_ptr<Sequence>(
-      new Sequence(this, impl_->c.num_hidden_layers, impl_->c.kv_lora_rank + impl_->c.qk_rope_head_dim));
+  return std::unique_ptr<Sequence>(new Sequence(this, impl_->config.num_hidden_layers,
+                                                impl_->config.kv_lora_rank + impl_->config.qk_rope_head_dim));
 }
 
 uint64_t Model::active_bytes_per_token() const {
-  const ModelImpl& I = *impl_;
-  const int64_t H = I.c.hidden_size;
-  uint64_t b = I.lm_head.storage_bytes() + I.embed.storage_bytes() / uint64_t(std::max<int64_t>(I.embed.rows, 1)) +
+  const ModelImpl& impl = *impl_;
+  const int64_t H = impl.config.hidden_size;
+  uint64_t b = impl.lm_head.storage_bytes() + impl.embed.storage_bytes() / uint64_t(std::max<int64_t>(impl.embed.rows, 1)) +
                uint64_t(H) * 4;
-  for (const auto& L : I.layers) {
+  for (const auto& L : impl.layers) {
     b += L.q_a.data ? L.q_a.storage_bytes() + L.q_b.storage_bytes() : L.q.storage_bytes();
     b += L.kv_a.storage_bytes() + L.kv_b.storage_bytes() + L.o.storage_bytes();
     if (!L.is_moe) {
@@ -448,7 +412,7 @@ uint64_t Model::active_bytes_per_token() const {
     if (L.shared.gate.data) b += L.shared.gate.storage_bytes() + L.shared.up.storage_bytes() + L.shared.down.storage_bytes();
     uint64_t all = 0;
     for (const auto& e : L.experts) all += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
-    b += all / L.experts.size() * uint64_t(I.c.num_experts_per_tok);
+    b += all / L.experts.size() * uint64_t(impl.config.num_experts_per_tok);
   }
   return b;
 }
@@ -462,9 +426,9 @@ void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<
 }
 
 void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
-  ModelImpl& I = *impl_;
-  const ModelConfig& c = I.c;
-  const int64_t H = c.hidden_size, V = c.vocab_size;
+  ModelImpl& impl = *impl_;
+  const ModelConfig& config = impl.config;
+  const int64_t H = config.hidden_size, V = config.vocab_size;
   // Validate everything before touching any sequence.
   int64_t T = 0, n_rows = 0;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -473,9 +437,9 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     for (size_t j = 0; j < i; ++j)
       if (items[j].seq == it.seq) fail("forward: items {} and {} name the same sequence", j, i);
     if (it.tokens.empty()) fail("forward: item {} has no tokens", i);
-    if (it.seq->n_past() + int64_t(it.tokens.size()) > I.max_context)
+    if (it.seq->n_past() + int64_t(it.tokens.size()) > impl.max_context)
       fail("forward: sequence would hold {} tokens, more than the context of {} tokens", it.seq->n_past() + it.tokens.size(),
-           I.max_context);
+           impl.max_context);
     for (int32_t t : it.tokens)
       if (t < 0 || t >= V) fail("forward: token id {} is outside the vocabulary [0, {})", t, V);
     T += int64_t(it.tokens.size());
@@ -485,8 +449,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     logits.clear();
     return;
   }
-  I.reserve_step(T);
-  std::vector<int64_t>& item_tok0 = I.s.item_tok0;
+  impl.reserve_step(T);
+  std::vector<int64_t>& item_tok0 = impl.step.item_tok0;
   if (item_tok0.size() < items.size() + 1) item_tok0.resize(items.size() + 1);  // grows once per batch size
   {
     int64_t t0 = 0;
@@ -495,73 +459,74 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
       Sequence& sq = *items[i].seq;
       sq.reserve(sq.n_past() + int64_t(items[i].tokens.size()));
       for (size_t j = 0; j < items[i].tokens.size(); ++j) {
-        I.s.pos[t0 + j] = sq.n_past() + int64_t(j);
-        I.s.tok[t0 + j] = items[i].tokens[j];
+        impl.step.pos[t0 + j] = sq.n_past() + int64_t(j);
+        impl.step.tok[t0 + j] = items[i].tokens[j];
       }
       t0 += int64_t(items[i].tokens.size());
     }
     item_tok0[items.size()] = t0;
   }
-  Scratch& s = I.s;
+  StepScratch& step = impl.step;
 
   // Embeddings: one row of embed_tokens per token.
-  I.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) I.embed.dequant_row(s.tok[t], s.x.data() + t * H);
+  impl.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) impl.embed.dequant_row(step.tok[t], step.x.data() + t * H);
   });
-  if (I.check_finite && !all_finite(s.x.data(), T * H)) I.throw_nonfinite(-1, "embedding", s.x.data(), T, H, nullptr, items.size());
+  if (impl.check_finite && !all_finite(step.x.data(), T * H)) impl.throw_nonfinite(-1, "embedding", step.x.data(), T, H, nullptr, items.size());
   // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
-  const int64_t half = c.qk_rope_head_dim / 2;
+  const int64_t half = config.qk_rope_head_dim / 2;
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < half; ++i) {
-      float angle = float(s.pos[t]) * I.inv_freq[i];
-      s.rope_cos[t * half + i] = float(std::cos(double(angle))) * I.rope_mscale;
-      s.rope_sin[t * half + i] = float(std::sin(double(angle))) * I.rope_mscale;
+      float angle = float(step.pos[t]) * impl.inv_freq[i];
+      step.rope_cos[t * half + i] = float(std::cos(double(angle))) * impl.rope_mscale;
+      step.rope_sin[t * half + i] = float(std::sin(double(angle))) * impl.rope_mscale;
     }
 
   // x += tmp (a block's output), stopping at the first NaN/Inf in the residual stream.
   auto residual = [&](int64_t il, const char* stage) {
-    if (!I.check_finite) {
-      for (int64_t i = 0; i < T * H; ++i) s.x[i] += s.tmp[i];
-    } else if (!add_all_finite(s.x.data(), s.tmp.data(), T * H)) {
-      I.throw_nonfinite(il, stage, s.x.data(), T, H, nullptr, items.size());
+    if (!impl.check_finite) {
+      for (int64_t i = 0; i < T * H; ++i) step.x[i] += step.tmp[i];
+    } else if (!add_all_finite(step.x.data(), step.tmp.data(), T * H)) {
+      impl.throw_nonfinite(il, stage, step.x.data(), T, H, nullptr, items.size());
     }
   };
-  const float eps = float(c.rms_norm_eps);
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
-    LayerWeights& L = I.layers[il];
+  const float eps = float(config.rms_norm_eps);
+  for (int64_t il = 0; il < config.num_hidden_layers; ++il) {
+    LayerWeights& L = impl.layers[il];
     // h = x + attn(norm(x))
-    for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.attn_norm.data(), eps, H, s.xn.data() + t * H);
-    I.attention(L, il, items, item_tok0, T);
-    I.lin(L.o, s.attn.data(), T, s.tmp.data());
+    for (int64_t t = 0; t < T; ++t) rmsnorm(step.x.data() + t * H, L.attn_norm.data(), eps, H, step.xn.data() + t * H);
+    impl.attention(L, il, items, item_tok0, T);
+    impl.lin(L.o, step.attn.data(), T, step.tmp.data());
     residual(il, "attention");
     // x = h + mlp(norm(h))
-    for (int64_t t = 0; t < T; ++t) rmsnorm(s.x.data() + t * H, L.ffn_norm.data(), eps, H, s.xn.data() + t * H);
+    for (int64_t t = 0; t < T; ++t) rmsnorm(step.x.data() + t * H, L.ffn_norm.data(), eps, H, step.xn.data() + t * H);
     if (L.is_moe)
-      I.moe(L, il, T);
+      impl.moe(L, il, T);
     else
-      I.mlp(L.dense, T, s.xn.data(), s.tmp.data());
+      impl.mlp(L.dense, T, step.xn.data(), step.tmp.data());
     residual(il, L.is_moe ? "moe" : "mlp");
-    if (I.observer && I.observer->wants_hidden()) {
-      HiddenEvent ev{il, T, H, s.x.data()};
-      I.observer->on_hidden(ev);
+    if (impl.observer && impl.observer->wants_hidden()) {
+      HiddenEvent ev{il, T, H, step.x.data()};
+      impl.observer->on_hidden(ev);
     }
   }
 
   // Final norm and lm_head over the rows that need logits.
   int64_t r = 0;
-  resize(s.head_tok, n_rows);
+  resize(step.head_tok, n_rows);
   for (size_t i = 0; i < items.size(); ++i) {
     int64_t n = int64_t(items[i].tokens.size());
     int64_t first = items[i].all_logits ? 0 : n - 1;
     for (int64_t j = first; j < n; ++j, ++r) {
-      s.head_tok[r] = item_tok0[i] + j;
-      rmsnorm(s.x.data() + (item_tok0[i] + j) * H, I.final_norm.data(), eps, H, s.head_rows.data() + r * H);
+      step.head_tok[r] = item_tok0[i] + j;
+      rmsnorm(step.x.data() + (item_tok0[i] + j) * H, impl.final_norm.data(), eps, H,
+              step.head_rows.data() + r * H);
     }
   }
   logits.resize(size_t(n_rows * V));
-  I.lin(I.lm_head, s.head_rows.data(), n_rows, logits.data());
-  if (I.check_finite && !all_finite(logits.data(), n_rows * V))
-    I.throw_nonfinite(-1, "logits", logits.data(), n_rows, V, s.head_tok.data(), items.size());
+  impl.lin(impl.lm_head, step.head_rows.data(), n_rows, logits.data());
+  if (impl.check_finite && !all_finite(logits.data(), n_rows * V))
+    impl.throw_nonfinite(-1, "logits", logits.data(), n_rows, V, step.head_tok.data(), items.size());
   for (auto& it : items) it.seq->n_past_ += int64_t(it.tokens.size());
 }
 
@@ -573,39 +538,39 @@ void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* r
     if (all_finite(p, width)) continue;
     const int64_t t = tok_of_row ? tok_of_row[r] : r;
     // The item holding step token t: item_tok0 is ascending, item i has [item_tok0[i], item_tok0[i + 1]).
-    const size_t item = size_t(std::upper_bound(s.item_tok0.begin(), s.item_tok0.begin() + n_items + 1, t) -
-                               s.item_tok0.begin()) - 1;
+    const size_t item =
+        size_t(std::upper_bound(step.item_tok0.begin(), step.item_tok0.begin() + n_items + 1, t) -
+               step.item_tok0.begin()) -
+        1;
     if (!hits.empty() && hits.back().item == item) continue;  // rows come in item order: its first only
-    hits.push_back({item, s.pos[t], std::any_of(p, p + width, [](float v) { return std::isnan(v); })});
+    hits.push_back({item, step.pos[t], std::any_of(p, p + width, [](float v) { return std::isnan(v); })});
   }
   throw NonFiniteError(layer, stage, std::move(hits));
 }
 
-// MLA in the absorbed form (DeepSeek-V2 paper §2.1.2 / model-format.md §5), for prefill and
-// decode alike. Per token: q = q_b(norm(q_a x)) [heads, nope + rope]; kv_a x = [c | k_pe];
-// the cache stores norm(c) and rope(k_pe). Per head h, with W_UK_h = kv_b rows
-// [h*(nope+v), h*(nope+v)+nope) and W_UV_h the next v rows:
-//   q_abs = q_nope_h W_UK_h                                      [kv_lora]
-//   score_s = (q_abs . c_s + q_pe_h . k_pe_s) * softmax_scale    causal over the cache
-//   out_h = W_UV_h (sum_s p_s c_s)                               [v]
+// MLA in the absorbed form (DeepSeek-V2 paper §2.1.2 / docs/formats.md §5), for prefill and
+// decode alike. Here, per token: q = q_b(norm(q_a x)) [heads, nope + rope] with q_pe roped;
+// kv_a x = [c | k_pe], and the cache row of the token gets norm(c) and rope(k_pe). Then
+// model/attention.h attends over the cache (its header gives the formulas).
 void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0,
                           int64_t T) {
-  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
-                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), half = rope / 2, row = kvl + rope;
+  const int64_t nh = config.num_attention_heads, nope = config.qk_nope_head_dim,
+                rope = config.qk_rope_head_dim, kvl = config.kv_lora_rank, qk = config.qk_head_dim(),
+                half = rope / 2, row = kvl + rope;
   // Queries.
-  if (c.q_lora_rank > 0) {
-    lin(L.q_a, s.xn.data(), T, s.q_lat.data());
+  if (config.q_lora_rank > 0) {
+    lin(L.q_a, step.xn.data(), T, step.q_lat.data());
     for (int64_t t = 0; t < T; ++t)
-      rmsnorm(s.q_lat.data() + t * c.q_lora_rank, L.q_a_norm.data(), 1e-6f, c.q_lora_rank, s.q_lat.data() + t * c.q_lora_rank);
-    lin(L.q_b, s.q_lat.data(), T, s.q.data());
+      rmsnorm(step.q_lat.data() + t * config.q_lora_rank, L.q_a_norm.data(), 1e-6f, config.q_lora_rank, step.q_lat.data() + t * config.q_lora_rank);
+    lin(L.q_b, step.q_lat.data(), T, step.q.data());
   } else {
-    lin(L.q, s.xn.data(), T, s.q.data());
+    lin(L.q, step.xn.data(), T, step.q.data());
   }
   // Latent and rope key; q_a/kv_a layernorms use eps 1e-6 (HF/Moonshot construct them without the config's eps).
-  lin(L.kv_a, s.xn.data(), T, s.kv_lat.data());
+  lin(L.kv_a, step.xn.data(), T, step.kv_lat.data());
   auto rotate = [&](float* x, int64_t t) {  // interleaved pairs (x[2i], x[2i+1]) by angle pos * inv_freq_i
-    const float* cs = s.rope_cos.data() + t * half;
-    const float* sn = s.rope_sin.data() + t * half;
+    const float* cs = step.rope_cos.data() + t * half;
+    const float* sn = step.rope_sin.data() + t * half;
     for (int64_t i = 0; i < half; ++i) {
       float a = x[2 * i], b = x[2 * i + 1];
       x[2 * i] = a * cs[i] - b * sn[i];
@@ -617,203 +582,40 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
     float* cache = sq.cache_[il].data();
     for (int64_t j = 0; j < int64_t(items[i].tokens.size()); ++j) {
       int64_t t = item_tok0[i] + j;
-      float* kv = s.kv_lat.data() + t * row;
+      float* kv = step.kv_lat.data() + t * row;
       float* dst = cache + (sq.n_past_ + j) * row;
       rmsnorm(kv, L.kv_a_norm.data(), 1e-6f, kvl, dst);
       std::memcpy(dst + kvl, kv + kvl, size_t(rope) * sizeof(float));
       rotate(dst + kvl, t);
-      for (int64_t h = 0; h < nh; ++h) rotate(s.q.data() + t * nh * qk + h * qk + nope, t);
+      for (int64_t h = 0; h < nh; ++h) rotate(step.q.data() + t * nh * qk + h * qk + nope, t);
     }
   }
-  const float* kvb32 = L.kv_b_f32.empty() ? nullptr : L.kv_b_f32.data();
-  const uint16_t* kvb16 = L.kv_b.encoding == WeightEncoding::kBF16 && !options.exact_kernels
-                              ? static_cast<const uint16_t*>(L.kv_b.data)
-                              : nullptr;
-  // Prefill chunks (with an f32 kv_b and a context that fits the block scratch): blocked matrix
-  // products (attention_block). Every other token attends on its own (decode_attention).
-  auto blocked = [&](size_t i) {
-    const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
-    return kvb32 && n >= kAttnMinTokens && (past + n) * kAttnBlock <= kAttnMaxScratch;
-  };
-  // Blocked items: one task per (block of kAttnBlock queries, group of heads); a group has up
-  // to kAttnBlockRows / kAttnBlock heads (fewer when the scores would pass kAttnMaxScratch).
-  s.block_tasks.clear();
-  s.head_toks.clear();
-  for (size_t i = 0; i < items.size(); ++i) {
-    const int64_t n = int64_t(items[i].tokens.size()), past = items[i].seq->n_past_;
-    if (blocked(i)) {
-      const int64_t g = std::clamp<int64_t>(
-          std::min(kAttnBlockRows / kAttnBlock, kAttnMaxScratch / ((past + n) * kAttnBlock)), 1, nh);
-      for (int64_t j0 = 0; j0 < n; j0 += kAttnBlock)
-        for (int64_t h0 = 0; h0 < nh; h0 += g) s.block_tasks.push_back({int32_t(i), j0, h0, std::min(nh, h0 + g)});
-      continue;
-    }
-    const Sequence& sq = *items[i].seq;
-    for (int64_t j = 0; j < n; ++j) s.head_toks.push_back({item_tok0[i] + j, sq.cache_[il].data(), past + j + 1});
-  }
-  if (!s.block_tasks.empty())
-    pool->parallel_for_dynamic(int64_t(s.block_tasks.size()), 1, [&](int64_t b, int64_t e, int tid) {
-      for (int64_t task = b; task < e; ++task) {
-        const Scratch::BlockTask& bt = s.block_tasks[size_t(task)];
-        const StepItem& it = items[size_t(bt.item)];
-        const int64_t n = int64_t(it.tokens.size()), past = it.seq->n_past_;
-        attention_block(ts[tid], it.seq->cache_[il].data(), kvb32, bt.h0, bt.h1, item_tok0[size_t(bt.item)] + bt.j0,
-                        past + bt.j0, std::min(kAttnBlock, n - bt.j0), softmax_scale);
-      }
-    });
-  if (s.head_toks.empty()) return;
-  if (kvb16 || kvb32) {
-    const int64_t n_tok = int64_t(s.head_toks.size());
-    for (int64_t w0 = 0; w0 < n_tok; w0 += kDecodeWindow)
-      decode_attention(L, kvb16, kvb32, w0, std::min(n_tok, w0 + kDecodeWindow), softmax_scale);
-    return;
-  }
-  // Without a bf16 or f32 kv_b (a big fp8 one): per (token, head), kv_b rows dequantized on the
-  // fly. q_abs = sum_d q_nope[d] * W_UK_h[d] (row d of kv_b's head block); out = W_UV_h o_lat.
-  pool->parallel_for(int64_t(s.head_toks.size()) * nh, [&](int64_t b, int64_t e, int tid) {
-    ThreadScratch& ts_ = ts[tid];
-    for (int64_t task = b; task < e; ++task) {
-      const Scratch::HeadTok& ht = s.head_toks[size_t(task / nh)];
-      const int64_t h = task % nh;
-      const float* qh = s.q.data() + ht.t * nh * qk + h * qk;
-      float* qcat = ts_.qcat.data();  // [kvl + rope]: q_abs then q_pe, against whole cache rows
-      std::fill(qcat, qcat + kvl, 0.0f);
-      for (int64_t d = 0; d < nope; ++d) {
-        L.kv_b.dequant_row(h * (nope + vd) + d, ts_.row.data());
-        axpy(qh[d], ts_.row.data(), qcat, kvl);
-      }
-      std::memcpy(qcat + kvl, qh + nope, size_t(rope) * sizeof(float));
-      resize(ts_.scores, ht.ctx);
-      float* sc = ts_.scores.data();
-      gemv_n(ht.cache, row, ht.ctx, row, qcat, sc);
-      for (int64_t u = 0; u < ht.ctx; ++u) sc[u] *= softmax_scale;
-      softmax(sc, ht.ctx);
-      float* o_lat = ts_.o_lat.data();
-      gemv_t(ht.cache, row, ht.ctx, kvl, sc, o_lat);
-      for (int64_t v = 0; v < vd; ++v) {
-        L.kv_b.dequant_row(h * (nope + vd) + nope + v, ts_.row.data());
-        s.attn[ht.t * nh * vd + h * vd + v] = dot(ts_.row.data(), o_lat, kvl);
-      }
-    }
-  });
-}
-
-// Attention of the step tokens s.head_toks[w0, w1) one by one, with kv_b's two halves applied
-// to all of them at once (each read once per window, not once per token):
-//   q_abs [w, h] = q_nope [w, h] W_UK_h          (per head, one product over all the tokens)
-//   S [h, ctx] = [q_abs | q_pe] cache^T, P = softmax(scale S), o [h] = P cache[:, :kvl]
-//                                                (per token and head group: the group's heads
-//                                                share each read of the token's cache)
-//   out [w, h] = o [w, h] W_UV_h^T               (per head, one product over all the tokens)
-void ModelImpl::decode_attention(const LayerWeights& L, const uint16_t* kvb16, const float* kvb32, int64_t w0,
-                                 int64_t w1, float scale) {
-  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
-                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, nw = w1 - w0;
-  resize(s.dq, nw * nh * row);
-  resize(s.dlat, nw * nh * kvl);
-  // Runs of consecutive step rows (a decode-only step is one run).
-  s.decode_runs.clear();
-  for (int64_t d = 0; d < nw; ++d) {
-    const int64_t t = s.head_toks[size_t(w0 + d)].t;
-    if (!s.decode_runs.empty() && s.decode_runs.back().t0 + s.decode_runs.back().n == t) ++s.decode_runs.back().n;
-    else s.decode_runs.push_back({t, 1, d});
-  }
-  pool->parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
-    for (int64_t h = h0; h < h1; ++h)
-      for (const Scratch::DecodeRun& r : s.decode_runs) {
-        const float* q = s.q.data() + r.t0 * nh * qk + h * qk;
-        float* dq = s.dq.data() + (r.d0 * nh + h) * row;
-        const int64_t off = h * (nope + vd) * kvl;  // W_UK_h: kv_b rows [h (nope + vd), + nope)
-        if (kvb16) gemm_nn_bf16(q, nh * qk, kvb16 + off, kvl, dq, nh * row, r.n, kvl, nope);
-        else gemm_nn(q, nh * qk, kvb32 + off, kvl, dq, nh * row, r.n, kvl, nope);
-        for (int64_t j = 0; j < r.n; ++j)
-          std::memcpy(dq + j * nh * row + kvl, q + j * nh * qk + nope, size_t(rope) * sizeof(float));
-      }
-  });
-  // Head groups: one per token when there are at least as many tokens as threads, else enough
-  // groups that a single sequence still uses every thread.
-  const int64_t n_groups = std::clamp<int64_t>(pool->size() / nw, 1, nh), group = (nh + n_groups - 1) / n_groups;
-  pool->parallel_for_dynamic(nw * n_groups, 1, [&](int64_t b, int64_t e, int tid) {
-    ThreadScratch& t = ts[tid];
-    for (int64_t task = b; task < e; ++task) {
-      const int64_t d = task / n_groups, h0 = (task % n_groups) * group, ng = std::min(nh, h0 + group) - h0;
-      const Scratch::HeadTok& ht = s.head_toks[size_t(w0 + d)];
-      resize(t.st, ng * ht.ctx);
-      float* sc = t.st.data();  // [ng, ctx]
-      gemm_nt(s.dq.data() + (d * nh + h0) * row, row, ht.cache, row, sc, ht.ctx, ng, ht.ctx, row);
-      for (int64_t g = 0; g < ng; ++g) {
-        float* sg = sc + g * ht.ctx;
-        for (int64_t u = 0; u < ht.ctx; ++u) sg[u] *= scale;
-        softmax(sg, ht.ctx);
-      }
-      gemm_nn(sc, ht.ctx, ht.cache, row, s.dlat.data() + (d * nh + h0) * kvl, kvl, ng, kvl, ht.ctx);
-    }
-  });
-  pool->parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const int64_t r0 = h * (nope + vd) + nope;  // W_UV_h: kv_b rows [r0, r0 + vd)
-      WeightView uv;                              // those rows as a bf16 weight of their own
-      uv.encoding = WeightEncoding::kBF16;
-      uv.rows = vd;
-      uv.cols = kvl;
-      uv.data = kvb16 ? kvb16 + r0 * kvl : nullptr;
-      for (const Scratch::DecodeRun& r : s.decode_runs) {
-        const float* o = s.dlat.data() + (r.d0 * nh + h) * kvl;
-        float* out = s.attn.data() + r.t0 * nh * vd + h * vd;
-        if (kvb16) linear_strided(uv, o, nh * kvl, r.n, out, nh * vd);
-        else gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
-      }
-    }
-  });
-}
-
-// The absorbed attention of heads [h0, h1) for nq consecutive query tokens (step rows t0..,
-// cache positions past..), as matrix products over the whole block, the rows r = (head g,
-// query j) of all the group's heads together so that each product is big enough for the
-// tile kernels (kernels/ops.h; AMX packs each operand once per product):
-//   Q [r, kvl + rope] = [q_nope_g,j W_UK_g | q_pe_g,j]         (one product per head)
-//   S [r, ctx] = Q cache^T,  P = causal softmax(scale S)      (ctx = past + nq; query j sees
-//                                                               past + j + 1 positions)
-//   O [r, kvl] = P cache[:, :kvl],  out_g [nq, v] = O_g W_UV_g^T   (one product per head)
-void ModelImpl::attention_block(ThreadScratch& t, const float* cache, const float* kvb32, int64_t h0, int64_t h1,
-                                int64_t t0, int64_t past, int64_t nq, float scale) {
-  const int64_t nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vd = c.v_head_dim,
-                kvl = c.kv_lora_rank, qk = c.qk_head_dim(), row = kvl + rope, ctx = past + nq, rows = (h1 - h0) * nq;
-  resize(t.qt, rows * row);
-  resize(t.st, rows * ctx);
-  resize(t.ot, rows * kvl);
-  const float* q0 = s.q.data() + t0 * nh * qk;
-  for (int64_t h = h0; h < h1; ++h) {
-    float* qh = t.qt.data() + (h - h0) * nq * row;
-    gemm_nn(q0 + h * qk, nh * qk, kvb32 + h * (nope + vd) * kvl, kvl, qh, row, nq, kvl, nope);
-    for (int64_t j = 0; j < nq; ++j)
-      std::memcpy(qh + j * row + kvl, q0 + j * nh * qk + h * qk + nope, size_t(rope) * sizeof(float));
-  }
-  gemm_nt(t.qt.data(), row, cache, row, t.st.data(), ctx, rows, ctx, row);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* pr = t.st.data() + r * ctx;
-    const int64_t len = past + r % nq + 1;
-    for (int64_t u = 0; u < len; ++u) pr[u] *= scale;
-    softmax(pr, len);
-    std::fill(pr + len, pr + ctx, 0.0f);
-  }
-  gemm_nn(t.st.data(), ctx, cache, row, t.ot.data(), kvl, rows, kvl, ctx);
-  for (int64_t h = h0; h < h1; ++h)
-    gemm_nt(t.ot.data() + (h - h0) * nq * kvl, kvl, kvb32 + (h * (nope + vd) + nope) * kvl, kvl,
-            s.attn.data() + t0 * nh * vd + h * vd, nh * vd, nq, vd, kvl);
+  // The rest (scores over the cache, softmax, the value side) is model/attention.h's, by the
+  // strategy it picks per item from kv_b's forms and the item's size.
+  KvbForms kv_b;
+  kv_b.view = &L.kv_b;
+  kv_b.f32 = L.kv_b_f32.empty() ? nullptr : L.kv_b_f32.data();
+  // exact_kernels: kv_b only as f32 (the copy) or dequantized, like the reference.
+  if (L.kv_b.encoding == WeightEncoding::kBF16 && !options.exact_kernels)
+    kv_b.bf16 = static_cast<const uint16_t*>(L.kv_b.data);
+  step.attn_items.clear();
+  for (size_t i = 0; i < items.size(); ++i)
+    step.attn_items.push_back({items[i].seq->cache_[il].data(), items[i].seq->n_past_,
+                               int64_t(items[i].tokens.size()), item_tok0[i]});
+  attn->run(*kernels, *pool, kv_b, step.attn_items, step.q.data(), step.attn.data(), softmax_scale);
 }
 
 // down(silu(gate x) * up x) for T rows (dense layers, shared experts).
 void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
   if (!options.exact_kernels) {
-    expert_mlp(m, in, T, out, s.moe, pool.get());
+    expert_mlp(*kernels, m, in, T, out, step.moe, pool.get());
     return;
   }
   const int64_t inter = m.gate.rows;
-  lin(m.gate, in, T, s.gate.data());
-  lin(m.up, in, T, s.up.data());
-  silu_mul(s.gate.data(), s.up.data(), T * inter, s.gate.data());
-  lin(m.down, s.gate.data(), T, out);
+  lin(m.gate, in, T, step.gate.data());
+  lin(m.up, in, T, step.up.data());
+  kernels->silu_mul(step.gate.data(), step.up.data(), T * inter, step.gate.data());
+  lin(m.down, step.gate.data(), T, out);
 }
 
 // noaux_tc routing (DeepSeek-V3's inference/model.py Gate, HF DeepseekV3TopkRouter / MoEGate):
@@ -825,24 +627,24 @@ void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
 // fills dropped groups with 0.0, which picks experts outside the kept groups whenever fewer than
 // top_k of the kept ones have a positive choice (a negative correction bias).
 void ModelImpl::route(LayerWeights& L, int64_t T) {
-  const int64_t E = int64_t(L.experts.size()), k = c.num_experts_per_tok, H = c.hidden_size;
-  lin(L.router, s.xn.data(), T, s.router_logits.data());
-  const bool sigmoid = c.scoring_func == "sigmoid";
-  const int64_t n_group = std::max<int64_t>(c.n_group, 1), gsize = E / n_group;
+  const int64_t E = int64_t(L.experts.size()), k = config.num_experts_per_tok, H = config.hidden_size;
+  lin(L.router, step.xn.data(), T, step.router_logits.data());
+  const bool sigmoid = config.scoring_func == "sigmoid";
+  const int64_t n_group = std::max<int64_t>(config.n_group, 1), gsize = E / n_group;
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int64_t t = 0; t < T; ++t) {
-    float* sc = s.router_logits.data() + t * E;  // becomes s (scores) in place
-    float* ch = s.choice.data() + t * E;
+    float* sc = step.router_logits.data() + t * E;  // becomes s (scores) in place
+    float* ch = step.choice.data() + t * E;
     if (sigmoid) {
       for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
     } else {
-      softmax(sc, E);
+      kernels->softmax(sc, E);
     }
     for (int64_t e = 0; e < E; ++e) {
       ch[e] = sc[e] + (L.router_bias.empty() ? 0.0f : L.router_bias[e]);
       if (!L.allowed.empty() && !L.allowed[e]) ch[e] = ninf;
     }
-    if (n_group > 1 && c.topk_group < n_group) {
+    if (n_group > 1 && config.topk_group < n_group) {
       // Group score = sum of the top-2 choice values in each contiguous group.
       float gscore[256];
       SICKLE_CHECK(n_group <= 256, "n_group {} too large", n_group);
@@ -859,7 +661,7 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
         gscore[g] = gsize >= 2 ? a + b2 : a;
       }
       bool keep[256] = {};
-      for (int64_t r = 0; r < c.topk_group; ++r) {
+      for (int64_t r = 0; r < config.topk_group; ++r) {
         int64_t best = -1;
         for (int64_t g = 0; g < n_group; ++g)
           if (!keep[g] && (best < 0 || gscore[g] > gscore[best])) best = g;
@@ -868,8 +670,8 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
       for (int64_t g = 0; g < n_group; ++g)
         if (!keep[g]) std::fill(ch + g * gsize, ch + (g + 1) * gsize, ninf);
     }
-    int32_t* idx = s.chosen.data() + t * k;
-    float* w = s.weights.data() + t * k;
+    int32_t* idx = step.chosen.data() + t * k;
+    float* w = step.weights.data() + t * k;
     for (int64_t j = 0; j < k; ++j) {
       int64_t best = -1;
       for (int64_t e = 0; e < E; ++e)
@@ -879,7 +681,7 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
       w[j] = sc[best];
       ch[best] = ninf;
     }
-    if (c.norm_topk_prob && k > 1) {
+    if (config.norm_topk_prob && k > 1) {
       float sum = 0;
       for (int64_t j = 0; j < k; ++j) sum += w[j];
       for (int64_t j = 0; j < k; ++j) w[j] /= sum + 1e-20f;
@@ -891,34 +693,36 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
 // y = sum_j w_j * scaling * expert_j(x) + shared(x). kernels/moe.h buckets the step's tokens by
 // expert, so each chosen expert's weights are read once per step; unchosen experts cost nothing.
 void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
-  const int64_t k = c.num_experts_per_tok, H = c.hidden_size;
+  const int64_t k = config.num_experts_per_tok, H = config.hidden_size;
   route(L, T);
   const bool want_out = observer && observer->wants_expert_outputs();
-  if (want_out) resize(s.expert_out, T * k * H);
-  float* acc = s.moe_out.data();  // [T, H] f32 accumulation of the routed experts
+  if (want_out) resize(step.expert_out, T * k * H);
+  float* acc = step.moe_out.data();  // [T, H] f32 accumulation of the routed experts
   std::fill(acc, acc + T * H, 0.0f);
-  const float rsf = float(c.routed_scaling_factor);
-  float* eout = want_out ? s.expert_out.data() : nullptr;
+  const float rsf = float(config.routed_scaling_factor);
+  float* eout = want_out ? step.expert_out.data() : nullptr;
   if (options.exact_kernels)
-    moe_experts_scalar(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout);
+    moe_experts_scalar(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(),
+                       rsf, acc, eout);
   else
-    moe_experts(L.experts, s.xn.data(), T, k, s.chosen.data(), s.weights.data(), rsf, acc, eout, s.moe, pool.get());
+    moe_experts(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(), rsf, acc,
+                eout, step.moe, pool.get());
   if (observer) {
     MoeLayerEvent ev;
     ev.layer = il;
     ev.n_tokens = T;
     ev.k = k;
     ev.hidden = H;
-    ev.experts = s.chosen.data();
-    ev.weights = s.weights.data();
-    ev.expert_out = want_out ? s.expert_out.data() : nullptr;
+    ev.experts = step.chosen.data();
+    ev.weights = step.weights.data();
+    ev.expert_out = want_out ? step.expert_out.data() : nullptr;
     observer->on_moe_layer(ev);
   }
   if (L.shared.gate.data) {
-    mlp(L.shared, T, s.xn.data(), s.tmp.data());
-    for (int64_t i = 0; i < T * H; ++i) s.tmp[i] += acc[i];
+    mlp(L.shared, T, step.xn.data(), step.tmp.data());
+    for (int64_t i = 0; i < T * H; ++i) step.tmp[i] += acc[i];
   } else {
-    std::memcpy(s.tmp.data(), acc, size_t(T * H) * sizeof(float));
+    std::memcpy(step.tmp.data(), acc, size_t(T * H) * sizeof(float));
   }
 }
 

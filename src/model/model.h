@@ -1,10 +1,11 @@
-// sickle/model/model.h — the DeepSeek-V3 / Kimi-K2 forward pass on CPU (api.md §3).
+// sickle/model/model.h — the DeepSeek-V3 / Kimi-K2 forward pass on CPU.
 //
 // One forward pass serves observe, eval, run and serve. Semantics follow HF modeling_deepseek
-// (model-format.md §5). Attention always uses the absorbed MLA form, for prefill and decode
-// alike, so there is one attention path; the KV cache of a sequence holds, per layer and
-// token, the normalized latent c [kv_lora_rank] and the roped key k_pe [qk_rope_head_dim],
-// both f32 (576 floats = 2304 bytes per token per layer for Kimi/DeepSeek-V3).
+// (docs/formats.md §5). Attention always uses the absorbed MLA form, for prefill and decode
+// alike (model/attention.h: one entry point, three strategies chosen per item of a step that
+// agree up to f32 summation order); the KV cache of a sequence holds, per layer and token, the
+// normalized latent c [kv_lora_rank] and the roped key k_pe [qk_rope_head_dim], both f32 (576
+// floats = 2304 bytes per token per layer for Kimi/DeepSeek-V3).
 //
 // Threading: forward() is not reentrant (one caller thread at a time); it uses the model's own
 // persistent thread pool. Observer callbacks come from the calling thread.
@@ -26,6 +27,7 @@ namespace sickle {
 
 class ThreadPool;
 class Model;
+struct KernelTable;
 
 struct ModelOptions {
   int n_threads = 0;          // 0 = all cores
@@ -35,6 +37,9 @@ struct ModelOptions {
   // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel
   // quantizes activations to int8, ~0.5% per linear). For golden tests and debugging.
   bool exact_kernels = false;
+  // The kernel table every step runs on (kernels/dispatch.h); nullptr = kernel_table(), the best
+  // this CPU runs. Tests run the model on each of runnable_kernel_tables() through it.
+  const KernelTable* kernels = nullptr;
   // An f32 copy of each layer's kv_b is made when it takes at most this many bytes (blocked
   // prefill attention multiplies by it); without it attention reads kv_b as stored (bf16) or
   // dequantizes its rows as it goes (fp8, or any encoding with exact_kernels). 0 = never.

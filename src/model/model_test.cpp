@@ -25,6 +25,7 @@
 #include "io/safetensors.h"
 #include "io/test_checkpoint_edit.h"
 #include "base/test_temp_dir.h"
+#include "kernels/dispatch.h"
 #include "model/model.h"
 #include "model/synth.h"
 
@@ -56,10 +57,12 @@ struct Cleanup {
   }
 } cleanup;
 
-std::unique_ptr<Model> load(const std::string& preset, int threads = 2, int64_t ctx = 0) {
+std::unique_ptr<Model> load(const std::string& preset, int threads = 2, int64_t ctx = 0,
+                            const KernelTable* kernels = nullptr) {
   ModelOptions o;
   o.n_threads = threads;
   o.max_context = ctx;
+  o.kernels = kernels;
   return Model::load(checkpoint(preset), o);
 }
 
@@ -89,8 +92,16 @@ constexpr double kSameMathTol = 2e-5;
 
 class ModelPresetTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(ModelPresetTest, DecodeOverCacheEqualsRecomputingThePrefix) {
-  auto m = load(GetParam());
+// The properties that depend on the kernels run on each table this CPU runs (names end in the
+// preset and the table: .../tiny_kimi_avx2).
+class ModelTablesTest : public ::testing::TestWithParam<std::tuple<std::string, const KernelTable*>> {
+ protected:
+  const std::string& preset() const { return std::get<0>(GetParam()); }
+  const KernelTable* table() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(ModelTablesTest, DecodeOverCacheEqualsRecomputingThePrefix) {
+  auto m = load(preset(), 2, 0, table());
   const int64_t V = m->vocab_size();
   const auto toks = some_tokens(12, V, 1);
   // Step-by-step decode over the cache.
@@ -119,8 +130,8 @@ TEST_P(ModelPresetTest, DecodeOverCacheEqualsRecomputingThePrefix) {
   EXPECT_GT(row_rel(steps[0].data(), steps[5].data(), V), 1e-3);
 }
 
-TEST_P(ModelPresetTest, BatchedSequencesMatchRunningEachAlone) {
-  auto m = load(GetParam());
+TEST_P(ModelTablesTest, BatchedSequencesMatchRunningEachAlone) {
+  auto m = load(preset(), 2, 0, table());
   const int64_t V = m->vocab_size();
   const auto a = some_tokens(7, V, 2), b = some_tokens(4, V, 3), c = some_tokens(1, V, 4);
   // Alone.
@@ -206,13 +217,14 @@ TEST_P(ModelPresetTest, ManyDecodeTokensAroundAPrefillMatchRunningEachAlone) {
 // A 100-token prefill (two windows) and three decode steps against the default model: exact to
 // f32 noise; fast within 1% (the blocked prefill it is compared with runs on AMX tiles, and a
 // last-bit difference can flip an int8 rounding of an int4 layer's activations downstream).
-TEST_P(ModelPresetTest, KvbWithoutF32CopyMatchesDefault) {
+TEST_P(ModelTablesTest, KvbWithoutF32CopyMatchesDefault) {
   for (const bool exact : {true, false}) {
     ModelOptions with, without;
     with.n_threads = without.n_threads = 2;
     with.exact_kernels = without.exact_kernels = exact;
+    with.kernels = without.kernels = table();
     without.kv_b_copy_max_bytes = 0;
-    auto a = Model::load(checkpoint(GetParam()), with), b = Model::load(checkpoint(GetParam()), without);
+    auto a = Model::load(checkpoint(preset()), with), b = Model::load(checkpoint(preset()), without);
     const int64_t V = a->vocab_size();
     const double tol = exact ? kSameMathTol : 1e-2;
     const auto prompt = some_tokens(100, V, 31);
@@ -232,8 +244,8 @@ TEST_P(ModelPresetTest, KvbWithoutF32CopyMatchesDefault) {
   }
 }
 
-TEST_P(ModelPresetTest, TruncateThenRefeedReproducesLogits) {
-  auto m = load(GetParam());
+TEST_P(ModelTablesTest, TruncateThenRefeedReproducesLogits) {
+  auto m = load(preset(), 2, 0, table());
   const int64_t V = m->vocab_size();
   const auto toks = some_tokens(9, V, 5);
   auto seq = m->new_sequence();
@@ -246,8 +258,8 @@ TEST_P(ModelPresetTest, TruncateThenRefeedReproducesLogits) {
   EXPECT_THROW(seq->truncate(10), Error);
 }
 
-TEST_P(ModelPresetTest, ThreadCountDoesNotChangeResults) {
-  auto m1 = load(GetParam(), 1), m3 = load(GetParam(), 3);
+TEST_P(ModelTablesTest, ThreadCountDoesNotChangeResults) {
+  auto m1 = load(preset(), 1, 0, table()), m3 = load(preset(), 3, 0, table());
   const auto toks = some_tokens(6, m1->vocab_size(), 6);
   std::vector<float> l1, l3;
   auto s1 = m1->new_sequence(), s3 = m3->new_sequence();
@@ -441,6 +453,10 @@ TEST_P(ModelPresetTest, BadInputIsAnErrorAndLeavesTheSequenceUnchanged) {
 
 INSTANTIATE_TEST_SUITE_P(Synth, ModelPresetTest, ::testing::Values("tiny-kimi", "tiny-dsv3"),
                          test_util::DashToUnderscore());
+INSTANTIATE_TEST_SUITE_P(Synth, ModelTablesTest,
+                         ::testing::Combine(::testing::Values("tiny-kimi", "tiny-dsv3"),
+                                            ::testing::ValuesIn(runnable_kernel_tables())),
+                         test_util::DashToUnderscoreAndTable());
 
 TEST(Model, ExactKernelsAgreeWithFastKernels) {
   // int4 fast kernels quantize activations to int8 (kernels/linear.h: <= 2e-2 per linear); the

@@ -1,4 +1,4 @@
-// sickle/model/rope.h — YaRN RoPE parameters of the DeepSeek-V3 family (model-format.md §5,
+// sickle/model/rope.h — YaRN RoPE parameters of the DeepSeek-V3 family (docs/formats.md §5,
 // HF modeling_deepseek DeepseekV3YarnRotaryEmbedding and the attention's softmax_scale).
 #pragma once
 

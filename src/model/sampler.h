@@ -1,4 +1,4 @@
-// sickle/model/sampler.h — choosing the next token from logits (api.md §3).
+// sickle/model/sampler.h — choosing the next token from logits.
 //
 // Order of filters (as llama.cpp's default chain and HF's warpers): temperature == 0 -> argmax
 // (ties: lowest id). Otherwise: top_k (if > 0) keeps the k largest logits; softmax at

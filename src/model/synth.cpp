@@ -34,7 +34,7 @@ struct Preset {
   int64_t bos, eos;          // -1: vocab - 256 / vocab - 255 (Kimi places its specials there)
 };
 
-// Real-model rows follow model-format.md §1. tiny-* keep every ratio that matters to code paths
+// Real-model rows follow docs/formats.md §1. tiny-* keep every ratio that matters to code paths
 // (q_lora > kv_lora, nope != v is avoided as in the real models, int4 group divides every
 // expert dimension, fp8 blocks are partial at these sizes) at sizes a unit test runs in ms.
 // mini: hidden 2048, 12 layers (1 dense), 64 experts x 1024 wide, top-8, 16 heads of 128+64,

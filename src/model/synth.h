@@ -1,7 +1,7 @@
 // sickle/model/synth.h — random but valid DeepSeek-V3-family checkpoints in the real on-disk
 // layout, for tests and benchmarks (`sickle synth`).
 //
-// Presets (dimensions in synth.cpp's preset table; model-format.md §1 for the real models):
+// Presets (dimensions in synth.cpp's preset table; docs/formats.md §1 for the real models):
 //   tiny-kimi        Kimi-K2.5 nested layout (KimiK25ForConditionalGeneration, text_config,
 //                    `language_model.` prefix, a small vision stanza), int4 routed experts,
 //                    n_group 1, yarn rope_scaling. hidden 64, 3 layers (first dense).
