@@ -617,47 +617,70 @@ struct HttpServer::Impl {
     }
 
     // vLLM: continuous_usage_stats (with include_usage) puts the usage so far in every chunk.
+    // n > 1: the choices' chunks interleave, each carrying its index.
     const bool include_usage = r.include_usage, want_logprobs = r.logprobs;
     const bool continuous = r.include_usage && r.continuous_usage;
-    auto chunk = [=](const json& delta, const std::optional<std::string>& finish, std::vector<TokenLogprob>* lps) {
+    auto total_usage = [runs] {
+      Usage u = runs.front()->usage();
+      for (size_t i = 1; i < runs.size(); ++i) u.completion_tokens += runs[i]->usage().completion_tokens;
+      return u;
+    };
+    auto chunk = [=](size_t index, const json& delta, const std::optional<std::string>& finish,
+                     std::vector<TokenLogprob>* lps) {
       json j = chat_chunk_json(id, created_at, model, delta, finish,
-                               lps && want_logprobs ? chat_logprobs_json(*lps) : json());
-      if (include_usage) j["usage"] = continuous ? run->usage().to_json() : json();
+                               lps && want_logprobs ? chat_logprobs_json(*lps) : json(), int64_t(index));
+      if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
       if (lps) lps->clear();
       return sse_event(j);
     };
-    auto started = std::make_shared<bool>(false);
+    auto started = std::make_shared<std::vector<bool>>(runs.size(), false);
+    auto ended = std::make_shared<std::vector<bool>>(runs.size(), false);
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
+    auto cancel_all = [runs] {
+      for (auto& x : runs) x->cancel();
+    };
     res.set_chunked_content_provider(
         "text/event-stream",
         [=](size_t, httplib::DataSink& sink) {
           std::string buf;
-          if (!*started) {
-            buf += chunk(json{{"role", "assistant"}, {"content", ""}}, std::nullopt, nullptr);
-            *started = true;
-          }
-          OutputDelta d;
-          std::vector<TokenLogprob> lps;
-          bool more = run->step(d, lps);
-          if (!d.empty() || (!lps.empty() && more)) buf += chunk(delta_json(d), std::nullopt, &lps);
-          if (!more) {
-            if (!run->error().empty()) {
-              buf += sse_event(ApiError(500, run->error(), "", "server_error").to_json());
-            } else {
-              buf += chunk(json::object(), run->finish_reason(), lps.empty() ? nullptr : &lps);
-              if (include_usage) buf += sse_event(chat_usage_chunk_json(id, created_at, model, run->usage()));
+          bool more = false, failed = false;
+          for (size_t i = 0; i < runs.size() && !failed; ++i) {
+            if ((*ended)[i]) continue;
+            if (!(*started)[i]) {
+              buf += chunk(i, json{{"role", "assistant"}, {"content", ""}}, std::nullopt, nullptr);
+              (*started)[i] = true;
             }
+            OutputDelta d;
+            std::vector<TokenLogprob> lps;
+            const bool alive = runs[i]->step(d, lps);
+            if (!d.empty() || (!lps.empty() && alive)) buf += chunk(i, delta_json(d), std::nullopt, &lps);
+            if (alive) {
+              more = true;
+            } else if (!runs[i]->error().empty()) {
+              buf += sse_event(ApiError(500, runs[i]->error(), "", "server_error").to_json());
+              failed = true;
+            } else {
+              buf += chunk(i, json::object(), runs[i]->finish_reason(), lps.empty() ? nullptr : &lps);
+              (*ended)[i] = true;
+            }
+          }
+          if (failed) {
+            cancel_all();
+            more = false;
+          }
+          if (!more) {
+            if (include_usage && !failed) buf += sse_event(chat_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) {
-            run->cancel();  // the client went away
+            cancel_all();  // the client went away
             return false;
           }
           if (!more) sink.done();
           return true;
         },
-        [run](bool) { run->cancel(); });
+        [cancel_all](bool) { cancel_all(); });
   }
 
   void completions(const httplib::Request& req, const std::string& body, httplib::Response& res) {
@@ -700,7 +723,6 @@ struct HttpServer::Impl {
         items.push_back(Item{std::make_shared<TextRun>(codec, std::move(h), r), echo, prompt_ids});
     }
     auto run = items.front().run;
-    const std::string echo = items.front().echo;
     const std::string id = new_request_id("cmpl-");
     const int64_t created_at = unix_now();
     const std::string model = opt.model_name;
@@ -744,34 +766,58 @@ struct HttpServer::Impl {
       send_json(res, 200, completion_json(id, created_at, model, choices, usage));
       return;
     }
+    // Batches and n > 1: the choices' chunks interleave, each carrying its index.
     const bool include_usage = r.include_usage, continuous = r.include_usage && r.continuous_usage;
-    auto pending_echo = std::make_shared<std::string>(echo);
+    auto total_usage = [items, n_prompt_tokens, n = size_t(r.n)] {
+      Usage u{n_prompt_tokens, 0, 0};
+      for (size_t i = 0; i < items.size(); ++i) {
+        u.completion_tokens += items[i].run->usage().completion_tokens;
+        if (i % n == 0) u.cached_tokens += items[i].run->usage().cached_tokens;
+      }
+      return u;
+    };
+    auto pending_echo = std::make_shared<std::vector<std::string>>();
+    for (auto& it : items) pending_echo->push_back(it.echo);
+    auto ended = std::make_shared<std::vector<bool>>(items.size(), false);
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
         [=](size_t, httplib::DataSink& sink) {
-          std::string text = std::exchange(*pending_echo, {}), buf;
-          bool more = run->step(text);
-          auto chunk = [&](const std::string& t, const std::optional<std::string>& fin) {
-            json j = completion_chunk_json(id, created_at, model, t, fin);
-            if (include_usage) j["usage"] = continuous ? run->usage().to_json() : json();
+          std::string buf;
+          auto chunk = [&](size_t index, const std::string& t, const std::optional<std::string>& fin) {
+            json j = completion_chunk_json(id, created_at, model, t, fin, int64_t(index));
+            if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
             return sse_event(j);
           };
-          if (!text.empty()) buf += chunk(text, std::nullopt);
-          if (!more) {
-            if (!run->error().empty()) {
-              buf += sse_event(ApiError(500, run->error(), "", "server_error").to_json());
+          bool more = false, failed = false;
+          for (size_t i = 0; i < items.size() && !failed; ++i) {
+            if ((*ended)[i]) continue;
+            const TextRun& x = *items[i].run;
+            std::string text = std::exchange((*pending_echo)[i], {});
+            const bool alive = items[i].run->step(text);
+            if (!text.empty()) buf += chunk(i, text, std::nullopt);
+            if (alive) {
+              more = true;
+            } else if (!x.error().empty()) {
+              buf += sse_event(ApiError(500, x.error(), "", "server_error").to_json());
+              failed = true;
             } else {
-              buf += chunk("", run->finish_reason());
-              if (include_usage) buf += sse_event(completion_usage_chunk_json(id, created_at, model, run->usage()));
+              buf += chunk(i, "", x.finish_reason());
+              (*ended)[i] = true;
             }
+          }
+          if (failed) more = false;
+          if (!more) {
+            if (include_usage && !failed) buf += sse_event(completion_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) return false;
           if (!more) sink.done();
           return true;
         },
-        [run](bool) {});
+        [items](bool) {
+          for (auto& it : items) it.run->cancel();
+        });
   }
 
   // One request on a connection whose head has arrived (a Listener worker thread).

@@ -133,9 +133,6 @@ void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
     r.continuous_usage = get_bool(*it, "continuous_usage_stats", false);
   }
   if (auto n = get_int(body, "n", 1, 128)) r.n = *n;
-  if (r.n > 1 && r.stream)
-    throw ApiError(400, fmt::format("n={} with stream is not supported by this server; use stream: false.", r.n), "n",
-                   "invalid_request_error", "unsupported_value");
   auto mt = get_int(body, "max_tokens", min_max_tokens, INT32_MAX);
   if (auto mct = get_int(body, "max_completion_tokens", 1, INT32_MAX)) mt = mct;
   r.max_tokens = mt;
@@ -446,8 +443,6 @@ CompletionRequest parse_completion_request(const json& body, const ParseOptions&
   } else {
     bad_type("prompt", "a string or an array of token ids", *p);
   }
-  if (r.prompts.size() > 1 && r.stream)
-    bad_value("prompt", "batched prompts with stream are not supported by this server; use stream: false.");
   r.prompt = r.prompts.front();
   r.echo = get_bool(body, "echo", false);
   r.logprobs = get_int(body, "logprobs", 0, 20);
@@ -518,8 +513,8 @@ json chat_completion_json(const std::string& id, int64_t created, const std::str
 }
 
 json chat_chunk_json(const std::string& id, int64_t created, const std::string& model, const json& delta,
-                     const std::optional<std::string>& finish_reason, const json& logprobs) {
-  json choice = {{"index", 0}, {"delta", delta}, {"logprobs", logprobs},
+                     const std::optional<std::string>& finish_reason, const json& logprobs, int64_t index) {
+  json choice = {{"index", index}, {"delta", delta}, {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
               {"model", model}, {"choices", json::array({choice})},  {"system_fingerprint", nullptr}};
@@ -565,8 +560,8 @@ json completion_json(const std::string& id, int64_t created, const std::string& 
 }
 
 json completion_chunk_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                           const std::optional<std::string>& finish_reason) {
-  json choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr},
+                           const std::optional<std::string>& finish_reason, int64_t index) {
+  json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
               {"choices", json::array({choice})}};

@@ -131,7 +131,7 @@ nlohmann::json chat_completion_json(const std::string& id, int64_t created, cons
 // optional finish reason; `usage` null except in the final usage chunk.
 nlohmann::json chat_chunk_json(const std::string& id, int64_t created, const std::string& model,
                                const nlohmann::json& delta, const std::optional<std::string>& finish_reason,
-                               const nlohmann::json& logprobs = nullptr);
+                               const nlohmann::json& logprobs = nullptr, int64_t index = 0);
 // The last chunk when stream_options.include_usage: empty choices, usage set.
 nlohmann::json chat_usage_chunk_json(const std::string& id, int64_t created, const std::string& model,
                                      const Usage& usage);
@@ -157,7 +157,8 @@ struct CompletionChoice {
 nlohmann::json completion_json(const std::string& id, int64_t created, const std::string& model,
                                const std::vector<CompletionChoice>& choices, const Usage& usage);
 nlohmann::json completion_chunk_json(const std::string& id, int64_t created, const std::string& model,
-                                     const std::string& text, const std::optional<std::string>& finish_reason);
+                                     const std::string& text, const std::optional<std::string>& finish_reason,
+                                     int64_t index = 0);
 nlohmann::json completion_usage_chunk_json(const std::string& id, int64_t created, const std::string& model,
                                            const Usage& usage);
 

@@ -186,6 +186,20 @@ describe('vLLM sampling controls', () => {
     assert.equal(one.choices[0].message.content, a.choices[0].message.content);
     assert.equal(a.usage.prompt_tokens, one.usage.prompt_tokens);
     assert.ok(a.usage.completion_tokens > one.usage.completion_tokens);
+    // Streamed: the choices' chunks interleave by index; each assembles to its non-streamed text.
+    const texts = ['', '', ''], finishes = [];
+    let usage = null;
+    for await (const c of await client.chat.completions.create({ ...req, stream: true,
+      stream_options: { include_usage: true } })) {
+      if (c.usage) usage = c.usage;
+      for (const ch of c.choices) {
+        texts[ch.index] += ch.delta.content ?? '';
+        if (ch.finish_reason) finishes.push(ch.index);
+      }
+    }
+    assert.deepEqual(texts, a.choices.map((c) => c.message.content));
+    assert.deepEqual(finishes.sort(), [0, 1, 2]);
+    assert.equal(usage.completion_tokens, a.usage.completion_tokens);
   });
 
   test('batched prompts (strings and token lists) == one request each', async () => {
@@ -200,6 +214,10 @@ describe('vLLM sampling controls', () => {
     const t = await client.completions.create({ ...base, prompt: ids, n: 2 });
     assert.equal(t.choices.length, 4);  // prompt-major: p0 c0, p0 c1, p1 c0, p1 c1
     assert.equal(t.usage.prompt_tokens, ids[0].length + ids[1].length);
+    const streamed = ['', ''];
+    for await (const c of await client.completions.create({ ...base, prompt: prompts, stream: true }))
+      for (const ch of c.choices) streamed[ch.index] += ch.text;
+    assert.deepEqual(streamed, single);
   });
 
   test('a request without max_tokens runs to the context limit', async () => {
