@@ -498,6 +498,24 @@ struct HttpServer::Impl {
     apply_sampling_defaults(j, opt.sampling_defaults);
     return j;
   }
+  // A legacy completions logprobs list, as vLLM: under echo the prompt's tokens first (the first
+  // has no logprob), then the generated ones from `from`; top_logprobs = the chosen token + top k.
+  std::vector<CompletionToken> logprob_tokens(const std::vector<int32_t>& prompt_ids, const GenHandle& h,
+                                              const std::vector<GenToken>& generated, size_t from) const {
+    std::vector<CompletionToken> toks;
+    auto entry = [&](const GenToken& t) {
+      CompletionToken c{codec.token_text(t.id), double(t.logprob), {}};
+      c.top.emplace_back(c.token, double(t.logprob));
+      for (auto& [tid, lp] : t.top) c.top.emplace_back(codec.token_text(tid), double(lp));
+      return c;
+    };
+    if (!prompt_ids.empty()) {
+      toks.push_back(CompletionToken{codec.token_text(prompt_ids[0]), std::nullopt, {}});
+      for (const GenToken& t : h.prompt_logprobs()) toks.push_back(entry(t));
+    }
+    for (size_t i = from; i < generated.size(); ++i) toks.push_back(entry(generated[i]));
+    return toks;
+  }
   ParseOptions parse_options() const {
     ParseOptions p;
     p.strict = opt.strict_api;
@@ -744,23 +762,7 @@ struct HttpServer::Impl {
         usage.completion_tokens += x.usage().completion_tokens;
         if (i % size_t(r.n) == 0) usage.cached_tokens += x.usage().cached_tokens;
         json lps;
-        if (r.logprobs) {
-          // As vLLM: the prompt's tokens first under echo (the first one has no logprob), then the
-          // generated ones; each top_logprobs holds the chosen token and the top k.
-          std::vector<CompletionToken> toks;
-          auto entry = [&](const GenToken& t) {
-            CompletionToken c{codec.token_text(t.id), double(t.logprob), {}};
-            c.top.emplace_back(c.token, double(t.logprob));
-            for (auto& [tid, lp] : t.top) c.top.emplace_back(codec.token_text(tid), double(lp));
-            return c;
-          };
-          if (!items[i].prompt_ids.empty()) {
-            toks.push_back(CompletionToken{codec.token_text(items[i].prompt_ids[0]), std::nullopt, {}});
-            for (const GenToken& t : x.handle().prompt_logprobs()) toks.push_back(entry(t));
-          }
-          for (const GenToken& t : x.tokens()) toks.push_back(entry(t));
-          lps = completion_logprobs_json(toks);
-        }
+        if (r.logprobs) lps = completion_logprobs_json(logprob_tokens(items[i].prompt_ids, x.handle(), x.tokens(), 0));
         choices.push_back(CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps)});
       }
       send_json(res, 200, completion_json(id, created_at, model, choices, usage));
@@ -779,13 +781,31 @@ struct HttpServer::Impl {
     auto pending_echo = std::make_shared<std::vector<std::string>>();
     for (auto& it : items) pending_echo->push_back(it.echo);
     auto ended = std::make_shared<std::vector<bool>>(items.size(), false);
+    // logprobs: each chunk carries its tokens' (the first, under echo, the prompt's too).
+    auto n_sent = std::make_shared<std::vector<size_t>>(items.size(), 0);
+    auto offset = std::make_shared<std::vector<int64_t>>(items.size(), 0);
+    auto prompt_sent = std::make_shared<std::vector<bool>>(items.size(), false);
+    const bool want_logprobs = r.logprobs.has_value();
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [=](size_t, httplib::DataSink& sink) {
+        [=, this](size_t, httplib::DataSink& sink) {
           std::string buf;
           auto chunk = [&](size_t index, const std::string& t, const std::optional<std::string>& fin) {
-            json j = completion_chunk_json(id, created_at, model, t, fin, int64_t(index));
+            json lps;
+            if (want_logprobs) {
+              // The prompt's entries go once they are complete: the scheduler sets them before
+              // the first token is delivered (or the end, for max_tokens 0).
+              const TextRun& x = *items[index].run;
+              const bool prompt_now = !(*prompt_sent)[index] && (!x.tokens().empty() || fin);
+              if (prompt_now) (*prompt_sent)[index] = true;
+              auto toks = logprob_tokens(prompt_now ? items[index].prompt_ids : std::vector<int32_t>(), x.handle(),
+                                         x.tokens(), (*n_sent)[index]);
+              lps = completion_logprobs_json(toks, (*offset)[index]);
+              (*n_sent)[index] = x.tokens().size();
+              for (auto& tk : toks) (*offset)[index] += int64_t(tk.token.size());
+            }
+            json j = completion_chunk_json(id, created_at, model, t, fin, int64_t(index), lps);
             if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
             return sse_event(j);
           };

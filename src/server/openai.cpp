@@ -446,8 +446,6 @@ CompletionRequest parse_completion_request(const json& body, const ParseOptions&
   r.prompt = r.prompts.front();
   r.echo = get_bool(body, "echo", false);
   r.logprobs = get_int(body, "logprobs", 0, 20);
-  if (r.logprobs && r.stream)
-    bad_value("logprobs", "logprobs are not supported with stream on /v1/completions (use stream: false).");
   if (auto s = body.find("suffix"); s != body.end() && !s->is_null()) bad_value("suffix", "suffix is not supported.");
   if (auto b = get_int(body, "best_of", INT64_MIN, INT64_MAX); b && *b != 1) bad_value("best_of", "only best_of=1 is supported.");
   if (!r.max_tokens) r.max_tokens = 16;  // the /v1/completions default
@@ -560,8 +558,8 @@ json completion_json(const std::string& id, int64_t created, const std::string& 
 }
 
 json completion_chunk_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                           const std::optional<std::string>& finish_reason, int64_t index) {
-  json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr},
+                           const std::optional<std::string>& finish_reason, int64_t index, const json& logprobs) {
+  json choice = {{"index", index}, {"text", text}, {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
               {"choices", json::array({choice})}};

@@ -158,7 +158,7 @@ nlohmann::json completion_json(const std::string& id, int64_t created, const std
                                const std::vector<CompletionChoice>& choices, const Usage& usage);
 nlohmann::json completion_chunk_json(const std::string& id, int64_t created, const std::string& model,
                                      const std::string& text, const std::optional<std::string>& finish_reason,
-                                     int64_t index = 0);
+                                     int64_t index = 0, const nlohmann::json& logprobs = nullptr);
 nlohmann::json completion_usage_chunk_json(const std::string& id, int64_t created, const std::string& model,
                                            const Usage& usage);
 

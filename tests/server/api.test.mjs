@@ -149,6 +149,21 @@ describe('vLLM sampling controls', () => {
       assert.equal(Math.max(...Object.values(top)), g.logprobs.token_logprobs[i]);
     }
     assert.equal(g.text, c.text + g.logprobs.tokens.slice(ids.length).join(''));
+    // Streamed: the chunks' logprobs concatenate to the non-streamed ones.
+    const st = { tokens: [], token_logprobs: [], text_offset: [] };
+    let stext = '';
+    for await (const ch of await client.completions.create({ model: NAME, prompt: ids, echo: true, logprobs: 2,
+      max_tokens: 3, temperature: 0, ignore_eos: true, stream: true })) {
+      const c0 = ch.choices[0];
+      stext += c0.text;
+      if (c0.logprobs) for (const k of Object.keys(st)) st[k].push(...c0.logprobs[k]);
+    }
+    assert.equal(stext, g.text);
+    assert.deepEqual(st.tokens, g.logprobs.tokens);
+    assert.deepEqual(st.text_offset, g.logprobs.text_offset);
+    assert.equal(st.token_logprobs.length, g.logprobs.token_logprobs.length);
+    st.token_logprobs.forEach((v, i) => assert.ok(v === null ? g.logprobs.token_logprobs[i] === null
+      : Math.abs(v - g.logprobs.token_logprobs[i]) < 1e-4, `token ${i}`));
     // Without echo: only the generated tokens.
     const n = (await client.completions.create({ model: NAME, prompt: ids, logprobs: 0, max_tokens: 3, temperature: 0,
       ignore_eos: true })).choices[0];
