@@ -195,7 +195,9 @@ TEST(OutputParser, Utf8SplitAcrossTokens) {
   EXPECT_EQ(c.content, "héllo → wörld");
   // Every delta is whole characters: none ends inside a multi-byte sequence.
   for (auto& d : deltas) {
-    if (!d.content.empty()) EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+    if (!d.content.empty()) {
+      EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+    }
   }
 }
 

@@ -50,7 +50,6 @@ class EngineSequence {
   virtual uint64_t cache_bytes() const = 0;
 };
 
-
 struct EngineItem {
   EngineSequence* seq = nullptr;
   std::span<const int32_t> tokens;
@@ -78,11 +77,6 @@ std::unique_ptr<Engine> make_engine(Model& model);
 
 // ---- requests ----
 
-// The logprob of `id` under the log-softmax of `row`, and the `top` most likely (best first,
-// ties: lower id).
-struct GenToken;
-GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top);
-
 struct GenRequest {
   std::vector<int32_t> prompt;
   int64_t max_tokens = 0;         // <= 0: what the context (and the whole KV budget) leave
@@ -103,6 +97,10 @@ struct GenToken {
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;  // (id, logprob), best first
 };
+
+// The logprob of `id` under the log-softmax of `row`, and the `top` most likely (best first,
+// ties: lower id).
+GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top);
 
 enum class Finish { kNone, kStop, kLength, kCancelled, kError };
 const char* finish_name(Finish f);
@@ -194,8 +192,7 @@ class Scheduler {
   void admit();
   void step();
   void retire(Live& s, Finish f, const std::string& error = {});
-  // Samples the next token of `s` from its logits row, delivers it and retires `s` if done;
-  // returns whether a token was generated.
+  // Samples the next token of `s` from its logits row, delivers it and retires `s` if done.
   void emit(Live& s, const float* row, Clock::time_point now);
   // The parent's prompt is read: its pending choices start from a copy of its cache.
   void spawn_forks(Live& parent, const float* row, Clock::time_point now);
