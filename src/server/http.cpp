@@ -137,7 +137,7 @@ class ChatRun {
   ChatRun(const TextCodec& codec, const MarkerIds& ids, std::shared_ptr<GenHandle> h, const ChatRequest& r,
           bool start_in_reasoning, std::string_view forced = {})
       : codec_(codec), h_(std::move(h)), out_(codec, ids, output_options(r), start_in_reasoning),
-        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r) {
+        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r), min_tokens_(r.min_tokens) {
     if (!forced.empty()) out_.prime(forced, forced_);
   }
   ~ChatRun() { h_->cancel(); }  // no-op once finished; frees the sequence if the client left
@@ -151,6 +151,7 @@ class ChatRun {
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
       ++n_completion_;
+      out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
       const bool is_stop = stop_ids_.is_stop(t.id);
       if (top_logprobs_ >= 0 && !is_stop) {
         TokenLogprob lp{codec_.token_text(t.id), t.logprob, {}};
@@ -187,6 +188,7 @@ class ChatRun {
   ChatOutput out_;
   int64_t top_logprobs_;
   StopIds stop_ids_;
+  int64_t min_tokens_;
   int64_t n_completion_ = 0;
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
@@ -196,7 +198,8 @@ class ChatRun {
 class TextRun {
  public:
   TextRun(const TextCodec& codec, std::shared_ptr<GenHandle> h, const CompletionRequest& r)
-      : h_(std::move(h)), out_(codec, output_options(r)), stop_ids_(codec, r), keep_tokens_(r.logprobs.has_value()) {}
+      : h_(std::move(h)), out_(codec, output_options(r)), stop_ids_(codec, r), keep_tokens_(r.logprobs.has_value()),
+        min_tokens_(r.min_tokens) {}
   ~TextRun() { h_->cancel(); }
   bool step(std::string& text) {
     if (done_) return false;
@@ -204,6 +207,7 @@ class TextRun {
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
       ++n_completion_;
+      out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
       if (stop_ids_.is_stop(t.id) && !stop_ids_.keep_text) continue;
       if (keep_tokens_) tokens_.push_back(t);
       if (!out_.push(t.id, text)) {
@@ -234,6 +238,7 @@ class TextRun {
   TextOutput out_;
   StopIds stop_ids_;
   bool keep_tokens_;
+  int64_t min_tokens_;
   std::vector<GenToken> tokens_;
   int64_t n_completion_ = 0;
   bool stopped_by_string_ = false, done_ = false;

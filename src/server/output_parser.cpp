@@ -214,7 +214,7 @@ void OutputParser::on_marker(Marker m, OutputDelta& out) {
 std::string StopMatcher::push(std::string_view text) {
   if (stopped_) return {};
   pending_ += text;
-  if (stops_.empty()) return std::exchange(pending_, {});
+  if (stops_.empty() || !active_) return std::exchange(pending_, {});
   size_t best = std::string::npos, best_len = 0;
   for (auto& s : stops_) {
     const size_t at = pending_.find(s);

@@ -99,10 +99,12 @@ class StopMatcher {
   std::string push(std::string_view text);
   std::string flush();
   bool stopped() const { return stopped_; }
+  // Inactive (vLLM's min_tokens not reached yet): text passes unmatched.
+  void set_active(bool active) { active_ = active; }
 
  private:
   std::vector<std::string> stops_;
-  bool include_stop_ = false;
+  bool include_stop_ = false, active_ = true;
   std::string pending_;
   bool stopped_ = false;
 };
@@ -144,6 +146,7 @@ class ChatOutput {
   bool push(int32_t id, OutputDelta& out);
   void finish(OutputDelta& out);
   bool stopped() const { return stop_.stopped(); }
+  void set_stops_active(bool active) { stop_.set_active(active); }
   const OutputParser& parser() const { return parser_; }
 
  private:
@@ -163,6 +166,7 @@ class TextOutput {
   bool push(int32_t id, std::string& out);
   void finish(std::string& out);
   bool stopped() const { return stop_.stopped(); }
+  void set_stops_active(bool active) { stop_.set_active(active); }
 
  private:
   const TextCodec& codec_;

@@ -351,6 +351,17 @@ TEST(StopMatcher, IncludeStopKeepsTheLongestEarliestMatch) {
   EXPECT_EQ(n.push("xx abcd"), "xx ");
 }
 
+// min_tokens (vLLM): stop strings do not match while inactive, text passes unheld.
+TEST(StopMatcher, InactiveUntilMinTokens) {
+  StopMatcher m({"ab"});
+  m.set_active(false);
+  EXPECT_EQ(m.push("xab a"), "xab a");
+  EXPECT_FALSE(m.stopped());
+  m.set_active(true);  // matches from here on (no look-back into released text)
+  EXPECT_EQ(m.push("b c ab d"), "b c ");
+  EXPECT_TRUE(m.stopped());
+}
+
 TEST(TextOutput, KeepsSpecialsAndTheStopStringWhenAsked) {
   FakeCodec codec;
   OutputOptions o{{"!"}};

@@ -80,6 +80,14 @@ describe('vLLM sampling controls', () => {
     assert.equal(r.usage.completion_tokens, 5, 'four tokens, then the stop id');
     assert.equal(r.choices[0].finish_reason, 'stop');
     assert.ok(!r.choices[0].text.includes('x'), JSON.stringify(r.choices[0].text));
+    // Stop strings also wait for min_tokens (vLLM): the looping output stops at a later repeat.
+    const base = (await complete({})).text;
+    const early = (await complete({ stop: ['Southerners'] })).text;
+    const late = (await complete({ stop: ['Southerners'], min_tokens: 10 })).text;
+    if (base.split('Southerners').length > 3) {
+      assert.ok(base.startsWith(late), late);
+      assert.ok(late.length > early.length, `${JSON.stringify(early)} vs ${JSON.stringify(late)}`);
+    }
     await assert.rejects(client.completions.create({ ...loop, min_tokens: 50, max_tokens: 10 }),
       (e) => e.status === 400 && e.param === 'min_tokens');
   });
