@@ -32,6 +32,6 @@ fi
 rc=0
 for n in "${nodes[@]}"; do
   echo "== serve_e2e under node $("$n" --version) ($n)"
-  "$n" --test e2e.test.mjs || rc=1
+  "$n" --test e2e.test.mjs api.test.mjs || rc=1
 done
 exit $rc

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "base/error.h"
 
@@ -119,6 +120,42 @@ int32_t Sampler::sample(const float* logits, int64_t vocab) {
     if (r < cum) return ids_[i];
   }
   return ids_[n - 1];
+}
+
+LogitsAdjuster::LogitsAdjuster(LogitsAdjust adjust, std::span<const int32_t> prompt) : adjust_(std::move(adjust)) {
+  if (!(adjust_.repetition_penalty > 0))
+    fail("sampling: repetition_penalty must be > 0, got {}", adjust_.repetition_penalty);
+  if (adjust_.repetition_penalty != 1) {
+    seen_.assign(prompt.begin(), prompt.end());
+    std::sort(seen_.begin(), seen_.end());
+    seen_.erase(std::unique(seen_.begin(), seen_.end()), seen_.end());
+  }
+}
+
+void LogitsAdjuster::on_output(int32_t id) {
+  ++n_output_;
+  if (adjust_.presence_penalty == 0 && adjust_.frequency_penalty == 0 && adjust_.repetition_penalty == 1) return;
+  if (out_count_[id]++ == 0 && adjust_.repetition_penalty != 1) {
+    auto it = std::lower_bound(seen_.begin(), seen_.end(), id);
+    if (it == seen_.end() || *it != id) seen_.insert(it, id);
+  }
+}
+
+void LogitsAdjuster::apply(float* logits, int64_t vocab) const {
+  const LogitsAdjust& a = adjust_;
+  auto in_vocab = [vocab](int32_t id) { return id >= 0 && int64_t(id) < vocab; };
+  if (n_output_ < a.min_tokens)
+    for (int32_t id : a.min_tokens_blocked)
+      if (in_vocab(id)) logits[id] = -std::numeric_limits<float>::infinity();
+  for (auto [id, bias] : a.logit_bias)
+    if (in_vocab(id)) logits[id] += std::clamp(bias, -100.0f, 100.0f);
+  const float r = a.repetition_penalty;
+  if (r != 1)
+    for (int32_t id : seen_)
+      if (in_vocab(id)) logits[id] = logits[id] > 0 ? logits[id] / r : logits[id] * r;
+  if (a.frequency_penalty != 0 || a.presence_penalty != 0)
+    for (auto [id, n] : out_count_)
+      if (in_vocab(id)) logits[id] -= a.frequency_penalty * float(n) + a.presence_penalty;
 }
 
 }  // namespace sickle

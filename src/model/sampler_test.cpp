@@ -1,5 +1,6 @@
 // Sampler properties: greedy is argmax, top_k = 1 is greedy, a seed fixes the draws, filters
-// never return a filtered token, and frequencies follow softmax(logits / T).
+// never return a filtered token, and frequencies follow softmax(logits / T). LogitsAdjuster
+// against hand-computed rows (vLLM's order: min_tokens, logit_bias, repetition, frequency, presence).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -137,6 +138,70 @@ TEST(Sampler, BadParametersAreErrors) {
   p = {};
   p.min_p = 1.5f;
   EXPECT_THROW(Sampler{p}, Error);
+}
+
+// Hand-computed: vocab 6, prompt {1, 2}, outputs 2, 3, 3.
+//   id 0: unseen                     2.0
+//   id 1: prompt only, rep 2         4.0 / 2            = 2.0
+//   id 2: prompt + out x1, rep 2    -1.0 * 2 - 0.5*1 - 1 = -3.5
+//   id 3: out x2, rep 2              3.0 / 2 - 0.5*2 - 1 = -0.5
+//   id 4: bias +1.5                  0.5 + 1.5           = 2.0
+//   id 5: bias -300 clamps to -100   1.0 - 100           = -99.0
+TEST(LogitsAdjuster, MatchesAHandComputedRow) {
+  LogitsAdjust a;
+  a.repetition_penalty = 2;
+  a.frequency_penalty = 0.5f;
+  a.presence_penalty = 1;
+  a.logit_bias = {{4, 1.5f}, {5, -300.0f}, {99, 5.0f}};  // 99: out of vocab, ignored
+  std::vector<int32_t> prompt = {1, 2};
+  LogitsAdjuster adj(a, prompt);
+  for (int32_t id : {2, 3, 3}) adj.on_output(id);
+  std::vector<float> row = {2.0f, 4.0f, -1.0f, 3.0f, 0.5f, 1.0f};
+  adj.apply(row.data(), 6);
+  const std::vector<float> want = {2.0f, 2.0f, -3.5f, -0.5f, 2.0f, -99.0f};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(row[i], want[i]) << "id " << i;
+}
+
+TEST(LogitsAdjuster, PresenceAndFrequencyCountOnlyTheOutput) {
+  LogitsAdjust a;
+  a.presence_penalty = 2;
+  a.frequency_penalty = 1;
+  std::vector<int32_t> prompt = {0, 0, 0};
+  LogitsAdjuster adj(a, prompt);
+  std::vector<float> row = {1, 1};
+  adj.apply(row.data(), 2);
+  EXPECT_FLOAT_EQ(row[0], 1);  // prompt tokens are not penalised by presence / frequency
+  adj.on_output(1);
+  adj.on_output(1);
+  adj.apply(row.data(), 2);
+  EXPECT_FLOAT_EQ(row[1], 1 - 2 - 2);
+}
+
+TEST(LogitsAdjuster, MinTokensMasksStopIdsUntilReached) {
+  LogitsAdjust a;
+  a.min_tokens = 2;
+  a.min_tokens_blocked = {3};
+  LogitsAdjuster adj(a, {});
+  ASSERT_TRUE(adj.active());
+  std::vector<float> row = {0, 0, 0, 9};
+  adj.apply(row.data(), 4);
+  EXPECT_EQ(argmax(row.data(), 4), 0);
+  EXPECT_TRUE(std::isinf(row[3]) && row[3] < 0);
+  adj.on_output(0);
+  row = {0, 0, 0, 9};
+  adj.apply(row.data(), 4);
+  EXPECT_EQ(argmax(row.data(), 4), 0);
+  adj.on_output(0);
+  row = {0, 0, 0, 9};
+  adj.apply(row.data(), 4);
+  EXPECT_EQ(argmax(row.data(), 4), 3);  // two generated: the stop id is allowed again
+}
+
+TEST(LogitsAdjuster, DefaultsAreInactiveAndBadRepetitionIsRefused) {
+  EXPECT_FALSE(LogitsAdjust{}.active());
+  LogitsAdjust a;
+  a.repetition_penalty = 0;
+  EXPECT_THROW(LogitsAdjuster(a, {}), Error);
 }
 
 }  // namespace

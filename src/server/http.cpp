@@ -14,8 +14,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <random>
+#include <set>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -62,6 +65,60 @@ SamplingParams sampling_of(const SamplingFields& r) {
   return p;
 }
 
+// The request's sampling, logits adjustments and stop ids onto a GenRequest; token ids the
+// request names (logit_bias, stop_token_ids) must be in the vocabulary (400 naming the field).
+void fill_generation(GenRequest& g, const SamplingFields& r, const TextCodec& codec) {
+  const int64_t vocab = codec.vocab_size();
+  g.sampling = sampling_of(r);
+  g.adjust.presence_penalty = float(r.presence_penalty);
+  g.adjust.frequency_penalty = float(r.frequency_penalty);
+  g.adjust.repetition_penalty = float(r.repetition_penalty);
+  for (auto [id, bias] : r.logit_bias)
+    if (id >= vocab) throw ApiError(400, fmt::format("Invalid value for 'logit_bias': token id {} is out of vocabulary [0, {}).", id, vocab), "logit_bias");
+  g.adjust.logit_bias = r.logit_bias;
+  g.adjust.min_tokens = r.min_tokens;
+  for (int32_t id : r.stop_token_ids)
+    if (id >= vocab) throw ApiError(400, fmt::format("Invalid value for 'stop_token_ids': token id {} is out of vocabulary [0, {}).", id, vocab), "stop_token_ids");
+  g.stop_token_ids = r.stop_token_ids;
+  g.stop_ids = codec.stop_ids();
+  g.ignore_eos = r.ignore_eos;
+}
+
+OutputOptions output_options(const SamplingFields& r) {
+  OutputOptions o;
+  o.stops = r.stop;
+  o.include_stop_str = r.include_stop_str_in_output;
+  o.skip_special_tokens = r.skip_special_tokens;
+  return o;
+}
+
+// Chat: tool calls are parsed only when the request offers tools and does not say "none"
+// (vLLM); parallel_tool_calls false ends the reply after its first call.
+OutputOptions output_options(const ChatRequest& r) {
+  OutputOptions o = output_options(static_cast<const SamplingFields&>(r));
+  o.tool_calls = !r.tools.is_null() && r.tool_choice != "none";
+  o.max_tool_calls = r.parallel_tool_calls ? 0 : 1;
+  return o;
+}
+
+// The seeds of n choices: the request's (or a random) seed for the first, +1 for each next.
+std::vector<uint64_t> choice_seeds(uint64_t first, int64_t n) {
+  std::vector<uint64_t> seeds;
+  for (int64_t i = 0; i < n; ++i) seeds.push_back(first + uint64_t(i));
+  return seeds;
+}
+
+// Generation ended at this id (EOS or one of the request's stop_token_ids): its text is not
+// part of the output unless include_stop_str_in_output (vLLM).
+struct StopIds {
+  std::vector<int32_t> ids;
+  bool keep_text = false;
+  StopIds(const TextCodec& codec, const SamplingFields& r) : ids(codec.stop_ids()), keep_text(r.include_stop_str_in_output) {
+    ids.insert(ids.end(), r.stop_token_ids.begin(), r.stop_token_ids.end());
+  }
+  bool is_stop(int32_t id) const { return std::find(ids.begin(), ids.end(), id) != ids.end(); }
+};
+
 // HTTP threads wake for every token of every stream; under the default policy each wakeup may
 // preempt the inference thread. SCHED_BATCH (any user may set it) disfavors them at wakeup.
 void batch_priority() {
@@ -79,8 +136,8 @@ class ChatRun {
   // `forced`: the reply's opening that the prompt forced (ToolForcing::prefix), read first.
   ChatRun(const TextCodec& codec, const MarkerIds& ids, std::shared_ptr<GenHandle> h, const ChatRequest& r,
           bool start_in_reasoning, std::string_view forced = {})
-      : codec_(codec), h_(std::move(h)), out_(codec, ids, r.stop, start_in_reasoning),
-        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec.stop_ids()) {
+      : codec_(codec), h_(std::move(h)), out_(codec, ids, output_options(r), start_in_reasoning),
+        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r), min_tokens_(r.min_tokens) {
     if (!forced.empty()) out_.prime(forced, forced_);
   }
   ~ChatRun() { h_->cancel(); }  // no-op once finished; frees the sequence if the client left
@@ -94,15 +151,17 @@ class ChatRun {
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
       ++n_completion_;
-      const bool is_stop = std::find(stop_ids_.begin(), stop_ids_.end(), t.id) != stop_ids_.end();
+      out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
+      const bool is_stop = stop_ids_.is_stop(t.id);
       if (top_logprobs_ >= 0 && !is_stop) {
         TokenLogprob lp{codec_.token_text(t.id), t.logprob, {}};
         for (auto& [id, l] : t.top) lp.top.push_back(TokenLogprob{codec_.token_text(id), l, {}});
         lps.push_back(std::move(lp));
       }
+      if (is_stop && !stop_ids_.keep_text) continue;
       if (!out_.push(t.id, delta)) {
         stopped_by_string_ = true;
-        h_->cancel();
+        h_->stop();
         alive = false;
         break;
       }
@@ -128,7 +187,8 @@ class ChatRun {
   std::shared_ptr<GenHandle> h_;
   ChatOutput out_;
   int64_t top_logprobs_;
-  std::vector<int32_t> stop_ids_;
+  StopIds stop_ids_;
+  int64_t min_tokens_;
   int64_t n_completion_ = 0;
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
@@ -138,7 +198,8 @@ class ChatRun {
 class TextRun {
  public:
   TextRun(const TextCodec& codec, std::shared_ptr<GenHandle> h, const CompletionRequest& r)
-      : h_(std::move(h)), out_(codec, r.stop) {}
+      : h_(std::move(h)), out_(codec, output_options(r)), stop_ids_(codec, r), keep_tokens_(r.logprobs.has_value()),
+        min_tokens_(r.min_tokens) {}
   ~TextRun() { h_->cancel(); }
   bool step(std::string& text) {
     if (done_) return false;
@@ -146,9 +207,12 @@ class TextRun {
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
       ++n_completion_;
+      out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
+      if (stop_ids_.is_stop(t.id) && !stop_ids_.keep_text) continue;
+      if (keep_tokens_) tokens_.push_back(t);
       if (!out_.push(t.id, text)) {
         stopped_by_string_ = true;
-        h_->cancel();
+        h_->stop();
         alive = false;
         break;
       }
@@ -165,10 +229,17 @@ class TextRun {
   const std::string& finish_reason() const { return finish_reason_; }
   const std::string& error() const { return error_; }
   void cancel() { h_->cancel(); }
+  // The generated tokens (with logprobs) that made the text; kept when the request wants logprobs.
+  const std::vector<GenToken>& tokens() const { return tokens_; }
+  const GenHandle& handle() const { return *h_; }
 
  private:
   std::shared_ptr<GenHandle> h_;
   TextOutput out_;
+  StopIds stop_ids_;
+  bool keep_tokens_;
+  int64_t min_tokens_;
+  std::vector<GenToken> tokens_;
   int64_t n_completion_ = 0;
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
@@ -257,32 +328,61 @@ struct HttpServer::Impl {
   HttplibCore svr;
   std::unique_ptr<Listener> listener;
 
-  // The routes: what is not one of them is 404 before anything else (and counts as `other`).
+  // The routes: what is not one of them is 404 before anything else (and counts as `other`);
+  // a path ending in "{id}" matches any one non-empty segment there (the template is the label).
   struct Route {
     std::string method, path;
     bool auth;
   };
   std::vector<Route> routes;
+  std::mutex ignored_mu;
+  std::set<std::string> ignored_logged;  // unknown request fields already logged
 
   Impl(Scheduler& s, const TextCodec& c, Metrics& m, HttpOptions o)
       : sched(s), codec(c), metrics(m), opt(std::move(o)), markers(MarkerIds::from(c)) {
     routes = {{"GET", "/health", false},
+              {"GET", "/version", false},
               {"GET", "/metrics", !opt.metrics_open},
               {"GET", "/v1/models", true},
+              {"GET", "/v1/models/{id}", true},
               {"POST", "/v1/chat/completions", true},
               {"POST", "/v1/completions", true}};
   }
 
+  static bool path_matches(const std::string& tmpl, const std::string& path) {
+    const size_t open = tmpl.find('{');
+    if (open == std::string::npos) return tmpl == path;
+    return path.size() > open && path.compare(0, open, tmpl, 0, open) == 0 &&
+           path.find('/', open) == std::string::npos;
+  }
   const Route* route_of(const httplib::Request& req) const {
     const std::string m = req.method == "HEAD" ? "GET" : req.method;
     for (auto& r : routes)
-      if (r.path == req.path && r.method == m) return &r;
+      if (path_matches(r.path, req.path) && r.method == m) return &r;
     return nullptr;
   }
+  // The methods a path is served with ("" = an unknown path).
+  std::string allowed_methods(const std::string& path) const {
+    std::string allow;
+    for (auto& r : routes)
+      if (path_matches(r.path, path)) allow += (allow.empty() ? "" : ", ") + r.method;
+    return allow;
+  }
+  // A bounded label: the route template, or "other".
   std::string path_label(const std::string& path) const {
     for (auto& r : routes)
-      if (r.path == path) return path;
+      if (path_matches(r.path, path)) return r.path;
     return "other";
+  }
+
+  // CORS (as Starlette's CORSMiddleware in vLLM): the value of Access-Control-Allow-Origin for
+  // this Origin, empty when it is not allowed (or CORS is off).
+  std::string cors_origin(const std::string& origin) const {
+    if (origin.empty()) return {};
+    for (auto& o : opt.allowed_origins)
+      if (o == "*") return "*";
+      else if (o == origin) return origin;
+    return {};
   }
 
   // `Authorization: Bearer KEY`; the scheme is case-insensitive (RFC 9110 §11.1), the key is
@@ -309,10 +409,38 @@ struct HttpServer::Impl {
   // the body's framing and declared size. Unhandled = go on (read the body, run the handler).
   httplib::Server::HandlerResponse precheck(const httplib::Request& req, httplib::Response& res) const {
     try {
+      const std::string origin = req.get_header_value("Origin");
+      if (req.method == "OPTIONS" && !origin.empty() && req.has_header("Access-Control-Request-Method") &&
+          !opt.allowed_origins.empty()) {
+        // A CORS preflight: answered here, without auth (browsers send no credentials on it).
+        const std::string allow = cors_origin(origin);
+        if (allow.empty()) throw ApiError(400, fmt::format("Disallowed CORS origin '{}'.", origin));
+        res.status = 200;
+        res.set_header("Access-Control-Allow-Methods", "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT");
+        const std::string hdrs = req.get_header_value("Access-Control-Request-Headers");
+        if (!hdrs.empty()) res.set_header("Access-Control-Allow-Headers", hdrs);
+        res.set_header("Access-Control-Max-Age", "600");
+        res.set_content("OK", "text/plain");
+        return httplib::Server::HandlerResponse::Handled;
+      }
       const Route* r = route_of(req);
-      if (!r) throw ApiError(404, fmt::format("Unknown path {} {}.", req.method, req.path));
+      if (!r) {
+        const std::string allow = allowed_methods(req.path);
+        if (allow.empty()) throw ApiError(404, fmt::format("Unknown path {} {}.", req.method, req.path));
+        res.set_header("Allow", allow);
+        throw ApiError(405, fmt::format("Method {} is not allowed on {} (allowed: {}).", req.method, req.path, allow), "",
+                       "invalid_request_error", "method_not_allowed");
+      }
       if (r->auth) check_auth(req);
       if (r->method == "POST") {
+        // As vLLM: the media type (before any parameters) must be application/json.
+        std::string ct = req.get_header_value("Content-Type");
+        ct = ct.substr(0, ct.find(';'));
+        while (!ct.empty() && ct.back() == ' ') ct.pop_back();
+        if (strcasecmp(ct.c_str(), "application/json") != 0)
+          throw ApiError(415, fmt::format("Unsupported Media Type: only 'application/json' is allowed (got '{}').",
+                                          req.get_header_value("Content-Type")),
+                         "", "invalid_request_error", "unsupported_media_type");
         const std::string te = req.get_header_value("Transfer-Encoding");
         const std::string cl = req.get_header_value("Content-Length");
         if (req.has_header("Transfer-Encoding") && strcasecmp(te.c_str(), "chunked") != 0)
@@ -349,10 +477,54 @@ struct HttpServer::Impl {
     return body;
   }
 
-  void check_model(const std::string& model) const {
-    if (model != opt.model_name)
-      throw ApiError(404, fmt::format("The model `{}` does not exist.", model), "model", "invalid_request_error",
+  // `model` may be omitted (the served model) or name it or one of its aliases.
+  bool serves(const std::string& model) const {
+    return model == opt.model_name ||
+           std::find(opt.model_aliases.begin(), opt.model_aliases.end(), model) != opt.model_aliases.end();
+  }
+  void check_model(const SamplingFields& r) {
+    if (!r.model.empty() && !serves(r.model))
+      throw ApiError(404, fmt::format("The model `{}` does not exist.", r.model), "model", "invalid_request_error",
                      "model_not_found");
+    // Unknown fields (not --strict-api): logged once per name, as vLLM warns.
+    for (auto& f : r.ignored_fields) {
+      std::lock_guard lk(ignored_mu);
+      if (ignored_logged.size() < 1024 && ignored_logged.insert(f).second)
+        log_warn("serve: ignoring unknown request field '{}' (logged once; --strict-api refuses them)", f);
+    }
+  }
+  std::vector<std::string> served_names() const {
+    std::vector<std::string> names{opt.model_name};
+    names.insert(names.end(), opt.model_aliases.begin(), opt.model_aliases.end());
+    return names;
+  }
+  json body_with_defaults(const std::string& text) const {
+    json j = parse_body(text);
+    apply_sampling_defaults(j, opt.sampling_defaults);
+    return j;
+  }
+  // A legacy completions logprobs list, as vLLM: under echo the prompt's tokens first (the first
+  // has no logprob), then the generated ones from `from`; top_logprobs = the chosen token + top k.
+  std::vector<CompletionToken> logprob_tokens(const std::vector<int32_t>& prompt_ids, const GenHandle& h,
+                                              const std::vector<GenToken>& generated, size_t from) const {
+    std::vector<CompletionToken> toks;
+    auto entry = [&](const GenToken& t) {
+      CompletionToken c{codec.token_text(t.id), double(t.logprob), {}};
+      c.top.emplace_back(c.token, double(t.logprob));
+      for (auto& [tid, lp] : t.top) c.top.emplace_back(codec.token_text(tid), double(lp));
+      return c;
+    };
+    if (!prompt_ids.empty()) {
+      toks.push_back(CompletionToken{codec.token_text(prompt_ids[0]), std::nullopt, {}});
+      for (const GenToken& t : h.prompt_logprobs()) toks.push_back(entry(t));
+    }
+    for (size_t i = from; i < generated.size(); ++i) toks.push_back(entry(generated[i]));
+    return toks;
+  }
+  ParseOptions parse_options() const {
+    ParseOptions p;
+    p.strict = opt.strict_api;
+    return p;
   }
 
   // A handler (auth, route and body limits were checked by precheck); errors become OpenAI's.
@@ -396,8 +568,8 @@ struct HttpServer::Impl {
 
   void chat(const httplib::Request& req, const std::string& body, httplib::Response& res) {
     batch_priority();
-    ChatRequest r = parse_chat_request(parse_body(body));
-    check_model(r.model);
+    ChatRequest r = parse_chat_request(body_with_defaults(body), parse_options());
+    check_model(r);
     json tools = r.tools;
     if (r.tool_choice == "none") {
       tools = nullptr;
@@ -422,148 +594,255 @@ struct HttpServer::Impl {
     GenRequest g;
     g.prompt = codec.encode(prompt);
     g.max_tokens = r.max_tokens.value_or(0);
-    g.sampling = sampling_of(r);
-    g.stop_ids = codec.stop_ids();
+    fill_generation(g, r, codec);
     // A named choice is one call: it ends with its <|tool_call_end|> (finish_reason tool_calls).
     if (forcing.named) g.stop_ids.push_back(markers.ids[int(Marker::kCallEnd)]);
-    g.ignore_eos = r.ignore_eos;
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
     const int32_t think_id = markers.ids[int(Marker::kThinkBegin)];
     const bool in_reasoning = think_id >= 0 && !g.prompt.empty() && g.prompt.back() == think_id;
-    auto run = std::make_shared<ChatRun>(codec, markers, sched.submit(std::move(g)), r, in_reasoning, forcing.prefix);
+    // n choices share the prompt (read once, its cache forked); choice i samples with seed + i.
+    std::vector<std::shared_ptr<ChatRun>> runs;
+    for (auto& h : sched.submit_n(std::move(g), choice_seeds(g.sampling.seed, r.n)))
+      runs.push_back(std::make_shared<ChatRun>(codec, markers, std::move(h), r, in_reasoning, forcing.prefix));
+    auto run = runs.front();
     const std::string id = new_request_id("chatcmpl-");
     const int64_t created_at = unix_now();
     const std::string model = opt.model_name;
 
     if (!r.stream) {
-      OutputDelta all;
-      std::vector<TokenLogprob> lps;
+      std::vector<std::vector<TokenLogprob>> lps(runs.size());
       PeerWatch peer = watch(req);
-      while (true) {
-        OutputDelta d;
-        bool more = run->step(d, lps);
-        all.append(std::move(d));
-        if (!more) break;
-        if (peer.gone()) return client_gone(res, *run);
+      for (bool more = true; more;) {
+        more = false;
+        for (size_t i = 0; i < runs.size(); ++i) {
+          OutputDelta d;
+          more |= runs[i]->step(d, lps[i]);
+        }
+        if (more && peer.gone()) return client_gone(res, *run);  // the others cancel as they go
       }
-      if (!run->error().empty()) throw ApiError(500, run->error(), "", "server_error");
-      ChatChoice c;
-      c.content = run->parser().content();
-      c.reasoning = run->parser().reasoning();
-      c.tool_calls = run->parser().tool_calls();
-      c.finish_reason = run->finish_reason();
-      if (r.logprobs) c.logprobs = std::move(lps);
-      send_json(res, 200, chat_completion_json(id, created_at, model, c, run->usage()));
+      std::vector<ChatChoice> choices;
+      Usage usage = run->usage();
+      usage.completion_tokens = 0;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const ChatRun& x = *runs[i];
+        if (!x.error().empty()) throw ApiError(500, x.error(), "", "server_error");
+        ChatChoice c;
+        c.content = x.parser().content();
+        c.reasoning = x.parser().reasoning();
+        c.tool_calls = x.parser().tool_calls();
+        c.finish_reason = x.finish_reason();
+        if (r.logprobs) c.logprobs = std::move(lps[i]);
+        choices.push_back(std::move(c));
+        usage.completion_tokens += x.usage().completion_tokens;
+      }
+      send_json(res, 200, chat_completion_json(id, created_at, model, choices, usage));
       return;
     }
 
+    // vLLM: continuous_usage_stats (with include_usage) puts the usage so far in every chunk.
+    // n > 1: the choices' chunks interleave, each carrying its index.
     const bool include_usage = r.include_usage, want_logprobs = r.logprobs;
-    auto chunk = [=](const json& delta, const std::optional<std::string>& finish, std::vector<TokenLogprob>* lps) {
+    const bool continuous = r.include_usage && r.continuous_usage;
+    auto total_usage = [runs] {
+      Usage u = runs.front()->usage();
+      for (size_t i = 1; i < runs.size(); ++i) u.completion_tokens += runs[i]->usage().completion_tokens;
+      return u;
+    };
+    auto chunk = [=](size_t index, const json& delta, const std::optional<std::string>& finish,
+                     std::vector<TokenLogprob>* lps) {
       json j = chat_chunk_json(id, created_at, model, delta, finish,
-                               lps && want_logprobs ? chat_logprobs_json(*lps) : json());
-      if (include_usage) j["usage"] = nullptr;
+                               lps && want_logprobs ? chat_logprobs_json(*lps) : json(), int64_t(index));
+      if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
       if (lps) lps->clear();
       return sse_event(j);
     };
-    auto started = std::make_shared<bool>(false);
+    auto started = std::make_shared<std::vector<bool>>(runs.size(), false);
+    auto ended = std::make_shared<std::vector<bool>>(runs.size(), false);
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
+    auto cancel_all = [runs] {
+      for (auto& x : runs) x->cancel();
+    };
     res.set_chunked_content_provider(
         "text/event-stream",
         [=](size_t, httplib::DataSink& sink) {
           std::string buf;
-          if (!*started) {
-            buf += chunk(json{{"role", "assistant"}, {"content", ""}}, std::nullopt, nullptr);
-            *started = true;
-          }
-          OutputDelta d;
-          std::vector<TokenLogprob> lps;
-          bool more = run->step(d, lps);
-          if (!d.empty() || (!lps.empty() && more)) buf += chunk(delta_json(d), std::nullopt, &lps);
-          if (!more) {
-            if (!run->error().empty()) {
-              buf += sse_event(ApiError(500, run->error(), "", "server_error").to_json());
-            } else {
-              buf += chunk(json::object(), run->finish_reason(), lps.empty() ? nullptr : &lps);
-              if (include_usage) buf += sse_event(chat_usage_chunk_json(id, created_at, model, run->usage()));
+          bool more = false, failed = false;
+          for (size_t i = 0; i < runs.size() && !failed; ++i) {
+            if ((*ended)[i]) continue;
+            if (!(*started)[i]) {
+              buf += chunk(i, json{{"role", "assistant"}, {"content", ""}}, std::nullopt, nullptr);
+              (*started)[i] = true;
             }
+            OutputDelta d;
+            std::vector<TokenLogprob> lps;
+            const bool alive = runs[i]->step(d, lps);
+            if (!d.empty() || (!lps.empty() && alive)) buf += chunk(i, delta_json(d), std::nullopt, &lps);
+            if (alive) {
+              more = true;
+            } else if (!runs[i]->error().empty()) {
+              buf += sse_event(ApiError(500, runs[i]->error(), "", "server_error").to_json());
+              failed = true;
+            } else {
+              buf += chunk(i, json::object(), runs[i]->finish_reason(), lps.empty() ? nullptr : &lps);
+              (*ended)[i] = true;
+            }
+          }
+          if (failed) {
+            cancel_all();
+            more = false;
+          }
+          if (!more) {
+            if (include_usage && !failed) buf += sse_event(chat_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) {
-            run->cancel();  // the client went away
+            cancel_all();  // the client went away
             return false;
           }
           if (!more) sink.done();
           return true;
         },
-        [run](bool) { run->cancel(); });
+        [cancel_all](bool) { cancel_all(); });
   }
 
   void completions(const httplib::Request& req, const std::string& body, httplib::Response& res) {
     batch_priority();
-    CompletionRequest r = parse_completion_request(parse_body(body));
-    check_model(r.model);
-    GenRequest g;
-    std::string echo;
-    if (auto* s = std::get_if<std::string>(&r.prompt)) {
-      g.prompt = codec.encode(*s);
-      echo = *s;
-    } else {
-      g.prompt = std::get<std::vector<int32_t>>(r.prompt);
-      if (r.echo) {
-        auto st = codec.new_stream();
-        for (int32_t t : g.prompt)
-          if (t >= 0 && t < codec.vocab_size() && !codec.is_special(t)) echo += st->push(t);
-        echo += st->flush();
+    CompletionRequest r = parse_completion_request(body_with_defaults(body), parse_options());
+    check_model(r);
+    // Every prompt of the batch, n choices each, submitted together (they batch in the scheduler).
+    struct Item {
+      std::shared_ptr<TextRun> run;
+      std::string echo;                // the prompt's text when echo
+      std::vector<int32_t> prompt_ids; // for echo + logprobs
+    };
+    std::vector<Item> items;
+    int64_t n_prompt_tokens = 0;
+    for (const CompletionRequest::Prompt& p : r.prompts) {
+      GenRequest g;
+      std::string echo;
+      if (auto* s = std::get_if<std::string>(&p)) {
+        g.prompt = codec.encode(*s);
+        echo = *s;
+      } else {
+        g.prompt = std::get<std::vector<int32_t>>(p);
+        if (r.echo) {
+          auto st = codec.new_stream();
+          for (int32_t t : g.prompt)
+            if (t >= 0 && t < codec.vocab_size() && !codec.is_special(t)) echo += st->push(t);
+          echo += st->flush();
+        }
       }
+      if (!r.echo) echo.clear();
+      g.max_tokens = r.max_tokens.value_or(16);
+      g.prompt_only = g.max_tokens == 0;
+      fill_generation(g, r, codec);
+      g.top_logprobs = r.logprobs.value_or(-1);
+      if (r.echo && r.logprobs) g.prompt_logprobs = *r.logprobs;
+      const std::vector<int32_t> prompt_ids = r.echo && r.logprobs ? g.prompt : std::vector<int32_t>();
+      n_prompt_tokens += int64_t(g.prompt.size());
+      const uint64_t seed = g.sampling.seed;
+      for (auto& h : sched.submit_n(std::move(g), choice_seeds(seed, r.n)))
+        items.push_back(Item{std::make_shared<TextRun>(codec, std::move(h), r), echo, prompt_ids});
     }
-    g.max_tokens = r.max_tokens.value_or(16);
-    g.sampling = sampling_of(r);
-    g.stop_ids = codec.stop_ids();
-    g.ignore_eos = r.ignore_eos;
-    auto run = std::make_shared<TextRun>(codec, sched.submit(std::move(g)), r);
+    auto run = items.front().run;
     const std::string id = new_request_id("cmpl-");
     const int64_t created_at = unix_now();
     const std::string model = opt.model_name;
-    if (!r.echo) echo.clear();
 
     if (!r.stream) {
-      std::string text = echo;
+      std::vector<std::string> texts;
+      for (auto& it : items) texts.push_back(it.echo);
       PeerWatch peer = watch(req);
-      while (run->step(text))
-        if (peer.gone()) return client_gone(res, *run);
-      if (!run->error().empty()) throw ApiError(500, run->error(), "", "server_error");
-      send_json(res, 200, completion_json(id, created_at, model, text, run->finish_reason(), run->usage()));
+      for (bool more = true; more;) {
+        more = false;
+        for (size_t i = 0; i < items.size(); ++i) more |= items[i].run->step(texts[i]);
+        if (more && peer.gone()) return client_gone(res, *run);  // the others cancel as they go
+      }
+      std::vector<CompletionChoice> choices;
+      Usage usage{n_prompt_tokens, 0, 0};
+      for (size_t i = 0; i < items.size(); ++i) {
+        const TextRun& x = *items[i].run;
+        if (!x.error().empty()) throw ApiError(500, x.error(), "", "server_error");
+        usage.completion_tokens += x.usage().completion_tokens;
+        if (i % size_t(r.n) == 0) usage.cached_tokens += x.usage().cached_tokens;
+        json lps;
+        if (r.logprobs) lps = completion_logprobs_json(logprob_tokens(items[i].prompt_ids, x.handle(), x.tokens(), 0));
+        choices.push_back(CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps)});
+      }
+      send_json(res, 200, completion_json(id, created_at, model, choices, usage));
       return;
     }
-    const bool include_usage = r.include_usage;
-    auto pending_echo = std::make_shared<std::string>(echo);
+    // Batches and n > 1: the choices' chunks interleave, each carrying its index.
+    const bool include_usage = r.include_usage, continuous = r.include_usage && r.continuous_usage;
+    auto total_usage = [items, n_prompt_tokens, n = size_t(r.n)] {
+      Usage u{n_prompt_tokens, 0, 0};
+      for (size_t i = 0; i < items.size(); ++i) {
+        u.completion_tokens += items[i].run->usage().completion_tokens;
+        if (i % n == 0) u.cached_tokens += items[i].run->usage().cached_tokens;
+      }
+      return u;
+    };
+    auto pending_echo = std::make_shared<std::vector<std::string>>();
+    for (auto& it : items) pending_echo->push_back(it.echo);
+    auto ended = std::make_shared<std::vector<bool>>(items.size(), false);
+    // logprobs: each chunk carries its tokens' (the first, under echo, the prompt's too).
+    auto n_sent = std::make_shared<std::vector<size_t>>(items.size(), 0);
+    auto offset = std::make_shared<std::vector<int64_t>>(items.size(), 0);
+    auto prompt_sent = std::make_shared<std::vector<bool>>(items.size(), false);
+    const bool want_logprobs = r.logprobs.has_value();
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [=](size_t, httplib::DataSink& sink) {
-          std::string text = std::exchange(*pending_echo, {}), buf;
-          bool more = run->step(text);
-          auto chunk = [&](const std::string& t, const std::optional<std::string>& fin) {
-            json j = completion_chunk_json(id, created_at, model, t, fin);
-            if (include_usage) j["usage"] = nullptr;
+        [=, this](size_t, httplib::DataSink& sink) {
+          std::string buf;
+          auto chunk = [&](size_t index, const std::string& t, const std::optional<std::string>& fin) {
+            json lps;
+            if (want_logprobs) {
+              // The prompt's entries go once they are complete: the scheduler sets them before
+              // the first token is delivered (or the end, for max_tokens 0).
+              const TextRun& x = *items[index].run;
+              const bool prompt_now = !(*prompt_sent)[index] && (!x.tokens().empty() || fin);
+              if (prompt_now) (*prompt_sent)[index] = true;
+              auto toks = logprob_tokens(prompt_now ? items[index].prompt_ids : std::vector<int32_t>(), x.handle(),
+                                         x.tokens(), (*n_sent)[index]);
+              lps = completion_logprobs_json(toks, (*offset)[index]);
+              (*n_sent)[index] = x.tokens().size();
+              for (auto& tk : toks) (*offset)[index] += int64_t(tk.token.size());
+            }
+            json j = completion_chunk_json(id, created_at, model, t, fin, int64_t(index), lps);
+            if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
             return sse_event(j);
           };
-          if (!text.empty()) buf += chunk(text, std::nullopt);
-          if (!more) {
-            if (!run->error().empty()) {
-              buf += sse_event(ApiError(500, run->error(), "", "server_error").to_json());
+          bool more = false, failed = false;
+          for (size_t i = 0; i < items.size() && !failed; ++i) {
+            if ((*ended)[i]) continue;
+            const TextRun& x = *items[i].run;
+            std::string text = std::exchange((*pending_echo)[i], {});
+            const bool alive = items[i].run->step(text);
+            if (!text.empty()) buf += chunk(i, text, std::nullopt);
+            if (alive) {
+              more = true;
+            } else if (!x.error().empty()) {
+              buf += sse_event(ApiError(500, x.error(), "", "server_error").to_json());
+              failed = true;
             } else {
-              buf += chunk("", run->finish_reason());
-              if (include_usage) buf += sse_event(completion_usage_chunk_json(id, created_at, model, run->usage()));
+              buf += chunk(i, "", x.finish_reason());
+              (*ended)[i] = true;
             }
+          }
+          if (failed) more = false;
+          if (!more) {
+            if (include_usage && !failed) buf += sse_event(completion_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) return false;
           if (!more) sink.done();
           return true;
         },
-        [run](bool) {});
+        [items](bool) {
+          for (auto& it : items) it.run->cancel();
+        });
   }
 
   // One request on a connection whose head has arrived (a Listener worker thread).
@@ -591,7 +870,11 @@ struct HttpServer::Impl {
     });
     // A body left unread (refused before it, or past its limit) ends the connection: the next
     // "request" would be its bytes.
-    svr.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    svr.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (const std::string allow = cors_origin(req.get_header_value("Origin")); !allow.empty()) {
+        res.set_header("Access-Control-Allow-Origin", allow);
+        if (allow != "*") res.set_header("Vary", "Origin");
+      }
       if (!tl_served) return;
       if (has_body(req) && !tl_served->body_read) tl_served->conn->close_after();
       if (tl_served->conn->closing()) {
@@ -604,8 +887,20 @@ struct HttpServer::Impl {
     svr.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics.render(sched.gauges()), "text/plain; version=0.0.4");
     }));
+    svr.Get("/version", [this](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, json{{"version", opt.version}});
+    });
     svr.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, models_json(opt.model_name, created, sched.options().max_model_len));
+      send_json(res, 200, models_json(served_names(), created, sched.options().max_model_len));
+    }));
+    svr.Get(R"(/v1/models/([^/]+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const std::string id = req.matches[1];
+      if (!serves(id))
+        throw ApiError(404, fmt::format("The model `{}` does not exist.", id), "model", "invalid_request_error",
+                       "model_not_found");
+      const json all = models_json(served_names(), created, sched.options().max_model_len);
+      for (const json& card : all["data"])
+        if (card["id"] == id) send_json(res, 200, card);
     }));
     svr.Post("/v1/chat/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
       chat(q, b, s);

@@ -1,14 +1,18 @@
 // sickle/server/http.h — the OpenAI-compatible HTTP front end (cpp-httplib).
 //
-// GET /v1/models, /health, /metrics; POST /v1/chat/completions, /v1/completions (JSON or SSE
-// streaming). HTTP threads parse and validate, render the chat prompt, tokenize, submit to the
+// GET /v1/models, /v1/models/{id}, /health, /version, /metrics; POST /v1/chat/completions,
+// /v1/completions (JSON or SSE streaming). A known path with another method is 405; a POST whose
+// Content-Type is not application/json is 415 (as vLLM); CORS (preflight OPTIONS included) for
+// --allowed-origins. HTTP threads parse and validate, render the chat prompt, tokenize, submit to the
 // Scheduler and turn its tokens into OpenAI responses; the model itself is only touched by the
 // scheduler's thread.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "server/codec.h"
 #include "server/metrics.h"
@@ -21,7 +25,12 @@ struct HttpOptions {
   int port = 8000;               // 0 = any free port (see HttpServer::port())
   std::string api_key;           // empty = no authentication
   bool metrics_open = false;     // /metrics without the key even when api_key is set
-  std::string model_name;        // the id clients must send as `model`
+  std::string model_name;        // the served id (responses name it; `model` may be omitted)
+  std::vector<std::string> model_aliases;  // more ids clients may send as `model`
+  bool strict_api = false;       // unknown request fields are a 400 (else ignored, logged once each)
+  std::vector<std::string> allowed_origins;  // CORS: origins allowed ("*" = any); empty = no CORS
+  std::string version;           // what GET /version reports
+  nlohmann::json sampling_defaults;  // request fields a request may leave out (generation_config.json)
   size_t max_body_bytes = 8u << 20;  // after decoding (chunked, gzip), whatever the framing
   int n_http_threads = 64;       // each request holds one while it is served (streams: to the end)
   int max_connections = 1024;    // open connections in total (503 beyond)

@@ -31,22 +31,26 @@ void Histogram::observe(double v) {
   sum_ += v;
 }
 
-void Histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+void Histogram::render(std::string& out, const std::string& name, const std::string& help,
+                       const std::string& labels) const {
   out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+  const std::string pre = labels.empty() ? "" : labels + ",";
+  const std::string own = labels.empty() ? "" : "{" + labels + "}";
   uint64_t cum = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cum += counts_[i];
-    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds_[i], cum);
+    out += fmt::format("{}_bucket{{{}le=\"{}\"}} {}\n", name, pre, bounds_[i], cum);
   }
-  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, count_, name, sum_, name, count_);
+  out += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n{}_sum{} {}\n{}_count{} {}\n", name, pre, count_, name, own, sum_, name,
+                     own, count_);
 }
 
 // Bucket bounds as vLLM's (vllm/engine/metrics.py) for time-to-first-token and time per token.
-Metrics::Metrics()
+Metrics::Metrics(std::string model_name)
     : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20, 40, 80}),
       itl_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5, 10}),
       e2e_({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120, 300}),
-      start_(std::chrono::steady_clock::now()) {}
+      start_(std::chrono::steady_clock::now()), model_name_(std::move(model_name)) {}
 
 void Metrics::on_http(const std::string& path, int status) {
   std::lock_guard lk(mu_);
@@ -131,6 +135,29 @@ std::string Metrics::render(const SchedulerGauges& g) {
   ttft_.render(o, "sickle_time_to_first_token_seconds", "Time from request arrival to its first generated token.");
   itl_.render(o, "sickle_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.");
   e2e_.render(o, "sickle_e2e_request_latency_seconds", "Time from request arrival to its last token.");
+
+  // The same figures under vLLM's names (v1 engine), labelled with the served model.
+  const std::string ml = fmt::format("model_name=\"{}\"", label_value(model_name_));
+  auto one = [&](const char* name, const char* type, const char* help, auto value) {
+    o += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}}} {}\n", name, help, name, type, name, ml, value);
+  };
+  one("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", g.running);
+  one("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", g.waiting);
+  one("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", fmt::format("{:.6f}", use));
+  one("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", prompt_tokens_);
+  one("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", generation_tokens_);
+  one("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.",
+      prompt_tokens_);
+  one("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.",
+      cached_prompt_tokens_);
+  o += "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+       "# TYPE vllm:request_success_total counter\n";
+  for (auto& [k, n] : finished_)
+    o += fmt::format("vllm:request_success_total{{finished_reason=\"{}\",{}}} {}\n", label_value(k), ml, n);
+  ttft_.render(o, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ml);
+  itl_.render(o, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ml);
+  itl_.render(o, "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", ml);
+  e2e_.render(o, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", ml);
   return o;
 }
 

@@ -2,7 +2,8 @@
 //
 // Counters and histograms are updated from the scheduler and HTTP threads; render() takes a
 // consistent snapshot under one lock. Names follow vLLM's where one exists (vllm:* ->
-// sickle_*), so dashboards carry over. Label values are escaped, and the label sets that
+// sickle_*), and the same figures are also exported under vLLM's own names (vllm:*, labelled
+// model_name as vLLM does), so its Grafana dashboards work unchanged. Label values are escaped, and the label sets that
 // clients choose are bounded (the HTTP front end already maps paths that are no route to
 // `other`; past kMaxPathLabels distinct paths, new ones count as `other` here too).
 #pragma once
@@ -22,8 +23,8 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
   void observe(double v);
-  // Lines `name_bucket{le=...} n`, `name_sum`, `name_count`.
-  void render(std::string& out, const std::string& name, const std::string& help) const;
+  // Lines `name_bucket{le=...} n`, `name_sum`, `name_count`; `labels` (`k="v",...`) on each.
+  void render(std::string& out, const std::string& name, const std::string& help, const std::string& labels = {}) const;
   uint64_t count() const { return count_; }
   double sum() const { return sum_; }
 
@@ -45,7 +46,7 @@ class Metrics {
  public:
   static constexpr int kMaxPathLabels = 32;
 
-  Metrics();
+  explicit Metrics(std::string model_name = "sickle");
   void on_http(const std::string& path, int status);
   // A connection closed by the server before a request was served: connection_limit,
   // header_timeout, header_too_large.
@@ -69,6 +70,7 @@ class Metrics {
   Histogram ttft_, itl_, e2e_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // (time, tokens)
   std::chrono::steady_clock::time_point start_;
+  std::string model_name_;
 };
 
 }  // namespace sickle::server

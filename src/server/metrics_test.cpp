@@ -26,7 +26,8 @@ TEST(Metrics, LabelValuesEscaped) {
   EXPECT_EQ(t.find("\nfake_series"), std::string::npos) << t;
   for (size_t at = 0; (at = t.find('\n', at)) != std::string::npos; ++at) {  // every line a comment or a sample
     if (at + 1 < t.size()) {
-      EXPECT_TRUE(t[at + 1] == '#' || t.compare(at + 1, 7, "sickle_") == 0) << t.substr(at + 1, 40);
+      EXPECT_TRUE(t[at + 1] == '#' || t.compare(at + 1, 7, "sickle_") == 0 || t.compare(at + 1, 5, "vllm:") == 0)
+          << t.substr(at + 1, 40);
     }
   }
 }
@@ -44,6 +45,32 @@ TEST(Metrics, PathLabelsBounded) {
   EXPECT_NE(t.find(R"(sickle_http_requests_total{path="other",status="404"} )" +
                    std::to_string(10000 - Metrics::kMaxPathLabels)), std::string::npos) << t.substr(0, 2000);
   EXPECT_LT(t.size(), size_t(64) << 10);
+}
+
+// vLLM's names next to sickle's, with the same values, labelled model_name (its dashboards
+// select on it); histograms keep their labels on every bucket.
+TEST(Metrics, VllmNamesMirrorSickles) {
+  Metrics m("kimi \"x\"");
+  m.on_prompt(10, 4);
+  m.on_tokens(7);
+  m.on_ttft(0.03);
+  m.on_finished("stop", 0.2);
+  m.on_finished("length", 0.4);
+  SchedulerGauges g;
+  g.running = 2;
+  g.waiting = 3;
+  const std::string t = m.render(g);
+  const std::string ml = R"(model_name="kimi \"x\"")";
+  for (const std::string& line :
+       {"vllm:num_requests_running{" + ml + "} 2", "vllm:num_requests_waiting{" + ml + "} 3",
+        "vllm:prompt_tokens_total{" + ml + "} 10", "vllm:generation_tokens_total{" + ml + "} 7",
+        "vllm:prefix_cache_hits_total{" + ml + "} 4",
+        "vllm:request_success_total{finished_reason=\"stop\"," + ml + "} 1",
+        "vllm:request_success_total{finished_reason=\"length\"," + ml + "} 1",
+        "vllm:time_to_first_token_seconds_bucket{" + ml + ",le=\"0.04\"} 1",
+        "vllm:time_to_first_token_seconds_count{" + ml + "} 1", "vllm:e2e_request_latency_seconds_count{" + ml + "} 2",
+        std::string("sickle_num_requests_running 2")})
+    EXPECT_NE(t.find("\n" + line + "\n"), std::string::npos) << line << "\n" << t;
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <set>
 
@@ -91,11 +93,17 @@ std::optional<int64_t> get_int(const json& o, const char* k, int64_t lo, int64_t
   return v;
 }
 
-void check_known(const json& body, const std::set<std::string>& known) {
-  for (auto& [k, v] : body.items())
-    if (!known.count(k))
-      throw ApiError(400, fmt::format("Unrecognized request argument supplied: {}", k), k, "invalid_request_error",
-                     "unknown_parameter");
+void check_known(const json& body, const std::set<std::string>& known, const ParseOptions& opt,
+                 std::vector<std::string>& ignored) {
+  for (auto& [k, v] : body.items()) {
+    if (known.count(k)) continue;
+    if (!opt.strict) {
+      ignored.push_back(k);
+      continue;
+    }
+    throw ApiError(400, fmt::format("Unrecognized request argument supplied: {}", k), k, "invalid_request_error",
+                   "unknown_parameter");
+  }
 }
 
 // Fields accepted by both endpoints (OpenAI's, plus vLLM's sampling extensions).
@@ -103,13 +111,15 @@ const std::set<std::string> kCommonFields = {
     "model",     "stream",          "stream_options",    "max_tokens",       "temperature", "top_p",
     "top_k",     "min_p",           "seed",              "stop",             "n",           "user",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "ignore_eos",
-    "skip_special_tokens", "metadata", "store", "service_tier"};
+    "skip_special_tokens", "metadata", "store", "service_tier", "min_tokens", "stop_token_ids",
+    "include_stop_str_in_output"};
 
-void parse_common(const json& body, SamplingFields& r) {
-  auto m = body.find("model");
-  if (m == body.end() || m->is_null()) throw ApiError(400, "you must provide a model parameter", "model");
-  if (!m->is_string()) bad_type("model", "a string", *m);
-  r.model = m->get<std::string>();
+// min_max_tokens: 1 for chat; 0 for completions (max_tokens 0 = score the prompt only).
+void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
+  if (auto m = body.find("model"); m != body.end() && !m->is_null()) {
+    if (!m->is_string()) bad_type("model", "a string", *m);
+    r.model = m->get<std::string>();
+  }
 
   r.stream = get_bool(body, "stream", false);
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
@@ -120,11 +130,10 @@ void parse_common(const json& body, SamplingFields& r) {
         throw ApiError(400, fmt::format("Unrecognized request argument supplied: stream_options.{}", k),
                        "stream_options." + k);
     r.include_usage = get_bool(*it, "include_usage", false);
+    r.continuous_usage = get_bool(*it, "continuous_usage_stats", false);
   }
-  if (auto n = get_int(body, "n", INT64_MIN, INT64_MAX); n && *n != 1)
-    throw ApiError(400, fmt::format("Only n=1 is supported by this server (got n={}).", *n), "n",
-                   "invalid_request_error", "unsupported_value");
-  auto mt = get_int(body, "max_tokens", 1, INT32_MAX);
+  if (auto n = get_int(body, "n", 1, 128)) r.n = *n;
+  auto mt = get_int(body, "max_tokens", min_max_tokens, INT32_MAX);
   if (auto mct = get_int(body, "max_completion_tokens", 1, INT32_MAX)) mt = mct;
   r.max_tokens = mt;
   if (auto t = get_number(body, "temperature", 0, 2)) r.temperature = *t;
@@ -153,18 +162,44 @@ void parse_common(const json& body, SamplingFields& r) {
     for (auto& s : r.stop)
       if (s.empty()) bad_value("stop", "stop sequences must not be empty.");
   }
-  get_number(body, "presence_penalty", -2, 2);
-  get_number(body, "frequency_penalty", -2, 2);
-  if (auto rp = get_number(body, "repetition_penalty", 0, 100); rp && *rp != 1.0)
-    bad_value("repetition_penalty", "only 1.0 is supported.");
+  if (auto v = get_number(body, "presence_penalty", -2, 2)) r.presence_penalty = *v;
+  if (auto v = get_number(body, "frequency_penalty", -2, 2)) r.frequency_penalty = *v;
+  if (auto v = get_number(body, "repetition_penalty", 0, 100)) {
+    if (*v == 0) bad_value("repetition_penalty", "must be > 0.");
+    r.repetition_penalty = *v;
+  }
   if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) bad_type("logit_bias", "an object", *it);
-    if (!it->empty()) bad_value("logit_bias", "logit_bias is not supported by this server.");
+    for (auto& [k, v] : it->items()) {
+      const std::string f = "logit_bias." + k;
+      char* end = nullptr;
+      errno = 0;
+      const long long id = std::strtoll(k.c_str(), &end, 10);
+      if (k.empty() || *end != '\0' || errno != 0 || id < 0 || id > INT32_MAX)
+        bad_value("logit_bias", fmt::format("key '{}' is not a token id.", k));
+      if (!v.is_number()) bad_type(f, "a number", v);
+      const double b = v.get<double>();
+      if (!std::isfinite(b) || b < -100 || b > 100) bad_value(f, fmt::format("{} is not in [-100, 100].", b));
+      r.logit_bias.emplace_back(int32_t(id), float(b));
+    }
   }
+  if (auto v = get_int(body, "min_tokens", 0, INT32_MAX)) r.min_tokens = *v;
+  if (r.max_tokens && r.min_tokens > *r.max_tokens)
+    bad_value("min_tokens", fmt::format("min_tokens ({}) must be <= max_tokens ({}).", r.min_tokens, *r.max_tokens));
+  if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) bad_type("stop_token_ids", "an array of token ids", *it);
+    for (auto& v : *it) {
+      if (!v.is_number_integer()) bad_type("stop_token_ids", "an array of token ids", *it);
+      const int64_t id = v.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) bad_value("stop_token_ids", fmt::format("token id {} is out of range.", id));
+      r.stop_token_ids.push_back(int32_t(id));
+    }
+  }
+  r.include_stop_str_in_output = get_bool(body, "include_stop_str_in_output", false);
   if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string())
     bad_type("user", "a string", *it);
   r.ignore_eos = get_bool(body, "ignore_eos", false);
-  get_bool(body, "skip_special_tokens", true);
+  r.skip_special_tokens = get_bool(body, "skip_special_tokens", true);
 }
 
 // Message content: a string, null, or an array of {"type": "text", "text": ...} parts.
@@ -276,6 +311,20 @@ json normalize_tools(const json& body) {
 
 }  // namespace
 
+json sampling_defaults_from_generation_config(const json& gc) {
+  json d = json::object();
+  if (!gc.is_object()) return d;
+  for (const char* k : {"temperature", "top_p", "top_k", "min_p", "repetition_penalty"})
+    if (auto it = gc.find(k); it != gc.end() && it->is_number()) d[k] = *it;
+  return d;
+}
+
+void apply_sampling_defaults(json& body, const json& defaults) {
+  if (!defaults.is_object()) return;
+  for (auto& [k, v] : defaults.items())
+    if (auto it = body.find(k); it == body.end() || it->is_null()) body[k] = v;
+}
+
 json parse_body(const std::string& text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
@@ -286,15 +335,15 @@ json parse_body(const std::string& text) {
   return j;
 }
 
-ChatRequest parse_chat_request(const json& body) {
+ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
   std::set<std::string> known = kCommonFields;
   for (const char* k : {"messages", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs",
                         "max_completion_tokens", "chat_template_kwargs", "response_format", "reasoning_effort",
-                        "function_call", "functions"})
+                        "function_call", "functions", "continue_final_message", "add_generation_prompt"})
     known.insert(k);
-  check_known(body, known);
   ChatRequest r;
-  parse_common(body, r);
+  check_known(body, known, opt, r.ignored_fields);
+  parse_common(body, r, 1);
   r.messages = normalize_messages(body);
   if (auto it = body.find("functions"); it != body.end() && !it->is_null())
     bad_value("functions", "the deprecated 'functions' parameter is not supported; use 'tools'.");
@@ -321,7 +370,14 @@ ChatRequest parse_chat_request(const json& body) {
       if (!found) bad_value("tool_choice", fmt::format("no tool named '{}' in 'tools'.", r.tool_choice_name));
     }
   }
-  get_bool(body, "parallel_tool_calls", true);
+  r.parallel_tool_calls = get_bool(body, "parallel_tool_calls", true);
+  // vLLM's chat-template switches: the defaults (a generation prompt, the last message closed)
+  // are what the renderer does; other values are refused until it can render them.
+  const bool add_gen = get_bool(body, "add_generation_prompt", true);
+  const bool cont = get_bool(body, "continue_final_message", false);
+  if (add_gen && cont)
+    bad_value("continue_final_message", "cannot set both 'continue_final_message' and 'add_generation_prompt' to true.");
+  if (!add_gen) bad_value("add_generation_prompt", "only true is supported by this server.");
   r.logprobs = get_bool(body, "logprobs", false);
   if (auto k = get_int(body, "top_logprobs", 0, 20)) {
     if (!r.logprobs && *k > 0) bad_value("top_logprobs", "'logprobs' must be true when 'top_logprobs' is set.");
@@ -341,43 +397,55 @@ ChatRequest parse_chat_request(const json& body) {
     if (t == it->end() || !t->is_string() || *t != "text")
       bad_value("response_format", "only {\"type\": \"text\"} is supported by this server.");
   }
-  if (auto it = body.find("reasoning_effort"); it != body.end() && !it->is_null() && !it->is_string())
-    bad_type("reasoning_effort", "a string", *it);
+  if (auto it = body.find("reasoning_effort"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) bad_type("reasoning_effort", "a string", *it);
+    // Kimi / DeepSeek thinking is on or off, with no effort levels: refused rather than ignored.
+    throw ApiError(400,
+                   "Invalid value for 'reasoning_effort': this model has no reasoning effort levels; use "
+                   "chat_template_kwargs: {\"thinking\": false} (or true) to turn reasoning off or on.",
+                   "reasoning_effort", "invalid_request_error", "unsupported_parameter");
+  }
   return r;
 }
 
-CompletionRequest parse_completion_request(const json& body) {
+CompletionRequest parse_completion_request(const json& body, const ParseOptions& opt) {
   std::set<std::string> known = kCommonFields;
   for (const char* k : {"prompt", "echo", "logprobs", "suffix", "best_of"}) known.insert(k);
-  check_known(body, known);
   CompletionRequest r;
-  parse_common(body, r);
+  check_known(body, known, opt, r.ignored_fields);
+  parse_common(body, r, 0);
   auto p = body.find("prompt");
   if (p == body.end() || p->is_null()) throw ApiError(400, "Missing required parameter: 'prompt'.", "prompt");
-  if (p->is_string()) {
-    r.prompt = p->get<std::string>();
-  } else if (p->is_array()) {
-    if (p->size() == 1 && (*p)[0].is_string()) {
-      r.prompt = (*p)[0].get<std::string>();
-    } else if (!p->empty() && (*p)[0].is_string()) {
-      bad_value("prompt", "batched prompts (several strings) are not supported; send one request per prompt.");
-    } else {
-      std::vector<int32_t> ids;
-      for (auto& v : *p) {
-        if (!v.is_number_integer()) bad_type("prompt", "a string or an array of token ids", *p);
-        int64_t id = v.get<int64_t>();
-        if (id < 0 || id > INT32_MAX) bad_value("prompt", fmt::format("token id {} is out of range.", id));
-        ids.push_back(static_cast<int32_t>(id));
-      }
-      if (ids.empty()) bad_value("prompt", "the prompt must not be empty.");
-      r.prompt = std::move(ids);
+  // A string, a list of token ids, or a batch: a list of strings or a list of token-id lists.
+  auto token_ids = [](const json& a, const std::string& field) {
+    std::vector<int32_t> ids;
+    for (auto& v : a) {
+      if (!v.is_number_integer()) bad_type(field, "a string or an array of token ids", a);
+      int64_t id = v.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) bad_value(field, fmt::format("token id {} is out of range.", id));
+      ids.push_back(static_cast<int32_t>(id));
     }
+    if (ids.empty()) bad_value(field, "the prompt must not be empty.");
+    return ids;
+  };
+  if (p->is_string()) {
+    r.prompts.push_back(p->get<std::string>());
+  } else if (p->is_array() && !p->empty() && ((*p)[0].is_string() || (*p)[0].is_array())) {
+    for (size_t i = 0; i < p->size(); ++i) {
+      const json& e = (*p)[i];
+      const std::string f = fmt::format("prompt[{}]", i);
+      if (e.is_string()) r.prompts.push_back(e.get<std::string>());
+      else if (e.is_array()) r.prompts.push_back(token_ids(e, f));
+      else bad_type(f, "a string or an array of token ids", e);
+    }
+  } else if (p->is_array()) {
+    r.prompts.push_back(token_ids(*p, "prompt"));
   } else {
     bad_type("prompt", "a string or an array of token ids", *p);
   }
+  r.prompt = r.prompts.front();
   r.echo = get_bool(body, "echo", false);
-  r.logprobs = get_int(body, "logprobs", 0, 5);
-  if (r.logprobs) bad_value("logprobs", "logprobs are not supported on /v1/completions (they are on /v1/chat/completions).");
+  r.logprobs = get_int(body, "logprobs", 0, 20);
   if (auto s = body.find("suffix"); s != body.end() && !s->is_null()) bad_value("suffix", "suffix is not supported.");
   if (auto b = get_int(body, "best_of", INT64_MIN, INT64_MAX); b && *b != 1) bad_value("best_of", "only best_of=1 is supported.");
   if (!r.max_tokens) r.max_tokens = 16;  // the /v1/completions default
@@ -418,24 +486,33 @@ json chat_logprobs_json(const std::vector<TokenLogprob>& tokens) {
 
 json chat_completion_json(const std::string& id, int64_t created, const std::string& model, const ChatChoice& c,
                           const Usage& usage) {
-  json msg = {{"role", "assistant"}, {"content", c.content.empty() && !c.tool_calls.empty() ? json() : json(c.content)}};
-  if (!c.reasoning.empty()) msg["reasoning_content"] = c.reasoning;
-  if (!c.tool_calls.empty()) {
-    json calls = json::array();
-    for (auto& t : c.tool_calls)
-      calls.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-    msg["tool_calls"] = calls;
+  return chat_completion_json(id, created, model, std::vector<ChatChoice>{c}, usage);
+}
+
+json chat_completion_json(const std::string& id, int64_t created, const std::string& model,
+                          const std::vector<ChatChoice>& cs, const Usage& usage) {
+  json choices = json::array();
+  for (size_t i = 0; i < cs.size(); ++i) {
+    const ChatChoice& c = cs[i];
+    json msg = {{"role", "assistant"}, {"content", c.content.empty() && !c.tool_calls.empty() ? json() : json(c.content)}};
+    if (!c.reasoning.empty()) msg["reasoning_content"] = c.reasoning;
+    if (!c.tool_calls.empty()) {
+      json calls = json::array();
+      for (auto& t : c.tool_calls)
+        calls.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
+      msg["tool_calls"] = calls;
+    }
+    choices.push_back({{"index", i}, {"message", msg}, {"finish_reason", c.finish_reason},
+                       {"logprobs", c.logprobs ? chat_logprobs_json(*c.logprobs) : json()}});
   }
-  json choice = {{"index", 0}, {"message", msg}, {"finish_reason", c.finish_reason},
-                 {"logprobs", c.logprobs ? chat_logprobs_json(*c.logprobs) : json()}};
-  return json{{"id", id},          {"object", "chat.completion"},       {"created", created},
-              {"model", model},    {"choices", json::array({choice})}, {"usage", usage.to_json()},
+  return json{{"id", id},       {"object", "chat.completion"}, {"created", created},
+              {"model", model}, {"choices", choices},          {"usage", usage.to_json()},
               {"system_fingerprint", nullptr}};
 }
 
 json chat_chunk_json(const std::string& id, int64_t created, const std::string& model, const json& delta,
-                     const std::optional<std::string>& finish_reason, const json& logprobs) {
-  json choice = {{"index", 0}, {"delta", delta}, {"logprobs", logprobs},
+                     const std::optional<std::string>& finish_reason, const json& logprobs, int64_t index) {
+  json choice = {{"index", index}, {"delta", delta}, {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
               {"model", model}, {"choices", json::array({choice})},  {"system_fingerprint", nullptr}};
@@ -446,16 +523,43 @@ json chat_usage_chunk_json(const std::string& id, int64_t created, const std::st
               {"model", model}, {"choices", json::array()},          {"usage", usage.to_json()}};
 }
 
+json completion_logprobs_json(const std::vector<CompletionToken>& tokens, int64_t offset0) {
+  json toks = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+  int64_t off = offset0;
+  for (auto& t : tokens) {
+    toks.push_back(t.token);
+    lps.push_back(t.logprob ? json(*t.logprob) : json());
+    if (t.logprob) {
+      json top = json::object();
+      for (auto& [tok, lp] : t.top)
+        if (!top.contains(tok)) top[tok] = lp;  // a dict: the first (best) entry of a text wins
+      tops.push_back(top);
+    } else {
+      tops.push_back(nullptr);
+    }
+    offs.push_back(off);
+    off += int64_t(t.token.size());
+  }
+  return json{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+}
+
 json completion_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                     const std::string& finish_reason, const Usage& usage) {
-  json choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
-  return json{{"id", id},       {"object", "text_completion"},     {"created", created},
-              {"model", model}, {"choices", json::array({choice})}, {"usage", usage.to_json()}};
+                     const std::string& finish_reason, const Usage& usage, const json& logprobs) {
+  return completion_json(id, created, model, std::vector<CompletionChoice>{{text, finish_reason, logprobs}}, usage);
+}
+
+json completion_json(const std::string& id, int64_t created, const std::string& model,
+                     const std::vector<CompletionChoice>& cs, const Usage& usage) {
+  json choices = json::array();
+  for (size_t i = 0; i < cs.size(); ++i)
+    choices.push_back({{"index", i}, {"text", cs[i].text}, {"logprobs", cs[i].logprobs}, {"finish_reason", cs[i].finish_reason}});
+  return json{{"id", id},       {"object", "text_completion"}, {"created", created},
+              {"model", model}, {"choices", choices},          {"usage", usage.to_json()}};
 }
 
 json completion_chunk_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                           const std::optional<std::string>& finish_reason) {
-  json choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr},
+                           const std::optional<std::string>& finish_reason, int64_t index, const json& logprobs) {
+  json choice = {{"index", index}, {"text", text}, {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
               {"choices", json::array({choice})}};
@@ -466,13 +570,12 @@ json completion_usage_chunk_json(const std::string& id, int64_t created, const s
               {"model", model}, {"choices", json::array()},    {"usage", usage.to_json()}};
 }
 
-json models_json(const std::string& model, int64_t created, int64_t max_model_len) {
-  return json{{"object", "list"},
-              {"data", json::array({{{"id", model},
-                                     {"object", "model"},
-                                     {"created", created},
-                                     {"owned_by", "sickle"},
-                                     {"max_model_len", max_model_len}}})}};
+json models_json(const std::vector<std::string>& ids, int64_t created, int64_t max_model_len) {
+  json data = json::array();
+  for (auto& id : ids)
+    data.push_back({{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "sickle"}, {"root", ids.front()},
+                    {"max_model_len", max_model_len}});
+  return json{{"object", "list"}, {"data", data}};
 }
 
 std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; }

@@ -79,7 +79,7 @@ TEST(OpenAI, RejectsWrongTypesNamingTheField) {
       {R"({"top_logprobs": 30, "logprobs": true})", "top_logprobs"},
       {R"({"stream_options": {"include_usage": true}})", "stream_options"},
       {R"({"bogus_field": 1})", "bogus_field"},
-      {R"({"n": 2})", "n"},
+      {R"({"n": 0})", "n"},
       {R"({"chat_template_kwargs": {"thinking": "on"}})", "chat_template_kwargs.thinking"},
   };
   for (auto& c : cases) {
@@ -92,11 +92,67 @@ TEST(OpenAI, RejectsWrongTypesNamingTheField) {
     EXPECT_EQ(j["error"]["type"], "invalid_request_error");
     EXPECT_EQ(j["error"]["message"], e.message);
   }
+  // `model` is optional (vLLM): empty = the served model.
   json no_model = chat_body();
   no_model.erase("model");
-  EXPECT_EQ(chat_error(no_model).param, "model");
-  EXPECT_NE(chat_error(json::parse(R"({"model":"m","messages":[{"role":"user","content":"x"}],"n":3})")).message.find("n=1"),
-            std::string::npos);
+  EXPECT_EQ(parse_chat_request(no_model).model, "");
+  EXPECT_EQ(parse_chat_request(json::parse(R"({"model":"m","messages":[{"role":"user","content":"x"}],"n":3})")).n, 3);
+}
+
+// Unknown fields: 400 when strict (the default, --strict-api), else listed and ignored.
+TEST(OpenAI, UnknownFieldsStrictOrIgnored) {
+  json b = chat_body();
+  b["bogus"] = 1;
+  b["guided_whatever"] = {1};
+  EXPECT_EQ(chat_error(b).param, "bogus");
+  ParseOptions lenient;
+  lenient.strict = false;
+  ChatRequest r = parse_chat_request(b, lenient);
+  EXPECT_EQ(r.ignored_fields, (std::vector<std::string>{"bogus", "guided_whatever"}));
+  // Known fields are still checked.
+  b["temperature"] = "hot";
+  EXPECT_THROW(parse_chat_request(b, lenient), ApiError);
+}
+
+TEST(OpenAI, VllmSamplingFields) {
+  json b = chat_body();
+  b.merge_patch(json::parse(R"({"presence_penalty": 1.5, "frequency_penalty": -0.5, "repetition_penalty": 1.2,
+    "logit_bias": {"12": 5, "7": -100}, "min_tokens": 3, "max_tokens": 9, "stop_token_ids": [4, 5],
+    "include_stop_str_in_output": true, "skip_special_tokens": false, "parallel_tool_calls": false})"));
+  ChatRequest r = parse_chat_request(b);
+  EXPECT_DOUBLE_EQ(r.presence_penalty, 1.5);
+  EXPECT_DOUBLE_EQ(r.frequency_penalty, -0.5);
+  EXPECT_DOUBLE_EQ(r.repetition_penalty, 1.2);
+  EXPECT_EQ(r.logit_bias, (std::vector<std::pair<int32_t, float>>{{12, 5.0f}, {7, -100.0f}}));  // key order
+  EXPECT_EQ(r.min_tokens, 3);
+  EXPECT_EQ(r.stop_token_ids, (std::vector<int32_t>{4, 5}));
+  EXPECT_TRUE(r.include_stop_str_in_output);
+  EXPECT_FALSE(r.skip_special_tokens);
+  EXPECT_FALSE(r.parallel_tool_calls);
+  for (const char* bad : {R"({"logit_bias": {"x1": 1}})", R"({"logit_bias": {"1": 200}})", R"({"min_tokens": 10, "max_tokens": 2})",
+                          R"({"repetition_penalty": 0})", R"({"stop_token_ids": [-1]})", R"({"reasoning_effort": "low"})",
+                          R"({"add_generation_prompt": true, "continue_final_message": true})"}) {
+    json c = chat_body();
+    c.merge_patch(json::parse(bad));
+    EXPECT_EQ(chat_error(c).status, 400) << bad;
+  }
+}
+
+// generation_config.json sampling defaults fill only what the request leaves out (vLLM).
+TEST(OpenAI, GenerationConfigDefaults) {
+  json gc = json::parse(R"({"temperature": 0.6, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1,
+                            "eos_token_id": 5, "min_p": "x", "max_length": 512})");
+  json d = sampling_defaults_from_generation_config(gc);
+  EXPECT_EQ(d, json::parse(R"({"temperature": 0.6, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1})"));
+  json b = chat_body();
+  b["temperature"] = 0;
+  b["top_p"] = nullptr;
+  apply_sampling_defaults(b, d);
+  ChatRequest r = parse_chat_request(b);
+  EXPECT_EQ(r.temperature, 0);  // the request's own value wins
+  EXPECT_DOUBLE_EQ(r.top_p, 0.9);  // null = left out
+  EXPECT_EQ(r.top_k, 40);
+  EXPECT_DOUBLE_EQ(r.repetition_penalty, 1.1);
 }
 
 TEST(OpenAI, NullMeansUnsetAsClientsSendIt) {
@@ -129,7 +185,15 @@ TEST(OpenAI, CompletionRequest) {
   EXPECT_EQ(r.max_tokens, 16);  // the endpoint's documented default
   auto t = parse_completion_request(json::parse(R"({"model": "m", "prompt": [1, 2, 3], "max_tokens": 4})"));
   EXPECT_EQ(std::get<std::vector<int32_t>>(t.prompt), (std::vector<int32_t>{1, 2, 3}));
-  EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m", "prompt": ["a", "b"]})")), ApiError);
+  // Batches: a list of strings, or of token-id lists.
+  auto b = parse_completion_request(json::parse(R"({"model": "m", "prompt": ["a", "b"]})"));
+  ASSERT_EQ(b.prompts.size(), 2u);
+  EXPECT_EQ(std::get<std::string>(b.prompts[1]), "b");
+  auto bt = parse_completion_request(json::parse(R"({"model": "m", "prompt": [[1, 2], [3]]})"));
+  ASSERT_EQ(bt.prompts.size(), 2u);
+  EXPECT_EQ(std::get<std::vector<int32_t>>(bt.prompts[1]), std::vector<int32_t>{3});
+  EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m", "prompt": [[1], []]})")), ApiError);
+  EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m", "prompt": ["a", 5]})")), ApiError);
   EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m", "prompt": [1, -2]})")), ApiError);
   EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m", "prompt": {}})")), ApiError);
   EXPECT_THROW(parse_completion_request(json::parse(R"({"model": "m"})")), ApiError);

@@ -73,13 +73,20 @@ void OutputDelta::append(OutputDelta&& d) {
   }
 }
 
-OutputParser::OutputParser(const MarkerIds& ids, bool start_in_reasoning)
-    : ids_(ids), state_(start_in_reasoning ? State::kReasoning : State::kContent) {}
+OutputParser::OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls, int64_t max_tool_calls)
+    : ids_(ids), state_(start_in_reasoning ? State::kReasoning : State::kContent), tool_calls_(tool_calls),
+      max_tool_calls_(max_tool_calls) {}
+
+namespace {
+bool is_tool_marker(int m) { return m != int(Marker::kThinkBegin) && m != int(Marker::kThinkEnd); }
+}  // namespace
 
 void OutputParser::push(int32_t id, std::string_view text, OutputDelta& out) {
+  if (done_) return;
   if (id >= 0) {
     for (int m = 0; m < int(Marker::kCount); ++m) {
       if (ids_.ids[m] == id) {
+        if (!tool_calls_ && is_tool_marker(m)) return;  // a special token without text
         // Held-back text before a marker token is plain text: it cannot continue into a marker.
         scan(out, /*final=*/true);
         on_marker(Marker(m), out);
@@ -92,7 +99,9 @@ void OutputParser::push(int32_t id, std::string_view text, OutputDelta& out) {
   scan(out, /*final=*/false);
 }
 
-void OutputParser::finish(OutputDelta& out) { scan(out, /*final=*/true); }
+void OutputParser::finish(OutputDelta& out) {
+  if (!done_) scan(out, /*final=*/true);
+}
 
 void OutputParser::scan(OutputDelta& out, bool final) {
   while (!pending_.empty()) {
@@ -100,6 +109,7 @@ void OutputParser::scan(OutputDelta& out, bool final) {
     int best_m = -1;
     if (pending_.find('<') != std::string::npos) {
       for (int m = 0; m < int(Marker::kCount); ++m) {
+        if (!tool_calls_ && is_tool_marker(m)) continue;
         size_t pos = pending_.find(kMarkerText[m]);
         if (pos < best_pos) best_pos = pos, best_m = m;
       }
@@ -118,7 +128,7 @@ void OutputParser::scan(OutputDelta& out, bool final) {
 }
 
 void OutputParser::emit_text(std::string_view text, OutputDelta& out) {
-  if (text.empty()) return;
+  if (text.empty() || done_) return;
   switch (state_) {
     case State::kContent:
       content_ += text;
@@ -189,6 +199,7 @@ void OutputParser::on_marker(Marker m, OutputDelta& out) {
     case Marker::kCallEnd:
       if (state_ == State::kCallName) open_call();  // a call without arguments
       if (state_ == State::kCallName || state_ == State::kCallArgs) state_ = State::kSection;
+      if (max_tool_calls_ > 0 && int64_t(calls_.size()) >= max_tool_calls_) done_ = true;
       break;
     case Marker::kSectionEnd:
       if (state_ != State::kReasoning) state_ = State::kContent;
@@ -203,12 +214,15 @@ void OutputParser::on_marker(Marker m, OutputDelta& out) {
 std::string StopMatcher::push(std::string_view text) {
   if (stopped_) return {};
   pending_ += text;
-  if (stops_.empty()) return std::exchange(pending_, {});
-  size_t best = std::string::npos;
-  for (auto& s : stops_) best = std::min(best, pending_.find(s));
+  if (stops_.empty() || !active_) return std::exchange(pending_, {});
+  size_t best = std::string::npos, best_len = 0;
+  for (auto& s : stops_) {
+    const size_t at = pending_.find(s);
+    if (at < best || (at == best && at != std::string::npos && s.size() > best_len)) best = at, best_len = s.size();
+  }
   if (best != std::string::npos) {
     stopped_ = true;
-    std::string out = pending_.substr(0, best);
+    std::string out = pending_.substr(0, best + (include_stop_ ? best_len : 0));
     pending_.clear();
     return out;
   }
@@ -246,10 +260,9 @@ ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, c
 
 // ---- pipelines ----
 
-ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, std::vector<std::string> stops,
-                       bool start_in_reasoning)
-    : codec_(codec), ids_(ids), stream_(codec.new_stream()), stop_(std::move(stops)),
-      parser_(ids, start_in_reasoning) {}
+ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text, bool start_in_reasoning)
+    : codec_(codec), ids_(ids), stream_(codec.new_stream()), stop_(std::move(text.stops), text.include_stop_str),
+      skip_special_(text.skip_special_tokens), parser_(ids, start_in_reasoning, text.tool_calls, text.max_tool_calls) {}
 
 void ChatOutput::prime(std::string_view forced, OutputDelta& out) {
   auto stream = codec_.new_stream();
@@ -267,18 +280,20 @@ void ChatOutput::prime(std::string_view forced, OutputDelta& out) {
 }
 
 bool ChatOutput::push(int32_t id, OutputDelta& out) {
-  if (stop_.stopped()) return false;
+  if (stop_.stopped() || parser_.done()) return false;
   if (codec_.is_special(id)) {
-    for (int32_t m : ids_.ids)
-      if (m == id) {
-        parser_.push(-1, stop_.flush(), out);
-        parser_.push(id, {}, out);
-        break;
-      }
-    return true;  // other special tokens carry no text
+    bool marker = false;
+    for (int32_t m : ids_.ids) marker |= m == id;
+    if (marker) {
+      parser_.push(-1, stop_.flush(), out);
+      parser_.push(id, {}, out);
+    } else if (!skip_special_) {
+      parser_.push(-1, stop_.push(stream_->flush() + codec_.token_text(id)), out);
+    }  // else: other special tokens carry no text
+  } else {
+    parser_.push(-1, stop_.push(stream_->push(id)), out);
   }
-  parser_.push(-1, stop_.push(stream_->push(id)), out);
-  return !stop_.stopped();
+  return !stop_.stopped() && !parser_.done();
 }
 
 void ChatOutput::finish(OutputDelta& out) {
@@ -288,12 +303,17 @@ void ChatOutput::finish(OutputDelta& out) {
   parser_.finish(out);
 }
 
-TextOutput::TextOutput(const TextCodec& codec, std::vector<std::string> stops)
-    : codec_(codec), stream_(codec.new_stream()), stop_(std::move(stops)) {}
+TextOutput::TextOutput(const TextCodec& codec, OutputOptions text)
+    : codec_(codec), stream_(codec.new_stream()), stop_(std::move(text.stops), text.include_stop_str),
+      skip_special_(text.skip_special_tokens) {}
 
 bool TextOutput::push(int32_t id, std::string& out) {
   if (stop_.stopped()) return false;
-  if (codec_.is_special(id)) return true;
+  if (codec_.is_special(id)) {
+    if (skip_special_) return true;
+    out += stop_.push(stream_->flush() + codec_.token_text(id));
+    return !stop_.stopped();
+  }
   out += stop_.push(stream_->push(id));
   return !stop_.stopped();
 }

@@ -53,7 +53,10 @@ struct OutputDelta {
 class OutputParser {
  public:
   // start_in_reasoning: the prompt ended with <think>, so the output begins inside it.
-  OutputParser(const MarkerIds& ids, bool start_in_reasoning);
+  // tool_calls false (tool_choice "none", or no tools): tool-call markers are not parsed (their
+  // tokens carry no text, the rest stays content). max_tool_calls > 0 (parallel_tool_calls
+  // false: 1): done() once that many calls were read; later output is dropped.
+  OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls = true, int64_t max_tool_calls = 0);
 
   // One token: a marker id switches state; any other id contributes `text` (its decoded text,
   // possibly empty while a UTF-8 character is incomplete). id -1 = text only.
@@ -65,6 +68,8 @@ class OutputParser {
   const std::string& content() const { return content_; }
   const std::string& reasoning() const { return reasoning_; }
   const std::vector<ToolCall>& tool_calls() const { return calls_; }
+  // max_tool_calls calls were read to their end: the caller stops generating.
+  bool done() const { return done_; }
 
  private:
   enum class State { kContent, kReasoning, kSection, kCallName, kCallArgs };
@@ -77,24 +82,40 @@ class OutputParser {
   std::string pending_;   // text not yet emitted: may be the start of a marker
   std::string call_id_;   // the id text of the call being read
   bool skip_args_ = false;  // the current call has no usable name
+  bool tool_calls_ = true, done_ = false;
+  int64_t max_tool_calls_ = 0;
   std::string content_, reasoning_;
   std::vector<ToolCall> calls_;
 };
 
 // Stop sequences on a text stream: returns the text that is safe to emit; text that could be
-// the start of a stop string is held back. After a match, stopped() is true and the stop
-// string and everything after it are dropped (OpenAI excludes the stop string).
+// the start of a stop string is held back. After a match, stopped() is true and everything
+// after the stop string is dropped; the stop string itself too (OpenAI) unless `include_stop`
+// (vLLM's include_stop_str_in_output; the earliest match, the longest at that position).
 class StopMatcher {
  public:
-  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  explicit StopMatcher(std::vector<std::string> stops, bool include_stop = false)
+      : stops_(std::move(stops)), include_stop_(include_stop) {}
   std::string push(std::string_view text);
   std::string flush();
   bool stopped() const { return stopped_; }
+  // Inactive (vLLM's min_tokens not reached yet): text passes unmatched.
+  void set_active(bool active) { active_ = active; }
 
  private:
   std::vector<std::string> stops_;
+  bool include_stop_ = false, active_ = true;
   std::string pending_;
   bool stopped_ = false;
+};
+
+// How a response turns tokens into text and message parts (vLLM's per-request detokenization options).
+struct OutputOptions {
+  std::vector<std::string> stops;
+  bool include_stop_str = false;     // keep the matched stop string
+  bool skip_special_tokens = true;   // false: special tokens (not markers) contribute their text
+  bool tool_calls = true;            // chat: parse tool calls (OutputParser)
+  int64_t max_tool_calls = 0;        // chat: 0 = any number
 };
 
 // tool_choice "required" or a named function (OpenAI semantics), forced as vLLM and SGLang do
@@ -116,14 +137,16 @@ ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, c
 // The text pipeline of one chat response: detokenize -> stop strings -> parser.
 class ChatOutput {
  public:
-  ChatOutput(const TextCodec& codec, const MarkerIds& ids, std::vector<std::string> stops, bool start_in_reasoning);
+  ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text, bool start_in_reasoning);
   // Reads text the prompt forced on the reply (ToolForcing::prefix) as if generated: markers
   // switch the parser's state, the rest goes to the parser; stop strings do not apply.
   void prime(std::string_view forced, OutputDelta& out);
-  // Feeds one generated token. Returns false once a stop string matched (stop generating).
+  // Feeds one generated token. Returns false once a stop string matched or the parser is done
+  // (stop generating).
   bool push(int32_t id, OutputDelta& out);
   void finish(OutputDelta& out);
   bool stopped() const { return stop_.stopped(); }
+  void set_stops_active(bool active) { stop_.set_active(active); }
   const OutputParser& parser() const { return parser_; }
 
  private:
@@ -131,6 +154,7 @@ class ChatOutput {
   const MarkerIds& ids_;
   std::unique_ptr<TokenTextStream> stream_;
   StopMatcher stop_;
+  bool skip_special_;
   OutputParser parser_;
 };
 
@@ -138,15 +162,17 @@ class ChatOutput {
 // stop strings.
 class TextOutput {
  public:
-  TextOutput(const TextCodec& codec, std::vector<std::string> stops);
+  TextOutput(const TextCodec& codec, OutputOptions text);
   bool push(int32_t id, std::string& out);
   void finish(std::string& out);
   bool stopped() const { return stop_.stopped(); }
+  void set_stops_active(bool active) { stop_.set_active(active); }
 
  private:
   const TextCodec& codec_;
   std::unique_ptr<TokenTextStream> stream_;
   StopMatcher stop_;
+  bool skip_special_;
 };
 
 }  // namespace sickle::server

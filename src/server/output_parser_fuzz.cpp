@@ -83,12 +83,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)sickle::parse_output(sickle::ChatFormat::kDeepSeekV3, text, in_reasoning);
     // The same text as generated tokens (special-token strings become their ids).
     std::vector<int32_t> ids = g_codec->encode(text);
-    ChatOutput chat(*g_codec, g_markers, stops, in_reasoning);
+    ChatOutput chat(*g_codec, g_markers, OutputOptions{stops}, in_reasoning);
     OutputDelta out;
     for (int32_t id : ids)
       if (!chat.push(id, out)) break;
     chat.finish(out);
-    TextOutput plain(*g_codec, stops);
+    TextOutput plain(*g_codec, OutputOptions{stops});
     std::string s;
     for (int32_t id : ids)
       if (!plain.push(id, s)) break;

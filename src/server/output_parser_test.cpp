@@ -55,7 +55,7 @@ void feed(ChatOutput& out, const std::vector<int32_t>& ids, Collected& c, std::v
 Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vector<OutputDelta>* deltas = nullptr) {
   FakeCodec codec;
   MarkerIds m = MarkerIds::from(codec);
-  ChatOutput out(codec, m, {}, in_reasoning);
+  ChatOutput out(codec, m, OutputOptions{}, in_reasoning);
   Collected c;
   feed(out, ids, c, deltas);
   return c;
@@ -195,7 +195,9 @@ TEST(OutputParser, Utf8SplitAcrossTokens) {
   EXPECT_EQ(c.content, "héllo → wörld");
   // Every delta is whole characters: none ends inside a multi-byte sequence.
   for (auto& d : deltas) {
-    if (!d.content.empty()) EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+    if (!d.content.empty()) {
+      EXPECT_NE(static_cast<unsigned char>(d.content.back()) & 0xC0, 0xC0);
+    }
   }
 }
 
@@ -206,7 +208,7 @@ Collected run_forced(const std::string& forced, const std::string& generated, st
                      const std::vector<std::string>& stops = {}) {
   FakeCodec codec;
   MarkerIds m = MarkerIds::from(codec);
-  ChatOutput out(codec, m, stops, false);
+  ChatOutput out(codec, m, OutputOptions{stops}, false);
   Collected c;
   OutputDelta first;
   out.prime(forced, first);
@@ -314,7 +316,7 @@ TEST(StopMatcher, StopsAndHoldsBackPrefixes) {
 TEST(ChatOutput, StopStringEndsGeneration) {
   FakeCodec codec;
   MarkerIds m = MarkerIds::from(codec);
-  ChatOutput out(codec, m, {"Paris"}, false);
+  ChatOutput out(codec, m, OutputOptions{{"Paris"}}, false);
   OutputDelta all;
   bool go = true;
   for (int32_t id : codec.encode("The capital is Paris, France.")) {
@@ -329,7 +331,7 @@ TEST(ChatOutput, StopStringEndsGeneration) {
 
 TEST(TextOutput, DropsSpecialsAndStops) {
   FakeCodec codec;
-  TextOutput out(codec, {"!"});
+  TextOutput out(codec, OutputOptions{{"!"}});
   std::string s;
   for (int32_t id : codec.encode("ab<think>cd!ef")) {
     if (!out.push(id, s)) break;
@@ -337,6 +339,77 @@ TEST(TextOutput, DropsSpecialsAndStops) {
   out.finish(s);
   EXPECT_EQ(s, "abcd");
   EXPECT_TRUE(out.stopped());
+}
+
+TEST(StopMatcher, IncludeStopKeepsTheLongestEarliestMatch) {
+  StopMatcher m({"ab", "abc", "c"}, /*include_stop=*/true);
+  std::string out = m.push("xx a");
+  out += m.push("bcd");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(out, "xx abc");
+  StopMatcher n({"ab", "abc"});
+  EXPECT_EQ(n.push("xx abcd"), "xx ");
+}
+
+// min_tokens (vLLM): stop strings do not match while inactive, text passes unheld.
+TEST(StopMatcher, InactiveUntilMinTokens) {
+  StopMatcher m({"ab"});
+  m.set_active(false);
+  EXPECT_EQ(m.push("xab a"), "xab a");
+  EXPECT_FALSE(m.stopped());
+  m.set_active(true);  // matches from here on (no look-back into released text)
+  EXPECT_EQ(m.push("b c ab d"), "b c ");
+  EXPECT_TRUE(m.stopped());
+}
+
+TEST(TextOutput, KeepsSpecialsAndTheStopStringWhenAsked) {
+  FakeCodec codec;
+  OutputOptions o{{"!"}};
+  o.include_stop_str = true;
+  o.skip_special_tokens = false;
+  TextOutput out(codec, o);
+  std::string s;
+  for (int32_t id : codec.encode("ab<think>cd!ef")) {
+    if (!out.push(id, s)) break;
+  }
+  out.finish(s);
+  EXPECT_EQ(s, "ab<think>cd!");
+}
+
+// tool_choice "none" / no tools: the markers are not parsed (their ids carry no text, nor does
+// their text spelled out), the rest is content. parallel_tool_calls false: the first call only,
+// and push() says stop right after it.
+TEST(ChatOutput, ToolParsingOffAndFirstCallOnly) {
+  FakeCodec codec;
+  MarkerIds m = MarkerIds::from(codec);
+  OutputOptions off;
+  off.tool_calls = false;
+  ChatOutput plain(codec, m, off, false);
+  Collected c;
+  feed(plain, codec.encode(kToolOutput), c, nullptr);
+  EXPECT_TRUE(plain.parser().tool_calls().empty());
+  EXPECT_EQ(c.content, "Let me check.functions.get_weather:0{\"city\": \"Paris\", \"unit\": \"c\"} functions.web.search:1 {}");
+  OutputParser text_only(MarkerIds::none(), false, /*tool_calls=*/false);
+  OutputDelta d;
+  text_only.push(-1, "a<|tool_call_begin|>b<think>c</think>", d);
+  text_only.finish(d);
+  EXPECT_EQ(text_only.content(), "a<|tool_call_begin|>b");
+  EXPECT_EQ(text_only.reasoning(), "c");
+
+  OutputOptions one;
+  one.max_tool_calls = 1;
+  ChatOutput first(codec, m, one, false);
+  size_t fed = 0;
+  auto ids = codec.encode(kToolOutput);
+  for (int32_t id : ids) {
+    OutputDelta dd;
+    ++fed;
+    if (!first.push(id, dd)) break;
+  }
+  EXPECT_LT(fed, ids.size());
+  ASSERT_EQ(first.parser().tool_calls().size(), 1u);
+  EXPECT_EQ(first.parser().tool_calls()[0].name, "get_weather");
+  EXPECT_TRUE(first.parser().done());
 }
 
 }  // namespace

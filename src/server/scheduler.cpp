@@ -28,7 +28,7 @@ class ModelSequence : public EngineSequence {
   int64_t n_past() const override { return s_->n_past(); }
   void truncate(int64_t n) override { s_->truncate(n); }
   uint64_t cache_bytes() const override { return s_->cache_bytes(); }
-  Sequence* get() { return s_.get(); }
+  Sequence* get() const { return s_.get(); }
 
  private:
   std::unique_ptr<Sequence> s_;
@@ -40,9 +40,13 @@ class ModelEngine : public Engine {
   std::unique_ptr<EngineSequence> new_sequence() override {
     return std::make_unique<ModelSequence>(m_.new_sequence());
   }
+  std::unique_ptr<EngineSequence> fork(const EngineSequence& seq) override {
+    // Sequence is a value (its cache rows): a copy is an independent sequence at the same point.
+    return std::make_unique<ModelSequence>(std::make_unique<Sequence>(*static_cast<const ModelSequence&>(seq).get()));
+  }
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
     steps_.clear();
-    for (auto& it : items) steps_.push_back(StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, false});
+    for (auto& it : items) steps_.push_back(StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, it.all_logits});
     m_.forward(std::span<StepItem>(steps_), logits);
   }
   int64_t vocab_size() const override { return m_.vocab_size(); }
@@ -85,6 +89,31 @@ bool GenHandle::next(std::vector<GenToken>& out, std::chrono::milliseconds timeo
   return had || finish_ == Finish::kNone;
 }
 
+std::vector<GenToken> GenHandle::prompt_logprobs() const {
+  std::lock_guard lk(mu_);
+  return prompt_lps_;
+}
+
+GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top) {
+  // log softmax of the raw logits (OpenAI reports the model's distribution).
+  GenToken t;
+  t.id = id;
+  float mx = *std::max_element(row, row + vocab);
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v] - mx));
+  const double lse = double(mx) + std::log(sum);
+  t.logprob = float(double(row[id]) - lse);
+  if (top > 0) {
+    int64_t k = std::min<int64_t>(top, vocab);
+    std::vector<int32_t> idx(static_cast<size_t>(vocab));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+    for (int64_t j = 0; j < k; ++j) t.top.emplace_back(idx[size_t(j)], float(double(row[idx[size_t(j)]]) - lse));
+  }
+  return t;
+}
+
 Finish GenHandle::finish() const {
   std::lock_guard lk(mu_);
   return finish_;
@@ -125,7 +154,11 @@ struct Scheduler::Live {
   int64_t n_generated = 0;
   uint64_t reserved = 0;
   Sampler sampler;
+  LogitsAdjuster adjuster;
   Clock::time_point arrival, last_token;
+  std::vector<GenToken> prompt_lps;  // GenRequest::prompt_logprobs, gathered while prefilling
+  std::vector<std::pair<std::shared_ptr<GenHandle>, uint64_t>> forks;  // choices to start after the prompt
+  uint64_t forks_reserved = 0;  // their KV reservations (held from admission)
   bool is_prefilling() const { return n_fed_prompt < req.prompt.size(); }
 };
 
@@ -149,9 +182,15 @@ void Scheduler::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  for (auto& w : inbox_) w.h->end(Finish::kCancelled, "server shutting down");
-  for (auto& w : waiting_) w.h->end(Finish::kCancelled, "server shutting down");
-  for (auto& l : live_) l->h->end(Finish::kCancelled, "server shutting down");
+  for (auto* q : {&inbox_, &waiting_})
+    for (auto& w : *q) {
+      w.h->end(Finish::kCancelled, "server shutting down");
+      for (auto& f : w.forks) f.first->end(Finish::kCancelled, "server shutting down");
+    }
+  for (auto& l : live_) {
+    l->h->end(Finish::kCancelled, "server shutting down");
+    for (auto& f : l->forks) f.first->end(Finish::kCancelled, "server shutting down");
+  }
   inbox_.clear();
   waiting_.clear();
   live_.clear();
@@ -163,6 +202,11 @@ uint64_t Scheduler::reserve_of(const GenRequest& r) const {
 }
 
 std::shared_ptr<GenHandle> Scheduler::submit(GenRequest req) {
+  const uint64_t seed = req.sampling.seed;
+  return submit_n(std::move(req), {seed}).front();
+}
+
+std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req, const std::vector<uint64_t>& seeds) {
   const int64_t n_prompt = int64_t(req.prompt.size());
   if (n_prompt == 0) throw ApiError(400, "The prompt is empty.", "messages");
   const int64_t vocab = engine_.vocab_size();
@@ -182,33 +226,53 @@ std::shared_ptr<GenHandle> Scheduler::submit(GenRequest req) {
                                "or completion.",
                                max_len, n_prompt + req.max_tokens, n_prompt, req.max_tokens),
                    "max_tokens", "invalid_request_error", "context_length_exceeded");
-  // As vLLM: an unset max_tokens (<= 0) means whatever the context leaves.
-  // An unset max_tokens means what the context leaves (as vLLM), but within a fair share of the
-  // KV budget (budget / max_num_seqs, at least 256 tokens past the prompt), so requests without
-  // max_tokens do not each reserve the whole budget and run one at a time.
-  if (req.max_tokens <= 0) {
+  // As vLLM: an unset max_tokens (<= 0) means whatever the context leaves (no silent cap). The
+  // request reserves that much KV cache (at most the whole budget): when the budget is short it
+  // waits for running requests to finish rather than being cut off early.
+  if (req.prompt_only) {
+    req.max_tokens = 0;
+  } else if (req.max_tokens <= 0) {
     const int64_t budget_tokens = int64_t(opt_.kv_budget_bytes / std::max<uint64_t>(1, bytes_per_token_));
-    const int64_t share = std::max(budget_tokens / opt_.max_num_seqs, n_prompt + 256);
-    req.max_tokens = std::max<int64_t>(1, std::min({max_len, share, budget_tokens}) - n_prompt);
+    req.max_tokens = std::max<int64_t>(1, std::min(max_len, budget_tokens) - n_prompt);
   }
+  const int64_t n = std::max<int64_t>(1, int64_t(seeds.size()));
+  if (n > opt_.max_num_seqs)
+    throw ApiError(400, fmt::format("n = {} choices exceed the server's --max-num-seqs ({}).", n, opt_.max_num_seqs), "n");
+  if (n > 1 && uint64_t(n) * reserve_of(req) > opt_.kv_budget_bytes)
+    throw ApiError(400,
+                   fmt::format("{} choices of {} tokens each need more KV cache than the server's budget ({} bytes); "
+                               "lower n or max_tokens.",
+                               n, n_prompt + req.max_tokens, opt_.kv_budget_bytes),
+                   "n", "invalid_request_error", "kv_budget_exceeded");
   if (reserve_of(req) > opt_.kv_budget_bytes)
     throw ApiError(400,
                    fmt::format("The request needs {} tokens of KV cache ({} bytes) but the server's KV budget is {} "
                                "bytes; lower max_tokens or shorten the prompt.",
                                n_prompt + req.max_tokens, reserve_of(req), opt_.kv_budget_bytes),
                    "max_tokens", "invalid_request_error", "kv_budget_exceeded");
-  auto h = std::make_shared<GenHandle>();
-  h->n_prompt_ = n_prompt;
+  std::vector<std::shared_ptr<GenHandle>> handles;
+  Waiting w{nullptr, std::move(req), Clock::now(), {}};
+  for (int64_t i = 0; i < n; ++i) {
+    auto h = std::make_shared<GenHandle>();
+    h->n_prompt_ = n_prompt;
+    handles.push_back(h);
+    if (i == 0) {
+      w.h = h;
+      if (!seeds.empty()) w.req.sampling.seed = seeds[0];
+    } else {
+      w.forks.emplace_back(h, seeds[size_t(i)]);
+    }
+  }
   {
     std::lock_guard lk(mu_);
     if (stop_) throw ApiError(503, "The server is shutting down.");
     if (int64_t(inbox_.size()) + gauges_.waiting >= opt_.max_waiting)
       throw ApiError(503, fmt::format("Too many requests waiting ({}); retry later.", opt_.max_waiting), "", "server_error",
                      "queue_full");
-    inbox_.push_back(Waiting{h, std::move(req), Clock::now()});
+    inbox_.push_back(std::move(w));
   }
   cv_.notify_all();
-  return h;
+  return handles;
 }
 
 SchedulerGauges Scheduler::gauges() const {
@@ -231,8 +295,11 @@ void Scheduler::loop() {
     }
     // Requests whose client left before admission.
     for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if (it->h->is_cancelled()) {
-        it->h->end(Finish::kCancelled);
+      bool all = it->h->is_cancelled();
+      for (auto& f : it->forks) all = all && f.first->is_cancelled();
+      if (all) {
+        it->h->end(it->h->stop_requested() ? Finish::kStop : Finish::kCancelled);
+        for (auto& f : it->forks) f.first->end(Finish::kCancelled);
         it = waiting_.erase(it);
       } else {
         ++it;
@@ -260,19 +327,22 @@ void Scheduler::loop() {
 }
 
 void Scheduler::admit() {
-  while (!waiting_.empty() && int64_t(live_.size()) < opt_.max_num_seqs) {
+  while (!waiting_.empty()) {
     Waiting& w = waiting_.front();
+    const int64_t n_choices = 1 + int64_t(w.forks.size());
+    if (int64_t(live_.size()) + n_choices > opt_.max_num_seqs) return;
     const auto& prompt = w.req.prompt;
     // The cache entry sharing the longest prefix with the prompt (at least one prompt token
     // must still be fed to get the next token's logits).
     auto best = cache_.end();
     size_t best_len = 0;
-    for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    for (auto it = cache_.begin(); it != cache_.end() && w.req.prompt_logprobs < 0; ++it) {
       size_t n = std::min(it->tokens.size(), prompt.size() - 1), k = 0;
       while (k < n && it->tokens[k] == prompt[k]) ++k;
       if (k > best_len) best_len = k, best = it;
     }
-    uint64_t need = reserve_of(w.req);
+    const uint64_t need_one = reserve_of(w.req);
+    const uint64_t need = need_one * uint64_t(n_choices);
     uint64_t freed_by_best = best != cache_.end() ? uint64_t(best->tokens.size()) * bytes_per_token_ : 0;
     // Evict least recently used entries (never the one we will reuse) until the request fits.
     while (reserved_bytes_ - freed_by_best + need > opt_.kv_budget_bytes) {
@@ -290,6 +360,12 @@ void Scheduler::admit() {
     s->req = std::move(w.req);
     s->arrival = w.arrival;
     s->sampler = Sampler(s->req.sampling);
+    if (s->req.adjust.min_tokens > 0) {
+      auto& blocked = s->req.adjust.min_tokens_blocked;
+      blocked = s->req.stop_token_ids;
+      if (!s->req.ignore_eos) blocked.insert(blocked.end(), s->req.stop_ids.begin(), s->req.stop_ids.end());
+    }
+    s->adjuster = LogitsAdjuster(s->req.adjust, s->req.prompt);
     if (best != cache_.end()) {
       s->seq = std::move(best->seq);
       s->seq->truncate(int64_t(best_len));
@@ -300,7 +376,9 @@ void Scheduler::admit() {
     } else {
       s->seq = engine_.new_sequence();
     }
-    s->reserved = need;
+    s->reserved = need_one;
+    s->forks = std::move(w.forks);
+    s->forks_reserved = need - need_one;
     reserved_bytes_ += need;
     s->h->n_cached_ = int64_t(s->n_fed_prompt);
     if (metrics_) metrics_->on_prompt(int64_t(s->req.prompt.size()), int64_t(s->n_fed_prompt));
@@ -311,8 +389,11 @@ void Scheduler::admit() {
 
 void Scheduler::retire(Live& s, Finish f, const std::string& error) {
   s.h->end(f, error);
-  reserved_bytes_ -= s.reserved;
-  s.reserved = 0;
+  reserved_bytes_ -= s.reserved + s.forks_reserved;
+  s.reserved = s.forks_reserved = 0;
+  // Choices not started yet (the prompt was not read): they end as their parent did.
+  for (auto& fk : s.forks) fk.first->end(f == Finish::kError ? f : Finish::kCancelled, error);
+  s.forks.clear();
   if (metrics_) metrics_->on_finished(finish_name(f), std::chrono::duration<double>(Clock::now() - s.arrival).count());
   if ((f == Finish::kStop || f == Finish::kLength) && opt_.prefix_cache_entries > 0 && !s.tokens.empty() &&
       s.seq->n_past() == int64_t(s.tokens.size())) {
@@ -329,7 +410,7 @@ void Scheduler::retire(Live& s, Finish f, const std::string& error) {
 void Scheduler::step() {
   // Cancelled sequences leave before the step.
   for (auto& s : live_)
-    if (s->h->is_cancelled()) retire(*s, Finish::kCancelled);
+    if (s->h->is_cancelled()) retire(*s, s->h->stop_requested() ? Finish::kStop : Finish::kCancelled);
   std::erase_if(live_, [](const auto& s) { return s->h->finish() != Finish::kNone; });
   if (live_.empty()) return;
 
@@ -345,7 +426,8 @@ void Scheduler::step() {
   for (auto& s : live_) {
     if (!s->is_prefilling() || budget <= 0) continue;
     int64_t n = std::min<int64_t>(budget, int64_t(s->req.prompt.size() - s->n_fed_prompt));
-    items.push_back(EngineItem{s->seq.get(), std::span<const int32_t>(s->req.prompt.data() + s->n_fed_prompt, size_t(n))});
+    items.push_back(EngineItem{s->seq.get(), std::span<const int32_t>(s->req.prompt.data() + s->n_fed_prompt, size_t(n)),
+                               s->req.prompt_logprobs >= 0});
     owners.push_back(s.get());
     budget -= n;
   }
@@ -375,60 +457,122 @@ void Scheduler::step() {
   }
   ++n_steps_;
   const int64_t vocab = engine_.vocab_size();
-  SICKLE_CHECK(int64_t(logits_.size()) == int64_t(items.size()) * vocab, "forward returned {} logits for {} items",
-               logits_.size(), items.size());
+  int64_t n_rows = 0;
+  for (auto& it : items) n_rows += it.all_logits ? int64_t(it.tokens.size()) : 1;
+  SICKLE_CHECK(int64_t(logits_.size()) == n_rows * vocab, "forward returned {} logits for {} rows", logits_.size(), n_rows);
   const auto now = Clock::now();
-  int64_t n_new = 0;
+  n_new_ = 0;
+  int64_t row0 = 0;  // the first logits row of item i
   for (size_t i = 0; i < items.size(); ++i) {
     Live& s = *owners[i];
+    const int64_t n_item = int64_t(items[i].tokens.size());
+    const int64_t item_row0 = row0;
+    row0 += items[i].all_logits ? n_item : 1;
+    if (items[i].all_logits) {
+      // Row j predicts the prompt token after position n_fed_prompt + j.
+      for (int64_t j = 0; j < n_item; ++j) {
+        const size_t next_pos = s.n_fed_prompt + size_t(j) + 1;
+        if (next_pos >= s.req.prompt.size()) break;
+        s.prompt_lps.push_back(token_logprobs(logits_.data() + (item_row0 + j) * vocab, vocab, s.req.prompt[next_pos],
+                                              s.req.prompt_logprobs));
+      }
+    }
     s.tokens.insert(s.tokens.end(), items[i].tokens.begin(), items[i].tokens.end());
+    const float* row = logits_.data() + (row0 - 1) * vocab;
     if (s.is_prefilling()) {
       s.n_fed_prompt += items[i].tokens.size();
       if (s.is_prefilling()) continue;  // more prompt to read: these logits are not needed
-    }
-    const float* row = logits_.data() + int64_t(i) * vocab;
-    GenToken t;
-    t.id = s.sampler.sample(row, vocab);
-    if (s.req.top_logprobs >= 0) {
-      // log softmax of the raw logits (OpenAI reports the model's distribution).
-      float mx = *std::max_element(row, row + vocab);
-      double sum = 0;
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v] - mx));
-      const float lse = mx + float(std::log(sum));
-      t.logprob = row[t.id] - lse;
-      if (s.req.top_logprobs > 0) {
-        int64_t k = std::min<int64_t>(s.req.top_logprobs, vocab);
-        std::vector<int32_t> idx(static_cast<size_t>(vocab));
-        std::iota(idx.begin(), idx.end(), 0);
-        std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-          return row[a] > row[b] || (row[a] == row[b] && a < b);
-        });
-        for (int64_t j = 0; j < k; ++j) t.top.emplace_back(idx[size_t(j)], row[idx[size_t(j)]] - lse);
+      if (s.req.prompt_logprobs >= 0) {
+        std::lock_guard lk(s.h->mu_);
+        s.h->prompt_lps_ = s.prompt_lps;
+      }
+      if (!s.forks.empty()) spawn_forks(s, row, now);
+      if (s.req.prompt_only) {
+        retire(s, Finish::kLength);
+        continue;
       }
     }
-    const int32_t tok = t.id;
-    ++s.n_generated;
-    ++n_new;
-    s.h->n_generated_ = s.n_generated;
-    if (metrics_) {
-      if (s.n_generated == 1)
-        metrics_->on_ttft(std::chrono::duration<double>(now - s.arrival).count());
-      else
-        metrics_->on_itl(std::chrono::duration<double>(now - s.last_token).count());
+    emit(s, row, now);
+  }
+  if (metrics_ && n_new_) metrics_->on_tokens(n_new_);
+  std::erase_if(live_, [](const auto& s) { return s->h->finish() != Finish::kNone; });
+}
+
+void Scheduler::emit(Live& s, const float* row, Clock::time_point now) {
+  const int64_t vocab = engine_.vocab_size();
+  int32_t id;
+  if (s.adjuster.active()) {
+    adjusted_.assign(row, row + vocab);
+    s.adjuster.apply(adjusted_.data(), vocab);
+    id = s.sampler.sample(adjusted_.data(), vocab);
+  } else {
+    id = s.sampler.sample(row, vocab);
+  }
+  s.adjuster.on_output(id);
+  GenToken t;
+  if (s.req.top_logprobs >= 0)
+    t = token_logprobs(row, vocab, id, s.req.top_logprobs);
+  else
+    t.id = id;
+  ++s.n_generated;
+  ++n_new_;
+  s.h->n_generated_ = s.n_generated;
+  if (metrics_) {
+    if (s.n_generated == 1)
+      metrics_->on_ttft(std::chrono::duration<double>(now - s.arrival).count());
+    else
+      metrics_->on_itl(std::chrono::duration<double>(now - s.last_token).count());
+  }
+  s.last_token = now;
+  s.h->push(std::move(t));
+  auto has = [id](const std::vector<int32_t>& ids) { return std::find(ids.begin(), ids.end(), id) != ids.end(); };
+  const bool is_stop = (!s.req.ignore_eos && has(s.req.stop_ids)) || has(s.req.stop_token_ids);
+  if (is_stop) {
+    retire(s, Finish::kStop);
+  } else if (s.n_generated >= s.req.max_tokens || int64_t(s.tokens.size()) + 1 > opt_.max_model_len) {
+    retire(s, Finish::kLength);
+  } else {
+    s.next = id;
+  }
+}
+
+void Scheduler::spawn_forks(Live& parent, const float* row, Clock::time_point now) {
+  const uint64_t each = parent.forks_reserved / std::max<size_t>(1, parent.forks.size());
+  for (auto& [h, seed] : parent.forks) {
+    auto c = std::make_unique<Live>();
+    c->h = h;
+    c->req = parent.req;
+    c->req.sampling.seed = seed;
+    c->arrival = parent.arrival;
+    c->sampler = Sampler(c->req.sampling);
+    c->adjuster = LogitsAdjuster(c->req.adjust, c->req.prompt);
+    c->reserved = each;
+    h->n_cached_ = int64_t(parent.req.prompt.size());  // the prompt was read once, for all choices
+    if (parent.req.prompt_logprobs >= 0) {
+      std::lock_guard lk(h->mu_);
+      h->prompt_lps_ = parent.prompt_lps;
     }
-    s.last_token = now;
-    s.h->push(std::move(t));
-    const bool is_stop = !s.req.ignore_eos && std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), tok) != s.req.stop_ids.end();
-    if (is_stop) {
-      retire(s, Finish::kStop);
-    } else if (s.n_generated >= s.req.max_tokens || int64_t(s.tokens.size()) + 1 > opt_.max_model_len) {
-      retire(s, Finish::kLength);
+    c->seq = engine_.fork(*parent.seq);
+    if (c->seq) {
+      c->tokens = parent.tokens;
+      c->n_fed_prompt = parent.req.prompt.size();
     } else {
-      s.next = tok;
+      c->seq = engine_.new_sequence();  // no fork: this choice reads the prompt itself
+      h->n_cached_ = 0;
+    }
+    Live& child = *c;
+    live_.push_back(std::move(c));
+    if (h->is_cancelled()) {
+      retire(child, Finish::kCancelled);
+    } else if (!child.is_prefilling()) {
+      if (child.req.prompt_only)
+        retire(child, Finish::kLength);
+      else
+        emit(child, row, now);
     }
   }
-  if (metrics_ && n_new) metrics_->on_tokens(n_new);
-  std::erase_if(live_, [](const auto& s) { return s->h->finish() != Finish::kNone; });
+  parent.forks_reserved -= each * parent.forks.size();
+  parent.forks.clear();
 }
 
 }  // namespace sickle::server

@@ -9,7 +9,8 @@
 //
 // KV budget: a request reserves (prompt + max_tokens) tokens of cache at admission, so a
 // running sequence never runs out of cache. A request that could never fit is refused at
-// submit(); one that does not fit now waits.
+// submit(); one that does not fit now waits. A request without max_tokens may run to the
+// context limit (vLLM): it reserves that, and waits while the budget is short.
 //
 // Prefix cache: a finished sequence's cache is kept (LRU, counted in the budget) with the tokens
 // it holds; a new request takes the entry sharing the longest prefix with its prompt, truncates
@@ -52,13 +53,18 @@ class EngineSequence {
 struct EngineItem {
   EngineSequence* seq = nullptr;
   std::span<const int32_t> tokens;
+  bool all_logits = false;  // a logits row for every token of the item (else the last only)
 };
 
 class Engine {
  public:
   virtual ~Engine() = default;
   virtual std::unique_ptr<EngineSequence> new_sequence() = 0;
-  // Appends each item's tokens to its sequence; logits = [items, vocab], the last position of each.
+  // A copy of `seq` (its cache), for n > 1 choices sharing their prompt; nullptr = not supported
+  // (each choice then reads the prompt itself).
+  virtual std::unique_ptr<EngineSequence> fork(const EngineSequence& /*seq*/) { return nullptr; }
+  // Appends each item's tokens to its sequence; logits = [rows, vocab]: per item in order, a row
+  // for each of its tokens when all_logits, else one row (its last position).
   // May throw NonFiniteError (model/model.h) changing no sequence: the requests of the items it
   // names fail, the others run again next step. Any other exception fails the whole step.
   virtual void forward(std::span<const EngineItem> items, std::vector<float>& logits) = 0;
@@ -73,11 +79,17 @@ std::unique_ptr<Engine> make_engine(Model& model);
 
 struct GenRequest {
   std::vector<int32_t> prompt;
-  int64_t max_tokens = 0;         // <= 0: what the context and a fair share of the KV budget leave
+  int64_t max_tokens = 0;         // <= 0: what the context (and the whole KV budget) leave
   SamplingParams sampling;
-  std::vector<int32_t> stop_ids;  // end generation (not counted as text)
+  LogitsAdjust adjust;            // penalties, logit_bias, min_tokens (its blocked ids: filled in
+                                  // at admission from stop_ids + stop_token_ids)
+  std::vector<int32_t> stop_ids;  // end generation (EOS and the like; ignore_eos disables them)
+  std::vector<int32_t> stop_token_ids;  // the request's own stop ids (vLLM: even with ignore_eos)
   bool ignore_eos = false;
   int64_t top_logprobs = -1;      // -1: no logprobs; 0: the chosen token's; k: and the top k
+  int64_t prompt_logprobs = -1;   // as top_logprobs, for each prompt token after the first (the
+                                  // prompt is then read in full, not taken from the prefix cache)
+  bool prompt_only = false;       // max_tokens 0: read the prompt, generate nothing (kLength)
 };
 
 struct GenToken {
@@ -85,6 +97,10 @@ struct GenToken {
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;  // (id, logprob), best first
 };
+
+// The logprob of `id` under the log-softmax of `row`, and the `top` most likely (best first,
+// ties: lower id).
+GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top);
 
 enum class Finish { kNone, kStop, kLength, kCancelled, kError };
 const char* finish_name(Finish f);
@@ -96,10 +112,20 @@ class GenHandle {
   bool next(std::vector<GenToken>& out, std::chrono::milliseconds timeout);
   // The client is gone: the scheduler drops the sequence and frees its cache.
   void cancel() { cancelled_ = true; }
+  // The caller ended the generation itself (a stop string matched, the tool parser is done): as
+  // cancel(), but it finishes as kStop (counted as `stop`, its cache kept for prefix reuse).
+  void stop() {
+    stop_requested_ = true;
+    cancelled_ = true;
+  }
   bool is_cancelled() const { return cancelled_; }
+  bool stop_requested() const { return stop_requested_; }
   Finish finish() const;
   std::string error() const;
   int64_t n_prompt() const { return n_prompt_; }
+  // GenRequest::prompt_logprobs: one entry per prompt token after the first, complete once the
+  // first generated token (or the end) was delivered.
+  std::vector<GenToken> prompt_logprobs() const;
   int64_t n_cached() const { return n_cached_.load(); }
   int64_t n_generated() const { return n_generated_.load(); }
 
@@ -110,9 +136,10 @@ class GenHandle {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<GenToken> tokens_;
+  std::vector<GenToken> prompt_lps_;
   Finish finish_ = Finish::kNone;
   std::string error_;
-  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> cancelled_{false}, stop_requested_{false};
   int64_t n_prompt_ = 0;
   std::atomic<int64_t> n_cached_{0}, n_generated_{0};
 };
@@ -127,6 +154,8 @@ struct SchedulerOptions {
 };
 
 class Scheduler {
+  using Clock = std::chrono::steady_clock;
+
  public:
   Scheduler(Engine& engine, SchedulerOptions options, Metrics* metrics = nullptr);
   ~Scheduler();  // stops the inference thread; pending requests end with kCancelled
@@ -134,6 +163,10 @@ class Scheduler {
   // Throws ApiError: empty prompt, ids out of range, prompt too long for max_model_len (400),
   // request larger than the whole KV budget (400), queue full (503).
   std::shared_ptr<GenHandle> submit(GenRequest req);
+  // n choices of one prompt (OpenAI's `n`): the prompt is read once and its cache forked for the
+  // others; choice i samples with seeds[i]. All n are admitted together (slots and KV budget for
+  // n); n > max_num_seqs or n reservations over the whole budget are refused (400).
+  std::vector<std::shared_ptr<GenHandle>> submit_n(GenRequest req, const std::vector<uint64_t>& seeds);
   void stop();
 
   const SchedulerOptions& options() const { return opt_; }
@@ -152,12 +185,17 @@ class Scheduler {
     std::shared_ptr<GenHandle> h;
     GenRequest req;
     std::chrono::steady_clock::time_point arrival;
+    std::vector<std::pair<std::shared_ptr<GenHandle>, uint64_t>> forks;  // the other choices, their seeds
   };
 
   void loop();
   void admit();
   void step();
   void retire(Live& s, Finish f, const std::string& error = {});
+  // Samples the next token of `s` from its logits row, delivers it and retires `s` if done.
+  void emit(Live& s, const float* row, Clock::time_point now);
+  // The parent's prompt is read: its pending choices start from a copy of its cache.
+  void spawn_forks(Live& parent, const float* row, Clock::time_point now);
   uint64_t reserve_of(const GenRequest& r) const;
 
   Engine& engine_;
@@ -177,6 +215,8 @@ class Scheduler {
   std::list<CacheEntry> cache_;  // front = most recently used
   uint64_t reserved_bytes_ = 0;  // live reservations + cache entries
   std::vector<float> logits_;
+  std::vector<float> adjusted_;  // one row after LogitsAdjuster
+  int64_t n_new_ = 0;            // tokens generated in the current step
 
   std::atomic<int64_t> n_steps_{0}, max_batch_{0}, n_inbox_{0};
   std::thread thread_;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "base/test_temp_dir.h"
@@ -72,6 +73,132 @@ TEST(Scheduler, StopIdEndsWithStop) {
   r.ignore_eos = true;
   auto h2 = s.submit(r);
   EXPECT_EQ(drain(*h2), ref);
+}
+
+// The fake model's log-softmax, computed here independently of token_logprobs().
+double fake_logprob(const std::vector<int32_t>& history, int32_t id) {
+  std::vector<double> row(kVocab);
+  for (int64_t v = 0; v < kVocab; ++v) row[size_t(v)] = double(float(v % 7) * 0.1f);
+  row[size_t(testing::fake_next(history, kVocab))] = 5.0;
+  double sum = 0;
+  for (double x : row) sum += std::exp(x);
+  return row[size_t(id)] - std::log(sum);
+}
+
+// Prompt logprobs across prefill chunks (3 steps of 8), with the prompt also in the prefix cache
+// (it must be read in full anyway), and max_tokens 0 (prompt only).
+TEST(Scheduler, PromptLogprobsAndPromptOnly) {
+  FakeEngine eng(kVocab);
+  SchedulerOptions o;
+  o.prefill_chunk = 8;
+  Scheduler s(eng, o);
+  auto p = make_prompt(20, 4);
+  drain(*s.submit(greedy(p, 2)));  // leaves p in the prefix cache
+  GenRequest r = greedy(p, 3);
+  r.prompt_logprobs = 2;
+  auto h = s.submit(r);
+  EXPECT_EQ(drain(*h), fake_reference(p, 3, kVocab));
+  EXPECT_EQ(h->n_cached(), 0);
+  auto lps = h->prompt_logprobs();
+  ASSERT_EQ(lps.size(), p.size() - 1);
+  for (size_t i = 0; i + 1 < p.size(); ++i) {
+    std::vector<int32_t> prefix(p.begin(), p.begin() + ptrdiff_t(i) + 1);
+    EXPECT_EQ(lps[i].id, p[i + 1]);
+    EXPECT_NEAR(lps[i].logprob, fake_logprob(prefix, p[i + 1]), 1e-5) << i;
+    ASSERT_EQ(lps[i].top.size(), 2u);
+    EXPECT_EQ(lps[i].top[0].first, testing::fake_next(prefix, kVocab));
+    EXPECT_NEAR(lps[i].top[0].second, fake_logprob(prefix, lps[i].top[0].first), 1e-5);
+  }
+  GenRequest z = greedy(p, 0);
+  z.prompt_only = true;
+  z.prompt_logprobs = 0;
+  auto hz = s.submit(z);
+  EXPECT_TRUE(drain(*hz).empty());
+  EXPECT_EQ(hz->finish(), Finish::kLength);
+  auto zl = hz->prompt_logprobs();
+  ASSERT_EQ(zl.size(), p.size() - 1);
+  for (size_t i = 0; i < zl.size(); ++i) EXPECT_FLOAT_EQ(zl[i].logprob, lps[i].logprob);
+}
+
+// Penalties act in the scheduler: a huge logit_bias on one id makes every greedy token that id;
+// stop_token_ids end at it even with ignore_eos; min_tokens delays it.
+TEST(Scheduler, LogitsAdjustmentsAndStopTokenIds) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  auto p = make_prompt(10, 5);
+  GenRequest r = greedy(p, 4);
+  r.adjust.logit_bias = {{11, 100.0f}};
+  EXPECT_EQ(drain(*s.submit(r)), std::vector<int32_t>(4, 11));
+  r.stop_token_ids = {11};
+  r.ignore_eos = true;
+  auto h = s.submit(r);
+  EXPECT_EQ(drain(*h), std::vector<int32_t>{11});
+  EXPECT_EQ(h->finish(), Finish::kStop);
+  r.adjust.min_tokens = 2;
+  auto out = drain(*s.submit(r));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_NE(out[0], 11);
+  EXPECT_NE(out[1], 11);
+  EXPECT_EQ(out[2], 11);
+}
+
+// n = 3 choices: the prompt is read once (one prefill, two forks of its cache); each choice is
+// what a single request with its seed produces; a fork-less engine gives the same outputs.
+TEST(Scheduler, NChoicesShareThePromptAndFollowTheirSeeds) {
+  auto p = make_prompt(30, 6);
+  std::vector<uint64_t> seeds = {11, 12, 13};
+  auto sampled = [&](uint64_t seed) {
+    GenRequest r = greedy(p, 8);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    return r;
+  };
+  std::vector<std::vector<int32_t>> alone;
+  {
+    FakeEngine eng(kVocab);
+    Scheduler s(eng, {});
+    for (uint64_t seed : seeds) alone.push_back(drain(*s.submit(sampled(seed))));
+  }
+  EXPECT_NE(alone[0], alone[1]);  // the seeds matter (temperature 1 over a flat-ish row)
+  for (bool can_fork : {true, false}) {
+    FakeEngine eng(kVocab);
+    eng.can_fork = can_fork;
+    SchedulerOptions o;
+    o.prefix_cache_entries = 0;
+    Scheduler s(eng, o);
+    auto hs = s.submit_n(sampled(0), seeds);
+    ASSERT_EQ(hs.size(), 3u);
+    for (size_t i = 0; i < hs.size(); ++i) EXPECT_EQ(drain(*hs[i]), alone[i]) << i << " fork " << can_fork;
+    EXPECT_EQ(eng.n_forks.load(), can_fork ? 2 : 0);
+    EXPECT_EQ(eng.n_new_sequences.load(), can_fork ? 1 : 3);
+    if (can_fork) {
+      EXPECT_EQ(hs[1]->n_cached(), int64_t(p.size()));
+    }
+  }
+  // More choices than slots: refused naming n.
+  FakeEngine eng(kVocab);
+  SchedulerOptions o;
+  o.max_num_seqs = 2;
+  Scheduler s(eng, o);
+  try {
+    s.submit_n(sampled(0), seeds);
+    ADD_FAILURE();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.param, "n");
+  }
+}
+
+// A generation its caller stopped (stop string) ends as kStop, not cancelled, wherever it was
+// (waiting, prefilling or decoding: the engine is held so it cannot finish first).
+TEST(Scheduler, CallerStopFinishesAsStop) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  eng.hold = true;
+  auto h = s.submit(greedy(make_prompt(5, 7), 100));
+  h->stop();
+  eng.hold = false;
+  EXPECT_LE(drain(*h).size(), 1u);
+  EXPECT_EQ(h->finish(), Finish::kStop);
 }
 
 // The issue's equivalence: a request alone == the same request among 7 concurrent others.
@@ -300,15 +427,22 @@ TEST(Scheduler, LogprobsAreNormalized) {
 namespace sickle::server {
 namespace {
 
-TEST(Scheduler, UnsetMaxTokensTakesAFairShareOfTheBudget) {
+// No silent "fair share" cap (issue 16.6): an unset max_tokens runs to what the context and
+// the whole KV budget leave; two such requests run one after the other, both to the limit.
+TEST(Scheduler, UnsetMaxTokensRunsToTheLimitAndQueues) {
   testing::FakeEngine eng(kVocab, 4096, 0);
   SchedulerOptions o;
   o.max_num_seqs = 4;
-  o.kv_budget_bytes = 1000 * 8;  // 1000 tokens: a share is 250, but at least prompt + 256
+  o.max_model_len = 600;
+  o.kv_budget_bytes = 1000 * 8;  // 1000 tokens
   Scheduler s(eng, o);
-  auto h = s.submit(greedy(make_prompt(10, 1), 0));
-  EXPECT_EQ(drain(*h).size(), 256u);
-  EXPECT_EQ(h->finish(), Finish::kLength);
+  auto p1 = make_prompt(10, 1), p2 = make_prompt(10, 2);
+  auto h1 = s.submit(greedy(p1, 0));
+  auto h2 = s.submit(greedy(p2, 0));
+  EXPECT_EQ(drain(*h1), fake_reference(p1, 590, kVocab));  // max_model_len 600 - prompt 10
+  EXPECT_EQ(drain(*h2), fake_reference(p2, 590, kVocab));
+  EXPECT_EQ(h1->finish(), Finish::kLength);
+  EXPECT_EQ(s.max_batch_seen(), 1);  // 2 x 600 > 1000: the second waited
 }
 
 }  // namespace

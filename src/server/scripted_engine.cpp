@@ -44,12 +44,18 @@ class ScriptedEngine : public Engine {
 
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
     const int64_t V = vocab_size();
-    logits.assign(items.size() * size_t(V), 0.0f);
+    size_t n_rows = 0;
+    for (auto& it : items) n_rows += it.all_logits ? it.tokens.size() : 1;
+    logits.assign(n_rows * size_t(V), 0.0f);
+    size_t row = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       auto* s = static_cast<ScriptedSequence*>(items[i].seq);
       if (s->n_past() + int64_t(items[i].tokens.size()) > max_context_) fail("scripted: context exceeded");
-      s->history.insert(s->history.end(), items[i].tokens.begin(), items[i].tokens.end());
-      logits[i * size_t(V) + size_t(next_token(s->history))] = 30.0f;
+      for (size_t j = 0; j < items[i].tokens.size(); ++j) {
+        s->history.push_back(items[i].tokens[j]);
+        if (!items[i].all_logits && j + 1 < items[i].tokens.size()) continue;
+        logits[row++ * size_t(V) + size_t(next_token(s->history))] = 30.0f;
+      }
     }
   }
   int64_t vocab_size() const override { return codec_.vocab_size(); }

@@ -134,6 +134,13 @@ class FakeEngine : public Engine {
     ++n_new_sequences;
     return std::make_unique<FakeSequence>();
   }
+  std::unique_ptr<EngineSequence> fork(const EngineSequence& seq) override {
+    if (!can_fork) return nullptr;
+    ++n_forks;
+    auto s = std::make_unique<FakeSequence>();
+    s->history = static_cast<const FakeSequence&>(seq).history;
+    return s;
+  }
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
     while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     // As the real model: items holding `nonfinite` make the step throw NonFiniteError naming
@@ -146,17 +153,23 @@ class FakeEngine : public Engine {
           break;
         }
     if (!hits.empty()) throw NonFiniteError(3, "moe", std::move(hits));
-    logits.assign(items.size() * size_t(vocab_), 0.0f);
+    size_t n_rows = 0;
+    for (auto& it : items) n_rows += it.all_logits ? it.tokens.size() : 1;
+    logits.assign(n_rows * size_t(vocab_), 0.0f);
     StepLog log;
+    float* row = logits.data();
     for (size_t i = 0; i < items.size(); ++i) {
       auto* s = static_cast<FakeSequence*>(items[i].seq);
       for (int32_t t : items[i].tokens)
         if (t == poison) throw std::runtime_error("poisoned token");
       log.item_sizes.push_back(int64_t(items[i].tokens.size()));
-      s->history.insert(s->history.end(), items[i].tokens.begin(), items[i].tokens.end());
-      float* row = logits.data() + i * size_t(vocab_);
-      for (int64_t v = 0; v < vocab_; ++v) row[v] = float(v % 7) * 0.1f;  // a non-flat background
-      row[fake_next(s->history, vocab_)] = 5.0f;
+      for (size_t j = 0; j < items[i].tokens.size(); ++j) {
+        s->history.push_back(items[i].tokens[j]);
+        if (!items[i].all_logits && j + 1 < items[i].tokens.size()) continue;
+        for (int64_t v = 0; v < vocab_; ++v) row[v] = float(v % 7) * 0.1f;  // a non-flat background
+        row[fake_next(s->history, vocab_)] = 5.0f;
+        row += vocab_;
+      }
     }
     {
       std::lock_guard lk(mu);
@@ -173,7 +186,8 @@ class FakeEngine : public Engine {
   };
   std::mutex mu;
   std::vector<StepLog> steps;
-  std::atomic<int64_t> n_new_sequences{0};
+  std::atomic<int64_t> n_new_sequences{0}, n_forks{0};
+  bool can_fork = true;
   int32_t poison = -1;     // a step holding it throws std::runtime_error
   int32_t nonfinite = -1;  // a step holding it throws NonFiniteError naming those items
   std::atomic<bool> hold{false};  // forward() waits while set

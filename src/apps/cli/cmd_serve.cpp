@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "server/codec.h"
 #include "server/http.h"
+#include "server/openai.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/scripted_engine.h"
@@ -21,7 +22,8 @@ namespace sickle::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model_dir, host = "127.0.0.1", api_key, served_name;
+  std::string model_dir, host = "127.0.0.1", api_key;
+  std::vector<std::string> served_names;
   int port = 8000, threads = 0, http_threads = 64;
   int64_t max_num_seqs = 8, max_model_len = 0, prefill_chunk = 256, kv_cache_mb = 0, prefix_cache = 32;
   double max_body_mb = 8;
@@ -30,7 +32,29 @@ struct ServeArgs {
   std::string thinking = "on";
   std::string script;  // protocol tests: scripted replies instead of the model
   bool specials_in_content = false;
+  std::string generation_config = "auto";
 };
+
+// --generation-config: the sampling defaults requests get when they leave a field out (vLLM):
+// "auto" reads the model's generation_config.json, "vllm" / "none" use none, another value is
+// a directory holding a generation_config.json.
+nlohmann::json sampling_defaults(const std::string& mode, const std::string& model_dir) {
+  if (mode == "vllm" || mode == "none") return nlohmann::json::object();
+  const std::filesystem::path dir = mode == "auto" ? std::filesystem::path(model_dir) : std::filesystem::path(mode);
+  const std::filesystem::path file = dir / "generation_config.json";
+  if (!std::filesystem::exists(file)) {
+    if (mode != "auto") fail("--generation-config: {} does not exist", file.string());
+    return nlohmann::json::object();
+  }
+  std::ifstream in(file);
+  nlohmann::json gc = nlohmann::json::parse(in, nullptr, false);
+  if (gc.is_discarded() || !gc.is_object()) fail("--generation-config: {} is not a JSON object", file.string());
+  nlohmann::json d = server::sampling_defaults_from_generation_config(gc);
+  if (!d.empty())
+    log_info("serve: sampling defaults from {} (requests may override; --generation-config vllm to ignore): {}",
+             file.string(), d.dump());
+  return d;
+}
 
 int run_serve(const ServeArgs& a) {
   // Signals go to one waiting thread (sigwait), not to whichever thread runs: stop() is not
@@ -71,16 +95,19 @@ int run_serve(const ServeArgs& a) {
   so.prefill_chunk = a.prefill_chunk;
   so.kv_budget_bytes = uint64_t(a.kv_cache_mb) << 20;
   so.prefix_cache_entries = a.prefix_cache;
-  server::Metrics metrics;
-  server::Scheduler sched(*engine, so, &metrics);
-
   server::HttpOptions ho = a.http;
   ho.host = a.host;
   ho.port = a.port;
   ho.api_key = a.api_key;
-  ho.model_name = a.served_name.empty() ? std::filesystem::path(a.model_dir).lexically_normal().filename().string()
-                                        : a.served_name;
+  // As vLLM: the first --served-model-name is the id responses carry, the others are aliases.
+  ho.model_name = a.served_names.empty() ? std::filesystem::path(a.model_dir).lexically_normal().filename().string()
+                                         : a.served_names.front();
   if (ho.model_name.empty()) ho.model_name = std::filesystem::path(a.model_dir).parent_path().filename().string();
+  if (a.served_names.size() > 1) ho.model_aliases.assign(a.served_names.begin() + 1, a.served_names.end());
+  server::Metrics metrics(ho.model_name);
+  server::Scheduler sched(*engine, so, &metrics);
+  ho.version = SICKLE_VERSION;
+  ho.sampling_defaults = sampling_defaults(a.generation_config, a.model_dir);
   ho.max_body_bytes = size_t(a.max_body_mb * 1024 * 1024);
   ho.n_http_threads = a.http_threads;
   if (a.thinking != "on" && a.thinking != "off") fail("--thinking: expected on or off, got '{}'", a.thinking);
@@ -117,7 +144,21 @@ const Registrar reg{Command{
       sub.add_option("--port", a->port, "Port (0 = pick a free one and print it)")->capture_default_str();
       sub.add_option("--api-key", a->api_key, "Require `Authorization: Bearer KEY` on /v1/* and /metrics");
       sub.add_flag("--metrics-open", a->http.metrics_open, "Serve /metrics without the key even with --api-key");
-      sub.add_option("--served-model-name", a->served_name, "Model id clients send (default: the directory name)");
+      sub.add_option("--served-model-name", a->served_names,
+                     "Model id(s) clients may send as `model` (repeatable or space-separated; the first is the id "
+                     "responses carry; default: the directory name). `model` may also be omitted")
+          ->expected(1, 16);
+      sub.add_option("--generation-config", a->generation_config,
+                     "Sampling defaults for fields a request leaves out (temperature, top_p, top_k, min_p, "
+                     "repetition_penalty): auto = the model's generation_config.json, vllm|none = none, or a "
+                     "directory holding a generation_config.json")
+          ->capture_default_str();
+      sub.add_flag("--strict-api", a->http.strict_api,
+                   "Refuse unknown request fields with 400 (default: ignore them, logging each name once, as vLLM)");
+      sub.add_option("--allowed-origins", a->http.allowed_origins,
+                     "CORS: browser origins allowed to call the API, e.g. https://app.example.com, or '*' for any "
+                     "(default: none, no CORS headers)")
+          ->expected(1, 64)->delimiter(',');
       sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
           ->capture_default_str();
