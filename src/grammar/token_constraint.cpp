@@ -137,8 +137,14 @@ void TokenConstraint::mask(std::span<float> logits) {
   const std::vector<uint64_t>& bits = allowed();
   const float neg_inf = -std::numeric_limits<float>::infinity();
   int64_t n = std::min<int64_t>(int64_t(logits.size()), vocab_->size());
-  for (int64_t i = 0; i < n; ++i)
-    if (!((bits[size_t(i) >> 6] >> (i & 63)) & 1)) logits[size_t(i)] = neg_inf;
+  // A word at a time: all-allowed words (inside strings, most of them) cost one compare.
+  for (int64_t w = 0; w * 64 < n; ++w) {
+    uint64_t word = bits[size_t(w)];
+    if (word == ~uint64_t(0)) continue;
+    int64_t end = std::min<int64_t>(n, (w + 1) * 64);
+    for (int64_t i = w * 64; i < end; ++i)
+      if (!((word >> (i & 63)) & 1)) logits[size_t(i)] = neg_inf;
+  }
   for (size_t i = size_t(n); i < logits.size(); ++i) logits[i] = neg_inf;
 }
 
