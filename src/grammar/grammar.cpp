@@ -143,7 +143,7 @@ std::string Grammar::dump() const {
     for (size_t a = 0; a < rules_[r].alts.size(); ++a) {
       out += a ? " |" : "";
       for (const Element& e : rules_[r].alts[a])
-        out += e.terminal >= 0 ? " " + describe(terminals_[size_t(e.terminal)])
+        out += e.terminal >= 0 ? fmt::format(" {}", describe(terminals_[size_t(e.terminal)]))
                                : fmt::format(" {}{}", rules_[size_t(e.rule)].name, e.rule);
       if (rules_[r].alts[a].empty()) out += " \"\"";
     }

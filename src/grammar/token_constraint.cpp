@@ -46,15 +46,22 @@ Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, const std::v
   }
 }
 
-std::shared_ptr<const Vocabulary> Vocabulary::from_tokenizer(const Tokenizer& tok) {
-  int64_t n = tok.vocab_size();
+std::shared_ptr<const Vocabulary> Vocabulary::from_lookup(int64_t n, const std::function<bool(int32_t)>& is_special,
+                                                         const std::function<std::string(int32_t)>& token_bytes,
+                                                         std::vector<int32_t> stop_ids) {
   std::vector<std::string> bytes(static_cast<size_t>(n));
   std::vector<bool> special(size_t(n), false);
   for (int64_t id = 0; id < n; ++id) {
-    special[size_t(id)] = tok.is_special(int32_t(id));
-    if (!special[size_t(id)]) bytes[size_t(id)] = tok.token_text(int32_t(id));
+    special[size_t(id)] = is_special(int32_t(id));
+    if (!special[size_t(id)]) bytes[size_t(id)] = token_bytes(int32_t(id));
   }
-  return std::make_shared<Vocabulary>(bytes, special, tok.stop_ids());
+  return std::make_shared<Vocabulary>(bytes, special, std::move(stop_ids));
+}
+
+std::shared_ptr<const Vocabulary> Vocabulary::from_tokenizer(const Tokenizer& tok) {
+  return from_lookup(
+      tok.vocab_size(), [&](int32_t id) { return tok.is_special(id); }, [&](int32_t id) { return tok.token_text(id); },
+      tok.stop_ids());
 }
 
 size_t TokenConstraint::StateHash::operator()(const Matcher::State& s) const {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,6 +36,10 @@ class Vocabulary {
   Vocabulary(const std::vector<std::string>& token_bytes, const std::vector<bool>& special,
              std::vector<int32_t> stop_ids);
   static std::shared_ptr<const Vocabulary> from_tokenizer(const Tokenizer& tok);
+  // The same from lookups (the server's codec): ids [0, n).
+  static std::shared_ptr<const Vocabulary> from_lookup(int64_t n, const std::function<bool(int32_t)>& is_special,
+                                                       const std::function<std::string(int32_t)>& token_bytes,
+                                                       std::vector<int32_t> stop_ids);
 
   int64_t size() const { return n_tokens_; }
   const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
