@@ -9,6 +9,8 @@
 #include <random>
 #include <set>
 
+#include "server/structured.h"
+
 namespace sickle::server {
 
 using nlohmann::json;
@@ -103,7 +105,8 @@ const std::set<std::string> kCommonFields = {
     "model",     "stream",          "stream_options",    "max_tokens",       "temperature", "top_p",
     "top_k",     "min_p",           "seed",              "stop",             "n",           "user",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "ignore_eos",
-    "skip_special_tokens", "metadata", "store", "service_tier"};
+    "skip_special_tokens", "metadata", "store", "service_tier",
+    "guided_json", "guided_regex", "guided_choice", "structured_outputs"};  // server/structured.h
 
 void parse_common(const json& body, SamplingFields& r) {
   auto m = body.find("model");
@@ -335,12 +338,7 @@ ChatRequest parse_chat_request(const json& body) {
         r.thinking = t->get<bool>();
       }
   }
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) bad_type("response_format", "an object", *it);
-    auto t = it->find("type");
-    if (t == it->end() || !t->is_string() || *t != "text")
-      bad_value("response_format", "only {\"type\": \"text\"} is supported by this server.");
-  }
+  r.grammar = parse_structured(body, /*with_response_format=*/true);
   if (auto it = body.find("reasoning_effort"); it != body.end() && !it->is_null() && !it->is_string())
     bad_type("reasoning_effort", "a string", *it);
   return r;
@@ -352,6 +350,7 @@ CompletionRequest parse_completion_request(const json& body) {
   check_known(body, known);
   CompletionRequest r;
   parse_common(body, r);
+  r.grammar = parse_structured(body, /*with_response_format=*/false);
   auto p = body.find("prompt");
   if (p == body.end() || p->is_null()) throw ApiError(400, "Missing required parameter: 'prompt'.", "prompt");
   if (p->is_string()) {

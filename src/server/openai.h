@@ -8,11 +8,16 @@
 
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <variant>
 #include <vector>
+
+namespace sickle::grammar {
+class Grammar;
+}
 
 namespace sickle::server {
 
@@ -41,6 +46,7 @@ struct SamplingFields {
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;       // at most 4 (OpenAI's limit)
   bool ignore_eos = false;             // vLLM extension (benchmarks)
+  std::shared_ptr<const grammar::Grammar> grammar;  // structured output (server/structured.h); null = none
 };
 
 struct ChatRequest : SamplingFields {
