@@ -125,6 +125,7 @@ struct Scheduler::Live {
   int64_t n_generated = 0;
   uint64_t reserved = 0;
   Sampler sampler;
+  std::unique_ptr<grammar::TokenConstraint> constraint;  // from req.make_constraint
   Clock::time_point arrival, last_token;
   bool is_prefilling() const { return n_fed_prompt < req.prompt.size(); }
 };
@@ -290,6 +291,7 @@ void Scheduler::admit() {
     s->req = std::move(w.req);
     s->arrival = w.arrival;
     s->sampler = Sampler(s->req.sampling);
+    if (s->req.make_constraint) s->constraint = s->req.make_constraint();
     if (best != cache_.end()) {
       s->seq = std::move(best->seq);
       s->seq->truncate(int64_t(best_len));
@@ -386,9 +388,11 @@ void Scheduler::step() {
       s.n_fed_prompt += items[i].tokens.size();
       if (s.is_prefilling()) continue;  // more prompt to read: these logits are not needed
     }
-    const float* row = logits_.data() + int64_t(i) * vocab;
+    float* row = logits_.data() + int64_t(i) * vocab;
+    if (s.constraint) s.constraint->mask({row, size_t(vocab)});
     GenToken t;
     t.id = s.sampler.sample(row, vocab);
+    if (s.constraint) s.constraint->accept(t.id);
     if (s.req.top_logprobs >= 0) {
       // log softmax of the raw logits (OpenAI reports the model's distribution).
       float mx = *std::max_element(row, row + vocab);

@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "grammar/token_constraint.h"
 #include "model/sampler.h"
 #include "server/metrics.h"
 
@@ -78,6 +80,9 @@ struct GenRequest {
   std::vector<int32_t> stop_ids;  // end generation (not counted as text)
   bool ignore_eos = false;
   int64_t top_logprobs = -1;      // -1: no logprobs; 0: the chosen token's; k: and the top k
+  // Structured output (server/structured.h): a constraint per sequence masks the logits right
+  // before sampling (logprobs then describe the constrained distribution).
+  std::function<std::unique_ptr<grammar::TokenConstraint>()> make_constraint;
 };
 
 struct GenToken {
