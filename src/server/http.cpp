@@ -23,6 +23,7 @@
 #include "server/openai.h"
 #include "server/output_parser.h"
 #include "server/peer.h"
+#include "server/structured.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -253,6 +254,7 @@ struct HttpServer::Impl {
   Metrics& metrics;
   HttpOptions opt;
   MarkerIds markers;
+  StructuredOutputs structured{codec};  // the grammar engine's vocabulary, built on first use
   int64_t created = unix_now();
   HttplibCore svr;
   std::unique_ptr<Listener> listener;
@@ -411,7 +413,8 @@ struct HttpServer::Impl {
     // markers; without them, only the tool list above is narrowed). The forced call comes
     // right after the generation prompt, so reasoning is skipped (`<think></think>`).
     const ToolForcing forcing = tool_forcing(markers, r.tool_choice, r.tool_choice_name, r.messages);
-    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty();
+    // A structured output starts at the first token: no reasoning section before it.
+    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty() && !r.grammar;
     RenderedPrompt prompt;
     try {
       prompt = codec.render_chat(r.messages, tools, thinking);
@@ -428,6 +431,7 @@ struct HttpServer::Impl {
     if (forcing.named) g.stop_ids.push_back(markers.ids[int(Marker::kCallEnd)]);
     g.ignore_eos = r.ignore_eos;
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
+    if (r.grammar) g.make_constraint = structured.factory(r.grammar);
     const int32_t think_id = markers.ids[int(Marker::kThinkBegin)];
     const bool in_reasoning = think_id >= 0 && !g.prompt.empty() && g.prompt.back() == think_id;
     auto run = std::make_shared<ChatRun>(codec, markers, sched.submit(std::move(g)), r, in_reasoning, forcing.prefix);
@@ -521,6 +525,7 @@ struct HttpServer::Impl {
     g.sampling = sampling_of(r);
     g.stop_ids = codec.stop_ids();
     g.ignore_eos = r.ignore_eos;
+    if (r.grammar) g.make_constraint = structured.factory(r.grammar);
     auto run = std::make_shared<TextRun>(codec, sched.submit(std::move(g)), r);
     const std::string id = new_request_id("cmpl-");
     const int64_t created_at = unix_now();
