@@ -243,6 +243,22 @@ TEST(TokenConstraint, StopOnlyWhenCompleteAndSpecialsNever) {
   EXPECT_EQ(allowed(), "0000000000");
 }
 
+TEST(TokenConstraint, TokensLongerThanTheScratchDepth) {
+  // 100- and 300-byte tokens: the trie walk grows its per-level scratch states.
+  std::vector<std::string> bytes = {std::string(100, ' '), std::string(300, ' '), " ", "x", std::string(99, ' ') + "y"};
+  auto vocab = std::make_shared<Vocabulary>(bytes, std::vector<bool>(bytes.size(), false), std::vector<int32_t>{});
+  TokenConstraint tc(compile_regex(" {0,250}x"), vocab);
+  EXPECT_TRUE(tc.is_allowed(0));
+  EXPECT_FALSE(tc.is_allowed(1));  // 300 spaces > 250
+  EXPECT_FALSE(tc.is_allowed(4));
+  ASSERT_TRUE(tc.accept(0));
+  ASSERT_TRUE(tc.accept(2));
+  EXPECT_TRUE(tc.is_allowed(0));  // 101 + 100 <= 250
+  ASSERT_TRUE(tc.accept(0));
+  EXPECT_FALSE(tc.is_allowed(0));  // 201 + 100 > 250
+  EXPECT_TRUE(tc.is_allowed(3));
+}
+
 // Sample with the mask from random logits (temperature 1) until a stop token.
 std::string random_decode(TokenConstraint& tc, const Tokenizer& tok, std::mt19937& rng, int max_steps) {
   std::normal_distribution<float> noise(0.0f, 2.0f);

@@ -73,30 +73,21 @@ size_t TokenConstraint::StateHash::operator()(const Matcher::State& s) const {
 TokenConstraint::TokenConstraint(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab)
     : vocab_(std::move(vocab)), matcher_(std::move(grammar)) {
   state_ = matcher_.initial();
-  size_t max_depth = 0;
-  // Depth of the trie = the longest token; one scratch state per level.
-  std::vector<std::pair<int32_t, size_t>> stack{{0, 0}};
-  while (!stack.empty()) {
-    auto [n, d] = stack.back();
-    stack.pop_back();
-    max_depth = std::max(max_depth, d);
-    const auto& node = vocab_->nodes_[size_t(n)];
-    for (int32_t c = node.child_begin; c < node.child_end; ++c) stack.push_back({c, d + 1});
-  }
-  depth_states_.resize(max_depth + 2);
+  depth_states_.resize(64);  // scratch states, one per trie level; walk() grows it for longer tokens
 }
 
 void TokenConstraint::walk(int32_t node, int depth, std::vector<uint64_t>& bits) {
-  const Matcher::State& cur = depth_states_[size_t(depth)];
-  ByteSet next = matcher_.next_bytes(cur);
+  const size_t d = size_t(depth);
+  if (depth_states_.size() < d + 2) depth_states_.resize(d + 2);
+  ByteSet next = matcher_.next_bytes(depth_states_[d]);
   if (next.none()) return;
   const auto& n = vocab_->nodes_[size_t(node)];
-  Matcher::State& nx = depth_states_[size_t(depth) + 1];
   for (int32_t c = n.child_begin; c < n.child_end; ++c) {
     const auto& child = vocab_->nodes_[size_t(c)];
     if (!next[child.byte]) continue;
-    matcher_.step(cur, child.byte, nx);
-    if (nx.empty()) continue;
+    // Indexed each time: the recursion below may grow depth_states_.
+    matcher_.step(depth_states_[d], child.byte, depth_states_[d + 1]);
+    if (depth_states_[d + 1].empty()) continue;
     for (int32_t t = child.tok_begin; t < child.tok_end; ++t) {
       int32_t id = vocab_->tokens_[size_t(t)];
       bits[size_t(id) >> 6] |= uint64_t(1) << (id & 63);
