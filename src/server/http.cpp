@@ -26,6 +26,7 @@
 #include "server/openai.h"
 #include "server/output_parser.h"
 #include "server/peer.h"
+#include "server/structured.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -324,6 +325,7 @@ struct HttpServer::Impl {
   Metrics& metrics;
   HttpOptions opt;
   MarkerIds markers;
+  StructuredOutputs structured{codec};  // the grammar engine's vocabulary, built on first use
   int64_t created = unix_now();
   HttplibCore svr;
   std::unique_ptr<Listener> listener;
@@ -583,7 +585,8 @@ struct HttpServer::Impl {
     // markers; without them, only the tool list above is narrowed). The forced call comes
     // right after the generation prompt, so reasoning is skipped (`<think></think>`).
     const ToolForcing forcing = tool_forcing(markers, r.tool_choice, r.tool_choice_name, r.messages);
-    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty();
+    // A structured output starts at the first token: no reasoning section before it.
+    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty() && !r.grammar;
     RenderedPrompt prompt;
     try {
       prompt = codec.render_chat(r.messages, tools, thinking);
@@ -598,6 +601,7 @@ struct HttpServer::Impl {
     // A named choice is one call: it ends with its <|tool_call_end|> (finish_reason tool_calls).
     if (forcing.named) g.stop_ids.push_back(markers.ids[int(Marker::kCallEnd)]);
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
+    if (r.grammar) g.make_constraint = structured.factory(r.grammar);
     const int32_t think_id = markers.ids[int(Marker::kThinkBegin)];
     const bool in_reasoning = think_id >= 0 && !g.prompt.empty() && g.prompt.back() == think_id;
     // n choices share the prompt (read once, its cache forked); choice i samples with seed + i.
@@ -737,6 +741,7 @@ struct HttpServer::Impl {
       g.max_tokens = r.max_tokens.value_or(16);
       g.prompt_only = g.max_tokens == 0;
       fill_generation(g, r, codec);
+      if (r.grammar) g.make_constraint = structured.factory(r.grammar);
       g.top_logprobs = r.logprobs.value_or(-1);
       if (r.echo && r.logprobs) g.prompt_logprobs = *r.logprobs;
       const std::vector<int32_t> prompt_ids = r.echo && r.logprobs ? g.prompt : std::vector<int32_t>();

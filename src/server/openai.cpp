@@ -11,6 +11,8 @@
 #include <random>
 #include <set>
 
+#include "server/structured.h"
+
 namespace sickle::server {
 
 using nlohmann::json;
@@ -112,7 +114,8 @@ const std::set<std::string> kCommonFields = {
     "top_k",     "min_p",           "seed",              "stop",             "n",           "user",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "ignore_eos",
     "skip_special_tokens", "metadata", "store", "service_tier", "min_tokens", "stop_token_ids",
-    "include_stop_str_in_output"};
+    "include_stop_str_in_output",
+    "guided_json", "guided_regex", "guided_choice", "structured_outputs"};  // server/structured.h
 
 // min_max_tokens: 1 for chat; 0 for completions (max_tokens 0 = score the prompt only).
 void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
@@ -391,12 +394,7 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
         r.thinking = t->get<bool>();
       }
   }
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) bad_type("response_format", "an object", *it);
-    auto t = it->find("type");
-    if (t == it->end() || !t->is_string() || *t != "text")
-      bad_value("response_format", "only {\"type\": \"text\"} is supported by this server.");
-  }
+  r.grammar = parse_structured(body, /*with_response_format=*/true);
   if (auto it = body.find("reasoning_effort"); it != body.end() && !it->is_null()) {
     if (!it->is_string()) bad_type("reasoning_effort", "a string", *it);
     // Kimi / DeepSeek thinking is on or off, with no effort levels: refused rather than ignored.
@@ -414,6 +412,7 @@ CompletionRequest parse_completion_request(const json& body, const ParseOptions&
   CompletionRequest r;
   check_known(body, known, opt, r.ignored_fields);
   parse_common(body, r, 0);
+  r.grammar = parse_structured(body, /*with_response_format=*/false);
   auto p = body.find("prompt");
   if (p == body.end() || p->is_null()) throw ApiError(400, "Missing required parameter: 'prompt'.", "prompt");
   // A string, a list of token ids, or a batch: a list of strings or a list of token-id lists.

@@ -8,11 +8,16 @@
 
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <variant>
 #include <vector>
+
+namespace sickle::grammar {
+class Grammar;
+}
 
 namespace sickle::server {
 
@@ -61,6 +66,7 @@ struct SamplingFields {
   std::vector<int32_t> stop_token_ids; // vLLM extension
   bool include_stop_str_in_output = false;  // vLLM extension
   bool skip_special_tokens = true;     // vLLM extension
+  std::shared_ptr<const grammar::Grammar> grammar;  // structured output (server/structured.h); null = none
 };
 
 struct ChatRequest : SamplingFields {

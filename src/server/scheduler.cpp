@@ -155,6 +155,7 @@ struct Scheduler::Live {
   uint64_t reserved = 0;
   Sampler sampler;
   LogitsAdjuster adjuster;
+  std::unique_ptr<grammar::TokenConstraint> constraint;  // from req.make_constraint
   Clock::time_point arrival, last_token;
   std::vector<GenToken> prompt_lps;  // GenRequest::prompt_logprobs, gathered while prefilling
   std::vector<std::pair<std::shared_ptr<GenHandle>, uint64_t>> forks;  // choices to start after the prompt
@@ -366,6 +367,7 @@ void Scheduler::admit() {
       if (!s->req.ignore_eos) blocked.insert(blocked.end(), s->req.stop_ids.begin(), s->req.stop_ids.end());
     }
     s->adjuster = LogitsAdjuster(s->req.adjust, s->req.prompt);
+    if (s->req.make_constraint) s->constraint = s->req.make_constraint();
     if (best != cache_.end()) {
       s->seq = std::move(best->seq);
       s->seq->truncate(int64_t(best_len));
@@ -501,13 +503,17 @@ void Scheduler::step() {
 void Scheduler::emit(Live& s, const float* row, Clock::time_point now) {
   const int64_t vocab = engine_.vocab_size();
   int32_t id;
-  if (s.adjuster.active()) {
+  if (s.adjuster.active() || s.constraint) {
+    // Adjustments, then the structured-output mask (server/structured.h), on a copy: logprobs
+    // below describe the model's own distribution (raw row), as vLLM reports them.
     adjusted_.assign(row, row + vocab);
-    s.adjuster.apply(adjusted_.data(), vocab);
+    if (s.adjuster.active()) s.adjuster.apply(adjusted_.data(), vocab);
+    if (s.constraint) s.constraint->mask({adjusted_.data(), size_t(vocab)});
     id = s.sampler.sample(adjusted_.data(), vocab);
   } else {
     id = s.sampler.sample(row, vocab);
   }
+  if (s.constraint) s.constraint->accept(id);
   s.adjuster.on_output(id);
   GenToken t;
   if (s.req.top_logprobs >= 0)
@@ -546,6 +552,7 @@ void Scheduler::spawn_forks(Live& parent, const float* row, Clock::time_point no
     c->arrival = parent.arrival;
     c->sampler = Sampler(c->req.sampling);
     c->adjuster = LogitsAdjuster(c->req.adjust, c->req.prompt);
+    if (c->req.make_constraint) c->constraint = c->req.make_constraint();  // each choice its own state
     c->reserved = each;
     h->n_cached_ = int64_t(parent.req.prompt.size());  // the prompt was read once, for all choices
     if (parent.req.prompt_logprobs >= 0) {

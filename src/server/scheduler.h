@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "grammar/token_constraint.h"
 #include "model/sampler.h"
 #include "server/metrics.h"
 
@@ -90,6 +92,9 @@ struct GenRequest {
   int64_t prompt_logprobs = -1;   // as top_logprobs, for each prompt token after the first (the
                                   // prompt is then read in full, not taken from the prefix cache)
   bool prompt_only = false;       // max_tokens 0: read the prompt, generate nothing (kLength)
+  // Structured output (server/structured.h): a constraint per sequence masks the logits right
+  // before sampling (logprobs then describe the constrained distribution).
+  std::function<std::unique_ptr<grammar::TokenConstraint>()> make_constraint;
 };
 
 struct GenToken {

@@ -1,0 +1,116 @@
+// sickle/server/structured.cpp — request fields to grammars, and per-sequence constraints (see structured.h).
+#include "server/structured.h"
+
+
+#include "base/error.h"
+#include "grammar/json_schema.h"
+#include "grammar/regex_grammar.h"
+#include "server/codec.h"
+#include "server/openai.h"
+
+namespace sickle::server {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad(const std::string& field, const std::string& message) {
+  throw ApiError(400, fmt::format("Invalid '{}': {}", field, message), field, "invalid_request_error",
+                 "invalid_value");
+}
+
+// Compiles with the engine's errors turned into a 400 on `field`.
+template <class F>
+std::shared_ptr<const grammar::Grammar> compile(const std::string& field, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    bad(field, e.what());
+  }
+}
+
+std::shared_ptr<const grammar::Grammar> schema(const std::string& field, const json& s, bool strict) {
+  if (!s.is_object() && !s.is_boolean()) bad(field, "a JSON Schema must be an object.");
+  grammar::SchemaOptions opt;
+  opt.strict = strict;
+  return compile(field, [&] { return grammar::compile_json_schema(s, opt); });
+}
+
+std::shared_ptr<const grammar::Grammar> regex(const std::string& field, const json& p) {
+  if (!p.is_string()) bad(field, "expected a string (a regular expression).");
+  return compile(field, [&] { return grammar::compile_regex(p.get<std::string>()); });
+}
+
+std::shared_ptr<const grammar::Grammar> choice(const std::string& field, const json& c) {
+  if (!c.is_array() || c.empty()) bad(field, "expected a non-empty array of strings.");
+  std::vector<std::string> list;
+  for (const json& v : c) {
+    if (!v.is_string()) bad(field, "expected a non-empty array of strings.");
+    list.push_back(v.get<std::string>());
+  }
+  return grammar::compile_choice(list);
+}
+
+std::shared_ptr<const grammar::Grammar> response_format(const json& rf) {
+  if (!rf.is_object()) bad("response_format", "expected an object.");
+  auto t = rf.find("type");
+  if (t == rf.end() || !t->is_string()) bad("response_format.type", "expected 'text', 'json_object' or 'json_schema'.");
+  if (*t == "text") return nullptr;
+  if (*t == "json_object") return grammar::json_object_grammar();
+  if (*t != "json_schema") bad("response_format.type", "expected 'text', 'json_object' or 'json_schema'.");
+  auto js = rf.find("json_schema");
+  if (js == rf.end() || !js->is_object()) bad("response_format.json_schema", "expected an object with 'name' and 'schema'.");
+  auto name = js->find("name");
+  if (name == js->end() || !name->is_string()) bad("response_format.json_schema.name", "expected a string.");
+  bool strict = false;
+  if (auto s = js->find("strict"); s != js->end() && !s->is_null()) {
+    if (!s->is_boolean()) bad("response_format.json_schema.strict", "expected a boolean.");
+    strict = s->get<bool>();
+  }
+  auto sc = js->find("schema");
+  // OpenAI: a missing schema means any JSON object.
+  if (sc == js->end() || sc->is_null()) return grammar::json_object_grammar();
+  return schema("response_format.json_schema.schema", *sc, strict);
+}
+
+}  // namespace
+
+std::shared_ptr<const grammar::Grammar> parse_structured(const json& body, bool with_response_format) {
+  std::vector<std::string> given;
+  for (const char* k : kStructuredFields)
+    if (auto it = body.find(k); it != body.end() && !it->is_null()) given.push_back(k);
+  if (with_response_format)
+    if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) given.push_back("response_format");
+  if (given.empty()) return nullptr;
+  if (given.size() > 1) bad(given[1], fmt::format("only one of '{}' and '{}' may be given.", given[0], given[1]));
+  const std::string& f = given[0];
+  const json& v = body[f];
+  if (f == "response_format") return response_format(v);
+  if (f == "guided_json") return schema(f, v.is_string() ? json::parse(v.get<std::string>(), nullptr, false) : v, false);
+  if (f == "guided_regex") return regex(f, v);
+  if (f == "guided_choice") return choice(f, v);
+  // structured_outputs: exactly one of json / regex / choice
+  if (!v.is_object() || v.size() != 1) bad(f, "expected an object with one of 'json', 'regex', 'choice'.");
+  const auto& [k, inner] = *v.items().begin();
+  if (k == "json") return schema(f + ".json", inner.is_string() ? json::parse(inner.get<std::string>(), nullptr, false) : inner, false);
+  if (k == "regex") return regex(f + ".regex", inner);
+  if (k == "choice") return choice(f + ".choice", inner);
+  bad(f, fmt::format("'{}' is not supported (expected 'json', 'regex' or 'choice').", k));
+}
+
+std::shared_ptr<const grammar::Vocabulary> StructuredOutputs::vocabulary() {
+  std::call_once(once_, [&] {
+    vocab_ = grammar::Vocabulary::from_lookup(
+        codec_.vocab_size(), [&](int32_t id) { return codec_.is_special(id); },
+        [&](int32_t id) { return codec_.token_text(id); }, codec_.stop_ids());
+  });
+  return vocab_;
+}
+
+std::function<std::unique_ptr<grammar::TokenConstraint>()> StructuredOutputs::factory(
+    std::shared_ptr<const grammar::Grammar> grammar) {
+  return [grammar = std::move(grammar), vocab = vocabulary()] {
+    return std::make_unique<grammar::TokenConstraint>(grammar, vocab);
+  };
+}
+
+}  // namespace sickle::server
