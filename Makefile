@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PKGS := g++ cmake ninja-build pkg-config git \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libcpp-httplib-dev \
-  clang libclang-rt-14-dev librsvg2-bin
+  clang libclang-rt-14-dev librsvg2-bin python3-jinja2
 # Node (for the server tests' official openai client): only when missing, since a machine
 # may already have a newer Node with its own npm.
 NODE_PKGS := $(shell command -v node >/dev/null 2>&1 || echo nodejs; command -v npm >/dev/null 2>&1 || echo npm)
