@@ -16,7 +16,12 @@
 // calls section open; the is_first / is_output_first flags never reset).
 #include "tokenizer/chat.h"
 
+#include <map>
+#include <mutex>
+
 #include "base/error.h"
+#include "base/log.h"
+#include "template/chat_template.h"
 
 namespace sickle {
 
@@ -280,8 +285,72 @@ RenderedPrompt render_chat(ChatFormat format, const json& messages, const json& 
   return render_deepseek(messages, add_generation_prompt, "<｜begin▁of▁sentence｜>");
 }
 
+namespace {
+
+// OpenAI wire forms the templates do not take, as vLLM hands them to a "string"-content
+// template: content as a list of text parts becomes their text (concatenated, as the built-in
+// formats read it), tool-call arguments given as an object become JSON text.
+json normalized_for_template(const json& messages) {
+  json out = messages;
+  for (size_t i = 0; i < out.size(); ++i) {
+    json& m = out[i];
+    if (!m.is_object()) continue;
+    if (m.contains("content") && m["content"].is_array()) m["content"] = content_of(m, i);
+    if (m.contains("tool_calls") && m["tool_calls"].is_array())
+      for (auto& tc : m["tool_calls"])
+        if (tc.is_object() && tc.contains("function") && tc["function"].is_object() &&
+            tc["function"].contains("arguments") && tc["function"]["arguments"].is_object())
+          tc["function"]["arguments"] = py_dumps(tc["function"]["arguments"], false);
+  }
+  return out;
+}
+
+// The checkpoint's own template (template/chat_template.h), parsed once per directory and
+// tool use; null when it has none. Says once (-v) which template from which file is used.
+std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& tokenizer, bool has_tools) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const tmpl::Template>> cache;
+  std::string key = fmt::format("{}|{}|{}", tokenizer.model_dir().string(), static_cast<const void*>(&tokenizer), has_tools);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(tokenizer.config().dump());
+  std::shared_ptr<const tmpl::Template> t;
+  if (auto src = find_chat_template(tokenizer.model_dir(), cfg, has_tools)) {
+    t = std::make_shared<const tmpl::Template>(src->source, src->origin);
+    log_info("chat template: {}", src->origin);
+  } else {
+    log_info("chat template: none in {}; using the built-in {} format", tokenizer.model_dir().string(),
+             chat_format_of(tokenizer) == ChatFormat::kKimi ? "Kimi" : "DeepSeek-V3");
+  }
+  if (cache.size() > 64) cache.clear();
+  cache.emplace(key, t);
+  return t;
+}
+
+}  // namespace
+
 RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
                         bool thinking) {
+  json kwargs = {{"thinking", thinking}, {"enable_thinking", thinking}};
+  return render_chat(tokenizer, messages, tools, add_generation_prompt, thinking, kwargs);
+}
+
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
+                        bool thinking, const json& kwargs) {
+  if (!messages.is_array()) fail("messages: expected a list");
+  if (auto t = checkpoint_template(tokenizer, !tools.is_null())) {
+    ChatRequest req;
+    req.messages = nlohmann::ordered_json::parse(normalized_for_template(messages).dump());
+    req.tools = nlohmann::ordered_json::parse(tools.dump());
+    req.add_generation_prompt = add_generation_prompt;
+    if (kwargs.is_object()) req.kwargs = nlohmann::ordered_json::parse(kwargs.dump());
+    return render_chat_template(*t, nlohmann::ordered_json::parse(tokenizer.config().dump()), req);
+  }
+  return render_builtin_chat(tokenizer, messages, tools, add_generation_prompt, thinking);
+}
+
+RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const json& messages, const json& tools,
+                                   bool add_generation_prompt, bool thinking) {
   if (!messages.is_array()) fail("messages: expected a list");
   const json& cfg = tokenizer.config();
   std::string tmpl = cfg.contains("chat_template") && cfg["chat_template"].is_string()

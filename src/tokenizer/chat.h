@@ -38,6 +38,16 @@ ChatFormat chat_format_of(const Tokenizer& tokenizer);
 // the result keeps special-token strings typed in them as text (prompt.h).
 RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
                            const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+// With the checkpoint's own chat template (chat_template.jinja or tokenizer_config.json
+// chat_template beside the tokenizer, see template/chat_template.h) when it has one, rendered as
+// transformers does with chat_template_kwargs {thinking, enable_thinking} = `thinking`, or
+// `kwargs` (an object: every key is passed). Without one, the built-in format below.
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
+                           const nlohmann::json& tools, bool add_generation_prompt, bool thinking,
+                           const nlohmann::json& kwargs);
+// The built-in format of the tokenizer's family, whatever template the checkpoint has.
+RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
+                                   const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
 RenderedPrompt render_chat(ChatFormat format, const nlohmann::json& messages,
                            const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
 

@@ -118,7 +118,11 @@ TEST(KimiChat, JsonToolsForTemplatesWithoutTypeScript) {
   // (K2.5's tokenizer deep-sorts tools too).
   auto tok = Tokenizer::load(testing::write_tiny_tiktoken("chat_kimi_json", {}, {}, "{{ tools | tojson }}"));
   json tools = json::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])");
+  // render_chat itself renders the checkpoint's template (Python's json.dumps layout)...
   EXPECT_EQ(render_chat(*tok, json::array(), tools, false, true).text(),
+            R"([{"function": {"name": "f", "parameters": {"type": "object"}}, "type": "function"}])");
+  // ...the built-in format follows the template's hints.
+  EXPECT_EQ(render_builtin_chat(*tok, json::array(), tools, false, true).text(),
             R"(<|im_system|>tool_declare<|im_middle|>[{"function":{"name":"f","parameters":{"type":"object"}},"type":"function"}]<|im_end|>)");
   // A schema the TypeScript encoder rejects (enum value of the wrong type) falls back to JSON.
   json bad = json::parse(R"([{"type": "function", "function": {"name": "g", "parameters": {"type": "object",
@@ -201,7 +205,7 @@ TEST(KimiChat, ObjectArgumentsIdsAndDefaultSystem) {
   auto dir = testing::write_tiny_tiktoken("chat_kimi_sys", {}, {},
                                           "...You are Kimi, an AI assistant created by Moonshot AI....");
   auto tok = Tokenizer::load(dir);
-  EXPECT_EQ(render_chat(*tok, json::parse(R"([{"role": "user", "content": "Hi"}])"), nullptr, true, false).text(),
+  EXPECT_EQ(render_builtin_chat(*tok, json::parse(R"([{"role": "user", "content": "Hi"}])"), nullptr, true, false).text(),
             "<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>"
             "<|im_user|>user<|im_middle|>Hi<|im_end|><|im_assistant|>assistant<|im_middle|><think></think>");
 }

@@ -289,6 +289,7 @@ class TokenizerImpl {
   TokenizerKind kind = TokenizerKind::kTiktoken;
   nlohmann::json config = nlohmann::json::object();
   std::string source;  // file name for errors
+  std::filesystem::path dir;  // the directory the files came from (chat_template.jinja lookup)
 
   // id -> raw bytes (ordinary tokens) or content (added tokens); has_token marks gaps.
   std::vector<std::string> id_bytes;
@@ -588,6 +589,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kTiktoken;
   t.source = model_file.string();
+  t.dir = model_file.parent_path();
   if (!config_file.empty()) t.config = read_json(config_file);
 
   std::ifstream in(model_file, std::ios::binary);
@@ -695,6 +697,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kHfByteLevel;
   t.source = tokenizer_json.string();
+  t.dir = tokenizer_json.parent_path();
   if (!config_file.empty()) t.config = read_json(config_file);
   const nlohmann::json j = read_json(tokenizer_json);
   const std::string& src = t.source;
@@ -976,6 +979,7 @@ int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }
 TokenizerKind Tokenizer::kind() const { return impl_->kind; }
 const nlohmann::json& Tokenizer::config() const { return impl_->config; }
+const std::filesystem::path& Tokenizer::model_dir() const { return impl_->dir; }
 
 std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
   std::string repaired;

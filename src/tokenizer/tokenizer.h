@@ -80,6 +80,8 @@ class Tokenizer {
   TokenizerKind kind() const;
   // tokenizer_config.json as read (chat_template, bos_token, ...); empty object if absent.
   const nlohmann::json& config() const;
+  // The directory the tokenizer files were read from (for chat_template.jinja).
+  const std::filesystem::path& model_dir() const;
   // The pre-tokenizer's pieces of ordinary text (no special-token handling): for tests and
   // debugging the regex.
   std::vector<std::string> pre_tokenize(std::string_view text) const;

