@@ -132,7 +132,9 @@ TEST(Config, EveryRequiredFieldMissingIsNamed) {
       std::string msg = error_of(root);
       EXPECT_NE(msg.find("'" + f + "'"), std::string::npos) << msg;
       EXPECT_NE(msg.find("cfg.json"), std::string::npos) << msg;
-      if (nested) EXPECT_NE(msg.find("text_config"), std::string::npos) << msg;
+      if (nested) {
+        EXPECT_NE(msg.find("text_config"), std::string::npos) << msg;
+      }
     }
   }
 }

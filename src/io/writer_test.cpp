@@ -62,8 +62,12 @@ TEST(Writer, RoundTripFromEverySourceKind) {
     ASSERT_EQ(written.size(), 3u);
     for (const auto& wt : written) {
       EXPECT_EQ(wt.file, "model.safetensors");
-      if (wt.name == "a") EXPECT_EQ(wt.checksum, hash64(a.data(), 24));
-      if (wt.name == "gen") EXPECT_EQ(wt.checksum, hash64(gen_expect.data(), 40));
+      if (wt.name == "a") {
+        EXPECT_EQ(wt.checksum, hash64(a.data(), 24));
+      }
+      if (wt.name == "gen") {
+        EXPECT_EQ(wt.checksum, hash64(gen_expect.data(), 40));
+      }
     }
   }
   EXPECT_TRUE(fs::exists(t.path / "out" / "config.json"));

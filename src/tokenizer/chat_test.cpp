@@ -400,7 +400,9 @@ TEST(ChatInjection, OrdinaryConversationsEncodeAsTheFlatString) {
         for (bool thinking : {true, false}) {
           const RenderedPrompt r = render_chat(*tok, msgs, tools, gen, thinking);
           for (const auto& sp : r.spans) {
-            if (sp.is_value) ASSERT_EQ(tok->encode(sp.text, true), tok->encode(sp.text, false)) << "a value spells a special";
+            if (sp.is_value) {
+              ASSERT_EQ(tok->encode(sp.text, true), tok->encode(sp.text, false)) << "a value spells a special";
+            }
           }
           ASSERT_EQ(tok->encode(r), tok->encode(r.text(), true)) << name << ": " << msgs.dump() << " gen=" << gen
                                                                  << " thinking=" << thinking;

@@ -12,7 +12,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startServer, servableModel, getMetrics, metricValue, rssBytes, openaiClient } from './lib.mjs';
+import { startServer, servableModel, getMetrics, metricValue, rssBytes, openaiClient, builtinFormatModel } from './lib.mjs';
 
 const major = Number(process.versions.node.split('.')[0]);
 test('node version satisfies openai@4 (Node >= 18)', () => {
@@ -267,7 +267,7 @@ describe('scripted engine (parsing contract)', () => {
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sickle-script-'));
     fs.writeFileSync(path.join(dir, 'script.json'), JSON.stringify(rules));
-    srv = await startServer(MODEL, ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
+    srv = await startServer(builtinFormatModel(MODEL, dir), ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
       '--api-key', 'sekrit', '--max-model-len', '4096']);
     client = openaiClient({ baseURL: srv.baseURL, apiKey: 'sekrit' });
   });
