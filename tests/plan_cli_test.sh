@@ -64,7 +64,7 @@ grep -q -- "--gpu-memory-utilization" err || fail "unclear error: $(cat err)"
 if "$S" plan nowhere 2> err; then fail "plan of a missing directory"; fi
 grep -q "nowhere" err || fail "error does not name the path: $(cat err)"
 
-# ---- Kimi-K2.5's real dimensions (model-format.md §1, §2b), config.json only ----
+# ---- Kimi-K2.5's real dimensions (docs/formats.md §1, §2b), config.json only ----
 "$S" -q synth --preset tiny-kimi --seed 1 -o tk
 mkdir k25
 python3 - tk/config.json k25/config.json <<'PY'

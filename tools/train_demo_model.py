@@ -328,7 +328,7 @@ def write_tokenizer(out_dir, vocab):
         json.dump(cfg, f, indent=2)
 
 # ----------------------------------------------------------------------------------------
-# Model: Kimi-K2.5 / DeepSeek-V3 text architecture (model-format.md §5)
+# Model: Kimi-K2.5 / DeepSeek-V3 text architecture (docs/formats.md §5)
 # ----------------------------------------------------------------------------------------
 
 
@@ -385,7 +385,7 @@ def yarn_get_mscale(scale, mscale):
 
 
 def yarn_inv_freq(cfg):
-    """model-format.md §5; f32 like HF."""
+    """docs/formats.md §5; f32 like HF."""
     d = cfg["qk_rope_head_dim"]
     base = cfg["rope_theta"]
     rs = cfg["rope_scaling"]

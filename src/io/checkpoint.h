@@ -18,7 +18,7 @@ namespace sickle {
 // Reads and parses a JSON file; errors name the file (and the parse position).
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
-// Tensor names of the DeepSeek-V3 family (model-format.md §2), prefix-aware.
+// Tensor names of the DeepSeek-V3 family (docs/formats.md §2), prefix-aware.
 struct TensorNames {
   std::string prefix;  // "" (DeepSeek-V3, Kimi-K2) or "language_model." (Kimi-K2.5)
   std::string embed() const { return prefix + "model.embed_tokens.weight"; }

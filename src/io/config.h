@@ -1,6 +1,6 @@
 // sickle/io/config.h — the DeepSeek-V3-family config.json, read explicitly.
 //
-// Two shapes (model-format.md §1): flat (DeepseekV3ForCausalLM; model_type deepseek_v3 or
+// Two shapes (docs/formats.md §1): flat (DeepseekV3ForCausalLM; model_type deepseek_v3 or
 // kimi_k2) and nested (KimiK25ForConditionalGeneration; text fields under `text_config`,
 // tensors prefixed `language_model.`). `rope_scaling` or `rope_parameters`;
 // `quantization_config` at top level, inside text_config, or both. Every field the forward

@@ -10,7 +10,7 @@ namespace sickle {
 namespace {
 using json = nlohmann::json;
 
-// Kimi-K2.5's text fields (model-format.md §1).
+// Kimi-K2.5's text fields (docs/formats.md §1).
 json kimi_text() {
   return json::parse(R"({
     "model_type": "kimi_k2", "hidden_size": 7168, "num_hidden_layers": 61, "first_k_dense_replace": 1,

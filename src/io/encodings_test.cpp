@@ -1,4 +1,4 @@
-// Weight encodings against hand-computed values: int4 packing (model-format.md §3 vectors),
+// Weight encodings against hand-computed values: int4 packing (docs/formats.md §3 vectors),
 // fp8 e4m3fn decode/encode, bf16/f16 conversions, and WeightView::dequant_row per encoding.
 #include <gtest/gtest.h>
 

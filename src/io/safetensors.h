@@ -1,6 +1,6 @@
 // sickle/io/safetensors.h — validated, zero-copy reading of one .safetensors file.
 //
-// Format (model-format.md §4): u64 LE header length N, N bytes of JSON, then data.
+// Format (docs/formats.md §4): u64 LE header length N, N bytes of JSON, then data.
 // Every tensor's [begin, end) is relative to byte 8+N. A valid file's tensors, sorted by
 // offset, cover the data exactly (no hole, no overlap), and end-begin = numel * dtype size.
 #pragma once

@@ -1,6 +1,6 @@
 // sickle/io/weights.h — a linear layer's weight in its native encoding, as kernels consume it.
 //
-// Logical shape is [rows = out, cols = in], row-major, y = x W^T (model-format.md §2).
+// Logical shape is [rows = out, cols = in], row-major, y = x W^T (docs/formats.md §2).
 //  - kF32 / kBF16 / kF16: `data` is [rows, cols] of that type.
 //  - kFp8Block: `data` is [rows, cols] fp8 e4m3; `scale_f32` is [ceil(rows/br), ceil(cols/bc)]
 //    (weight_scale_inv); value = fp8 * scale[r/br][c/bc].

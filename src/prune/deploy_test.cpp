@@ -31,7 +31,7 @@ fs::path config_dir(const json& config, const fs::path& dir) {
   return dir;
 }
 
-// Kimi-K2.5 (model-format.md §1): synth's kimi-k2.5-layers config at the real 61 layers and 384
+// Kimi-K2.5 (docs/formats.md §1): synth's kimi-k2.5-layers config at the real 61 layers and 384
 // experts, with the released vision_config (§2b) in place of synth's stand-in.
 json kimi_k25_config() {
   json root = synth_plan(test_util::synth_options("kimi-k2.5-layers", 61)).config;

@@ -1,4 +1,4 @@
-// sickle/prune/rewrite.h — stream a checkpoint to its pruned form (model-format.md §7).
+// sickle/prune/rewrite.h — stream a checkpoint to its pruned form (docs/formats.md §7).
 //
 // Drops every tensor of each dropped expert; renames kept experts' tensors to contiguous new
 // ids in original order (bytes untouched: packed int4, fp8, scales, shapes); slices the rows of

@@ -1,6 +1,6 @@
 // sickle/server/output_parser.h — turning generated tokens into OpenAI message parts while
 // they stream: reasoning (<think>...</think>), content, and Kimi tool calls
-// (model-format.md §6):
+// (docs/formats.md §6):
 //
 //   <|tool_calls_section_begin|> <|tool_call_begin|>functions.NAME:IDX
 //   <|tool_call_argument_begin|>JSON<|tool_call_end|> ... <|tool_calls_section_end|>

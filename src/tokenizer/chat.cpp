@@ -1,6 +1,6 @@
 // sickle/tokenizer/chat.cpp — Kimi and DeepSeek-V3 chat formats (see chat.h).
 //
-// Kimi: written from model-format.md §6 and Moonshot's Kimi-K2-Thinking / K2.5
+// Kimi: written from docs/formats.md §6 and Moonshot's Kimi-K2-Thinking / K2.5
 // chat_template.jinja structure: optional tool_declare turn (K2.5's TypeScript-style
 // `tools_ts_str`, see kimi_tools.cpp, or compact sorted JSON), the default system turn only when
 // the model's own template has one and the conversation starts without a system message,

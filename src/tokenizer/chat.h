@@ -1,7 +1,7 @@
 // sickle/tokenizer/chat.h — chat formats: render OpenAI-style messages to prompt text, and
 // parse generated text back into reasoning / content / tool calls.
 //
-// Kimi (model-format.md §6, Moonshot's chat_template): turns
+// Kimi (docs/formats.md §6, Moonshot's chat_template): turns
 // `<|im_ROLE|>NAME<|im_middle|>CONTENT<|im_end|>`, a `tool_declare` system turn for tools,
 // tool calls in `<|tool_calls_section_begin|>` ... sections, tool results as
 // `## Return of ID\n...`, generation prompt `<|im_assistant|>assistant<|im_middle|>` then

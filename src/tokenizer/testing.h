@@ -2,7 +2,7 @@
 //
 // A tiny tiktoken-format tokenizer written to a temp dir: ranks 0..255 are the single bytes in
 // byte order, then the given merges (rank = 256 + index), then 256 special ids whose names sit
-// at the same offsets from n_ranks as Kimi's do from 163584 (model-format.md §6), so chat
+// at the same offsets from n_ranks as Kimi's do from 163584 (docs/formats.md §6), so chat
 // renders can be checked token by token against Kimi's ids minus 163584.
 #pragma once
 

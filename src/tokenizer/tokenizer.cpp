@@ -684,7 +684,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
   std::string bos = token_field(t.config, "bos_token"), eos = token_field(t.config, "eos_token");
   t.bos = bos.empty() ? tok->token_id("[BOS]") : tok->token_id(bos);
   t.eos = eos.empty() ? tok->token_id("[EOS]") : tok->token_id(eos);
-  // Kimi stops on <|im_end|> and [EOS] (model-format.md §6), plus the configured eos.
+  // Kimi stops on <|im_end|> and [EOS] (docs/formats.md §6), plus the configured eos.
   for (int32_t id : {tok->token_id("<|im_end|>"), tok->token_id("[EOS]"), t.eos})
     if (id >= 0 && std::find(t.stops.begin(), t.stops.end(), id) == t.stops.end()) t.stops.push_back(id);
   return tok;

@@ -6,7 +6,7 @@
 //    (unnamed ones are `<|reserved_token_ID|>`), Kimi's pre-tokenizer regex (Moonshot's
 //    tokenization_kimi.py), tiktoken's merge: repeatedly merge the adjacent pair whose
 //    concatenation has the lowest rank (leftmost on ties); a piece that is itself a token
-//    is emitted directly. See model-format.md §6.
+//    is emitted directly. See docs/formats.md §6.
 //  - HF tokenizer.json byte-level BPE (DeepSeek-V3): added tokens (leftmost-longest match),
 //    pre_tokenizer Sequence of Split(regex) + ByteLevel, BPE merges by merge-list rank,
 //    ByteLevel decoder. The byte<->unicode table of GPT-2 is undone at load time, so the

@@ -49,7 +49,7 @@ export function startServer(modelDir, args = [], { timeoutMs = 300000, quiet = t
   });
 }
 
-// Kimi's named special tokens as offsets from the first special id (model-format.md §6).
+// Kimi's named special tokens as offsets from the first special id (docs/formats.md §6).
 const KIMI_SPECIALS = {
   0: '[BOS]', 1: '[EOS]', 2: '<|im_end|>', 3: '<|im_user|>', 4: '<|im_assistant|>', 10: '<|im_system|>',
   11: '<|tool_calls_section_begin|>', 12: '<|tool_calls_section_end|>', 13: '<|tool_call_begin|>',

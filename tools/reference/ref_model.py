@@ -217,7 +217,7 @@ class Checkpoint:
                 if n in self.where:
                     raise ValueError(f"{model_dir}: tensor {n} in two files")
                 self.where[n] = f
-        # Kimi-K2.5 nests the LM under `language_model.` (model-format.md §2).
+        # Kimi-K2.5 nests the LM under `language_model.` (docs/formats.md §2).
         if any(n.startswith("language_model.model.") for n in self.where):
             self.prefix = "language_model."
         else:
@@ -257,7 +257,7 @@ class Checkpoint:
 
     def linear(self, base):
         """Dequantized weight [out, in] float64 of linear `base` (full name without .weight).
-        The encoding is decided per tensor from which tensors exist (model-format.md §3)."""
+        The encoding is decided per tensor from which tensors exist (docs/formats.md §3)."""
         if self.has(base + ".weight_packed"):
             packed = self.raw(base + ".weight_packed").astype(np.int32).view(np.uint32)  # [out, in/8]
             shape = [int(v) for v in self.raw(base + ".weight_shape").reshape(-1)]

@@ -141,7 +141,7 @@ def naive_attention(m, il, x):
         for t in range(T):
             q_nope = q[t, h, :cfg.qk_nope_head_dim]
             q_pe = rot(q[t, h, cfg.qk_nope_head_dim:], t)
-            # absorbed form (model-format.md §5): score = (q_nope W_UK) . c + q_pe . k_pe
+            # absorbed form (docs/formats.md §5): score = (q_nope W_UK) . c + q_pe . k_pe
             qc = q_nope @ w_uk[h]
             sc = np.array([(qc @ cn[s] + q_pe @ k_rot[s]) * m.sm_scale for s in range(t + 1)])
             p = np.exp(sc - sc.max())
