@@ -177,12 +177,15 @@ bool Value::operator==(const Value& o) const {
 
 std::string Value::to_string(size_t max_items) const {
   switch (type) {
-    case ValueType::kString: return "\"" + (s.size() > 60 ? s.substr(0, 60) + "..." : s) + "\"";
+    case ValueType::kString: return fmt::format("\"{}{}\"", s.substr(0, 60), s.size() > 60 ? "..." : "");
     case ValueType::kBool: return u ? "true" : "false";
     case ValueType::kF32: case ValueType::kF64: return fmt::format("{}", f);
     case ValueType::kArray: {
       std::string r = fmt::format("[{} x {}:", array.size(), value_type_name(array_type));
-      for (size_t k = 0; k < array.size() && k < max_items; ++k) r += " " + array[k].to_string(max_items);
+      for (size_t k = 0; k < array.size() && k < max_items; ++k) {
+        r += ' ';
+        r += array[k].to_string(max_items);
+      }
       if (array.size() > max_items) r += " ...";
       return r + "]";
     }
