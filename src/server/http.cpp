@@ -348,7 +348,9 @@ struct HttpServer::Impl {
               {"GET", "/v1/models", true},
               {"GET", "/v1/models/{id}", true},
               {"POST", "/v1/chat/completions", true},
-              {"POST", "/v1/completions", true}};
+              {"POST", "/v1/completions", true},
+              {"POST", "/tokenize", true},
+              {"POST", "/detokenize", true}};
   }
 
   static bool path_matches(const std::string& tmpl, const std::string& path) {
@@ -566,6 +568,50 @@ struct HttpServer::Impl {
   static void client_gone(httplib::Response& res, Run& run) {
     run.cancel();
     send_error(res, ApiError(499, "Client closed the request.", "", "invalid_request_error", "client_closed_request"));
+  }
+
+  // vLLM's /tokenize: the ids the completions or chat endpoint would feed the model for the
+  // same prompt or conversation (rendered as chat() renders it, before any tool forcing).
+  void tokenize(const std::string& body, httplib::Response& res) {
+    TokenizeRequest r = parse_tokenize_request(parse_body(body), parse_options());
+    check_model(r);
+    std::vector<int32_t> ids;
+    if (r.chat) {
+      const ChatRequest& c = *r.chat;
+      const bool thinking = c.thinking.value_or(opt.default_thinking) && !c.grammar;
+      RenderedPrompt prompt;
+      try {
+        prompt = codec.render_chat(c.messages, c.tool_choice == "none" ? json(nullptr) : c.tools, thinking);
+      } catch (const Error& e) {
+        throw ApiError(400, e.what(), "messages");
+      }
+      ids = codec.encode(prompt);
+    } else {
+      ids = codec.encode(r.prompt);
+    }
+    json out{{"count", ids.size()}, {"max_model_len", sched.options().max_model_len}, {"tokens", ids},
+             {"token_strs", nullptr}};
+    if (r.return_token_strs) {
+      json strs = json::array();
+      for (int32_t id : ids) strs.push_back(codec.token_text(id));
+      out["token_strs"] = std::move(strs);
+    }
+    send_json(res, 200, out);
+  }
+
+  // vLLM's /detokenize: the text of the ids, special tokens included (HF decode's default).
+  void detokenize(const std::string& body, httplib::Response& res) {
+    DetokenizeRequest r = parse_detokenize_request(parse_body(body), parse_options());
+    check_model(r);
+    std::string text;
+    for (int32_t id : r.tokens) {
+      if (id >= codec.vocab_size())
+        throw ApiError(400, fmt::format("Invalid value for 'tokens': token id {} is out of the vocabulary ({} tokens).",
+                                        id, codec.vocab_size()),
+                       "tokens");
+      text += codec.token_text(id);
+    }
+    send_json(res, 200, json{{"prompt", text}});
   }
 
   void chat(const httplib::Request& req, const std::string& body, httplib::Response& res) {
@@ -912,6 +958,12 @@ struct HttpServer::Impl {
     }));
     svr.Post("/v1/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
       completions(q, b, s);
+    }));
+    svr.Post("/tokenize", with_body([this](const httplib::Request&, const std::string& b, httplib::Response& s) {
+      tokenize(b, s);
+    }));
+    svr.Post("/detokenize", with_body([this](const httplib::Request&, const std::string& b, httplib::Response& s) {
+      detokenize(b, s);
     }));
     // Errors httplib produces itself (413 body too large, 404 no route, 400 bad request line)
     // get OpenAI's error body too; responses that already have one are left alone.

@@ -406,6 +406,57 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
   return r;
 }
 
+TokenizeRequest parse_tokenize_request(const json& body, const ParseOptions& opt) {
+  TokenizeRequest r;
+  const bool is_chat = body.contains("messages");
+  if (auto it = body.find("add_special_tokens"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) bad_type("add_special_tokens", "a boolean", *it);
+    if (it->get<bool>())
+      bad_value("add_special_tokens", "this server adds no special tokens around a prompt or a rendered "
+                                      "conversation (the tokens are exactly what it would feed the model); only false "
+                                      "is supported.");
+  }
+  r.return_token_strs = get_bool(body, "return_token_strs", false);
+  if (is_chat) {
+    json chat = body;
+    chat.erase("add_special_tokens");
+    chat.erase("return_token_strs");
+    r.chat = parse_chat_request(chat, opt);
+    r.model = r.chat->model;
+    r.ignored_fields = r.chat->ignored_fields;
+    return r;
+  }
+  check_known(body, {"model", "prompt", "add_special_tokens", "return_token_strs"}, opt, r.ignored_fields);
+  if (auto m = body.find("model"); m != body.end() && !m->is_null()) {
+    if (!m->is_string()) bad_type("model", "a string", *m);
+    r.model = m->get<std::string>();
+  }
+  auto p = body.find("prompt");
+  if (p == body.end() || p->is_null()) throw ApiError(400, "Missing required parameter: 'prompt' (or 'messages').", "prompt");
+  if (!p->is_string()) bad_type("prompt", "a string", *p);
+  r.prompt = p->get<std::string>();
+  return r;
+}
+
+DetokenizeRequest parse_detokenize_request(const json& body, const ParseOptions& opt) {
+  DetokenizeRequest r;
+  check_known(body, {"model", "tokens"}, opt, r.ignored_fields);
+  if (auto m = body.find("model"); m != body.end() && !m->is_null()) {
+    if (!m->is_string()) bad_type("model", "a string", *m);
+    r.model = m->get<std::string>();
+  }
+  auto t = body.find("tokens");
+  if (t == body.end() || t->is_null()) throw ApiError(400, "Missing required parameter: 'tokens'.", "tokens");
+  if (!t->is_array()) bad_type("tokens", "an array of token ids", *t);
+  for (const json& v : *t) {
+    if (!v.is_number_integer()) bad_type("tokens", "an array of token ids", *t);
+    const int64_t id = v.get<int64_t>();
+    if (id < 0 || id > INT32_MAX) bad_value("tokens", fmt::format("token id {} is out of range.", id));
+    r.tokens.push_back(static_cast<int32_t>(id));
+  }
+  return r;
+}
+
 CompletionRequest parse_completion_request(const json& body, const ParseOptions& opt) {
   std::set<std::string> known = kCommonFields;
   for (const char* k : {"prompt", "echo", "logprobs", "suffix", "best_of"}) known.insert(k);

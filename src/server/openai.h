@@ -91,6 +91,23 @@ struct CompletionRequest : SamplingFields {
 // Both throw ApiError (400) naming the offending field.
 ChatRequest parse_chat_request(const nlohmann::json& body, const ParseOptions& options = {});
 CompletionRequest parse_completion_request(const nlohmann::json& body, const ParseOptions& options = {});
+// vLLM's /tokenize: a prompt ({prompt, add_special_tokens}) or a conversation ({messages,
+// tools, add_generation_prompt, chat_template_kwargs, add_special_tokens}, parsed as a chat
+// request), plus return_token_strs. Tokens are exactly what the completions / chat endpoints
+// would feed the model: no BOS is added to a prompt, so add_special_tokens: true is refused for
+// prompts (vLLM's default there), and likewise for conversations (vLLM's default there is false).
+struct TokenizeRequest : SamplingFields {
+  std::optional<ChatRequest> chat;  // the messages form
+  std::string prompt;               // the prompt form
+  bool return_token_strs = false;
+};
+TokenizeRequest parse_tokenize_request(const nlohmann::json& body, const ParseOptions& options = {});
+// vLLM's /detokenize: {model?, tokens: [ids]}; ids are range-checked by the caller (vocabulary).
+struct DetokenizeRequest : SamplingFields {
+  std::vector<int32_t> tokens;
+};
+DetokenizeRequest parse_detokenize_request(const nlohmann::json& body, const ParseOptions& options = {});
+
 // The sampling defaults of a model's generation_config.json as request fields (vLLM's
 // --generation-config auto): temperature, top_p, top_k, min_p, repetition_penalty. Fields of
 // other kinds, and values of the wrong type, are left out.

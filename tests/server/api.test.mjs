@@ -288,6 +288,52 @@ describe('vLLM sampling controls', () => {
       (e) => e.status === 400 && e.param === 'reasoning_effort');
   });
 
+  test('/tokenize and /detokenize (vLLM): the ids the endpoints feed the model, and back', async () => {
+    const post = async (route, body) => {
+      const r = await fetch(srv.url + route, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const prompt = 'The quick brown fox, twice: the quick brown fox.';
+    let t = await post('/tokenize', { model: NAME, prompt });
+    assert.equal(t.status, 200, JSON.stringify(t.body));
+    assert.equal(t.body.count, t.body.tokens.length);
+    assert.equal(t.body.max_model_len, MAX_LEN);
+    assert.equal(t.body.token_strs, null);
+    // The same count the completions endpoint reports for that prompt.
+    const c = await client.completions.create({ model: NAME, prompt, max_tokens: 1, temperature: 0 });
+    assert.equal(c.usage.prompt_tokens, t.body.count);
+    // Round trip, and token_strs concatenate to the text.
+    let d = await post('/detokenize', { tokens: t.body.tokens });
+    assert.equal(d.status, 200);
+    assert.equal(d.body.prompt, prompt);
+    t = await post('/tokenize', { prompt, return_token_strs: true });
+    assert.equal(t.body.token_strs.join(''), prompt);
+    // A conversation: the chat endpoint's prompt_tokens, for thinking on and off.
+    for (const thinking of [true, false]) {
+      const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Where is Paris?' }];
+      const tc = await post('/tokenize', { messages, chat_template_kwargs: { thinking } });
+      assert.equal(tc.status, 200, JSON.stringify(tc.body));
+      const cc = await client.chat.completions.create({ model: NAME, messages, max_tokens: 1, temperature: 0,
+        chat_template_kwargs: { thinking } });
+      assert.equal(cc.usage.prompt_tokens, tc.body.count);
+      // Detokenized, the prompt holds the conversation's text (special tokens kept as text).
+      d = await post('/detokenize', { tokens: tc.body.tokens });
+      assert.ok(d.body.prompt.includes('Where is Paris?') && d.body.prompt.includes('Be brief.'), d.body.prompt);
+    }
+    // Refusals naming the field; GET is 405.
+    for (const [route, body, param] of [['/tokenize', { prompt, add_special_tokens: true }, 'add_special_tokens'],
+      ['/tokenize', { prompt: 42 }, 'prompt'], ['/tokenize', {}, 'prompt'],
+      ['/tokenize', { messages: [{ role: 'bogus', content: 'x' }] }, 'messages'],
+      ['/detokenize', { tokens: [1, 'a'] }, 'tokens'], ['/detokenize', { tokens: [1 << 30] }, 'tokens'],
+      ['/tokenize', { model: 'nope', prompt }, 'model']]) {
+      const r = await post(route, body);
+      assert.ok(r.status === 400 || r.status === 404, `${route} ${JSON.stringify(body)} -> ${r.status}`);
+      assert.ok(String(r.body.error.param).startsWith(param), JSON.stringify(r.body));
+    }
+    assert.equal((await fetch(srv.url + '/tokenize')).status, 405);
+  });
+
   test('405 for a wrong method, 415 for a wrong Content-Type, CORS for --allowed-origins', async () => {
     let r = await fetch(srv.baseURL + '/chat/completions');
     assert.equal(r.status, 405);
