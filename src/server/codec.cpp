@@ -31,8 +31,13 @@ class RealCodec : public TextCodec {
   int64_t vocab_size() const override { return tok_.vocab_size(); }
   std::vector<int32_t> stop_ids() const override { return tok_.stop_ids(); }
   std::unique_ptr<TokenTextStream> new_stream() const override { return std::make_unique<RealStream>(tok_); }
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
-    return sickle::render_chat(tok_, messages, tools, /*add_generation_prompt=*/true, thinking);
+  using TextCodec::render_chat;
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
+                             const nlohmann::json& template_kwargs) const override {
+    nlohmann::json kwargs = template_kwargs.is_object() ? template_kwargs : nlohmann::json::object();
+    kwargs["thinking"] = thinking;
+    kwargs["enable_thinking"] = thinking;
+    return sickle::render_chat(tok_, messages, tools, /*add_generation_prompt=*/true, thinking, kwargs);
   }
 
  private:

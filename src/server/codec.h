@@ -47,9 +47,14 @@ class TextCodec {
   virtual std::vector<int32_t> stop_ids() const = 0;
   virtual std::unique_ptr<TokenTextStream> new_stream() const = 0;
   // Chat messages (normalized OpenAI form) + tools (array or null) -> the prompt with the
-  // generation prompt; `thinking` selects `<think>` or `<think></think>` for Kimi.
-  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools,
-                                     bool thinking) const = 0;
+  // generation prompt, by the checkpoint's chat template when it has one (with the request's
+  // chat_template_kwargs, `thinking` / `enable_thinking` set to `thinking`), else the built-in
+  // format, where `thinking` selects `<think>` or `<think></think>` for Kimi.
+  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
+                                     const nlohmann::json& template_kwargs) const = 0;
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const {
+    return render_chat(messages, tools, thinking, nlohmann::json::object());
+  }
 };
 
 // The real tokenizer + chat format behind the interface. Keeps a reference: `tok` must outlive it.

@@ -581,7 +581,8 @@ struct HttpServer::Impl {
       const bool thinking = c.thinking.value_or(opt.default_thinking) && !c.grammar;
       RenderedPrompt prompt;
       try {
-        prompt = codec.render_chat(c.messages, c.tool_choice == "none" ? json(nullptr) : c.tools, thinking);
+        prompt = codec.render_chat(c.messages, c.tool_choice == "none" ? json(nullptr) : c.tools, thinking,
+                                   c.template_kwargs);
       } catch (const Error& e) {
         throw ApiError(400, e.what(), "messages");
       }
@@ -635,7 +636,7 @@ struct HttpServer::Impl {
     bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty() && !r.grammar;
     RenderedPrompt prompt;
     try {
-      prompt = codec.render_chat(r.messages, tools, thinking);
+      prompt = codec.render_chat(r.messages, tools, thinking, r.template_kwargs);
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "messages");
     }

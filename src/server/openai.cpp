@@ -388,6 +388,7 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
   }
   if (auto it = body.find("chat_template_kwargs"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) bad_type("chat_template_kwargs", "an object", *it);
+    r.template_kwargs = *it;  // every key reaches the template (vLLM); thinking is checked below
     for (const char* k : {"thinking", "enable_thinking"})
       if (auto t = it->find(k); t != it->end() && !t->is_null()) {
         if (!t->is_boolean()) bad_type(std::string("chat_template_kwargs.") + k, "a boolean", *t);

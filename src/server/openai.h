@@ -78,6 +78,7 @@ struct ChatRequest : SamplingFields {
   bool logprobs = false;
   int64_t top_logprobs = 0;            // 0..20
   std::optional<bool> thinking;        // chat_template_kwargs.thinking (or enable_thinking)
+  nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs, every key (vLLM)
 };
 
 struct CompletionRequest : SamplingFields {

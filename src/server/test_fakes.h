@@ -96,7 +96,9 @@ class FakeCodec : public TextCodec {
     }
     return ids;
   }
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const override {
+  using TextCodec::render_chat;
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
+                             const nlohmann::json& /*template_kwargs*/) const override {
     RenderedPrompt p;
     for (auto& m : messages) {
       p.add_template(m["role"].get<std::string>() + ":");

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, servableModel, openaiClient, SICKLE_BIN } from './lib.mjs';
+import { startServer, servableModel, openaiClient, SICKLE_BIN, modelWithTemplate } from './lib.mjs';
 
 const MODEL = servableModel({ cacheDir: process.env.SICKLE_BUILD_DIR || os.tmpdir() });
 const NAME = 'api-model';
@@ -439,5 +439,40 @@ describe('tool-call parsing switches (scripted engine)', () => {
 
   test('--strict-api refuses unknown fields', async () => {
     await assert.rejects(ask({ some_future_field: 1 }), (e) => e.status === 400 && e.param === 'some_future_field');
+  });
+});
+
+describe('the checkpoint\'s chat template with per-request chat_template_kwargs', () => {
+  let srv, dir;
+  // Every key of chat_template_kwargs reaches the template; thinking follows the request too.
+  const TEMPLATE = '{%- for m in messages -%}<|im_user|>{{ m.content }}<|im_end|>{%- endfor -%}' +
+    '[greeting={{ greeting | default("none") }} thinking={{ thinking }}]<|im_assistant|>assistant<|im_middle|>';
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sickle-kwargs-'));
+    srv = await startServer(modelWithTemplate(MODEL, dir, TEMPLATE), ['--served-model-name', NAME]);
+  });
+  after(async () => {
+    assert.equal(await srv.stop(), 0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const render = async (kwargs) => {
+    const post = (route, body) => fetch(srv.url + route, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body) }).then((r) => r.json());
+    const t = await post('/tokenize', { messages: [{ role: 'user', content: 'hi' }], chat_template_kwargs: kwargs });
+    return (await post('/detokenize', { tokens: t.tokens })).prompt;
+  };
+  test('kwargs reach the template; thinking is the request\'s', async () => {
+    assert.match(await render({ greeting: 'Ahoy' }), /\[greeting=Ahoy thinking=(True|False)\]/);
+    assert.match(await render({}), /\[greeting=none /);
+    assert.match(await render({ thinking: false }), /thinking=False\]/);
+    assert.match(await render({ thinking: true, greeting: 'Hi' }), /\[greeting=Hi thinking=True\]/);
+    // The chat endpoint renders the same prompt: equal prompt token counts.
+    const client = openaiClient({ baseURL: srv.baseURL, apiKey: 'none' });
+    const r = await client.chat.completions.create({ model: NAME, messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 1, temperature: 0, chat_template_kwargs: { greeting: 'a much longer greeting than before' } });
+    const t = await fetch(srv.url + '/tokenize', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }],
+        chat_template_kwargs: { greeting: 'a much longer greeting than before' } }) }).then((x) => x.json());
+    assert.equal(r.usage.prompt_tokens, t.count);
   });
 });

@@ -141,21 +141,25 @@ export function metricValue(text, name) {
   return m ? Number(m[1]) : NaN;
 }
 
-// A view of `modelDir` (symlinks) whose tokenizer_config.json has no chat_template, so sickle
-// renders with its built-in Kimi format: the generation prompt then opens `<think>` (thinking)
-// or writes `<think></think>`, as the scripted-engine tests' replies (written from inside the
-// reasoning block) expect. The demo model's own template is a minimal one without reasoning.
-export function builtinFormatModel(modelDir, parent) {
-  const dir = fs.mkdtempSync(path.join(parent, 'builtin-format-'));
+// A view of `modelDir` (symlinks) whose tokenizer_config.json has `template` as its
+// chat_template, or none (template null): sickle then renders with its built-in format.
+export function modelWithTemplate(modelDir, parent, template) {
+  const dir = fs.mkdtempSync(path.join(parent, 'template-view-'));
   for (const f of fs.readdirSync(modelDir)) {
     if (f === 'tokenizer_config.json' || f === 'chat_template.jinja') continue;
     fs.symlinkSync(path.join(modelDir, f), path.join(dir, f));
   }
   const cfgPath = path.join(modelDir, 'tokenizer_config.json');
-  if (fs.existsSync(cfgPath)) {
-    const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
-    delete cfg.chat_template;
-    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
-  }
+  const cfg = fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, 'utf8')) : {};
+  if (template === null) delete cfg.chat_template;
+  else cfg.chat_template = template;
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
   return dir;
+}
+
+// The built-in Kimi format: the generation prompt then opens `<think>` (thinking) or writes
+// `<think></think>`, as the scripted-engine tests' replies (written from inside the reasoning
+// block) expect. The demo model's own template is a minimal one without reasoning.
+export function builtinFormatModel(modelDir, parent) {
+  return modelWithTemplate(modelDir, parent, null);
 }
