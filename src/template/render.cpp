@@ -297,7 +297,8 @@ class Renderer {
         if (!found) f->set(pn, def ? eval(*def, *f) : Value::undefined(fmt::format("'{}' is undefined", pn)));
       }
       for (auto& [k, v] : a.named) {
-        bool is_param = std::any_of(sp->params.begin(), sp->params.end(), [&](const auto& p) { return p.first == k; });
+        const std::string& key = k;  // clang 14 cannot capture a structured binding in a lambda
+        bool is_param = std::any_of(sp->params.begin(), sp->params.end(), [&](const auto& p) { return p.first == key; });
         if (k == "caller") f->set("caller", v);
         else if (!is_param) throw Fault{fmt::format("macro '{}' takes no keyword argument '{}'", name, k)};
       }
