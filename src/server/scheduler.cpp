@@ -105,7 +105,10 @@ GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top
   t.logprob = float(double(row[id]) - lse);
   if (top > 0) {
     int64_t k = std::min<int64_t>(top, vocab);
-    std::vector<int32_t> idx(static_cast<size_t>(vocab));
+    // Called per generated token, and per prompt position for echo + logprobs: the [vocab]
+    // index buffer is the thread's, reused, not allocated each call.
+    thread_local std::vector<int32_t> idx;
+    idx.resize(static_cast<size_t>(vocab));
     std::iota(idx.begin(), idx.end(), 0);
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
                       [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
