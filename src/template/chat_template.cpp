@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "tokenizer/chat.h"
 
 namespace sickle {
@@ -14,14 +15,6 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
 namespace {
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail("{}: cannot read", p.string());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Moonshot's deep_sort_dict: object keys sorted at every level.
 ojson deep_sorted(const ojson& j) {

@@ -6,6 +6,7 @@
 
 #include "apps/cli/command.h"
 #include "base/error.h"
+#include "base/file.h"
 #include "template/chat_template.h"
 
 namespace sickle::cli {
@@ -14,12 +15,9 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 ojson read_json_file(const std::string& path, const char* flag) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{} {}: cannot read", flag, path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+  const std::string text = read_file(path, flag);
   try {
-    return ojson::parse(ss.str());
+    return ojson::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{} {}: not JSON: {}", flag, path, e.what());
   }
@@ -69,11 +67,7 @@ Registrar reg{Command{
         ojson cfg = read_tokenizer_config(a->model_dir);
         ChatTemplateSource src;
         if (!a->template_file.empty()) {
-          std::ifstream f(a->template_file, std::ios::binary);
-          if (!f) fail("--template {}: cannot read", a->template_file);
-          std::stringstream ss;
-          ss << f.rdbuf();
-          src = {ss.str(), a->template_file};
+          src = {read_file(a->template_file, "--template"), a->template_file};
         } else if (auto found = find_chat_template(a->model_dir, cfg, !req.tools.is_null())) {
           src = *found;
         } else {
