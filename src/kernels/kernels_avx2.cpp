@@ -2,12 +2,14 @@
 // called when kernel_table() found the features at run time.
 #include <immintrin.h>
 
+#include <array>
 #include <cmath>
+#include <cstring>
 
 #include "base/numeric.h"
-#include "kernels/dense_loaders.h"
 #include "kernels/dispatch.h"
 #include "kernels/generic.h"
+#include "kernels/simd_dense.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
@@ -96,170 +98,80 @@ void linear_int4_avx2(const WeightView& w, const QuantizedActs& qa, int64_t r0, 
   }
 }
 
-// ---------------------------------------------------------------- dense: f32/bf16/f16/fp8
+// ---------------------------------------------------------------- the width traits
 
-struct LoadF32 {
-  const float* p; int64_t ld;
-  __m256 load(int64_t r, int64_t c) const { return _mm256_loadu_ps(p + r * ld + c); }
-  float at(int64_t r, int64_t c) const { return p[r * ld + c]; }
-};
-struct LoadBF16 {
-  const uint16_t* p; int64_t ld;
-  __m256 load(int64_t r, int64_t c) const {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + r * ld + c)));
+// The dense kernels and f32 helpers live once in kernels/simd_dense.h; this is AVX2's half of
+// them. Partial loads and stores (column tails) go through a zeroed stack buffer: AVX2 has no
+// masked 16- or 8-bit loads.
+struct Avx2 {
+  using F = __m256;
+  using I = __m256i;
+  static constexpr int kW = 8;
+  // 16 ymm registers: 4 x 2 accumulators + 4 weight vectors + 1 activation vector.
+  static constexpr int kMaxTokens = 2;
+
+  static F zero() { return _mm256_setzero_ps(); }
+  static F set1(float v) { return _mm256_set1_ps(v); }
+  static F loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static F loadu(const float* p, int n) {
+    alignas(32) float b[kW] = {};
+    std::memcpy(b, p, size_t(n) * sizeof(float));
+    return _mm256_load_ps(b);
+  }
+  static void storeu(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static void storeu(float* p, F v, int n) {
+    alignas(32) float b[kW];
+    _mm256_store_ps(b, v);
+    std::memcpy(p, b, size_t(n) * sizeof(float));
+  }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm256_fnmadd_ps(a, b, c); }
+  static float reduce_add(F v) { return hsum(v); }
+  static F round_nearest(F v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // 2^n for n in [-128, 128] in two factors, so the exponent field never leaves 1..254.
+  static F scale_pow2(F p, F n) {
+    I ni = _mm256_cvtps_epi32(n);
+    I h = _mm256_srai_epi32(ni, 1);
+    F f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    F f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
+  }
+  static F widen_bf16(const uint16_t* p) {
+    I v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
   }
-  float at(int64_t r, int64_t c) const { return bf16_to_f32(p[r * ld + c]); }
-};
-struct LoadF16 {
-  const uint16_t* p; int64_t ld;
-  __m256 load(int64_t r, int64_t c) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + r * ld + c))); }
-  float at(int64_t r, int64_t c) const { return f16_to_f32(p[r * ld + c]); }
-};
-// fp8 e4m3fn -> f32 by bit placement and * 2^120, 0x7f/0xff -> NaN (see kernels_avx512.cpp);
-// then * scale_inv.
-struct LoadFp8 {
-  const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
-  float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }
-  __m256 load(int64_t r, int64_t c) const {
-    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + r * ld + c)));
-    __m256i low7 = _mm256_and_si256(v, _mm256_set1_epi32(0x7f));
-    __m256i mag = _mm256_slli_epi32(low7, 20);
-    __m256i sgn = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
-    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_or_si256(mag, sgn)), _mm256_set1_ps(0x1p120f));
-    __m256 is_nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(low7, _mm256_set1_epi32(0x7f)));
-    f = _mm256_blendv_ps(f, _mm256_set1_ps(NAN), is_nan);
-    return _mm256_mul_ps(f, _mm256_set1_ps(s(r, c)));
+  static F widen_bf16(const uint16_t* p, int n) { return widen_bf16(padded(p, n).data()); }
+  static F widen_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static F widen_f16(const uint16_t* p, int n) { return widen_f16(padded(p, n).data()); }
+  static I widen_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+  static I widen_u8(const uint8_t* p, int n) { return widen_u8(padded(p, n).data()); }
+  static I iand(I v, int32_t m) { return _mm256_and_si256(v, _mm256_set1_epi32(m)); }
+  template <int k>
+  static I shl(I v) { return _mm256_slli_epi32(v, k); }
+  static I ior(I a, I b) { return _mm256_or_si256(a, b); }
+  static F as_float(I v) { return _mm256_castsi256_ps(v); }
+  static F nan_where_eq(F f, I v, int32_t c) {
+    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(c))));
   }
-  float at(int64_t r, int64_t c) const { return fp8_e4m3_to_f32(p[r * ld + c]) * s(r, c); }
-};
 
-template <class L, int R, int T>
-void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
-  __m256 acc[R][T];
-#pragma GCC unroll 16
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
-  int64_t c = 0;
-  for (; c + 8 <= cols; c += 8) {
-    __m256 wv[R];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) {
-      __m256 xv = _mm256_loadu_ps(x + j * ldx + c);
-#pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
-    }
+  // The first n of kW elements at p, then zeros.
+  template <class E>
+  static std::array<E, kW> padded(const E* p, int n) {
+    std::array<E, kW> b{};
+    std::memcpy(b.data(), p, size_t(n) * sizeof(E));
+    return b;
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) {
-      float s = hsum(acc[i][j]);
-      for (int64_t cc = c; cc < cols; ++cc) s += ld.at(r + i, cc) * x[j * ldx + cc];
-      y[j * ldy + r + i] = s;
-    }
-}
-
-template <class L>
-void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-               int64_t ldy) {
-  using Fn = void (*)(const L&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
-  static constexpr Fn kTiles[4][2] = {{dense_tile<L, 1, 1>, dense_tile<L, 1, 2>},
-                                      {dense_tile<L, 2, 1>, dense_tile<L, 2, 2>},
-                                      {dense_tile<L, 3, 1>, dense_tile<L, 3, 2>},
-                                      {dense_tile<L, 4, 1>, dense_tile<L, 4, 2>}};
-  const int64_t row_chunk = cols <= 2048 ? 64 : 16;
-  for (int64_t rc = r0; rc < r1; rc += row_chunk) {
-    int64_t rc1 = rc + row_chunk < r1 ? rc + row_chunk : r1;
-    for (int64_t t0 = 0; t0 < n; t0 += 2) {
-      int nt = int(n - t0 < 2 ? n - t0 : 2);
-      for (int64_t r = rc; r < rc1; r += 4) {
-        int nr = int(rc1 - r < 4 ? rc1 - r : 4);
-        kTiles[nr - 1][nt - 1](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy);
-      }
-    }
-  }
-}
+};
 
 void linear_dense_avx2(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
                        int64_t ldy) {
-  switch (w.encoding) {
-    case WeightEncoding::kF32:
-      return dense_run(LoadF32{static_cast<const float*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kBF16:
-      return dense_run(LoadBF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kF16:
-      return dense_run(LoadF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kFp8Block: {
-      int shift = fp8_col_shift(w);
-      if (shift < 0) break;
-      LoadFp8 ld{static_cast<const uint8_t*>(w.data), w.cols, w.scale_f32, w.scale_cols, w.block_rows, shift};
-      return dense_run(ld, w.cols, x, ldx, n, r0, r1, y, ldy);
-    }
-    case WeightEncoding::kInt4Group: break;
-  }
-  linear_dense_generic(w, x, ldx, n, r0, r1, y, ldy);
-}
-
-// ---------------------------------------------------------------- f32 helpers
-
-float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-  }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-void axpy_avx2(float a, const float* x, float* y, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
-// exp(x) as Cephes' expf: n = round(x log2 e), r = x - n ln2 (in two parts), a degree-7
-// polynomial in r, times 2^n. Inputs clamped to [-88.38, 88.38] (exp(-88.38) underflows the
-// silu below to -0, which is what the scalar spec gives too).
-inline __m256 exp_avx2(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  // 2^n for n in [-128, 128]: split in two factors so the exponent field never leaves 1..254.
-  __m256i ni = _mm256_cvtps_epi32(n);
-  __m256i h = _mm256_srai_epi32(ni, 1);
-  __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
-  __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
-  return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
-}
-
-void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 g = _mm256_loadu_ps(gate + i);
-    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
-  }
-  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  simd::linear_dense<Avx2>(w, x, ldx, n, r0, r1, y, ldy);
 }
 
 }  // namespace
@@ -269,9 +181,9 @@ constinit const KernelTable kAvx2Kernels = {
     .quantize_acts = quantize_acts_generic,
     .linear_int4 = linear_int4_avx2,
     .linear_dense = linear_dense_avx2,
-    .dot = dot_avx2,
-    .axpy = axpy_avx2,
-    .silu_mul = silu_mul_avx2,
+    .dot = simd::dot<Avx2>,
+    .axpy = simd::axpy<Avx2>,
+    .silu_mul = simd::silu_mul<Avx2>,
     .gemm_nn = gemm_nn_generic,
     .gemm_nt = gemm_nt_generic,
     .gemv_n = gemv_n_generic,

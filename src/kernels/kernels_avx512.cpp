@@ -6,10 +6,10 @@
 #include <type_traits>
 
 #include "base/numeric.h"
-#include "kernels/dense_loaders.h"
 #include "kernels/avx512.h"
 #include "kernels/dispatch.h"
 #include "kernels/generic.h"
+#include "kernels/simd_dense.h"
 #include "runtime/scratch.h"
 
 namespace sickle {
@@ -211,195 +211,81 @@ void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0
   }
 }
 
-// ---------------------------------------------------------------- dense: f32/bf16/f16/fp8
+// ---------------------------------------------------------------- the width traits
 
-struct LoadF32 {
-  const float* p; int64_t ld;
-  __m512 load(int64_t r, int64_t c) const { return _mm512_loadu_ps(p + r * ld + c); }
-  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return _mm512_maskz_loadu_ps(k, p + r * ld + c); }
-};
-struct LoadBF16 {
-  const uint16_t* p; int64_t ld;
-  static __m512 cvt(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-  __m512 load(int64_t r, int64_t c) const { return cvt(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * ld + c))); }
-  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return cvt(_mm256_maskz_loadu_epi16(k, p + r * ld + c)); }
-};
-struct LoadF16 {
-  const uint16_t* p; int64_t ld;
-  __m512 load(int64_t r, int64_t c) const { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * ld + c))); }
-  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p + r * ld + c)); }
-};
-// fp8 e4m3fn -> f32 without a table: put exponent+mantissa at f32 bits 20..26 and the sign at
-// bit 31, then multiply by 2^120 (the bias difference 127 - 7); e = 0 lands on f32 denormals
-// and comes out exactly as mant * 2^-9; 0x7f/0xff (e4m3fn's only NaNs) are patched to NaN as in
-// the spec. Then * the block's scale_inv, as the spec.
-struct LoadFp8 {
-  const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
-  static __m512 cvt(__m128i b8, float s) {
-    __m512i v = _mm512_cvtepu8_epi32(b8);
-    __m512i low7 = _mm512_and_si512(v, _mm512_set1_epi32(0x7f));
-    __m512i mag = _mm512_slli_epi32(low7, 20);
-    __m512i sgn = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
-    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sgn)), _mm512_set1_ps(0x1p120f));
-    f = _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(low7, _mm512_set1_epi32(0x7f)), _mm512_set1_ps(NAN));
-    return _mm512_mul_ps(f, _mm512_set1_ps(s));
-  }
-  float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }
-  __m512 load(int64_t r, int64_t c) const { return cvt(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + r * ld + c)), s(r, c)); }
-  __m512 load(int64_t r, int64_t c, __mmask16 k) const { return cvt(_mm_maskz_loadu_epi8(k, p + r * ld + c), s(r, c)); }
-};
+// The dense kernels and f32 helpers live once in kernels/simd_dense.h; this is AVX-512's half
+// of them. Partial loads and stores (column tails) are masked.
+struct Avx512 {
+  using F = __m512;
+  using I = __m512i;
+  static constexpr int kW = 16;
+  // 32 zmm registers: 4 x 4 accumulators + 4 weight vectors + 1 activation vector.
+  static constexpr int kMaxTokens = 4;
 
-// R weight rows x T tokens, 16 columns per step; x and y already point at the first token.
-template <class L, int R, int T>
-void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
-  __m512 acc[R][T];
-#pragma GCC unroll 16
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
-  int64_t c = 0;
-  for (; c + 16 <= cols; c += 16) {
-    __m512 wv[R];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) {
-      __m512 xv = _mm512_loadu_ps(x + j * ldx + c);
-#pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-    }
+  static __mmask16 first(int n) { return __mmask16((1u << n) - 1); }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static F loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static F loadu(const float* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
+  static void storeu(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static void storeu(float* p, F v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F min(F a, F b) { return _mm512_min_ps(a, b); }
+  static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
+  static float reduce_add(F v) { return _mm512_reduce_add_ps(v); }
+  static F round_nearest(F v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static F scale_pow2(F p, F n) { return _mm512_scalef_ps(p, n); }
+  static F bf16_bits(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static F widen_bf16(const uint16_t* p) { return bf16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F widen_bf16(const uint16_t* p, int n) { return bf16_bits(_mm256_maskz_loadu_epi16(first(n), p)); }
+  static F widen_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F widen_f16(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(n), p)); }
+  static I widen_u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static I widen_u8(const uint8_t* p, int n) { return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(first(n), p)); }
+  static I iand(I v, int32_t m) { return _mm512_and_si512(v, _mm512_set1_epi32(m)); }
+  template <int k>
+  static I shl(I v) { return _mm512_slli_epi32(v, k); }
+  static I ior(I a, I b) { return _mm512_or_si512(a, b); }
+  static F as_float(I v) { return _mm512_castsi512_ps(v); }
+  static F nan_where_eq(F f, I v, int32_t c) {
+    return _mm512_mask_mov_ps(f, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(c)), _mm512_set1_ps(NAN));
   }
-  if (c < cols) {
-    __mmask16 k = __mmask16((1u << (cols - c)) - 1);
-    __m512 wv[R];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c, k);
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) {
-      __m512 xv = _mm512_maskz_loadu_ps(k, x + j * ldx + c);
-#pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) y[j * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
-}
-
-template <class L>
-void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-               int64_t ldy) {
-  using Fn = void (*)(const L&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
-  static constexpr Fn kTiles[4][4] = {
-      {dense_tile<L, 1, 1>, dense_tile<L, 1, 2>, dense_tile<L, 1, 3>, dense_tile<L, 1, 4>},
-      {dense_tile<L, 2, 1>, dense_tile<L, 2, 2>, dense_tile<L, 2, 3>, dense_tile<L, 2, 4>},
-      {dense_tile<L, 3, 1>, dense_tile<L, 3, 2>, dense_tile<L, 3, 3>, dense_tile<L, 3, 4>},
-      {dense_tile<L, 4, 1>, dense_tile<L, 4, 2>, dense_tile<L, 4, 3>, dense_tile<L, 4, 4>}};
-  // Rows in L2-sized chunks, token tiles inside, so each chunk is read from memory once.
-  const int64_t row_chunk = cols <= 2048 ? 64 : 16;
-  for (int64_t rc = r0; rc < r1; rc += row_chunk) {
-    int64_t rc1 = rc + row_chunk < r1 ? rc + row_chunk : r1;
-    for (int64_t t0 = 0; t0 < n; t0 += 4) {
-      int nt = int(n - t0 < 4 ? n - t0 : 4);
-      for (int64_t r = rc; r < rc1; r += 4) {
-        int nr = int(rc1 - r < 4 ? rc1 - r : 4);
-        kTiles[nr - 1][nt - 1](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy);
-      }
-    }
-  }
-}
+};
 
 void linear_dense_avx512(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
                          float* y, int64_t ldy) {
-  switch (w.encoding) {
-    case WeightEncoding::kF32:
-      return dense_run(LoadF32{static_cast<const float*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kBF16:
-      return dense_run(LoadBF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kF16:
-      return dense_run(LoadF16{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kFp8Block: {
-      int shift = fp8_col_shift(w);
-      if (shift < 0) break;
-      LoadFp8 ld{static_cast<const uint8_t*>(w.data), w.cols, w.scale_f32, w.scale_cols, w.block_rows, shift};
-      return dense_run(ld, w.cols, x, ldx, n, r0, r1, y, ldy);
-    }
-    case WeightEncoding::kInt4Group: break;
-  }
-  linear_dense_generic(w, x, ldx, n, r0, r1, y, ldy);
+  simd::linear_dense<Avx512>(w, x, ldx, n, r0, r1, y, ldy);
 }
 
-// ---------------------------------------------------------------- f32 helpers
-
-float dot_avx512(const float* a, const float* b, int64_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-  }
-  for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-  if (i < n) {
-    __mmask16 k = __mmask16((1u << (n - i)) - 1);
-    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s1);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
-void axpy_avx512(float a, const float* x, float* y, int64_t n) {
-  const __m512 va = _mm512_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  if (i < n) {
-    __mmask16 k = __mmask16((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
-  }
-}
-
-// exp(x) as Cephes' expf: n = round(x log2 e), r = x - n ln2 (in two parts), a degree-7
-// polynomial in r, times 2^n. Inputs clamped to [-88.38, 88.38] (exp(-88.38) underflows the
-// silu below to -0, which is what the scalar spec gives too).
-inline __m512 exp_avx512(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-88.3762626647949f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
+float dot_avx512(const float* a, const float* b, int64_t n) { return simd::dot<Avx512>(a, b, n); }
+void axpy_avx512(float a, const float* x, float* y, int64_t n) { simd::axpy<Avx512>(a, x, y, n); }
+inline __m512 exp_avx512(__m512 x) { return simd::exp<Avx512>(x); }
 void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  int64_t i = 0;
-  auto one_vec = [&](__m512 g, __m512 u) {
-    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g)))), u);
-  };
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, one_vec(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
-  if (i < n) {
-    __mmask16 k = __mmask16((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(out + i, k, one_vec(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
-  }
+  simd::silu_mul<Avx512>(gate, up, n, out);
 }
 
 // C = A B: 4 rows x 4 vectors (64 columns) of accumulators; each k step broadcasts 4 A values
 // against 4 B vectors (16 FMAs per 8 loads). Column tails use masked vectors, row tails R < 4.
 // B is f32 or bf16 (widened in registers): Elem picks the row loader.
 template <class Elem>
-using RowLoader = std::conditional_t<std::is_same_v<Elem, float>, LoadF32, LoadBF16>;
+inline __m512 row_load(const Elem* p) {
+  if constexpr (std::is_same_v<Elem, float>) return Avx512::loadu(p);
+  else return Avx512::widen_bf16(p);
+}
+template <class Elem>
+inline __m512 row_load(const Elem* p, __mmask16 k) {
+  if constexpr (std::is_same_v<Elem, float>) return _mm512_maskz_loadu_ps(k, p);
+  else return Avx512::bf16_bits(_mm256_maskz_loadu_epi16(k, p));
+}
 
 template <int R, int V, class Elem>
 inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t k,
                       __mmask16 last) {
-  const RowLoader<Elem> ld{b, ldb};
   __m512 acc[R][V];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
@@ -408,7 +294,7 @@ inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
   for (int64_t p = 0; p < k; ++p) {
     __m512 bv[V];
 #pragma GCC unroll 16
-    for (int v = 0; v < V; ++v) bv[v] = v == V - 1 ? ld.load(p, 16 * v, last) : ld.load(p, 16 * v);
+    for (int v = 0; v < V; ++v) bv[v] = v == V - 1 ? row_load(b + p * ldb + 16 * v, last) : row_load(b + p * ldb + 16 * v);
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + p]);
