@@ -161,13 +161,13 @@ const Registrar reg{Command{
                      "CORS: browser origins allowed to call the API, e.g. https://app.example.com, or '*' for any "
                      "(default: none, no CORS headers)")
           ->expected(1, 64)->delimiter(',');
-      sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step, 1..4096")
+      sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")
           ->check(CLI::Range(int64_t(1), int64_t(4096)))->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
           ->capture_default_str();
       add_allow_long_context(sub, a->allow_long_context);
       sub.add_option("--prefill-chunk", a->prefill_chunk,
-                     "Prompt tokens per step, over all sequences (chunked prefill), 1..1048576")
+                     "Prompt tokens per step, over all sequences (chunked prefill)")
           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
       sub.add_option("--kv-cache-mb", a->kv_cache_mb,
                      "KV cache budget in MiB (0 = max-num-seqs sequences of max-model-len)")->capture_default_str();
