@@ -224,6 +224,34 @@ TEST(OutputParser, BrokenTagBeforeAMarkerNeverJoinsIntoMarkerText) {
   EXPECT_EQ(run_text({"a < b"}, false).content, "a < b");
 }
 
+TEST(OutputParser, ChunkingNeverChangesTheResult) {
+  // Random texts of marker pieces, broken tags and plain text: any chunking gives the same
+  // content, reasoning and calls as the whole text, and no marker text reaches content.
+  const std::vector<std::string> pieces = {"<", "<think>", "</think>", "<thi", "nk>", ">", " hi", "</", "<|",
+                                           "<|tool_call_begin|>", "<|tool_c", "all_end|>", "x", "functions.f:0",
+                                           "<|tool_call_argument_begin|>", "{}", "<|tool_call_end|>",
+                                           "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"};
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 400; ++trial) {
+    std::string text;
+    const int n = 1 + int(rng() % 12);
+    for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
+    const bool in_reasoning = rng() % 2;
+    const Collected whole = run_text({text}, in_reasoning);
+    for (const char* m : {"<think>", "</think>", "<|tool_call_begin|>", "<|tool_call_end|>"})
+      EXPECT_EQ(whole.content.find(m), std::string::npos) << text;
+    for (size_t chunk = 1; chunk <= 7; ++chunk) {
+      std::vector<std::string> parts;
+      for (size_t i = 0; i < text.size(); i += chunk) parts.push_back(text.substr(i, chunk));
+      const Collected c = run_text(parts, in_reasoning);
+      EXPECT_EQ(c.content, whole.content) << text << " / " << chunk;
+      EXPECT_EQ(c.reasoning, whole.reasoning) << text << " / " << chunk;
+      ASSERT_EQ(c.calls.size(), whole.calls.size()) << text << " / " << chunk;
+      for (size_t k = 0; k < c.calls.size(); ++k) EXPECT_EQ(c.calls[k].arguments, whole.calls[k].arguments) << text;
+    }
+  }
+}
+
 TEST(OutputParser, PromptTailOpensReasoning) {
   FakeCodec codec;
   const MarkerIds m = MarkerIds::from(codec);
