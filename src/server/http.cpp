@@ -684,7 +684,8 @@ struct HttpServer::Impl {
     fill_generation(g, r, codec);
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
     if (r.grammar || tool_grammar) g.make_constraint = structured.factory(r.grammar ? r.grammar : tool_grammar);
-    const bool in_reasoning = prompt_opens_reasoning(codec, markers, g.prompt);
+    // A structured output is the reply itself, even after a prompt that opened <think>.
+    const bool in_reasoning = !r.grammar && prompt_opens_reasoning(codec, markers, g.prompt);
     // n choices share the prompt (read once, its cache forked); choice i samples with seed + i.
     std::vector<std::shared_ptr<ChatRun>> runs;
     for (auto& h : sched.submit_n(std::move(g), choice_seeds(g.sampling.seed, r.n)))

@@ -605,6 +605,13 @@ describe('--chat-template FILE ending in "<think>\\n" (scripted engine)', () => 
     assert.equal(r.choices.length, 1);
   });
 
+  test('a structured output is content even after a prompt that opened <think>', async () => {
+    const r = await client.chat.completions.create({ model: NAME, messages, max_tokens: 24, seed: 1,
+      response_format: { type: 'json_object' } });
+    assert.equal(r.choices[0].message.reasoning_content, undefined);
+    assert.ok(r.choices[0].message.content.startsWith('{'), r.choices[0].message.content);
+  });
+
   test('reasoning_content and content split at </think> (non-streaming and streaming)', async () => {
     const r = await client.chat.completions.create({ model: NAME, messages });
     assert.equal(r.choices[0].message.reasoning_content, 'Simple geography question.');
