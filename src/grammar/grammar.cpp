@@ -25,14 +25,22 @@ void Grammar::add_alternative(int32_t rule, Sequence seq) {
   rules_[size_t(rule)].alts.push_back(std::move(seq));
 }
 
-Element Grammar::bytes(const ByteSet& set) {
-  std::string key = set.to_string();
+Element Grammar::terminal(std::string key, const ByteSet& set, int32_t token) {
   auto it = terminal_index_.find(key);
   if (it != terminal_index_.end()) return Element{it->second, -1};
   terminals_.push_back(set);
+  terminal_token_.push_back(token);
   int32_t id = int32_t(terminals_.size() - 1);
   terminal_index_.emplace(std::move(key), id);
   return Element{id, -1};
+}
+
+Element Grammar::bytes(const ByteSet& set) { return terminal(set.to_string(), set, -1); }
+
+Element Grammar::special_token(int32_t token) {
+  SICKLE_CHECK(token >= 0, "special token id {}", token);
+  // No byte takes it; the key is never a ByteSet string (those are 0s and 1s).
+  return terminal(fmt::format("#{}", token), ByteSet(), token);
 }
 
 Element Grammar::byte(uint8_t b) {
@@ -143,8 +151,9 @@ std::string Grammar::dump() const {
     for (size_t a = 0; a < rules_[r].alts.size(); ++a) {
       out += a ? " |" : "";
       for (const Element& e : rules_[r].alts[a])
-        out += e.terminal >= 0 ? fmt::format(" {}", describe(terminals_[size_t(e.terminal)]))
-                               : fmt::format(" {}{}", rules_[size_t(e.rule)].name, e.rule);
+        out += e.terminal < 0 ? fmt::format(" {}{}", rules_[size_t(e.rule)].name, e.rule)
+               : terminal_token_[size_t(e.terminal)] >= 0 ? fmt::format(" <token {}>", terminal_token_[size_t(e.terminal)])
+                                                          : fmt::format(" {}", describe(terminals_[size_t(e.terminal)]));
       if (rules_[r].alts[a].empty()) out += " \"\"";
     }
     out += int32_t(r) == root_ ? "   (root)\n" : "\n";
@@ -170,6 +179,7 @@ Matcher::Matcher(std::shared_ptr<const Grammar> grammar) : grammar_(std::move(gr
   const Grammar& g = *grammar_;
   SICKLE_CHECK(g.root_ >= 0, "grammar has no root rule");
   terminals_ = g.terminals_;
+  terminal_token_ = g.terminal_token_;
   alt_starts_.resize(g.rules_.size());
   for (size_t r = 0; r < g.rules_.size(); ++r)
     for (const Sequence& alt : g.rules_[r].alts) {
@@ -240,12 +250,13 @@ Matcher::State Matcher::initial() {
   return s;
 }
 
-void Matcher::step(const State& from, uint8_t b, State& to) {
+template <class Takes>
+void Matcher::advance(const State& from, Takes takes, State& to) {
   to.clear();
   for (int32_t id : from) {
     if (id == 0) continue;
     Node n = nodes_[size_t(id)];
-    if (!terminals_[size_t(flat_[size_t(n.pos)])][b]) continue;
+    if (!takes(flat_[size_t(n.pos)])) continue;
     const auto& c = closure(intern(n.pos + 1, n.parent));
     to.insert(to.end(), c.begin(), c.end());
   }
@@ -255,11 +266,25 @@ void Matcher::step(const State& from, uint8_t b, State& to) {
   }
 }
 
+void Matcher::step(const State& from, uint8_t b, State& to) {
+  advance(from, [&](int32_t t) { return terminals_[size_t(t)][b]; }, to);
+}
+
+void Matcher::step_token(const State& from, int32_t token, State& to) {
+  advance(from, [&](int32_t t) { return terminal_token_[size_t(t)] == token; }, to);
+}
+
 ByteSet Matcher::next_bytes(const State& s) const {
   ByteSet out;
   for (int32_t id : s)
     if (id != 0) out |= terminals_[size_t(flat_[size_t(nodes_[size_t(id)].pos)])];
   return out;
+}
+
+void Matcher::next_tokens(const State& s, std::vector<int32_t>& out) const {
+  for (int32_t id : s)
+    if (id != 0)
+      if (int32_t tok = terminal_token_[size_t(flat_[size_t(nodes_[size_t(id)].pos)])]; tok >= 0) out.push_back(tok);
 }
 
 }  // namespace sickle::grammar

@@ -26,7 +26,10 @@ namespace sickle::grammar {
 
 using ByteSet = std::bitset<256>;
 
-// One element of an alternative: a byte class (terminal >= 0) or a rule (rule >= 0).
+// One element of an alternative: a terminal (terminal >= 0) or a rule (rule >= 0). A terminal
+// is a byte class (one byte out of a 256-bit set) or a special token matched by its id
+// (special_token(): tokens such as Kimi's <|tool_call_begin|> are not byte sequences of the
+// vocabulary; the matcher steps over them with step_token, never with bytes).
 struct Element {
   int32_t terminal = -1;
   int32_t rule = -1;
@@ -40,6 +43,7 @@ class Grammar {
   void add_alternative(int32_t rule, Sequence seq);
   Element bytes(const ByteSet& set);  // one byte out of `set` (interned)
   Element byte(uint8_t b);
+  Element special_token(int32_t id);  // exactly the special token `id` (interned)
   Element byte_range(uint8_t lo, uint8_t hi);
   static Element ref(int32_t rule) { return Element{-1, rule}; }
   static Sequence literal_seq(std::string_view text, Grammar& g);
@@ -66,13 +70,15 @@ class Grammar {
 
  private:
   friend class Matcher;
+  Element terminal(std::string key, const ByteSet& set, int32_t token);
   struct Rule {
     std::string name;
     std::vector<Sequence> alts;
   };
   std::vector<Rule> rules_;
-  std::vector<ByteSet> terminals_;
-  std::unordered_map<std::string, int32_t> terminal_index_;  // ByteSet::to_string -> id
+  std::vector<ByteSet> terminals_;      // empty for a special token
+  std::vector<int32_t> terminal_token_;  // the special token's id, -1 for a byte class
+  std::unordered_map<std::string, int32_t> terminal_index_;  // ByteSet::to_string or "#id" -> id
   int32_t root_ = -1;
   int32_t utf8_rule_ = -1;
   int64_t n_elements_ = 0;
@@ -88,8 +94,12 @@ class Matcher {
   State initial();
   // State after one more byte ({} if the byte is not allowed).
   void step(const State& from, uint8_t b, State& to);
+  // State after one special token ({} if no stack of `from` takes it).
+  void step_token(const State& from, int32_t token, State& to);
   // Union of the bytes any stack of `s` may take next.
   ByteSet next_bytes(const State& s) const;
+  // The special tokens any stack of `s` may take next (appended to `out`, may repeat).
+  void next_tokens(const State& s, std::vector<int32_t>& out) const;
   static bool is_complete(const State& s) { return !s.empty() && s.front() == 0; }
   int64_t n_stack_nodes() const { return int64_t(nodes_.size()); }
   const Grammar& grammar() const { return *grammar_; }
@@ -104,6 +114,9 @@ class Matcher {
   int32_t intern(int32_t pos, int32_t parent);
   const std::vector<int32_t>& closure(int32_t id);
   void expand(int32_t id, std::vector<int32_t>& out, std::vector<int32_t>& visiting);
+  // The stacks of `from` whose top terminal takes the input (`takes(terminal)`), advanced.
+  template <class Takes>
+  void advance(const State& from, Takes takes, State& to);
 
   std::shared_ptr<const Grammar> grammar_;
   // Every alternative of every rule, flattened: an element code per position, kEnd after each
@@ -111,6 +124,7 @@ class Matcher {
   std::vector<int32_t> flat_;
   std::vector<std::vector<int32_t>> alt_starts_;  // per rule
   std::vector<ByteSet> terminals_;
+  std::vector<int32_t> terminal_token_;
   std::vector<Node> nodes_;                       // id -> node; nodes_[0] = empty stack
   std::unordered_map<uint64_t, int32_t> index_;   // (pos, parent) -> id
   std::vector<std::vector<int32_t>> closure_;     // id -> stacks with a terminal on top (or 0)

@@ -212,6 +212,13 @@ TEST(TokenConstraint, MaskEqualsBruteForceOnDemoVocabulary) {
   EXPECT_GT(n_multi_symbol, 0);
 }
 
+// The tokens allowed now, as a string of 0/1 by id.
+std::string allowed_bits(TokenConstraint& tc) {
+  std::string s;
+  for (int32_t id = 0; id < int32_t(tc.vocab().size()); ++id) s += tc.is_allowed(id) ? '1' : '0';
+  return s;
+}
+
 TEST(TokenConstraint, StopOnlyWhenCompleteAndSpecialsNever) {
   // A synthetic vocabulary: tokens that span several grammar symbols and one special.
   std::vector<std::string> bytes = {"{\"", "a", "\":", "1", "}", "1}", "\"", "<|x|>", "", "{"};
@@ -219,11 +226,7 @@ TEST(TokenConstraint, StopOnlyWhenCompleteAndSpecialsNever) {
   auto vocab = std::make_shared<Vocabulary>(bytes, special, std::vector<int32_t>{8});
   auto g = compile_json_schema(json::parse(R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})"));
   TokenConstraint tc(g, vocab);
-  auto allowed = [&] {
-    std::string s;
-    for (int32_t id = 0; id < int32_t(bytes.size()); ++id) s += tc.is_allowed(id) ? '1' : '0';
-    return s;
-  };
+  auto allowed = [&] { return allowed_bits(tc); };
   EXPECT_EQ(allowed(), "1000000001");
   EXPECT_FALSE(tc.accept(8));  // stop before the document is complete
   EXPECT_FALSE(tc.accept(7));
@@ -241,6 +244,37 @@ TEST(TokenConstraint, StopOnlyWhenCompleteAndSpecialsNever) {
   ASSERT_TRUE(tc.accept(8));
   EXPECT_TRUE(tc.finished());
   EXPECT_EQ(allowed(), "0000000000");
+}
+
+TEST(TokenConstraint, SpecialTokensWhereTheGrammarNamesThem) {
+  // Specials 3 and 4 have texts that are also byte sequences of ordinary tokens: the grammar
+  // names special 3 by id, so only the id matches there, never the text.
+  std::vector<std::string> bytes = {"a", "<|s|>", "b", "<|s|>", "<|t|>", ""};
+  std::vector<bool> special = {false, false, false, true, true, true};
+  auto vocab = std::make_shared<Vocabulary>(bytes, special, std::vector<int32_t>{5});
+  auto g = std::make_shared<Grammar>();
+  int32_t r = g->new_rule("root");
+  g->add_alternative(r, {g->byte('a'), g->special_token(3), g->optional({g->byte('b')})});
+  g->set_root(r);
+  EXPECT_NE(g->dump().find("<token 3>"), std::string::npos) << g->dump();
+  EXPECT_FALSE(g->accepts("a<|s|>b"));  // text never matches a special-token element
+  TokenConstraint tc(g, vocab);
+  auto allowed = [&] { return allowed_bits(tc); };
+  EXPECT_EQ(allowed(), "100000");
+  ASSERT_TRUE(tc.accept(0));
+  EXPECT_EQ(allowed(), "000100");  // the special by id; not its text (1), not another special
+  EXPECT_FALSE(tc.accept(1));
+  EXPECT_FALSE(tc.accept(4));
+  std::vector<float> logits(6, 0.0f);
+  tc.mask(logits);
+  for (size_t i = 0; i < logits.size(); ++i) EXPECT_EQ(std::isinf(logits[i]), i != 3) << i;
+  ASSERT_TRUE(tc.accept(3));
+  EXPECT_TRUE(tc.complete());
+  EXPECT_EQ(allowed(), "001001");  // b, or the stop token
+  EXPECT_FALSE(tc.accept(3));      // once only
+  ASSERT_TRUE(tc.accept(2));
+  ASSERT_TRUE(tc.accept(5));
+  EXPECT_TRUE(tc.finished());
 }
 
 TEST(TokenConstraint, TokensLongerThanTheScratchDepth) {

@@ -431,23 +431,30 @@ class SchemaCompiler {
 
 }  // namespace
 
-std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema, const SchemaOptions& options) {
-  auto g = std::make_shared<Grammar>();
-  SchemaCompiler c(schema, options, *g);
-  Element root = c.compile(schema, "", 0);
+Element add_json_schema(Grammar& g, const nlohmann::json& schema, const SchemaOptions& options) {
+  SchemaCompiler c(schema, options, g);
+  return c.compile(schema, "", 0);
+}
+
+Element add_json_object(Grammar& g) { return JsonSyntax(g).any_object(); }
+
+namespace {
+std::shared_ptr<const Grammar> rooted(const std::shared_ptr<Grammar>& g, Element root) {
   int32_t r = g->new_rule("root");
   g->add_alternative(r, {root});
   g->set_root(r);
   return g;
 }
+}  // namespace
+
+std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema, const SchemaOptions& options) {
+  auto g = std::make_shared<Grammar>();
+  return rooted(g, add_json_schema(*g, schema, options));
+}
 
 std::shared_ptr<const Grammar> json_object_grammar() {
   auto g = std::make_shared<Grammar>();
-  JsonSyntax syn(*g);
-  int32_t r = g->new_rule("root");
-  g->add_alternative(r, {syn.any_object()});
-  g->set_root(r);
-  return g;
+  return rooted(g, add_json_object(*g));
 }
 
 }  // namespace sickle::grammar

@@ -48,5 +48,9 @@ struct SchemaOptions {
 std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema, const SchemaOptions& options = {});
 // Any JSON object (response_format json_object).
 std::shared_ptr<const Grammar> json_object_grammar();
+// The same two as an element of a grammar being built (a tool-call grammar embeds one
+// schema per tool); the shared JSON rules are made once per call.
+Element add_json_schema(Grammar& g, const nlohmann::json& schema, const SchemaOptions& options = {});
+Element add_json_object(Grammar& g);
 
 }  // namespace sickle::grammar

@@ -12,7 +12,7 @@ namespace sickle::grammar {
 
 Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, const std::vector<bool>& special,
                        std::vector<int32_t> stop_ids)
-    : n_tokens_(int64_t(token_bytes.size())), bytes_(token_bytes), stop_ids_(std::move(stop_ids)) {
+    : n_tokens_(int64_t(token_bytes.size())), bytes_(token_bytes), special_(special), stop_ids_(std::move(stop_ids)) {
   SICKLE_CHECK(special.size() == token_bytes.size(), "{} flags for {} tokens", special.size(), token_bytes.size());
   std::vector<int32_t> order;
   for (size_t id = 0; id < token_bytes.size(); ++id)
@@ -101,6 +101,11 @@ void TokenConstraint::compute(std::vector<uint64_t>& bits) {
   if (finished_) return;
   depth_states_[0] = state_;
   walk(0, 0, bits);
+  // Special tokens the grammar names (Grammar::special_token) are not in the trie.
+  specials_.clear();
+  matcher_.next_tokens(state_, specials_);
+  for (int32_t id : specials_)
+    if (id < vocab_->size()) bits[size_t(id) >> 6] |= uint64_t(1) << (id & 63);
   if (complete())
     for (int32_t id : vocab_->stop_ids())
       if (id >= 0 && id < vocab_->size()) bits[size_t(id) >> 6] |= uint64_t(1) << (id & 63);
@@ -159,6 +164,13 @@ bool TokenConstraint::accept(int32_t id) {
   const std::string& bytes = vocab_->bytes_[size_t(id)];
   Matcher::State next;
   Matcher::State cur = state_;
+  if (vocab_->special_[size_t(id)]) {  // allowed, so the grammar names it: no bytes to read
+    matcher_.step_token(cur, id, next);
+    if (next.empty()) return false;
+    state_ = std::move(next);
+    current_ = nullptr;
+    return true;
+  }
   for (char c : bytes) {
     matcher_.step(cur, uint8_t(c), next);
     if (next.empty()) return false;

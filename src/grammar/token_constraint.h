@@ -2,8 +2,9 @@
 // tokens whose bytes keep the output inside the grammar.
 //
 // Vocabulary: the tokenizer's ordinary tokens as byte strings in a trie (built once per
-// tokenizer, shared). Special tokens are never allowed inside the grammar; the stop tokens
-// (EOS, <|im_end|>) only once the grammar has matched a complete sentence.
+// tokenizer, shared). A special token is allowed only where the grammar names it by id
+// (Grammar::special_token: Kimi's tool-call markers); the stop tokens (EOS, <|im_end|>) only
+// once the grammar has matched a complete sentence.
 //
 // Mask computation (llama.cpp's stack matching + xgrammar's idea of caching per state):
 // walk the trie depth-first carrying the matcher state, pruning a subtree as soon as its
@@ -54,6 +55,7 @@ class Vocabulary {
   };
   int64_t n_tokens_;
   std::vector<std::string> bytes_;  // id -> bytes ("" for special tokens)
+  std::vector<bool> special_;       // id -> special (matched only by Grammar::special_token)
   std::vector<Node> nodes_;  // nodes_[0] = root (empty prefix)
   std::vector<int32_t> tokens_;
   std::vector<int32_t> stop_ids_;
@@ -90,6 +92,7 @@ class TokenConstraint {
   Matcher::State state_;
   bool finished_ = false;
   std::vector<std::vector<int32_t>> depth_states_;  // scratch, one per trie depth
+  std::vector<int32_t> specials_;                   // scratch: special tokens allowed next
   struct StateHash {
     size_t operator()(const Matcher::State& s) const;
   };

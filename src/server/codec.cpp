@@ -32,12 +32,12 @@ class RealCodec : public TextCodec {
   std::vector<int32_t> stop_ids() const override { return tok_.stop_ids(); }
   std::unique_ptr<TokenTextStream> new_stream() const override { return std::make_unique<RealStream>(tok_); }
   using TextCodec::render_chat;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
-                             const nlohmann::json& template_kwargs) const override {
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
+                             const nlohmann::json& template_kwargs, bool add_generation_prompt) const override {
     nlohmann::json kwargs = template_kwargs.is_object() ? template_kwargs : nlohmann::json::object();
     kwargs["thinking"] = thinking;
     kwargs["enable_thinking"] = thinking;
-    return sickle::render_chat(tok_, messages, tools, /*add_generation_prompt=*/true, thinking, kwargs);
+    return sickle::render_chat(tok_, messages, tools, add_generation_prompt, thinking, kwargs);
   }
 
  private:

@@ -49,11 +49,13 @@ class TextCodec {
   // Chat messages (normalized OpenAI form) + tools (array or null) -> the prompt with the
   // generation prompt, by the checkpoint's chat template when it has one (with the request's
   // chat_template_kwargs, `thinking` / `enable_thinking` set to `thinking`), else the built-in
-  // format, where `thinking` selects `<think>` or `<think></think>` for Kimi.
-  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
-                                     const nlohmann::json& template_kwargs) const = 0;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking) const {
-    return render_chat(messages, tools, thinking, nlohmann::json::object());
+  // format, where `thinking` selects `<think>` or `<think></think>` for Kimi. `tools` keep the
+  // caller's key order (the template's tojson writes it); add_generation_prompt false renders
+  // the conversation alone (vLLM's field).
+  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
+                                     const nlohmann::json& template_kwargs, bool add_generation_prompt) const = 0;
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking) const {
+    return render_chat(messages, tools, thinking, nlohmann::json::object(), true);
   }
 };
 

@@ -113,12 +113,35 @@ std::vector<uint64_t> choice_seeds(uint64_t first, int64_t n) {
 // part of the output unless include_stop_str_in_output (vLLM).
 struct StopIds {
   std::vector<int32_t> ids;
+  size_t n_model = 0;  // ids[0, n_model) are the model's own (EOS, <|im_end|>)
   bool keep_text = false;
   StopIds(const TextCodec& codec, const SamplingFields& r) : ids(codec.stop_ids()), keep_text(r.include_stop_str_in_output) {
+    n_model = ids.size();
     ids.insert(ids.end(), r.stop_token_ids.begin(), r.stop_token_ids.end());
   }
   bool is_stop(int32_t id) const { return std::find(ids.begin(), ids.end(), id) != ids.end(); }
+  // One of the request's stop_token_ids, not the model's: vLLM reports it as stop_reason.
+  bool is_request_stop(int32_t id) const {
+    return std::find(ids.begin() + std::ptrdiff_t(n_model), ids.end(), id) != ids.end() &&
+           std::find(ids.begin(), ids.begin() + std::ptrdiff_t(n_model), id) == ids.begin() + std::ptrdiff_t(n_model);
+  }
 };
+
+// vLLM's stop_reason: the stop string that ended the choice, or the request's stop token id;
+// null when it ended otherwise (the model's EOS, length, a tool call).
+json stop_reason_of(bool by_string, const std::string& stop_string, int32_t stop_token) {
+  if (by_string) return stop_string;
+  if (stop_token >= 0) return stop_token;
+  return nullptr;
+}
+
+// Python's str.strip() for ASCII whitespace (transformers strips the final message so).
+std::string_view trim_whitespace(std::string_view s) {
+  constexpr std::string_view ws = " \t\n\r\f\v";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
 
 // HTTP threads wake for every token of every stream; under the default policy each wakeup may
 // preempt the inference thread. SCHED_BATCH (any user may set it) disfavors them at wakeup.
@@ -134,26 +157,23 @@ void batch_priority() {
 // One chat generation, consumed by the streaming and the non-streaming paths alike.
 class ChatRun {
  public:
-  // `forced`: the reply's opening that the prompt forced (ToolForcing::prefix), read first.
   ChatRun(const TextCodec& codec, const MarkerIds& ids, std::shared_ptr<GenHandle> h, const ChatRequest& r,
-          bool start_in_reasoning, std::string_view forced = {})
+          bool start_in_reasoning)
       : codec_(codec), h_(std::move(h)), out_(codec, ids, output_options(r), start_in_reasoning),
-        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r), min_tokens_(r.min_tokens) {
-    if (!forced.empty()) out_.prime(forced, forced_);
-  }
+        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r), min_tokens_(r.min_tokens) {}
   ~ChatRun() { h_->cancel(); }  // no-op once finished; frees the sequence if the client left
 
   // Waits for tokens; appends what they produce. Returns false once the generation is over
   // (then finish_reason/usage/error are set).
   bool step(OutputDelta& delta, std::vector<TokenLogprob>& lps) {
     if (done_) return false;
-    if (!forced_.empty()) delta.append(std::exchange(forced_, {}));
     std::vector<GenToken> toks;
     bool alive = h_->next(toks, kPoll);
     for (auto& t : toks) {
       ++n_completion_;
       out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
       const bool is_stop = stop_ids_.is_stop(t.id);
+      if (stop_ids_.is_request_stop(t.id)) stop_token_ = t.id;
       if (top_logprobs_ >= 0 && !is_stop) {
         TokenLogprob lp{codec_.token_text(t.id), t.logprob, {}};
         for (auto& [id, l] : t.top) lp.top.push_back(TokenLogprob{codec_.token_text(id), l, {}});
@@ -179,6 +199,7 @@ class ChatRun {
 
   Usage usage() const { return Usage{h_->n_prompt(), n_completion_, h_->n_cached()}; }
   const std::string& finish_reason() const { return finish_reason_; }
+  json stop_reason() const { return stop_reason_of(stopped_by_string_, out_.stop_string(), stop_token_); }
   const std::string& error() const { return error_; }
   const OutputParser& parser() const { return out_.parser(); }
   void cancel() { h_->cancel(); }
@@ -191,9 +212,9 @@ class ChatRun {
   StopIds stop_ids_;
   int64_t min_tokens_;
   int64_t n_completion_ = 0;
+  int32_t stop_token_ = -1;  // the request's stop token that ended it
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
-  OutputDelta forced_;  // deltas of the forced opening, sent with the first step's
 };
 
 class TextRun {
@@ -209,6 +230,7 @@ class TextRun {
     for (auto& t : toks) {
       ++n_completion_;
       out_.set_stops_active(n_completion_ > min_tokens_);  // vLLM: stop strings after min_tokens
+      if (stop_ids_.is_request_stop(t.id)) stop_token_ = t.id;
       if (stop_ids_.is_stop(t.id) && !stop_ids_.keep_text) continue;
       if (keep_tokens_) tokens_.push_back(t);
       if (!out_.push(t.id, text)) {
@@ -228,6 +250,7 @@ class TextRun {
   }
   Usage usage() const { return Usage{h_->n_prompt(), n_completion_, h_->n_cached()}; }
   const std::string& finish_reason() const { return finish_reason_; }
+  json stop_reason() const { return stop_reason_of(stopped_by_string_, out_.stop_string(), stop_token_); }
   const std::string& error() const { return error_; }
   void cancel() { h_->cancel(); }
   // The generated tokens (with logprobs) that made the text; kept when the request wants logprobs.
@@ -242,6 +265,7 @@ class TextRun {
   int64_t min_tokens_;
   std::vector<GenToken> tokens_;
   int64_t n_completion_ = 0;
+  int32_t stop_token_ = -1;  // the request's stop token that ended it
   bool stopped_by_string_ = false, done_ = false;
   std::string finish_reason_, error_;
 };
@@ -571,22 +595,14 @@ struct HttpServer::Impl {
   }
 
   // vLLM's /tokenize: the ids the completions or chat endpoint would feed the model for the
-  // same prompt or conversation (rendered as chat() renders it, before any tool forcing).
+  // same prompt or conversation.
   void tokenize(const std::string& body, httplib::Response& res) {
     TokenizeRequest r = parse_tokenize_request(parse_body(body), parse_options());
     check_model(r);
     std::vector<int32_t> ids;
     if (r.chat) {
-      const ChatRequest& c = *r.chat;
-      const bool thinking = c.thinking.value_or(opt.default_thinking) && !c.grammar;
-      RenderedPrompt prompt;
-      try {
-        prompt = codec.render_chat(c.messages, c.tool_choice == "none" ? json(nullptr) : c.tools, thinking,
-                                   c.template_kwargs);
-      } catch (const Error& e) {
-        throw ApiError(400, e.what(), "messages");
-      }
-      ids = codec.encode(prompt);
+      r.chat->tools = tools_in_order(body);
+      ids = codec.encode(chat_prompt(*r.chat));
     } else {
       ids = codec.encode(r.prompt);
     }
@@ -615,46 +631,65 @@ struct HttpServer::Impl {
     send_json(res, 200, json{{"prompt", text}});
   }
 
-  void chat(const httplib::Request& req, const std::string& body, httplib::Response& res) {
-    batch_priority();
-    ChatRequest r = parse_chat_request(body_with_defaults(body), parse_options());
-    check_model(r);
-    json tools = r.tools;
+  // The conversation as the chat endpoint feeds it to the model: tool_choice none hides the
+  // tools, a named function shows only itself. A forced tool call (tool_call_grammar) or a
+  // structured output starts at the reply's first token, so reasoning is off there.
+  // continue_final_message: rendered without a generation prompt and cut right after the
+  // final message's content (transformers' apply_chat_template: its last occurrence, else
+  // that of the content stripped, as templates that trim it need).
+  RenderedPrompt chat_prompt(const ChatRequest& r) const {
+    nlohmann::ordered_json tools = r.tools;
     if (r.tool_choice == "none") {
       tools = nullptr;
     } else if (r.tool_choice == "named") {
-      json only = json::array();
+      nlohmann::ordered_json only = nlohmann::ordered_json::array();
       for (auto& t : r.tools)
         if (t["function"]["name"] == r.tool_choice_name) only.push_back(t);
       tools = only;
     }
-    // tool_choice required / named: the reply starts with the tool call's opening (Kimi
-    // markers; without them, only the tool list above is narrowed). The forced call comes
-    // right after the generation prompt, so reasoning is skipped (`<think></think>`).
-    const ToolForcing forcing = tool_forcing(markers, r.tool_choice, r.tool_choice_name, r.messages);
-    // A structured output starts at the first token: no reasoning section before it.
-    bool thinking = r.thinking.value_or(opt.default_thinking) && forcing.prefix.empty() && !r.grammar;
-    RenderedPrompt prompt;
+    const bool forced = r.tool_choice == "required" || r.tool_choice == "named";
+    const bool thinking = r.thinking.value_or(opt.default_thinking) && !forced && !r.grammar;
+    RenderedPrompt p;
     try {
-      prompt = codec.render_chat(r.messages, tools, thinking, r.template_kwargs);
+      p = codec.render_chat(r.messages, tools, thinking, r.template_kwargs, r.add_generation_prompt);
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "messages");
     }
-    prompt.add_template(forcing.prefix);
+    if (r.continue_final_message) {
+      const std::string text = p.text();
+      const std::string final = r.messages.back()["content"].get<std::string>();
+      size_t at = text.rfind(final), len = final.size();
+      if (at == std::string::npos) {
+        const std::string_view trimmed = trim_whitespace(final);
+        at = text.rfind(trimmed), len = trimmed.size();
+      }
+      if (at == std::string::npos)
+        throw ApiError(400, "continue_final_message: the final message does not appear in the rendered prompt "
+                            "(the chat template drops or changes it).", "continue_final_message");
+      p.truncate(at + len);
+    }
+    return p;
+  }
+
+  void chat(const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    batch_priority();
+    ChatRequest r = parse_chat_request(body_with_defaults(body), parse_options());
+    check_model(r);
+    r.tools = tools_in_order(body);
+    const auto tool_grammar = tool_call_grammar(markers, r);
+    const RenderedPrompt prompt = chat_prompt(r);
     GenRequest g;
     g.prompt = codec.encode(prompt);
     g.max_tokens = r.max_tokens.value_or(0);
     fill_generation(g, r, codec);
-    // A named choice is one call: it ends with its <|tool_call_end|> (finish_reason tool_calls).
-    if (forcing.named) g.stop_ids.push_back(markers.ids[int(Marker::kCallEnd)]);
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
-    if (r.grammar) g.make_constraint = structured.factory(r.grammar);
-    const int32_t think_id = markers.ids[int(Marker::kThinkBegin)];
-    const bool in_reasoning = think_id >= 0 && !g.prompt.empty() && g.prompt.back() == think_id;
+    if (r.grammar || tool_grammar) g.make_constraint = structured.factory(r.grammar ? r.grammar : tool_grammar);
+    // A structured output is the reply itself, even after a prompt that opened <think>.
+    const bool in_reasoning = !r.grammar && prompt_opens_reasoning(codec, markers, g.prompt);
     // n choices share the prompt (read once, its cache forked); choice i samples with seed + i.
     std::vector<std::shared_ptr<ChatRun>> runs;
     for (auto& h : sched.submit_n(std::move(g), choice_seeds(g.sampling.seed, r.n)))
-      runs.push_back(std::make_shared<ChatRun>(codec, markers, std::move(h), r, in_reasoning, forcing.prefix));
+      runs.push_back(std::make_shared<ChatRun>(codec, markers, std::move(h), r, in_reasoning));
     auto run = runs.front();
     const std::string id = new_request_id("chatcmpl-");
     const int64_t created_at = unix_now();
@@ -682,6 +717,7 @@ struct HttpServer::Impl {
         c.reasoning = x.parser().reasoning();
         c.tool_calls = x.parser().tool_calls();
         c.finish_reason = x.finish_reason();
+        c.stop_reason = x.stop_reason();
         if (r.logprobs) c.logprobs = std::move(lps[i]);
         choices.push_back(std::move(c));
         usage.completion_tokens += x.usage().completion_tokens;
@@ -703,6 +739,7 @@ struct HttpServer::Impl {
                      std::vector<TokenLogprob>* lps) {
       json j = chat_chunk_json(id, created_at, model, delta, finish,
                                lps && want_logprobs ? chat_logprobs_json(*lps) : json(), int64_t(index));
+      if (finish) j["choices"][0]["stop_reason"] = runs[index]->stop_reason();
       if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
       if (lps) lps->clear();
       return sse_event(j);
@@ -820,7 +857,7 @@ struct HttpServer::Impl {
         if (i % size_t(r.n) == 0) usage.cached_tokens += x.usage().cached_tokens;
         json lps;
         if (r.logprobs) lps = completion_logprobs_json(logprob_tokens(items[i].prompt_ids, x.handle(), x.tokens(), 0));
-        choices.push_back(CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps)});
+        choices.push_back(CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps), x.stop_reason()});
       }
       send_json(res, 200, completion_json(id, created_at, model, choices, usage));
       return;
@@ -863,6 +900,7 @@ struct HttpServer::Impl {
               for (auto& tk : toks) (*offset)[index] += int64_t(tk.token.size());
             }
             json j = completion_chunk_json(id, created_at, model, t, fin, int64_t(index), lps);
+            if (fin) j["choices"][0]["stop_reason"] = items[index].run->stop_reason();
             if (include_usage) j["usage"] = continuous ? total_usage().to_json() : json();
             return sse_event(j);
           };

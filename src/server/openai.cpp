@@ -374,13 +374,14 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
     }
   }
   r.parallel_tool_calls = get_bool(body, "parallel_tool_calls", true);
-  // vLLM's chat-template switches: the defaults (a generation prompt, the last message closed)
-  // are what the renderer does; other values are refused until it can render them.
-  const bool add_gen = get_bool(body, "add_generation_prompt", true);
-  const bool cont = get_bool(body, "continue_final_message", false);
-  if (add_gen && cont)
+  // vLLM's chat-template switches (as transformers defines them; vLLM refuses both true).
+  r.add_generation_prompt = get_bool(body, "add_generation_prompt", true);
+  r.continue_final_message = get_bool(body, "continue_final_message", false);
+  if (r.add_generation_prompt && r.continue_final_message)
     bad_value("continue_final_message", "cannot set both 'continue_final_message' and 'add_generation_prompt' to true.");
-  if (!add_gen) bad_value("add_generation_prompt", "only true is supported by this server.");
+  if (r.continue_final_message && !r.messages.back()["content"].is_string())
+    bad_value("continue_final_message", fmt::format("the final message (messages[{}]) has no text content to continue.",
+                                                    r.messages.size() - 1));
   r.logprobs = get_bool(body, "logprobs", false);
   if (auto k = get_int(body, "top_logprobs", 0, 20)) {
     if (!r.logprobs && *k > 0) bad_value("top_logprobs", "'logprobs' must be true when 'top_logprobs' is set.");
@@ -405,6 +406,14 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
                    "reasoning_effort", "invalid_request_error", "unsupported_parameter");
   }
   return r;
+}
+
+nlohmann::ordered_json tools_in_order(const std::string& body_text) {
+  const auto body = nlohmann::ordered_json::parse(body_text, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) return nullptr;
+  auto it = body.find("tools");
+  if (it == body.end() || !it->is_array() || it->empty()) return nullptr;
+  return *it;
 }
 
 TokenizeRequest parse_tokenize_request(const json& body, const ParseOptions& opt) {
@@ -554,7 +563,8 @@ json chat_completion_json(const std::string& id, int64_t created, const std::str
       msg["tool_calls"] = calls;
     }
     choices.push_back({{"index", i}, {"message", msg}, {"finish_reason", c.finish_reason},
-                       {"logprobs", c.logprobs ? chat_logprobs_json(*c.logprobs) : json()}});
+                       {"logprobs", c.logprobs ? chat_logprobs_json(*c.logprobs) : json()},
+                       {"stop_reason", c.stop_reason}});
   }
   return json{{"id", id},       {"object", "chat.completion"}, {"created", created},
               {"model", model}, {"choices", choices},          {"usage", usage.to_json()},
@@ -596,14 +606,15 @@ json completion_logprobs_json(const std::vector<CompletionToken>& tokens, int64_
 
 json completion_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                      const std::string& finish_reason, const Usage& usage, const json& logprobs) {
-  return completion_json(id, created, model, std::vector<CompletionChoice>{{text, finish_reason, logprobs}}, usage);
+  return completion_json(id, created, model, std::vector<CompletionChoice>{{text, finish_reason, logprobs, nullptr}}, usage);
 }
 
 json completion_json(const std::string& id, int64_t created, const std::string& model,
                      const std::vector<CompletionChoice>& cs, const Usage& usage) {
   json choices = json::array();
   for (size_t i = 0; i < cs.size(); ++i)
-    choices.push_back({{"index", i}, {"text", cs[i].text}, {"logprobs", cs[i].logprobs}, {"finish_reason", cs[i].finish_reason}});
+    choices.push_back({{"index", i}, {"text", cs[i].text}, {"logprobs", cs[i].logprobs}, {"finish_reason", cs[i].finish_reason},
+                       {"stop_reason", cs[i].stop_reason}});
   return json{{"id", id},       {"object", "text_completion"}, {"created", created},
               {"model", model}, {"choices", choices},          {"usage", usage.to_json()}};
 }

@@ -71,7 +71,7 @@ struct SamplingFields {
 
 struct ChatRequest : SamplingFields {
   nlohmann::json messages;             // normalized: content is a string (or null)
-  nlohmann::json tools;                // array or null
+  nlohmann::ordered_json tools;        // array or null; the caller's key order once tools_in_order set it
   std::string tool_choice = "auto";    // none | auto | required | the named function
   std::string tool_choice_name;        // set when tool_choice names a function
   bool parallel_tool_calls = true;     // false: the reply ends after its first tool call
@@ -79,6 +79,11 @@ struct ChatRequest : SamplingFields {
   int64_t top_logprobs = 0;            // 0..20
   std::optional<bool> thinking;        // chat_template_kwargs.thinking (or enable_thinking)
   nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs, every key (vLLM)
+  // vLLM's chat-template switches (transformers' apply_chat_template): add_generation_prompt
+  // false renders the conversation alone; continue_final_message renders it and cuts the text
+  // right after the final message's content, so the reply continues that message.
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
 };
 
 struct CompletionRequest : SamplingFields {
@@ -92,6 +97,11 @@ struct CompletionRequest : SamplingFields {
 // Both throw ApiError (400) naming the offending field.
 ChatRequest parse_chat_request(const nlohmann::json& body, const ParseOptions& options = {});
 CompletionRequest parse_completion_request(const nlohmann::json& body, const ParseOptions& options = {});
+// The body's `tools` with the caller's key order, from the raw text (nlohmann::json sorts
+// object keys; a template's tojson writes them as sent, as transformers does); null when
+// absent or empty. Call after parse_chat_request validated the same body.
+nlohmann::ordered_json tools_in_order(const std::string& body_text);
+
 // vLLM's /tokenize: a prompt ({prompt, add_special_tokens}) or a conversation ({messages,
 // tools, add_generation_prompt, chat_template_kwargs, add_special_tokens}, parsed as a chat
 // request), plus return_token_strs. Tokens are exactly what the completions / chat endpoints
@@ -143,6 +153,7 @@ struct ChatChoice {
   std::vector<ToolCall> tool_calls;
   std::string finish_reason;  // stop | length | tool_calls
   std::optional<std::vector<TokenLogprob>> logprobs;
+  nlohmann::json stop_reason;  // vLLM's: the stop string or stop token id that ended it, else null
 };
 
 // `id` like "chatcmpl-...", `created` in unix seconds.
@@ -175,7 +186,8 @@ nlohmann::json completion_json(const std::string& id, int64_t created, const std
                                const nlohmann::json& logprobs = nullptr);
 struct CompletionChoice {
   std::string text, finish_reason;
-  nlohmann::json logprobs;  // null or completion_logprobs_json
+  nlohmann::json logprobs;     // null or completion_logprobs_json
+  nlohmann::json stop_reason;  // as ChatChoice::stop_reason
 };
 // Batched prompts and n > 1: choice i gets index i (prompt-major, as vLLM orders them).
 nlohmann::json completion_json(const std::string& id, int64_t created, const std::string& model,

@@ -11,6 +11,7 @@
 #include "server/codec.h"
 #include "server/openai.h"
 #include "server/output_parser.h"
+#include "server/structured.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/testing.h"
 #include "tokenizer/tokenizer.h"
@@ -46,8 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (r.max_tokens && (*r.max_tokens < 1 || *r.max_tokens > INT32_MAX)) __builtin_trap();
     const bool thinking = r.thinking.value_or(false);
     sickle::RenderedPrompt prompt = g_codec->render_chat(r.messages, r.tools, thinking);
-    ToolForcing f = tool_forcing(g_markers, r.tool_choice, r.tool_choice_name, r.messages);
-    prompt.add_template(f.prefix);
+    (void)tool_call_grammar(g_markers, r);
     for (int32_t id : g_codec->encode(prompt))
       if (id < 0 || id >= g_codec->vocab_size()) __builtin_trap();
     (void)sickle::render_chat(sickle::ChatFormat::kDeepSeekV3, r.messages, r.tools, true, thinking);

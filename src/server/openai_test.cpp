@@ -136,6 +136,15 @@ TEST(OpenAI, VllmSamplingFields) {
     c.merge_patch(json::parse(bad));
     EXPECT_EQ(chat_error(c).status, 400) << bad;
   }
+  json g = chat_body();
+  g["add_generation_prompt"] = false;
+  EXPECT_FALSE(parse_chat_request(g).add_generation_prompt);
+  g["continue_final_message"] = true;
+  EXPECT_TRUE(parse_chat_request(g).continue_final_message);
+  // Nothing to continue: the final message has no text.
+  g["messages"].push_back({{"role", "assistant"}, {"content", nullptr},
+                           {"tool_calls", {{{"id", "a"}, {"type", "function"}, {"function", {{"name", "f"}, {"arguments", "{}"}}}}}}});
+  EXPECT_EQ(chat_error(g).param, "continue_final_message");
 }
 
 // generation_config.json sampling defaults fill only what the request leaves out (vLLM).

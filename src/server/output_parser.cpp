@@ -87,7 +87,9 @@ void OutputParser::push(int32_t id, std::string_view text, OutputDelta& out) {
     for (int m = 0; m < int(Marker::kCount); ++m) {
       if (ids_.ids[m] == id) {
         if (!tool_calls_ && is_tool_marker(m)) return;  // a special token without text
-        // Held-back text before a marker token is plain text: it cannot continue into a marker.
+        // Held-back text before a marker token cannot continue into a marker: a broken tag,
+        // dropped (drop_broken_tag); the rest is plain text.
+        drop_broken_tag(pending_);
         scan(out, /*final=*/true);
         on_marker(Marker(m), out);
         return;
@@ -98,6 +100,21 @@ void OutputParser::push(int32_t id, std::string_view text, OutputDelta& out) {
   pending_ += text;
   scan(out, /*final=*/false);
 }
+
+// The starts of markers that end `text`, one after another ("<think</thi": 11 bytes). Held
+// back while undecided; dropped when a marker follows them (drop_broken_tag).
+namespace {
+size_t fragment_chain(std::string_view text) {
+  size_t n = 0;
+  while (size_t h = held_suffix(text.substr(0, text.size() - n), kMarkerText)) n += h;
+  return n;
+}
+}  // namespace
+
+// A marker that directly follows the start of another (`<think</think>`, or "<thi" then a
+// marker token): the fragment is dropped, so that it cannot join the text after the marker
+// into marker text ("<think" + "> hi") in content or reasoning.
+void OutputParser::drop_broken_tag(std::string& text) { text.resize(text.size() - fragment_chain(text)); }
 
 void OutputParser::finish(OutputDelta& out) {
   if (!done_) scan(out, /*final=*/true);
@@ -115,12 +132,14 @@ void OutputParser::scan(OutputDelta& out, bool final) {
       }
     }
     if (best_m >= 0) {
-      emit_text(std::string_view(pending_).substr(0, best_pos), out);
+      std::string before = pending_.substr(0, best_pos);
+      drop_broken_tag(before);
+      emit_text(before, out);
       pending_.erase(0, best_pos + std::char_traits<char>::length(kMarkerText[best_m]));
       on_marker(Marker(best_m), out);
       continue;
     }
-    size_t hold = final ? 0 : held_suffix(pending_, kMarkerText);
+    size_t hold = final ? 0 : fragment_chain(pending_);
     emit_text(std::string_view(pending_).substr(0, pending_.size() - hold), out);
     pending_.erase(0, pending_.size() - hold);
     break;
@@ -216,12 +235,15 @@ std::string StopMatcher::push(std::string_view text) {
   pending_ += text;
   if (stops_.empty() || !active_) return std::exchange(pending_, {});
   size_t best = std::string::npos, best_len = 0;
+  const std::string* best_stop = nullptr;
   for (auto& s : stops_) {
     const size_t at = pending_.find(s);
-    if (at < best || (at == best && at != std::string::npos && s.size() > best_len)) best = at, best_len = s.size();
+    if (at < best || (at == best && at != std::string::npos && s.size() > best_len))
+      best = at, best_len = s.size(), best_stop = &s;
   }
   if (best != std::string::npos) {
     stopped_ = true;
+    matched_ = *best_stop;
     std::string out = pending_.substr(0, best + (include_stop_ ? best_len : 0));
     pending_.clear();
     return out;
@@ -237,25 +259,16 @@ std::string StopMatcher::flush() {
   return std::exchange(pending_, {});
 }
 
-// ---- forced tool calls ----
-
-ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, const std::string& name,
-                         const nlohmann::json& messages) {
-  ToolForcing f;
-  if (tool_choice != "required" && tool_choice != "named") return f;
-  for (Marker m : {Marker::kSectionBegin, Marker::kCallBegin, Marker::kArgBegin, Marker::kCallEnd})
-    if (ids.ids[int(m)] < 0) return f;
-  f.prefix = std::string(marker_text(Marker::kSectionBegin)) + marker_text(Marker::kCallBegin);
-  if (tool_choice == "named") {
-    int64_t n_calls = 0;
-    if (messages.is_array())
-      for (auto& m : messages)
-        if (m.is_object() && m.value("role", "") == "assistant" && m.contains("tool_calls") && m["tool_calls"].is_array())
-          n_calls += int64_t(m["tool_calls"].size());
-    f.prefix += "functions." + name + ":" + std::to_string(n_calls) + marker_text(Marker::kArgBegin);
-    f.named = true;
+bool prompt_opens_reasoning(const TextCodec& codec, const MarkerIds& ids, const std::vector<int32_t>& prompt) {
+  const int32_t think = ids.ids[int(Marker::kThinkBegin)];
+  if (think < 0) return false;
+  for (auto it = prompt.rbegin(); it != prompt.rend(); ++it) {
+    if (*it == think) return true;
+    if (codec.is_special(*it)) return false;
+    const std::string text = codec.token_text(*it);
+    if (!trim(text).empty() || text.empty()) return false;
   }
-  return f;
+  return false;
 }
 
 // ---- pipelines ----
@@ -263,21 +276,6 @@ ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, c
 ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text, bool start_in_reasoning)
     : codec_(codec), ids_(ids), stream_(codec.new_stream()), stop_(std::move(text.stops), text.include_stop_str),
       skip_special_(text.skip_special_tokens), parser_(ids, start_in_reasoning, text.tool_calls, text.max_tool_calls) {}
-
-void ChatOutput::prime(std::string_view forced, OutputDelta& out) {
-  auto stream = codec_.new_stream();
-  for (int32_t id : codec_.encode(forced)) {
-    bool marker = false;
-    for (int32_t m : ids_.ids) marker |= m == id;
-    if (marker) {
-      parser_.push(-1, stream->flush(), out);
-      parser_.push(id, {}, out);
-    } else if (!codec_.is_special(id)) {
-      parser_.push(-1, stream->push(id), out);
-    }
-  }
-  parser_.push(-1, stream->flush(), out);
-}
 
 bool ChatOutput::push(int32_t id, OutputDelta& out) {
   if (stop_.stopped() || parser_.done()) return false;

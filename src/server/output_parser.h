@@ -9,7 +9,8 @@
 // As a fallback for a model that spells a marker as ordinary text, the marker strings are
 // also matched in the text stream; text that could be the start of a marker is held back
 // until it is decided, so no marker text ever reaches `content`, even when split across
-// tokens or stream chunks.
+// tokens or stream chunks. The start of a marker directly followed by a marker is a broken tag
+// and is dropped: `<think</think>> hi` is "> hi", never "<think> hi".
 //
 // Deltas follow OpenAI's streaming shape: a tool call's first delta carries index, id and
 // name (arguments ""), later ones carry index and an arguments piece.
@@ -76,6 +77,7 @@ class OutputParser {
   void on_marker(Marker m, OutputDelta& out);
   void emit_text(std::string_view text, OutputDelta& out);
   void scan(OutputDelta& out, bool final);
+  static void drop_broken_tag(std::string& text);
 
   MarkerIds ids_;
   State state_;
@@ -99,13 +101,15 @@ class StopMatcher {
   std::string push(std::string_view text);
   std::string flush();
   bool stopped() const { return stopped_; }
+  // The stop string that matched (empty before a match): vLLM's stop_reason.
+  const std::string& matched() const { return matched_; }
   // Inactive (vLLM's min_tokens not reached yet): text passes unmatched.
   void set_active(bool active) { active_ = active; }
 
  private:
   std::vector<std::string> stops_;
   bool include_stop_ = false, active_ = true;
-  std::string pending_;
+  std::string pending_, matched_;
   bool stopped_ = false;
 };
 
@@ -118,34 +122,21 @@ struct OutputOptions {
   int64_t max_tool_calls = 0;        // chat: 0 = any number
 };
 
-// tool_choice "required" or a named function (OpenAI semantics), forced as vLLM and SGLang do
-// for Kimi: the rendered prompt is followed by the assistant's tool-call opening, which the
-// output parser then reads first (ChatOutput::prime), so the response is exactly what it would
-// be had the model generated those tokens itself.
-//   required: <|tool_calls_section_begin|><|tool_call_begin|>          (the model names the function)
-//   named X:  <|tool_calls_section_begin|><|tool_call_begin|>functions.X:N<|tool_call_argument_begin|>
-// N counts the tool calls already in the conversation (Kimi's ids, as vLLM numbers them).
-struct ToolForcing {
-  std::string prefix;  // to append to the prompt text; empty = nothing forced
-  bool named = false;  // one call to one function: generation ends at its <|tool_call_end|>
-};
-// `tool_choice` as ChatRequest holds it (none | auto | required | named + `name`); `messages`
-// normalized. Nothing is forced for none/auto, or when the tokenizer lacks the Kimi markers.
-ToolForcing tool_forcing(const MarkerIds& ids, const std::string& tool_choice, const std::string& name,
-                         const nlohmann::json& messages);
+// The prompt ends inside an open reasoning block, so the reply starts as reasoning: its last
+// token that is not whitespace is <think> (the built-in Kimi format ends with <think>; Qwen3
+// and Kimi-Thinking templates with "<think>\n").
+bool prompt_opens_reasoning(const TextCodec& codec, const MarkerIds& ids, const std::vector<int32_t>& prompt);
 
 // The text pipeline of one chat response: detokenize -> stop strings -> parser.
 class ChatOutput {
  public:
   ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text, bool start_in_reasoning);
-  // Reads text the prompt forced on the reply (ToolForcing::prefix) as if generated: markers
-  // switch the parser's state, the rest goes to the parser; stop strings do not apply.
-  void prime(std::string_view forced, OutputDelta& out);
   // Feeds one generated token. Returns false once a stop string matched or the parser is done
   // (stop generating).
   bool push(int32_t id, OutputDelta& out);
   void finish(OutputDelta& out);
   bool stopped() const { return stop_.stopped(); }
+  const std::string& stop_string() const { return stop_.matched(); }
   void set_stops_active(bool active) { stop_.set_active(active); }
   const OutputParser& parser() const { return parser_; }
 
@@ -166,6 +157,7 @@ class TextOutput {
   bool push(int32_t id, std::string& out);
   void finish(std::string& out);
   bool stopped() const { return stop_.stopped(); }
+  const std::string& stop_string() const { return stop_.matched(); }
   void set_stops_active(bool active) { stop_.set_active(active); }
 
  private:

@@ -201,98 +201,77 @@ TEST(OutputParser, Utf8SplitAcrossTokens) {
   }
 }
 
-// ---- tool_choice forcing ----
-
-// Primes a ChatOutput with `forced`, then feeds `generated` token by token.
-Collected run_forced(const std::string& forced, const std::string& generated, std::vector<OutputDelta>* deltas = nullptr,
-                     const std::vector<std::string>& stops = {}) {
+TEST(OutputParser, BrokenTagBeforeAMarkerNeverJoinsIntoMarkerText) {
+  // "<think" then "</think>": the fragment is dropped, so content is not "<think> hi".
+  const std::string text = "<think</think>> hi";
+  for (bool in_reasoning : {false, true})
+    for (size_t chunk = 1; chunk <= text.size(); ++chunk) {
+      std::vector<std::string> pieces;
+      for (size_t i = 0; i < text.size(); i += chunk) pieces.push_back(text.substr(i, chunk));
+      auto c = run_text(pieces, in_reasoning);
+      EXPECT_EQ(c.content, "> hi") << chunk;
+      EXPECT_EQ(c.reasoning, "") << chunk;
+    }
+  // The same with the marker as a token id, and a fragment cut at another byte.
   FakeCodec codec;
-  MarkerIds m = MarkerIds::from(codec);
-  ChatOutput out(codec, m, OutputOptions{stops}, false);
-  Collected c;
-  OutputDelta first;
-  out.prime(forced, first);
-  apply(c, first);
-  if (deltas) deltas->push_back(first);
-  feed(out, codec.encode(generated), c, deltas);
-  return c;
+  std::vector<int32_t> ids = codec.encode("x<thi");
+  ids.push_back(codec.special_id("</think>"));
+  for (int32_t id : codec.encode("nk> hi")) ids.push_back(id);
+  auto c = run_ids(ids, false);
+  EXPECT_EQ(c.content, "xnk> hi");
+  for (const char* marker : {"<think>", "</think>"}) EXPECT_EQ(c.content.find(marker), std::string::npos);
+  // Text that merely ends in '<' far from any marker is kept.
+  EXPECT_EQ(run_text({"a < b"}, false).content, "a < b");
 }
 
-void expect_same(const Collected& a, const Collected& b) {
-  EXPECT_EQ(a.content, b.content);
-  EXPECT_EQ(a.reasoning, b.reasoning);
-  EXPECT_EQ(a.n_first, b.n_first);
-  ASSERT_EQ(a.calls.size(), b.calls.size());
-  for (size_t i = 0; i < a.calls.size(); ++i) {
-    EXPECT_EQ(a.calls[i].id, b.calls[i].id);
-    EXPECT_EQ(a.calls[i].name, b.calls[i].name);
-    EXPECT_EQ(a.calls[i].arguments, b.calls[i].arguments);
+TEST(OutputParser, ChunkingNeverChangesTheResult) {
+  // Random texts of marker pieces, broken tags and plain text: any chunking gives the same
+  // content, reasoning and calls as the whole text, and no marker text reaches content.
+  const std::vector<std::string> pieces = {"<", "<think>", "</think>", "<thi", "nk>", ">", " hi", "</", "<|",
+                                           "<|tool_call_begin|>", "<|tool_c", "all_end|>", "x", "functions.f:0",
+                                           "<|tool_call_argument_begin|>", "{}", "<|tool_call_end|>",
+                                           "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"};
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 400; ++trial) {
+    std::string text;
+    const int n = 1 + int(rng() % 12);
+    for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
+    const bool in_reasoning = rng() % 2;
+    const Collected whole = run_text({text}, in_reasoning);
+    for (const char* m : {"<think>", "</think>", "<|tool_call_begin|>", "<|tool_call_end|>"})
+      EXPECT_EQ(whole.content.find(m), std::string::npos) << text;
+    for (size_t chunk = 1; chunk <= 7; ++chunk) {
+      std::vector<std::string> parts;
+      for (size_t i = 0; i < text.size(); i += chunk) parts.push_back(text.substr(i, chunk));
+      const Collected c = run_text(parts, in_reasoning);
+      EXPECT_EQ(c.content, whole.content) << text << " / " << chunk;
+      EXPECT_EQ(c.reasoning, whole.reasoning) << text << " / " << chunk;
+      ASSERT_EQ(c.calls.size(), whole.calls.size()) << text << " / " << chunk;
+      for (size_t k = 0; k < c.calls.size(); ++k) EXPECT_EQ(c.calls[k].arguments, whole.calls[k].arguments) << text;
+    }
   }
 }
 
-TEST(ToolForcing, PrefixPerToolChoice) {
+TEST(OutputParser, PromptTailOpensReasoning) {
   FakeCodec codec;
-  MarkerIds m = MarkerIds::from(codec);
-  nlohmann::json msgs = nlohmann::json::array({{{"role", "user"}, {"content", "hi"}}});
-  EXPECT_EQ(tool_forcing(m, "auto", "", msgs).prefix, "");
-  EXPECT_EQ(tool_forcing(m, "none", "", msgs).prefix, "");
-  auto req = tool_forcing(m, "required", "", msgs);
-  EXPECT_EQ(req.prefix, "<|tool_calls_section_begin|><|tool_call_begin|>");
-  EXPECT_FALSE(req.named);
-  auto named = tool_forcing(m, "named", "get_weather", msgs);
-  EXPECT_EQ(named.prefix, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>");
-  EXPECT_TRUE(named.named);
-  // Kimi numbers calls over the conversation: two earlier calls -> index 2.
-  msgs.push_back({{"role", "assistant"}, {"content", nullptr},
-                  {"tool_calls", {{{"id", "functions.a:0"}, {"type", "function"}, {"function", {{"name", "a"}, {"arguments", "{}"}}}},
-                                  {{"id", "functions.b:1"}, {"type", "function"}, {"function", {{"name", "b"}, {"arguments", "{}"}}}}}}});
-  msgs.push_back({{"role", "tool"}, {"tool_call_id", "functions.a:0"}, {"content", "x"}});
-  EXPECT_NE(tool_forcing(m, "named", "f", msgs).prefix.find("functions.f:2<|tool_call_argument_begin|>"), std::string::npos);
-  // No Kimi markers (DeepSeek-V3's tokenizer): nothing can be forced.
-  EXPECT_EQ(tool_forcing(MarkerIds::none(), "required", "", msgs).prefix, "");
-  EXPECT_EQ(tool_forcing(MarkerIds::none(), "named", "f", msgs).prefix, "");
-}
-
-TEST(ToolForcing, RequiredParsesAsIfGenerated) {
-  FakeCodec codec;
-  MarkerIds m = MarkerIds::from(codec);
-  const std::string forced = tool_forcing(m, "required", "", nullptr).prefix;
-  const std::string gen = "functions.get_time:0<|tool_call_argument_begin|>{\"tz\": \"UTC\"}<|tool_call_end|>"
-                          "<|tool_calls_section_end|>";
-  Collected primed = run_forced(forced, gen);
-  Collected whole = run_ids(codec.encode(forced + gen), false);
-  expect_same(primed, whole);
-  ASSERT_EQ(primed.calls.size(), 1u);
-  EXPECT_EQ(primed.calls[0].id, "functions.get_time:0");
-  EXPECT_EQ(primed.calls[0].name, "get_time");
-  EXPECT_EQ(primed.calls[0].arguments, "{\"tz\": \"UTC\"}");
-  EXPECT_EQ(primed.content, "");
-  // Without the forced opening the same output is plain text, no call.
-  Collected unforced = run_ids(codec.encode(gen), false);
-  EXPECT_TRUE(unforced.calls.empty());
-  EXPECT_NE(unforced.content, "");
-}
-
-TEST(ToolForcing, NamedCallOpensBeforeAnyToken) {
-  FakeCodec codec;
-  MarkerIds m = MarkerIds::from(codec);
-  const std::string forced = tool_forcing(m, "named", "get_weather", nullptr).prefix;
-  const std::string gen = "{\"city\": \"Paris\"}<|tool_call_end|>";
-  std::vector<OutputDelta> deltas;
-  // A stop string that occurs in the forced opening does not apply to it.
-  Collected primed = run_forced(forced, gen, &deltas, {"functions"});
-  expect_same(primed, run_ids(codec.encode(forced + gen), false));
-  // The priming delta alone is the call's first delta (as OpenAI's first tool-call chunk:
-  // index, id, name, empty arguments) and nothing else.
-  ASSERT_EQ(deltas[0].tool_calls.size(), 1u);
-  EXPECT_TRUE(deltas[0].tool_calls[0].is_first);
-  EXPECT_EQ(deltas[0].tool_calls[0].index, 0);
-  EXPECT_EQ(deltas[0].tool_calls[0].id, "functions.get_weather:0");
-  EXPECT_EQ(deltas[0].tool_calls[0].name, "get_weather");
-  EXPECT_EQ(deltas[0].tool_calls[0].arguments, "");
-  EXPECT_TRUE(deltas[0].content.empty() && deltas[0].reasoning.empty());
-  ASSERT_EQ(primed.calls.size(), 1u);
-  EXPECT_EQ(primed.calls[0].arguments, "{\"city\": \"Paris\"}");
+  const MarkerIds m = MarkerIds::from(codec);
+  auto opens = [&](const std::string& prompt) { return prompt_opens_reasoning(codec, m, codec.encode(prompt)); };
+  EXPECT_TRUE(opens("user: hi\nassistant:<think>"));      // the built-in Kimi format
+  EXPECT_TRUE(opens("user: hi\nassistant:<think>\n"));    // Qwen3 / Kimi-Thinking templates
+  EXPECT_TRUE(opens("assistant:<think> \n\t\r\n"));
+  EXPECT_FALSE(opens("assistant:<think></think>"));
+  EXPECT_FALSE(opens("assistant:<think></think>\n\n"));
+  EXPECT_FALSE(opens("<think>x"));
+  EXPECT_FALSE(opens("<think><|im_end|>\n"));  // another special token after it
+  EXPECT_FALSE(opens("\n"));
+  EXPECT_FALSE(opens(""));
+  EXPECT_FALSE(prompt_opens_reasoning(codec, MarkerIds::none(), codec.encode("<think>\n")));
+  // The parser then splits the reply: reasoning up to </think>, content after it.
+  ChatOutput out(codec, m, OutputOptions{}, opens("assistant:<think>\n"));
+  Collected c;
+  feed(out, codec.encode("Let me see.</think>Paris."), c, nullptr);
+  EXPECT_EQ(c.reasoning, "Let me see.");
+  EXPECT_EQ(c.content, "Paris.");
 }
 
 TEST(StopMatcher, StopsAndHoldsBackPrefixes) {

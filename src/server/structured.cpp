@@ -7,6 +7,7 @@
 #include "grammar/regex_grammar.h"
 #include "server/codec.h"
 #include "server/openai.h"
+#include "server/output_parser.h"
 
 namespace sickle::server {
 namespace {
@@ -20,7 +21,7 @@ using json = nlohmann::json;
 
 // Compiles with the engine's errors turned into a 400 on `field`.
 template <class F>
-std::shared_ptr<const grammar::Grammar> compile(const std::string& field, F&& f) {
+auto compile(const std::string& field, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const Error& e) {
@@ -97,6 +98,83 @@ std::shared_ptr<const grammar::Grammar> parse_structured(const json& body, bool 
   if (k == "regex") return regex(f + ".regex", inner);
   if (k == "choice") return choice(f + ".choice", inner);
   bad(f, fmt::format("'{}' is not supported (expected 'json', 'regex' or 'choice').", k));
+}
+
+namespace {
+// Tool calls already in the conversation: Kimi numbers a reply's calls after them.
+int64_t tool_calls_before(const json& messages) {
+  int64_t n = 0;
+  for (const json& m : messages)
+    if (auto tc = m.find("tool_calls"); m.value("role", "") == "assistant" && tc != m.end() && tc->is_array())
+      n += int64_t(tc->size());
+  return n;
+}
+}  // namespace
+
+std::shared_ptr<const grammar::Grammar> tool_call_grammar(const MarkerIds& ids, const ChatRequest& r) {
+  if (r.tool_choice != "required" && r.tool_choice != "named") return nullptr;
+  if (r.grammar)
+    bad("tool_choice", fmt::format("'{}' forces a tool call; it cannot be combined with response_format or a "
+                                   "guided_* / structured_outputs field.",
+                                   r.tool_choice == "named" ? r.tool_choice_name : r.tool_choice));
+  const Marker needed[] = {Marker::kSectionBegin, Marker::kSectionEnd, Marker::kCallBegin, Marker::kArgBegin,
+                           Marker::kCallEnd};
+  for (Marker m : needed)
+    if (ids.ids[int(m)] < 0)
+      bad("tool_choice", fmt::format("forcing a tool call needs the model's tool-call tokens ({} and the others of "
+                                     "docs/formats.md §6); this tokenizer has none. Use tool_choice 'auto'.",
+                                     marker_text(m)));
+  using grammar::Element;
+  using grammar::Sequence;
+  auto g = std::make_shared<grammar::Grammar>();
+  auto token = [&](Marker m) { return g->special_token(ids.ids[int(m)]); };
+  struct Function {
+    std::string name;
+    Element args;
+  };
+  std::vector<Function> fns;
+  for (size_t i = 0; i < r.tools.size(); ++i) {
+    const json& fn = r.tools[i]["function"];
+    std::string name = fn["name"].get<std::string>();
+    if (r.tool_choice == "named" && name != r.tool_choice_name) continue;
+    const std::string field = fmt::format("tools[{}].function", i);
+    grammar::SchemaOptions opt;
+    if (auto s = fn.find("strict"); s != fn.end() && !s->is_null()) {
+      if (!s->is_boolean()) bad(field + ".strict", "expected a boolean.");
+      opt.strict = s->get<bool>();
+    } else {
+      opt.strict = false;
+    }
+    auto p = fn.find("parameters");
+    Element args = p == fn.end() || p->is_null()
+                       ? grammar::add_json_object(*g)
+                       : compile(field + ".parameters", [&] { return grammar::add_json_schema(*g, *p, opt); });
+    fns.push_back({std::move(name), args});
+  }
+  const int64_t first = tool_calls_before(r.messages);
+  const int64_t n_max = r.tool_choice == "named" || !r.parallel_tool_calls ? 1 : kMaxForcedToolCalls;
+  // CALL_k (CALL_k+1 (...)?)?, built from the last: call k carries index first + k.
+  Sequence tail;
+  for (int64_t k = n_max - 1; k >= 0; --k) {
+    std::vector<Sequence> alts;
+    for (const Function& f : fns) {
+      Sequence call{token(Marker::kCallBegin)};
+      Sequence id = grammar::Grammar::literal_seq(fmt::format("functions.{}:{}", f.name, first + k), *g);
+      call.insert(call.end(), id.begin(), id.end());
+      call.insert(call.end(), {token(Marker::kArgBegin), f.args, token(Marker::kCallEnd)});
+      alts.push_back(std::move(call));
+    }
+    Sequence calls{g->alt("call", std::move(alts))};
+    if (!tail.empty()) calls.push_back(g->optional(std::move(tail)));
+    tail = std::move(calls);
+  }
+  Sequence root{token(Marker::kSectionBegin)};
+  root.insert(root.end(), tail.begin(), tail.end());
+  root.push_back(token(Marker::kSectionEnd));
+  int32_t rule = g->new_rule("tool_calls");
+  g->add_alternative(rule, std::move(root));
+  g->set_root(rule);
+  return g;
 }
 
 std::shared_ptr<const grammar::Vocabulary> StructuredOutputs::vocabulary() {

@@ -2,7 +2,11 @@
 // schema keyword), and the scheduler's hook (a constraint masks the logits before sampling).
 #include <gtest/gtest.h>
 
+#include <random>
+
+#include "grammar/json_schema.h"
 #include "server/openai.h"
+#include "server/output_parser.h"
 #include "server/structured.h"
 #include "server/test_fakes.h"
 
@@ -95,6 +99,162 @@ TEST(Structured, SchedulerMasksBeforeSampling) {
     EXPECT_TRUE(g->accepts(text)) << text;
     EXPECT_EQ(h->finish(), Finish::kStop) << text;
   }
+}
+
+
+// ---- forced tool calls (tool_choice required / named) ----
+
+// FakeCodec's vocabulary as the grammar engine sees it: bytes 0..255, specials from 1000.
+std::shared_ptr<const grammar::Vocabulary> fake_vocabulary(const testing::FakeCodec& codec) {
+  std::vector<std::string> bytes(size_t(codec.vocab_size()));
+  std::vector<bool> special(bytes.size(), false);
+  for (int32_t id = 0; id < codec.vocab_size(); ++id) {
+    special[size_t(id)] = codec.is_special(id);
+    if (id < 256 || special[size_t(id)]) bytes[size_t(id)] = codec.token_text(id);
+  }
+  return std::make_shared<grammar::Vocabulary>(bytes, special, codec.stop_ids());
+}
+
+const json kTools = json::parse(R"([
+  {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 8}, "unit": {"enum": ["C", "F"]}},
+    "required": ["city"], "additionalProperties": false}}},
+  {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+    "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}}])");
+
+ChatRequest tool_request(const json& tool_choice, bool parallel = true, json messages = nullptr) {
+  if (messages.is_null()) messages = json::array({{{"role", "user"}, {"content", "hi"}}});
+  return parse_chat_request({{"messages", messages}, {"tools", kTools}, {"tool_choice", tool_choice},
+                             {"parallel_tool_calls", parallel}});
+}
+
+// The whole reply `text` (specials by their names), then the stop token, is what the grammar allows.
+bool allows(const std::shared_ptr<const grammar::Grammar>& g, const std::string& text) {
+  testing::FakeCodec codec;
+  grammar::TokenConstraint tc(g, fake_vocabulary(codec));
+  for (int32_t id : codec.encode(text))
+    if (!tc.accept(id)) return false;
+  return tc.accept(codec.stop_ids().front()) && tc.finished();
+}
+
+std::string call(const std::string& id, const std::string& args) {
+  return "<|tool_call_begin|>functions." + id + "<|tool_call_argument_begin|>" + args + "<|tool_call_end|>";
+}
+std::string section(const std::string& calls) {
+  return "<|tool_calls_section_begin|>" + calls + "<|tool_calls_section_end|>";
+}
+
+TEST(ToolCallGrammar, RequiredIsOneOrMoreCallsOfDeclaredTools) {
+  testing::FakeCodec codec;
+  auto g = tool_call_grammar(MarkerIds::from(codec), tool_request("required"));
+  ASSERT_NE(g, nullptr);
+  EXPECT_TRUE(allows(g, section(call("get_weather:0", R"({"city": "Paris"})"))));
+  EXPECT_TRUE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})") + call("get_weather:1", R"({"city":"Oslo","unit":"C"})"))));
+  EXPECT_FALSE(allows(g, section("")));                                                  // no call
+  EXPECT_FALSE(allows(g, "Sure. " + section(call("get_time:0", R"({"tz":"UTC"})"))));   // text first
+  EXPECT_FALSE(allows(g, section(call("get_date:0", R"({"tz":"UTC"})"))));              // undeclared
+  EXPECT_FALSE(allows(g, section(call("get_time:1", R"({"tz":"UTC"})"))));              // wrong index
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({})"))));                     // city required
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"Amsterdam"})"))));   // maxLength 8
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"X","unit":"K"})")))); // enum
+  EXPECT_FALSE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})")) + "more"));     // after the section
+  EXPECT_FALSE(allows(g, "<|tool_calls_section_begin|>" + call("get_time:0", R"({"tz":"UTC"})")));  // unclosed
+  // The markers spelled as text are not the markers.
+  EXPECT_FALSE(allows(g, "<|tool_calls_section_begi" "n|>"));
+}
+
+TEST(ToolCallGrammar, NamedAndNonParallelAreExactlyOneCall) {
+  testing::FakeCodec codec;
+  const MarkerIds m = MarkerIds::from(codec);
+  const std::string two = section(call("get_time:0", R"({"tz":"UTC"})") + call("get_time:1", R"({"tz":"UTC"})"));
+  auto named = tool_call_grammar(m, tool_request({{"type", "function"}, {"function", {{"name", "get_time"}}}}));
+  EXPECT_TRUE(allows(named, section(call("get_time:0", R"({"tz":"UTC"})"))));
+  EXPECT_FALSE(allows(named, section(call("get_weather:0", R"({"city":"Oslo"})"))));
+  EXPECT_FALSE(allows(named, two));
+  auto single = tool_call_grammar(m, tool_request("required", /*parallel=*/false));
+  EXPECT_TRUE(allows(single, section(call("get_weather:0", R"({"city":"Oslo"})"))));
+  EXPECT_FALSE(allows(single, two));
+  EXPECT_TRUE(allows(tool_call_grammar(m, tool_request("required")), two));
+  // Kimi numbers calls over the conversation: two earlier calls, so this one is :2.
+  json msgs = json::parse(R"([{"role": "user", "content": "hi"},
+    {"role": "assistant", "content": null, "tool_calls": [
+      {"id": "functions.get_time:0", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+      {"id": "functions.get_time:1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "functions.get_time:0", "content": "x"}])");
+  auto later = tool_call_grammar(m, tool_request("required", true, msgs));
+  EXPECT_TRUE(allows(later, section(call("get_time:2", R"({"tz":"UTC"})"))));
+  EXPECT_FALSE(allows(later, section(call("get_time:0", R"({"tz":"UTC"})"))));
+  EXPECT_EQ(tool_call_grammar(m, tool_request("auto")), nullptr);
+}
+
+TEST(ToolCallGrammar, RefusalsNameTheField) {
+  testing::FakeCodec codec;
+  const MarkerIds m = MarkerIds::from(codec);
+  auto param_of = [&](const MarkerIds& ids, const ChatRequest& r) {
+    try {
+      tool_call_grammar(ids, r);
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      return e.param + ": " + e.message;
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(param_of(MarkerIds::none(), tool_request("required")).rfind("tool_choice: ", 0), 0u);
+  ChatRequest with_format = tool_request("required");
+  with_format.grammar = grammar::json_object_grammar();
+  EXPECT_EQ(param_of(m, with_format).rfind("tool_choice: ", 0), 0u);
+  json tools = kTools;
+  tools[1]["function"]["parameters"]["properties"]["tz"]["format"] = "date-time";
+  ChatRequest bad_schema = parse_chat_request({{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                               {"tools", tools}, {"tool_choice", "required"}});
+  const std::string e = param_of(m, bad_schema);
+  EXPECT_EQ(e.rfind("tools[1].function.parameters: ", 0), 0u) << e;
+  EXPECT_NE(e.find("'format'"), std::string::npos) << e;
+}
+
+TEST(ToolCallGrammar, RandomMaskedDecodesParseAsSchemaValidCalls) {
+  // Uniform sampling over the allowed tokens: whatever the model does, the output parser
+  // reads tool calls of declared functions whose arguments parse and hold the required keys.
+  testing::FakeCodec codec;
+  const MarkerIds m = MarkerIds::from(codec);
+  auto vocab = fake_vocabulary(codec);
+  std::mt19937 rng(7);
+  for (bool parallel : {true, false})
+    for (int trial = 0; trial < 12; ++trial) {
+      grammar::TokenConstraint tc(tool_call_grammar(m, tool_request("required", parallel)), vocab);
+      ChatOutput out(codec, m, OutputOptions{}, false);
+      OutputDelta d;
+      int steps = 0;
+      while (!tc.finished() && steps++ < 20000) {
+        std::vector<int32_t> ok;
+        for (int32_t id = 0; id < codec.vocab_size(); ++id)
+          if (tc.is_allowed(id)) ok.push_back(id);
+        ASSERT_FALSE(ok.empty());
+        const int32_t id = ok[std::uniform_int_distribution<size_t>(0, ok.size() - 1)(rng)];
+        ASSERT_TRUE(tc.accept(id));
+        if (!tc.finished()) out.push(id, d);
+      }
+      ASSERT_TRUE(tc.finished());
+      out.finish(d);
+      const auto& calls = out.parser().tool_calls();
+      ASSERT_FALSE(calls.empty());
+      if (!parallel) {
+        EXPECT_EQ(calls.size(), 1u);
+      }
+      EXPECT_EQ(out.parser().content(), "");
+      for (size_t i = 0; i < calls.size(); ++i) {
+        EXPECT_EQ(calls[i].id, fmt::format("functions.{}:{}", calls[i].name, i));
+        json args = json::parse(calls[i].arguments);  // throws if not JSON
+        if (calls[i].name == "get_weather") {
+          ASSERT_TRUE(args.contains("city"));
+          EXPECT_TRUE(args["city"].is_string());
+          for (auto& [k, v] : args.items()) EXPECT_TRUE(k == "city" || k == "unit") << k;
+        } else {
+          ASSERT_EQ(calls[i].name, "get_time");
+          ASSERT_TRUE(args.contains("tz"));
+        }
+      }
+    }
 }
 
 }  // namespace

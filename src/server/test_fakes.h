@@ -97,15 +97,15 @@ class FakeCodec : public TextCodec {
     return ids;
   }
   using TextCodec::render_chat;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool thinking,
-                             const nlohmann::json& /*template_kwargs*/) const override {
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
+                             const nlohmann::json& /*template_kwargs*/, bool add_generation_prompt) const override {
     RenderedPrompt p;
     for (auto& m : messages) {
       p.add_template(m["role"].get<std::string>() + ":");
       p.add_value(m["content"].get<std::string>());
       p.add_template("\n");
     }
-    p.add_template(thinking ? "assistant:<think>" : "assistant:<think></think>");
+    if (add_generation_prompt) p.add_template(thinking ? "assistant:<think>" : "assistant:<think></think>");
     return p;
   }
 };

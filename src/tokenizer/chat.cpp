@@ -307,11 +307,21 @@ json normalized_for_template(const json& messages) {
 
 // The checkpoint's own template (template/chat_template.h), parsed once per directory and
 // tool use; null when it has none. Says once (-v) which template from which file is used.
-std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& tokenizer, bool has_tools) {
+std::mutex& template_mutex() {
   static std::mutex mu;
+  return mu;
+}
+// override_chat_template's templates, by tokenizer.
+std::map<const Tokenizer*, std::shared_ptr<const tmpl::Template>>& template_overrides() {
+  static std::map<const Tokenizer*, std::shared_ptr<const tmpl::Template>> m;
+  return m;
+}
+
+std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& tokenizer, bool has_tools) {
   static std::map<std::string, std::shared_ptr<const tmpl::Template>> cache;
   std::string key = fmt::format("{}|{}|{}", tokenizer.model_dir().string(), static_cast<const void*>(&tokenizer), has_tools);
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(template_mutex());
+  if (auto it = template_overrides().find(&tokenizer); it != template_overrides().end()) return it->second;
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(tokenizer.config().dump());
   std::shared_ptr<const tmpl::Template> t;
@@ -329,24 +339,31 @@ std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& token
 
 }  // namespace
 
+void override_chat_template(const Tokenizer& tokenizer, const std::string& source, const std::string& origin) {
+  auto t = std::make_shared<const tmpl::Template>(source, origin);
+  log_info("chat template: {} (instead of the checkpoint's)", origin);
+  std::lock_guard<std::mutex> lock(template_mutex());
+  template_overrides()[&tokenizer] = std::move(t);
+}
+
 RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
                         bool thinking) {
   json kwargs = {{"thinking", thinking}, {"enable_thinking", thinking}};
   return render_chat(tokenizer, messages, tools, add_generation_prompt, thinking, kwargs);
 }
 
-RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
-                        bool thinking, const json& kwargs) {
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const nlohmann::ordered_json& tools,
+                           bool add_generation_prompt, bool thinking, const json& kwargs) {
   if (!messages.is_array()) fail("messages: expected a list");
   if (auto t = checkpoint_template(tokenizer, !tools.is_null())) {
     ChatRequest req;
     req.messages = nlohmann::ordered_json::parse(normalized_for_template(messages).dump());
-    req.tools = nlohmann::ordered_json::parse(tools.dump());
+    req.tools = tools;
     req.add_generation_prompt = add_generation_prompt;
     if (kwargs.is_object()) req.kwargs = nlohmann::ordered_json::parse(kwargs.dump());
     return render_chat_template(*t, nlohmann::ordered_json::parse(tokenizer.config().dump()), req);
   }
-  return render_builtin_chat(tokenizer, messages, tools, add_generation_prompt, thinking);
+  return render_builtin_chat(tokenizer, messages, json(tools), add_generation_prompt, thinking);
 }
 
 RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const json& messages, const json& tools,

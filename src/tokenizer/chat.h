@@ -41,10 +41,16 @@ RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& mes
 // With the checkpoint's own chat template (chat_template.jinja or tokenizer_config.json
 // chat_template beside the tokenizer, see template/chat_template.h) when it has one, rendered as
 // transformers does with chat_template_kwargs {thinking, enable_thinking} = `thinking`, or
-// `kwargs` (an object: every key is passed). Without one, the built-in format below.
+// `kwargs` (an object: every key is passed). Without one, the built-in format below. `tools`
+// keep their key order into the template (its `tojson` writes them in that order, as
+// transformers does); a nlohmann::json converts, sorted.
 RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
-                           const nlohmann::json& tools, bool add_generation_prompt, bool thinking,
+                           const nlohmann::ordered_json& tools, bool add_generation_prompt, bool thinking,
                            const nlohmann::json& kwargs);
+// Renders every conversation of `tokenizer` (the overloads above) with `source` instead of the
+// checkpoint's template: vLLM's --chat-template. `origin` names it in -v logs and in Jinja
+// error messages (the file path). A parse error is an Error naming `origin`.
+void override_chat_template(const Tokenizer& tokenizer, const std::string& source, const std::string& origin);
 // The built-in format of the tokenizer's family, whatever template the checkpoint has.
 RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
                                    const nlohmann::json& tools, bool add_generation_prompt, bool thinking);

@@ -29,6 +29,13 @@ struct RenderedPrompt {
   void append(const RenderedPrompt& other) {
     for (const auto& s : other.spans) add(s.text, s.is_value);
   }
+  // Keeps the first `n` bytes of text() (spans keep their kinds).
+  void truncate(size_t n) {
+    size_t at = 0, i = 0;
+    for (; i < spans.size() && at + spans[i].text.size() <= n; ++i) at += spans[i].text.size();
+    if (i < spans.size() && at < n) spans[i++].text.resize(n - at);
+    spans.resize(i);
+  }
   // The flat prompt text (what transformers' apply_chat_template(tokenize=False) returns).
   std::string text() const {
     std::string out;

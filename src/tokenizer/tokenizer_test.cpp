@@ -343,6 +343,27 @@ TEST(RenderedPrompt, MergesAdjacentSpansOfOneKindAndSkipsEmpty) {
   EXPECT_EQ(p.text(), "<|im_user|>userab");
 }
 
+TEST(RenderedPrompt, TruncateKeepsAPrefixWithItsSpanKinds) {
+  RenderedPrompt p;
+  p.add_template("<|im_user|>");
+  p.add_value("hello");
+  p.add_template("<|im_end|>");
+  const std::string full = p.text();
+  std::string kinds;  // per byte: t(emplate) or v(alue)
+  for (const auto& s : p.spans) kinds += std::string(s.text.size(), s.is_value ? 'v' : 't');
+  for (size_t n = 0; n <= full.size() + 2; ++n) {
+    RenderedPrompt q = p;
+    q.truncate(n);
+    EXPECT_EQ(q.text(), full.substr(0, n)) << n;
+    std::string k;
+    for (const auto& s : q.spans) {
+      EXPECT_FALSE(s.text.empty()) << n;
+      k += std::string(s.text.size(), s.is_value ? 'v' : 't');
+    }
+    EXPECT_EQ(k, kinds.substr(0, n)) << n;
+  }
+}
+
 TEST_F(KimiTiny, SpecialStringsInValuesAreText) {
   const int32_t n = 256 + 9;  // n_ranks of the fixture
   RenderedPrompt p;

@@ -223,8 +223,9 @@ describe('scripted engine (parsing contract)', () => {
   const TOOL_REPLY = 'The user wants the weather; I will call the tool.</think>' +
     '<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>' +
     '{"city": "Paris", "unit": "celsius"}<|tool_call_end|><|tool_calls_section_end|>';
-  // Replies that continue a forced tool-call opening (tool_choice required / named): without
-  // forcing they are not tool calls at all.
+  // Replies that continue a tool-call opening (tool_choice required / named: the grammar makes
+  // the reply begin with the markup; the script's tokens are taken where the grammar allows
+  // them): without forcing they are not tool calls at all.
   const CALL_END = '<|tool_call_end|><|tool_calls_section_end|>';
   const rules = [
     { when: 'rainy, 12C', reply: '{"city": "Hamburg"}' + CALL_END },
@@ -381,9 +382,9 @@ describe('scripted engine (parsing contract)', () => {
     assert.equal(call.id, 'functions.get_weather:0');
     assert.equal(call.function.name, 'get_weather');
     assert.deepEqual(JSON.parse(call.function.arguments), { city: 'Berlin' });
-    // The call ends at its <|tool_call_end|>; only generated tokens count, not the forced opening
-    // (the free reply had the same arguments, then <|tool_calls_section_end|><|im_end|>).
-    assert.equal(r.usage.completion_tokens, free.usage.completion_tokens - 2);
+    // The grammar wrote the markup the script lacks (section, call opening, id), and the
+    // script's arguments fit the tool's schema: the whole reply is generated tokens.
+    assert.ok(r.usage.completion_tokens > free.usage.completion_tokens, JSON.stringify([r.usage, free.usage]));
 
     const s = await streamed(req);
     assert.equal(s.finish, 'tool_calls');
@@ -428,13 +429,36 @@ describe('scripted engine (parsing contract)', () => {
     const r = await client.chat.completions.create(req);
     assert.equal(r.choices[0].message.content, 'Hello world. ');
     assert.equal(r.choices[0].finish_reason, 'stop');
-    let text = '', usage = null;
+    assert.equal(r.choices[0].stop_reason, 'STOP', "vLLM's stop_reason: the stop string");
+    let text = '', usage = null, stopReason;
     for await (const c of await client.chat.completions.create({ ...req, stream: true, stream_options: { include_usage: true } })) {
       text += c.choices[0]?.delta?.content ?? '';
+      if (c.choices[0]?.finish_reason) stopReason = c.choices[0].stop_reason;
       if (c.usage) usage = c.usage;
     }
     assert.equal(text, 'Hello world. ');
+    assert.equal(stopReason, 'STOP');
     assert.ok(usage && usage.completion_tokens > 0 && usage.prompt_tokens > 0);
+  });
+
+  test('stop_reason: the stop token id that ended the choice, null at the end of turn', async () => {
+    const t = await (await fetch(srv.url + '/tokenize', { method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sekrit' },
+      body: JSON.stringify({ prompt: 'Hello world.', return_token_strs: true }) })).json();
+    const at = t.token_strs.findIndex((x) => x.includes('w'));
+    const world = t.tokens[at];
+    const req = { model: NAME, messages: [{ role: 'user', content: 'say stop' }], stop_token_ids: [world],
+      chat_template_kwargs: { thinking: false } };
+    const r = await client.chat.completions.create(req);
+    assert.equal(r.choices[0].message.content, t.token_strs.slice(0, at).join(''));
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    assert.equal(r.choices[0].stop_reason, world);
+    const c = await client.completions.create({ model: NAME, prompt: 'say stop <|im_assistant|>assistant<|im_middle|>',
+      stop_token_ids: [world], max_tokens: 20 });
+    assert.equal(c.choices[0].stop_reason, world);
+    const plain = await client.chat.completions.create({ ...req, stop_token_ids: undefined });
+    assert.equal(plain.choices[0].finish_reason, 'stop');
+    assert.equal(plain.choices[0].stop_reason, null, 'ended by the model\'s own end of turn');
   });
 });
 
@@ -515,5 +539,89 @@ describe('hostile clients', () => {
     const c = await client.chat.completions.create({ model: NAME, messages: [{ role: 'user', content: 'hello' }],
       chat_template_kwargs: { thinking: false } });
     assert.equal(c.choices[0].message.content, 'Hi.');
+  });
+});
+
+// ------------------------------------------------------------------------------------------
+// `serve --chat-template FILE` (vLLM's flag) with a template whose generation prompt ends
+// inside an open reasoning block, "<think>\n", as Qwen3's and Kimi-Thinking's do: the file
+// replaces the model's own template, and the reply starts as reasoning (issue 14).
+describe('--chat-template FILE ending in "<think>\\n" (scripted engine)', () => {
+  const TEMPLATE = '{% for m in messages %}<|im_{{ m.role }}|>{{ m.role }}<|im_middle|>{{ m.content }}<|im_end|>' +
+    '{% endfor %}{% if add_generation_prompt %}<|im_assistant|>assistant<|im_middle|><think>\n{% endif %}';
+  let srv, client, dir;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sickle-think-tail-'));
+    fs.writeFileSync(path.join(dir, 'script.json'), JSON.stringify([
+      { when: 'capital of France', reply: 'Simple geography question.</think>The capital of France is Paris.' }]));
+    fs.writeFileSync(path.join(dir, 'think.jinja'), TEMPLATE);
+    srv = await startServer(MODEL, ['--served-model-name', NAME, '--script', path.join(dir, 'script.json'),
+      '--chat-template', path.join(dir, 'think.jinja'), '--max-model-len', '4096']);
+    client = openaiClient({ baseURL: srv.baseURL, apiKey: 'none' });
+  });
+  after(async () => {
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const messages = [{ role: 'user', content: 'What is the capital of France?' }];
+
+  test('the file, not the checkpoint template, renders the prompt', async () => {
+    const r = await fetch(srv.url + '/tokenize', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: NAME, messages, return_token_strs: true }) });
+    assert.equal(r.status, 200);
+    const t = await r.json();
+    assert.equal(t.token_strs.join(''),
+      '<|im_user|>user<|im_middle|>What is the capital of France?<|im_end|><|im_assistant|>assistant<|im_middle|><think>\n');
+    assert.deepEqual(t.token_strs.slice(-2), ['<think>', '\n']);
+  });
+
+  async function tokenized(body) {
+    const r = await fetch(srv.url + '/tokenize', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: NAME, return_token_strs: true, ...body }) });
+    return { status: r.status, body: await r.json() };
+  }
+
+  test('add_generation_prompt false and continue_final_message (vLLM / transformers semantics)', async () => {
+    const conv = '<|im_user|>user<|im_middle|>What is the capital of France?<|im_end|>';
+    const noGen = await tokenized({ messages, add_generation_prompt: false });
+    assert.equal(noGen.status, 200);
+    assert.equal(noGen.body.token_strs.join(''), conv);
+    // The reply continues the final message: the text is cut right after its content, before
+    // the template's end of turn.
+    const partial = [...messages, { role: 'assistant', content: 'The capital is' }];
+    const cont = await tokenized({ messages: partial, add_generation_prompt: false, continue_final_message: true });
+    assert.equal(cont.status, 200);
+    assert.equal(cont.body.token_strs.join(''), conv + '<|im_assistant|>assistant<|im_middle|>The capital is');
+    // Content with trailing whitespace the template keeps: cut after the last occurrence of it.
+    const spaced = [...messages, { role: 'assistant', content: 'Paris is ' }];
+    const c2 = await tokenized({ messages: spaced, add_generation_prompt: false, continue_final_message: true });
+    assert.equal(c2.body.token_strs.join(''), conv + '<|im_assistant|>assistant<|im_middle|>Paris is ');
+    // Both true is refused, as vLLM does (its default add_generation_prompt is true).
+    const both = await tokenized({ messages: partial, continue_final_message: true });
+    assert.equal(both.status, 400);
+    assert.equal(both.body.error.param, 'continue_final_message');
+    const r = await client.chat.completions.create({ model: NAME, messages: partial, add_generation_prompt: false,
+      continue_final_message: true, max_tokens: 3 });
+    assert.equal(r.choices.length, 1);
+  });
+
+  test('a structured output is content even after a prompt that opened <think>', async () => {
+    const r = await client.chat.completions.create({ model: NAME, messages, max_tokens: 24, seed: 1,
+      response_format: { type: 'json_object' } });
+    assert.equal(r.choices[0].message.reasoning_content, undefined);
+    assert.ok(r.choices[0].message.content.startsWith('{'), r.choices[0].message.content);
+  });
+
+  test('reasoning_content and content split at </think> (non-streaming and streaming)', async () => {
+    const r = await client.chat.completions.create({ model: NAME, messages });
+    assert.equal(r.choices[0].message.reasoning_content, 'Simple geography question.');
+    assert.equal(r.choices[0].message.content, 'The capital of France is Paris.');
+    let reasoning = '', content = '';
+    for await (const c of await client.chat.completions.create({ model: NAME, messages, stream: true })) {
+      reasoning += c.choices[0]?.delta?.reasoning_content ?? '';
+      content += c.choices[0]?.delta?.content ?? '';
+    }
+    assert.equal(reasoning, 'Simple geography question.');
+    assert.equal(content, 'The capital of France is Paris.');
   });
 });

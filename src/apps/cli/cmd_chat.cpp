@@ -24,7 +24,7 @@ namespace sickle::cli {
 namespace {
 
 struct ChatArgs {
-  std::string model_dir, system, thinking = "off";
+  std::string model_dir, system, thinking = "off", chat_template;
   int64_t n_predict = 1024, ctx = 0;
   int threads = 0;
   bool specials_in_content = false, allow_long_context = false;
@@ -38,6 +38,7 @@ int chat(ChatArgs a) {
   mo.max_context = a.ctx > 0 ? a.ctx : std::min<int64_t>(positions, 8192);
   auto model = Model::load(a.model_dir, mo);
   auto tok = Tokenizer::load(a.model_dir);
+  apply_chat_template_option(*tok, a.chat_template);
   const int64_t V = model->vocab_size();
   const bool tty = ::isatty(0);
   const auto stop = tok->stop_ids();
@@ -135,6 +136,7 @@ Registrar reg({"chat", "Interactive chat in the terminal (/reset, /exit)", 61, [
   sub.add_option("-c,--ctx", a->ctx, "Context length (default: the model's max_position_embeddings, at most 8192)");
   add_allow_long_context(sub, a->allow_long_context);
   add_content_specials_flag(sub, a->specials_in_content);
+  add_chat_template_option(sub, a->chat_template);
   return [a] { return chat(*a); };
 }});
 

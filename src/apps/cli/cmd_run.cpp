@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct RunArgs {
-  std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
+  std::string model_dir, prompt, tokens, dump_logits, thinking = "off", chat_template;
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
   bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false, allow_long_context = false;
@@ -83,6 +83,7 @@ int run(const RunArgs& a) {
   const int64_t V = model->vocab_size();
   std::unique_ptr<Tokenizer> tok;
   if (has_tokenizer(a.model_dir)) tok = Tokenizer::load(a.model_dir);
+  if (tok) apply_chat_template_option(*tok, a.chat_template);
 
   std::vector<int32_t> prompt;
   if (!a.tokens.empty()) {
@@ -182,6 +183,7 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")->capture_default_str();
   sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
   sub.add_flag("--chat", a->chat, "Wrap the prompt as one user turn in the model's chat format");
+  add_chat_template_option(sub, a->chat_template);
   add_content_specials_flag(sub, a->specials_in_content);
   sub.add_option("--thinking", a->thinking, "Chat: open a <think> block (on) or an empty one (off)")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();

@@ -33,6 +33,7 @@ struct ServeArgs {
   std::string script;  // protocol tests: scripted replies instead of the model
   bool specials_in_content = false;
   std::string generation_config = "auto";
+  std::string chat_template;  // a template file instead of the checkpoint's
 };
 
 // --generation-config: the sampling defaults requests get when they leave a field out (vLLM):
@@ -69,6 +70,7 @@ int run_serve(const ServeArgs& a) {
   if (a.script.empty()) check_context(a.max_model_len, a.model_dir, a.allow_long_context, "--max-model-len");
   log_info("serve: loading {}", a.model_dir);
   auto tok = Tokenizer::load(a.model_dir);
+  apply_chat_template_option(*tok, a.chat_template);
   auto codec = server::make_codec(*tok, a.specials_in_content);
   std::unique_ptr<Model> model;
   std::unique_ptr<server::Engine> engine;
@@ -159,12 +161,14 @@ const Registrar reg{Command{
                      "CORS: browser origins allowed to call the API, e.g. https://app.example.com, or '*' for any "
                      "(default: none, no CORS headers)")
           ->expected(1, 64)->delimiter(',');
-      sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")->capture_default_str();
+      sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")
+          ->check(CLI::Range(int64_t(1), int64_t(4096)))->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "Prompt + completion tokens per request (0 = the model's, at most 32768)")
           ->capture_default_str();
       add_allow_long_context(sub, a->allow_long_context);
-      sub.add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens per step, over all sequences (chunked prefill)")
-          ->capture_default_str();
+      sub.add_option("--prefill-chunk", a->prefill_chunk,
+                     "Prompt tokens per step, over all sequences (chunked prefill)")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
       sub.add_option("--kv-cache-mb", a->kv_cache_mb,
                      "KV cache budget in MiB (0 = max-num-seqs sequences of max-model-len)")->capture_default_str();
       sub.add_option("--prefix-cache", a->prefix_cache, "Finished sequences kept for prefix reuse (0 = off)")
@@ -188,6 +192,7 @@ const Registrar reg{Command{
       sub.add_option("--thinking", a->thinking, "Default for chat requests without chat_template_kwargs.thinking: on|off")
           ->capture_default_str();
       add_content_specials_flag(sub, a->specials_in_content);  // /v1/completions prompts always parse them
+      add_chat_template_option(sub, a->chat_template);
       sub.add_option("--script", a->script,
                      "Testing: reply from a JSON script [{when, reply}] instead of running the model (tokenizer from -m)");
       return [a] { return run_serve(*a); };

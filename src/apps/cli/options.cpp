@@ -1,8 +1,10 @@
 #include "apps/cli/options.h"
 
 #include "base/error.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "io/config.h"
+#include "tokenizer/chat.h"
 
 namespace sickle::cli {
 
@@ -34,6 +36,18 @@ int64_t check_context(int64_t requested, const std::filesystem::path& model_dir,
          "extended length): pass --allow-long-context to use positions it was never trained on",
          flag, requested, positions, (model_dir / "config.json").string());
   return positions;
+}
+
+CLI::Option* add_chat_template_option(CLI::App& sub, std::string& path) {
+  return sub.add_option("--chat-template", path,
+                        "A Jinja chat template file to render conversations with, instead of the checkpoint's "
+                        "(chat_template.jinja / tokenizer_config.json chat_template); see `sickle chat-template`")
+      ->check(CLI::ExistingFile);
+}
+
+void apply_chat_template_option(const Tokenizer& tokenizer, const std::string& path) {
+  if (path.empty()) return;
+  override_chat_template(tokenizer, read_file(path, "--chat-template"), path);
 }
 
 std::vector<OutputInput> with_inputs(std::vector<OutputInput> inputs, std::string_view what,

@@ -13,6 +13,10 @@
 
 #include "io/output_path.h"
 
+namespace sickle {
+class Tokenizer;
+}
+
 namespace sickle::cli {
 
 // A compute thread count (`names`, e.g. "-t,--threads"): 1..4096 when given; not given leaves
@@ -31,6 +35,13 @@ CLI::Option* add_allow_long_context(CLI::App& sub, bool& allow);
 // max_position_embeddings in `model_dir`/config.json is an Error unless `allow`. Returns the
 // model's max_position_embeddings.
 int64_t check_context(int64_t requested, const std::filesystem::path& model_dir, bool allow, std::string_view flag);
+
+// --chat-template FILE (vLLM's flag): a Jinja chat template file used instead of the
+// checkpoint's for every conversation the command renders.
+CLI::Option* add_chat_template_option(CLI::App& sub, std::string& path);
+// Reads the file (an Error naming --chat-template and the path when unreadable) and installs
+// it for `tokenizer` (tokenizer/chat.h override_chat_template). Nothing when `path` is empty.
+void apply_chat_template_option(const Tokenizer& tokenizer, const std::string& path);
 
 // Appends `files`, each named `what` (e.g. "--data file"), to the inputs for check_output.
 std::vector<OutputInput> with_inputs(std::vector<OutputInput> inputs, std::string_view what,
