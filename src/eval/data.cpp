@@ -15,8 +15,10 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
     tok = Tokenizer::load(model_dir);
     const Tokenizer* t = tok.get();
     enc.encode = [t](const std::string& s) { return t->encode(s, /*allow_special=*/false); };  // plain text is text
-    enc.encode_chat = [t, specials = opt.specials_in_content](const nlohmann::json& m) {
-      return t->encode(render_chat(*t, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false),
+    enc.encode_chat = [t, specials = opt.specials_in_content](const nlohmann::json& m,
+                                                              const nlohmann::ordered_json& tools) {
+      const nlohmann::json kwargs = {{"thinking", false}, {"enable_thinking", false}};
+      return t->encode(render_chat(*t, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs),
                        specials);
     };
     if (opt.bos_id < 0) opt.bos_id = tok->bos_id();

@@ -132,8 +132,15 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
         case DataFormat::kChatJsonl: {
           auto it = j.find("messages");
           if (it == j.end() || !it->is_array()) fail("{}:{}: no array field 'messages'", f.string(), lineno);
+          // The record's tool declarations, re-read in the record's key order: the template's
+          // tojson writes them as the caller ordered them (transformers keeps dict order).
+          nlohmann::ordered_json tools;
+          if (auto t = j.find("tools"); t != j.end() && !t->is_null()) {
+            if (!t->is_array()) fail("{}:{}: 'tools' must be a list of tool declarations", f.string(), lineno);
+            tools = nlohmann::ordered_json::parse(line)["tools"];
+          }
           try {
-            docs.push_back(enc->encode_chat(*it));
+            docs.push_back(enc->encode_chat(*it, tools));
           } catch (const Error& e) {
             fail("{}:{}: {}", f.string(), lineno, e.what());
           }

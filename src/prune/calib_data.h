@@ -46,11 +46,13 @@ struct CalibOptions {
   std::string key() const;
 };
 
-// How text becomes tokens; `encode_chat` (a conversation -> the ids of its rendered prompt)
-// is needed only for chat-jsonl.
+// How text becomes tokens; `encode_chat` (a conversation and its tool declarations, null when
+// the record has none, in the record's key order -> the ids of its rendered prompt) is needed
+// only for chat-jsonl.
 struct CalibEncoder {
   std::function<std::vector<int32_t>(const std::string& text)> encode;
-  std::function<std::vector<int32_t>(const nlohmann::json& messages)> encode_chat;
+  std::function<std::vector<int32_t>(const nlohmann::json& messages, const nlohmann::ordered_json& tools)>
+      encode_chat;
 };
 
 struct CalibReport {

@@ -40,9 +40,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // As eval/data.cpp wires it: plain text never parses specials, chat values neither.
   sickle::CalibEncoder enc;
   enc.encode = [](const std::string& s) { return g_tok->encode(s, false); };
-  enc.encode_chat = [](const nlohmann::json& m) {
-    return g_tok->encode(
-        sickle::render_chat(*g_tok, m, nlohmann::json(), /*add_generation_prompt=*/false, /*thinking=*/false));
+  enc.encode_chat = [](const nlohmann::json& m, const nlohmann::ordered_json& tools) {
+    const nlohmann::json kwargs = {{"thinking", false}, {"enable_thinking", false}};
+    return g_tok->encode(sickle::render_chat(*g_tok, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false,
+                                             kwargs));
   };
   try {
     sickle::CalibReport rep;

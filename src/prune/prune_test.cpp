@@ -436,7 +436,10 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   std::ofstream(t.path / "c.jsonl") << json{{"messages", msgs}}.dump() << "\n";
   CalibEncoder enc;
   enc.encode = [&](const std::string& s) { return tok->encode(s, false); };
-  enc.encode_chat = [&](const json& m) { return tok->encode(render_chat(*tok, m, json(), false, false)); };
+  enc.encode_chat = [&](const json& m, const nlohmann::ordered_json& tools) {
+    EXPECT_TRUE(tools.is_null());  // c.jsonl declares none
+    return tok->encode(render_chat(*tok, m, json(), false, false));
+  };
   CalibOptions o;
   o.pack = false;
   o.seq_len = 4096;
@@ -459,6 +462,40 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   const std::vector<int32_t> want = tok->encode(render_chat(*tok, msgs, json(), false, false).text(), true);
   EXPECT_EQ(s3[0], want);  // the template decides about BOS; never doubled
   EXPECT_LE(std::count(s3[0].begin(), s3[0].end(), tok->bos_id()), 1);
+}
+
+// A chat-jsonl record's tools reach the renderer as the record wrote them (key order kept, as
+// transformers' apply_chat_template gets them); a 'tools' that is not a list is an error naming
+// the line.
+TEST(CalibData, ChatRecordToolsKeepTheirKeyOrder) {
+  TempDir t;
+  const std::string tools =
+      R"([{"type":"function","function":{"name":"zeta","parameters":{"type":"object","required":["b"],)"
+      R"("properties":{"b":{"type":"string"},"a":{"type":"integer"}}}}}])";
+  std::ofstream(t.path / "c.jsonl") << R"({"tools":)" << tools << R"(,"messages":[{"role":"user","content":"x"}]})"
+                                    << "\n"
+                                    << R"({"messages":[{"role":"user","content":"y"}],"tools":{"name":"f"}})" << "\n";
+  std::vector<std::string> seen;
+  CalibEncoder enc;
+  enc.encode = [](const std::string&) { return std::vector<int32_t>{1}; };
+  enc.encode_chat = [&](const json&, const nlohmann::ordered_json& tl) {
+    seen.push_back(tl.dump());
+    return std::vector<int32_t>{1, 2, 3};
+  };
+  CalibOptions o;
+  o.format = DataFormat::kChatJsonl;
+  o.seq_len = 16;
+  o.max_samples = 1;
+  load_samples({t.path / "c.jsonl"}, o, &enc, nullptr);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], tools);
+  o.max_samples = 0;
+  try {
+    load_samples({t.path / "c.jsonl"}, o, &enc, nullptr);
+    ADD_FAILURE() << "accepted a 'tools' object";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.jsonl:2: 'tools' must be a list"), std::string::npos) << e.what();
+  }
 }
 
 // ---------------------------------------------------------------- observer
