@@ -17,6 +17,7 @@
 #include "runtime/thread_pool.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "vision/embed.h"
 
 namespace sickle::cli {
 namespace {
@@ -24,7 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct RunArgs {
-  std::string model_dir, prompt, tokens, dump_logits, thinking = "off";
+  std::string model_dir, prompt, tokens, dump_logits, thinking = "off", dump_image_embeddings;
+  std::vector<std::string> images;
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
   bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false, allow_long_context = false;
@@ -56,23 +58,30 @@ bool has_tokenizer(const fs::path& dir) {
   return fs::exists(dir / "tiktoken.model") || fs::exists(dir / "tokenizer.json");
 }
 
-// One F32 tensor `logits` [rows, vocab] as a single safetensors file, through CheckpointWriter
-// into a temp of `file` (TempOutput: removed after, or by the next run if this one is killed),
-// then renamed into place, so a failed write leaves nothing behind.
+// One F32 tensor `logits` [rows, vocab] as a single safetensors file.
 void write_logits(const fs::path& file, std::vector<float>&& rows, int64_t vocab) {
-  TempOutput tmp(file, OutputKind::kDirectory);
-  WriterOptions wo;
-  wo.max_shard_bytes = ~0ull;
-  CheckpointWriter w(tmp.path() / "logits", wo);
-  int64_t n = int64_t(rows.size()) / vocab;
-  w.add("logits", DType::F32, {n, vocab}, TensorSource::from_vector(rows));
-  w.commit();
-  std::error_code ec;
-  fs::rename(tmp.path() / "logits" / "model.safetensors", file, ec);
-  if (ec) fail("{}: cannot write: {}", file.string(), ec.message());
+  write_safetensors_file(file, [&](CheckpointWriter& w) {
+    w.add("logits", DType::F32, {int64_t(rows.size()) / vocab, vocab}, TensorSource::from_vector(rows));
+  });
+}
+
+// --image with --dump-image-embeddings: the vision tower only, no text generation.
+int dump_images(const RunArgs& a) {
+  check_output(a.dump_image_embeddings, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}},
+               "--dump-image-embeddings");
+  auto ck = Checkpoint::open(a.model_dir);
+  ThreadPool pool(a.threads);
+  vision::write_image_embeddings(a.dump_image_embeddings, vision::embed_image_files(*ck, a.images, &pool));
+  return 0;
 }
 
 int run(const RunArgs& a) {
+  if (!a.dump_image_embeddings.empty()) {
+    if (a.images.empty()) fail("--dump-image-embeddings needs at least one --image FILE");
+    return dump_images(a);
+  }
+  if (!a.images.empty())
+    fail("--image: generating with images is not supported yet; --dump-image-embeddings OUT writes their embeddings");
   check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   if (!a.dump_logits.empty())
     check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
@@ -190,6 +199,10 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--dump-logits", a->dump_logits,
                  "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
                  "(replaced if it exists; never a file of the model)");
+  sub.add_option("--image", a->images, "Image file (PNG or JPEG) for Kimi-K2.5's vision tower; repeatable");
+  sub.add_option("--dump-image-embeddings", a->dump_image_embeddings,
+                 "Write each --image's projected embeddings (F32 image.<i> [tokens, text hidden]) and their patch grids "
+                 "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
   add_threads_option(sub, a->threads, "-t,--threads");
   sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
   add_allow_long_context(sub, a->allow_long_context);
