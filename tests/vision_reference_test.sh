@@ -63,6 +63,33 @@ for n in sorted(x for x in a.names() if x.startswith("image.")):
 assert worst < 1e-4, worst
 PYEOF
 
+# The text model with images in the prompt (bf16 experts: exact kernels): each placeholder 277
+# (tiny-kimi's media_placeholder_token_id) expands to its image's tokens, which take the image's
+# embeddings; logits at every position against ref_model.py fed the reference's embeddings.
+"$BIN" synth --preset tiny-kimi --seed 5 --quant none -o "$tmp/t" >/dev/null 2>&1
+toks=5,6,277,7,8,277,9
+"$BIN" run -m "$tmp/t" --tokens $toks --image "$tmp/wide.png" --image "$tmp/tiny.png" -n 0 \
+  --dump-logits "$tmp/sl.safetensors" 2>/dev/null
+"$BIN" run -m "$tmp/t" --tokens $toks --image "$tmp/tiny.png" --image "$tmp/wide.png" -n 0 \
+  --dump-logits "$tmp/swapped.safetensors" 2>/dev/null
+$PY "$SRC/tools/reference/vision_ref.py" --model "$tmp/t" --pixels "$tmp/wide.png.npy" "$tmp/tiny.png.npy" \
+  --out "$tmp/r2.safetensors" --tokens $toks --logits-out "$tmp/rl.safetensors"
+$PY - "$tmp" "$SRC/tools/reference" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np, st
+d = sys.argv[1]
+a, b = st.SafeTensors(f"{d}/sl.safetensors").get("logits"), st.SafeTensors(f"{d}/rl.safetensors").get("logits")
+w = st.SafeTensors(f"{d}/swapped.safetensors").get("logits")
+assert a.shape == b.shape == (2 + 33 + 2 + 1 + 1, 512), (a.shape, b.shape)
+rel = (np.abs(a - b).max(1) / np.abs(b).max(1)).max()
+swapped = (np.abs(w - b).max(1) / np.abs(b).max(1)).max()
+print(f"text logits with 2 images ({a.shape[0]} positions): max row |diff|/max|ref| = {rel:.2e}; "
+      f"images swapped: {swapped:.2e}")
+assert rel < 1e-4, rel
+assert swapped > 1e-2, swapped  # the image content reaches the text model
+PYEOF
+
 # Bad images: a clear error, never a crash.
 printf '\x89PNG\r\n\x1a\nrest' > "$tmp/trunc.png"
 head -c 200 "$tmp/big.jpg" > "$tmp/trunc.jpg"

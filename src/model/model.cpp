@@ -404,8 +404,9 @@ uint64_t Model::active_bytes_per_token() const {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits) {
-  StepItem item{&seq, tokens, all_logits};
+void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits,
+                    std::span<const float* const> embed_rows) {
+  StepItem item{&seq, tokens, all_logits, embed_rows};
   forward(std::span<StepItem>(&item, 1), logits);
 }
 
@@ -421,6 +422,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     for (size_t j = 0; j < i; ++j)
       if (items[j].seq == it.seq) fail("forward: items {} and {} name the same sequence", j, i);
     if (it.tokens.empty()) fail("forward: item {} has no tokens", i);
+    if (!it.embed_rows.empty() && it.embed_rows.size() != it.tokens.size())
+      fail("forward: item {} has {} embedding overrides for {} tokens", i, it.embed_rows.size(), it.tokens.size());
     if (it.seq->n_past() + int64_t(it.tokens.size()) > impl.max_context)
       fail("forward: sequence would hold {} tokens, more than the context of {} tokens", it.seq->n_past() + it.tokens.size(),
            impl.max_context);
@@ -452,10 +455,13 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   }
   StepScratch& step = impl.step;
 
-  // Embeddings: one row of embed_tokens per token.
+  // Embeddings: one row of embed_tokens per token, or the item's override row.
   impl.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
     for (int64_t t = b; t < e; ++t) impl.embed.dequant_row(step.tok[t], step.x.data() + t * H);
   });
+  for (size_t i = 0; i < items.size(); ++i)
+    for (size_t j = 0; j < items[i].embed_rows.size(); ++j)
+      if (const float* row = items[i].embed_rows[j]) std::copy(row, row + H, step.x.data() + (item_tok0[i] + int64_t(j)) * H);
   if (impl.check_finite && !all_finite(step.x.data(), T * H)) impl.throw_nonfinite(-1, "embedding", step.x.data(), T, H, nullptr, items.size());
   // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
   const int64_t half = config.qk_rope_head_dim / 2;

@@ -17,6 +17,7 @@
 #include "model/synth.h"
 #include "model/synth_testing.h"
 #include "runtime/thread_pool.h"
+#include "vision/prompt.h"
 #include "vision/tower.h"
 
 namespace sickle::vision {
@@ -134,6 +135,30 @@ TEST(VisionTower, PositionTableInterpolationEqualsTorchBicubic) {
   std::vector<float> same(table.size());
   interpolate_bicubic_torch(table.data(), 3, 4, 2, 3, 4, same.data());
   for (size_t i = 0; i < table.size(); ++i) EXPECT_NEAR(same[i], table[i], 1e-6);
+}
+
+TEST(VisionPrompt, PlaceholdersExpandInOrderToTheirImagesRows) {
+  ImageEmbeddings e;
+  e.hidden = 2;
+  e.images = {{1, 2, 3, 4, 5, 6}, {7, 8}};  // 3 tokens, then 1
+  const std::vector<int32_t> prompt = {4, 9, 3, 9, 5};
+  ExpandedPrompt x = expand_media_placeholders(prompt, 9, e);
+  EXPECT_EQ(x.tokens, (std::vector<int32_t>{4, 9, 9, 9, 3, 9, 5}));
+  ASSERT_EQ(x.rows.size(), 7u);
+  EXPECT_EQ(x.rows[0], nullptr);
+  EXPECT_EQ(x.rows[1], e.images[0].data());
+  EXPECT_EQ(x.rows[3], e.images[0].data() + 4);
+  EXPECT_EQ(x.rows[4], nullptr);
+  EXPECT_EQ(x.rows[5], e.images[1].data());
+  EXPECT_EQ(x.rows[6], nullptr);
+  try {
+    expand_media_placeholders(std::vector<int32_t>{4, 9, 5}, 9, e);
+    ADD_FAILURE() << "one placeholder for two images accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("1 media placeholder(s)"), std::string::npos) << err.what();
+  }
+  EXPECT_THROW(media_placeholder_id(json::object(), "config.json"), Error);
+  EXPECT_EQ(media_placeholder_id(json{{"media_placeholder_token_id", 163605}}, "config.json"), 163605);
 }
 
 class VisionTowerTables : public ::testing::TestWithParam<const KernelTable*> {};

@@ -25,6 +25,10 @@ Written from the public semantics (not from sickle):
 CLI: vision_ref.py --model DIR --pixels A.npy [B.npy ...] --out OUT.safetensors
      (each .npy a uint8 [H, W, 3] array; OUT holds F32 image.i [tokens, text hidden] and I64
      grid_thw [n, 3], the layout `sickle run --dump-image-embeddings` writes).
+     With --tokens 1,2,P,3 --logits-out F: the text model's logits (ref_model.py) for that prompt,
+     each media placeholder P (config.json media_placeholder_token_id) expanded, left to right, to
+     its image's token count and those positions fed the image's float64 embeddings (vLLM's
+     expand_media_tokens_in_input_ids + embedding merge); F holds F32 `logits` [T, vocab].
 """
 import argparse
 import json
@@ -214,20 +218,41 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--pixels", nargs="+", required=True, help="uint8 [H, W, 3] .npy files")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--tokens", help="comma-separated prompt ids with one media placeholder per image")
+    ap.add_argument("--logits-out")
     a = ap.parse_args()
     ck = Checkpoint(a.model)
     cfg = media_cfg(a.model)
     vis = Vision(ck)
-    out, grids = {}, []
+    out, grids, exact = {}, [], []
     for i, p in enumerate(a.pixels):
         px = np.load(p)
         if px.dtype != np.uint8 or px.ndim != 3 or px.shape[2] != 3:
             raise SystemExit(f"{p}: want a uint8 [H, W, 3] array, got {px.dtype} {px.shape}")
         patches, grid = preprocess(px, cfg)
-        out[f"image.{i}"] = vis.image(patches, grid).numpy().astype(np.float32)
+        exact.append(vis.image(patches, grid))
+        out[f"image.{i}"] = exact[-1].numpy().astype(np.float32)
         grids.append(grid)
     out["grid_thw"] = np.array(grids, dtype=np.int64)
     st.write_safetensors(a.out, out)
+    if a.tokens:
+        from ref_model import RefModel
+        media = ck.root["media_placeholder_token_id"]
+        prompt = [int(t) for t in a.tokens.split(",") if t.strip()]
+        if sum(t == media for t in prompt) != len(exact):
+            raise SystemExit(f"--tokens has {sum(t == media for t in prompt)} placeholders for {len(exact)} images")
+        toks, embeds, queue = [], {}, list(exact)
+        for t in prompt:
+            if t != media:
+                toks.append(t)
+                continue
+            for row in queue.pop(0):
+                embeds[len(toks)] = row
+                toks.append(media)
+        with torch.no_grad():
+            logits = RefModel(a.model).forward(toks, embeds=embeds)
+        st.write_safetensors(a.logits_out, {"logits": logits.numpy().astype(np.float32),
+                                            "tokens": np.array(toks, dtype=np.int32)})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 #include "vision/embed.h"
+#include "vision/prompt.h"
 
 namespace sickle::cli {
 namespace {
@@ -80,8 +81,6 @@ int run(const RunArgs& a) {
     if (a.images.empty()) fail("--dump-image-embeddings needs at least one --image FILE");
     return dump_images(a);
   }
-  if (!a.images.empty())
-    fail("--image: generating with images is not supported yet; --dump-image-embeddings OUT writes their embeddings");
   check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   if (!a.dump_logits.empty())
     check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
@@ -103,9 +102,20 @@ int run(const RunArgs& a) {
       nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
       prompt = tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
     } else {
-      prompt = tok->encode(a.prompt, /*allow_special=*/false);
+      // With images, <|media_pad|> in the text is the placeholder token.
+      prompt = tok->encode(a.prompt, /*allow_special=*/!a.images.empty());
     }
     if (prompt.empty()) fail("run: the prompt encodes to no tokens");
+  }
+  // Images: each placeholder becomes the image's tokens, their rows the projected embeddings.
+  vision::ImageEmbeddings images;
+  std::vector<const float*> embed_rows;
+  if (!a.images.empty()) {
+    const int32_t media = vision::media_placeholder_id(model->checkpoint().config_json(), a.model_dir);
+    images = vision::embed_image_files(model->checkpoint(), a.images, &model->pool());
+    vision::ExpandedPrompt ex = vision::expand_media_placeholders(prompt, media, images);
+    prompt = std::move(ex.tokens);
+    embed_rows = std::move(ex.rows);
   }
   if (int64_t(prompt.size()) > model->max_context())
     fail("run: the prompt has {} tokens, more than the context of {} tokens", prompt.size(), model->max_context());
@@ -127,7 +137,9 @@ int run(const RunArgs& a) {
   constexpr size_t kPrefillChunk = 512;
   for (size_t b = 0; b < prompt.size(); b += kPrefillChunk) {
     size_t n = std::min(kPrefillChunk, prompt.size() - b);
-    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping);
+    std::span<const float* const> rows;
+    if (!embed_rows.empty()) rows = std::span<const float* const>(embed_rows.data() + b, n);
+    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping, rows);
     if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
   }
   fig.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -199,7 +211,9 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--dump-logits", a->dump_logits,
                  "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
                  "(replaced if it exists; never a file of the model)");
-  sub.add_option("--image", a->images, "Image file (PNG or JPEG) for Kimi-K2.5's vision tower; repeatable");
+  sub.add_option("--image", a->images,
+                 "Image file (PNG or JPEG) for Kimi-K2.5's vision tower, repeatable: the prompt holds one <|media_pad|> "
+                 "(media_placeholder_token_id) per image, in order");
   sub.add_option("--dump-image-embeddings", a->dump_image_embeddings,
                  "Write each --image's projected embeddings (F32 image.<i> [tokens, text hidden]) and their patch grids "
                  "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
