@@ -93,6 +93,7 @@ PYEOF
 # Bad images: a clear error, never a crash.
 printf '\x89PNG\r\n\x1a\nrest' > "$tmp/trunc.png"
 head -c 200 "$tmp/big.jpg" > "$tmp/trunc.jpg"
+head -c $(( $(stat -c %s "$tmp/big.jpg") / 2 )) "$tmp/big.jpg" > "$tmp/halfscan.jpg"  # header intact
 printf 'GIF89a......' > "$tmp/magic.gif"
 : > "$tmp/empty.png"
 $PY - "$tmp/bomb.png" <<'PYEOF'
@@ -111,6 +112,7 @@ check_bad() {  # file, expected message fragment
 }
 check_bad trunc.png "bad PNG"
 check_bad trunc.jpg "bad JPEG"
+check_bad halfscan.jpg "Premature end of JPEG file"
 check_bad magic.gif "not a PNG or JPEG"
 check_bad empty.png "empty image"
 check_bad bomb.png "exceeds the limit"

@@ -1,6 +1,9 @@
 #include "vision/image.h"
 
-#include <jpeglib.h>
+#include <cstdio>  // jpeglib.h needs FILE
+
+#include <jpeglib.h>  // before jerror.h, which needs its types
+#include <jerror.h>
 #include <png.h>
 
 #include <csetjmp>
@@ -50,7 +53,11 @@ void jpeg_fail(j_common_ptr c) {
   (*c->err->format_message)(c, e->message);
   std::longjmp(e->jump, 1);
 }
-void jpeg_quiet(j_common_ptr, int) {}
+// Warnings are ignored, except a premature end of data: libjpeg would fill the rest of the image
+// with gray, Pillow refuses such a file ("image file is truncated"), and so does sickle.
+void jpeg_warning(j_common_ptr c, int level) {
+  if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(c);
+}
 
 // Everything between setjmp and the end lives in C structs or is allocated before setjmp, so the
 // longjmp skips no C++ destructor.
@@ -60,7 +67,7 @@ Image decode_jpeg(std::string_view bytes, const std::string& what) {
   Image out;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_fail;
-  err.mgr.emit_message = jpeg_quiet;
+  err.mgr.emit_message = jpeg_warning;
   err.message[0] = 0;
   jpeg_create_decompress(&cinfo);
   if (setjmp(err.jump)) {
