@@ -207,17 +207,22 @@ std::vector<float> VisionTower::encode(const Patches& p, ThreadPool* pool, const
         rope(&qkv[size_t(t * 3 * C + hd * d)], t);      // q
         rope(&qkv[size_t(t * 3 * C + C + hd * d)], t);  // k
       }
-    // Full attention within the image, one (head, query) row per item.
-    parallel_for(pool, H * n, [&](int64_t begin, int64_t end, int) {
-      std::vector<float> s(static_cast<size_t>(n));
+    // Full attention within the image: per (head, block of kQBlock queries), S = q k^T scaled,
+    // row softmax, o = S v, through the table's f32 GEMMs (S holds kQBlock x n floats).
+    constexpr int64_t kQBlock = 64;
+    const int64_t nqb = (n + kQBlock - 1) / kQBlock;
+    parallel_for_dynamic(pool, H * nqb, 1, [&](int64_t begin, int64_t end, int) {
+      std::vector<float> s(static_cast<size_t>(kQBlock * n));
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t hd = item / n, q = item % n;
-        const float* qv = &qkv[size_t(q * 3 * C + hd * d)];
-        for (int64_t j = 0; j < n; ++j) s[size_t(j)] = att_scale * dot(qv, &qkv[size_t(j * 3 * C + C + hd * d)], d);
-        softmax(s.data(), n);
-        float* o = &att[size_t(q * C + hd * d)];
-        std::fill(o, o + d, 0.0f);
-        for (int64_t j = 0; j < n; ++j) axpy(s[size_t(j)], &qkv[size_t(j * 3 * C + 2 * C + hd * d)], o, d);
+        const int64_t hd = item / nqb, q0 = (item % nqb) * kQBlock, m = std::min(kQBlock, n - q0);
+        const float* qp = &qkv[size_t(q0 * 3 * C + hd * d)];
+        k.gemm_nt(qp, 3 * C, &qkv[size_t(C + hd * d)], 3 * C, s.data(), n, m, n, d);
+        for (int64_t r = 0; r < m; ++r) {
+          float* row = &s[size_t(r * n)];
+          for (int64_t j = 0; j < n; ++j) row[j] *= att_scale;
+          softmax(row, n);
+        }
+        k.gemm_nn(s.data(), n, &qkv[size_t(2 * C + hd * d)], 3 * C, &att[size_t(q0 * C + hd * d)], C, m, d, n);
       }
     });
     lin(b.wo, att.data(), n, tmp.data());
