@@ -4,6 +4,7 @@
 
 #include "base/error.h"
 #include "io/checkpoint.h"
+#include "vision/preprocess.h"
 
 namespace sickle::vision {
 using json = nlohmann::json;
@@ -113,6 +114,45 @@ MediaConfig MediaConfig::load(const std::filesystem::path& model_dir) {
   const auto p = model_dir / "preprocessor_config.json";
   if (!std::filesystem::exists(p)) return MediaConfig{};
   return from_json(read_json_file(p), p.string());
+}
+
+namespace {
+
+std::filesystem::path model_dir_of(const std::filesystem::path& p) {
+  return std::filesystem::is_directory(p) ? p : p.parent_path();
+}
+
+}  // namespace
+
+nlohmann::json vision_json(const json& root, int64_t text_hidden, const std::filesystem::path& model_path) {
+  if (!root.contains("vision_config")) return nullptr;
+  const VisionConfig c = VisionConfig::from_json(root, text_hidden, "config.json");
+  const MediaConfig m = MediaConfig::load(model_dir_of(model_path));
+  json sizes = json::array();
+  for (const auto& wh : kInspectSizes) {
+    const ResizePlan r = navit_resize(wh[0], wh[1], m);
+    sizes.push_back({{"width", wh[0]}, {"height", wh[1]}, {"patches", r.grid_h * r.grid_w}, {"tokens", r.tokens}});
+  }
+  return {{"hidden", c.hidden}, {"layers", c.layers}, {"heads", c.heads}, {"intermediate", c.intermediate},
+          {"patch", c.patch}, {"merge", {c.merge_h, c.merge_w}}, {"text_hidden", c.text_hidden},
+          {"in_patch_limit", m.in_patch_limit}, {"patch_limit_on_one_side", m.patch_limit_on_one_side},
+          {"tokens_per_image", sizes}};
+}
+
+std::string format_vision(const json& root, int64_t text_hidden, const std::filesystem::path& model_path) {
+  const json j = vision_json(root, text_hidden, model_path);
+  if (j.is_null()) return "";
+  std::string sizes;
+  for (const auto& s : j["tokens_per_image"])
+    sizes += fmt::format("{}{}x{} -> {}", sizes.empty() ? "" : ", ", s["width"].get<int64_t>(),
+                         s["height"].get<int64_t>(), s["tokens"].get<int64_t>());
+  return fmt::format(
+      "{:<11}MoonViT {} blocks x {} ({} heads, MLP {}), patch {}, {}x{} merge -> projector -> {}\n"
+      "{:<11}tokens per image: {} (at most {} patches, {} a side)\n",
+      "vision", j["layers"].get<int64_t>(), j["hidden"].get<int64_t>(), j["heads"].get<int64_t>(),
+      j["intermediate"].get<int64_t>(), j["patch"].get<int64_t>(), j["merge"][0].get<int64_t>(),
+      j["merge"][1].get<int64_t>(), j["text_hidden"].get<int64_t>(), "", sizes, j["in_patch_limit"].get<int64_t>(),
+      j["patch_limit_on_one_side"].get<int64_t>());
 }
 
 }  // namespace sickle::vision

@@ -50,4 +50,12 @@ struct MediaConfig {
   static MediaConfig load(const std::filesystem::path& model_dir);
 };
 
+// What `sickle inspect` says about a model's vision tower: its shape, the processor's limits and
+// the placeholder tokens per image at a few common resolutions (kInspectSizes). Empty string /
+// null JSON when config.json has no vision_config. `model_path` is the model directory or its
+// config.json (preprocessor_config.json is read beside it when present).
+inline constexpr int64_t kInspectSizes[][2] = {{1024, 1024}, {1920, 1080}, {4032, 3024}};
+std::string format_vision(const nlohmann::json& root, int64_t text_hidden, const std::filesystem::path& model_path);
+nlohmann::json vision_json(const nlohmann::json& root, int64_t text_hidden, const std::filesystem::path& model_path);
+
 }  // namespace sickle::vision

@@ -82,6 +82,19 @@ TEST(VisionConfig, ParsesTheReleasedConfigAndRejectsOtherVariants) {
   EXPECT_THROW(MediaConfig::from_json(m, "preprocessor_config.json"), Error);
 }
 
+// 1024x1024 at the released limits: 73 x 73 patches, no resize, padded to 1036 = 37 x 28 -> 1369.
+TEST(VisionConfig, InspectFactsCountTokensPerImage) {
+  json root = {{"vision_config", test_util::kimi_k25_vision_config()}};
+  json j = vision_json(root, 7168, "/nonexistent/config.json");  // no preprocessor: the release's
+  EXPECT_EQ(j["layers"], 27);
+  EXPECT_EQ(j["in_patch_limit"], 16384);
+  EXPECT_EQ(j["tokens_per_image"][0]["tokens"], 37 * 37);
+  const std::string text = format_vision(root, 7168, "/nonexistent/config.json");
+  EXPECT_NE(text.find("1024x1024 -> 1369"), std::string::npos) << text;
+  EXPECT_TRUE(vision_json(json::object(), 7168, "x").is_null());
+  EXPECT_EQ(format_vision(json::object(), 7168, "x"), "");
+}
+
 // Hand-computed from the processor's formula with the released limits (16384 patches, 512 a side).
 TEST(VisionPreprocess, NavitResizeFollowsTheProcessorsLimits) {
   MediaConfig m;
