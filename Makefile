@@ -16,11 +16,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PKGS := g++ cmake ninja-build pkg-config git \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libcpp-httplib-dev \
-  clang libclang-rt-14-dev librsvg2-bin
+  clang libclang-rt-14-dev librsvg2-bin libpng-dev libjpeg62-turbo-dev
 # What only the tests need (`make test` installs it, `make demo` does not): the PyTorch
 # reference (e2e.reference_selftest; OpenBLAS for its speed) and
-# the chat-template oracle (python3-jinja2 set up as transformers, e2e.template_oracle_test).
-TEST_DEB_PKGS := python3-torch python3-numpy libopenblas0-pthread python3-jinja2
+# the chat-template oracle (python3-jinja2 set up as transformers, e2e.template_oracle_test) and
+# Pillow (the vision goldens' resize oracle, tools/reference/make_vision_goldens.py).
+TEST_DEB_PKGS := python3-torch python3-numpy libopenblas0-pthread python3-jinja2 python3-pil
 # Node (for the server tests' official openai client): only when missing, since a machine
 # may already have a newer Node with its own npm.
 NODE_PKGS := $(shell command -v node >/dev/null 2>&1 || echo nodejs; command -v npm >/dev/null 2>&1 || echo npm)

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import struct
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "fuzz")
@@ -208,3 +209,28 @@ put("output_parser_fuzz", "seed-tool-call", b"\x04" + b"<think>x</think>ok<|tool
     b"<|tool_call_begin|>functions.f:1<|tool_call_end|><|tool_calls_section_end|>tail")
 put("output_parser_fuzz", "seed-stops", b"\x06" + b"END\x01\n\n\x00" + b"abc <thi <|tool_ more END after")
 put("output_parser_fuzz", "seed-utf8", b"\x00" + "\u4e2d\u6587 <think>\u00e9</think>".encode() + b"\xe2\x82")
+
+# ---- image_fuzz: PNG / JPEG bytes (src/vision/image_fuzz.cpp)
+def png(w, h, color_type, bit_depth, rows, plte=None, ihdr_size=None, cut=None):
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    iw, ih = ihdr_size or (w, h)
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", iw, ih, bit_depth, color_type, 0, 0, 0))
+    if plte:
+        out += chunk(b"PLTE", plte)
+    data = zlib.compress(b"".join(b"\0" + r for r in rows))
+    out += chunk(b"IDAT", data[:cut] if cut else data) + chunk(b"IEND", b"")
+    return out
+
+
+put("image_fuzz", "seed-rgb.png", png(5, 3, 2, 8, [bytes((x * 40 + y * 7 + c) % 256 for x in range(5) for c in range(3)) for y in range(3)]))
+put("image_fuzz", "seed-rgba.png", png(4, 2, 6, 8, [bytes((x * 60 + c * 50 + y) % 256 for x in range(4) for c in range(4)) for y in range(2)]))
+put("image_fuzz", "seed-gray.png", png(6, 2, 0, 8, [bytes(range(y * 6, y * 6 + 6)) for y in range(2)]))
+put("image_fuzz", "seed-gray16.png", png(2, 2, 0, 16, [b"\x12\x34\xff\x00", b"\x00\x01\x80\x80"]))
+put("image_fuzz", "seed-palette.png", png(3, 1, 3, 8, [b"\x00\x01\x02"], plte=b"\xff\x00\x00\x00\xff\x00\x00\x00\xff"))
+put("image_fuzz", "seed-bomb.png", png(1, 1, 2, 8, [b"\0\0\0"], ihdr_size=(50000, 50000)))
+put("image_fuzz", "seed-truncated-idat.png", png(5, 3, 2, 8, [bytes(15)] * 3, cut=6))
+# Small JPEGs written by Pillow 9.4 (libjpeg-turbo): 16x8 RGB optimized, 8x8 gray progressive.
+put("image_fuzz", "seed-rgb.jpg", base64.b64decode("/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAIABADASIAAhEBAxEB/8QAFgABAQEAAAAAAAAAAAAAAAAAAAED/8QAHxAAAgICAgMBAAAAAAAAAAAAAQIDEQAxEiEEE0Fh/8QAFQEBAQAAAAAAAAAAAAAAAAAAAAH/xAAcEQACAgIDAAAAAAAAAAAAAAABEQACAyExQaH/2gAMAwEAAhEDEQA/AKsEvlKqyxvOxdnYA9C63+EX2Dsb0Rk0ESqqxeuKxzY1y4izRVjogEUOt/MYwCRRPjfplw1GRG3bn//Z"))
+put("image_fuzz", "seed-gray-progressive.jpg", base64.b64decode("/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/wgALCAAIAAgBAREA/8QAFAABAAAAAAAAAAAAAAAAAAAAAv/aAAgBAQAAAAF//8QAFRABAQAAAAAAAAAAAAAAAAAAESL/2gAIAQEAAQUCY//EABgQAAIDAAAAAAAAAAAAAAAAAAAxARES/9oACAEBAAY/AoynZ//EABkQAAIDAQAAAAAAAAAAAAAAAAERACExQf/aAAgBAQABPyEIFa9GNDRy5//aAAgBAQAAABB//8QAGRABAQEAAwAAAAAAAAAAAAAAAREhADFR/9oACAEBAAE/EF65aKwGgi4SBq+8/9k="))
+put("image_fuzz", "seed-cmyk-marker.jpg", b"\xff\xd8\xff\xee\x00\x0eAdobe\x00d\x00\x00\x00\x00\x02")

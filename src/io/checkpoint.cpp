@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/numeric.h"
 
 namespace sickle {
 namespace fs = std::filesystem;
@@ -275,6 +276,21 @@ void Checkpoint::validate_layout() const {
       fail("{}: field '{}' = {} but layer {} has an expert {} ('{}')", where, efield, E, il, E, names_.expert(il, E, "gate_proj"));
   }
   // Extra layers past num_hidden_layers (DeepSeek-V3's MTP layer 61) are ignored by inference.
+}
+
+std::vector<float> read_f32_tensor(const Checkpoint& ck, const std::string& name, int64_t n) {
+  TensorView t = ck.tensor(name);
+  if (t.numel() != n) fail("{}: tensor '{}' has {} elements, expected {}", ck.dir().string(), name, t.numel(), n);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    switch (t.dtype) {
+      case DType::F32: v[i] = t.as<float>()[i]; break;
+      case DType::BF16: v[i] = bf16_to_f32(t.as<uint16_t>()[i]); break;
+      case DType::F16: v[i] = f16_to_f32(t.as<uint16_t>()[i]); break;
+      default: fail("{}: tensor '{}' has dtype {}, expected F32, BF16 or F16", ck.dir().string(), name, dtype_name(t.dtype));
+    }
+  }
+  return v;
 }
 
 }  // namespace sickle

@@ -18,6 +18,11 @@ namespace sickle {
 // Reads and parses a JSON file; errors name the file (and the parse position).
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
+class Checkpoint;
+// Tensor `name` of any float dtype (F32 / BF16 / F16) as f32, row-major; errors name the tensor
+// and directory when it is missing, holds other than n elements, or is not a float.
+std::vector<float> read_f32_tensor(const Checkpoint& ck, const std::string& name, int64_t n);
+
 // Tensor names of the DeepSeek-V3 family (docs/formats.md §2), prefix-aware.
 struct TensorNames {
   std::string prefix;  // "" (DeepSeek-V3, Kimi-K2) or "language_model." (Kimi-K2.5)

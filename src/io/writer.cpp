@@ -280,4 +280,16 @@ std::vector<WrittenTensor> CheckpointWriter::commit() {
   return out;
 }
 
+void write_safetensors_file(const std::filesystem::path& file, const std::function<void(CheckpointWriter&)>& add) {
+  TempOutput tmp(file, OutputKind::kDirectory);
+  WriterOptions wo;
+  wo.max_shard_bytes = ~0ull;
+  CheckpointWriter w(tmp.path() / "out", wo);
+  add(w);
+  w.commit();
+  std::error_code ec;
+  std::filesystem::rename(tmp.path() / "out" / "model.safetensors", file, ec);
+  if (ec) fail("{}: cannot write: {}", file.string(), ec.message());
+}
+
 }  // namespace sickle

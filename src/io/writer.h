@@ -125,4 +125,9 @@ class CheckpointWriter {
   bool committed_ = false;
 };
 
+// One safetensors file `file` (not a directory) holding the tensors `add` queues: written through
+// a CheckpointWriter into a temp beside `file` (removed after, or by the next run if this one is
+// killed), then renamed into place, so a failed write leaves nothing behind.
+void write_safetensors_file(const std::filesystem::path& file, const std::function<void(CheckpointWriter&)>& add);
+
 }  // namespace sickle

@@ -175,56 +175,45 @@ std::vector<TensorEntry> tensors_from_config(const json& root, const ModelConfig
 
   if (c.has_vision && root["vision_config"].is_object()) {
     const json& v = root["vision_config"];
-    if (root.contains("sickle_synth")) {
-      // sickle synth's stand-in tower (synth.cpp), not a real MoonViT.
-      const int64_t vh = vision_int(v, {"hidden_size"}), p = vision_int(v, {"patch_size"});
-      L.add("vision_tower.patch_embed.proj.weight", L.fdt, {vh, 3, p, p});
-      L.add("vision_tower.patch_embed.proj.bias", L.fdt, {vh});
-      L.add("vision_tower.encoder.blocks.0.wqkv.weight", L.fdt, {3 * vh, vh});
-      L.add("vision_tower.encoder.final_layernorm.weight", L.fdt, {vh});
-      L.add("mm_projector.pre_norm.weight", L.fdt, {vh});
-      L.add("mm_projector.proj.0.weight", L.fdt, {H, 4 * vh});
-    } else {
-      // MoonViT-3D + patch merger (docs/formats.md §2b; vLLM kimi_k25_vit.py): every linear and
-      // norm has a bias.
-      const int64_t C = vision_int(v, {"vt_hidden_size", "hidden_size"});
-      const int64_t I = vision_int(v, {"vt_intermediate_size", "intermediate_size"});
-      const int64_t n = vision_int(v, {"vt_num_hidden_layers", "num_hidden_layers"});
-      const int64_t p = vision_int(v, {"patch_size"});
-      const int64_t ph = vision_int(v, {"init_pos_emb_height"}), pw = vision_int(v, {"init_pos_emb_width"});
-      const int64_t T = v.contains("text_hidden_size") ? vision_int(v, {"text_hidden_size"}) : H;
-      int64_t merge = 4;
-      if (v.contains("merge_kernel_size")) {
-        const json& m = v["merge_kernel_size"];
-        if (!m.is_array() || m.size() != 2 || !m[0].is_number_integer() || !m[1].is_number_integer())
-          fail("config.json: vision_config.merge_kernel_size must be [h, w]");
-        merge = m[0].get<int64_t>() * m[1].get<int64_t>();
-      }
-      auto lin = [&](const std::string& base, int64_t rows, int64_t cols) {
-        L.add(base + ".weight", L.fdt, {rows, cols});
-        L.add(base + ".bias", L.fdt, {rows});
-      };
-      auto norm = [&](const std::string& base, int64_t n_) {
-        L.add(base + ".weight", L.fdt, {n_});
-        L.add(base + ".bias", L.fdt, {n_});
-      };
-      L.add("vision_tower.patch_embed.proj.weight", L.fdt, {C, 3, p, p});
-      L.add("vision_tower.patch_embed.proj.bias", L.fdt, {C});
-      L.add("vision_tower.patch_embed.pos_emb.weight", L.fdt, {ph, pw, C});
-      for (int64_t i = 0; i < n; ++i) {
-        const std::string B = fmt::format("vision_tower.encoder.blocks.{}.", i);
-        norm(B + "norm0", C);
-        norm(B + "norm1", C);
-        lin(B + "wqkv", 3 * C, C);
-        lin(B + "wo", C, C);
-        lin(B + "mlp.fc0", I, C);
-        lin(B + "mlp.fc1", C, I);
-      }
-      norm("vision_tower.encoder.final_layernorm", C);
-      norm("mm_projector.pre_norm", C);
-      lin("mm_projector.proj.0", merge * C, merge * C);
-      lin("mm_projector.proj.2", T, merge * C);
+    // MoonViT-3D + patch merger (docs/formats.md §2b; vLLM kimi_k25_vit.py): every linear and
+    // norm has a bias.
+    const int64_t C = vision_int(v, {"vt_hidden_size", "hidden_size"});
+    const int64_t I = vision_int(v, {"vt_intermediate_size", "intermediate_size"});
+    const int64_t n = vision_int(v, {"vt_num_hidden_layers", "num_hidden_layers"});
+    const int64_t p = vision_int(v, {"patch_size"});
+    const int64_t ph = vision_int(v, {"init_pos_emb_height"}), pw = vision_int(v, {"init_pos_emb_width"});
+    const int64_t T = v.contains("text_hidden_size") ? vision_int(v, {"text_hidden_size"}) : H;
+    int64_t merge = 4;
+    if (v.contains("merge_kernel_size")) {
+      const json& m = v["merge_kernel_size"];
+      if (!m.is_array() || m.size() != 2 || !m[0].is_number_integer() || !m[1].is_number_integer())
+        fail("config.json: vision_config.merge_kernel_size must be [h, w]");
+      merge = m[0].get<int64_t>() * m[1].get<int64_t>();
     }
+    auto lin = [&](const std::string& base, int64_t rows, int64_t cols) {
+      L.add(base + ".weight", L.fdt, {rows, cols});
+      L.add(base + ".bias", L.fdt, {rows});
+    };
+    auto norm = [&](const std::string& base, int64_t n_) {
+      L.add(base + ".weight", L.fdt, {n_});
+      L.add(base + ".bias", L.fdt, {n_});
+    };
+    L.add("vision_tower.patch_embed.proj.weight", L.fdt, {C, 3, p, p});
+    L.add("vision_tower.patch_embed.proj.bias", L.fdt, {C});
+    L.add("vision_tower.patch_embed.pos_emb.weight", L.fdt, {ph, pw, C});
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string B = fmt::format("vision_tower.encoder.blocks.{}.", i);
+      norm(B + "norm0", C);
+      norm(B + "norm1", C);
+      lin(B + "wqkv", 3 * C, C);
+      lin(B + "wo", C, C);
+      lin(B + "mlp.fc0", I, C);
+      lin(B + "mlp.fc1", C, I);
+    }
+    norm("vision_tower.encoder.final_layernorm", C);
+    norm("mm_projector.pre_norm", C);
+    lin("mm_projector.proj.0", merge * C, merge * C);
+    lin("mm_projector.proj.2", T, merge * C);
   }
   return out;
 }

@@ -19,8 +19,7 @@
 // Vision (Kimi-K2.5, vision_config): the MoonViT-3D tower and patch-merger projector of
 // docs/formats.md §2b from vt_hidden_size / vt_intermediate_size / vt_num_hidden_layers
 // (or hidden_size / intermediate_size / num_hidden_layers, as vLLM's KimiK25VisionConfig names
-// them); a config written by `sickle synth` (a `sickle_synth` stanza) carries synth's small
-// stand-in tower instead, and gets exactly synth's six tensors.
+// them); `sickle synth` writes its small towers in the same layout.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -82,22 +82,6 @@ std::string NonFiniteError::describe(const Hit& h) const { return nonfinite_text
 
 namespace {
 
-// A 1-D tensor of any float dtype as f32 (norm weights, router bias).
-std::vector<float> load_vector(const Checkpoint& ck, const std::string& name, int64_t n) {
-  TensorView t = ck.tensor(name);
-  if (t.numel() != n) fail("{}: tensor '{}' has {} elements, expected {}", ck.dir().string(), name, t.numel(), n);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    switch (t.dtype) {
-      case DType::F32: v[i] = t.as<float>()[i]; break;
-      case DType::BF16: v[i] = bf16_to_f32(t.as<uint16_t>()[i]); break;
-      case DType::F16: v[i] = f16_to_f32(t.as<uint16_t>()[i]); break;
-      default: fail("{}: tensor '{}' has dtype {}, expected F32, BF16 or F16", ck.dir().string(), name, dtype_name(t.dtype));
-    }
-  }
-  return v;
-}
-
 using Mlp = ExpertMlp;  // gate [I, H], up [I, H], down [H, I]
 
 }  // namespace
@@ -291,24 +275,24 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   impl.lm_head = ck.has_weight(N.lm_head().substr(0, N.lm_head().size() - 7))
                   ? ck.weight(N.lm_head().substr(0, N.lm_head().size() - 7))
                   : impl.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
-  impl.final_norm = load_vector(ck, N.final_norm(), config.hidden_size);
+  impl.final_norm = read_f32_tensor(ck, N.final_norm(), config.hidden_size);
 
   impl.layers.resize(size_t(config.num_hidden_layers));
   impl.max_inter = 1;
   for (int64_t il = 0; il < config.num_hidden_layers; ++il) {
     LayerWeights& L = impl.layers[il];
     auto W = [&](const char* rest) { return ck.weight(N.layer(il, rest)); };
-    L.attn_norm = load_vector(ck, N.layer(il, "input_layernorm.weight"), config.hidden_size);
-    L.ffn_norm = load_vector(ck, N.layer(il, "post_attention_layernorm.weight"), config.hidden_size);
+    L.attn_norm = read_f32_tensor(ck, N.layer(il, "input_layernorm.weight"), config.hidden_size);
+    L.ffn_norm = read_f32_tensor(ck, N.layer(il, "post_attention_layernorm.weight"), config.hidden_size);
     if (config.q_lora_rank > 0) {
       L.q_a = W("self_attn.q_a_proj");
       L.q_b = W("self_attn.q_b_proj");
-      L.q_a_norm = load_vector(ck, N.layer(il, "self_attn.q_a_layernorm.weight"), config.q_lora_rank);
+      L.q_a_norm = read_f32_tensor(ck, N.layer(il, "self_attn.q_a_layernorm.weight"), config.q_lora_rank);
     } else {
       L.q = W("self_attn.q_proj");
     }
     L.kv_a = W("self_attn.kv_a_proj_with_mqa");
-    L.kv_a_norm = load_vector(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), config.kv_lora_rank);
+    L.kv_a_norm = read_f32_tensor(ck, N.layer(il, "self_attn.kv_a_layernorm.weight"), config.kv_lora_rank);
     L.kv_b = W("self_attn.kv_b_proj");
     if (uint64_t(L.kv_b.rows) * L.kv_b.cols * 4 <= options.kv_b_copy_max_bytes) {
       L.kv_b_f32.resize(size_t(L.kv_b.rows * L.kv_b.cols));
@@ -330,7 +314,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
     impl.max_experts = std::max(impl.max_experts, E);
     L.router = W("mlp.gate");
     const std::string bias_name = N.layer(il, "mlp.gate.e_score_correction_bias");
-    if (ck.has(bias_name)) L.router_bias = load_vector(ck, bias_name, E);
+    if (ck.has(bias_name)) L.router_bias = read_f32_tensor(ck, bias_name, E);
     if (config.n_shared_experts > 0) {
       L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj")};
       impl.max_inter = std::max(impl.max_inter, L.shared.gate.rows);
@@ -420,8 +404,9 @@ uint64_t Model::active_bytes_per_token() const {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits) {
-  StepItem item{&seq, tokens, all_logits};
+void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits,
+                    std::span<const float* const> embed_rows) {
+  StepItem item{&seq, tokens, all_logits, embed_rows};
   forward(std::span<StepItem>(&item, 1), logits);
 }
 
@@ -437,6 +422,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
     for (size_t j = 0; j < i; ++j)
       if (items[j].seq == it.seq) fail("forward: items {} and {} name the same sequence", j, i);
     if (it.tokens.empty()) fail("forward: item {} has no tokens", i);
+    if (!it.embed_rows.empty() && it.embed_rows.size() != it.tokens.size())
+      fail("forward: item {} has {} embedding overrides for {} tokens", i, it.embed_rows.size(), it.tokens.size());
     if (it.seq->n_past() + int64_t(it.tokens.size()) > impl.max_context)
       fail("forward: sequence would hold {} tokens, more than the context of {} tokens", it.seq->n_past() + it.tokens.size(),
            impl.max_context);
@@ -468,10 +455,13 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   }
   StepScratch& step = impl.step;
 
-  // Embeddings: one row of embed_tokens per token.
+  // Embeddings: one row of embed_tokens per token, or the item's override row.
   impl.pool->parallel_for(T, [&](int64_t b, int64_t e, int) {
     for (int64_t t = b; t < e; ++t) impl.embed.dequant_row(step.tok[t], step.x.data() + t * H);
   });
+  for (size_t i = 0; i < items.size(); ++i)
+    for (size_t j = 0; j < items[i].embed_rows.size(); ++j)
+      if (const float* row = items[i].embed_rows[j]) std::copy(row, row + H, step.x.data() + (item_tok0[i] + int64_t(j)) * H);
   if (impl.check_finite && !all_finite(step.x.data(), T * H)) impl.throw_nonfinite(-1, "embedding", step.x.data(), T, H, nullptr, items.size());
   // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
   const int64_t half = config.qk_rope_head_dim / 2;

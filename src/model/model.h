@@ -78,6 +78,9 @@ struct StepItem {
   Sequence* seq = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every position of the item (else the last only)
+  // Empty, or one entry per token: a non-null entry is that token's input row [hidden] instead of
+  // its embed_tokens row (Kimi-K2.5's image embeddings at the media placeholders, vision/prompt.h).
+  std::span<const float* const> embed_rows = {};
 };
 
 // forward() found a NaN or Inf where checked (ModelOptions::check_finite): a NaN/Inf weight or an
@@ -137,7 +140,7 @@ class Model {
   void forward(std::span<StepItem> items, std::vector<float>& logits);
   // Convenience: one item.
   void forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits,
-               bool all_logits = false);
+               bool all_logits = false, std::span<const float* const> embed_rows = {});
 
   // Bytes of weights read per token on average when decoding one sequence: attention, dense
   // MLP / shared experts, router, k routed experts of average size, lm_head, one embedding row.

@@ -52,7 +52,17 @@ const Preset kPresets[] = {
 };
 constexpr int64_t kInt4Group = 32;   // Kimi-K2-Thinking / K2.5's group size
 constexpr int64_t kFp8Block = 128;   // DeepSeek-V3's weight_block_size
-constexpr int64_t kVisionHidden = 32;  // stand-in vision tower width (real MoonViT is 1152)
+
+// The MoonViT tower + patch-merger projector a nested (Kimi-K2.5) preset carries, in the real
+// layout (docs/formats.md §2b): tiny-kimi a small one whose 8x8 position table forces the bicubic
+// interpolation at every other grid, kimi-k2.5-layers the released one.
+struct VisionPreset {
+  int64_t hidden, heads, intermediate, layers, pos_h, pos_w;
+  int64_t in_patch_limit, patch_limit_on_one_side;  // preprocessor_config.json media_proc_cfg
+};
+constexpr VisionPreset kTinyVision{32, 2, 64, 2, 8, 8, 1024, 64};
+constexpr VisionPreset kRealVision{1152, 16, 4304, 27, 64, 64, 16384, 512};
+constexpr int64_t kVisionPatch = 14;
 
 const Preset& find_preset(const std::string& name) {
   for (const auto& p : kPresets)
@@ -229,6 +239,7 @@ SynthPlan synth_plan(const SynthOptions& opt) {
          p.topk_group);
 
   SynthPlan plan;
+  const VisionPreset& vp = p.hidden >= 4096 ? kRealVision : kTinyVision;
   // ---- config.json ----
   json text = {
       {"architectures", {"DeepseekV3ForCausalLM"}},
@@ -285,11 +296,15 @@ SynthPlan synth_plan(const SynthOptions& opt) {
         {"architectures", {"KimiK25ForConditionalGeneration"}},
         {"model_type", "kimi_k25"},
         {"text_config", text},
-        // A stand-in MoonViT stanza: the tensors below are a few small ones, not a real tower.
+        // Key names as Kimi-K2.5's release spells them (vt_*), its defaults written out.
         {"vision_config",
-         {{"model_type", "moonvit"}, {"patch_size", 14}, {"hidden_size", kVisionHidden}, {"num_attention_heads", 2},
-          {"num_hidden_layers", 1}, {"intermediate_size", 2 * kVisionHidden}, {"init_pos_emb_height", 64},
-          {"init_pos_emb_width", 64}, {"merge_kernel_size", {2, 2}}}},
+         {{"model_type", "moonvit"}, {"patch_size", kVisionPatch}, {"vt_hidden_size", vp.hidden},
+          {"vt_num_attention_heads", vp.heads}, {"vt_num_hidden_layers", vp.layers},
+          {"vt_intermediate_size", vp.intermediate}, {"init_pos_emb_height", vp.pos_h},
+          {"init_pos_emb_width", vp.pos_w}, {"init_pos_emb_time", 4}, {"pos_emb_type", "divided_fixed"},
+          {"merge_kernel_size", {2, 2}}, {"merge_type", "sd2_tpool"}, {"video_attn_type", "spatial_temporal"},
+          {"mm_projector_type", "patchmerger"}, {"mm_hidden_size", vp.hidden}, {"projector_hidden_act", "gelu"},
+          {"projector_ln_eps", 1e-5}, {"text_hidden_size", p.hidden}}},
         {"media_placeholder_token_id", p.vocab - 256 + 21},
         {"pad_token_id", p.vocab - 1},
         {"bos_token_id", text["bos_token_id"]},
@@ -300,6 +315,11 @@ SynthPlan synth_plan(const SynthOptions& opt) {
     };
     if (quant != Quant::kNone) root["quantization_config"] = quant_json(quant, true);
     plan.config = std::move(root);
+    plan.preprocessor = {{"media_proc_cfg",
+                          {{"in_patch_limit", vp.in_patch_limit}, {"patch_size", kVisionPatch},
+                           {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.5, 0.5, 0.5}}, {"merge_kernel_size", 2},
+                           {"fixed_output_tokens", nullptr}, {"patch_limit_on_one_side", vp.patch_limit_on_one_side},
+                           {"in_patch_limit_each_frame", 4096}, {"temporal_merge_kernel_size", 4}}}};
   } else {
     text["sickle_synth"] = synth_note;
     if (quant != Quant::kNone) text["quantization_config"] = quant_json(quant, false);
@@ -347,13 +367,33 @@ SynthPlan synth_plan(const SynthOptions& opt) {
   b.norm(pre + "model.norm.weight", H);
   b.normal(pre + "lm_head.weight", {p.vocab, H}, 1.0f / std::sqrt(float(H)));  // [vocab, hidden]
   if (p.is_nested) {
-    const int64_t vh = kVisionHidden;
-    b.normal("vision_tower.patch_embed.proj.weight", {vh, 3, 14, 14}, 1.0f / std::sqrt(3.0f * 14 * 14));
-    b.normal("vision_tower.patch_embed.proj.bias", {vh}, 0.02f);
-    b.normal("vision_tower.encoder.blocks.0.wqkv.weight", {3 * vh, vh}, 1.0f / std::sqrt(float(vh)));
-    b.norm("vision_tower.encoder.final_layernorm.weight", vh);
-    b.norm("mm_projector.pre_norm.weight", vh);
-    b.normal("mm_projector.proj.0.weight", {H, 4 * vh}, 1.0f / std::sqrt(4.0f * vh));  // 2x2 patch merge
+    const int64_t C = vp.hidden, I = vp.intermediate, P = kVisionPatch;
+    auto lin = [&](const std::string& base, int64_t rows, int64_t cols) {
+      b.normal(base + ".weight", {rows, cols}, 1.0f / std::sqrt(float(cols)));
+      b.normal(base + ".bias", {rows}, 0.02f);
+    };
+    auto layernorm = [&](const std::string& base, int64_t n) {
+      b.norm(base + ".weight", n);
+      SynthGen bias;
+      bias.kind = SynthGen::Kind::kBias;
+      b.add(base + ".bias", opt.dtype, {n}, bias);
+    };
+    b.normal("vision_tower.patch_embed.proj.weight", {C, 3, P, P}, 1.0f / std::sqrt(3.0f * P * P));
+    b.normal("vision_tower.patch_embed.proj.bias", {C}, 0.02f);
+    b.normal("vision_tower.patch_embed.pos_emb.weight", {vp.pos_h, vp.pos_w, C}, 0.5f);
+    for (int64_t i = 0; i < vp.layers; ++i) {
+      const std::string B = fmt::format("vision_tower.encoder.blocks.{}.", i);
+      layernorm(B + "norm0", C);
+      layernorm(B + "norm1", C);
+      lin(B + "wqkv", 3 * C, C);
+      lin(B + "wo", C, C);
+      lin(B + "mlp.fc0", I, C);
+      lin(B + "mlp.fc1", C, I);
+    }
+    layernorm("vision_tower.encoder.final_layernorm", C);
+    layernorm("mm_projector.pre_norm", C);
+    lin("mm_projector.proj.0", 4 * C, 4 * C);  // 2x2 patch merge
+    lin("mm_projector.proj.2", H, 4 * C);
   }
   return plan;
 }
@@ -433,6 +473,7 @@ void synth_write(const SynthPlan& plan, const std::filesystem::path& out_dir, co
     if (progress) progress->add(n);
   };
   writer.write_text("config.json", plan.config.dump(2) + "\n");
+  if (!plan.preprocessor.is_null()) writer.write_text("preprocessor_config.json", plan.preprocessor.dump(2) + "\n");
   for (const auto& t : plan.tensors) {
     const SynthTensor* tp = &t;  // plan outlives the writer's commit below
     writer.add(t.name, t.dtype, t.shape,

@@ -3,13 +3,14 @@
 //
 // Presets (dimensions in synth.cpp's preset table; docs/formats.md §1 for the real models):
 //   tiny-kimi        Kimi-K2.5 nested layout (KimiK25ForConditionalGeneration, text_config,
-//                    `language_model.` prefix, a small vision stanza), int4 routed experts,
+//                    `language_model.` prefix, a small MoonViT tower + projector in the real
+//                    layout and preprocessor_config.json), int4 routed experts,
 //                    n_group 1, yarn rope_scaling. hidden 64, 3 layers (first dense).
 //   tiny-dsv3        DeepSeek-V3 flat layout, n_group 4 / topk_group 2, fp8 block weights,
 //                    `rope_parameters` (with rope_theta inside) instead of rope_scaling.
 //   mini             ~4.8 B parameters Kimi-shaped (flat layout), int4 experts, for speed work.
 //   kimi-k2.5-layers Kimi-K2.5's real dimensions (hidden 7168, 384 experts of width 2048,
-//                    vocab 163840) with few layers, for scale tests. Streams: never in RAM.
+//                    vocab 163840, the released MoonViT tower) with few layers, for scale tests. Streams: never in RAM.
 //
 // Values (all from a counter-based generator, so any byte range of any tensor is computed
 // independently of the others: deterministic for a seed and for any chunking):
@@ -65,6 +66,7 @@ struct SynthTensor {
 
 struct SynthPlan {
   nlohmann::json config;             // config.json, written verbatim
+  nlohmann::json preprocessor;       // preprocessor_config.json (nested presets), null: none
   std::vector<SynthTensor> tensors;  // in write order
   uint64_t total_bytes() const;
 };

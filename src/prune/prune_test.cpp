@@ -608,6 +608,17 @@ TEST_P(RewriteTest, CopiesBytesRenumbersSlicesAndReports) {
   EXPECT_EQ(report["output_fingerprint"], model_fingerprint(*b));
   EXPECT_TRUE(report["check"]["every_kept_score_ge_every_dropped"].get<bool>() ||
               ca.n_group > 1);  // grouped layouts may keep below-boundary experts by rule
+  {  // the report says the vision tower (tiny-kimi only) was kept as is, and how much of it
+    int64_t n_vision = 0;
+    for (const auto& name : a->tensor_names())
+      n_vision += name.rfind("vision_tower.", 0) == 0 || name.rfind("mm_projector.", 0) == 0;
+    if (n_vision) {
+      EXPECT_EQ(report["vision"]["tensors"], n_vision);
+      EXPECT_TRUE(report["vision"]["bit_exact"].get<bool>());
+    } else {
+      EXPECT_FALSE(report.contains("vision"));
+    }
+  }
   int64_t n_expert_tensors_out = 0;
   for (const auto& name : b->tensor_names()) {
     const TensorView vb = b->tensor(name);

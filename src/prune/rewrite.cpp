@@ -251,6 +251,18 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
       ++res.n_files_copied;
     }
     writer.write_text("config.json", config.dump(2) + "\n");
+    // Kimi-K2.5's vision tower and projector: copied as stored, like every tensor checksummed
+    // against the source before the output is committed (a mismatch removes the output).
+    int64_t n_vision = 0;
+    uint64_t vision_bytes = 0;
+    for (const auto& o : outs)
+      if (o.name.rfind("vision_tower.", 0) == 0 || o.name.rfind("mm_projector.", 0) == 0) {
+        ++n_vision;
+        vision_bytes += o.info->nbytes();
+      }
+    if (n_vision)
+      report["vision"] = {{"tensors", n_vision}, {"bytes", vision_bytes}, {"bit_exact", true},
+                          {"note", "vision_tower.* and mm_projector.* copied unchanged; checksums verified"}};
     writer.write_text("prune_report.json", report.dump(1) + "\n");
     auto t_commit = std::chrono::steady_clock::now();
     auto written = writer.commit();

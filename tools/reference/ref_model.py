@@ -495,8 +495,9 @@ class RefModel:
             trace.append({"layer": il, "experts": idx.clone(), "weights": g.clone(), "outputs": outs})
         return y
 
-    def forward(self, tokens, stats=None, trace=None):
-        """Logits [T, vocab] for tokens at positions 0..T-1 (full causal recompute)."""
+    def forward(self, tokens, stats=None, trace=None, embeds=None):
+        """Logits [T, vocab] for tokens at positions 0..T-1 (full causal recompute). embeds:
+        {position: row [hidden]} replacing those positions' embed_tokens rows (image tokens)."""
         cfg = self.cfg
         T = len(tokens)
         emb = self.V(self.p + "model.embed_tokens.weight")
@@ -504,6 +505,10 @@ class RefModel:
         if ids.min() < 0 or ids.max() >= emb.shape[0]:
             raise ValueError("token id out of range")
         h = emb[ids]
+        if embeds:
+            h = h.clone()
+            for pos, row in embeds.items():
+                h[pos] = row.to(h.dtype)
         positions = list(range(T))
         for il in range(cfg.num_hidden_layers):
             r = h

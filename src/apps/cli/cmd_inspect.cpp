@@ -5,6 +5,7 @@
 #include "apps/cli/target_options.h"
 #include "base/error.h"
 #include "model/inspect.h"
+#include "vision/config.h"
 
 namespace sickle::cli {
 namespace {
@@ -29,12 +30,20 @@ Registrar reg{Command{
                      "Report the model as if it had N layers (repeats the last layer): for checkpoints cut to a "
                      "few layers, e.g. synth kimi-k2.5-layers with --scale-layers 61");
       return [a]() {
-        ModelReport r = analyze_source(load_model_source(a->dir));
+        ModelSource src = load_model_source(a->dir);
+        ModelReport r = analyze_source(src);
         if (a->scale_layers) r = scale_layers(r, a->scale_layers);
         std::unique_ptr<MemoryPlan> plan;
         if (auto t = a->target.gpu_target()) plan = std::make_unique<MemoryPlan>(plan_memory(r, *t));
-        if (a->json) std::printf("%s\n", report_json(r, plan.get()).dump(2).c_str());
-        else std::fputs(format_report(r, plan.get()).c_str(), stdout);
+        const int64_t H = src.config.hidden_size;
+        if (a->json) {
+          nlohmann::json j = report_json(r, plan.get());
+          if (nlohmann::json v = vision::vision_json(src.root, H, a->dir); !v.is_null()) j["vision"] = v;
+          std::printf("%s\n", j.dump(2).c_str());
+        } else {
+          std::fputs(format_report(r, plan.get()).c_str(), stdout);
+          std::fputs(vision::format_vision(src.root, H, a->dir).c_str(), stdout);
+        }
         return 0;
       };
     }}};

@@ -17,6 +17,8 @@
 #include "runtime/thread_pool.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "vision/embed.h"
+#include "vision/prompt.h"
 
 namespace sickle::cli {
 namespace {
@@ -24,7 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct RunArgs {
-  std::string model_dir, prompt, tokens, dump_logits, thinking = "off", chat_template;
+  std::string model_dir, prompt, tokens, dump_logits, thinking = "off", chat_template, dump_image_embeddings;
+  std::vector<std::string> images;
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
   bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false, allow_long_context = false;
@@ -56,23 +59,28 @@ bool has_tokenizer(const fs::path& dir) {
   return fs::exists(dir / "tiktoken.model") || fs::exists(dir / "tokenizer.json");
 }
 
-// One F32 tensor `logits` [rows, vocab] as a single safetensors file, through CheckpointWriter
-// into a temp of `file` (TempOutput: removed after, or by the next run if this one is killed),
-// then renamed into place, so a failed write leaves nothing behind.
+// One F32 tensor `logits` [rows, vocab] as a single safetensors file.
 void write_logits(const fs::path& file, std::vector<float>&& rows, int64_t vocab) {
-  TempOutput tmp(file, OutputKind::kDirectory);
-  WriterOptions wo;
-  wo.max_shard_bytes = ~0ull;
-  CheckpointWriter w(tmp.path() / "logits", wo);
-  int64_t n = int64_t(rows.size()) / vocab;
-  w.add("logits", DType::F32, {n, vocab}, TensorSource::from_vector(rows));
-  w.commit();
-  std::error_code ec;
-  fs::rename(tmp.path() / "logits" / "model.safetensors", file, ec);
-  if (ec) fail("{}: cannot write: {}", file.string(), ec.message());
+  write_safetensors_file(file, [&](CheckpointWriter& w) {
+    w.add("logits", DType::F32, {int64_t(rows.size()) / vocab, vocab}, TensorSource::from_vector(rows));
+  });
+}
+
+// --image with --dump-image-embeddings: the vision tower only, no text generation.
+int dump_images(const RunArgs& a) {
+  check_output(a.dump_image_embeddings, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}},
+               "--dump-image-embeddings");
+  auto ck = Checkpoint::open(a.model_dir);
+  ThreadPool pool(a.threads);
+  vision::write_image_embeddings(a.dump_image_embeddings, vision::embed_image_files(*ck, a.images, &pool));
+  return 0;
 }
 
 int run(const RunArgs& a) {
+  if (!a.dump_image_embeddings.empty()) {
+    if (a.images.empty()) fail("--dump-image-embeddings needs at least one --image FILE");
+    return dump_images(a);
+  }
   check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   if (!a.dump_logits.empty())
     check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
@@ -95,9 +103,20 @@ int run(const RunArgs& a) {
       nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
       prompt = tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
     } else {
-      prompt = tok->encode(a.prompt, /*allow_special=*/false);
+      // With images, <|media_pad|> in the text is the placeholder token.
+      prompt = tok->encode(a.prompt, /*allow_special=*/!a.images.empty());
     }
     if (prompt.empty()) fail("run: the prompt encodes to no tokens");
+  }
+  // Images: each placeholder becomes the image's tokens, their rows the projected embeddings.
+  vision::ImageEmbeddings images;
+  std::vector<const float*> embed_rows;
+  if (!a.images.empty()) {
+    const int32_t media = vision::media_placeholder_id(model->checkpoint().config_json(), a.model_dir);
+    images = vision::embed_image_files(model->checkpoint(), a.images, &model->pool());
+    vision::ExpandedPrompt ex = vision::expand_media_placeholders(prompt, media, images);
+    prompt = std::move(ex.tokens);
+    embed_rows = std::move(ex.rows);
   }
   if (int64_t(prompt.size()) > model->max_context())
     fail("run: the prompt has {} tokens, more than the context of {} tokens", prompt.size(), model->max_context());
@@ -119,7 +138,9 @@ int run(const RunArgs& a) {
   constexpr size_t kPrefillChunk = 512;
   for (size_t b = 0; b < prompt.size(); b += kPrefillChunk) {
     size_t n = std::min(kPrefillChunk, prompt.size() - b);
-    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping);
+    std::span<const float* const> rows;
+    if (!embed_rows.empty()) rows = std::span<const float* const>(embed_rows.data() + b, n);
+    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping, rows);
     if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
   }
   fig.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -192,6 +213,12 @@ Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures t
   sub.add_option("--dump-logits", a->dump_logits,
                  "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
                  "(replaced if it exists; never a file of the model)");
+  sub.add_option("--image", a->images,
+                 "Image file (PNG or JPEG) for Kimi-K2.5's vision tower, repeatable: the prompt holds one <|media_pad|> "
+                 "(media_placeholder_token_id) per image, in order");
+  sub.add_option("--dump-image-embeddings", a->dump_image_embeddings,
+                 "Write each --image's projected embeddings (F32 image.<i> [tokens, text hidden]) and their patch grids "
+                 "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
   add_threads_option(sub, a->threads, "-t,--threads");
   sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
   add_allow_long_context(sub, a->allow_long_context);

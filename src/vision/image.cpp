@@ -1,0 +1,114 @@
+#include "vision/image.h"
+
+#include <cstdio>  // jpeglib.h needs FILE
+
+#include <jpeglib.h>  // before jerror.h, which needs its types
+#include <jerror.h>
+#include <png.h>
+
+#include <csetjmp>
+#include <cstring>
+
+#include "base/error.h"
+#include "base/file.h"
+
+namespace sickle::vision {
+
+namespace {
+
+void check_size(int64_t w, int64_t h, const std::string& what, const char* kind) {
+  if (w <= 0 || h <= 0) fail("{}: {} image has zero size ({}x{})", what, kind, w, h);
+  if (w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels)
+    fail("{}: {} image of {}x{} pixels exceeds the limit ({} a side, {} pixels in all)", what, kind, w, h,
+         kMaxImageSide, kMaxImagePixels);
+}
+
+Image decode_png(std::string_view bytes, const std::string& what) {
+  png_image im;
+  std::memset(&im, 0, sizeof im);
+  im.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&im, bytes.data(), bytes.size()))
+    fail("{}: bad PNG: {}", what, im.message);
+  struct Guard {
+    png_image* p;
+    ~Guard() { png_image_free(p); }
+  } guard{&im};
+  check_size(im.width, im.height, what, "PNG");
+  im.format = PNG_FORMAT_RGBA;
+  std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(im));
+  if (!png_image_finish_read(&im, nullptr, rgba.data(), 0, nullptr)) fail("{}: bad PNG: {}", what, im.message);
+  Image out{int64_t(im.width), int64_t(im.height), std::vector<uint8_t>(size_t(im.width) * im.height * 3)};
+  for (size_t i = 0, n = size_t(im.width) * im.height; i < n; ++i) std::memcpy(&out.rgb[i * 3], &rgba[i * 4], 3);
+  return out;
+}
+
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_fail(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegError*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+// Warnings are ignored, except a premature end of data: libjpeg would fill the rest of the image
+// with gray, Pillow refuses such a file ("image file is truncated"), and so does sickle.
+void jpeg_warning(j_common_ptr c, int level) {
+  if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(c);
+}
+
+// Everything between setjmp and the end lives in C structs or is allocated before setjmp, so the
+// longjmp skips no C++ destructor.
+Image decode_jpeg(std::string_view bytes, const std::string& what) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  Image out;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  err.mgr.emit_message = jpeg_warning;
+  err.message[0] = 0;
+  jpeg_create_decompress(&cinfo);
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    fail("{}: bad JPEG: {}", what, err.message);
+  }
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  const int64_t w = cinfo.image_width, h = cinfo.image_height;
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  if (cmyk || w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels) {
+    jpeg_destroy_decompress(&cinfo);
+    if (cmyk) fail("{}: CMYK JPEG images are not supported; convert it to RGB", what);
+    check_size(w, h, what, "JPEG");
+  }
+  cinfo.out_color_space = JCS_RGB;
+  out.width = w;
+  out.height = h;
+  out.rgb.resize(size_t(w * h * 3));
+  jpeg_start_decompress(&cinfo);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = &out.rgb[size_t(cinfo.output_scanline) * size_t(w) * 3];
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return out;
+}
+
+}  // namespace
+
+Image decode_image(std::string_view bytes, const std::string& what) {
+  if (bytes.empty()) fail("{}: empty image (0 bytes)", what);
+  static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0) return decode_png(bytes, what);
+  if (bytes.size() >= 3 && static_cast<unsigned char>(bytes[0]) == 0xFF &&
+      static_cast<unsigned char>(bytes[1]) == 0xD8 && static_cast<unsigned char>(bytes[2]) == 0xFF)
+    return decode_jpeg(bytes, what);
+  fail("{}: not a PNG or JPEG image (unrecognised signature)", what);
+}
+
+Image read_image_file(const std::string& path) { return decode_image(read_file(path), path); }
+
+}  // namespace sickle::vision

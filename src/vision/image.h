@@ -1,0 +1,28 @@
+// sickle/vision/image.h — PNG and JPEG bytes to 8-bit RGB (libpng's simplified API,
+// libjpeg-turbo), as the model's processor sees them (PIL's Image.convert("RGB")):
+//   - grayscale is replicated to three channels, palettes are expanded;
+//   - alpha is dropped, not composited (PIL's RGBA -> RGB);
+//   - 16-bit PNGs go through libpng's 8-bit sRGB conversion (gamma-aware: may differ from PIL's
+//     truncation by a few levels);
+//   - CMYK / YCCK JPEGs are refused (unsupported, named as such).
+// Limits, checked from the header before any pixel buffer is allocated: each side at most
+// kMaxImageSide pixels and at most kMaxImagePixels pixels in all (a decompression bomb such as a
+// 50000 x 50000 header is refused). Truncated data, a wrong signature or a zero size throw Error
+// naming `what` (the file name or "image_url part i").
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "vision/preprocess.h"
+
+namespace sickle::vision {
+
+inline constexpr int64_t kMaxImageSide = 32768;
+inline constexpr int64_t kMaxImagePixels = 64ll << 20;  // 64 Mpixel (Pillow warns at 89 M)
+
+Image decode_image(std::string_view bytes, const std::string& what);
+Image read_image_file(const std::string& path);
+
+}  // namespace sickle::vision
