@@ -97,13 +97,13 @@ def heatmap_svg(res, title):
     doms = res["domains"]
     cell, gap, left, top = 9, 14, 80, 40
     n_e = max(len(l["max_share"]) for l in res["layers"])
-    w = left + n_e * cell + 20
+    w = max(left + n_e * cell + 50, 560)
     h = top + len(res["layers"]) * (len(doms) * cell + gap) + 40
     S = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
          f'<rect width="{w}" height="{h}" fill="white"/>',
          f'<text x="{left}" y="18" font-size="13">{title}</text>',
-         f'<text x="{left}" y="32" fill="#555">cell = share of the expert\'s (token-normalized) load from '
-         f'the row\'s domain; experts sorted by dominant domain, then share</text>']
+         f'<text x="{left}" y="32" fill="#555" font-size="9">cell = share of the expert\'s token-normalized '
+         f'load from the row\'s domain; experts sorted by dominant domain</text>']
     y = top
     for l in res["layers"]:
         share = np.array(l["share"])
@@ -119,7 +119,7 @@ def heatmap_svg(res, title):
         S.append(f'<text x="{left + n_e * cell + 4}" y="{y + len(doms) * cell / 2 + 4}" font-size="9">'
                  f'{l["concentrated_fraction"]:.0%}</text>')
         y += len(doms) * cell + gap
-    S.append(f'<text x="{left}" y="{y + 12}" fill="#555">right: fraction of experts with >= '
+    S.append(f'<text x="{left}" y="{y + 12}" fill="#555" font-size="9">right: fraction of experts with >= '
              f'{res["threshold"]:.0%} of their load from one domain</text>')
     S.append("</svg>")
     return "\n".join(S)

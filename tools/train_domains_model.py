@@ -283,6 +283,7 @@ def stage_export(a):
     T.write_card = write_card
     T.stage_export(a)
     D = T.load_prepared(a)
+    add_line_em_reference(a, D)
     os.makedirs(os.path.join(a.out, "data", "calib"), exist_ok=True)
     for dom in DOMAINS + ("mix",):
         ids = [d for d in D["train_used"] if dom == "mix" or D["genres"][d] == dom]
@@ -299,6 +300,58 @@ def stage_export(a):
             text += ("\n\n" if text else "") + t
         with open(os.path.join(a.out, "data", "calib", f"{dom}.txt"), "w") as f:
             f.write(text + "\n")
+
+
+def line_em(argmax_ok, targets, line_end):
+    """Next-line exact match over one window (the definition sickle's eval uses, written
+    independently): a line runs from after a newline-bearing target to the next one inclusive;
+    the part before the first such target and an unfinished last line are skipped, and so are
+    lines of a lone newline token. Returns (lines, exact)."""
+    lines = exact = 0
+    started, ok, n = False, True, 0
+    for t, good in zip(targets, argmax_ok):
+        if not started:
+            started = bool(line_end[t])
+            continue
+        ok, n = ok and good, n + 1
+        if line_end[t]:
+            if n > 1:
+                lines, exact = lines + 1, exact + int(ok)
+            ok, n = True, 0
+    return lines, exact
+
+
+@torch.no_grad()
+def add_line_em_reference(a, D):
+    """eval_reference.json gains the next-line exact match of the int4 model on the reference
+    token windows (data/test_ref_windows.jsonl, no [BOS]) - what `sickle eval --format tokens`
+    scores on that file."""
+    ref_path = os.path.join(a.out, "eval_reference.json")
+    with open(ref_path) as f:
+        ref = json.load(f)
+    ck = torch.load(os.path.join(a.work, "ckpt.pt"))
+    model = T.load_exported(os.path.join(a.out, "model.safetensors"), ck["cfg"])
+    model.eval()
+    line_end = [b"\n" in v for v in D["vocab"]] + [False] * T.N_SPECIAL
+    with open(os.path.join(a.out, "data", "test_ref_windows.jsonl")) as f:
+        wins = [json.loads(line)["tokens"] for line in f]
+    lines = exact = 0
+    for b0 in range(0, len(wins), 8):
+        x = torch.tensor(wins[b0:b0 + 8], dtype=torch.long)
+        am = model(x).float().argmax(-1)[:, :-1]
+        for r in range(x.shape[0]):
+            tg = x[r, 1:].tolist()
+            n, e = line_em((am[r] == x[r, 1:]).tolist(), tg, line_end)
+            lines, exact = lines + n, exact + e
+    ref["line_em_no_bos_windows"] = {
+        "how": "data/test_ref_windows.jsonl, each window alone without [BOS]; targets 1..n-1; a line is the "
+               "run of targets after a newline-bearing token up to the next one inclusive (head of the "
+               "window and unfinished tail skipped, lone-newline lines skipped); exact when every target is "
+               "the argmax",
+        "lines": lines, "exact": exact, "line_em": exact / max(1, lines)}
+    with open(ref_path, "w") as f:
+        json.dump(ref, f, indent=1)
+    log(f"line-EM on the reference windows: {exact}/{lines} = {exact / max(1, lines):.4f}")
 
 
 def per_domain_bigram(D, out, tok, ctx):
@@ -399,7 +452,7 @@ def write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, 
         L.append(f"| {g} | {p:.1f} | {big[g]:.1f} | {c} |")
     L.append("")
     L.append("`eval_reference.json`: the exact numbers on a fixed slice (first %d tokens of data/test.txt): "
-             "no_bos %.3f, bos %.3f (int4); `src/eval/tri_model_test.cpp` checks sickle against them.\n"
+             "no_bos %.3f, bos %.3f (int4); `src/eval/demo_model_test.cpp` (DomainsModel) checks sickle against them.\n"
              % (ref["n_tokens"], ref["no_bos"]["ppl_int4"], ref["bos"]["ppl_int4"]))
     L.append("## Expert load on the test set (int4 model)\n")
     L.append("| layer | min / fair | max / fair | dead experts |\n|---|---|---|---|")
@@ -410,7 +463,7 @@ def write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, 
     L.append("## Samples (int4 model, torch, greedy)\n")
     m4 = T.load_exported(os.path.join(out, "model.safetensors"), cfg)
     for prompt in ("The jury", "def __init__(self", "Die Datei"):
-        L.append(f"- `{prompt}` -> {json.dumps(T.generate(m4, tok, prompt, 32, 0, 0))}")
+        L.append(f"- `{prompt}` -> {json.dumps(T.generate(m4, tok, prompt, 32, 0, 0), ensure_ascii=False)}")
     L.append("")
     L.append("## Rerun\n")
     L.append("```\napt-get install -y python3-regex manpages-de libc6-dev\n"
