@@ -15,6 +15,7 @@ double EvalTotals::mean_kl() const { return n_compared ? kl_sum / double(n_compa
 double EvalTotals::top1() const { return n_compared ? double(top1_agree) / double(n_compared) : NAN; }
 double EvalTotals::top5() const { return n_compared ? double(teacher_top1_in_top5) / double(n_compared) : NAN; }
 double EvalTotals::line_em() const { return lines ? double(lines_exact) / double(lines) : NAN; }
+double EvalTotals::line_prefix() const { return lines ? line_prefix_sum / double(lines) : NAN; }
 
 void EvalTotals::merge(const EvalTotals& o) {
   n_tokens += o.n_tokens;
@@ -27,6 +28,7 @@ void EvalTotals::merge(const EvalTotals& o) {
   nonfinite_logits += o.nonfinite_logits;
   lines += o.lines;
   lines_exact += o.lines_exact;
+  line_prefix_sum += o.line_prefix_sum;
 }
 
 std::map<std::string, double> EvalTotals::values() const {
@@ -40,6 +42,7 @@ std::map<std::string, double> EvalTotals::values() const {
   }
   if (lines) {
     v["line_em"] = line_em();
+    v["line_prefix"] = line_prefix();
     v["lines"] = double(lines);
   }
   return v;
@@ -106,13 +109,15 @@ void LineScorer::feed(EvalTotals& t, int32_t target, bool correct) {
   }
   exact_ = exact_ && correct;
   len_ += 1;
+  prefix_ += exact_ ? 1 : 0;
   if (!end) return;
   if (len_ > 1) {
     t.lines += 1;
     t.lines_exact += exact_ ? 1 : 0;
+    t.line_prefix_sum += double(prefix_) / double(len_);
   }
   exact_ = true;
-  len_ = 0;
+  len_ = prefix_ = 0;
 }
 
 std::vector<Gate> parse_gates(const std::string& spec, const std::vector<std::string>& known) {

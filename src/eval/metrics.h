@@ -25,6 +25,9 @@ struct EvalTotals {
   // greedy decoding from the text before the line reproduces the line and its newline.
   int64_t lines = 0;
   int64_t lines_exact = 0;
+  // Sum over lines of the fraction of the line's tokens before its first wrong argmax: how much
+  // of the next line greedy decoding gets right (a graded version of lines_exact).
+  double line_prefix_sum = 0;
 
   double ppl() const;
   double teacher_ppl() const;
@@ -32,10 +35,11 @@ struct EvalTotals {
   double mean_kl() const;
   double top1() const;
   double top5() const;
-  double line_em() const;  // lines_exact / lines
+  double line_em() const;      // lines_exact / lines
+  double line_prefix() const;  // line_prefix_sum / lines
   void merge(const EvalTotals& o);
   // Named values for reports and --fail-if: ppl, teacher_ppl, ppl_ratio, kl, top1, top5,
-  // tokens, nonfinite; line_em and lines when lines were scored.
+  // tokens, nonfinite; line_em, line_prefix and lines when lines were scored.
   std::map<std::string, double> values() const;
 };
 
@@ -59,7 +63,7 @@ class LineScorer {
  private:
   const std::vector<uint8_t>& line_end_;
   bool started_ = false, exact_ = true;
-  int64_t len_ = 0;
+  int64_t len_ = 0, prefix_ = 0;
 };
 
 // --fail-if gates: "ppl_ratio>1.5,top1<0.6". Each clause: NAME OP NUMBER with OP in

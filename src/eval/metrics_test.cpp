@@ -66,6 +66,8 @@ TEST(EvalMetrics, LineScorerCountsOnlyWholeLinesAfterTheFirstLineEnd) {
   EXPECT_EQ(t.lines, 4);
   EXPECT_EQ(t.lines_exact, 2);
   EXPECT_DOUBLE_EQ(t.line_em(), 0.5);
+  // Correct prefixes: 3/3, 1/2 (the newline was wrong), 0/2, 3/3.
+  EXPECT_DOUBLE_EQ(t.line_prefix(), (1.0 + 0.5 + 0.0 + 1.0) / 4);
   auto v = t.values();
   EXPECT_DOUBLE_EQ(v.at("line_em"), 0.5);
   EXPECT_DOUBLE_EQ(v.at("lines"), 4);
@@ -74,6 +76,7 @@ TEST(EvalMetrics, LineScorerCountsOnlyWholeLinesAfterTheFirstLineEnd) {
   u.merge(t);
   EXPECT_EQ(u.lines, 8);
   EXPECT_EQ(u.lines_exact, 4);
+  EXPECT_DOUBLE_EQ(u.line_prefix(), t.line_prefix());
   // Without scored lines the metric is absent, not 0.
   EXPECT_EQ(EvalTotals{}.values().count("line_em"), 0u);
 }

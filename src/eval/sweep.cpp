@@ -105,15 +105,15 @@ std::string sweep_table(const SweepReport& r) {
   const bool em = r.original.totals.lines > 0;
   std::string o = fmt::format("{:<20} {:>6} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}", "criterion", "kept", "pruned",
                               "ppl", "ppl/orig", "top-1", "top-5", "KL");
-  o += em ? fmt::format(" {:>8}\n", "line-EM") : "\n";
+  o += em ? fmt::format(" {:>8} {:>8}\n", "line-EM", "line-pre") : "\n";
   o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9} {:>8} {:>8} {:>9}", "original", "all", 0.0,
                    r.original.totals.ppl(), "1.000", "-", "-", "-");
-  o += em ? fmt::format(" {:>8.3f}\n", r.original.totals.line_em()) : "\n";
+  o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", r.original.totals.line_em(), r.original.totals.line_prefix()) : "\n";
   for (const auto& p : r.points) {
     const auto& t = p.result.totals;
     o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9.3f} {:>8.3f} {:>8.3f} {:>9.4f}", p.criterion, p.keep,
                      100 * p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl());
-    o += em ? fmt::format(" {:>8.3f}\n", t.line_em()) : "\n";
+    o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", t.line_em(), t.line_prefix()) : "\n";
   }
   return o;
 }
@@ -124,8 +124,11 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
   {
     std::ofstream csv(tmp.path() / "results.csv");
     // line_em: next-line exact match (empty when no lines were scored)
-    auto em = [](const EvalTotals& t) { return t.lines ? fmt::format("{:.6f}", t.line_em()) : std::string(); };
-    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts,line_em\n";
+    auto em = [](const EvalTotals& t) {
+      return t.lines ? fmt::format("{:.6f},{:.6f}", t.line_em(), t.line_prefix()) : std::string(",");
+    };
+    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts,line_em,"
+           "line_prefix\n";
     csv << fmt::format("original,{},0,{:.6f},1,,,,{},{},{}\n", r.provenance.value("n_experts", 0), r.original.totals.ppl(),
                        r.original.totals.n_tokens, r.original.dead_experts(), em(r.original.totals));
     for (const auto& p : r.points) {

@@ -52,7 +52,8 @@ Registrar reg{Command{
       sub.add_option("--fail-if", a->fail_if,
                      "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
                      "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens, line_em (next-line "
-                     "exact match: greedy decoding reproduces the line, scored on every newline-ended line), lines");
+                     "exact match: greedy decoding reproduces the line, scored on every newline-ended line), line_prefix (mean "
+                     "fraction of each line right before the first wrong token), lines");
       sub.add_option("--check-weights", a->check_weights, "Scan stored weights for NaN/Inf: auto (<= 8 GiB), all, none")
           ->check(CLI::IsMember({"auto", "all", "none"}));
       sub.add_flag("--json", a->json, "Print results as JSON");
@@ -60,7 +61,7 @@ Registrar reg{Command{
       return [a]() {
         namespace fs = std::filesystem;
         std::vector<std::string> known = {"ppl", "teacher_ppl", "ppl_ratio", "kl", "top1", "top5", "nonfinite", "dead_experts", "tokens",
-                                          "line_em", "lines"};
+                                          "line_em", "line_prefix", "lines"};
         std::vector<Gate> gates = a->fail_if.empty() ? std::vector<Gate>{} : parse_gates(a->fail_if, known);
         std::vector<fs::path> files(a->data.begin(), a->data.end());
         check_data_files(files);
@@ -135,8 +136,9 @@ Registrar reg{Command{
             std::printf("KL(teacher||student)   %.5f nats/token\n", r.totals.mean_kl());
           }
           if (r.totals.lines)
-            std::printf("next-line exact match  %.4f  (%lld of %lld lines)\n", r.totals.line_em(),
-                        (long long)r.totals.lines_exact, (long long)r.totals.lines);
+            std::printf("next-line exact match  %.4f  (%lld of %lld lines; right before the first miss: %.4f)\n",
+                        r.totals.line_em(), (long long)r.totals.lines_exact, (long long)r.totals.lines,
+                        r.totals.line_prefix());
           std::printf("expert load (chosen / fair share, min..max; dead = never chosen):\n");
           for (const auto& [il, v] : r.expert_load) {
             int64_t total = 0, mn = INT64_MAX, mx = 0, dead = 0;
