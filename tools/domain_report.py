@@ -114,7 +114,7 @@ def main():
         with open(readme) as fh:
             L.append(fh.read().strip() + " (REAP, mixture calibration unless named).\n")
     L.append("Gate columns: does `sickle eval --fail-if \"ppl_ratio>T\"` fail the checkpoint on that domain "
-             "(the README recommends T = 1.2; `make demo` uses 1.5)?\n")
+             "(the README recommends T = 1.2; brown-kimi's half of `make demo` uses 1.5, tri-kimi's 1.2)?\n")
     L.append("| checkpoint | domain | ppl ratio | KL | top-1 | line-EM | line-pre | line-pre vs original | "
              + " | ".join(f"gate {g}" for g in GATES) + " |\n|---|---|---|---|---|---|---|---|" + "---|" * len(GATES))
     names = ("stage1", "two_reuse", "two_reobserve", "one_shot", "code_cal", "de_cal")
