@@ -106,6 +106,7 @@ fuzz-test: fuzz-build
 demo: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS) --target sickle_cli
 	bash tools/demo.sh $(BUILD)/bin/sickle
+	bash tools/demo_domains.sh $(BUILD)/bin/sickle
 
 bench: build
 	@ls $(BUILD)/bench

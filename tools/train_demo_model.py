@@ -695,7 +695,7 @@ def read_safetensors(path):
         header = json.loads(f.read(n))
         data = f.read()
     out = {}
-    np_dt = {"BF16": "<u2", "F32": "<f4", "I32": "<i4"}
+    np_dt = {"BF16": "<u2", "F32": "<f4", "I32": "<i4", "F64": "<f8"}
     for name, h in header.items():
         if name == "__metadata__":
             continue

@@ -1,5 +1,8 @@
 #include "eval/data.h"
 
+#include <algorithm>
+
+#include "base/error.h"
 #include "base/log.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +34,21 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
            what, rep.n_documents, rep.tokens_total, rep.n_sequences_total, opt.seq_len, opt.shard_index, opt.n_shards,
            rep.n_sequences, rep.tokens_used, rep.n_dropped, rep.tokens_dropped, rep.n_split);
   return seqs;
+}
+
+std::vector<uint8_t> line_end_tokens(const std::filesystem::path& model_dir, int64_t vocab) {
+  std::unique_ptr<Tokenizer> tok;
+  try {
+    tok = Tokenizer::load(model_dir);
+  } catch (const Error& e) {
+    log_info("no tokenizer in {} ({}): no next-line exact-match metric", model_dir.string(), e.what());
+    return {};
+  }
+  std::vector<uint8_t> ends(size_t(std::max<int64_t>(vocab, 0)), 0);
+  const int64_t n = std::min(vocab, tok->vocab_size());
+  for (int32_t id = 0; id < n; ++id)
+    if (!tok->is_special(id) && tok->token_text(id).find('\n') != std::string::npos) ends[size_t(id)] = 1;
+  return ends;
 }
 
 void clamp_seq_len(CalibOptions& opt, int64_t ctx, const char* what) {

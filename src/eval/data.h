@@ -27,6 +27,11 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
 // --seq-len 2048 on a model with fewer positions is not an error. `what` prefixes the warning.
 void clamp_seq_len(CalibOptions& opt, int64_t ctx, const char* what);
 
+// [vocab]: 1 where the token's text (as the tokenizer of `model_dir` decodes it, specials
+// excluded) contains '\n' — the line ends of EvalOptions::line_end. Empty when the model
+// directory has no tokenizer (e.g. `--format tokens` data for a tokenizer-less checkpoint).
+std::vector<uint8_t> line_end_tokens(const std::filesystem::path& model_dir, int64_t vocab);
+
 // Keeps leading windows (cutting the last one) so that at most `max_tokens` positions are
 // scored (a window of n tokens scores n-1). 0 = no limit.
 void limit_scored_tokens(std::vector<std::vector<int32_t>>& windows, int64_t max_tokens);

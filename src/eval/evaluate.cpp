@@ -68,14 +68,18 @@ EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vecto
     auto s_seq = student.new_sequence();
     auto t_seq = teacher ? teacher->new_sequence() : nullptr;
     const int64_t n_pred = int64_t(w.size()) - 1;  // positions 0..n-2 predict w[1..n-1]
+    LineScorer lines(opt.line_end);
     for (int64_t begin = 0; begin < n_pred; begin += opt.chunk) {
       int64_t end = std::min<int64_t>(n_pred, begin + opt.chunk);
       std::span<const int32_t> toks(w.data() + begin, size_t(end - begin));
       student.forward(*s_seq, toks, s_logits, /*all_logits=*/true);
       if (teacher) teacher->forward(*t_seq, toks, t_logits, /*all_logits=*/true);
-      for (int64_t p = 0; p < end - begin; ++p)
-        score_position(r.totals, s_logits.data() + p * vocab, teacher ? t_logits.data() + p * vocab : nullptr, vocab,
-                       w[size_t(begin + p + 1)]);
+      for (int64_t p = 0; p < end - begin; ++p) {
+        const int32_t target = w[size_t(begin + p + 1)];
+        bool correct = score_position(r.totals, s_logits.data() + p * vocab,
+                                      teacher ? t_logits.data() + p * vocab : nullptr, vocab, target);
+        if (!opt.line_end.empty()) lines.feed(r.totals, target, correct);
+      }
       if (bar) bar->add(uint64_t(end - begin));
     }
   }

@@ -17,6 +17,9 @@ namespace sickle {
 struct EvalOptions {
   int64_t chunk = 256;  // positions per forward call (bounds the [chunk, vocab] logits buffers)
   bool show_progress = true;
+  // [vocab]: 1 for tokens whose text contains a newline (line_end_tokens); empty = no
+  // next-line exact-match metric.
+  std::vector<uint8_t> line_end;
 };
 
 struct EvalResult {

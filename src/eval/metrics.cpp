@@ -14,6 +14,8 @@ double EvalTotals::ppl_ratio() const { return n_compared ? ppl() / teacher_ppl()
 double EvalTotals::mean_kl() const { return n_compared ? kl_sum / double(n_compared) : NAN; }
 double EvalTotals::top1() const { return n_compared ? double(top1_agree) / double(n_compared) : NAN; }
 double EvalTotals::top5() const { return n_compared ? double(teacher_top1_in_top5) / double(n_compared) : NAN; }
+double EvalTotals::line_em() const { return lines ? double(lines_exact) / double(lines) : NAN; }
+double EvalTotals::line_prefix() const { return lines ? line_prefix_sum / double(lines) : NAN; }
 
 void EvalTotals::merge(const EvalTotals& o) {
   n_tokens += o.n_tokens;
@@ -24,6 +26,9 @@ void EvalTotals::merge(const EvalTotals& o) {
   top1_agree += o.top1_agree;
   teacher_top1_in_top5 += o.teacher_top1_in_top5;
   nonfinite_logits += o.nonfinite_logits;
+  lines += o.lines;
+  lines_exact += o.lines_exact;
+  line_prefix_sum += o.line_prefix_sum;
 }
 
 std::map<std::string, double> EvalTotals::values() const {
@@ -34,6 +39,11 @@ std::map<std::string, double> EvalTotals::values() const {
     v["kl"] = mean_kl();
     v["top1"] = top1();
     v["top5"] = top5();
+  }
+  if (lines) {
+    v["line_em"] = line_em();
+    v["line_prefix"] = line_prefix();
+    v["lines"] = double(lines);
   }
   return v;
 }
@@ -58,17 +68,18 @@ int64_t argmax_row(const float* x, int64_t n) {
 }
 }  // namespace
 
-void score_position(EvalTotals& t, const float* s, const float* teacher, int64_t vocab, int32_t target) {
+bool score_position(EvalTotals& t, const float* s, const float* teacher, int64_t vocab, int32_t target) {
   SICKLE_CHECK(target >= 0 && target < vocab, "target {} vocab {}", target, vocab);
   double lse = log_sum_exp(s, vocab);
   t.n_tokens += 1;
   if (std::isnan(lse)) {
     t.nonfinite_logits += 1;
     t.nll_sum += std::numeric_limits<double>::infinity();
-    return;
+    return false;
   }
   t.nll_sum += lse - double(s[target]);
-  if (!teacher) return;
+  const int64_t sa = argmax_row(s, vocab);
+  if (!teacher) return sa == target;
   double tlse = log_sum_exp(teacher, vocab);
   SICKLE_CHECK(!std::isnan(tlse), "teacher logits are not finite");
   t.n_compared += 1;
@@ -79,7 +90,7 @@ void score_position(EvalTotals& t, const float* s, const float* teacher, int64_t
     kl += std::exp(lt) * (lt - ls);
   }
   t.kl_sum += std::max(0.0, kl);
-  int64_t ta = argmax_row(teacher, vocab), sa = argmax_row(s, vocab);
+  const int64_t ta = argmax_row(teacher, vocab);
   if (ta == sa) t.top1_agree += 1;
   // teacher's top-1 is in the student's top-5 iff fewer than 5 student logits beat it
   // (ties counted in the teacher token's favour).
@@ -87,6 +98,26 @@ void score_position(EvalTotals& t, const float* s, const float* teacher, int64_t
   for (int64_t i = 0; i < vocab && better < 5; ++i)
     if (s[i] > s[ta]) ++better;
   if (better < 5) t.teacher_top1_in_top5 += 1;
+  return sa == target;
+}
+
+void LineScorer::feed(EvalTotals& t, int32_t target, bool correct) {
+  const bool end = target >= 0 && size_t(target) < line_end_.size() && line_end_[size_t(target)];
+  if (!started_) {
+    started_ = end;
+    return;
+  }
+  exact_ = exact_ && correct;
+  len_ += 1;
+  prefix_ += exact_ ? 1 : 0;
+  if (!end) return;
+  if (len_ > 1) {
+    t.lines += 1;
+    t.lines_exact += exact_ ? 1 : 0;
+    t.line_prefix_sum += double(prefix_) / double(len_);
+  }
+  exact_ = true;
+  len_ = prefix_ = 0;
 }
 
 std::vector<Gate> parse_gates(const std::string& spec, const std::vector<std::string>& known) {

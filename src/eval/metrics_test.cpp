@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "base/error.h"
 
@@ -34,6 +36,49 @@ TEST(EvalMetrics, HandComputedNllKlAgreement) {
   EXPECT_EQ(t.top1_agree, 0);
   EXPECT_EQ(t.teacher_top1_in_top5, 1);
   EXPECT_NEAR(t.ppl_ratio(), std::exp(-std::log(0.3)) / 4.0, 1e-6);
+}
+
+TEST(EvalMetrics, ScorePositionReportsWhetherTheArgmaxIsTheTarget) {
+  float s[4] = {0.f, 3.f, 1.f, 2.f};
+  EvalTotals t;
+  EXPECT_TRUE(score_position(t, s, nullptr, 4, 1));
+  EXPECT_FALSE(score_position(t, s, nullptr, 4, 3));
+  EXPECT_TRUE(score_position(t, s, s, 4, 1));  // same answer with a teacher
+  EXPECT_FALSE(score_position(t, s, s, 4, 0));
+  float bad[4] = {0.f, NAN, 1.f, 2.f};
+  EXPECT_FALSE(score_position(t, bad, nullptr, 4, 3));
+}
+
+TEST(EvalMetrics, LineScorerCountsOnlyWholeLinesAfterTheFirstLineEnd) {
+  // ids 0..3 ordinary, 4 = a token with a newline.
+  const std::vector<uint8_t> ends = {0, 0, 0, 0, 1};
+  EvalTotals t;
+  LineScorer ls(ends);
+  const std::pair<int32_t, bool> seq[] = {
+      {1, false}, {4, true},            // head of a line begun before the window: skipped
+      {1, true}, {2, true}, {4, true},  // a line, every token right: exact
+      {3, true}, {4, false},            // the newline itself mispredicted: not exact
+      {1, false}, {4, true},            // a content token wrong: not exact
+      {4, false},                       // a blank line: not counted
+      {2, true}, {3, true}, {4, true},  // exact
+      {1, true}, {2, true}};            // unfinished at the window's end: not counted
+  for (auto [id, ok] : seq) ls.feed(t, id, ok);
+  EXPECT_EQ(t.lines, 4);
+  EXPECT_EQ(t.lines_exact, 2);
+  EXPECT_DOUBLE_EQ(t.line_em(), 0.5);
+  // Correct prefixes: 3/3, 1/2 (the newline was wrong), 0/2, 3/3.
+  EXPECT_DOUBLE_EQ(t.line_prefix(), (1.0 + 0.5 + 0.0 + 1.0) / 4);
+  auto v = t.values();
+  EXPECT_DOUBLE_EQ(v.at("line_em"), 0.5);
+  EXPECT_DOUBLE_EQ(v.at("lines"), 4);
+  EvalTotals u;
+  u.merge(t);
+  u.merge(t);
+  EXPECT_EQ(u.lines, 8);
+  EXPECT_EQ(u.lines_exact, 4);
+  EXPECT_DOUBLE_EQ(u.line_prefix(), t.line_prefix());
+  // Without scored lines the metric is absent, not 0.
+  EXPECT_EQ(EvalTotals{}.values().count("line_em"), 0u);
 }
 
 TEST(EvalMetrics, IdenticalModelsAgreeExactly) {

@@ -101,14 +101,19 @@ SweepReport run_sweep(const SweepRequest& req, const std::vector<std::vector<int
 }
 
 std::string sweep_table(const SweepReport& r) {
-  std::string o = fmt::format("{:<20} {:>6} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}\n", "criterion", "kept", "pruned",
+  // The next-line exact-match column only when lines were scored (a line-end table was given).
+  const bool em = r.original.totals.lines > 0;
+  std::string o = fmt::format("{:<20} {:>6} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}", "criterion", "kept", "pruned",
                               "ppl", "ppl/orig", "top-1", "top-5", "KL");
-  o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9} {:>8} {:>8} {:>9}\n", "original", "all", 0.0,
+  o += em ? fmt::format(" {:>8} {:>8}\n", "line-EM", "line-pre") : "\n";
+  o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9} {:>8} {:>8} {:>9}", "original", "all", 0.0,
                    r.original.totals.ppl(), "1.000", "-", "-", "-");
+  o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", r.original.totals.line_em(), r.original.totals.line_prefix()) : "\n";
   for (const auto& p : r.points) {
     const auto& t = p.result.totals;
-    o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9.3f} {:>8.3f} {:>8.3f} {:>9.4f}\n", p.criterion, p.keep,
+    o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9.3f} {:>8.3f} {:>8.3f} {:>9.4f}", p.criterion, p.keep,
                      100 * p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl());
+    o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", t.line_em(), t.line_prefix()) : "\n";
   }
   return o;
 }
@@ -118,14 +123,19 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
   // results.csv
   {
     std::ofstream csv(tmp.path() / "results.csv");
-    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts\n";
-    csv << fmt::format("original,{},0,{:.6f},1,,,,{},{}\n", r.provenance.value("n_experts", 0), r.original.totals.ppl(),
-                       r.original.totals.n_tokens, r.original.dead_experts());
+    // line_em: next-line exact match (empty when no lines were scored)
+    auto em = [](const EvalTotals& t) {
+      return t.lines ? fmt::format("{:.6f},{:.6f}", t.line_em(), t.line_prefix()) : std::string(",");
+    };
+    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts,line_em,"
+           "line_prefix\n";
+    csv << fmt::format("original,{},0,{:.6f},1,,,,{},{},{}\n", r.provenance.value("n_experts", 0), r.original.totals.ppl(),
+                       r.original.totals.n_tokens, r.original.dead_experts(), em(r.original.totals));
     for (const auto& p : r.points) {
       const auto& t = p.result.totals;
-      csv << fmt::format("{},{},{:.4f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{}\n", p.criterion, p.keep, p.pruned_fraction,
-                         t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl(), t.n_tokens,
-                         p.result.dead_experts());
+      csv << fmt::format("{},{},{:.4f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{}\n", p.criterion, p.keep,
+                         p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl(),
+                         t.n_tokens, p.result.dead_experts(), em(t));
     }
   }
   // results.json

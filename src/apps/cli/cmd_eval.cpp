@@ -51,14 +51,17 @@ Registrar reg{Command{
           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
       sub.add_option("--fail-if", a->fail_if,
                      "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
-                     "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens");
+                     "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens, line_em (next-line "
+                     "exact match: greedy decoding reproduces the line, scored on every newline-ended line), line_prefix (mean "
+                     "fraction of each line right before the first wrong token), lines");
       sub.add_option("--check-weights", a->check_weights, "Scan stored weights for NaN/Inf: auto (<= 8 GiB), all, none")
           ->check(CLI::IsMember({"auto", "all", "none"}));
       sub.add_flag("--json", a->json, "Print results as JSON");
       sub.add_flag("--csv", a->csv, "Print results as CSV (one header line, one row)");
       return [a]() {
         namespace fs = std::filesystem;
-        std::vector<std::string> known = {"ppl", "teacher_ppl", "ppl_ratio", "kl", "top1", "top5", "nonfinite", "dead_experts", "tokens"};
+        std::vector<std::string> known = {"ppl", "teacher_ppl", "ppl_ratio", "kl", "top1", "top5", "nonfinite", "dead_experts", "tokens",
+                                          "line_em", "line_prefix", "lines"};
         std::vector<Gate> gates = a->fail_if.empty() ? std::vector<Gate>{} : parse_gates(a->fail_if, known);
         std::vector<fs::path> files(a->data.begin(), a->data.end());
         check_data_files(files);
@@ -90,6 +93,7 @@ Registrar reg{Command{
         EvalOptions eo;
         eo.chunk = a->chunk;
         eo.show_progress = !a->json && !a->csv;
+        eo.line_end = line_end_tokens(a->model, student->vocab_size());
         EvalResult r = evaluate(*student, teacher.get(), windows, eo);
         for (const auto& w : weight_problems) r.warnings.push_back("weights: " + w);
         auto values = r.values();
@@ -131,6 +135,10 @@ Registrar reg{Command{
             std::printf("teacher top-1 in top-5 %.4f\n", r.totals.top5());
             std::printf("KL(teacher||student)   %.5f nats/token\n", r.totals.mean_kl());
           }
+          if (r.totals.lines)
+            std::printf("next-line exact match  %.4f  (%lld of %lld lines; right before the first miss: %.4f)\n",
+                        r.totals.line_em(), (long long)r.totals.lines_exact, (long long)r.totals.lines,
+                        r.totals.line_prefix());
           std::printf("expert load (chosen / fair share, min..max; dead = never chosen):\n");
           for (const auto& [il, v] : r.expert_load) {
             int64_t total = 0, mn = INT64_MAX, mx = 0, dead = 0;

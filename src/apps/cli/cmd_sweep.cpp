@@ -76,6 +76,8 @@ Registrar reg{Command{
         req.force = a->force;
         req.data_files = a->data;
         req.eval.show_progress = false;
+        req.eval.line_end =
+            line_end_tokens(a->model, ModelConfig::load(std::filesystem::path(a->model) / "config.json").vocab_size);
         CalibOptions& co = a->calib;
         co.format = parse_data_format(a->format);
         clamp_seq_len(co, model_positions(a->model), "sweep");
