@@ -71,6 +71,32 @@ PY
     done
   done
 done
+# Case mapping (Unicode, Python's full mappings, jinja2's own `title` filter): every case
+# filter, str method and `is lower/upper` test of tests/template/case_mapping.jinja over
+# conversations/case_mapping.json (German, Turkish, Greek final sigma, Cyrillic, ligatures,
+# digraphs, CJK, emoji, apostrophes and hyphens), then over every code point that CPython gives a
+# case mapping or a cased / lowercase / uppercase property, one per word (about 2,900).
+case_pass=0
+"$PY" - conversations/case_mapping.json "$work" <<'PY'
+import json, sys
+json.dump(json.load(open(sys.argv[1], encoding="utf-8"))["messages"], open(sys.argv[2] + "/case.messages.json", "w"), ensure_ascii=False)
+cps = [c for c in range(0x80, 0x110000) if not 0xD800 <= c <= 0xDFFF and (lambda ch: ch.upper() != ch or ch.lower() != ch
+       or ch.title() != ch or ch.islower() or ch.isupper())(chr(c))]
+rows = [" ".join(chr(c) for c in cps[i:i + 64]) for i in range(0, len(cps), 64)]
+json.dump([{"role": "user", "content": r} for r in rows], open(sys.argv[2] + "/allcase.messages.json", "w"), ensure_ascii=False)
+PY
+for msgs in case allcase; do
+  "$PY" "$SRC/tools/render_chat_template.py" --config "$SRC/models/brown-kimi/tokenizer_config.json" \
+    --template case_mapping.jinja --messages "$work/$msgs.messages.json" >"$work/want.$msgs"
+  got=0; "$SICKLE" chat-template -m "$SRC/models/brown-kimi" --template case_mapping.jinja \
+    --messages "$work/$msgs.messages.json" >"$work/got.$msgs" 2>"$work/got.err" || got=$?
+  if [ $got -eq 0 ] && same "$work/want.$msgs" "$work/got.$msgs" "case_mapping.jinja over $msgs"; then
+    case_pass=$((case_pass + 1))
+  else
+    fail=$((fail + 1)); cat "$work/got.err"
+  fi
+done
+
 # Through `sickle serve`: /tokenize with messages and tools (then /detokenize) is the same text,
 # tools in the caller's key order through the request JSON (transformers' tojson keeps it), with
 # the template given by --chat-template over the demo model's tokenizer.
@@ -124,5 +150,5 @@ done
 grep -q '"required": \["city"\], "properties": {"unit"' "$work/want.tokenizer-qwen3" \
   || { echo "FAIL: the Qwen3 oracle render does not show the tools' own key order"; fail=$((fail + 1)); }
 
-echo "template_oracle: $pass renders match python3-jinja2, $serve_pass through serve /tokenize, $fail differ"
-[ $fail -eq 0 ] && [ $pass -gt 0 ] && [ $serve_pass -eq 3 ]
+echo "template_oracle: $pass renders match python3-jinja2, $case_pass case-mapping renders, $serve_pass through serve /tokenize, $fail differ"
+[ $fail -eq 0 ] && [ $pass -gt 0 ] && [ $case_pass -eq 2 ] && [ $serve_pass -eq 3 ]

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "base/error.h"
+#include "template/unicase.h"
 
 namespace sickle::tmpl {
 namespace {
@@ -127,31 +128,6 @@ std::string py_replace(Renderer& r, std::string_view s, std::string_view from, s
   return out;
 }
 
-std::string ascii_map(std::string s, int (*fn)(int)) {
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x80) c = char(fn(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string py_capitalize(const std::string& s) {
-  std::string out = ascii_map(s, [](int c) { return std::tolower(c); });
-  if (!out.empty() && static_cast<unsigned char>(out[0]) < 0x80) out[0] = char(std::toupper(static_cast<unsigned char>(out[0])));
-  return out;
-}
-
-std::string py_title(const std::string& s) {
-  std::string out = s;
-  bool prev_cased = false;
-  for (char& c : out) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u >= 0x80) { prev_cased = false; continue; }
-    bool cased = std::isalpha(u);
-    if (cased) c = char(prev_cased ? std::tolower(u) : std::toupper(u));
-    prev_cased = cased;
-  }
-  return out;
-}
-
 int64_t as_int(const Value& v, const char* what) {
   if (v.kind == Kind::kInt) return v.integer;
   if (v.kind == Kind::kBool) return v.boolean;
@@ -202,7 +178,7 @@ int compare(const Value& a, const Value& b) {
 
 Value lower_for_compare(const Value& v, bool case_sensitive) {
   if (case_sensitive || !v.is_string()) return v;
-  return Value::of_str(ascii_map(v.text(), [](int c) { return std::tolower(c); }), false);
+  return Value::of_str(py_lower(v.text()), false);
 }
 
 // jinja2's environment.getitem with a dotted attribute path ("a.b", "0").
@@ -275,8 +251,8 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
     });
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize")
     return bind([name](Renderer& rr, const Value& me, Args&) {
-      std::string t = name == "upper"   ? ascii_map(me.text(), [](int c) { return std::toupper(c); })
-                      : name == "lower" ? ascii_map(me.text(), [](int c) { return std::tolower(c); })
+      std::string t = name == "upper"   ? py_upper(me.text())
+                      : name == "lower" ? py_lower(me.text())
                       : name == "title" ? py_title(me.text())
                                         : py_capitalize(me.text());
       return str_result(rr, std::move(t), any_value(me));
@@ -761,8 +737,7 @@ bool apply_test(Renderer& r, const std::string& name, const Value& v, Args& a) {
   if (name == "lower" || name == "upper") {
     if (!v.is_string()) return false;
     std::string t = to_text(v);
-    return name == "lower" ? ascii_map(t, [](int c) { return std::tolower(c); }) == t
-                           : ascii_map(t, [](int c) { return std::toupper(c); }) == t;
+    return name == "lower" ? py_islower(t) : py_isupper(t);  // str(value).islower() / isupper()
   }
   if (name == "escaped") return false;
   if (name == "filter" || name == "test") return false;
@@ -806,10 +781,10 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     return Value::of_str(to_str(v));
   }
   if (name == "e" || name == "escape") return str_result(r, html_escape(text_in()), any_value(v));
-  if (name == "upper") return str_result(r, ascii_map(text_in(), [](int c) { return std::toupper(c); }), any_value(v));
-  if (name == "lower") return str_result(r, ascii_map(text_in(), [](int c) { return std::tolower(c); }), any_value(v));
+  if (name == "upper") return str_result(r, py_upper(text_in()), any_value(v));
+  if (name == "lower") return str_result(r, py_lower(text_in()), any_value(v));
   if (name == "capitalize") return str_result(r, py_capitalize(text_in()), any_value(v));
-  if (name == "title") return str_result(r, py_title(text_in()), any_value(v));
+  if (name == "title") return str_result(r, jinja_title(text_in()), any_value(v));  // not str.title()
   if (name == "replace") {
     Value o = a.get(0, "old"), n = a.get(1, "new");
     int64_t count = a.has(2, "count") && !a.get(2, "count").is_none() ? as_int(a.get(2, "count"), "count") : -1;

@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "template/ast.h"
+#include "template/value.h"
 
 namespace sickle::tmpl {
 namespace {
@@ -226,17 +227,6 @@ class Lexer {
     }
   }
 
-  static void put_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) out += char(cp);
-    else if (cp < 0x800) { out += char(0xC0 | (cp >> 6)); out += char(0x80 | (cp & 0x3F)); }
-    else if (cp < 0x10000) {
-      out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
-    } else {
-      out += char(0xF0 | (cp >> 18)); out += char(0x80 | ((cp >> 12) & 0x3F));
-      out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F));
-    }
-  }
-
   // A quoted literal with Python's escapes (jinja2 decodes with "unicode-escape"; unknown
   // escapes stay as written). Advances p past the closing quote.
   std::string lex_string(size_t& p) {
@@ -274,19 +264,19 @@ class Lexer {
         case 'f': out += '\f'; break;
         case 'v': out += '\v'; break;
         case '\n': break;
-        case 'x': put_utf8(out, hex(2)); break;
-        case 'u': put_utf8(out, hex(4)); break;
+        case 'x': append_utf8(out, hex(2)); break;
+        case 'u': append_utf8(out, hex(4)); break;
         case 'U': {
           uint32_t cp = hex(8);
           if (cp > 0x10FFFF) error_at(p, "\\U escape out of range");
-          put_utf8(out, cp);
+          append_utf8(out, cp);
           break;
         }
         default:
           if (e >= '0' && e <= '7') {
             uint32_t v = uint32_t(e - '0');
             for (int i = 0; i < 2 && p < src_.size() && src_[p] >= '0' && src_[p] <= '7'; ++i) v = v * 8 + uint32_t(src_[p++] - '0');
-            put_utf8(out, v);
+            append_utf8(out, v);
           } else {
             out += '\\';
             out += e;

@@ -111,5 +111,6 @@ const char* type_name(const Value& v);  // Python's type names: 'str', 'dict obj
 
 // UTF-8 helpers: code point boundaries (byte offsets, the end included) of a string.
 std::vector<size_t> code_point_offsets(std::string_view s);
+void append_utf8(std::string& out, uint32_t cp);  // cp < 0x110000
 
 }  // namespace sickle::tmpl
