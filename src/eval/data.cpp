@@ -21,8 +21,9 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
     enc.encode_chat = [t, specials = opt.specials_in_content](const nlohmann::json& m,
                                                               const nlohmann::ordered_json& tools) {
       const nlohmann::json kwargs = {{"thinking", false}, {"enable_thinking", false}};
-      return t->encode(render_chat(*t, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs),
-                       specials);
+      RenderedPrompt p = render_chat(*t, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs);
+      refuse_images(p, "observe/eval chat-jsonl");  // the calibration forward has no image rows
+      return t->encode(p, specials);
     };
     if (opt.bos_id < 0) opt.bos_id = tok->bos_id();
   }

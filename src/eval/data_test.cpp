@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "base/test_temp_dir.h"
 
 namespace sickle {
@@ -43,6 +44,28 @@ TEST(LoadTokenWindows, ChatJsonlContentIsTextUnlessAllowed) {
   EXPECT_EQ(count(hf[0], user), 2);
   EXPECT_NE(o.key(), plain_key);  // statistics of the two runs do not merge
   EXPECT_EQ(plain_key.find("content_specials"), std::string::npos);  // keys of earlier runs unchanged
+}
+
+// A record with an image part names the part: calibration has no image embeddings, and a
+// placeholder read as a plain token would be silently wrong statistics.
+TEST(LoadTokenWindows, ChatJsonlImagePartsAreRefusedNamingThePart) {
+  const fs::path model = fs::path(SICKLE_SOURCE_DIR) / "models/brown-kimi";  // Kimi tokenizer + template
+  test_util::TempDir t;
+  const auto msgs = nlohmann::json::parse(R"([{"role": "user", "content": [{"type": "text", "text": "see"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}, {"role": "assistant", "content": "ok"}])");
+  std::ofstream(t.path / "c.jsonl") << nlohmann::json{{"messages", msgs}}.dump() << "\n";
+  CalibOptions o;
+  o.format = DataFormat::kChatJsonl;
+  o.pack = false;
+  o.seq_len = 4096;
+  std::string what = "no error";
+  try {
+    load_token_windows(model, {t.path / "c.jsonl"}, o, nullptr, "test");
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("messages[0].content[1]: image parts are not supported by observe/eval"), std::string::npos)
+      << what;
 }
 
 }  // namespace

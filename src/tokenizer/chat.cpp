@@ -71,23 +71,59 @@ std::string role_of(const json& m, size_t i) {
 
 bool has_nonnull(const json& m, const char* key) { return m.contains(key) && !m[key].is_null(); }
 
-// Message content: a string, null/absent (empty), or a list of {type: text, text} parts.
-std::string content_of(const json& m, size_t i) {
-  if (!has_nonnull(m, "content")) return {};
+// Kimi-K2.5's placeholder for one image part, as its chat template's render_content writes
+// it (the newline included) and vLLM's kimi_k25.py get_placeholder_str names it; the
+// <|media_pad|> token is expanded to the image's token count later (vision/prompt.h).
+constexpr std::string_view kKimiImagePlaceholder = "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n";
+
+bool is_image_part(const json& part) {
+  if (!part.is_object() || !part.contains("type") || !part["type"].is_string()) return false;
+  auto t = part["type"].get<std::string>();
+  return t == "image_url" || t == "image";
+}
+
+// OpenAI's {type: image_url, image_url: {url}} (or a bare string url, as vLLM accepts).
+PromptImage image_of(const json& part, size_t i, size_t k) {
+  PromptImage img;
+  img.field = fmt::format("messages[{}].content[{}]", i, k);
+  const json* u = part.contains("image_url") ? &part["image_url"] : nullptr;
+  if (u && u->is_object() && u->contains("url") && (*u)["url"].is_string()) img.url = (*u)["url"].get<std::string>();
+  else if (u && u->is_string()) img.url = u->get<std::string>();
+  else fail("{}.image_url: expected {{\"url\": \"data:image/png;base64,...\"}}", img.field);
+  return img;
+}
+
+// Message content: a string, null/absent (empty), or a list of {type: text, text} and
+// {type: image_url, image_url: {url}} parts. Text is a value; an image is the Kimi media
+// placeholder as template text (so its special tokens are tokens), recorded in out.images.
+// `images`: the chat format has a placeholder (Kimi); otherwise an image part is an error.
+void add_content(RenderedPrompt& out, const json& m, size_t i, bool images) {
+  if (!has_nonnull(m, "content")) return;
   const auto& c = m["content"];
-  if (c.is_string()) return c.get<std::string>();
+  if (c.is_string()) return out.add_value(c.get<std::string>());
   if (!c.is_array()) fail("messages[{}].content: expected a string, null or a list of parts", i);
-  std::string s;
   for (size_t k = 0; k < c.size(); ++k) {
     const auto& part = c[k];
     if (part.is_object() && part.contains("text") && part["text"].is_string() &&
         part.value("type", std::string("text")) == "text") {
-      s += part["text"].get<std::string>();
+      out.add_value(part["text"].get<std::string>());
+    } else if (is_image_part(part)) {
+      if (!images)
+        fail("messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media placeholder",
+             i, k);
+      out.images.push_back(image_of(part, i, k));
+      out.add_template(kKimiImagePlaceholder);
     } else {
-      fail("messages[{}].content[{}]: only text parts are supported (images are not)", i, k);
+      fail("messages[{}].content[{}]: expected a text or image_url part", i, k);
     }
   }
-  return s;
+}
+
+// The text-only reading of a message's content (values only; images are an error).
+std::string content_of(const json& m, size_t i) {
+  RenderedPrompt p;
+  add_content(p, m, i, false);
+  return p.text();
 }
 
 std::string string_field(const json& m, const char* key, const std::string& what) {
@@ -178,7 +214,7 @@ RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_gen
         }
         out.add_template("</think>");
       }
-      out.add_value(content_of(m, i));
+      add_content(out, m, i, true);
       auto calls = tool_calls_of(m, i, /*compact_args=*/false);
       if (!calls.empty()) {
         out.add_template("<|tool_calls_section_begin|>");
@@ -197,9 +233,9 @@ RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_gen
       out.add_template("## Return of ");
       out.add_value(id);
       out.add_template("\n");
-      out.add_value(content_of(m, i));
+      add_content(out, m, i, true);
     } else {
-      out.add_value(content_of(m, i));
+      add_content(out, m, i, true);
     }
     out.add_template("<|im_end|>");
   }
@@ -289,18 +325,65 @@ namespace {
 
 // OpenAI wire forms the templates do not take, as vLLM hands them to a "string"-content
 // template: content as a list of text parts becomes their text (concatenated, as the built-in
-// formats read it), tool-call arguments given as an object become JSON text.
-json normalized_for_template(const json& messages) {
+// formats read it), tool-call arguments given as an object become JSON text. An image part
+// becomes a marker in that text (recorded in `images`, in message order); the rendered prompt's
+// markers are then replaced by the placeholder as template text (with_image_placeholders).
+constexpr std::string_view kImageMarker = "\x1fsickle:image:";
+
+json normalized_for_template(const json& messages, std::vector<PromptImage>& images, bool kimi) {
   json out = messages;
+  if (messages.dump().find("\\u001fsickle:image:") != std::string::npos)
+    fail("messages: a value contains the reserved image marker \\u001fsickle:image:");
   for (size_t i = 0; i < out.size(); ++i) {
     json& m = out[i];
     if (!m.is_object()) continue;
-    if (m.contains("content") && m["content"].is_array()) m["content"] = content_of(m, i);
+    if (m.contains("content") && m["content"].is_array()) {
+      std::string text;
+      const json& parts = m["content"];
+      for (size_t k = 0; k < parts.size(); ++k) {
+        if (!is_image_part(parts[k])) {
+          json one = {{"content", json::array({parts[k]})}};
+          text += content_of(one, i);
+          continue;
+        }
+        if (!kimi)
+          fail("messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media placeholder",
+               i, k);
+        images.push_back(image_of(parts[k], i, k));
+        text += fmt::format("{}{}\x1f", kImageMarker, images.size() - 1);
+      }
+      m["content"] = text;
+    }
     if (m.contains("tool_calls") && m["tool_calls"].is_array())
       for (auto& tc : m["tool_calls"])
         if (tc.is_object() && tc.contains("function") && tc["function"].is_object() &&
             tc["function"].contains("arguments") && tc["function"]["arguments"].is_object())
           tc["function"]["arguments"] = py_dumps(tc["function"]["arguments"], false);
+  }
+  return out;
+}
+
+// Replaces each image marker of a template's render by the placeholder (template text) and
+// lists the images in the order the template wrote them.
+RenderedPrompt with_image_placeholders(const RenderedPrompt& in, const std::vector<PromptImage>& images) {
+  if (images.empty()) return in;
+  RenderedPrompt out;
+  // A std::string, not the literal: g++ 12 -O3 warns falsely (-Warray-bounds) on the literal here.
+  const std::string placeholder(kKimiImagePlaceholder);
+  for (const auto& span : in.spans) {
+    std::string_view t = span.text;
+    for (size_t at; (at = t.find(kImageMarker)) != std::string_view::npos;) {
+      size_t end = t.find('\x1f', at + kImageMarker.size());
+      if (end == std::string_view::npos) break;  // cut by the template: left as text
+      size_t n = 0;
+      for (char ch : t.substr(at + kImageMarker.size(), end - at - kImageMarker.size())) n = n * 10 + size_t(ch - '0');
+      if (n >= images.size()) fail("chat template: a bad image marker in its output");
+      span.is_value ? out.add_value(t.substr(0, at)) : out.add_template(t.substr(0, at));
+      out.add_template(placeholder);
+      out.images.push_back(images[n]);
+      t.remove_prefix(end + 1);
+    }
+    span.is_value ? out.add_value(t) : out.add_template(t);
   }
   return out;
 }
@@ -339,6 +422,12 @@ std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& token
 
 }  // namespace
 
+void refuse_images(const RenderedPrompt& prompt, std::string_view who) {
+  if (!prompt.images.empty())
+    fail("{}: image parts are not supported by {} yet ({} image(s) in the messages)", prompt.images[0].field, who,
+         prompt.images.size());
+}
+
 void override_chat_template(const Tokenizer& tokenizer, const std::string& source, const std::string& origin) {
   auto t = std::make_shared<const tmpl::Template>(source, origin);
   log_info("chat template: {} (instead of the checkpoint's)", origin);
@@ -357,11 +446,14 @@ RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, con
   if (!messages.is_array()) fail("messages: expected a list");
   if (auto t = checkpoint_template(tokenizer, !tools.is_null())) {
     ChatRequest req;
-    req.messages = nlohmann::ordered_json::parse(normalized_for_template(messages).dump());
+    std::vector<PromptImage> images;
+    bool kimi = chat_format_of(tokenizer) == ChatFormat::kKimi;
+    req.messages = nlohmann::ordered_json::parse(normalized_for_template(messages, images, kimi).dump());
     req.tools = tools;
     req.add_generation_prompt = add_generation_prompt;
     if (kwargs.is_object()) req.kwargs = nlohmann::ordered_json::parse(kwargs.dump());
-    return render_chat_template(*t, nlohmann::ordered_json::parse(tokenizer.config().dump()), req);
+    return with_image_placeholders(
+        render_chat_template(*t, nlohmann::ordered_json::parse(tokenizer.config().dump()), req), images);
   }
   return render_builtin_chat(tokenizer, messages, json(tools), add_generation_prompt, thinking);
 }

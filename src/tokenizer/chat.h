@@ -47,6 +47,13 @@ RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& mes
 RenderedPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
                            const nlohmann::ordered_json& tools, bool add_generation_prompt, bool thinking,
                            const nlohmann::json& kwargs);
+// Image parts ({type: image_url, image_url: {url}}) render, in the Kimi format only, as
+// Kimi-K2.5's `<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n` in template
+// text (so its markers encode as tokens) and are listed in RenderedPrompt::images in prompt
+// order; a checkpoint template sees each as a marker in the string content that is replaced
+// afterwards. Another format: an Error naming the part.
+// For callers that do not embed images: an Error naming the first image part, if any.
+void refuse_images(const RenderedPrompt& prompt, std::string_view who);
 // Renders every conversation of `tokenizer` (the overloads above) with `source` instead of the
 // checkpoint's template: vLLM's --chat-template. `origin` names it in -v logs and in Jinja
 // error messages (the file path). A parse error is an Error naming `origin`.

@@ -413,6 +413,79 @@ TEST(ChatInjection, OrdinaryConversationsEncodeAsTheFlatString) {
   EXPECT_GE(n_checked, 150 * 2 * 4);
 }
 
+// Image parts: Kimi-K2.5's placeholder `<|media_begin|>image<|media_content|><|media_pad|>
+// <|media_end|>\n` (its chat template's render_content; vLLM kimi_k25.py get_placeholder_str),
+// written as template text so its markers are tokens, while the same string typed by the user
+// stays text; the images are listed in prompt order with the field they came from.
+constexpr int32_t kMediaBegin = 163602, kMediaContent = 163603, kMediaEnd = 163604, kMediaPad = 163605;
+
+json image_messages() {
+  return json::parse(R"([{"role": "user", "content": [{"type": "text", "text": "A <|media_pad|> "},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    {"type": "text", "text": "and"}, {"type": "image_url", "image_url": "file:///tmp/b.png"}]}])");
+}
+
+std::vector<int32_t> special_ids_of(const Tokenizer& tok, const RenderedPrompt& r) {
+  std::vector<int32_t> out;
+  for (int32_t id : tok.encode(r))
+    if (tok.is_special(id)) out.push_back(163584 + (id - 258));
+  return out;
+}
+
+TEST(KimiChat, ImagePartsBecomeMediaPlaceholders) {
+  const std::string ph = "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n";
+  const std::vector<int32_t> media = {kMediaBegin, kMediaContent, kMediaPad, kMediaEnd};
+  auto check = [&](const Tokenizer& tok, const std::string& prefix, const std::string& suffix) {
+    const RenderedPrompt r = render_chat(tok, image_messages(), nullptr, false, false);
+    EXPECT_EQ(r.text(), prefix + "A <|media_pad|> " + ph + "and" + ph + suffix);
+    ASSERT_EQ(r.images.size(), 2u);
+    EXPECT_EQ(r.images[0].url, "data:image/png;base64,AAAA");
+    EXPECT_EQ(r.images[0].field, "messages[0].content[1]");
+    EXPECT_EQ(r.images[1].url, "file:///tmp/b.png");
+    EXPECT_EQ(r.images[1].field, "messages[0].content[3]");
+    std::vector<int32_t> want = {kImUser, kImMiddle};
+    want.insert(want.end(), media.begin(), media.end());  // the typed <|media_pad|> is text
+    want.insert(want.end(), media.begin(), media.end());
+    want.push_back(kImEnd);
+    EXPECT_EQ(special_ids_of(tok, r), want);
+  };
+  check(kimi(), "<|im_user|>user<|im_middle|>", "<|im_end|>");  // the built-in format
+  // A checkpoint template that takes string content (models/brown-kimi's): the same prompt.
+  auto jinja = Tokenizer::load(testing::write_tiny_tiktoken(
+      "chat_kimi_img", {"he", "ll"}, {},
+      "{%- for m in messages -%}<|im_user|>user<|im_middle|>{{ m['content'] }}<|im_end|>{%- endfor -%}"));
+  check(*jinja, "<|im_user|>user<|im_middle|>", "<|im_end|>");
+  // A template that writes the user's content twice writes the image twice, in order.
+  auto twice = Tokenizer::load(testing::write_tiny_tiktoken(
+      "chat_kimi_img2", {}, {}, "{%- for m in messages -%}{{ m['content'] }}|{{ m['content'] }}{%- endfor -%}"));
+  const RenderedPrompt r2 = render_chat(*twice, image_messages(), nullptr, false, false);
+  ASSERT_EQ(r2.images.size(), 4u);
+  EXPECT_EQ(r2.images[2].field, "messages[0].content[1]");
+  EXPECT_EQ(r2.text().find("sickle:image"), std::string::npos);
+}
+
+TEST(KimiChat, BadImagePartsAreErrorsNamingThePart) {
+  auto error_of = [](const Tokenizer& tok, const json& m) {
+    try {
+      render_chat(tok, m, nullptr, true, false);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  json bad_url = json::parse(R"([{"role": "user", "content": [{"type": "text", "text": "x"},
+    {"type": "image_url", "image_url": {"uri": "data:"}}]}])");
+  EXPECT_NE(error_of(kimi(), bad_url).find("messages[0].content[1].image_url"), std::string::npos);
+  // DeepSeek-V3 has no media placeholder.
+  json one = json::parse(R"([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}])");
+  EXPECT_NE(error_of(deepseek(), one).find("messages[0].content[0]: image parts need a Kimi-K2.5 model"),
+            std::string::npos);
+  // The marker the template path uses cannot be typed in.
+  auto jinja = Tokenizer::load(testing::write_tiny_tiktoken("chat_kimi_img3", {}, {}, "{{ messages[0]['content'] }}"));
+  json forged = json::array({{{"role", "user"}, {"content", "\x1fsickle:image:0\x1f"}}});
+  EXPECT_NE(error_of(*jinja, forged).find("reserved image marker"), std::string::npos);
+}
+
 TEST(ParseOutput, KimiReasoningContentAndToolCalls) {
   auto p = parse_output(ChatFormat::kKimi,
                         "I should call.</think>Let me check.<|tool_calls_section_begin|>"

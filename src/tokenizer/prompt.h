@@ -21,13 +21,21 @@ struct PromptSpan {
   bool is_value = false;  // a message value (always text); false: template text
 };
 
+// An image part of the messages whose media placeholder the render wrote (template text).
+struct PromptImage {
+  std::string url;    // the part's image_url.url, as given (data:, file://, ...)
+  std::string field;  // where it came from, for errors: "messages[1].content[0]"
+};
+
 struct RenderedPrompt {
   std::vector<PromptSpan> spans;  // adjacent spans of one kind are merged; no empty spans
+  std::vector<PromptImage> images;  // in the order their placeholders appear in text()
 
   void add_template(std::string_view text) { add(text, false); }
   void add_value(std::string_view text) { add(text, true); }
   void append(const RenderedPrompt& other) {
     for (const auto& s : other.spans) add(s.text, s.is_value);
+    images.insert(images.end(), other.images.begin(), other.images.end());
   }
   // Keeps the first `n` bytes of text() (spans keep their kinds).
   void truncate(size_t n) {
