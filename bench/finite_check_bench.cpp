@@ -32,8 +32,9 @@ double median(std::vector<double> v) {
 double best(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
 
 void report(const char* what, const std::vector<double>& on, const std::vector<double>& off) {
-  std::printf("%s  check on %8.2f tok/s  off %8.2f tok/s  on/off %.3f   best: on %8.2f  off %8.2f  on/off %.3f\n", what,
-              median(on), median(off), median(on) / median(off), best(on), best(off), best(on) / best(off));
+  std::printf(
+      "%s  check on %8.2f tok/s  off %8.2f tok/s  on/off %.3f   best: on %8.2f  off %8.2f  on/off %.3f\n",
+      what, median(on), median(off), median(on) / median(off), best(on), best(off), best(on) / best(off));
 }
 
 struct Rates {
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s MODEL_DIR [PROMPT_TOKENS] [DECODE_TOKENS] [ROUNDS] [THREADS]\n", argv[0]);
     return 2;
   }
-  const int64_t n_prompt = argc > 2 ? std::atoll(argv[2]) : 128, n_decode = argc > 3 ? std::atoll(argv[3]) : 32;
+  const int64_t n_prompt = argc > 2 ? std::atoll(argv[2]) : 128,
+                n_decode = argc > 3 ? std::atoll(argv[3]) : 32;
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 10, threads = argc > 5 ? std::atoi(argv[5]) : 2;
   g_cpu_time = threads == 1;
   ModelOptions on, off;
@@ -80,7 +82,8 @@ int main(int argc, char** argv) {
   off.check_finite = false;
   auto m_on = Model::load(argv[1], on), m_off = Model::load(argv[1], off);
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
-  for (int64_t i = 0; i < n_prompt; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % (m_on->vocab_size() - 1) + 1);
+  for (int64_t i = 0; i < n_prompt; ++i)
+    prompt[size_t(i)] = int32_t((i * 7919 + 13) % (m_on->vocab_size() - 1) + 1);
   Rates r_on, r_off;
   one_round(*m_on, prompt, 2, r_on);  // warm-up: page in the weights, grow the scratch
   one_round(*m_off, prompt, 2, r_off);
@@ -94,8 +97,8 @@ int main(int argc, char** argv) {
       one_round(*m_on, prompt, n_decode, r_on);
     }
   }
-  std::printf("%s: %d rounds of %lld prompt + %lld decode tokens, %d threads (medians, then bests)\n", argv[1], rounds,
-              (long long)n_prompt, (long long)n_decode, threads);
+  std::printf("%s: %d rounds of %lld prompt + %lld decode tokens, %d threads (medians, then bests)\n",
+              argv[1], rounds, (long long)n_prompt, (long long)n_decode, threads);
   if (g_cpu_time) std::printf("(tok per second of thread CPU time)\n");
   report("prefill", r_on.prefill, r_off.prefill);
   report("decode ", r_on.decode, r_off.decode);

@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     auto tok = Tokenizer::load(dir);
     auto t0 = Clock::now();
     auto vocab = Vocabulary::from_tokenizer(*tok);
-    fmt::print("{}: {} tokens, trie {} nodes, built in {:.0f} ms\n", dir, vocab->size(), vocab->n_trie_nodes(),
-               ms_since(t0));
+    fmt::print("{}: {} tokens, trie {} nodes, built in {:.0f} ms\n", dir, vocab->size(),
+               vocab->n_trie_nodes(), ms_since(t0));
     fmt::print("  {:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}\n", "grammar", "steps", "mean us", "miss us",
                "hit us", "max ms", "hit %");
     for (const auto& [name, g] : grammars) {
@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
           // temperature-1 sampling over what is left
           float mx = *std::max_element(logits.begin(), logits.end());
           std::vector<double> w(logits.size());
-          for (size_t i = 0; i < w.size(); ++i) w[i] = std::isinf(logits[i]) ? 0.0 : std::exp(double(logits[i] - mx));
+          for (size_t i = 0; i < w.size(); ++i)
+            w[i] = std::isinf(logits[i]) ? 0.0 : std::exp(double(logits[i] - mx));
           int32_t id = int32_t(std::discrete_distribution<size_t>(w.begin(), w.end())(rng));
           if (!tc.accept(id)) {
             fmt::print("  BUG: sampled token {} refused\n", id);
@@ -82,8 +83,9 @@ int main(int argc, char** argv) {
           }
         }
       }
-      fmt::print("  {:<14} {:>6} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f} {:>8.1f}\n", name, steps, total_us / steps,
-                 misses ? miss_us / misses : 0.0, steps > misses ? hit_us / double(steps - misses) : 0.0, max_ms,
+      fmt::print("  {:<14} {:>6} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f} {:>8.1f}\n", name, steps,
+                 total_us / steps, misses ? miss_us / misses : 0.0,
+                 steps > misses ? hit_us / double(steps - misses) : 0.0, max_ms,
                  100.0 * double(steps - misses) / double(steps));
     }
   }

@@ -47,7 +47,8 @@ std::unique_ptr<ThreadPool> g_pool;
 // The machine is often shared: measure the bandwidth again right before each memory-bound
 // benchmark so its fraction compares figures taken under the same load.
 double membw_now() {
-  g_membw = measure_read_bandwidth(g_pool.get(), std::min<size_t>(g_cold_bytes, size_t(512) << 20), 3).read_bytes_per_s;
+  g_membw = measure_read_bandwidth(g_pool.get(), std::min<size_t>(g_cold_bytes, size_t(512) << 20), 3)
+                .read_bytes_per_s;
   return g_membw;
 }
 
@@ -96,7 +97,8 @@ std::shared_ptr<WeightSet> make_set(WeightEncoding enc, int64_t rows, int64_t co
   return s;
 }
 
-void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
+void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n,
+                bool cold) {
   auto set = make_set(enc, rows, cols, cold);
   if (cold) membw_now();
   std::vector<float> x(size_t(n * cols)), y(size_t(n * rows));
@@ -166,14 +168,20 @@ void run_moe(benchmark::State& state, int64_t T, bool cold, bool per_expert_line
     for (int64_t t = 0; t < T; ++t)
       for (int64_t s = 0; s < k; ++s) {
         int32_t e;
-        do e = int32_t(rng() % E); while ([&] { for (int64_t j = 0; j < s; ++j) if (chosen[size_t(t * k + j)] == e) return true; return false; }());
+        do e = int32_t(rng() % E);
+        while ([&] {
+          for (int64_t j = 0; j < s; ++j)
+            if (chosen[size_t(t * k + j)] == e) return true;
+          return false;
+        }());
         chosen[size_t(t * k + s)] = e;
         used[size_t(e)] = 1;
       }
     for (uint8_t u : used) bytes += u ? per_expert : 0;
     state.ResumeTiming();
     if (!per_expert_linear) {
-      moe_experts(layers[l], x.data(), T, k, chosen.data(), w.data(), 1.0f, out.data(), nullptr, scratch, g_pool.get());
+      moe_experts(layers[l], x.data(), T, k, chosen.data(), w.data(), 1.0f, out.data(), nullptr, scratch,
+                  g_pool.get());
     } else {
       std::vector<float>& g = lin_g;
       for (int64_t t = 0; t < T; ++t)
@@ -192,10 +200,11 @@ void run_moe(benchmark::State& state, int64_t T, bool cold, bool per_expert_line
   state.counters["GB/s"] = benchmark::Counter(double(bytes) / 1e9, benchmark::Counter::kIsRate);
   state.counters["bw_frac"] = benchmark::Counter(double(bytes) / g_membw, benchmark::Counter::kIsRate);
   state.counters["membw_GB/s"] = g_membw / 1e9;
-  state.counters["GFLOP/s"] = benchmark::Counter(6.0 * double(H) * double(I) * double(T * k) * double(state.iterations()) / 1e9,
-                                                 benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") + " layers=" + std::to_string(n_layers) +
-                (per_expert_linear ? " linear() per expert" : " moe_experts"));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(6.0 * double(H) * double(I) * double(T * k) * double(state.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") + " layers=" +
+                 std::to_string(n_layers) + (per_expert_linear ? " linear() per expert" : " moe_experts"));
 }
 
 // Best-of-N interleaved rounds: on a machine shared with other busy processes every figure is
@@ -207,7 +216,8 @@ void best_of_rounds(int rounds) {
   auto head = make_set(WeightEncoding::kBF16, 32000, 2048, true);
   // mini's routed experts: each "layer" of 64 experts is gate/up from i4a and down from i4b copies.
   const int64_t E = 64, H = 2048, I = 1024, k = 8;
-  std::vector<float> x(static_cast<size_t>(32000 * 2)), y(static_cast<size_t>(32000 * 2)), out(static_cast<size_t>(H));
+  std::vector<float> x(static_cast<size_t>(32000 * 2)), y(static_cast<size_t>(32000 * 2)),
+      out(static_cast<size_t>(H));
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   for (auto& v : x) v = nd(rng);
@@ -236,10 +246,12 @@ void best_of_rounds(int rounds) {
     std::vector<float> wts(static_cast<size_t>(k), 0.125f);
     for (size_t base = 0; base + size_t(E) <= n_exp; base += size_t(E)) {
       for (int64_t e = 0; e < E; ++e)
-        layer[size_t(e)] = {i4a->views[2 * (base + size_t(e))], i4a->views[2 * (base + size_t(e)) + 1], i4b->views[base + size_t(e)]};
+        layer[size_t(e)] = {i4a->views[2 * (base + size_t(e))], i4a->views[2 * (base + size_t(e)) + 1],
+                            i4b->views[base + size_t(e)]};
       for (int64_t call = 0; call < E / k; ++call) {
         for (int64_t s = 0; s < k; ++s) chosen[size_t(s)] = int32_t(call * k + s);
-        moe_experts(layer, x.data(), 1, k, chosen.data(), wts.data(), 1.0f, out.data(), nullptr, scratch, g_pool.get());
+        moe_experts(layer, x.data(), 1, k, chosen.data(), wts.data(), 1.0f, out.data(), nullptr, scratch,
+                    g_pool.get());
         for (int64_t s = 0; s < k; ++s) {
           const ExpertMlp& m = layer[size_t(chosen[size_t(s)])];
           bytes += m.gate.storage_bytes() + m.up.storage_bytes() + m.down.storage_bytes();
@@ -248,16 +260,19 @@ void best_of_rounds(int rounds) {
     }
     if (bytes) best[3] = std::max(best[3], double(bytes) / secs(t0, now()));
   }
-  std::printf("best of %d interleaved rounds, %d threads: memory read %.2f GB/s\n", rounds, g_pool->size(), best_bw / 1e9);
+  std::printf("best of %d interleaved rounds, %d threads: memory read %.2f GB/s\n", rounds, g_pool->size(),
+              best_bw / 1e9);
   const char* names[4] = {"int4 GEMV 1024x2048 n=1", "int4 GEMV 2048x1024 n=1", "bf16 GEMV 32000x2048 n=1",
                           "moe_experts mini decode (8 of 64 experts, T=1)"};
   for (int j = 0; j < 4; ++j)
-    std::printf("  %-48s %6.2f GB/s  = %.2f of memory bandwidth\n", names[j], best[j] / 1e9, best[j] / best_bw);
+    std::printf("  %-48s %6.2f GB/s  = %.2f of memory bandwidth\n", names[j], best[j] / 1e9,
+                best[j] / best_bw);
   (void)I;
 }
 
 void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
-  benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold); })
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold); })
       ->UseRealTime()
       ->MinTime(0.5);
 }
@@ -310,8 +325,8 @@ int main(int argc, char** argv) {
   g_pool = std::make_unique<ThreadPool>(g_threads);
   MemBandwidth bw = measure_read_bandwidth(g_pool.get(), g_cold_bytes, 5);
   g_membw = bw.read_bytes_per_s;
-  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB); kernels: %s\n", g_membw / 1e9, bw.n_threads,
-              bw.buffer_bytes >> 20, kernel_table().name);
+  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB); kernels: %s\n", g_membw / 1e9,
+              bw.n_threads, bw.buffer_bytes >> 20, kernel_table().name);
   if (const char* r = std::getenv("SICKLE_BENCH_BESTOF")) {
     best_of_rounds(std::atoi(r));
     return 0;
@@ -334,7 +349,8 @@ int main(int argc, char** argv) {
                                  [=](benchmark::State& st) { run_moe(st, T, true); })
         ->UseRealTime()
         ->MinTime(1.0);
-  benchmark::RegisterBenchmark("moe_mini_per_expert_linear/T1/cold", [=](benchmark::State& st) { run_moe(st, 1, true, true); })
+  benchmark::RegisterBenchmark("moe_mini_per_expert_linear/T1/cold",
+                               [=](benchmark::State& st) { run_moe(st, 1, true, true); })
       ->UseRealTime()
       ->MinTime(1.0);
   benchmark::RegisterBenchmark("moe_mini/T128", [=](benchmark::State& st) { run_moe(st, 128, false); })
@@ -350,14 +366,19 @@ int main(int argc, char** argv) {
   // fraction of the FMA peak (16 f32 multiply-adds per vector FMA at the measured rate).
   for (const KernelTable* kt : runnable_kernel_tables()) {
     if (std::string(kt->name) == "scalar") continue;
-    struct Shape { const char* name; int64_t m, n, k; bool nt; };
+    struct Shape {
+      const char* name;
+      int64_t m, n, k;
+      bool nt;
+    };
     for (Shape sh : {Shape{"prefill_scores_nt/256x512x576", 256, 512, 576, true},
                      Shape{"prefill_values_nn/256x512x512", 256, 512, 512, false},
                      Shape{"prefill_qabs_nn/32x512x128", 32, 512, 128, false},
                      Shape{"decode_scores_nt/16x300x576", 16, 300, 576, true},
                      Shape{"decode_values_nn/16x512x300", 16, 512, 300, false}})
-      benchmark::RegisterBenchmark((std::string("gemm_f32/") + sh.name + "/" + kt->name).c_str(),
-                                   [=](benchmark::State& st) { run_gemm_f32(st, *kt, sh.m, sh.n, sh.k, sh.nt); })
+      benchmark::RegisterBenchmark(
+          (std::string("gemm_f32/") + sh.name + "/" + kt->name).c_str(),
+          [=](benchmark::State& st) { run_gemm_f32(st, *kt, sh.m, sh.n, sh.k, sh.nt); })
           ->UseRealTime()
           ->MinTime(0.5);
   }

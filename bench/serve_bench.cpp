@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   const int64_t vocab = model->vocab_size();
   auto prompt = [&](int salt) {
     std::vector<int32_t> p;
-    for (int64_t i = 0; i < prompt_tokens; ++i) p.push_back(int32_t((i * 131 + salt * 7919 + 17) % (vocab - 300)));
+    for (int64_t i = 0; i < prompt_tokens; ++i)
+      p.push_back(int32_t((i * 131 + salt * 7919 + 17) % (vocab - 300)));
     return p;
   };
 
@@ -68,9 +69,10 @@ int main(int argc, char** argv) {
   }
 
   // Scheduler: N concurrent requests of max_tokens each.
-  std::printf("\nscheduler (no HTTP), %lld prompt + %lld generated tokens per request:\n"
-              "| concurrent | aggregate tok/s | mean TTFT ms | steps |\n|---:|---:|---:|---:|\n",
-              (long long)prompt_tokens, (long long)max_tokens);
+  std::printf(
+      "\nscheduler (no HTTP), %lld prompt + %lld generated tokens per request:\n"
+      "| concurrent | aggregate tok/s | mean TTFT ms | steps |\n|---:|---:|---:|---:|\n",
+      (long long)prompt_tokens, (long long)max_tokens);
   double agg1 = 0;
   for (int c : {1, 2, 4, 8}) {
     server::SchedulerOptions so;
@@ -110,7 +112,8 @@ int main(int argc, char** argv) {
     double s = std::chrono::duration<double>(Clock::now() - t0).count();
     double agg = double(n_tokens) / s;
     if (c == 1) agg1 = agg;
-    std::printf("| %d | %.1f (%.2fx) | %.0f | %lld |\n", c, agg, agg / agg1, ttft_sum / c, (long long)sched.n_steps());
+    std::printf("| %d | %.1f (%.2fx) | %.0f | %lld |\n", c, agg, agg / agg1, ttft_sum / c,
+                (long long)sched.n_steps());
   }
   return 0;
 }

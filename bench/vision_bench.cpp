@@ -61,7 +61,8 @@ double matmul_peak(ThreadPool* pool) {
 }
 
 double encoder_flops(const vision::VisionConfig& c, int64_t gh, int64_t gw) {
-  const double n = double(gh * gw), C = double(c.hidden), I = double(c.intermediate), M = double(c.merge_h * c.merge_w);
+  const double n = double(gh * gw), C = double(c.hidden), I = double(c.intermediate),
+               M = double(c.merge_h * c.merge_w);
   double f = 2 * n * 3 * double(c.patch * c.patch) * C;
   f += double(c.layers) * (2 * n * C * 3 * C + 4 * n * n * C + 2 * n * C * C + 4 * n * C * I);
   f += 2 * (n / M) * (M * C) * (M * C) + 2 * (n / M) * (M * C) * double(c.text_hidden);
@@ -78,7 +79,8 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "-m" && i + 1 < argc) model = argv[++i];
     else if (a == "-t" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (auto x = a.find('x'); x != std::string::npos) sizes.emplace_back(std::stoll(a.substr(0, x)), std::stoll(a.substr(x + 1)));
+    else if (auto x = a.find('x'); x != std::string::npos)
+      sizes.emplace_back(std::stoll(a.substr(0, x)), std::stoll(a.substr(x + 1)));
     else {
       std::fprintf(stderr, "usage: vision_bench [-m MODEL_DIR] [-t THREADS] [WxH ...]\n");
       return 2;
@@ -100,7 +102,8 @@ int main(int argc, char** argv) {
   const double peak = matmul_peak(&pool);
   std::printf("kernels %s, %d threads: bf16 matmul peak %.1f GFLOP/s (2048x2048 x 256 tokens, best of 5)\n",
               kernel_table().name, pool.size(), peak / 1e9);
-  std::printf("%-10s %7s %7s %10s %10s %9s\n", "image", "patches", "tokens", "ms/image", "GFLOP/s", "of peak");
+  std::printf("%-10s %7s %7s %10s %10s %9s\n", "image", "patches", "tokens", "ms/image", "GFLOP/s",
+              "of peak");
   for (auto [w, h] : sizes) {
     vision::Image im{w, h, std::vector<uint8_t>(size_t(w * h * 3))};
     for (size_t i = 0; i < im.rgb.size(); ++i) im.rgb[i] = uint8_t((i * 2654435761u) >> 24);
@@ -113,7 +116,8 @@ int main(int argc, char** argv) {
     }
     const double rate = encoder_flops(tower.config(), p.grid_h, p.grid_w) / best;
     std::printf("%-10s %7lld %7lld %10.2f %10.2f %8.1f%%\n", fmt::format("{}x{}", w, h).c_str(),
-                (long long)(p.grid_h * p.grid_w), (long long)p.tokens, best * 1e3, rate / 1e9, 100 * rate / peak);
+                (long long)(p.grid_h * p.grid_w), (long long)p.tokens, best * 1e3, rate / 1e9,
+                100 * rate / peak);
   }
   return 0;
 }

@@ -11,10 +11,21 @@ namespace sickle {
 
 std::string CpuFeatures::summary() const {
   std::string s;
-  auto add = [&](bool b, const char* n) { if (b) { if (!s.empty()) s += ' '; s += n; } };
-  add(avx2, "avx2"); add(fma, "fma"); add(f16c, "f16c"); add(avx512f, "avx512f");
-  add(avx512bw, "avx512bw"); add(avx512vnni, "avx512vnni"); add(avxvnni, "avxvnni");
-  add(avx512bf16, "avx512bf16"); add(amx, "amx");
+  auto add = [&](bool b, const char* n) {
+    if (b) {
+      if (!s.empty()) s += ' ';
+      s += n;
+    }
+  };
+  add(avx2, "avx2");
+  add(fma, "fma");
+  add(f16c, "f16c");
+  add(avx512f, "avx512f");
+  add(avx512bw, "avx512bw");
+  add(avx512vnni, "avx512vnni");
+  add(avxvnni, "avxvnni");
+  add(avx512bf16, "avx512bf16");
+  add(amx, "amx");
   return s.empty() ? "scalar" : s;
 }
 

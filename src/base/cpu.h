@@ -12,7 +12,7 @@ struct CpuFeatures {
   // AMX tiles with int8 and bf16 dot products, and the kernel's permission to use them
   // (Linux >= 5.16 grants it per process on request: arch_prctl(ARCH_REQ_XCOMP_PERM)).
   bool amx = false;
-  int n_cores = 1;       // online logical CPUs
+  int n_cores = 1;  // online logical CPUs
   std::string summary() const;
 };
 

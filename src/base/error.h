@@ -29,7 +29,7 @@ template <typename... Args>
 }  // namespace sickle
 
 // Always-on invariant check (not for user input: use sickle::fail for that).
-#define SICKLE_CHECK(cond, ...)                                                          \
-  do {                                                                                   \
+#define SICKLE_CHECK(cond, ...)                                                                    \
+  do {                                                                                             \
     if (!(cond)) ::sickle::check_failed(#cond, __FILE__, __LINE__, ::fmt::format("" __VA_ARGS__)); \
   } while (0)

@@ -10,7 +10,11 @@ constexpr uint64_t P1 = 0x9E3779B185EBCA87ull, P2 = 0xC2B2AE3D27D4EB4Full, P3 = 
                    P4 = 0x85EBCA77C2B2AE63ull, P5 = 0x27D4EB2F165667C5ull;
 inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 inline uint64_t round(uint64_t acc, uint64_t in) { return rotl(acc + in * P2, 31) * P1; }
-inline uint64_t load64(const unsigned char* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+inline uint64_t load64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 }  // namespace
 
 Hasher::Hasher(uint64_t seed) {
@@ -30,11 +34,23 @@ void Hasher::update(const void* data, size_t n) {
   if (buf_len_) {
     size_t take = std::min(n, 32 - buf_len_);
     std::memcpy(buf_ + buf_len_, p, take);
-    buf_len_ += take; p += take; n -= take;
-    if (buf_len_ == 32) { block(buf_); buf_len_ = 0; }
+    buf_len_ += take;
+    p += take;
+    n -= take;
+    if (buf_len_ == 32) {
+      block(buf_);
+      buf_len_ = 0;
+    }
   }
-  while (n >= 32) { block(p); p += 32; n -= 32; }
-  if (n) { std::memcpy(buf_, p, n); buf_len_ = n; }
+  while (n >= 32) {
+    block(p);
+    p += 32;
+    n -= 32;
+  }
+  if (n) {
+    std::memcpy(buf_, p, n);
+    buf_len_ = n;
+  }
 }
 
 uint64_t Hasher::digest() const {
@@ -44,7 +60,11 @@ uint64_t Hasher::digest() const {
   size_t i = 0;
   for (; i + 8 <= buf_len_; i += 8) h = rotl(h ^ round(0, load64(buf_ + i)), 27) * P1 + P4;
   for (; i < buf_len_; ++i) h = rotl(h ^ (buf_[i] * P5), 11) * P1;
-  h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32;
+  h ^= h >> 33;
+  h *= P2;
+  h ^= h >> 29;
+  h *= P3;
+  h ^= h >> 32;
   return h;
 }
 

@@ -27,7 +27,10 @@ void log_line(LogLevel, const std::string& line) {
 std::string format_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
-  while (b >= 1024.0 && u < 4) { b /= 1024.0; ++u; }
+  while (b >= 1024.0 && u < 4) {
+    b /= 1024.0;
+    ++u;
+  }
   return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.2f} {}", b, units[u]);
 }
 
@@ -41,10 +44,20 @@ uint64_t parse_bytes(std::string_view text, std::string_view what) {
     fail("{}: '{}' is not a size (examples: 5GiB, 512MiB, 24GB, 1048576)", what, text);
   double v = std::stod(num);
   for (auto& ch : unit) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  static const std::pair<const char*, double> kUnits[] = {
-      {"", 1}, {"b", 1}, {"k", 1024.0}, {"kib", 1024.0}, {"kb", 1e3}, {"m", 1048576.0}, {"mib", 1048576.0},
-      {"mb", 1e6}, {"g", 1073741824.0}, {"gib", 1073741824.0}, {"gb", 1e9}, {"t", 1099511627776.0},
-      {"tib", 1099511627776.0}, {"tb", 1e12}};
+  static const std::pair<const char*, double> kUnits[] = {{"", 1},
+                                                          {"b", 1},
+                                                          {"k", 1024.0},
+                                                          {"kib", 1024.0},
+                                                          {"kb", 1e3},
+                                                          {"m", 1048576.0},
+                                                          {"mib", 1048576.0},
+                                                          {"mb", 1e6},
+                                                          {"g", 1073741824.0},
+                                                          {"gib", 1073741824.0},
+                                                          {"gb", 1e9},
+                                                          {"t", 1099511627776.0},
+                                                          {"tib", 1099511627776.0},
+                                                          {"tb", 1e12}};
   for (const auto& [name, mult] : kUnits) {
     if (unit == name) {
       double bytes = v * mult;

@@ -15,7 +15,7 @@ uint8_t f32_to_fp8_e4m3(float f) {
   if (a >= 448.0f) return sign | 0x7e;  // saturate (as torch's saturating cast used by quantizers)
   if (a < 0.015625f) {
     float m = std::nearbyint(a * 512.0f);  // default rounding mode: ties to even
-    return sign | uint8_t(m);             // m == 8 is 2^-6, the smallest normal: code 0x08
+    return sign | uint8_t(m);              // m == 8 is 2^-6, the smallest normal: code 0x08
   }
   uint32_t u;
   std::memcpy(&u, &a, 4);

@@ -54,13 +54,13 @@ inline uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = uint16_t((u >> 16) & 0x8000);
   uint32_t absu = u & 0x7fffffffu;
-  if (absu > 0x7f800000u) return sign | 0x7e00;             // NaN
-  if (absu >= 0x477ff000u) return sign | 0x7c00;            // >= 65520 rounds to inf
-  if (absu < 0x38800000u) {                                  // subnormal or zero in f16
+  if (absu > 0x7f800000u) return sign | 0x7e00;   // NaN
+  if (absu >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to inf
+  if (absu < 0x38800000u) {                       // subnormal or zero in f16
     float a;
     std::memcpy(&a, &absu, 4);
-    float scaled = a * 16777216.0f;                          // / 2^-24
-    uint32_t m = uint32_t(std::nearbyint(scaled));           // ties-to-even (default mode)
+    float scaled = a * 16777216.0f;                 // / 2^-24
+    uint32_t m = uint32_t(std::nearbyint(scaled));  // ties-to-even (default mode)
     return sign | uint16_t(m);
   }
   uint32_t exp = ((absu >> 23) - 112) << 10;

@@ -11,17 +11,21 @@ namespace sickle {
 
 std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path& model_dir,
                                                      const std::vector<std::filesystem::path>& files,
-                                                     CalibOptions& opt, CalibReport* report, const char* what) {
+                                                     CalibOptions& opt, CalibReport* report,
+                                                     const char* what) {
   std::unique_ptr<Tokenizer> tok;
   CalibEncoder enc;
   if (opt.format != DataFormat::kTokens) {
     tok = Tokenizer::load(model_dir);
     const Tokenizer* t = tok.get();
-    enc.encode = [t](const std::string& s) { return t->encode(s, /*allow_special=*/false); };  // plain text is text
+    enc.encode = [t](const std::string& s) {
+      return t->encode(s, /*allow_special=*/false);
+    };  // plain text is text
     enc.encode_chat = [t, specials = opt.specials_in_content](const nlohmann::json& m,
                                                               const nlohmann::ordered_json& tools) {
       const nlohmann::json kwargs = {{"thinking", false}, {"enable_thinking", false}};
-      RenderedPrompt p = render_chat(*t, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs);
+      RenderedPrompt p =
+          render_chat(*t, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs);
       refuse_images(p, "observe/eval chat-jsonl");  // the calibration forward has no image rows
       return t->encode(p, specials);
     };
@@ -30,10 +34,12 @@ std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path
   CalibReport local;
   CalibReport& rep = report ? *report : local;
   auto seqs = load_samples(files, opt, opt.format == DataFormat::kTokens ? nullptr : &enc, &rep);
-  log_info("{}: {} documents, {} tokens -> {} sequences of <= {} tokens; shard {}/{}: {} sequences, {} tokens used; "
-           "{} documents ({} tokens) dropped as too long, {} split",
-           what, rep.n_documents, rep.tokens_total, rep.n_sequences_total, opt.seq_len, opt.shard_index, opt.n_shards,
-           rep.n_sequences, rep.tokens_used, rep.n_dropped, rep.tokens_dropped, rep.n_split);
+  log_info(
+      "{}: {} documents, {} tokens -> {} sequences of <= {} tokens; shard {}/{}: {} sequences, {} tokens "
+      "used; "
+      "{} documents ({} tokens) dropped as too long, {} split",
+      what, rep.n_documents, rep.tokens_total, rep.n_sequences_total, opt.seq_len, opt.shard_index,
+      opt.n_shards, rep.n_sequences, rep.tokens_used, rep.n_dropped, rep.tokens_dropped, rep.n_split);
   return seqs;
 }
 

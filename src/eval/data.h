@@ -21,7 +21,8 @@ class Tokenizer;
 // from the tokenizer unless the caller set it. Logs what was used.
 std::vector<std::vector<int32_t>> load_token_windows(const std::filesystem::path& model_dir,
                                                      const std::vector<std::filesystem::path>& files,
-                                                     CalibOptions& opt, CalibReport* report, const char* what);
+                                                     CalibOptions& opt, CalibReport* report,
+                                                     const char* what);
 
 // Caps opt.seq_len at `ctx` (the model's context) with a warning naming both: the default
 // --seq-len 2048 on a model with fewer positions is not an error. `what` prefixes the warning.

@@ -57,7 +57,8 @@ void check_against_torch(const char* name) {
   // ones (an argmax may flip where torch and sickle round differently).
   if (ref.contains("line_em_code")) {
     const auto& le = ref["line_em_code"];
-    auto c = run_json(sickle + " -q eval -m " + model.string() + " --data " + (model / "data/code_ref_windows.jsonl").string() +
+    auto c = run_json(sickle + " -q eval -m " + model.string() + " --data " +
+                      (model / "data/code_ref_windows.jsonl").string() +
                       " --format tokens --no-pack --seq-len 128 --json 2>/dev/null");
     EXPECT_EQ(c["lines"].get<double>(), le.at("lines").get<double>());
     EXPECT_NEAR(c["line_em"].get<double>(), le.at("line_em").get<double>(), 0.02);

@@ -69,9 +69,9 @@ TEST_F(EvalCli, ZeroLmHeadGivesPerplexityEqualToVocabulary) {
   fs::path zero = dir_ / "zero-head";
   auto ck = Checkpoint::open(dir_ / "model");
   std::string head = ck->names().lm_head();
-  copy_with_edits(dir_ / "model", zero, {{head, [](const TensorView& v) {
-                                            return std::vector<std::byte>(v.nbytes(), std::byte{0});
-                                          }}});
+  copy_with_edits(
+      dir_ / "model", zero,
+      {{head, [](const TensorView& v) { return std::vector<std::byte>(v.nbytes(), std::byte{0}); }}});
   std::string out;
   ASSERT_EQ(run(eval_cmd(zero, "--json"), &out), 0) << out;
   auto j = nlohmann::json::parse(out);
@@ -82,7 +82,10 @@ TEST_F(EvalCli, ZeroLmHeadGivesPerplexityEqualToVocabulary) {
 TEST_F(EvalCli, SelfComparisonAgreesPerfectlyAndPassesGates) {
   fs::path m = dir_ / "model";
   std::string out;
-  ASSERT_EQ(run(eval_cmd(m, "--teacher " + m.string() + " --json --fail-if 'kl>1e-6,top1<0.999,ppl_ratio>1.000001'"), &out), 0)
+  ASSERT_EQ(run(eval_cmd(m, "--teacher " + m.string() +
+                                " --json --fail-if 'kl>1e-6,top1<0.999,ppl_ratio>1.000001'"),
+                &out),
+            0)
       << out;
   auto j = nlohmann::json::parse(out);
   EXPECT_NEAR(j["kl"].get<double>(), 0.0, 1e-9);
@@ -100,14 +103,16 @@ TEST_F(EvalCli, GateFiresOnRouterRowsThatNoLongerMatchTheirExperts) {
     edits[ck->names().layer(il, "mlp.gate.weight")] = [](const TensorView& v) {
       size_t rows = size_t(v.shape[0]), row_bytes = v.nbytes() / rows;
       std::vector<std::byte> b(v.nbytes());
-      for (size_t r = 0; r < rows; ++r) std::memcpy(b.data() + r * row_bytes, v.data + (rows - 1 - r) * row_bytes, row_bytes);
+      for (size_t r = 0; r < rows; ++r)
+        std::memcpy(b.data() + r * row_bytes, v.data + (rows - 1 - r) * row_bytes, row_bytes);
       return b;
     };
   }
   copy_with_edits(dir_ / "model", broken, edits);
   std::string gates = "--fail-if 'kl>0.01,top1<0.9'";
   std::string out;
-  EXPECT_EQ(run(eval_cmd(broken, "--teacher " + (dir_ / "model").string() + " --json " + gates), &out), 2) << out;
+  EXPECT_EQ(run(eval_cmd(broken, "--teacher " + (dir_ / "model").string() + " --json " + gates), &out), 2)
+      << out;
   auto j = nlohmann::json::parse(out);
   EXPECT_FALSE(j["pass"].get<bool>());
   EXPECT_GT(j["kl"].get<double>(), 0.01);
@@ -122,11 +127,11 @@ TEST_F(EvalCli, NanInAnExpertScaleIsBrokenEvenWithoutGates) {
   std::string scale = ck->names().expert(il, 0, "down_proj") + ".weight_scale";
   ASSERT_TRUE(ck->has(scale));
   copy_with_edits(dir_ / "model", nan_model, {{scale, [](const TensorView& v) {
-                                                std::vector<std::byte> b(v.data, v.data + v.nbytes());
-                                                uint16_t nan = 0x7fc0;
-                                                std::memcpy(b.data(), &nan, 2);
-                                                return b;
-                                              }}});
+                                                 std::vector<std::byte> b(v.data, v.data + v.nbytes());
+                                                 uint16_t nan = 0x7fc0;
+                                                 std::memcpy(b.data(), &nan, 2);
+                                                 return b;
+                                               }}});
   std::string out;
   EXPECT_EQ(run(eval_cmd(nan_model, ""), &out), 2) << out;
   EXPECT_NE(out.find("weight_scale"), std::string::npos) << out;

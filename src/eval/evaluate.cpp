@@ -52,10 +52,14 @@ EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vecto
   EvalResult r;
   const int64_t vocab = student.vocab_size();
   if (teacher && teacher->vocab_size() != vocab)
-    fail("teacher vocabulary ({}) differs from the student's ({}): not the same model family", teacher->vocab_size(), vocab);
+    fail("teacher vocabulary ({}) differs from the student's ({}): not the same model family",
+         teacher->vocab_size(), vocab);
   LoadObserver obs(&r.expert_load, student.config());
   student.set_observer(&obs);
-  struct Detach { Model& m; ~Detach() { m.set_observer(nullptr); } } detach{student};
+  struct Detach {
+    Model& m;
+    ~Detach() { m.set_observer(nullptr); }
+  } detach{student};
   uint64_t total_positions = 0;
   for (const auto& w : windows) total_positions += w.size() > 1 ? w.size() - 1 : 0;
   auto t0 = std::chrono::steady_clock::now();
@@ -86,15 +90,22 @@ EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vecto
   if (bar) bar->finish();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (r.totals.nonfinite_logits)
-    r.warnings.push_back(fmt::format("{} of {} positions produced NaN/Inf logits", r.totals.nonfinite_logits, r.totals.n_tokens));
+    r.warnings.push_back(fmt::format("{} of {} positions produced NaN/Inf logits", r.totals.nonfinite_logits,
+                                     r.totals.n_tokens));
   for (const auto& [il, v] : r.expert_load) {
     int64_t dead = 0, total = 0, mx = 0;
-    for (auto c : v) { dead += c == 0; total += c; mx = std::max(mx, c); }
-    if (dead) r.warnings.push_back(fmt::format("layer {}: {} of {} experts were never chosen", il, dead, v.size()));
+    for (auto c : v) {
+      dead += c == 0;
+      total += c;
+      mx = std::max(mx, c);
+    }
+    if (dead)
+      r.warnings.push_back(fmt::format("layer {}: {} of {} experts were never chosen", il, dead, v.size()));
     if (total > 0 && !v.empty()) {
       double fair = double(total) / double(v.size());
       if (double(mx) > 8.0 * fair)
-        r.warnings.push_back(fmt::format("layer {}: one expert takes {:.1f}x its fair share of tokens", il, double(mx) / fair));
+        r.warnings.push_back(fmt::format("layer {}: one expert takes {:.1f}x its fair share of tokens", il,
+                                         double(mx) / fair));
     }
   }
   if (teacher && r.totals.n_compared && r.totals.ppl_ratio() > 2.0)
@@ -109,7 +120,10 @@ std::vector<std::string> scan_weights(const Checkpoint& ck, uint64_t max_bytes, 
   bool all = true;
   for (const auto& name : ck.tensor_names()) {
     const TensorInfo& info = ck.info(name);
-    if (max_bytes && scanned + info.nbytes() > max_bytes) { all = false; continue; }
+    if (max_bytes && scanned + info.nbytes() > max_bytes) {
+      all = false;
+      continue;
+    }
     TensorView v = ck.tensor(name);
     int64_t bad = 0, n = v.numel();
     switch (v.dtype) {

@@ -9,11 +9,15 @@
 namespace sickle {
 
 double EvalTotals::ppl() const { return n_tokens ? std::exp(nll_sum / double(n_tokens)) : NAN; }
-double EvalTotals::teacher_ppl() const { return n_compared ? std::exp(teacher_nll_sum / double(n_compared)) : NAN; }
+double EvalTotals::teacher_ppl() const {
+  return n_compared ? std::exp(teacher_nll_sum / double(n_compared)) : NAN;
+}
 double EvalTotals::ppl_ratio() const { return n_compared ? ppl() / teacher_ppl() : NAN; }
 double EvalTotals::mean_kl() const { return n_compared ? kl_sum / double(n_compared) : NAN; }
 double EvalTotals::top1() const { return n_compared ? double(top1_agree) / double(n_compared) : NAN; }
-double EvalTotals::top5() const { return n_compared ? double(teacher_top1_in_top5) / double(n_compared) : NAN; }
+double EvalTotals::top5() const {
+  return n_compared ? double(teacher_top1_in_top5) / double(n_compared) : NAN;
+}
 double EvalTotals::line_em() const { return lines ? double(lines_exact) / double(lines) : NAN; }
 double EvalTotals::line_prefix() const { return lines ? line_prefix_sum / double(lines) : NAN; }
 
@@ -32,7 +36,8 @@ void EvalTotals::merge(const EvalTotals& o) {
 }
 
 std::map<std::string, double> EvalTotals::values() const {
-  std::map<std::string, double> v{{"ppl", ppl()}, {"tokens", double(n_tokens)}, {"nonfinite", double(nonfinite_logits)}};
+  std::map<std::string, double> v{
+      {"ppl", ppl()}, {"tokens", double(n_tokens)}, {"nonfinite", double(nonfinite_logits)}};
   if (n_compared) {
     v["teacher_ppl"] = teacher_ppl();
     v["ppl_ratio"] = ppl_ratio();
@@ -157,10 +162,15 @@ std::vector<Gate> failing_gates(const std::vector<Gate>& gates, const std::map<s
   std::vector<Gate> fired;
   for (const auto& g : gates) {
     auto it = values.find(g.name);
-    if (it == values.end()) fail("--fail-if: metric '{}' is not available here (teacher metrics need --teacher)", g.name);
+    if (it == values.end())
+      fail("--fail-if: metric '{}' is not available here (teacher metrics need --teacher)", g.name);
     double v = it->second;
-    bool hit = g.op == ">" ? v > g.value : g.op == "<" ? v < g.value : g.op == ">=" ? v >= g.value
-             : g.op == "<=" ? v <= g.value : g.op == "==" ? v == g.value : v != g.value;
+    bool hit = g.op == ">"    ? v > g.value
+               : g.op == "<"  ? v < g.value
+               : g.op == ">=" ? v >= g.value
+               : g.op == "<=" ? v <= g.value
+               : g.op == "==" ? v == g.value
+                              : v != g.value;
     if (std::isnan(v)) hit = true;  // an undefined metric never passes a gate
     if (hit) fired.push_back(g);
   }

@@ -12,12 +12,12 @@
 namespace sickle {
 
 struct EvalTotals {
-  int64_t n_tokens = 0;          // tokens scored (positions with a next-token target)
-  double nll_sum = 0;            // student: sum of -log p(target)
-  double teacher_nll_sum = 0;    // teacher, same positions
-  int64_t n_compared = 0;        // positions with teacher logits
-  double kl_sum = 0;             // sum of KL(teacher || student), nats
-  int64_t top1_agree = 0;        // argmax student == argmax teacher
+  int64_t n_tokens = 0;        // tokens scored (positions with a next-token target)
+  double nll_sum = 0;          // student: sum of -log p(target)
+  double teacher_nll_sum = 0;  // teacher, same positions
+  int64_t n_compared = 0;      // positions with teacher logits
+  double kl_sum = 0;           // sum of KL(teacher || student), nats
+  int64_t top1_agree = 0;      // argmax student == argmax teacher
   int64_t teacher_top1_in_top5 = 0;
   int64_t nonfinite_logits = 0;  // positions whose student logits had NaN/Inf
   // Next-line completion (only with a line-end table, see LineScorer): lines scored, and lines

@@ -55,13 +55,13 @@ TEST(EvalMetrics, LineScorerCountsOnlyWholeLinesAfterTheFirstLineEnd) {
   EvalTotals t;
   LineScorer ls(ends);
   const std::pair<int32_t, bool> seq[] = {
-      {1, false}, {4, true},            // head of a line begun before the window: skipped
-      {1, true}, {2, true}, {4, true},  // a line, every token right: exact
-      {3, true}, {4, false},            // the newline itself mispredicted: not exact
-      {1, false}, {4, true},            // a content token wrong: not exact
-      {4, false},                       // a blank line: not counted
-      {2, true}, {3, true}, {4, true},  // exact
-      {1, true}, {2, true}};            // unfinished at the window's end: not counted
+      {1, false}, {4, true},              // head of a line begun before the window: skipped
+      {1, true},  {2, true},  {4, true},  // a line, every token right: exact
+      {3, true},  {4, false},             // the newline itself mispredicted: not exact
+      {1, false}, {4, true},              // a content token wrong: not exact
+      {4, false},                         // a blank line: not counted
+      {2, true},  {3, true},  {4, true},  // exact
+      {1, true},  {2, true}};             // unfinished at the window's end: not counted
   for (auto [id, ok] : seq) ls.feed(t, id, ok);
   EXPECT_EQ(t.lines, 4);
   EXPECT_EQ(t.lines_exact, 2);

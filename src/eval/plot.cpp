@@ -14,7 +14,8 @@
 namespace sickle {
 namespace {
 
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"};
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#7f7f7f",
+                         "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"};
 
 std::string esc(const std::string& s) {
   std::string o;
@@ -54,8 +55,10 @@ std::string render_svg(const std::vector<PlotPanel>& panels, const std::string& 
     for (const auto& s : p.series)
       if (!color_of.count(s.name)) color_of.emplace(s.name, int(color_of.size()));
   std::string o = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" "
-      "font-family=\"DejaVu Sans, Arial, sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" viewBox=\"0 0 {:.0f} "
+      "{:.0f}\" "
+      "font-family=\"DejaVu Sans, Arial, sans-serif\" font-size=\"12\">\n<rect width=\"100%\" "
+      "height=\"100%\" fill=\"white\"/>\n",
       W, H, W, H);
   for (size_t pi = 0; pi < panels.size(); ++pi) {
     const auto& p = panels[pi];
@@ -66,39 +69,65 @@ std::string render_svg(const std::vector<PlotPanel>& panels, const std::string& 
     for (const auto& s : p.series)
       for (size_t i = 0; i < s.x.size(); ++i) {
         if (!std::isfinite(s.y[i])) continue;
-        xmin = std::min(xmin, s.x[i]); xmax = std::max(xmax, s.x[i]);
-        ymin = std::min(ymin, ty(s.y[i])); ymax = std::max(ymax, ty(s.y[i]));
+        xmin = std::min(xmin, s.x[i]);
+        xmax = std::max(xmax, s.x[i]);
+        ymin = std::min(ymin, ty(s.y[i]));
+        ymax = std::max(ymax, ty(s.y[i]));
       }
-    if (!std::isfinite(xmin)) { xmin = 0; xmax = 1; ymin = 0; ymax = 1; }
-    if (xmax == xmin) { xmin -= 1; xmax += 1; }
-    if (ymax == ymin) { ymin -= 1; ymax += 1; }
+    if (!std::isfinite(xmin)) {
+      xmin = 0;
+      xmax = 1;
+      ymin = 0;
+      ymax = 1;
+    }
+    if (xmax == xmin) {
+      xmin -= 1;
+      xmax += 1;
+    }
+    if (ymax == ymin) {
+      ymin -= 1;
+      ymax += 1;
+    }
     double ypad = (ymax - ymin) * 0.05;
-    ymin -= ypad; ymax += ypad;
+    ymin -= ypad;
+    ymax += ypad;
     auto sx = [&](double v) { return x0 + (v - xmin) / (xmax - xmin) * (x1 - x0); };
     auto sy = [&](double v) { return y1 - (ty(v) - ymin) / (ymax - ymin) * (y1 - y0); };
-    o += fmt::format("<text x=\"{:.1f}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{}</text>\n",
-                     (x0 + x1) / 2, esc(p.title));
-    o += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" stroke=\"#333\"/>\n",
-                     x0, y0, x1 - x0, y1 - y0);
+    o += fmt::format(
+        "<text x=\"{:.1f}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\" "
+        "font-weight=\"bold\">{}</text>\n",
+        (x0 + x1) / 2, esc(p.title));
+    o += fmt::format(
+        "<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" "
+        "stroke=\"#333\"/>\n",
+        x0, y0, x1 - x0, y1 - y0);
     // x ticks at the data's x values (experts kept), which are few.
     std::vector<double> xs;
     for (const auto& s : p.series) xs.insert(xs.end(), s.x.begin(), s.x.end());
     std::sort(xs.begin(), xs.end());
     xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
     for (double v : xs) {
-      o += fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\" stroke=\"#ddd\"/>\n", sx(v), y0, y1);
-      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", sx(v), y1 + 16, fmt_num(v));
+      o +=
+          fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\" stroke=\"#ddd\"/>\n",
+                      sx(v), y0, y1);
+      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", sx(v), y1 + 16,
+                       fmt_num(v));
     }
     double step = nice_step(ymax - ymin, 5);
     for (double v = std::ceil(ymin / step) * step; v <= ymax; v += step) {
       double yy = y1 - (v - ymin) / (ymax - ymin) * (y1 - y0);
       double label = p.log_y ? std::pow(10.0, v) : v;
-      o += fmt::format("<line x1=\"{0:.1f}\" x2=\"{1:.1f}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/>\n", x0, x1, yy);
-      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", x0 - 6, yy + 4, fmt_num(label));
+      o +=
+          fmt::format("<line x1=\"{0:.1f}\" x2=\"{1:.1f}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/>\n",
+                      x0, x1, yy);
+      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", x0 - 6, yy + 4,
+                       fmt_num(label));
     }
-    o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", (x0 + x1) / 2, y1 + 36, esc(p.x_label));
-    o += fmt::format("<text transform=\"translate({:.1f},{:.1f}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", ox + 16,
-                     (y0 + y1) / 2, esc(p.y_label + (p.log_y ? " (log scale)" : "")));
+    o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", (x0 + x1) / 2,
+                     y1 + 36, esc(p.x_label));
+    o += fmt::format(
+        "<text transform=\"translate({:.1f},{:.1f}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+        ox + 16, (y0 + y1) / 2, esc(p.y_label + (p.log_y ? " (log scale)" : "")));
     for (const auto& s : p.series) {
       const char* c = kColors[color_of[s.name] % 8];
       std::string pts;
@@ -110,16 +139,19 @@ std::string render_svg(const std::vector<PlotPanel>& panels, const std::string& 
       o += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, c);
       for (size_t i : idx)
         if (std::isfinite(s.y[i]))
-          o += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\" fill=\"{}\"/>\n", sx(s.x[i]), sy(s.y[i]), c);
+          o += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\" fill=\"{}\"/>\n", sx(s.x[i]),
+                           sy(s.y[i]), c);
     }
   }
   double lx = 20, ly = ph + 12;
   for (const auto& [name, ci] : color_of) {
-    o += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"18\" height=\"4\" fill=\"{}\"/>\n", lx, ly + 4, kColors[ci % 8]);
+    o += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"18\" height=\"4\" fill=\"{}\"/>\n", lx, ly + 4,
+                     kColors[ci % 8]);
     o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", lx + 24, ly + 10, esc(name));
     lx += 30 + 8 * double(name.size()) + 20;
   }
-  o += fmt::format("<text x=\"20\" y=\"{:.1f}\" fill=\"#555\" font-size=\"11\">{}</text>\n", H - 10, esc(caption));
+  o += fmt::format("<text x=\"20\" y=\"{:.1f}\" fill=\"#555\" font-size=\"11\">{}</text>\n", H - 10,
+                   esc(caption));
   o += "</svg>\n";
   return o;
 }

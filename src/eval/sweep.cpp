@@ -43,7 +43,8 @@ SweepReport run_sweep(const SweepRequest& req, const std::vector<std::vector<int
   const ModelConfig& cfg = teacher->config();
   int64_t n_experts = cfg.n_routed_experts;
   for (auto k : req.keeps)
-    if (k <= 0 || k > n_experts) fail("sweep: --keep {} outside [1, {}] (the model's experts per layer)", k, n_experts);
+    if (k <= 0 || k > n_experts)
+      fail("sweep: --keep {} outside [1, {}] (the model's experts per layer)", k, n_experts);
 
   SweepReport rep;
   log_info("sweep: evaluating the original model ({} windows)", windows.size());
@@ -71,8 +72,9 @@ SweepReport run_sweep(const SweepRequest& req, const std::vector<std::vector<int
       p.keep = keep;
       p.pruned_fraction = 1.0 - double(keep) / double(n_experts);
       p.result = evaluate(*student, teacher.get(), windows, quiet);
-      log_info("sweep: {} keep {}: ppl {:.3f} (original {:.3f}), top-1 {:.3f}, KL {:.4f}", crit, keep, p.result.totals.ppl(),
-               rep.original.totals.ppl(), p.result.totals.top1(), p.result.totals.mean_kl());
+      log_info("sweep: {} keep {}: ppl {:.3f} (original {:.3f}), top-1 {:.3f}, KL {:.4f}", crit, keep,
+               p.result.totals.ppl(), rep.original.totals.ppl(), p.result.totals.top1(),
+               p.result.totals.mean_kl());
       rep.points.push_back(std::move(p));
     }
   }
@@ -103,16 +105,18 @@ SweepReport run_sweep(const SweepRequest& req, const std::vector<std::vector<int
 std::string sweep_table(const SweepReport& r) {
   // The next-line exact-match column only when lines were scored (a line-end table was given).
   const bool em = r.original.totals.lines > 0;
-  std::string o = fmt::format("{:<20} {:>6} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}", "criterion", "kept", "pruned",
-                              "ppl", "ppl/orig", "top-1", "top-5", "KL");
+  std::string o = fmt::format("{:<20} {:>6} {:>8} {:>10} {:>9} {:>8} {:>8} {:>9}", "criterion", "kept",
+                              "pruned", "ppl", "ppl/orig", "top-1", "top-5", "KL");
   o += em ? fmt::format(" {:>8} {:>8}\n", "line-EM", "line-pre") : "\n";
   o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9} {:>8} {:>8} {:>9}", "original", "all", 0.0,
                    r.original.totals.ppl(), "1.000", "-", "-", "-");
-  o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", r.original.totals.line_em(), r.original.totals.line_prefix()) : "\n";
+  o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", r.original.totals.line_em(), r.original.totals.line_prefix())
+          : "\n";
   for (const auto& p : r.points) {
     const auto& t = p.result.totals;
-    o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9.3f} {:>8.3f} {:>8.3f} {:>9.4f}", p.criterion, p.keep,
-                     100 * p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl());
+    o += fmt::format("{:<20} {:>6} {:>7.0f}% {:>10.3f} {:>9.3f} {:>8.3f} {:>8.3f} {:>9.4f}", p.criterion,
+                     p.keep, 100 * p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(),
+                     t.top5(), t.mean_kl());
     o += em ? fmt::format(" {:>8.3f} {:>8.3f}\n", t.line_em(), t.line_prefix()) : "\n";
   }
   return o;
@@ -127,15 +131,17 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
     auto em = [](const EvalTotals& t) {
       return t.lines ? fmt::format("{:.6f},{:.6f}", t.line_em(), t.line_prefix()) : std::string(",");
     };
-    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts,line_em,"
+    csv << "criterion,kept,pruned_fraction,ppl,ppl_ratio_vs_original,top1,top5,kl,tokens,dead_experts,line_"
+           "em,"
            "line_prefix\n";
-    csv << fmt::format("original,{},0,{:.6f},1,,,,{},{},{}\n", r.provenance.value("n_experts", 0), r.original.totals.ppl(),
-                       r.original.totals.n_tokens, r.original.dead_experts(), em(r.original.totals));
+    csv << fmt::format("original,{},0,{:.6f},1,,,,{},{},{}\n", r.provenance.value("n_experts", 0),
+                       r.original.totals.ppl(), r.original.totals.n_tokens, r.original.dead_experts(),
+                       em(r.original.totals));
     for (const auto& p : r.points) {
       const auto& t = p.result.totals;
       csv << fmt::format("{},{},{:.4f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{}\n", p.criterion, p.keep,
-                         p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(), t.mean_kl(),
-                         t.n_tokens, p.result.dead_experts(), em(t));
+                         p.pruned_fraction, t.ppl(), t.ppl() / r.original.totals.ppl(), t.top1(), t.top5(),
+                         t.mean_kl(), t.n_tokens, p.result.dead_experts(), em(t));
     }
   }
   // results.json
@@ -155,8 +161,10 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
     out << j.dump(2) << "\n";
   }
   // plot
-  PlotPanel ppl{"Perplexity vs experts kept", "routed experts kept per layer", "perplexity (held-out)", false, {}};
-  PlotPanel agree{"Agreement with the original", "routed experts kept per layer", "top-1 agreement", false, {}};
+  PlotPanel ppl{
+      "Perplexity vs experts kept", "routed experts kept per layer", "perplexity (held-out)", false, {}};
+  PlotPanel agree{
+      "Agreement with the original", "routed experts kept per layer", "top-1 agreement", false, {}};
   std::map<std::string, size_t> idx;
   for (const auto& p : r.points) {
     if (!idx.count(p.criterion)) {
@@ -177,7 +185,10 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
   double lo = INFINITY, hi = 0;
   for (const auto& s : ppl.series)
     for (double y : s.y)
-      if (std::isfinite(y)) { lo = std::min(lo, y); hi = std::max(hi, y); }
+      if (std::isfinite(y)) {
+        lo = std::min(lo, y);
+        hi = std::max(hi, y);
+      }
   ppl.log_y = lo > 0 && hi / lo > 20;
   std::string caption = fmt::format("model {} | stats {} | data {} | {} tokens scored",
                                     fs::path(r.provenance.value("model", "")).filename().string(),
@@ -189,10 +200,13 @@ void write_sweep_report(const SweepRequest& req, const SweepReport& r) {
   {
     std::ofstream html(tmp.path() / "index.html");
     html << "<!doctype html><html><head><meta charset=\"utf-8\"><title>sickle sweep</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em "
+            "auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px "
+            "8px;text-align:right}td:first-child{text-align:left}</style>"
             "</head><body><h1>sickle sweep</h1>\n";
-    html << "<p>" << (has_png ? "<img src=\"plot.png\" alt=\"plot\">" : "<img src=\"plot.svg\" alt=\"plot\">") << "</p>\n";
+    html << "<p>" << (has_png ? "<img src=\"plot.png\" alt=\"plot\">" : "<img src=\"plot.svg\" alt=\"plot\">")
+         << "</p>\n";
     html << "<h2>Results</h2><pre>" << sweep_table(r) << "</pre>\n";
     html << "<p>Files: <a href=\"results.csv\">results.csv</a>, <a href=\"results.json\">results.json</a>, "
             "<a href=\"plot.svg\">plot.svg</a></p>\n";

@@ -30,13 +30,13 @@ struct SweepRequest {
 
 struct SweepPoint {
   std::string criterion;
-  int64_t keep = 0;       // per layer (uniform) or the average (global)
+  int64_t keep = 0;  // per layer (uniform) or the average (global)
   double pruned_fraction = 0;
   EvalResult result;
 };
 
 struct SweepReport {
-  EvalResult original;    // the unpruned model alone
+  EvalResult original;  // the unpruned model alone
   std::vector<SweepPoint> points;
   nlohmann::json provenance;
 };

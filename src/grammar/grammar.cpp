@@ -88,7 +88,8 @@ Sequence Grammar::repeat(Sequence seq, int64_t min, int64_t max) {
   Element item = seq.size() == 1 ? seq[0] : alt("item", {seq});
   int64_t n_copies = min + (max < 0 ? 1 : max - min);
   if (n_copies * 3 + n_elements_ > kMaxElements)
-    fail("grammar: a repetition {{{},{}}} is too large to compile (limit {} elements)", min, max, kMaxElements);
+    fail("grammar: a repetition {{{},{}}} is too large to compile (limit {} elements)", min, max,
+         kMaxElements);
   Sequence out(size_t(min), item);
   if (max < 0) {
     out.push_back(star({item}));
@@ -127,8 +128,9 @@ namespace {
 std::string describe(const ByteSet& s) {
   if (s.count() == 1)
     for (int b = 0; b < 256; ++b)
-      if (s[size_t(b)]) return b >= 0x20 && b < 0x7F && b != '\'' && b != '\\' ? fmt::format("'{}'", char(b))
-                                                                              : fmt::format("\\x{:02X}", b);
+      if (s[size_t(b)])
+        return b >= 0x20 && b < 0x7F && b != '\'' && b != '\\' ? fmt::format("'{}'", char(b))
+                                                               : fmt::format("\\x{:02X}", b);
   std::string out = "[";
   for (int b = 0; b < 256;) {
     if (!s[size_t(b)]) {
@@ -152,8 +154,9 @@ std::string Grammar::dump() const {
       out += a ? " |" : "";
       for (const Element& e : rules_[r].alts[a])
         out += e.terminal < 0 ? fmt::format(" {}{}", rules_[size_t(e.rule)].name, e.rule)
-               : terminal_token_[size_t(e.terminal)] >= 0 ? fmt::format(" <token {}>", terminal_token_[size_t(e.terminal)])
-                                                          : fmt::format(" {}", describe(terminals_[size_t(e.terminal)]));
+               : terminal_token_[size_t(e.terminal)] >= 0
+                   ? fmt::format(" <token {}>", terminal_token_[size_t(e.terminal)])
+                   : fmt::format(" {}", describe(terminals_[size_t(e.terminal)]));
       if (rules_[r].alts[a].empty()) out += " \"\"";
     }
     out += int32_t(r) == root_ ? "   (root)\n" : "\n";
@@ -267,11 +270,13 @@ void Matcher::advance(const State& from, Takes takes, State& to) {
 }
 
 void Matcher::step(const State& from, uint8_t b, State& to) {
-  advance(from, [&](int32_t t) { return terminals_[size_t(t)][b]; }, to);
+  advance(
+      from, [&](int32_t t) { return terminals_[size_t(t)][b]; }, to);
 }
 
 void Matcher::step_token(const State& from, int32_t token, State& to) {
-  advance(from, [&](int32_t t) { return terminal_token_[size_t(t)] == token; }, to);
+  advance(
+      from, [&](int32_t t) { return terminal_token_[size_t(t)] == token; }, to);
 }
 
 ByteSet Matcher::next_bytes(const State& s) const {
@@ -284,7 +289,8 @@ ByteSet Matcher::next_bytes(const State& s) const {
 void Matcher::next_tokens(const State& s, std::vector<int32_t>& out) const {
   for (int32_t id : s)
     if (id != 0)
-      if (int32_t tok = terminal_token_[size_t(flat_[size_t(nodes_[size_t(id)].pos)])]; tok >= 0) out.push_back(tok);
+      if (int32_t tok = terminal_token_[size_t(flat_[size_t(nodes_[size_t(id)].pos)])]; tok >= 0)
+        out.push_back(tok);
 }
 
 }  // namespace sickle::grammar

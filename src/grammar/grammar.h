@@ -49,8 +49,8 @@ class Grammar {
   static Sequence literal_seq(std::string_view text, Grammar& g);
   // Helpers that return a rule (as an element) for common shapes.
   Element alt(std::string name, std::vector<Sequence> alts);
-  Element optional(Sequence seq);                       // seq | ""
-  Element star(Sequence seq);                           // seq*  (right recursive)
+  Element optional(Sequence seq);  // seq | ""
+  Element star(Sequence seq);      // seq*  (right recursive)
   // seq{min,max}; max < 0: unbounded. Error when the expansion would pass the size limit.
   Sequence repeat(Sequence seq, int64_t min, int64_t max);
   // Any valid UTF-8 character of 2..4 bytes (no surrogates, no overlongs), one rule, shared.
@@ -76,8 +76,8 @@ class Grammar {
     std::vector<Sequence> alts;
   };
   std::vector<Rule> rules_;
-  std::vector<ByteSet> terminals_;      // empty for a special token
-  std::vector<int32_t> terminal_token_;  // the special token's id, -1 for a byte class
+  std::vector<ByteSet> terminals_;                           // empty for a special token
+  std::vector<int32_t> terminal_token_;                      // the special token's id, -1 for a byte class
   std::unordered_map<std::string, int32_t> terminal_index_;  // ByteSet::to_string or "#id" -> id
   int32_t root_ = -1;
   int32_t utf8_rule_ = -1;
@@ -125,9 +125,9 @@ class Matcher {
   std::vector<std::vector<int32_t>> alt_starts_;  // per rule
   std::vector<ByteSet> terminals_;
   std::vector<int32_t> terminal_token_;
-  std::vector<Node> nodes_;                       // id -> node; nodes_[0] = empty stack
-  std::unordered_map<uint64_t, int32_t> index_;   // (pos, parent) -> id
-  std::vector<std::vector<int32_t>> closure_;     // id -> stacks with a terminal on top (or 0)
+  std::vector<Node> nodes_;                      // id -> node; nodes_[0] = empty stack
+  std::unordered_map<uint64_t, int32_t> index_;  // (pos, parent) -> id
+  std::vector<std::vector<int32_t>> closure_;    // id -> stacks with a terminal on top (or 0)
   std::vector<uint8_t> closure_done_;
 };
 

@@ -25,8 +25,8 @@ const std::string kSrc = SICKLE_SOURCE_DIR;
 
 // ajv's verdicts for cases = [{schema, docs: [text]}].
 std::vector<std::vector<bool>> ajv_verdicts(const json& cases, const std::string& tag) {
-  std::filesystem::path file = std::filesystem::temp_directory_path() / ("sickle_grammar_" + tag + "_" +
-                                                                         std::to_string(::getpid()) + ".json");
+  std::filesystem::path file = std::filesystem::temp_directory_path() /
+                               ("sickle_grammar_" + tag + "_" + std::to_string(::getpid()) + ".json");
   std::ofstream(file) << cases.dump();
   std::string cmd = "node " + kSrc + "/tests/grammar/verdicts.mjs " + file.string();
   FILE* p = popen(cmd.c_str(), "r");
@@ -47,12 +47,14 @@ std::vector<std::vector<bool>> ajv_verdicts(const json& cases, const std::string
 // ---- regex ----
 
 TEST(Regex, AgreesWithStdRegexEcmascript) {
-  const std::vector<std::string> patterns = {
-      "abc", "a|bc|", "(ab)*c?", "a+b{2,3}", "[a-c]x[^a-c]", "\\d{2}-\\w+", "(?:x|yz){1,}", "a.c", "[\\d.]+",
-      "(a*)*b", "\\.\\*\\\\", "[-a]b[a-]", "colou?r", "x{0}y", "(a|ab)(c|bcd)(d*)"};
-  const std::vector<std::string> texts = {"",    "abc", "a",   "bc",  "c",    "ababc", "aabbb", "abbbb", "bxd",
-                                          "12-ab_9", "12-",  "xyzx", "a\nc", "abc", "1.2.3", "aaab", "b",  ".*\\",
-                                          "-b",  "ab",  "color", "colour", "y",   "abcd", "abcdd", "abd",  "bxa"};
+  const std::vector<std::string> patterns = {"abc",          "a|bc|",       "(ab)*c?",          "a+b{2,3}",
+                                             "[a-c]x[^a-c]", "\\d{2}-\\w+", "(?:x|yz){1,}",     "a.c",
+                                             "[\\d.]+",      "(a*)*b",      "\\.\\*\\\\",       "[-a]b[a-]",
+                                             "colou?r",      "x{0}y",       "(a|ab)(c|bcd)(d*)"};
+  const std::vector<std::string> texts = {"",       "abc",  "a",       "bc",    "c",    "ababc", "aabbb",
+                                          "abbbb",  "bxd",  "12-ab_9", "12-",   "xyzx", "a\nc",  "abc",
+                                          "1.2.3",  "aaab", "b",       ".*\\",  "-b",   "ab",    "color",
+                                          "colour", "y",    "abcd",    "abcdd", "abd",  "bxa"};
   int n_checked = 0;
   for (const auto& p : patterns) {
     auto g = compile_regex(p);
@@ -71,13 +73,13 @@ TEST(Regex, Utf8ClassesAndDot) {
   EXPECT_TRUE(g->accepts("-€🎉"));
   EXPECT_FALSE(g->accepts("e1y"));
   EXPECT_FALSE(g->accepts("é1y"));
-  EXPECT_FALSE(g->accepts("éx\xC3"));      // truncated character
+  EXPECT_FALSE(g->accepts("éx\xC3"));          // truncated character
   EXPECT_FALSE(g->accepts("éx\xED\xA0\x80"));  // a surrogate in UTF-8
 }
 
 TEST(Regex, RefusesWhatItCannotMatchExactly) {
-  for (const char* bad : {"(a)\\1", "(?=a)", "a\\b", "(?<n>a)", "a^b", "a$b", "[b-a]", "*a", "(a", "a)", "[]", "[^é]",
-                          "^a|b$", "a{3,2}", "\\p{L}"}) {
+  for (const char* bad : {"(a)\\1", "(?=a)", "a\\b", "(?<n>a)", "a^b", "a$b", "[b-a]", "*a", "(a", "a)", "[]",
+                          "[^é]", "^a|b$", "a{3,2}", "\\p{L}"}) {
     EXPECT_THROW(compile_regex(bad), Error) << bad;
   }
   try {
@@ -103,7 +105,8 @@ TEST(JsonSchema, UnsupportedKeywordNamesKeywordAndPointer) {
     const char* expect;
   };
   for (const Case& c : std::vector<Case>{
-           {R"({"type":"object","properties":{"a":{"type":"string","format":"email"}}})", "'format' at /properties/a/format"},
+           {R"({"type":"object","properties":{"a":{"type":"string","format":"email"}}})",
+            "'format' at /properties/a/format"},
            {R"({"type":"integer","minimum":3})", "'minimum' at /minimum"},
            {R"({"oneOf":[{"type":"string"}]})", "'oneOf' at /oneOf"},
            {R"({"type":"array","items":{"not":{}}})", "'not' at /items/not"},
@@ -156,7 +159,7 @@ TEST(JsonSchema, CorpusAgreesWithAjv) {
 TEST(JsonSchema, WhitespaceIsBounded) {
   auto g = json_object_grammar();
   EXPECT_TRUE(g->accepts(R"({"a": [1, 2], "b":{}})"));
-  EXPECT_FALSE(g->accepts(R"({"a":  1})"));   // two spaces
+  EXPECT_FALSE(g->accepts(R"({"a":  1})"));  // two spaces
   EXPECT_FALSE(g->accepts(R"({"a":1}\n)"));
   EXPECT_FALSE(g->accepts(R"( {"a":1})"));
   EXPECT_FALSE(g->accepts("[1]"));
@@ -199,7 +202,8 @@ TEST(TokenConstraint, MaskEqualsBruteForceOnDemoVocabulary) {
       auto stops = tok.stop_ids();
       bool is_stop = std::find(stops.begin(), stops.end(), id) != stops.end();
       bool expect = is_stop ? g->accepts(text) : !tok.is_special(id) && viable(g, text + tok.token_text(id));
-      ASSERT_EQ(ours, expect) << "token " << id << " \"" << tok.token_text(id) << "\" after \"" << text << "\"";
+      ASSERT_EQ(ours, expect) << "token " << id << " \"" << tok.token_text(id) << "\" after \"" << text
+                              << "\"";
       if (ours) allowed.push_back(id);
     }
     ASSERT_FALSE(allowed.empty()) << text;
@@ -224,7 +228,8 @@ TEST(TokenConstraint, StopOnlyWhenCompleteAndSpecialsNever) {
   std::vector<std::string> bytes = {"{\"", "a", "\":", "1", "}", "1}", "\"", "<|x|>", "", "{"};
   std::vector<bool> special = {false, false, false, false, false, false, false, true, true, false};
   auto vocab = std::make_shared<Vocabulary>(bytes, special, std::vector<int32_t>{8});
-  auto g = compile_json_schema(json::parse(R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})"));
+  auto g = compile_json_schema(
+      json::parse(R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})"));
   TokenConstraint tc(g, vocab);
   auto allowed = [&] { return allowed_bits(tc); };
   EXPECT_EQ(allowed(), "1000000001");
@@ -279,8 +284,10 @@ TEST(TokenConstraint, SpecialTokensWhereTheGrammarNamesThem) {
 
 TEST(TokenConstraint, TokensLongerThanTheScratchDepth) {
   // 100- and 300-byte tokens: the trie walk grows its per-level scratch states.
-  std::vector<std::string> bytes = {std::string(100, ' '), std::string(300, ' '), " ", "x", std::string(99, ' ') + "y"};
-  auto vocab = std::make_shared<Vocabulary>(bytes, std::vector<bool>(bytes.size(), false), std::vector<int32_t>{});
+  std::vector<std::string> bytes = {std::string(100, ' '), std::string(300, ' '), " ", "x",
+                                    std::string(99, ' ') + "y"};
+  auto vocab =
+      std::make_shared<Vocabulary>(bytes, std::vector<bool>(bytes.size(), false), std::vector<int32_t>{});
   TokenConstraint tc(compile_regex(" {0,250}x"), vocab);
   EXPECT_TRUE(tc.is_allowed(0));
   EXPECT_FALSE(tc.is_allowed(1));  // 300 spaces > 250
@@ -303,7 +310,8 @@ std::string random_decode(TokenConstraint& tc, const Tokenizer& tok, std::mt1993
     tc.mask(logits);
     float mx = *std::max_element(logits.begin(), logits.end());
     std::vector<double> w(logits.size());
-    for (size_t i = 0; i < w.size(); ++i) w[i] = std::isinf(logits[i]) ? 0.0 : std::exp(double(logits[i] - mx));
+    for (size_t i = 0; i < w.size(); ++i)
+      w[i] = std::isinf(logits[i]) ? 0.0 : std::exp(double(logits[i] - mx));
     int32_t id = int32_t(std::discrete_distribution<size_t>(w.begin(), w.end())(rng));
     EXPECT_TRUE(tc.accept(id));
     if (!tc.finished()) text += tok.token_text(id);

@@ -53,7 +53,8 @@ class JsonSyntax {
     for (char c = '0'; c <= '7'; ++c) oct.set(uint8_t(c));
     Element h = g_.bytes(hex);
     g_.add_alternative(char_, {g_.byte('\\'), g_.byte('u'), g_.bytes(hex_not_d), h, h, h});
-    g_.add_alternative(char_, {g_.byte('\\'), g_.byte('u'), g_.bytes(ByteSet().set('d').set('D')), g_.bytes(oct), h, h});
+    g_.add_alternative(
+        char_, {g_.byte('\\'), g_.byte('u'), g_.bytes(ByteSet().set('d').set('D')), g_.bytes(oct), h, h});
     g_.add_alternative(char_, {g_.utf8_multibyte()});
     return Grammar::ref(char_);
   }
@@ -96,7 +97,8 @@ class JsonSyntax {
       Sequence frac{g_.byte('.')};
       Sequence frac_digits = g_.repeat({digit}, 1, 16);
       frac.insert(frac.end(), frac_digits.begin(), frac_digits.end());
-      Sequence exp{g_.bytes(ByteSet().set('e').set('E')), g_.optional({g_.bytes(ByteSet().set('+').set('-'))})};
+      Sequence exp{g_.bytes(ByteSet().set('e').set('E')),
+                   g_.optional({g_.bytes(ByteSet().set('+').set('-'))})};
       Sequence exp_digits = g_.repeat({digit}, 1, 2);
       exp.insert(exp.end(), exp_digits.begin(), exp_digits.end());
       g_.add_alternative(number_, {integer(), g_.optional(frac), g_.optional(exp)});
@@ -112,7 +114,8 @@ class JsonSyntax {
     value_ = g_.new_rule("value");
     object_ = g_.new_rule("object");
     int32_t array = g_.new_rule("array");
-    for (const char* lit : {"true", "false", "null"}) g_.add_alternative(value_, Grammar::literal_seq(lit, g_));
+    for (const char* lit : {"true", "false", "null"})
+      g_.add_alternative(value_, Grammar::literal_seq(lit, g_));
     g_.add_alternative(value_, {string()});
     g_.add_alternative(value_, {number()});
     g_.add_alternative(value_, {Grammar::ref(object_)});
@@ -128,7 +131,8 @@ class JsonSyntax {
     g_.add_alternative(object_, {g_.byte('{'), g_.optional(members), g_.byte('}')});
     Sequence more_items = comma();
     more_items.push_back(Grammar::ref(value_));
-    g_.add_alternative(array, {g_.byte('['), g_.optional({Grammar::ref(value_), g_.star(more_items)}), g_.byte(']')});
+    g_.add_alternative(
+        array, {g_.byte('['), g_.optional({Grammar::ref(value_), g_.star(more_items)}), g_.byte(']')});
     return Grammar::ref(value_);
   }
   Element any_object() {
@@ -142,15 +146,16 @@ class JsonSyntax {
 };
 
 const std::set<std::string>& annotations() {
-  static const std::set<std::string> k = {"title",      "description", "default",  "examples", "$schema",
-                                          "$id",        "$comment",    "deprecated", "readOnly", "writeOnly",
-                                          "$defs",      "definitions"};
+  static const std::set<std::string> k = {"title",    "description", "default",  "examples",
+                                          "$schema",  "$id",         "$comment", "deprecated",
+                                          "readOnly", "writeOnly",   "$defs",    "definitions"};
   return k;
 }
 
 class SchemaCompiler {
  public:
-  SchemaCompiler(const json& root, const SchemaOptions& opt, Grammar& g) : root_(root), opt_(opt), g_(g), syn_(g) {}
+  SchemaCompiler(const json& root, const SchemaOptions& opt, Grammar& g)
+      : root_(root), opt_(opt), g_(g), syn_(g) {}
 
   Element compile(const json& s, const std::string& ptr, int depth) {
     if (depth > 64) fail("json_schema: nesting deeper than 64 at {}", where(ptr));
@@ -160,8 +165,10 @@ class SchemaCompiler {
     }
     if (!s.is_object()) fail("json_schema: a schema must be an object or a boolean at {}", where(ptr));
     static const std::set<std::string> kKnown = {
-        "type",      "properties", "required", "additionalProperties", "items",  "enum", "const", "anyOf", "allOf",
-        "$ref",      "minItems",   "maxItems", "minLength",            "maxLength", "pattern"};
+        "type",      "properties", "required", "additionalProperties",
+        "items",     "enum",       "const",    "anyOf",
+        "allOf",     "$ref",       "minItems", "maxItems",
+        "minLength", "maxLength",  "pattern"};
     for (const auto& [key, _] : s.items())
       if (!kKnown.count(key) && !annotations().count(key))
         fail("json_schema: unsupported keyword '{}' at {}", key, where(ptr + "/" + pointer_escape(key)));
@@ -182,12 +189,14 @@ class SchemaCompiler {
     }
     if (s.contains("anyOf")) {
       const json& any = s["anyOf"];
-      if (!any.is_array() || any.empty()) fail("json_schema: 'anyOf' must be a non-empty array at {}", where(ptr + "/anyOf"));
+      if (!any.is_array() || any.empty())
+        fail("json_schema: 'anyOf' must be a non-empty array at {}", where(ptr + "/anyOf"));
       for (const auto& [key, _] : s.items())
         if (key != "anyOf" && !annotations().count(key))
           fail("json_schema: 'anyOf' beside '{}' is not supported at {}", key, where(ptr));
       std::vector<Sequence> alts;
-      for (size_t i = 0; i < any.size(); ++i) alts.push_back({compile(any[i], fmt::format("{}/anyOf/{}", ptr, i), depth + 1)});
+      for (size_t i = 0; i < any.size(); ++i)
+        alts.push_back({compile(any[i], fmt::format("{}/anyOf/{}", ptr, i), depth + 1)});
       return g_.alt("anyOf", std::move(alts));
     }
     std::vector<std::string> types = type_list(s, ptr);
@@ -205,7 +214,8 @@ class SchemaCompiler {
       else if (t == "string") alts.push_back({string(s, ptr)});
       else if (t == "number") alts.push_back({syn_.number()});
       else if (t == "integer") alts.push_back({syn_.integer()});
-      else if (t == "boolean") alts.push_back({syn_.literal("true")}), alts.push_back({syn_.literal("false")});
+      else if (t == "boolean")
+        alts.push_back({syn_.literal("true")}), alts.push_back({syn_.literal("false")});
       else if (t == "null") alts.push_back({syn_.literal("null")});
     }
     return alts.size() == 1 && alts[0].size() == 1 ? alts[0][0] : g_.alt("type", std::move(alts));
@@ -218,7 +228,8 @@ class SchemaCompiler {
     static const std::vector<std::string> kAll = {"object", "array", "string", "number", "boolean", "null"};
     if (!s.contains("type")) {
       // No type: what the other keywords imply, else any value.
-      if (s.contains("properties") || s.contains("additionalProperties") || s.contains("required")) return {"object"};
+      if (s.contains("properties") || s.contains("additionalProperties") || s.contains("required"))
+        return {"object"};
       if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) return {"array"};
       if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern")) return {"string"};
       return kAll;
@@ -226,10 +237,13 @@ class SchemaCompiler {
     const json& t = s["type"];
     std::vector<std::string> out;
     auto add = [&](const json& v, const std::string& p) {
-      static const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
+      static const std::set<std::string> kTypes = {"object",  "array",   "string", "number",
+                                                   "integer", "boolean", "null"};
       if (!v.is_string() || !kTypes.count(v.get<std::string>()))
-        fail("json_schema: 'type' must be one of object, array, string, number, integer, boolean, null at {}", where(p));
-      if (std::find(out.begin(), out.end(), v.get<std::string>()) == out.end()) out.push_back(v.get<std::string>());
+        fail("json_schema: 'type' must be one of object, array, string, number, integer, boolean, null at {}",
+             where(p));
+      if (std::find(out.begin(), out.end(), v.get<std::string>()) == out.end())
+        out.push_back(v.get<std::string>());
     };
     if (t.is_array()) {
       if (t.empty()) fail("json_schema: 'type' is an empty list at {}", where(ptr + "/type"));
@@ -274,10 +288,12 @@ class SchemaCompiler {
 
   static bool type_matches(const json& v, const std::vector<std::string>& types) {
     for (const std::string& t : types) {
-      if ((t == "object" && v.is_object()) || (t == "array" && v.is_array()) || (t == "string" && v.is_string()) ||
-          (t == "number" && v.is_number()) || (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()))
+      if ((t == "object" && v.is_object()) || (t == "array" && v.is_array()) ||
+          (t == "string" && v.is_string()) || (t == "number" && v.is_number()) ||
+          (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()))
         return true;
-      if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())))
+      if (t == "integer" &&
+          (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())))
         return true;
     }
     return false;
@@ -289,7 +305,8 @@ class SchemaCompiler {
     if (max_len >= 0 && max_len < min_len)
       fail("json_schema: maxLength {} < minLength {} at {}", max_len, min_len, where(ptr));
     if (s.contains("pattern")) {
-      if (!s["pattern"].is_string()) fail("json_schema: 'pattern' must be a string at {}", where(ptr + "/pattern"));
+      if (!s["pattern"].is_string())
+        fail("json_schema: 'pattern' must be a string at {}", where(ptr + "/pattern"));
       if (s.contains("minLength") || s.contains("maxLength"))
         fail("json_schema: 'pattern' with 'minLength'/'maxLength' is not supported at {}", where(ptr));
       Element body = regex_json_string_content(g_, s["pattern"].get<std::string>(), where(ptr + "/pattern"));
@@ -302,7 +319,8 @@ class SchemaCompiler {
     Element item = s.contains("items") ? compile(s["items"], ptr + "/items", depth + 1) : syn_.any_value();
     int64_t min_n = s.value("minItems", int64_t(0));
     int64_t max_n = s.contains("maxItems") ? s["maxItems"].get<int64_t>() : -1;
-    if (max_n >= 0 && max_n < min_n) fail("json_schema: maxItems {} < minItems {} at {}", max_n, min_n, where(ptr));
+    if (max_n >= 0 && max_n < min_n)
+      fail("json_schema: maxItems {} < minItems {} at {}", max_n, min_n, where(ptr));
     Sequence seq{g_.byte('[')};
     if (max_n != 0) {
       // item ("," item){min-1, max-1}, optional as a whole when min is 0
@@ -321,16 +339,19 @@ class SchemaCompiler {
   Element object(const json& s, const std::string& ptr, int depth) {
     std::map<std::string, std::pair<json, std::string>> props;  // name -> (schema, pointer)
     if (s.contains("properties")) {
-      if (!s["properties"].is_object()) fail("json_schema: 'properties' must be an object at {}", where(ptr + "/properties"));
+      if (!s["properties"].is_object())
+        fail("json_schema: 'properties' must be an object at {}", where(ptr + "/properties"));
       for (const auto& [k, v] : s["properties"].items())
         props[k] = {v, ptr + "/properties/" + pointer_escape(k)};
     }
     std::set<std::string> required;
     if (s.contains("required")) {
       const json& r = s["required"];
-      if (!r.is_array()) fail("json_schema: 'required' must be an array of strings at {}", where(ptr + "/required"));
+      if (!r.is_array())
+        fail("json_schema: 'required' must be an array of strings at {}", where(ptr + "/required"));
       for (const json& k : r) {
-        if (!k.is_string()) fail("json_schema: 'required' must be an array of strings at {}", where(ptr + "/required"));
+        if (!k.is_string())
+          fail("json_schema: 'required' must be an array of strings at {}", where(ptr + "/required"));
         required.insert(k.get<std::string>());
       }
     }
@@ -339,13 +360,16 @@ class SchemaCompiler {
     bool extra_given = s.contains("additionalProperties");
     if (extra_given) extra = s["additionalProperties"];
     if (!extra.is_boolean() && !extra.is_object())
-      fail("json_schema: 'additionalProperties' must be a boolean or a schema at {}", where(ptr + "/additionalProperties"));
+      fail("json_schema: 'additionalProperties' must be a boolean or a schema at {}",
+           where(ptr + "/additionalProperties"));
     bool extra_allowed = !(extra.is_boolean() && !extra.get<bool>());
     for (const std::string& k : required)
       if (!props.count(k)) {
         if (!extra_allowed)
-          fail("json_schema: required property '{}' is not in 'properties' and additionalProperties is false at {}", k,
-               where(ptr + "/required"));
+          fail(
+              "json_schema: required property '{}' is not in 'properties' and additionalProperties is false "
+              "at {}",
+              k, where(ptr + "/required"));
         props[k] = {extra, ptr + "/additionalProperties"};
       }
 
@@ -447,7 +471,8 @@ std::shared_ptr<const Grammar> rooted(const std::shared_ptr<Grammar>& g, Element
 }
 }  // namespace
 
-std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema, const SchemaOptions& options) {
+std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema,
+                                                   const SchemaOptions& options) {
   auto g = std::make_shared<Grammar>();
   return rooted(g, add_json_schema(*g, schema, options));
 }

@@ -45,7 +45,8 @@ struct SchemaOptions {
 };
 
 // Error (sickle::Error) for an unsupported or invalid schema: "json_schema: ... at /pointer".
-std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema, const SchemaOptions& options = {});
+std::shared_ptr<const Grammar> compile_json_schema(const nlohmann::json& schema,
+                                                   const SchemaOptions& options = {});
 // Any JSON object (response_format json_object).
 std::shared_ptr<const Grammar> json_object_grammar();
 // The same two as an element of a grammar being built (a tool-call grammar embeds one

@@ -66,7 +66,8 @@ class RegexCompiler {
 
  private:
   [[noreturn]] void bad(const std::string& what) const {
-    fail("regex: {} at offset {} of \"{}\"{}", what, pos_, std::string(re_), where_.empty() ? "" : " at " + where_);
+    fail("regex: {} at offset {} of \"{}\"{}", what, pos_, std::string(re_),
+         where_.empty() ? "" : " at " + where_);
   }
   bool eof() const { return pos_ >= re_.size(); }
   char peek() const { return re_[pos_]; }
@@ -109,9 +110,24 @@ class RegexCompiler {
 
   bool quantifier(int64_t& min, int64_t& max) {
     char c = peek();
-    if (c == '*') { ++pos_; min = 0; max = -1; return true; }
-    if (c == '+') { ++pos_; min = 1; max = -1; return true; }
-    if (c == '?') { ++pos_; min = 0; max = 1; return true; }
+    if (c == '*') {
+      ++pos_;
+      min = 0;
+      max = -1;
+      return true;
+    }
+    if (c == '+') {
+      ++pos_;
+      min = 1;
+      max = -1;
+      return true;
+    }
+    if (c == '?') {
+      ++pos_;
+      min = 0;
+      max = 1;
+      return true;
+    }
     if (c != '{' || pos_ + 1 >= re_.size() || !isdigit(uint8_t(re_[pos_ + 1]))) return false;
     ++pos_;
     auto number = [&]() -> int64_t {
@@ -204,12 +220,31 @@ class RegexCompiler {
     };
     switch (c) {
       case 'd': range('0', '9'); break;
-      case 'D': range('0', '9'); complement(); break;
-      case 'w': range('a', 'z'); range('A', 'Z'); range('0', '9'); s.ascii.set('_'); break;
-      case 'W': range('a', 'z'); range('A', 'Z'); range('0', '9'); s.ascii.set('_'); complement(); break;
+      case 'D':
+        range('0', '9');
+        complement();
+        break;
+      case 'w':
+        range('a', 'z');
+        range('A', 'Z');
+        range('0', '9');
+        s.ascii.set('_');
+        break;
+      case 'W':
+        range('a', 'z');
+        range('A', 'Z');
+        range('0', '9');
+        s.ascii.set('_');
+        complement();
+        break;
       // ASCII whitespace only (ECMAScript's \s also has Unicode spaces: a subset, so sound).
-      case 's': for (char w : std::string(" \t\n\r\f\v")) s.ascii.set(uint8_t(w)); break;
-      case 'S': for (char w : std::string(" \t\n\r\f\v")) s.ascii.set(uint8_t(w)); complement(); break;
+      case 's':
+        for (char w : std::string(" \t\n\r\f\v")) s.ascii.set(uint8_t(w));
+        break;
+      case 'S':
+        for (char w : std::string(" \t\n\r\f\v")) s.ascii.set(uint8_t(w));
+        complement();
+        break;
       case 'n': s.ascii.set('\n'); break;
       case 'r': s.ascii.set('\r'); break;
       case 't': s.ascii.set('\t'); break;
@@ -288,8 +323,8 @@ class RegexCompiler {
   Element element(CharSet c) {
     std::vector<Sequence> alts;
     if (json_) {
-      static const std::pair<char, char> kEscapes[] = {{'"', '"'}, {'\\', '\\'}, {'\n', 'n'}, {'\r', 'r'},
-                                                       {'\t', 't'}, {'\b', 'b'}, {'\f', 'f'}};
+      static const std::pair<char, char> kEscapes[] = {{'"', '"'},  {'\\', '\\'}, {'\n', 'n'}, {'\r', 'r'},
+                                                       {'\t', 't'}, {'\b', 'b'},  {'\f', 'f'}};
       for (auto [raw, esc] : kEscapes)
         if (c.ascii[uint8_t(raw)]) alts.push_back({g_.byte('\\'), g_.byte(uint8_t(esc))});
       c.ascii.reset('"').reset('\\');

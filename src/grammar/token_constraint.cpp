@@ -12,12 +12,17 @@ namespace sickle::grammar {
 
 Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, const std::vector<bool>& special,
                        std::vector<int32_t> stop_ids)
-    : n_tokens_(int64_t(token_bytes.size())), bytes_(token_bytes), special_(special), stop_ids_(std::move(stop_ids)) {
-  SICKLE_CHECK(special.size() == token_bytes.size(), "{} flags for {} tokens", special.size(), token_bytes.size());
+    : n_tokens_(int64_t(token_bytes.size())),
+      bytes_(token_bytes),
+      special_(special),
+      stop_ids_(std::move(stop_ids)) {
+  SICKLE_CHECK(special.size() == token_bytes.size(), "{} flags for {} tokens", special.size(),
+               token_bytes.size());
   std::vector<int32_t> order;
   for (size_t id = 0; id < token_bytes.size(); ++id)
     if (!special[id] && !token_bytes[id].empty()) order.push_back(int32_t(id));
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return token_bytes[size_t(a)] < token_bytes[size_t(b)]; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return token_bytes[size_t(a)] < token_bytes[size_t(b)]; });
   // Breadth first, so the children of a node are contiguous: each pending node owns the range
   // of sorted tokens sharing its prefix.
   struct Pending {
@@ -46,9 +51,9 @@ Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, const std::v
   }
 }
 
-std::shared_ptr<const Vocabulary> Vocabulary::from_lookup(int64_t n, const std::function<bool(int32_t)>& is_special,
-                                                         const std::function<std::string(int32_t)>& token_bytes,
-                                                         std::vector<int32_t> stop_ids) {
+std::shared_ptr<const Vocabulary> Vocabulary::from_lookup(
+    int64_t n, const std::function<bool(int32_t)>& is_special,
+    const std::function<std::string(int32_t)>& token_bytes, std::vector<int32_t> stop_ids) {
   std::vector<std::string> bytes(static_cast<size_t>(n));
   std::vector<bool> special(size_t(n), false);
   for (int64_t id = 0; id < n; ++id) {
@@ -60,8 +65,8 @@ std::shared_ptr<const Vocabulary> Vocabulary::from_lookup(int64_t n, const std::
 
 std::shared_ptr<const Vocabulary> Vocabulary::from_tokenizer(const Tokenizer& tok) {
   return from_lookup(
-      tok.vocab_size(), [&](int32_t id) { return tok.is_special(id); }, [&](int32_t id) { return tok.token_text(id); },
-      tok.stop_ids());
+      tok.vocab_size(), [&](int32_t id) { return tok.is_special(id); },
+      [&](int32_t id) { return tok.token_text(id); }, tok.stop_ids());
 }
 
 size_t TokenConstraint::StateHash::operator()(const Matcher::State& s) const {
@@ -70,7 +75,8 @@ size_t TokenConstraint::StateHash::operator()(const Matcher::State& s) const {
   return size_t(h);
 }
 
-TokenConstraint::TokenConstraint(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab)
+TokenConstraint::TokenConstraint(std::shared_ptr<const Grammar> grammar,
+                                 std::shared_ptr<const Vocabulary> vocab)
     : vocab_(std::move(vocab)), matcher_(std::move(grammar)) {
   state_ = matcher_.initial();
   depth_states_.resize(64);  // scratch states, one per trie level; walk() grows it for longer tokens

@@ -38,7 +38,8 @@ class Vocabulary {
              std::vector<int32_t> stop_ids);
   static std::shared_ptr<const Vocabulary> from_tokenizer(const Tokenizer& tok);
   // The same from lookups (the server's codec): ids [0, n).
-  static std::shared_ptr<const Vocabulary> from_lookup(int64_t n, const std::function<bool(int32_t)>& is_special,
+  static std::shared_ptr<const Vocabulary> from_lookup(int64_t n,
+                                                       const std::function<bool(int32_t)>& is_special,
                                                        const std::function<std::string(int32_t)>& token_bytes,
                                                        std::vector<int32_t> stop_ids);
 
@@ -56,7 +57,7 @@ class Vocabulary {
   int64_t n_tokens_;
   std::vector<std::string> bytes_;  // id -> bytes ("" for special tokens)
   std::vector<bool> special_;       // id -> special (matched only by Grammar::special_token)
-  std::vector<Node> nodes_;  // nodes_[0] = root (empty prefix)
+  std::vector<Node> nodes_;         // nodes_[0] = root (empty prefix)
   std::vector<int32_t> tokens_;
   std::vector<int32_t> stop_ids_;
 };

@@ -21,7 +21,8 @@ constexpr int64_t kMaxConfigInt = INT32_MAX;
 
 int64_t checked_int(const json& v, const char* name, const std::string& label) {
   if (!v.is_number_integer()) fail("{}: field '{}' must be an integer, got {}", label, name, v.dump());
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(kMaxConfigInt) : v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxConfigInt)
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(kMaxConfigInt)
+                             : v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxConfigInt)
     fail("{}: field '{}' = {} is outside [0, {}]", label, name, v.dump(), kMaxConfigInt);
   return v.get<int64_t>();
 }
@@ -73,7 +74,8 @@ QuantConfig parse_quant(const json& q, const std::string& label) {
     std::string strategy = w->value("strategy", "group");
     if (strategy != "group") fail("{}: strategy '{}' not supported (only group)", l2, strategy);
     out.group_size = req_int(*w, "group_size", l2);
-    if (out.group_size <= 0 || out.group_size % 8) fail("{}: group_size {} must be a positive multiple of 8", l2, out.group_size);
+    if (out.group_size <= 0 || out.group_size % 8)
+      fail("{}: group_size {} must be a positive multiple of 8", l2, out.group_size);
     const json* sym = find_field(*w, "symmetric");
     if (!sym || !sym->is_boolean()) fail("{}: missing boolean field 'symmetric'", l2);
     out.symmetric = sym->get<bool>();
@@ -82,16 +84,19 @@ QuantConfig parse_quant(const json& q, const std::string& label) {
   } else if (method == "fp8") {
     out.method = QuantMethod::kFp8Block;
     std::string fmt_name = q.value("fmt", "e4m3");
-    if (fmt_name != "e4m3") fail("{}: quantization_config.fmt '{}' not supported (only e4m3)", label, fmt_name);
+    if (fmt_name != "e4m3")
+      fail("{}: quantization_config.fmt '{}' not supported (only e4m3)", label, fmt_name);
     const json* bs = find_field(q, "weight_block_size");
-    if (!bs || !bs->is_array() || bs->size() != 2 || !(*bs)[0].is_number_integer() || !(*bs)[1].is_number_integer())
+    if (!bs || !bs->is_array() || bs->size() != 2 || !(*bs)[0].is_number_integer() ||
+        !(*bs)[1].is_number_integer())
       fail("{}: quantization_config.weight_block_size must be [rows, cols]", label);
     out.block_rows = (*bs)[0].get<int64_t>();
     out.block_cols = (*bs)[1].get<int64_t>();
     if (out.block_rows <= 0 || out.block_cols <= 0) fail("{}: weight_block_size must be positive", label);
     out.num_bits = 8;
   } else {
-    fail("{}: quantization_config.quant_method '{}' not supported (compressed-tensors or fp8)", label, method);
+    fail("{}: quantization_config.quant_method '{}' not supported (compressed-tensors or fp8)", label,
+         method);
   }
   return out;
 }
@@ -101,8 +106,10 @@ QuantConfig parse_quant(const json& q, const std::string& label) {
 std::string QuantConfig::describe() const {
   switch (method) {
     case QuantMethod::kNone: return "none";
-    case QuantMethod::kPackQuantizedInt4: return "int4 pack-quantized, group " + std::to_string(group_size) + ", symmetric";
-    case QuantMethod::kFp8Block: return "fp8 e4m3, " + std::to_string(block_rows) + "x" + std::to_string(block_cols) + " block scales";
+    case QuantMethod::kPackQuantizedInt4:
+      return "int4 pack-quantized, group " + std::to_string(group_size) + ", symmetric";
+    case QuantMethod::kFp8Block:
+      return "fp8 e4m3, " + std::to_string(block_rows) + "x" + std::to_string(block_cols) + " block scales";
   }
   return "?";
 }
@@ -144,7 +151,9 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
   static const char* kTypes[] = {"deepseek_v3", "kimi_k2", "deepseek_v2", "kimi_k25"};
   bool known = false;
   for (auto t : kTypes) known |= c.model_type == t;
-  if (!known) fail("{}: model_type '{}' is not a DeepSeek-V3-family model (deepseek_v3, kimi_k2)", tlabel, c.model_type);
+  if (!known)
+    fail("{}: model_type '{}' is not a DeepSeek-V3-family model (deepseek_v3, kimi_k2)", tlabel,
+         c.model_type);
 
 #define SICKLE_READ_INT(name) c.name = req_int(*text, #name, tlabel);
   // rope_theta may instead sit inside rope_parameters (newer transformers): read below.
@@ -160,7 +169,8 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
 #undef SICKLE_READ_STRING
 
   const json* ql = find_field(*text, "q_lora_rank");
-  if (!ql) fail("{}: missing required field 'q_lora_rank' (null if the model has no query compression)", tlabel);
+  if (!ql)
+    fail("{}: missing required field 'q_lora_rank' (null if the model has no query compression)", tlabel);
   if (ql->is_null()) c.q_lora_rank = 0;
   else if (ql->is_number_integer()) c.q_lora_rank = checked_int(*ql, "q_lora_rank", tlabel);
   else fail("{}: field 'q_lora_rank' must be an integer or null, got {}", tlabel, ql->dump());
@@ -168,22 +178,32 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
   if (!ntp || !ntp->is_boolean()) fail("{}: missing boolean field 'norm_topk_prob'", tlabel);
   c.norm_topk_prob = ntp->get<bool>();
   if (const json* f = find_field(*text, "moe_layer_freq")) {
-    if (!f->is_number_integer() || f->get<int64_t>() < 1) fail("{}: field 'moe_layer_freq' must be a positive integer", tlabel);
+    if (!f->is_number_integer() || f->get<int64_t>() < 1)
+      fail("{}: field 'moe_layer_freq' must be a positive integer", tlabel);
     c.moe_layer_freq = checked_int(*f, "moe_layer_freq", tlabel);
   }
-  if (const json* t = find_field(*text, "tie_word_embeddings"); t && t->is_boolean()) c.tie_word_embeddings = t->get<bool>();
+  if (const json* t = find_field(*text, "tie_word_embeddings"); t && t->is_boolean())
+    c.tie_word_embeddings = t->get<bool>();
   for (const json* src : {text, &root}) {
-    if (!c.bos_token_id) if (const json* b = find_field(*src, "bos_token_id"); b && b->is_number_integer()) c.bos_token_id = b->get<int64_t>();
-    if (!c.eos_token_id) if (const json* e = find_field(*src, "eos_token_id"); e && e->is_number_integer()) c.eos_token_id = e->get<int64_t>();
+    if (!c.bos_token_id)
+      if (const json* b = find_field(*src, "bos_token_id"); b && b->is_number_integer())
+        c.bos_token_id = b->get<int64_t>();
+    if (!c.eos_token_id)
+      if (const json* e = find_field(*src, "eos_token_id"); e && e->is_number_integer())
+        c.eos_token_id = e->get<int64_t>();
   }
 
   const json* rope = find_field(*text, "rope_scaling");
   std::string rope_key = "rope_scaling";
-  if (!rope || rope->is_null()) { rope = find_field(*text, "rope_parameters"); rope_key = "rope_parameters"; }
+  if (!rope || rope->is_null()) {
+    rope = find_field(*text, "rope_parameters");
+    rope_key = "rope_parameters";
+  }
   if (rope && !rope->is_null()) {
     if (!rope->is_object()) fail("{}: '{}' must be an object or null", tlabel, rope_key);
     std::string rl = tlabel + " " + rope_key;
-    std::string type = rope->contains("type") ? req_string(*rope, "type", rl) : req_string(*rope, "rope_type", rl);
+    std::string type =
+        rope->contains("type") ? req_string(*rope, "type", rl) : req_string(*rope, "rope_type", rl);
     if (type == "yarn") {
       RopeScaling r;
       r.type = type;
@@ -216,14 +236,17 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
 
   if (const json* epl = find_field(*text, "sickle_experts_per_layer")) {
     if (!epl->is_array() || int64_t(epl->size()) != c.num_hidden_layers)
-      fail("{}: 'sickle_experts_per_layer' must be an array of num_hidden_layers ({}) integers", tlabel, c.num_hidden_layers);
+      fail("{}: 'sickle_experts_per_layer' must be an array of num_hidden_layers ({}) integers", tlabel,
+           c.num_hidden_layers);
     for (const auto& v : *epl) {
       c.experts_per_layer.push_back(checked_int(v, "sickle_experts_per_layer", tlabel));
     }
   }
 
   // Internal consistency (each message names the field).
-  auto positive = [&](const char* name, int64_t v) { if (v <= 0) fail("{}: field '{}' must be positive, got {}", tlabel, name, v); };
+  auto positive = [&](const char* name, int64_t v) {
+    if (v <= 0) fail("{}: field '{}' must be positive, got {}", tlabel, name, v);
+  };
   positive("hidden_size", c.hidden_size);
   positive("num_hidden_layers", c.num_hidden_layers);
   positive("num_attention_heads", c.num_attention_heads);
@@ -233,18 +256,22 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& label) {
   positive("vocab_size", c.vocab_size);
   positive("num_experts_per_tok", c.num_experts_per_tok);
   positive("n_group", c.n_group);
-  if (c.qk_rope_head_dim % 2) fail("{}: field 'qk_rope_head_dim' must be even, got {}", tlabel, c.qk_rope_head_dim);
+  if (c.qk_rope_head_dim % 2)
+    fail("{}: field 'qk_rope_head_dim' must be even, got {}", tlabel, c.qk_rope_head_dim);
   if (c.first_k_dense_replace < 0 || c.first_k_dense_replace > c.num_hidden_layers)
-    fail("{}: field 'first_k_dense_replace' = {} outside [0, num_hidden_layers = {}]", tlabel, c.first_k_dense_replace, c.num_hidden_layers);
+    fail("{}: field 'first_k_dense_replace' = {} outside [0, num_hidden_layers = {}]", tlabel,
+         c.first_k_dense_replace, c.num_hidden_layers);
   if (c.num_experts_per_tok > c.n_routed_experts)
-    fail("{}: field 'num_experts_per_tok' = {} exceeds 'n_routed_experts' = {}", tlabel, c.num_experts_per_tok, c.n_routed_experts);
+    fail("{}: field 'num_experts_per_tok' = {} exceeds 'n_routed_experts' = {}", tlabel,
+         c.num_experts_per_tok, c.n_routed_experts);
   if (c.n_routed_experts % c.n_group)
-    fail("{}: field 'n_routed_experts' = {} is not divisible by 'n_group' = {}", tlabel, c.n_routed_experts, c.n_group);
+    fail("{}: field 'n_routed_experts' = {} is not divisible by 'n_group' = {}", tlabel, c.n_routed_experts,
+         c.n_group);
   if (c.topk_group < 1 || c.topk_group > c.n_group)
     fail("{}: field 'topk_group' = {} outside [1, n_group = {}]", tlabel, c.topk_group, c.n_group);
   if (c.topk_group * (c.n_routed_experts / c.n_group) < c.num_experts_per_tok)
-    fail("{}: topk_group ({}) x experts per group ({}) < num_experts_per_tok ({}): routing impossible", tlabel,
-         c.topk_group, c.n_routed_experts / c.n_group, c.num_experts_per_tok);
+    fail("{}: topk_group ({}) x experts per group ({}) < num_experts_per_tok ({}): routing impossible",
+         tlabel, c.topk_group, c.n_routed_experts / c.n_group, c.num_experts_per_tok);
   if (c.scoring_func != "sigmoid" && c.scoring_func != "softmax")
     fail("{}: field 'scoring_func' = '{}' not supported (sigmoid or softmax)", tlabel, c.scoring_func);
   if (c.topk_method != "noaux_tc" && c.topk_method != "greedy" && c.topk_method != "group_limited_greedy")
@@ -282,10 +309,13 @@ json ModelConfig::to_json() const {
   j["is_nested"] = is_nested;
   j["tensor_prefix"] = tensor_prefix;
   if (rope_scaling) {
-    j["rope_scaling"] = {{"type", rope_scaling->type}, {"factor", rope_scaling->factor},
+    j["rope_scaling"] = {{"type", rope_scaling->type},
+                         {"factor", rope_scaling->factor},
                          {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings},
-                         {"beta_fast", rope_scaling->beta_fast}, {"beta_slow", rope_scaling->beta_slow},
-                         {"mscale", rope_scaling->mscale}, {"mscale_all_dim", rope_scaling->mscale_all_dim}};
+                         {"beta_fast", rope_scaling->beta_fast},
+                         {"beta_slow", rope_scaling->beta_slow},
+                         {"mscale", rope_scaling->mscale},
+                         {"mscale_all_dim", rope_scaling->mscale_all_dim}};
   }
   j["quantization"] = quant.describe();
   if (!experts_per_layer.empty()) j["sickle_experts_per_layer"] = experts_per_layer;

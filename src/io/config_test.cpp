@@ -62,8 +62,10 @@ TEST(Config, FlatShape) {
 }
 
 TEST(Config, NestedShapeWithQuantAtEitherLevel) {
-  json root = {{"architectures", {"KimiK25ForConditionalGeneration"}}, {"model_type", "kimi_k25"},
-               {"text_config", kimi_text()}, {"vision_config", {{"patch_size", 14}}}};
+  json root = {{"architectures", {"KimiK25ForConditionalGeneration"}},
+               {"model_type", "kimi_k25"},
+               {"text_config", kimi_text()},
+               {"vision_config", {{"patch_size", 14}}}};
   root["quantization_config"] = int4_quant();
   ModelConfig c = ModelConfig::from_json(root, "cfg.json");
   EXPECT_TRUE(c.is_nested);
@@ -93,9 +95,10 @@ TEST(Config, RopeParametersWithThetaInside) {
   json t = kimi_text();
   t.erase("rope_scaling");
   t.erase("rope_theta");
-  t["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"factor", 40.0},
-                          {"original_max_position_embeddings", 4096}, {"beta_fast", 1.0}, {"beta_slow", 1.0},
-                          {"mscale", 1.0}, {"mscale_all_dim", 1.0}};
+  t["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0},
+                          {"factor", 40.0},      {"original_max_position_embeddings", 4096},
+                          {"beta_fast", 1.0},    {"beta_slow", 1.0},
+                          {"mscale", 1.0},       {"mscale_all_dim", 1.0}};
   ModelConfig c = ModelConfig::from_json(t, "cfg.json");
   EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
   ASSERT_TRUE(c.rope_scaling);
@@ -128,7 +131,8 @@ TEST(Config, EveryRequiredFieldMissingIsNamed) {
       SCOPED_TRACE(f);
       json t = kimi_text();
       t.erase(f);
-      json root = nested ? json{{"text_config", t}, {"architectures", {"KimiK25ForConditionalGeneration"}}} : t;
+      json root =
+          nested ? json{{"text_config", t}, {"architectures", {"KimiK25ForConditionalGeneration"}}} : t;
       std::string msg = error_of(root);
       EXPECT_NE(msg.find("'" + f + "'"), std::string::npos) << msg;
       EXPECT_NE(msg.find("cfg.json"), std::string::npos) << msg;
@@ -188,7 +192,8 @@ TEST(Config, IntegerFieldsAreWithinInt32) {
 #define SICKLE_NAME(name) #name,
       SICKLE_CONFIG_INT_FIELDS(SICKLE_NAME)
 #undef SICKLE_NAME
-          "q_lora_rank", "moe_layer_freq"};
+          "q_lora_rank",
+      "moe_layer_freq"};
   for (const char* f : fields) {
     for (int64_t v : {int64_t(1) << 62, int64_t(1) << 31, int64_t(-1)}) {
       SCOPED_TRACE(std::string(f) + " = " + std::to_string(v));

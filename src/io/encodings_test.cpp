@@ -34,12 +34,12 @@ TEST(Int4, PackingVectorsFromModelFormat) {
 }
 
 TEST(Fp8, DecodeHandComputedValues) {
-  EXPECT_EQ(fp8_e4m3_to_f32(0x38), 1.0f);             // exp 7 = bias, mantissa 0
-  EXPECT_EQ(fp8_e4m3_to_f32(0x3c), 1.5f);             // mantissa 4/8
+  EXPECT_EQ(fp8_e4m3_to_f32(0x38), 1.0f);  // exp 7 = bias, mantissa 0
+  EXPECT_EQ(fp8_e4m3_to_f32(0x3c), 1.5f);  // mantissa 4/8
   EXPECT_EQ(fp8_e4m3_to_f32(0x40), 2.0f);
-  EXPECT_EQ(fp8_e4m3_to_f32(0x7e), 448.0f);           // 2^8 x 1.75: the largest finite
-  EXPECT_EQ(fp8_e4m3_to_f32(0x77), 240.0f);           // 2^7 x 1.875
-  EXPECT_EQ(fp8_e4m3_to_f32(0x08), 0.015625f);        // 2^-6, smallest normal
+  EXPECT_EQ(fp8_e4m3_to_f32(0x7e), 448.0f);                // 2^8 x 1.75: the largest finite
+  EXPECT_EQ(fp8_e4m3_to_f32(0x77), 240.0f);                // 2^7 x 1.875
+  EXPECT_EQ(fp8_e4m3_to_f32(0x08), 0.015625f);             // 2^-6, smallest normal
   EXPECT_EQ(fp8_e4m3_to_f32(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
   EXPECT_EQ(fp8_e4m3_to_f32(0x07), 7 * std::ldexp(1.0f, -9));
   EXPECT_EQ(fp8_e4m3_to_f32(0xb8), -1.0f);
@@ -47,7 +47,7 @@ TEST(Fp8, DecodeHandComputedValues) {
   EXPECT_TRUE(std::signbit(fp8_e4m3_to_f32(0x80)));
   EXPECT_TRUE(std::isnan(fp8_e4m3_to_f32(0x7f)));
   EXPECT_TRUE(std::isnan(fp8_e4m3_to_f32(0xff)));
-  EXPECT_FALSE(std::isinf(fp8_e4m3_to_f32(0x78)));    // e4m3fn has no infinity: 0x78 = 256
+  EXPECT_FALSE(std::isinf(fp8_e4m3_to_f32(0x78)));  // e4m3fn has no infinity: 0x78 = 256
   EXPECT_EQ(fp8_e4m3_to_f32(0x78), 256.0f);
 }
 
@@ -131,8 +131,8 @@ TEST(F16, ConversionEdgeCases) {
   EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);  // below the halfway point to 65536
   EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // rounds to inf
   EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -26)), 0x0000);        // below half the smallest subnormal
-  EXPECT_EQ(f32_to_f16(std::ldexp(3.0f, -25)), 0x0002);        // 1.5 x 2^-24: ties to even -> 2
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -26)), 0x0000);         // below half the smallest subnormal
+  EXPECT_EQ(f32_to_f16(std::ldexp(3.0f, -25)), 0x0002);         // 1.5 x 2^-24: ties to even -> 2
   EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // halfway: to even
   EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);

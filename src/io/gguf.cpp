@@ -38,10 +38,17 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 size_t scalar_size(ValueType t) {
   switch (t) {
-    case ValueType::kU8: case ValueType::kI8: case ValueType::kBool: return 1;
-    case ValueType::kU16: case ValueType::kI16: return 2;
-    case ValueType::kU32: case ValueType::kI32: case ValueType::kF32: return 4;
-    case ValueType::kU64: case ValueType::kI64: case ValueType::kF64: return 8;
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kBool: return 1;
+    case ValueType::kU16:
+    case ValueType::kI16: return 2;
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kF32: return 4;
+    case ValueType::kU64:
+    case ValueType::kI64:
+    case ValueType::kF64: return 8;
     default: return 0;
   }
 }
@@ -106,7 +113,8 @@ int64_t ggml_block_size(GgmlType t) { return (t == GgmlType::kQ4_0 || t == GgmlT
 int64_t ggml_block_bytes(GgmlType t) {
   switch (t) {
     case GgmlType::kF32: return 4;
-    case GgmlType::kF16: case GgmlType::kBF16: return 2;
+    case GgmlType::kF16:
+    case GgmlType::kBF16: return 2;
     case GgmlType::kQ4_0: return 2 + 16;  // block_q4_0: ggml_half d; uint8_t qs[16]
     case GgmlType::kQ8_0: return 2 + 32;  // block_q8_0: ggml_half d; int8_t qs[32]
   }
@@ -120,10 +128,12 @@ uint64_t ggml_nbytes(GgmlType t, const std::vector<int64_t>& ne, std::string_vie
   uint64_t n = 1;
   for (int64_t d : ne) {
     if (d <= 0) fail("{}: dimension {} is not positive", what, d);
-    if (__builtin_mul_overflow(n, uint64_t(d), &n)) fail("{}: dimensions {} overflow 64 bits", what, fmt::join(ne, " x "));
+    if (__builtin_mul_overflow(n, uint64_t(d), &n))
+      fail("{}: dimensions {} overflow 64 bits", what, fmt::join(ne, " x "));
   }
   const int64_t bs = ggml_block_size(t);
-  if (ne[0] % bs != 0) fail("{}: ne[0] = {} is not a multiple of {}'s block of {}", what, ne[0], ggml_type_name(t), bs);
+  if (ne[0] % bs != 0)
+    fail("{}: ne[0] = {} is not a multiple of {}'s block of {}", what, ne[0], ggml_type_name(t), bs);
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(n / uint64_t(bs), uint64_t(ggml_block_bytes(t)), &bytes))
     fail("{}: {} elements of {} overflow 64 bits of bytes", what, n, ggml_type_name(t));
@@ -132,20 +142,69 @@ uint64_t ggml_nbytes(GgmlType t, const std::vector<int64_t>& ne, std::string_vie
 
 // ---- Value ---------------------------------------------------------------------------------
 
-Value Value::u8(uint8_t v) { Value r = scalar(ValueType::kU8); r.u = v; return r; }
-Value Value::i8(int8_t v) { Value r = scalar(ValueType::kI8); r.i = v; return r; }
-Value Value::u16(uint16_t v) { Value r = scalar(ValueType::kU16); r.u = v; return r; }
-Value Value::i16(int16_t v) { Value r = scalar(ValueType::kI16); r.i = v; return r; }
-Value Value::u32(uint32_t v) { Value r = scalar(ValueType::kU32); r.u = v; return r; }
-Value Value::i32(int32_t v) { Value r = scalar(ValueType::kI32); r.i = v; return r; }
-Value Value::u64(uint64_t v) { Value r = scalar(ValueType::kU64); r.u = v; return r; }
-Value Value::i64(int64_t v) { Value r = scalar(ValueType::kI64); r.i = v; return r; }
-Value Value::f32(float v) { Value r = scalar(ValueType::kF32); r.f = v; return r; }
-Value Value::f64(double v) { Value r = scalar(ValueType::kF64); r.f = v; return r; }
-Value Value::boolean(bool v) { Value r = scalar(ValueType::kBool); r.u = v ? 1 : 0; return r; }
-Value Value::str(std::string v) { Value r = scalar(ValueType::kString); r.s = std::move(v); return r; }
+Value Value::u8(uint8_t v) {
+  Value r = scalar(ValueType::kU8);
+  r.u = v;
+  return r;
+}
+Value Value::i8(int8_t v) {
+  Value r = scalar(ValueType::kI8);
+  r.i = v;
+  return r;
+}
+Value Value::u16(uint16_t v) {
+  Value r = scalar(ValueType::kU16);
+  r.u = v;
+  return r;
+}
+Value Value::i16(int16_t v) {
+  Value r = scalar(ValueType::kI16);
+  r.i = v;
+  return r;
+}
+Value Value::u32(uint32_t v) {
+  Value r = scalar(ValueType::kU32);
+  r.u = v;
+  return r;
+}
+Value Value::i32(int32_t v) {
+  Value r = scalar(ValueType::kI32);
+  r.i = v;
+  return r;
+}
+Value Value::u64(uint64_t v) {
+  Value r = scalar(ValueType::kU64);
+  r.u = v;
+  return r;
+}
+Value Value::i64(int64_t v) {
+  Value r = scalar(ValueType::kI64);
+  r.i = v;
+  return r;
+}
+Value Value::f32(float v) {
+  Value r = scalar(ValueType::kF32);
+  r.f = v;
+  return r;
+}
+Value Value::f64(double v) {
+  Value r = scalar(ValueType::kF64);
+  r.f = v;
+  return r;
+}
+Value Value::boolean(bool v) {
+  Value r = scalar(ValueType::kBool);
+  r.u = v ? 1 : 0;
+  return r;
+}
+Value Value::str(std::string v) {
+  Value r = scalar(ValueType::kString);
+  r.s = std::move(v);
+  return r;
+}
 Value Value::arr(ValueType elem, std::vector<Value> items) {
-  for (const auto& it : items) SICKLE_CHECK(it.type == elem, "array of {} holds a {}", value_type_name(elem), value_type_name(it.type));
+  for (const auto& it : items)
+    SICKLE_CHECK(it.type == elem, "array of {} holds a {}", value_type_name(elem), value_type_name(it.type));
   Value r = scalar(ValueType::kArray);
   r.array_type = elem;
   r.array = std::move(items);
@@ -179,7 +238,8 @@ std::string Value::to_string(size_t max_items) const {
   switch (type) {
     case ValueType::kString: return fmt::format("\"{}{}\"", s.substr(0, 60), s.size() > 60 ? "..." : "");
     case ValueType::kBool: return u ? "true" : "false";
-    case ValueType::kF32: case ValueType::kF64: return fmt::format("{}", f);
+    case ValueType::kF32:
+    case ValueType::kF64: return fmt::format("{}", f);
     case ValueType::kArray: {
       std::string r = fmt::format("[{} x {}:", array.size(), value_type_name(array_type));
       for (size_t k = 0; k < array.size() && k < max_items; ++k) {
@@ -195,7 +255,8 @@ std::string Value::to_string(size_t max_items) const {
 
 void encode_value(const Value& v, std::string& out) {
   switch (v.type) {
-    case ValueType::kU8: case ValueType::kBool: put<uint8_t>(out, uint8_t(v.u)); break;
+    case ValueType::kU8:
+    case ValueType::kBool: put<uint8_t>(out, uint8_t(v.u)); break;
     case ValueType::kI8: put<int8_t>(out, int8_t(v.i)); break;
     case ValueType::kU16: put<uint16_t>(out, uint16_t(v.u)); break;
     case ValueType::kI16: put<int16_t>(out, int16_t(v.i)); break;
@@ -218,7 +279,8 @@ void encode_value(const Value& v, std::string& out) {
 
 Writer::Writer(fs::path out, bool force, uint32_t alignment)
     : out_(std::move(out)), alignment_(alignment), force_(force) {
-  if (alignment_ == 0 || (alignment_ & (alignment_ - 1)) != 0) fail("gguf: alignment {} is not a power of two", alignment_);
+  if (alignment_ == 0 || (alignment_ & (alignment_ - 1)) != 0)
+    fail("gguf: alignment {} is not a power of two", alignment_);
   std::error_code ec;
   if (fs::exists(out_, ec) && !force) fail("{}: exists (use --force to replace it)", out_.string());
   if (fs::is_directory(out_, ec)) fail("{}: is a directory", out_.string());
@@ -237,7 +299,8 @@ void Writer::add_kv(const std::string& key, Value v) {
 
 void Writer::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne,
                         std::function<void(TensorSink&)> produce) {
-  if (name.empty() || name.size() >= 64) fail("gguf: tensor name '{}' must have 1..63 bytes (GGML_MAX_NAME)", name);
+  if (name.empty() || name.size() >= 64)
+    fail("gguf: tensor name '{}' must have 1..63 bytes (GGML_MAX_NAME)", name);
   if (tensor_index_.count(name)) fail("gguf: duplicate tensor '{}'", name);
   const uint64_t nbytes = ggml_nbytes(type, ne, name);
   tensor_index_[name] = tensors_.size();
@@ -290,14 +353,17 @@ void Writer::commit() {
     uint64_t written = 0;
     TensorSink sink{[&](const void* p, size_t n) {
       written += n;
-      if (written > t.nbytes) fail("gguf: tensor '{}': producer wrote more than its {} bytes", t.name, t.nbytes);
+      if (written > t.nbytes)
+        fail("gguf: tensor '{}': producer wrote more than its {} bytes", t.name, t.nbytes);
       append(p, n);
     }};
     t.produce(sink);
-    if (written != t.nbytes) fail("gguf: tensor '{}': producer wrote {} bytes, expected {}", t.name, written, t.nbytes);
+    if (written != t.nbytes)
+      fail("gguf: tensor '{}': producer wrote {} bytes, expected {}", t.name, written, t.nbytes);
     const uint64_t pad = align_up(t.nbytes, alignment_) - t.nbytes;
     static const char zeros[64] = {};
-    for (uint64_t k = 0; k < pad; k += sizeof zeros) append(zeros, size_t(std::min<uint64_t>(sizeof zeros, pad - k)));
+    for (uint64_t k = 0; k < pad; k += sizeof zeros)
+      append(zeros, size_t(std::min<uint64_t>(sizeof zeros, pad - k)));
     done += t.nbytes;
     t.produce = nullptr;  // release captured state early
     if (on_bytes) on_bytes(done);
@@ -317,7 +383,8 @@ struct Cursor {
   uint64_t size, pos = 0;
   const std::string& label;
   void need(uint64_t n, const char* what) const {
-    if (n > size - pos) fail("{}: truncated while reading {} at byte {} (need {}, have {})", label, what, pos, n, size - pos);
+    if (n > size - pos)
+      fail("{}: truncated while reading {} at byte {} (need {}, have {})", label, what, pos, n, size - pos);
   }
   template <typename T>
   T get(const char* what) {
@@ -366,8 +433,8 @@ Value read_value(Cursor& c, ValueType t, int depth) {
       // The smallest encoding of one element: a scalar's size, a string's u64 length, an
       // array's u32 type + u64 length. A count the rest of the file cannot hold is an error
       // before the count sizes anything.
-      const uint64_t min_elem = ValueType(et) == ValueType::kString ? 8
-                              : ValueType(et) == ValueType::kArray  ? 12
+      const uint64_t min_elem = ValueType(et) == ValueType::kString  ? 8
+                                : ValueType(et) == ValueType::kArray ? 12
                                                                      : scalar_size(ValueType(et));
       if (n > (c.size - c.pos) / min_elem)
         fail("{}: array of {} x {} at byte {} runs past the end of the file ({} bytes left)", c.label, n,
@@ -382,9 +449,7 @@ Value read_value(Cursor& c, ValueType t, int depth) {
   return v;
 }
 
-bool known_ggml_type(uint32_t t) {
-  return t == 0 || t == 1 || t == 2 || t == 8 || t == 30;
-}
+bool known_ggml_type(uint32_t t) { return t == 0 || t == 1 || t == 2 || t == 8 || t == 30; }
 
 }  // namespace
 
@@ -393,7 +458,10 @@ Reader::Reader(const fs::path& path) : file_(std::make_unique<MappedFile>(path))
   parse();
 }
 
-Reader::Reader(std::span<const std::byte> bytes, std::string label) : bytes_(bytes), label_(std::move(label)) { parse(); }
+Reader::Reader(std::span<const std::byte> bytes, std::string label)
+    : bytes_(bytes), label_(std::move(label)) {
+  parse();
+}
 
 void Reader::parse() {
   Cursor c{bytes_.data(), bytes_.size(), 0, label_};
@@ -403,7 +471,8 @@ void Reader::parse() {
   if (version_ < 2 || version_ > 3) fail("{}: GGUF version {} (expected 2 or 3)", label_, version_);
   const uint64_t n_tensors = c.get<uint64_t>("tensor count");
   const uint64_t n_kv = c.get<uint64_t>("kv count");
-  if (n_tensors > (1u << 24) || n_kv > (1u << 24)) fail("{}: implausible counts ({} tensors, {} kv)", label_, n_tensors, n_kv);
+  if (n_tensors > (1u << 24) || n_kv > (1u << 24))
+    fail("{}: implausible counts ({} tensors, {} kv)", label_, n_tensors, n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = c.str("key");
     uint32_t t = c.get<uint32_t>("value type");
@@ -428,10 +497,12 @@ void Reader::parse() {
       ti.ne.push_back(int64_t(x));
     }
     uint32_t t = c.get<uint32_t>("tensor type");
-    if (!known_ggml_type(t)) fail("{}: tensor '{}': ggml type {} is not one sickle reads", label_, ti.name, t);
+    if (!known_ggml_type(t))
+      fail("{}: tensor '{}': ggml type {} is not one sickle reads", label_, ti.name, t);
     ti.type = GgmlType(t);
     ti.offset = c.get<uint64_t>("tensor offset");
-    if (ti.offset % alignment_ != 0) fail("{}: tensor '{}': offset {} not aligned to {}", label_, ti.name, ti.offset, alignment_);
+    if (ti.offset % alignment_ != 0)
+      fail("{}: tensor '{}': offset {} not aligned to {}", label_, ti.name, ti.offset, alignment_);
     ti.nbytes = ggml_nbytes(ti.type, ti.ne, label_ + ": tensor '" + ti.name + "'");
     if (find_tensor(ti.name)) fail("{}: duplicate tensor '{}'", label_, ti.name);
     tensors_.push_back(std::move(ti));
@@ -468,7 +539,9 @@ const TensorInfo& Reader::tensor(std::string_view name) const {
   return *t;
 }
 
-const std::byte* Reader::tensor_data(const TensorInfo& t) const { return bytes_.data() + data_offset_ + t.offset; }
+const std::byte* Reader::tensor_data(const TensorInfo& t) const {
+  return bytes_.data() + data_offset_ + t.offset;
+}
 
 void dequantize_row(GgmlType type, const void* src, int64_t n, float* out) {
   const auto* b = static_cast<const uint8_t*>(src);

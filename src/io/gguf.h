@@ -32,8 +32,19 @@ class TempOutput;
 namespace sickle::gguf {
 
 enum class ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 const char* value_type_name(ValueType t);
 
@@ -49,10 +60,10 @@ uint64_t ggml_nbytes(GgmlType t, const std::vector<int64_t>& ne, std::string_vie
 struct Value {
   ValueType type = ValueType::kU32;
   ValueType array_type = ValueType::kU8;  // element type when type == kArray
-  uint64_t u = 0;    // unsigned ints, bool
-  int64_t i = 0;     // signed ints
-  double f = 0;      // f32 / f64
-  std::string s;     // string
+  uint64_t u = 0;                         // unsigned ints, bool
+  int64_t i = 0;                          // signed ints
+  double f = 0;                           // f32 / f64
+  std::string s;                          // string
   std::vector<Value> array;
 
   static Value u8(uint8_t v);

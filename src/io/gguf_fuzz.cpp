@@ -14,7 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (r.find(k) != &v) __builtin_trap();
     for (const auto& t : r.tensors()) {
       const std::byte* p = r.tensor_data(t);
-      if (p < bytes.data() || uint64_t(p - bytes.data()) > size || t.nbytes > size - uint64_t(p - bytes.data()))
+      if (p < bytes.data() || uint64_t(p - bytes.data()) > size ||
+          t.nbytes > size - uint64_t(p - bytes.data()))
         __builtin_trap();
       if (r.find_tensor(t.name) != &t) __builtin_trap();
       // Read the tensor's first and last bytes (ASan checks they are inside the input).

@@ -43,13 +43,20 @@ TEST(Gguf, RoundTripsEveryValueTypeAndTensors) {
   TempDir d;
   const fs::path f = d.path / "m.gguf";
   std::vector<std::pair<std::string, Value>> kvs = {
-      {"a.u8", Value::u8(250)},         {"a.i8", Value::i8(-7)},
-      {"a.u16", Value::u16(65000)},     {"a.i16", Value::i16(-30000)},
-      {"a.u32", Value::u32(4000000000u)}, {"a.i32", Value::i32(-2000000000)},
-      {"a.f32", Value::f32(0.1f)},      {"a.bool", Value::boolean(true)},
-      {"a.str", Value::str("héllo\nworld")}, {"a.u64", Value::u64(1ull << 50)},
-      {"a.i64", Value::i64(-(1ll << 50))}, {"a.f64", Value::f64(0.1)},
-      {"a.strs", Value::str_array({"x", "", "y z"})}, {"a.i32s", Value::i32_array({1, -2, 3})},
+      {"a.u8", Value::u8(250)},
+      {"a.i8", Value::i8(-7)},
+      {"a.u16", Value::u16(65000)},
+      {"a.i16", Value::i16(-30000)},
+      {"a.u32", Value::u32(4000000000u)},
+      {"a.i32", Value::i32(-2000000000)},
+      {"a.f32", Value::f32(0.1f)},
+      {"a.bool", Value::boolean(true)},
+      {"a.str", Value::str("héllo\nworld")},
+      {"a.u64", Value::u64(1ull << 50)},
+      {"a.i64", Value::i64(-(1ll << 50))},
+      {"a.f64", Value::f64(0.1)},
+      {"a.strs", Value::str_array({"x", "", "y z"})},
+      {"a.i32s", Value::i32_array({1, -2, 3})},
       {"a.nested", Value::arr(ValueType::kArray, {Value::i32_array({5}), Value::i32_array({})})},
   };
   std::vector<float> t0 = {1.5f, -2.0f, 3.25f};  // 12 bytes: padding follows
@@ -109,13 +116,13 @@ TEST(Gguf, HeaderBytesMatchTheSpec) {
   auto u64 = [&](uint64_t v) { want.append(reinterpret_cast<const char*>(&v), 8); };
   want += "GGUF";
   u32(3), u64(1), u64(1);
-  u64(1), want += "k", u32(4), u32(7);                      // key "k": UINT32 = 4, value 7
-  u64(1), want += "w", u32(1), u64(2), u32(0), u64(0);      // tensor "w": 1 dim, ne 2, F32, offset 0
+  u64(1), want += "k", u32(4), u32(7);                  // key "k": UINT32 = 4, value 7
+  u64(1), want += "w", u32(1), u64(2), u32(0), u64(0);  // tensor "w": 1 dim, ne 2, F32, offset 0
   EXPECT_EQ(want.size(), 74u);
-  want.resize(96, '\0');                                     // 74 header bytes padded to 96
+  want.resize(96, '\0');  // 74 header bytes padded to 96
   float vals[2] = {1.0f, 2.0f};
   want.append(reinterpret_cast<const char*>(vals), 8);
-  want.resize(128, '\0');                                    // tensor data padded too
+  want.resize(128, '\0');  // tensor data padded too
   EXPECT_EQ(b.size(), want.size());
   EXPECT_TRUE(b == want);
 }
@@ -180,8 +187,8 @@ TEST(Gguf, ReaderRejectsCorruptFiles) {
   };
   std::string bad = good;
   bad[0] = 'X';
-  EXPECT_THROW(Reader{write_variant(bad)}, Error);  // magic
-  EXPECT_THROW(Reader{write_variant(good.substr(0, 30))}, Error);  // truncated metadata
+  EXPECT_THROW(Reader{write_variant(bad)}, Error);                              // magic
+  EXPECT_THROW(Reader{write_variant(good.substr(0, 30))}, Error);               // truncated metadata
   EXPECT_THROW(Reader{write_variant(good.substr(0, good.size() - 8))}, Error);  // data cut short
   bad = good;
   const uint64_t huge = 1ull << 40;
@@ -203,7 +210,9 @@ struct Bytes {
     s.append(v);
     return *this;
   }
-  Bytes& head(uint64_t n_tensors, uint64_t n_kv) { return put<uint32_t>(0x46554747).put<uint32_t>(3).put(n_tensors).put(n_kv); }
+  Bytes& head(uint64_t n_tensors, uint64_t n_kv) {
+    return put<uint32_t>(0x46554747).put<uint32_t>(3).put(n_tensors).put(n_kv);
+  }
 };
 
 std::string reader_error(const std::string& bytes) {
@@ -223,7 +232,13 @@ std::string reader_error(const std::string& bytes) {
 TEST(Gguf, ReaderBoundsCountsAndSizesByTheFile) {
   // [2^32, 2^32] F32 elements: 2^66 bytes, which wrapped to 0 and passed the data check.
   Bytes t;
-  t.head(1, 0).str("t").put<uint32_t>(2).put<uint64_t>(1ull << 32).put<uint64_t>(1ull << 32).put<uint32_t>(0).put<uint64_t>(0);
+  t.head(1, 0)
+      .str("t")
+      .put<uint32_t>(2)
+      .put<uint64_t>(1ull << 32)
+      .put<uint64_t>(1ull << 32)
+      .put<uint32_t>(0)
+      .put<uint64_t>(0);
   std::string m = reader_error(t.s);
   EXPECT_NE(m.find("'t'"), std::string::npos) << m;
   // An array claiming 2^32 strings (8 bytes each at least) in a file of a few dozen bytes.

@@ -93,7 +93,8 @@ std::string temp_prefix(const std::string& name) {
 }
 
 bool is_temp_suffix(std::string_view s) {
-  return s.size() == 6 && std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum((unsigned char)c) != 0; });
+  return s.size() == 6 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum((unsigned char)c) != 0; });
 }
 
 // Opens `p` (not following a final symlink) and tries to take its lock. Returns the fd holding
@@ -127,8 +128,8 @@ uint64_t bytes_under(const fs::path& p) {
 
 }  // namespace
 
-void check_output(const fs::path& out_arg, OutputKind kind, bool force, const std::vector<OutputInput>& inputs,
-                  std::string_view flag) {
+void check_output(const fs::path& out_arg, OutputKind kind, bool force,
+                  const std::vector<OutputInput>& inputs, std::string_view flag) {
   if (out_arg.empty()) fail("{}: empty output path", flag);
   const fs::path out = strip_slash(out_arg);
   const fs::path rout = resolved(out);
@@ -136,10 +137,12 @@ void check_output(const fs::path& out_arg, OutputKind kind, bool force, const st
   const std::optional<FileId> oid = id_of(rout);
   // Name the resolved path too when a symlink (not just `.` or `..`) moved it.
   const bool moved = rout != strip_slash(fs::absolute(out).lexically_normal());
-  const std::string shown = fmt::format("{} {}{}", flag, out_arg.string(), moved ? " (= " + rout.string() + ")" : "");
-  auto refuse = [&](std::string_view rel, std::string_view whose, const OutputInput& in, const std::string& detail) {
-    fail("{}: the output {} {}{} {}{}; an output must not be, contain or lie inside an input", shown, rel, whose,
-         in.what, in.path.string(), detail);
+  const std::string shown =
+      fmt::format("{} {}{}", flag, out_arg.string(), moved ? " (= " + rout.string() + ")" : "");
+  auto refuse = [&](std::string_view rel, std::string_view whose, const OutputInput& in,
+                    const std::string& detail) {
+    fail("{}: the output {} {}{} {}{}; an output must not be, contain or lie inside an input", shown, rel,
+         whose, in.what, in.path.string(), detail);
   };
   for (const auto& in : inputs) {
     const auto iid = id_of(in.path);
@@ -155,12 +158,13 @@ void check_output(const fs::path& out_arg, OutputKind kind, bool force, const st
     for (const auto& e : entries)
       for (const auto& s : ochain)
         if (s.id == e.id)
-          refuse(s.path == rout ? "is" : "lies inside", e.is_dir ? "a directory of the " : "a file of the ", in,
-                 " (" + e.path.string() + ")");
+          refuse(s.path == rout ? "is" : "lies inside", e.is_dir ? "a directory of the " : "a file of the ",
+                 in, " (" + e.path.string() + ")");
     // The output exists and contains the input (or what one of its symlinks names): --force
     // would delete it.
     if (oid) {
-      if (contains_id(chain(resolved(in.path)), *oid)) refuse("contains", "the ", in, " (--force would delete it)");
+      if (contains_id(chain(resolved(in.path)), *oid))
+        refuse("contains", "the ", in, " (--force would delete it)");
       for (const auto& e : entries)
         if (e.is_link && contains_id(chain(resolved(e.path)), *oid))
           refuse("contains", e.is_dir ? "a directory of the " : "a file of the ", in,

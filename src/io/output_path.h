@@ -29,14 +29,14 @@ namespace sickle {
 enum class OutputKind { kFile, kDirectory };
 
 struct OutputInput {
-  std::string what;  // how errors name it: "model directory", "--stats file", "--data file"
+  std::string what;            // how errors name it: "model directory", "--stats file", "--data file"
   std::filesystem::path path;  // a file or a directory; one that does not exist is skipped
 };
 
 // Throws Error (one line naming `flag`, the output and the input at fault) if the rule above is
 // broken. `force`: an existing output (of the right kind) may be replaced.
-void check_output(const std::filesystem::path& out, OutputKind kind, bool force, const std::vector<OutputInput>& inputs,
-                  std::string_view flag = "-o");
+void check_output(const std::filesystem::path& out, OutputKind kind, bool force,
+                  const std::vector<OutputInput>& inputs, std::string_view flag = "-o");
 
 // Removes stale temp outputs of `out` (see above); returns how many were removed.
 int remove_stale_temps(const std::filesystem::path& out);

@@ -51,7 +51,9 @@ class OutputRule : public ::testing::Test {
     }
     return "";
   }
-  static bool has(const std::string& msg, const std::string& part) { return msg.find(part) != std::string::npos; }
+  static bool has(const std::string& msg, const std::string& part) {
+    return msg.find(part) != std::string::npos;
+  }
 };
 
 TEST_F(OutputRule, OutputIsAnInput) {
@@ -72,7 +74,8 @@ TEST_F(OutputRule, OutputInsideAnInput) {
   // Deeper, through directories that do not exist yet.
   EXPECT_TRUE(has(error_of(model / "a" / "b" / "c"), "lies inside")) << error_of(model / "a" / "b" / "c");
   // A file of the model directory is inside it.
-  EXPECT_TRUE(has(error_of(model / "model.safetensors", OutputKind::kFile), "lies inside the model directory"));
+  EXPECT_TRUE(
+      has(error_of(model / "model.safetensors", OutputKind::kFile), "lies inside the model directory"));
 }
 
 TEST_F(OutputRule, OutputContainsAnInput) {
@@ -87,7 +90,8 @@ TEST_F(OutputRule, SymlinksAndDotDotResolve) {
   std::string m = error_of(root / "link" / "sub");
   EXPECT_TRUE(has(m, "lies inside the model directory")) << m;
   EXPECT_TRUE(has(error_of(root / "link"), "is the model directory")) << error_of(root / "link");
-  EXPECT_TRUE(has(error_of(model / ".." / "model"), "is the model directory")) << error_of(model / ".." / "model");
+  EXPECT_TRUE(has(error_of(model / ".." / "model"), "is the model directory"))
+      << error_of(model / ".." / "model");
   EXPECT_TRUE(has(error_of(model / "x" / ".." / ".." / "model" / "y"), "lies inside"));
   // A symlinked parent of the output.
   fs::create_directory_symlink(root / "DIR", root / "dirlink");
@@ -146,10 +150,12 @@ TEST_F(OutputRule, KindExistenceAndParent) {
   std::string m = error_of(root / "adir", OutputKind::kFile);
   EXPECT_TRUE(has(m, "adir: is a directory")) << m;
   EXPECT_TRUE(has(error_of(root / "afile", OutputKind::kDirectory), "afile: is not a directory"));
-  EXPECT_TRUE(has(error_of(root / "afile", OutputKind::kFile, false), "already exists (pass --force to replace it)"));
+  EXPECT_TRUE(
+      has(error_of(root / "afile", OutputKind::kFile, false), "already exists (pass --force to replace it)"));
   EXPECT_EQ(error_of(root / "afile", OutputKind::kFile, true), "");
   EXPECT_TRUE(has(error_of(root / "nope" / "out"), "does not exist")) << error_of(root / "nope" / "out");
-  EXPECT_TRUE(has(error_of(root / "afile" / "out"), "is not a directory")) << error_of(root / "afile" / "out");
+  EXPECT_TRUE(has(error_of(root / "afile" / "out"), "is not a directory"))
+      << error_of(root / "afile" / "out");
   EXPECT_EQ(error_of(root / "newdir/"), "");  // a trailing slash names the directory
 }
 
@@ -206,8 +212,13 @@ TEST_F(TempOutputs, StaleTempsOfTheTargetAreRemovedOthersKept) {
   write(t.path / ".p.tmp-Ab3dE9" / "shard-0.part", std::string(1000, 'x'));
   write(t.path / ".p.tmp-Zz0000.old" / "config.json", "old");
   write(t.path / ".p.tmp-fIle00", "a stale temp file");
-  const std::vector<std::string> keep = {".p.tmp-short", ".q.tmp-Ab3dE9", "p.tmp-Ab3dE9", ".p.tmp-Ab3dE9x",
-                                         ".p.tmp-Ab3d-9", ".pp.tmp-Ab3dE9", "p"};
+  const std::vector<std::string> keep = {".p.tmp-short",
+                                         ".q.tmp-Ab3dE9",
+                                         "p.tmp-Ab3dE9",
+                                         ".p.tmp-Ab3dE9x",
+                                         ".p.tmp-Ab3d-9",
+                                         ".pp.tmp-Ab3dE9",
+                                         "p"};
   for (const auto& k : keep) write(t.path / k / "f", "keep");
   // A live writer's temp (locked) and the old output it moved aside are kept.
   write(t.path / ".p.tmp-L1ve00" / "f", "live");

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/error.h"
 
@@ -37,7 +37,8 @@ std::string shape_to_string(const std::vector<int64_t>& shape) {
 
 std::string TensorView::shape_str() const { return shape_to_string(shape); }
 
-SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_size, const std::string& label) {
+SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
+                                           const std::string& label) {
   SafetensorsHeader out;
   if (text.empty() || text.front() != '{')
     fail("{}: safetensors header does not start with '{{' (not a safetensors file?)", label);
@@ -90,7 +91,8 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
     t.dtype = *parsed;
     auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array()) fail("{}: tensor '{}': missing array field 'shape'", label, name);
-    if (sh->size() > 16) fail("{}: tensor '{}': {} dimensions (at most 16 supported)", label, name, sh->size());
+    if (sh->size() > 16)
+      fail("{}: tensor '{}': {} dimensions (at most 16 supported)", label, name, sh->size());
     // Saturating element count: anything past 2^64 cannot match a real byte length anyway.
     const unsigned __int128 kCap = (unsigned __int128)1 << 64;
     unsigned __int128 numel = 1;
@@ -118,12 +120,13 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
     unsigned __int128 expect = numel * dtype_size(t.dtype);
     if (expect != (unsigned __int128)(t.end - t.begin))
       fail("{}: tensor '{}': byte length {} != numel x {} size ({} x {} = {}) for shape {}", label, name,
-           t.end - t.begin, dtype_name(t.dtype), numel >= kCap ? std::string("(huge)") : std::to_string(uint64_t(numel)),
-           dtype_size(t.dtype), expect >= kCap ? std::string("(huge)") : std::to_string(uint64_t(expect)),
+           t.end - t.begin, dtype_name(t.dtype),
+           numel >= kCap ? std::string("(huge)") : std::to_string(uint64_t(numel)), dtype_size(t.dtype),
+           expect >= kCap ? std::string("(huge)") : std::to_string(uint64_t(expect)),
            shape_to_string(t.shape));
     if (t.end > data_size)
-      fail("{}: tensor '{}': data [{}, {}) past the end of the data section ({} bytes; file truncated?)", label,
-           name, t.begin, t.end, data_size);
+      fail("{}: tensor '{}': data [{}, {}) past the end of the data section ({} bytes; file truncated?)",
+           label, name, t.begin, t.end, data_size);
     out.tensors.push_back(std::move(t));
   }
   std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
@@ -132,16 +135,16 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
   uint64_t cursor = 0;
   for (const auto& t : out.tensors) {
     if (t.begin > cursor)
-      fail("{}: hole in data section: bytes [{}, {}) before tensor '{}' belong to no tensor", label, cursor, t.begin,
-           t.name);
+      fail("{}: hole in data section: bytes [{}, {}) before tensor '{}' belong to no tensor", label, cursor,
+           t.begin, t.name);
     if (t.begin < cursor)
-      fail("{}: tensor '{}': data [{}, {}) overlaps the previous tensor (which ends at {})", label, t.name, t.begin,
-           t.end, cursor);
+      fail("{}: tensor '{}': data [{}, {}) overlaps the previous tensor (which ends at {})", label, t.name,
+           t.begin, t.end, cursor);
     cursor = t.end;
   }
   if (cursor != data_size)
-    fail("{}: data section has {} bytes but tensors cover only {} (trailing bytes belong to no tensor)", label,
-         data_size, cursor);
+    fail("{}: data section has {} bytes but tensors cover only {} (trailing bytes belong to no tensor)",
+         label, data_size, cursor);
   return out;
 }
 
@@ -150,11 +153,14 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   f->file_ = std::make_unique<MappedFile>(path);
   const std::string label = path.string();
   size_t size = f->file_->size();
-  if (size < 8) fail("{}: file is {} bytes, too short for a safetensors header length (8 bytes)", label, size);
+  if (size < 8)
+    fail("{}: file is {} bytes, too short for a safetensors header length (8 bytes)", label, size);
   uint64_t n = 0;
   std::memcpy(&n, f->file_->data(), 8);  // little-endian host assumed (x86-64, aarch64)
-  if (n > kMaxSafetensorsHeader) fail("{}: header length {} exceeds the {} byte limit", label, n, kMaxSafetensorsHeader);
-  if (n > size - 8) fail("{}: header length {} but only {} bytes follow (file truncated?)", label, n, size - 8);
+  if (n > kMaxSafetensorsHeader)
+    fail("{}: header length {} exceeds the {} byte limit", label, n, kMaxSafetensorsHeader);
+  if (n > size - 8)
+    fail("{}: header length {} but only {} bytes follow (file truncated?)", label, n, size - 8);
   std::string_view text(reinterpret_cast<const char*>(f->file_->data()) + 8, n);
   // Writers pad with spaces; trailing spaces are fine JSON.
   f->data_offset_ = 8 + n;

@@ -24,7 +24,7 @@ constexpr uint64_t kMaxSafetensorsHeader = 100ull * 1000 * 1000;  // as the refe
 struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
-  std::vector<int64_t> shape;  // outermost first, row-major
+  std::vector<int64_t> shape;   // outermost first, row-major
   uint64_t begin = 0, end = 0;  // relative to the start of the data section
   int64_t numel() const;
   uint64_t nbytes() const { return end - begin; }
@@ -40,7 +40,9 @@ struct TensorView {
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
   int64_t dim(size_t i) const { return shape.at(i); }
   template <typename T>
-  const T* as() const { return reinterpret_cast<const T*>(data); }
+  const T* as() const {
+    return reinterpret_cast<const T*>(data);
+  }
   std::string shape_str() const;
 };
 
@@ -53,7 +55,8 @@ struct SafetensorsHeader {
 
 // Parses and fully validates a header against a data section of `data_size` bytes.
 // `label` (usually the file path) prefixes every error. Throws Error. This is the fuzz target.
-SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_size, const std::string& label);
+SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_size,
+                                           const std::string& label);
 
 class SafetensorsFile {
  public:
@@ -65,7 +68,7 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const TensorInfo* find(std::string_view name) const;
   TensorView view(const TensorInfo& info) const;
-  TensorView view(std::string_view name) const;  // throws if missing
+  TensorView view(std::string_view name) const;          // throws if missing
   uint64_t data_offset() const { return data_offset_; }  // absolute file offset of the data section
   const MappedFile& file() const { return *file_; }
 

@@ -65,7 +65,8 @@ TEST_F(SafetensorsBroken, GoodFileOpensZeroCopy) {
   TensorView a = f->view("a");
   EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(a.as<float>()[3], 4.0f);
-  EXPECT_EQ(reinterpret_cast<const char*>(a.data), reinterpret_cast<const char*>(f->file().data()) + 8 + kGood.size());
+  EXPECT_EQ(reinterpret_cast<const char*>(a.data),
+            reinterpret_cast<const char*>(f->file().data()) + 8 + kGood.size());
   EXPECT_EQ(f->find("b")->nbytes(), 6u);
   EXPECT_EQ(f->find("nope"), nullptr);
   EXPECT_THROW(f->view("nope"), Error);
@@ -114,7 +115,8 @@ TEST_F(SafetensorsBroken, NonObjectEntries) {
 }
 
 TEST_F(SafetensorsBroken, UnknownOrMissingDtype) {
-  std::string msg = error_of(file_bytes(R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", std::string(16, 0)));
+  std::string msg =
+      error_of(file_bytes(R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", std::string(16, 0)));
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("unknown dtype 'F128'"), std::string::npos) << msg;
   msg = error_of(file_bytes(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", std::string(4, 0)));
@@ -153,7 +155,8 @@ TEST_F(SafetensorsBroken, BadOffsets) {
       // byte length != numel * size
       {R"({"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,8]}})", 8, "byte length 8", "'a'"},
       // huge dims: numel overflows 64 bits; must be caught, not wrapped to a small number
-      {R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", 0, "(huge)", "'a'"},
+      {R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", 0, "(huge)",
+       "'a'"},
       {R"({"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,0]}})", 0, "too large", "'a'"},
       // wrong arity / types of data_offsets
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}})", 8, "data_offsets", "'a'"},
@@ -184,16 +187,19 @@ TEST_F(SafetensorsBroken, DuplicateNamesRefused) {
       R"("a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
       std::string(4, '\0')));
   EXPECT_NE(msg.find("tensor 'a' appears twice"), std::string::npos) << msg;
-  msg = error_of(file_bytes(R"({"__metadata__":{},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"__metadata__":{}})",
-                            std::string(1, '\0')));
+  msg = error_of(file_bytes(
+      R"({"__metadata__":{},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"__metadata__":{}})",
+      std::string(1, '\0')));
   EXPECT_NE(msg.find("'__metadata__' appears twice"), std::string::npos) << msg;
   // Equal keys inside one entry or inside the metadata are refused as well.
-  msg = error_of(file_bytes(R"({"x":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", std::string(1, '\0')));
+  msg = error_of(file_bytes(R"({"x":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})",
+                            std::string(1, '\0')));
   EXPECT_NE(msg.find("'dtype' appears twice"), std::string::npos) << msg;
   // The same names at different depths are fine.
-  EXPECT_EQ(error_of(file_bytes(R"({"__metadata__":{"x":"1"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
-                                std::string(1, '\0'))),
-            "");
+  EXPECT_EQ(
+      error_of(file_bytes(R"({"__metadata__":{"x":"1"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
+                          std::string(1, '\0'))),
+      "");
 }
 
 TEST_F(SafetensorsBroken, ParserAloneNamesLabel) {
@@ -204,7 +210,8 @@ TEST_F(SafetensorsBroken, ParserAloneNamesLabel) {
     EXPECT_EQ(std::string(e.what()).rfind("LBL: tensor 'x'", 0), 0u) << e.what();
   }
   // Padding spaces after the JSON (writers pad to 8) are accepted.
-  auto h = parse_safetensors_header(std::string(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})") + "   ", 2, "L");
+  auto h = parse_safetensors_header(
+      std::string(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})") + "   ", 2, "L");
   EXPECT_EQ(h.tensors.size(), 1u);
   // Zero-size tensors are legal and sort before data at the same offset.
   h = parse_safetensors_header(
@@ -213,7 +220,8 @@ TEST_F(SafetensorsBroken, ParserAloneNamesLabel) {
   EXPECT_EQ(h.tensors.size(), 2u);
   // An empty tensor whose other dimensions are huge: legal, and numel() must not overflow.
   h = parse_safetensors_header(
-      R"({"z":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})", 0, "L");
+      R"({"z":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})", 0,
+      "L");
   EXPECT_EQ(h.tensors.at(0).numel(), 0);
 }
 

@@ -23,7 +23,8 @@ uint64_t WeightView::storage_bytes() const {
     case WeightEncoding::kBF16:
     case WeightEncoding::kF16: return n * 2;
     case WeightEncoding::kFp8Block:
-      return n + uint64_t((rows + block_rows - 1) / block_rows) * uint64_t((cols + block_cols - 1) / block_cols) * 4;
+      return n + uint64_t((rows + block_rows - 1) / block_rows) *
+                     uint64_t((cols + block_cols - 1) / block_cols) * 4;
     case WeightEncoding::kInt4Group: return n / 2 + uint64_t(rows) * uint64_t(scale_cols) * 2 + 8;
   }
   return 0;

@@ -23,8 +23,8 @@ struct WeightView {
   WeightEncoding encoding = WeightEncoding::kBF16;
   int64_t rows = 0, cols = 0;
   const void* data = nullptr;
-  const float* scale_f32 = nullptr;      // fp8
-  const uint16_t* scale_bf16 = nullptr;  // int4
+  const float* scale_f32 = nullptr;            // fp8
+  const uint16_t* scale_bf16 = nullptr;        // int4
   int64_t block_rows = 128, block_cols = 128;  // fp8
   int64_t group_size = 0;                      // int4
   int64_t scale_cols = 0;                      // columns of the scale tensor

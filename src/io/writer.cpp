@@ -64,7 +64,8 @@ TensorSource TensorSource::from_bytes(std::vector<std::byte> bytes) {
   return s;
 }
 
-TensorSource TensorSource::generated(size_t size, std::function<void(uint64_t, std::byte*, size_t)> generate) {
+TensorSource TensorSource::generated(size_t size,
+                                     std::function<void(uint64_t, std::byte*, size_t)> generate) {
   TensorSource s;
   s.lazy_size = size;
   s.generate = std::move(generate);
@@ -91,7 +92,8 @@ CheckpointWriter::CheckpointWriter(fs::path out_dir, WriterOptions options)
 
 CheckpointWriter::~CheckpointWriter() = default;  // an uncommitted temp dir is removed by tmp_
 
-void CheckpointWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, TensorSource source) {
+void CheckpointWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                           TensorSource source) {
   SICKLE_CHECK(!committed_);
   if (tensor_shard_.count(name)) fail("{}: tensor '{}' added twice", out_dir_.string(), name);
   for (const auto& p : pending_)
@@ -100,8 +102,8 @@ void CheckpointWriter::add(const std::string& name, DType dtype, std::vector<int
   for (auto d : shape) numel *= d;
   size_t expect = size_t(numel) * dtype_size(dtype);
   if (source.size() != expect)
-    fail("{}: tensor '{}': source has {} bytes, shape {} x {} needs {}", out_dir_.string(), name, source.size(),
-         shape_to_string(shape), dtype_name(dtype), expect);
+    fail("{}: tensor '{}': source has {} bytes, shape {} x {} needs {}", out_dir_.string(), name,
+         source.size(), shape_to_string(shape), dtype_name(dtype), expect);
   if (!pending_.empty() && pending_bytes_ + expect > opt_.max_shard_bytes) flush_shard();
   pending_bytes_ += expect;
   pending_.push_back(Pending{name, dtype, std::move(shape), std::move(source)});
@@ -157,7 +159,8 @@ void CheckpointWriter::flush_shard() {
   uint64_t off = 0;
   for (const auto& p : pending_) {
     uint64_t n = p.source.size();
-    header[p.name] = {{"dtype", std::string(dtype_name(p.dtype))}, {"shape", p.shape}, {"data_offsets", {off, off + n}}};
+    header[p.name] = {
+        {"dtype", std::string(dtype_name(p.dtype))}, {"shape", p.shape}, {"data_offsets", {off, off + n}}};
     off += n;
   }
   std::string text = header.dump();
@@ -219,7 +222,8 @@ void CheckpointWriter::flush_shard() {
         p += step;
         left -= step;
       }
-      landed_.push_back(WrittenTensor{t.name, std::to_string(idx), h.digest()});  // file: shard index until commit
+      landed_.push_back(
+          WrittenTensor{t.name, std::to_string(idx), h.digest()});  // file: shard index until commit
     }
   }
   shard_tmp_names_.push_back(fname);
@@ -280,7 +284,8 @@ std::vector<WrittenTensor> CheckpointWriter::commit() {
   return out;
 }
 
-void write_safetensors_file(const std::filesystem::path& file, const std::function<void(CheckpointWriter&)>& add) {
+void write_safetensors_file(const std::filesystem::path& file,
+                            const std::function<void(CheckpointWriter&)>& add) {
   TempOutput tmp(file, OutputKind::kDirectory);
   WriterOptions wo;
   wo.max_shard_bytes = ~0ull;

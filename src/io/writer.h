@@ -35,7 +35,7 @@ struct ByteChunk {
 
 struct TensorSource {
   std::vector<ByteChunk> chunks;
-  std::shared_ptr<const void> keepalive;           // owns buffer bytes, if any
+  std::shared_ptr<const void> keepalive;            // owns buffer bytes, if any
   std::function<std::vector<std::byte>()> produce;  // lazy: called at write time instead of chunks
   // generated: called at write time for consecutive byte ranges [offset, offset + n) of the
   // tensor, n <= kGenerateChunk, offsets multiples of kGenerateChunk, so the writer holds at
@@ -63,8 +63,8 @@ struct TensorSource {
 
 struct WriterOptions {
   uint64_t max_shard_bytes = 5ull << 30;  // as HF's default shard size
-  bool force = false;                      // replace an existing output directory
-  bool always_index = false;               // write model.safetensors.index.json even for one shard
+  bool force = false;                     // replace an existing output directory
+  bool always_index = false;              // write model.safetensors.index.json even for one shard
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
 };
 
@@ -117,7 +117,7 @@ class CheckpointWriter {
   std::vector<Pending> pending_;
   uint64_t pending_bytes_ = 0;
   std::vector<std::string> shard_tmp_names_;
-  std::vector<WrittenTensor> landed_;  // checksums re-read after each shard's flush
+  std::vector<WrittenTensor> landed_;           // checksums re-read after each shard's flush
   std::map<std::string, size_t> tensor_shard_;  // tensor -> shard index
   std::vector<std::string> order_;
   uint64_t total_tensor_bytes_ = 0, bytes_written_ = 0;
@@ -128,6 +128,7 @@ class CheckpointWriter {
 // One safetensors file `file` (not a directory) holding the tensors `add` queues: written through
 // a CheckpointWriter into a temp beside `file` (removed after, or by the next run if this one is
 // killed), then renamed into place, so a failed write leaves nothing behind.
-void write_safetensors_file(const std::filesystem::path& file, const std::function<void(CheckpointWriter&)>& add);
+void write_safetensors_file(const std::filesystem::path& file,
+                            const std::function<void(CheckpointWriter&)>& add);
 
 }  // namespace sickle

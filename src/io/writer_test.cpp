@@ -53,7 +53,9 @@ TEST(Writer, RoundTripFromEverySourceKind) {
   {
     CheckpointWriter w(t.path / "out");
     w.add("a", DType::F32, {2, 3}, TensorSource::from_vector(a));
-    w.add("lazy", DType::U8, {4}, TensorSource::lazy(4, [] { return std::vector<std::byte>{std::byte(1), std::byte(2), std::byte(3), std::byte(4)}; }));
+    w.add("lazy", DType::U8, {4}, TensorSource::lazy(4, [] {
+            return std::vector<std::byte>{std::byte(1), std::byte(2), std::byte(3), std::byte(4)};
+          }));
     w.add("gen", DType::U8, {40}, TensorSource::generated(40, [](uint64_t off, std::byte* dst, size_t n) {
             for (size_t i = 0; i < n; ++i) dst[i] = std::byte((off + i) * 7);
           }));
@@ -72,7 +74,7 @@ TEST(Writer, RoundTripFromEverySourceKind) {
   }
   EXPECT_TRUE(fs::exists(t.path / "out" / "config.json"));
   EXPECT_FALSE(fs::exists(t.path / "out" / "model.safetensors.index.json"));  // one shard, no index
-  EXPECT_EQ(t.entries(), std::vector<std::string>{"out"});                     // no temp dir left
+  EXPECT_EQ(t.entries(), std::vector<std::string>{"out"});                    // no temp dir left
   auto f = SafetensorsFile::open(t.path / "out" / "model.safetensors");
   EXPECT_EQ(f->view("a").as<float>()[5], 5.0f);
   EXPECT_EQ(f->view("lazy").as<uint8_t>()[3], 4);
@@ -150,7 +152,8 @@ TEST(Writer, NoCommitLeavesNothing) {
   // A producer that throws mid-write: the error propagates, nothing survives.
   try {
     CheckpointWriter w(t.path / "out");
-    w.add("a", DType::U8, {4}, TensorSource::lazy(4, []() -> std::vector<std::byte> { throw Error("producer broke"); }));
+    w.add("a", DType::U8, {4},
+          TensorSource::lazy(4, []() -> std::vector<std::byte> { throw Error("producer broke"); }));
     w.commit();
     FAIL();
   } catch (const Error& e) {

@@ -53,10 +53,11 @@ struct KernelTable {
   // Quantize tokens [t0, t1) of x into qa (qa's arrays already sized for qa.n tokens).
   void (*quantize_acts)(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
   // int4 group weights (group a multiple of 32) x quantized activations.
-  void (*linear_int4)(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy);
+  void (*linear_int4)(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
+                      int64_t ldy);
   // f32 / bf16 / f16 / fp8-block weights x f32 activations.
-  void (*linear_dense)(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-                       int64_t ldy);
+  void (*linear_dense)(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+                       float* y, int64_t ldy);
   // f32 vector helpers behind kernels/ops.h (attention over the latent cache uses them per
   // position and head).
   float (*dot)(const float* a, const float* b, int64_t n);
@@ -66,20 +67,20 @@ struct KernelTable {
   // C [m, n] = A [m, k] B [k, n], all f32 row-major with leading dimensions (attention's
   // products over the latent cache). The AMX table runs big ones (blocked prefill attention) on
   // bf16 tiles with both operands split in three parts: within the FMA kernels' error bound.
-  void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-                  int64_t k);
+  void (*gemm_nn)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                  int64_t n, int64_t k);
   // C [m, n] = A [m, k] B [n, k]^T (row-by-row dot products: several decode queries against
   // every cache row, each cache row read once).
-  void (*gemm_nt)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-                  int64_t k);
+  void (*gemm_nt)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                  int64_t n, int64_t k);
   // y [m] = A [m, k] x (row dot products) and y [k] = x^T A = sum_i x_i A[i, :] (overwrites y):
   // attention of one decode token over the latent cache.
   void (*gemv_n)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   void (*gemv_t)(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
   // gemm_nn with bf16 B (decode attention multiplies every decode token's q_nope by W_UK read
   // from kv_b in its stored encoding, once per step).
-  void (*gemm_nn_bf16)(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                       int64_t n, int64_t k);
+  void (*gemm_nn_bf16)(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
+                       int64_t m, int64_t n, int64_t k);
   // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp).
   void (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
@@ -88,8 +89,8 @@ struct KernelTable {
   // dense_packed_min_n_small), packing x once per call with pack_bf16 (the token
   // columns [t0, t1) of pa, multiples of 16 up to pa.n_pad, from x [pa.n, ldx]; columns past
   // pa.n get zeros).
-  void (*linear_bf16_packed)(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,
-                             float* y, int64_t ldy) = nullptr;
+  void (*linear_bf16_packed)(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0,
+                             int64_t r1, float* y, int64_t ldy) = nullptr;
   void (*pack_bf16)(const float* x, int64_t ldx, int64_t t0, int64_t t1, PackedBf16& pa) = nullptr;
   int64_t dense_packed_min_n = 0;
   int64_t dense_packed_min_n_small = 0;

@@ -131,8 +131,9 @@ void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float*
   }
   // Scales as [block][16 rows] f32: one 16-row column of bf16 scales per group, widened.
   const int64_t bpg = w.group_size / 32, n_groups = nb / bpg;
-  const __m512i sidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                          _mm512_set1_epi32(int32_t(w.scale_cols)));
+  const __m512i sidx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(int32_t(w.scale_cols)));
   const uint16_t* s0 = w.scale_bf16 + r * w.scale_cols;
   for (int64_t g = 0; g < n_groups; ++g) {
     // 32-bit gathers of (scale, next scale) pairs; the low halves are this group's scales.
@@ -144,7 +145,8 @@ void pack_stripe(const WeightView& w, int64_t r, int64_t nb, uint8_t* wp, float*
   }
 }
 
-void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void linear_int4_amx(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
+                     int64_t ldy) {
   const int64_t n = qa.n, nb = w.cols / 32;
   const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
   if (n < kInt4MinTokens || r_amx == r0) return avx512::linear_int4_avx512(w, qa, r0, r1, y, ldy);
@@ -323,7 +325,8 @@ void bf16_stripes(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_
 // store waiting for its whole product chain (perf annotate: a fifth of this kernel's time on a
 // small model's batched step).
 template <int SET>
-inline void bf16_group(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_t p, bool prefetch, float* c) {
+inline void bf16_group(const uint16_t* wr, int64_t cols, const PackedBf16& pa, int64_t p, bool prefetch,
+                       float* c) {
   const int64_t wstride = cols * 2, bstride = pa.n_pad * 4;
   if constexpr (SET == 0) {
     _tile_zero(0);
@@ -336,7 +339,8 @@ inline void bf16_group(const uint16_t* wr, int64_t cols, const PackedBf16& pa, i
     const int64_t off = (k / 2) * pa.n_pad + p;
     if (prefetch)  // the next group's same 64 bytes, into L2 (see kBf16SmallBytes)
 #pragma GCC unroll 32
-      for (int i = 0; i < 32; ++i) _mm_prefetch(reinterpret_cast<const char*>(wr + (32 + i) * cols + k), _MM_HINT_T1);
+      for (int i = 0; i < 32; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(wr + (32 + i) * cols + k), _MM_HINT_T1);
     _tile_loadd(5, pa.part[0] + off, bstride);
     _tile_loadd(6, pa.part[1] + off, bstride);
     _tile_loadd(7, pa.part[2] + off, bstride);
@@ -370,18 +374,16 @@ void bf16_one_tile(const uint16_t* wd, int64_t cols, const PackedBf16& pa, int64
   int64_t prev = -1;  // the group whose C waits in cbuf to be copied out
   for (int64_t r = r0, g = 0; r < r1; r += 32, ++g) {
     float* c = cbuf + (g % 2) * 512;
-    if (g % 2 == 0)
-      bf16_group<0>(wd + r * cols, cols, pa, p0, prefetch, c);
-    else
-      bf16_group<1>(wd + r * cols, cols, pa, p0, prefetch, c);
+    if (g % 2 == 0) bf16_group<0>(wd + r * cols, cols, pa, p0, prefetch, c);
+    else bf16_group<1>(wd + r * cols, cols, pa, p0, prefetch, c);
     if (prev >= 0) c_tiles_out(cbuf + ((g + 1) % 2) * 512, 2, m, y + prev, ldy);
     prev = r;
   }
   if (prev >= 0) c_tiles_out(cbuf + (((r1 - r0) / 32 + 1) % 2) * 512, 2, m, y + prev, ldy);
 }
 
-void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0, int64_t r1,
-                            float* y, int64_t ldy) {
+void linear_bf16_packed_amx(const WeightView& w, const PackedBf16& pa, int64_t p0, int64_t n, int64_t r0,
+                            int64_t r1, float* y, int64_t ldy) {
   const int64_t cols = w.cols;
   const int64_t r_amx = r0 + (r1 - r0) / 16 * 16;
   const uint16_t* wd = static_cast<const uint16_t*>(w.data);
@@ -438,7 +440,9 @@ inline void split3(__m512 v, __m256i h[3]) {
   }
 }
 
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1);
+}
 
 // Rows [r0, r0 + 16) of x [rows, ldx] (first `cols` values each; rows past `rows` and columns
 // past `cols` read as zeros), columns [c, c + 32): v[p][i] = row i's 16 pairs (dword j =
@@ -470,7 +474,8 @@ void pack_bf16_amx(const float* x, int64_t ldx, int64_t g0, int64_t g1, PackedBf
   for (int64_t g = g0; g < g1; g += 16) {
     if (g >= pa.n) {  // padding only
       for (uint32_t* part : pa.part)
-        for (int64_t j = 0; j < pa.cols / 2; ++j) _mm512_storeu_si512(part + j * pa.n_pad + g, _mm512_setzero_si512());
+        for (int64_t j = 0; j < pa.cols / 2; ++j)
+          _mm512_storeu_si512(part + j * pa.n_pad + g, _mm512_setzero_si512());
       continue;
     }
     for (int64_t c = 0; c < pa.cols; c += 32) {
@@ -519,7 +524,8 @@ void pack_a_rows(const float* a, int64_t lda, int64_t m, int64_t k, F32Tiles& t)
       __m256i h[3];
       split3(i < m ? _mm512_maskz_loadu_ps(first_lanes(k - c), a + i * lda + c) : _mm512_setzero_ps(), h);
 #pragma GCC unroll 16
-      for (int p = 0; p < 3; ++p) _mm256_storeu_si256(reinterpret_cast<__m256i*>(t.a[p] + i * t.k_pad + c), h[p]);
+      for (int p = 0; p < 3; ++p)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t.a[p] + i * t.k_pad + c), h[p]);
     }
 }
 
@@ -533,9 +539,9 @@ void pack_b_nn(const float* b, int64_t ldb, int64_t k, int64_t n, F32Tiles& t) {
       split3(2 * j + 1 < k ? _mm512_maskz_loadu_ps(mk, b + (2 * j + 1) * ldb + c) : _mm512_setzero_ps(), o);
 #pragma GCC unroll 16
       for (int p = 0; p < 3; ++p)
-        _mm512_storeu_si512(t.b[p] + j * t.n_pad + c,
-                            _mm512_or_si512(_mm512_cvtepu16_epi32(e[p]),
-                                            _mm512_slli_epi32(_mm512_cvtepu16_epi32(o[p]), 16)));
+        _mm512_storeu_si512(
+            t.b[p] + j * t.n_pad + c,
+            _mm512_or_si512(_mm512_cvtepu16_epi32(e[p]), _mm512_slli_epi32(_mm512_cvtepu16_epi32(o[p]), 16)));
     }
 }
 
@@ -611,7 +617,8 @@ constexpr double kMaxPackBytes = 48.0 * (1 << 20);
 
 bool f32_tiles_pay(int64_t m, int64_t n, int64_t k) {
   if (m < 16 || n < 16 || k < 32) return false;
-  const double mp = double((m + 31) / 32 * 32), np = double((n + 31) / 32 * 32), kp = double((k + 31) / 32 * 32);
+  const double mp = double((m + 31) / 32 * 32), np = double((n + 31) / 32 * 32),
+               kp = double((k + 31) / 32 * 32);
   if (6.0 * kp * (mp + np) > kMaxPackBytes) return false;
   const double pack = (mp + np) * double(k);
   const double tiles = (mp / 32) * (np / 32) * (kp / 32) * 24.0 * 16.0;
@@ -620,8 +627,8 @@ bool f32_tiles_pay(int64_t m, int64_t n, int64_t k) {
 
 // C = A B (NT false, B [k, n]) or C = A B^T (NT true, B [n, k]).
 template <bool NT>
-void gemm_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-              int64_t k) {
+void gemm_amx(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+              int64_t n, int64_t k) {
   if (!f32_tiles_pay(m, n, k))
     return (NT ? avx512::gemm_nt_avx512 : avx512::gemm_nn_avx512)(a, lda, b, ldb, c, ldc, m, n, k);
   thread_local ScratchBuffer buf;

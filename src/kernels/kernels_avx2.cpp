@@ -48,10 +48,13 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + qoff;
-      __m256i pe = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(q))), ones);
-      __m256i po = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 64))), ones);
-      __m256 f = _mm256_fmsub_ps(_mm256_load_ps(d0 + t * ds + b * 4), _mm256_cvtepi32_ps(_mm256_add_epi32(pe, po)),
-                                 _mm256_load_ps(mm0 + t * ds + b * 4));
+      __m256i pe = _mm256_madd_epi16(
+          _mm256_maddubs_epi16(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(q))), ones);
+      __m256i po = _mm256_madd_epi16(
+          _mm256_maddubs_epi16(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 64))), ones);
+      __m256 f =
+          _mm256_fmsub_ps(_mm256_load_ps(d0 + t * ds + b * 4), _mm256_cvtepi32_ps(_mm256_add_epi32(pe, po)),
+                          _mm256_load_ps(mm0 + t * ds + b * 4));
       acc[t] = _mm256_fmadd_ps(ws, f, acc[t]);
     }
   };
@@ -71,11 +74,13 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   for (int t = 0; t < T; ++t) y[t * ldy] = hsum(acc[t]);
 }
 
-using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t);
+using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*,
+                           int64_t);
 constexpr int kInt4MaxT = 4;
 constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr, int4_row<1>, int4_row<2>, int4_row<3>, int4_row<4>};
 
-void linear_int4_avx2(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void linear_int4_avx2(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
+                      int64_t ldy) {
   const int64_t nb = w.cols / 32, bpg = w.group_size / 32;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   thread_local ScratchBuffer sbuf;
@@ -139,7 +144,8 @@ struct Avx2 {
     I ni = _mm256_cvtps_epi32(n);
     I h = _mm256_srai_epi32(ni, 1);
     F f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
-    F f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    F f2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
   }
   static F widen_bf16(const uint16_t* p) {
@@ -147,17 +153,24 @@ struct Avx2 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
   }
   static F widen_bf16(const uint16_t* p, int n) { return widen_bf16(padded(p, n).data()); }
-  static F widen_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static F widen_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static F widen_f16(const uint16_t* p, int n) { return widen_f16(padded(p, n).data()); }
-  static I widen_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+  static I widen_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
   static I widen_u8(const uint8_t* p, int n) { return widen_u8(padded(p, n).data()); }
   static I iand(I v, int32_t m) { return _mm256_and_si256(v, _mm256_set1_epi32(m)); }
   template <int k>
-  static I shl(I v) { return _mm256_slli_epi32(v, k); }
+  static I shl(I v) {
+    return _mm256_slli_epi32(v, k);
+  }
   static I ior(I a, I b) { return _mm256_or_si256(a, b); }
   static F as_float(I v) { return _mm256_castsi256_ps(v); }
   static F nan_where_eq(F f, I v, int32_t c) {
-    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN), _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(c))));
+    return _mm256_blendv_ps(f, _mm256_set1_ps(NAN),
+                            _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(c))));
   }
 
   // The first n of kW elements at p, then zeros.
@@ -169,8 +182,8 @@ struct Avx2 {
   }
 };
 
-void linear_dense_avx2(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-                       int64_t ldy) {
+void linear_dense_avx2(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+                       float* y, int64_t ldy) {
   simd::linear_dense<Avx2>(w, x, ldx, n, r0, r1, y, ldy);
 }
 

@@ -49,7 +49,8 @@ void quantize_acts_avx512(const float* x, int64_t ldx, int64_t t0, int64_t t1, Q
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
         db = amax / 127.0f;
         const __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
-        const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, id)), v1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, id));
+        const __m512i v0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, id)),
+                      v1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, id));
         e8 = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(v0, even, v1));
         o8 = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(v0, odd, v1));
         sumf = float(_mm512_reduce_add_epi32(_mm512_add_epi32(v0, v1)));
@@ -86,7 +87,8 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   auto step = [&](__m512i wv, __m128i s4, int64_t g) {
     __m512i lo = _mm512_and_si512(wv, m4);
     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
-    __m512 ws = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s4)));
+    __m512 ws =
+        _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s4)));
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + g * 32;
@@ -105,7 +107,8 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
   if (g < nb) {  // 1-3 blocks left: masked loads (the activations are zero-padded)
     int rem = int(nb - g);
     __mmask64 wk = (uint64_t(1) << (rem * 16)) - 1;
-    step(_mm512_maskz_loadu_epi8(wk, wr + g * 16), _mm_maskz_loadu_epi16(__mmask8((1u << rem) - 1), sr + g), g);
+    step(_mm512_maskz_loadu_epi8(wk, wr + g * 16), _mm_maskz_loadu_epi16(__mmask8((1u << rem) - 1), sr + g),
+         g);
   }
 #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
@@ -114,8 +117,8 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
 // Two weight rows against T tokens: each activation load (q even/odd, d, m) feeds both rows,
 // halving the loads per multiply-add of int4_row (prefill is bound by them, not by vpdpbusd).
 template <int T>
-inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* sr0, const uint16_t* sr1, int64_t nb,
-                       const QuantizedActs& qa, int64_t t0, float* y, int64_t ldy) {
+inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* sr0, const uint16_t* sr1,
+                       int64_t nb, const QuantizedActs& qa, int64_t t0, float* y, int64_t ldy) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   alignas(64) static const uint16_t kIdx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1,
                                                 0, 2, 0, 2, 0, 2, 0, 2, 0, 3, 0, 3, 0, 3, 0, 3};
@@ -130,8 +133,10 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
   auto step = [&](__m512i w0, __m512i w1, __m128i s0, __m128i s1, int64_t g) {
     __m512i lo0 = _mm512_and_si512(w0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
     __m512i lo1 = _mm512_and_si512(w1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
-    __m512 ws0 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s0)));
-    __m512 ws1 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s1)));
+    __m512 ws0 =
+        _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s0)));
+    __m512 ws1 =
+        _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, sidx, _mm512_castsi128_si512(s1)));
 #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const int8_t* q = q0 + t * qs + g * 32;
@@ -173,10 +178,12 @@ using Int4Rows2Fn = void (*)(const uint8_t*, const uint8_t*, const uint16_t*, co
                              const QuantizedActs&, int64_t, float*, int64_t);
 constexpr Int4Rows2Fn kInt4Rows2[5] = {nullptr, int4_rows2<1>, int4_rows2<2>, int4_rows2<3>, int4_rows2<4>};
 
-using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*, int64_t);
+using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*,
+                           int64_t);
 constexpr int kInt4MaxT = 8;
-constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr,     int4_row<1>, int4_row<2>, int4_row<3>, int4_row<4>,
-                                                int4_row<5>, int4_row<6>, int4_row<7>, int4_row<8>};
+constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr,     int4_row<1>, int4_row<2>,
+                                                int4_row<3>, int4_row<4>, int4_row<5>,
+                                                int4_row<6>, int4_row<7>, int4_row<8>};
 
 void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
                         int64_t ldy) {
@@ -204,9 +211,10 @@ void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0
       // tiles run one row at a time (two rows x 8 tokens would spill registers).
       if (nt <= 4)
         for (; r + 2 <= rc1; r += 2)
-          kInt4Rows2[nt](base + r * row_bytes, base + (r + 1) * row_bytes, scales(r, 0), scales(r + 1, 1), nb, qa, t0,
-                         y + t0 * ldy + r, ldy);
-      for (; r < rc1; ++r) kInt4Rows[nt](base + r * row_bytes, scales(r, 0), nb, qa, t0, y + t0 * ldy + r, ldy);
+          kInt4Rows2[nt](base + r * row_bytes, base + (r + 1) * row_bytes, scales(r, 0), scales(r + 1, 1), nb,
+                         qa, t0, y + t0 * ldy + r, ldy);
+      for (; r < rc1; ++r)
+        kInt4Rows[nt](base + r * row_bytes, scales(r, 0), nb, qa, t0, y + t0 * ldy + r, ldy);
     }
   }
 }
@@ -238,18 +246,34 @@ struct Avx512 {
   static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static float reduce_add(F v) { return _mm512_reduce_add_ps(v); }
-  static F round_nearest(F v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static F round_nearest(F v) {
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
   static F scale_pow2(F p, F n) { return _mm512_scalef_ps(p, n); }
-  static F bf16_bits(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-  static F widen_bf16(const uint16_t* p) { return bf16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F bf16_bits(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static F widen_bf16(const uint16_t* p) {
+    return bf16_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static F widen_bf16(const uint16_t* p, int n) { return bf16_bits(_mm256_maskz_loadu_epi16(first(n), p)); }
-  static F widen_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static F widen_f16(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(n), p)); }
-  static I widen_u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-  static I widen_u8(const uint8_t* p, int n) { return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(first(n), p)); }
+  static F widen_f16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static F widen_f16(const uint16_t* p, int n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(n), p));
+  }
+  static I widen_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I widen_u8(const uint8_t* p, int n) {
+    return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(first(n), p));
+  }
   static I iand(I v, int32_t m) { return _mm512_and_si512(v, _mm512_set1_epi32(m)); }
   template <int k>
-  static I shl(I v) { return _mm512_slli_epi32(v, k); }
+  static I shl(I v) {
+    return _mm512_slli_epi32(v, k);
+  }
   static I ior(I a, I b) { return _mm512_or_si512(a, b); }
   static F as_float(I v) { return _mm512_castsi512_ps(v); }
   static F nan_where_eq(F f, I v, int32_t c) {
@@ -284,8 +308,8 @@ inline __m512 row_load(const Elem* p, __mmask16 k) {
 }
 
 template <int R, int V, class Elem>
-inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t k,
-                      __mmask16 last) {
+inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc,
+                      int64_t k, __mmask16 last) {
   __m512 acc[R][V];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
@@ -294,7 +318,8 @@ inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
   for (int64_t p = 0; p < k; ++p) {
     __m512 bv[V];
 #pragma GCC unroll 16
-    for (int v = 0; v < V; ++v) bv[v] = v == V - 1 ? row_load(b + p * ldb + 16 * v, last) : row_load(b + p * ldb + 16 * v);
+    for (int v = 0; v < V; ++v)
+      bv[v] = v == V - 1 ? row_load(b + p * ldb + 16 * v, last) : row_load(b + p * ldb + 16 * v);
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + p]);
@@ -312,8 +337,8 @@ inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
 }
 
 template <int R, class Elem>
-inline void gemm_rows(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
-                      int64_t k) {
+inline void gemm_rows(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc,
+                      int64_t n, int64_t k) {
   int64_t j = 0;
   for (; j + 64 <= n; j += 64) gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, 0xFFFF);
   const int64_t rest = n - j;
@@ -343,13 +368,14 @@ inline void by_blocks_of_4(int64_t count, F&& fn) {
 }
 
 template <class Elem>
-void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-                 int64_t k) {
-  by_blocks_of_4(m, [&]<int R>(int64_t i) { gemm_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
+void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                 int64_t n, int64_t k) {
+  by_blocks_of_4(m,
+                 [&]<int R>(int64_t i) { gemm_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
 }
 
-void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                    int64_t n, int64_t k) {
+void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    int64_t m, int64_t n, int64_t k) {
   gemm_nn_any(a, lda, b, ldb, c, ldc, m, n, k);
 }
 
@@ -375,7 +401,8 @@ void softmax_avx512(float* x, int64_t n) {
     sv = _mm512_add_ps(sv, e);
   }
   if (tail) {
-    const __m512 e = _mm512_maskz_mov_ps(tail, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16), m)));
+    const __m512 e =
+        _mm512_maskz_mov_ps(tail, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + n16), m)));
     _mm512_mask_storeu_ps(x + n16, tail, e);
     sv = _mm512_add_ps(sv, e);
   }
@@ -387,7 +414,8 @@ void softmax_avx512(float* x, int64_t n) {
 // C[i][j] = A_i . B_j: blocks of R rows of A x S rows of B, R*S accumulators over k (each A
 // and B vector load feeds S and R FMAs), then one horizontal sum per output.
 template <int R, int S>
-inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t k) {
+inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                          int64_t k) {
   __m512 acc[R][S];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
@@ -415,14 +443,15 @@ inline void gemm_nt_block(const float* a, int64_t lda, const float* b, int64_t l
 }
 
 template <int R>
-inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t n,
-                         int64_t k) {
+inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                         int64_t n, int64_t k) {
   by_blocks_of_4(n, [&]<int S>(int64_t j) { gemm_nt_block<R, S>(a, lda, b + j * ldb, ldb, c + j, ldc, k); });
 }
 
-void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                    int64_t n, int64_t k) {
-  by_blocks_of_4(m, [&]<int R>(int64_t i) { gemm_nt_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
+void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    int64_t m, int64_t n, int64_t k) {
+  by_blocks_of_4(
+      m, [&]<int R>(int64_t i) { gemm_nt_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
 }
 
 // y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).

@@ -18,7 +18,8 @@ namespace sickle {
 
 size_t QuantizedActs::bytes_for(int64_t n, int64_t cols) {
   int64_t nbp = ((cols / 32 + 3) / 4) * 4;
-  return ScratchArena::padded(size_t(n * nbp * 32)) + 2 * ScratchArena::padded(size_t(n * nbp * 4) * sizeof(float));
+  return ScratchArena::padded(size_t(n * nbp * 32)) +
+         2 * ScratchArena::padded(size_t(n * nbp * 4) * sizeof(float));
 }
 
 void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa) {
@@ -52,7 +53,8 @@ void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, 
 
 namespace {
 
-void linear_int4_scalar(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void linear_int4_scalar(const WeightView& w, const QuantizedActs& qa, int64_t r0, int64_t r1, float* y,
+                        int64_t ldy) {
   const int64_t nb = w.cols / 32, blocks_per_group = w.group_size / 32;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* wr = static_cast<const uint8_t*>(w.data) + r * (w.cols / 2);
@@ -112,8 +114,8 @@ void silu_mul_generic(const float* gate, const float* up, int64_t n, float* out)
 namespace {
 // C = A B with B's elements widened to f32 by `at` (f32 as is, bf16 exactly).
 template <class Elem, class At>
-void gemm_nn_widened(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k, At at) {
+void gemm_nn_widened(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t m, int64_t n, int64_t k, At at) {
   for (int64_t i = 0; i < m; ++i) {
     float* ci = c + i * ldc;
     for (int64_t j = 0; j < n; ++j) ci[j] = 0.0f;
@@ -126,13 +128,13 @@ void gemm_nn_widened(const float* a, int64_t lda, const Elem* b, int64_t ldb, fl
 }
 }  // namespace
 
-void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k) {
+void gemm_nn_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t m, int64_t n, int64_t k) {
   gemm_nn_widened(a, lda, b, ldb, c, ldc, m, n, k, [](float v) { return v; });
 }
 
-void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                     int64_t n, int64_t k) {
+void gemm_nt_generic(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t m, int64_t n, int64_t k) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = dot_generic(a + i * lda, b + j * ldb, k);
 }

@@ -27,7 +27,9 @@ inline const KernelTable* amx_table() {
 //   INSTANTIATE_TEST_SUITE_P(Tables, FooTest, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
 // names each instance after its table (FooTest.Bar/avx2).
 struct TableName {
-  std::string operator()(const ::testing::TestParamInfo<const KernelTable*>& info) const { return info.param->name; }
+  std::string operator()(const ::testing::TestParamInfo<const KernelTable*>& info) const {
+    return info.param->name;
+  }
 };
 
 // A weight with its own storage; `misalign` shifts the data pointer by that many bytes off a
@@ -39,7 +41,8 @@ struct OwnedWeight {
   WeightView view;
 };
 
-inline OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, int64_t group, int misalign, uint32_t seed) {
+inline OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, int64_t group, int misalign,
+                               uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   OwnedWeight o;
@@ -72,7 +75,8 @@ inline OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, i
     case WeightEncoding::kFp8Block: {
       for (int64_t i = 0; i < rows * cols; ++i) {
         uint8_t b;
-        do b = uint8_t(rng()); while ((b & 0x7f) == 0x7f);  // no NaN (Fp8EveryByteDecodesAsSpec covers them)
+        do b = uint8_t(rng());
+        while ((b & 0x7f) == 0x7f);  // no NaN (Fp8EveryByteDecodesAsSpec covers them)
         p[i] = b;
       }
       w.block_rows = 128;
@@ -96,7 +100,8 @@ inline OwnedWeight make_weight(WeightEncoding enc, int64_t rows, int64_t cols, i
       w.scale_cols = cols / group;
       o.scale_bf16.resize(size_t(rows * w.scale_cols) + 8);
       for (int64_t i = 0; i < rows * w.scale_cols; ++i) {
-        float s = row_scale(i / w.scale_cols) * (0.5f + float(rng() % 100) / 100.0f) * ((rng() & 1) ? 1.0f : -1.0f);
+        float s =
+            row_scale(i / w.scale_cols) * (0.5f + float(rng() % 100) / 100.0f) * ((rng() & 1) ? 1.0f : -1.0f);
         o.scale_bf16[size_t(i)] = f32_to_bf16(s);
       }
       w.scale_bf16 = o.scale_bf16.data();

@@ -20,13 +20,13 @@ constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 template <class F>
 void parallel_rows(ThreadPool* pool, int64_t rows, F&& fn) {
   const int64_t n_stripes = (rows + 15) / 16;
-  parallel_for(pool, n_stripes, [&](int64_t s0, int64_t s1, int tid) {
-    fn(s0 * 16, std::min(rows, s1 * 16), tid);
-  });
+  parallel_for(pool, n_stripes,
+               [&](int64_t s0, int64_t s1, int tid) { fn(s0 * 16, std::min(rows, s1 * 16), tid); });
 }
 
 bool int4_supported(const WeightView& w) {
-  return w.group_size >= 32 && w.group_size % 32 == 0 && w.cols % w.group_size == 0 && w.scale_bf16 != nullptr;
+  return w.group_size >= 32 && w.group_size % 32 == 0 && w.cols % w.group_size == 0 &&
+         w.scale_bf16 != nullptr;
 }
 
 }  // namespace
@@ -48,8 +48,8 @@ void linear_scalar(const WeightView& w, const float* x, int64_t n, float* y, Thr
   });
 }
 
-void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
-                   QuantizedActs& qa, ThreadPool* pool) {
+void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols,
+                   ScratchBuffer& buf, QuantizedActs& qa, ThreadPool* pool) {
   qa.n = n;
   qa.cols = cols;
   qa.n_blocks = cols / 32;
@@ -67,7 +67,8 @@ size_t PackedBf16::bytes_for(int64_t n, int64_t cols) {
 }
 
 bool uses_packed_bf16(const KernelTable& k, const WeightView& w, int64_t n) {
-  if (k.linear_bf16_packed == nullptr || w.encoding != WeightEncoding::kBF16 || w.cols % 32 != 0) return false;
+  if (k.linear_bf16_packed == nullptr || w.encoding != WeightEncoding::kBF16 || w.cols % 32 != 0)
+    return false;
   const bool small = w.rows * w.cols * 2 <= k.dense_small_bytes;
   return n >= (small ? k.dense_packed_min_n_small : k.dense_packed_min_n);
 }
@@ -81,7 +82,8 @@ void pack_bf16(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int
   for (uint32_t*& p : pa.part) p = arena.alloc<uint32_t>(size_t(cols / 2 * pa.n_pad));
   // Whole groups of 16 token columns, the padding included (the packer writes its zeros).
   if (n * cols < kMinParallelWork) pool = nullptr;
-  parallel_for(pool, pa.n_pad / 16, [&](int64_t g0, int64_t g1, int) { k.pack_bf16(x, ldx, g0 * 16, g1 * 16, pa); });
+  parallel_for(pool, pa.n_pad / 16,
+               [&](int64_t g0, int64_t g1, int) { k.pack_bf16(x, ldx, g0 * 16, g1 * 16, pa); });
 }
 
 namespace {
@@ -95,15 +97,18 @@ void dense_with(const KernelTable& k, const WeightView& w, const float* x, int64
     thread_local ScratchBuffer buf;  // the caller's: workers only read it during parallel_for
     PackedBf16 pa;
     pack_bf16(k, x, ldx, n, w.cols, buf, pa, pool);
-    parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_bf16_packed(w, pa, 0, n, r0, r1, y, ldy); });
+    parallel_rows(pool, w.rows,
+                  [&](int64_t r0, int64_t r1, int) { k.linear_bf16_packed(w, pa, 0, n, r0, r1, y, ldy); });
     return;
   }
-  parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, ldx, n, r0, r1, y, ldy); });
+  parallel_rows(pool, w.rows,
+                [&](int64_t r0, int64_t r1, int) { k.linear_dense(w, x, ldx, n, r0, r1, y, ldy); });
 }
 
 }  // namespace
 
-void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y,
+                 ThreadPool* pool) {
   SICKLE_CHECK(w.data != nullptr, "{}: no data", w.name);
   if (n <= 0 || w.rows <= 0) return;
   if (w.rows * w.cols * n < kMinParallelWork) pool = nullptr;
@@ -112,16 +117,17 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
     thread_local ScratchBuffer buf;  // the caller's: workers only read it during parallel_for
     QuantizedActs qa;
     quantize_acts(k, x, w.cols, n, w.cols, buf, qa, pool);
-    parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) { k.linear_int4(w, qa, r0, r1, y, w.rows); });
+    parallel_rows(pool, w.rows,
+                  [&](int64_t r0, int64_t r1, int) { k.linear_int4(w, qa, r0, r1, y, w.rows); });
     return;
   }
   dense_with(k, w, x, w.cols, n, y, w.rows, pool);
 }
 
-void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y,
-                    int64_t ldy) {
-  SICKLE_CHECK(w.data != nullptr && w.encoding != WeightEncoding::kInt4Group, "{}: linear_strided takes dense weights",
-               w.name);
+void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n,
+                    float* y, int64_t ldy) {
+  SICKLE_CHECK(w.data != nullptr && w.encoding != WeightEncoding::kInt4Group,
+               "{}: linear_strided takes dense weights", w.name);
   if (n <= 0 || w.rows <= 0) return;
   dense_with(k, w, x, ldx, n, y, ldy, nullptr);
 }

@@ -32,19 +32,20 @@ void linear(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
 void linear_scalar(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
 
 // linear() with a given kernel table (tests and benchmarks compare tables; see dispatch.h).
-void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+void linear_with(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y,
+                 ThreadPool* pool);
 // linear() of a dense (f32 / bf16 / f16 / fp8) weight on strided rows, on the calling thread
 // (for callers inside their own parallel region): y [n, ldy] (first w.rows values of each row)
 // = x [n, ldx] (first w.cols values of each row) W^T, with the same kernel choice as linear()
 // (with table k, or kernel_table() in the overload without it).
-void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y,
-                    int64_t ldy);
+void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n,
+                    float* y, int64_t ldy);
 void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
 
 // Quantize x [n, ldx] (first `cols` values of each row) into qa, its arrays carved from buf.
 // For callers that feed one activation to several int4 weights (gate and up of an expert).
-void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols, ScratchBuffer& buf,
-                   QuantizedActs& qa, ThreadPool* pool);
+void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols,
+                   ScratchBuffer& buf, QuantizedActs& qa, ThreadPool* pool);
 
 // Whether table k runs bf16 weight w on packed activations for n tokens (AMX), and the packing:
 // x [n, ldx] (first w.cols values of each row) into pa, its arrays carved from buf.

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "base/numeric.h"
-#include "kernels/kernels_test_util.h"
 #include "kernels/dispatch.h"
+#include "kernels/kernels_test_util.h"
 #include "runtime/scratch.h"
 #include "runtime/thread_pool.h"
 
@@ -101,13 +101,16 @@ class QuantizedActsTables : public ::testing::TestWithParam<const KernelTable*> 
 // Dense encodings: ||y - spec|| <= 1e-5 ||sum_c |w x|||, i.e. only summation order differs.
 // int4: every element within the int8 rounding bound (+ f32 slack), and for Gaussian inputs with
 // >= 16 rows ||y - spec|| <= 2e-2 ||spec||; with outlier-heavy inputs the error is printed.
-void check_encoding(const KernelTable* k, WeightEncoding enc, int64_t group, uint32_t seed, bool outliers = true) {
+void check_encoding(const KernelTable* k, WeightEncoding enc, int64_t group, uint32_t seed,
+                    bool outliers = true) {
   const bool is_int4 = enc == WeightEncoding::kInt4Group;
   ThreadPool pool(3);
   double worst = 0, worst_rel = 0;
   int ci = 0;
   for (const Case& c : sweep_cases(group)) {
-    int mis_w = is_int4 ? 4 * (ci % 3) : (enc == WeightEncoding::kF32 ? 4 : 2) * (ci % 3) + (enc == WeightEncoding::kFp8Block ? 1 : 0);
+    int mis_w = is_int4 ? 4 * (ci % 3)
+                        : (enc == WeightEncoding::kF32 ? 4 : 2) * (ci % 3) +
+                              (enc == WeightEncoding::kFp8Block ? 1 : 0);
     int mis_x = ci % 4;
     OwnedWeight w = make_weight(enc, c.rows, c.cols, group, mis_w, seed + ci);
     Acts a = make_acts(c.n, c.cols, mis_x, seed * 7 + ci, outliers);
@@ -118,8 +121,9 @@ void check_encoding(const KernelTable* k, WeightEncoding enc, int64_t group, uin
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
       std::fill(ybuf.begin(), ybuf.end(), NAN);
       linear_with(*k, w.view, a.x, c.n, y, p);
-      std::string what = std::string(encoding_name(enc)) + " table " + k->name + " rows " + std::to_string(c.rows) +
-                         " cols " + std::to_string(c.cols) + " n " + std::to_string(c.n) + (p ? " pooled" : "");
+      std::string what = std::string(encoding_name(enc)) + " table " + k->name + " rows " +
+                         std::to_string(c.rows) + " cols " + std::to_string(c.cols) + " n " +
+                         std::to_string(c.n) + (p ? " pooled" : "");
       if (!is_int4) {
         double err = max_rel_err(y, ref.data(), es.abs_product.data(), c.n, c.rows);
         worst = std::max(worst, err);
@@ -139,10 +143,11 @@ void check_encoding(const KernelTable* k, WeightEncoding enc, int64_t group, uin
     ++ci;
   }
   if (is_int4)
-    std::printf("  int4 group %lld%s on %s: worst ||y - spec|| / ||spec|| (rows >= 16) %.3g\n", (long long)group,
-                outliers ? " (outlier inputs)" : "", k->name, worst_rel);
+    std::printf("  int4 group %lld%s on %s: worst ||y - spec|| / ||spec|| (rows >= 16) %.3g\n",
+                (long long)group, outliers ? " (outlier inputs)" : "", k->name, worst_rel);
   else
-    std::printf("  %s on %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5)\n", encoding_name(enc), k->name, worst);
+    std::printf("  %s on %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5)\n", encoding_name(enc),
+                k->name, worst);
 }
 
 TEST_P(LinearTables, F32MatchesSpec) { check_encoding(GetParam(), WeightEncoding::kF32, 1, 11); }
@@ -180,8 +185,8 @@ TEST_P(LinearTables, Int4SimdMatchesScalarTwin) {
 
 // Exact values: W = identity-like int4 rows and x with one 32-block per row scale pattern.
 // An int4 group-32 view over caller-owned packed words [rows, cols/8] and bf16 scales [rows, cols/32].
-WeightView int4_g32_view(const std::vector<uint32_t>& packed, const std::vector<uint16_t>& scales, int64_t rows,
-                         int64_t cols) {
+WeightView int4_g32_view(const std::vector<uint32_t>& packed, const std::vector<uint16_t>& scales,
+                         int64_t rows, int64_t cols) {
   WeightView w;
   w.encoding = WeightEncoding::kInt4Group;
   w.rows = rows;
@@ -246,7 +251,8 @@ TEST_P(LinearTables, Fp8EveryByteDecodesAsSpec) {
   w.data = data.data();
   w.scale_f32 = scale.data();
   w.scale_cols = 2;
-  std::vector<float> x(static_cast<size_t>(cols), 1.0f), y(static_cast<size_t>(rows)), ref(static_cast<size_t>(rows));
+  std::vector<float> x(static_cast<size_t>(cols), 1.0f), y(static_cast<size_t>(rows)),
+      ref(static_cast<size_t>(rows));
   linear_scalar(w, x.data(), 1, ref.data(), nullptr);
   linear_with(*k, w, x.data(), 1, y.data(), nullptr);
   for (int64_t r = 0; r < rows; ++r) {
@@ -272,7 +278,8 @@ TEST_P(QuantizedActsTables, RoundTripWithinHalfStep) {
       float back = float(qa.q[t * qa.q_stride() + qact_index(c)]) * d;
       ASSERT_LE(std::fabs(back - a.x[t * cols + c]), 0.5f * d + 1e-6f) << "t " << t << " c " << c;
     }
-    for (int64_t c = cols; c < qa.n_blocks_padded * 32; ++c) ASSERT_EQ(qa.q[t * qa.q_stride() + qact_index(c)], 0);
+    for (int64_t c = cols; c < qa.n_blocks_padded * 32; ++c)
+      ASSERT_EQ(qa.q[t * qa.q_stride() + qact_index(c)], 0);
   }
 }
 
@@ -307,7 +314,8 @@ TEST(Linear, AmxTilesMatchSpec) {
           std::fill(y.begin(), y.end(), NAN);
           linear_with(*amx, w.view, a.x, n, y.data(), p);
           ASSERT_LE(max_rel_err(y.data(), twin.data(), es.abs_product.data(), n, rows), 1e-5)
-              << "int4 group " << group << " rows " << rows << " cols " << cols << " n " << n << (p ? " pooled" : "");
+              << "int4 group " << group << " rows " << rows << " cols " << cols << " n " << n
+              << (p ? " pooled" : "");
         }
       }
       OwnedWeight w = make_weight(WeightEncoding::kBF16, rows, cols, 1, 2 * (ci % 3), 500 + ci);
@@ -366,7 +374,8 @@ TEST(Linear, StridedRowsEqualPackedRows) {
             ASSERT_EQ(ys[size_t(t * ldy + r)], 42.0f) << "gap written, token " << t;
             continue;
           }
-          ASSERT_EQ(ys[size_t(t * ldy + r)], y[size_t(t * rows + r)]) << "n " << n << " token " << t << " row " << r;
+          ASSERT_EQ(ys[size_t(t * ldy + r)], y[size_t(t * rows + r)])
+              << "n " << n << " token " << t << " row " << r;
         }
     }
 }
@@ -422,7 +431,8 @@ TEST_P(LinearTables, AmxNonFiniteActivationStaysInItsToken) {
         for (int64_t r = 0; r < rows; ++r) {
           const float v = y[size_t(t * rows + r)];
           if (t != 7) ASSERT_TRUE(std::isfinite(v)) << k->name << " token " << t << " row " << r;
-          else if (enc == WeightEncoding::kInt4Group || std::isnan(bad)) ASSERT_TRUE(std::isnan(v)) << k->name << " row " << r;
+          else if (enc == WeightEncoding::kInt4Group || std::isnan(bad))
+            ASSERT_TRUE(std::isnan(v)) << k->name << " row " << r;
           else ASSERT_FALSE(std::isfinite(v)) << k->name << " row " << r;  // +-inf (or NaN)
         }
     }
@@ -438,7 +448,7 @@ TEST_P(QuantizedActsTables, EqualsGeneric) {
     const int64_t n = 5;
     Acts a = make_acts(n, cols, 0, 9 + uint32_t(cols));
     for (int64_t c = 0; c < 32; ++c) a.x[c] = float(c - 16) * 0.5f;  // amax 8: id = 127/8, ties
-    for (int64_t c = 0; c < 32; ++c) a.x[cols + c] = 0.0f;            // token 1 block 0 all zero
+    for (int64_t c = 0; c < 32; ++c) a.x[cols + c] = 0.0f;           // token 1 block 0 all zero
     a.x[2 * cols + 3] = NAN;
     a.x[3 * cols + cols - 1] = -INFINITY;
     ScratchBuffer gbuf;
@@ -450,7 +460,8 @@ TEST_P(QuantizedActsTables, EqualsGeneric) {
     ASSERT_EQ(std::memcmp(qa.q, g.q, size_t(n * g.q_stride())), 0) << k->name << " cols " << cols;
     for (int64_t i = 0; i < n * g.dm_stride(); ++i) {
       if (std::isnan(g.d[i])) {
-        ASSERT_TRUE(std::isnan(qa.d[i]) && std::isnan(qa.m[i])) << k->name << " cols " << cols << " entry " << i;
+        ASSERT_TRUE(std::isnan(qa.d[i]) && std::isnan(qa.m[i]))
+            << k->name << " cols " << cols << " entry " << i;
         continue;
       }
       ASSERT_EQ(qa.d[i], g.d[i]) << k->name << " cols " << cols << " entry " << i;
@@ -467,7 +478,8 @@ TEST(Linear, EmptyInputsDoNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tables, LinearTables, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
-INSTANTIATE_TEST_SUITE_P(Tables, QuantizedActsTables, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
+INSTANTIATE_TEST_SUITE_P(Tables, QuantizedActsTables, ::testing::ValuesIn(runnable_kernel_tables()),
+                         TableName());
 
 }  // namespace
 }  // namespace sickle

@@ -45,8 +45,10 @@ void gather_quantized(const QuantizedActs& src, const int32_t* token_of, int64_t
   for (int64_t p = 0; p < n; ++p) {
     int64_t t = token_of[p];
     std::memcpy(dst.q + p * src.q_stride(), src.q + t * src.q_stride(), size_t(src.q_stride()));
-    std::memcpy(dst.d + p * src.dm_stride(), src.d + t * src.dm_stride(), size_t(src.dm_stride()) * sizeof(float));
-    std::memcpy(dst.m + p * src.dm_stride(), src.m + t * src.dm_stride(), size_t(src.dm_stride()) * sizeof(float));
+    std::memcpy(dst.d + p * src.dm_stride(), src.d + t * src.dm_stride(),
+                size_t(src.dm_stride()) * sizeof(float));
+    std::memcpy(dst.m + p * src.dm_stride(), src.m + t * src.dm_stride(),
+                size_t(src.dm_stride()) * sizeof(float));
   }
 }
 
@@ -63,8 +65,8 @@ void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q
 }  // namespace
 
 void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
-                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
-                 MoeScratch& s, ThreadPool* pool) {
+                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
+                 float* expert_out, MoeScratch& s, ThreadPool* pool) {
   const int64_t E = int64_t(experts.size()), T = n_tokens;
   if (T <= 0 || E == 0 || k <= 0) return;
 
@@ -107,10 +109,10 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
       H = m.gate.cols;
       I = m.gate.rows;
     }
-    SICKLE_CHECK(m.gate.cols == H && m.up.cols == H && m.gate.rows == I && m.up.rows == I && m.down.rows == H &&
-                     m.down.cols == I,
-                 "expert {}: shapes gate [{}, {}] up [{}, {}] down [{}, {}]", e, m.gate.rows, m.gate.cols, m.up.rows,
-                 m.up.cols, m.down.rows, m.down.cols);
+    SICKLE_CHECK(m.gate.cols == H && m.up.cols == H && m.gate.rows == I && m.up.rows == I &&
+                     m.down.rows == H && m.down.cols == I,
+                 "expert {}: shapes gate [{}, {}] up [{}, {}] down [{}, {}]", e, m.gate.rows, m.gate.cols,
+                 m.up.rows, m.up.cols, m.down.rows, m.down.cols);
     (runs_int4(m.gate) ? need_q_in : need_f_in) = true;
     (runs_int4(m.up) ? need_q_in : need_f_in) = true;
     need_q_mid = need_q_mid || runs_int4(m.down);
@@ -140,11 +142,13 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
     s.items.clear();
     for (int64_t e = 0; e < E; ++e)
       if (s.count[size_t(e)] > 0)
-        for (int64_t r = 0, chunk = s.count[size_t(e)] >= kWideTokens ? kWideRowChunk : kRowChunk; r < rows; r += chunk)
+        for (int64_t r = 0, chunk = s.count[size_t(e)] >= kWideTokens ? kWideRowChunk : kRowChunk; r < rows;
+             r += chunk)
           s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + chunk, rows))});
-    std::stable_sort(s.items.begin(), s.items.end(), [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
-      return s.count[size_t(a.e)] > s.count[size_t(b.e)];
-    });
+    std::stable_sort(s.items.begin(), s.items.end(),
+                     [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
+                       return s.count[size_t(a.e)] > s.count[size_t(b.e)];
+                     });
   };
 
   // Phase A: gate and up rows of each chunk, then silu(g) * u in place of g.
@@ -172,7 +176,8 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
     for (int64_t it = b; it < e_; ++it) {
       const MoeScratch::Item& item = s.items[size_t(it)];
       const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, experts[size_t(item.e)].down, &qh, g, pack_mid ? &pbh : nullptr, p0, n, item.r0, item.r1, y, H);
+      run_rows(kt, experts[size_t(item.e)].down, &qh, g, pack_mid ? &pbh : nullptr, p0, n, item.r0, item.r1,
+               y, H);
     }
   });
 
@@ -192,11 +197,12 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
 void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                  const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
                  MoeScratch& scratch, ThreadPool* pool) {
-  moe_experts(kernel_table(), experts, x, n_tokens, k, expert_of, weight, scale, out, expert_out, scratch, pool);
+  moe_experts(kernel_table(), experts, x, n_tokens, k, expert_of, weight, scale, out, expert_out, scratch,
+              pool);
 }
 
-void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
-                ThreadPool* pool) {
+void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y,
+                MoeScratch& scratch, ThreadPool* pool) {
   if (n <= 0) return;
   std::fill(y, y + n * m.down.rows, 0.0f);
   // One bucket holding every token, weight 1. The routing arrays are small (n entries).
@@ -206,17 +212,18 @@ void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64
     zeros.assign(size_t(n), 0);
     ones.assign(size_t(n), 1.0f);
   }
-  moe_experts(kt, std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr, scratch,
-              pool);
+  moe_experts(kt, std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr,
+              scratch, pool);
 }
 
-void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool) {
+void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
+                ThreadPool* pool) {
   expert_mlp(kernel_table(), m, x, n, y, scratch, pool);
 }
 
-void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
-                        int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
-                        float* expert_out) {
+void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x,
+                        int64_t n_tokens, int64_t k, const int32_t* expert_of, const float* weight,
+                        float scale, float* out, float* expert_out) {
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t sl = 0; sl < k; ++sl) {
       const int64_t i = t * k + sl;
@@ -234,7 +241,8 @@ void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> expert
 }
 
 void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
-                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out) {
+                        const int32_t* expert_of, const float* weight, float scale, float* out,
+                        float* expert_out) {
   moe_experts_scalar(kernel_table(), experts, x, n_tokens, k, expert_of, weight, scale, out, expert_out);
 }
 

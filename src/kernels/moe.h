@@ -31,7 +31,7 @@ struct ExpertMlp {
 
 // Grow-only buffers reused across steps (one per model, not shared between concurrent calls).
 struct MoeScratch {
-  ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;  // px, ph: PackedBf16 of the inputs / SiLU products
+  ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;    // px, ph: PackedBf16 of the inputs / SiLU products
   std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
   struct Item {
     int32_t e, r0, r1;
@@ -45,24 +45,26 @@ struct MoeScratch {
 // Every kernel comes from table kt (kernels/dispatch.h); the overload without it uses
 // kernel_table(), the best table for this CPU.
 void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
-                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
-                 MoeScratch& scratch, ThreadPool* pool);
+                 int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
+                 float* expert_out, MoeScratch& scratch, ThreadPool* pool);
 void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                  const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
                  MoeScratch& scratch, ThreadPool* pool);
 
 // One MLP over n tokens: y [n, hidden] = down(silu(gate x) * up x) (overwritten). For dense
 // layers and shared experts: the same fused path with every token in one bucket.
-void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
+void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y,
+                MoeScratch& scratch, ThreadPool* pool);
+void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
                 ThreadPool* pool);
-void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch, ThreadPool* pool);
 
 // The specification of both: per token and slot, linear_scalar three times and silu_mul (kt's
 // silu_mul and axpy; the overload without kt: kernel_table()'s).
-void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
-                        int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
-                        float* expert_out);
+void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x,
+                        int64_t n_tokens, int64_t k, const int32_t* expert_of, const float* weight,
+                        float scale, float* out, float* expert_out);
 void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
-                        const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out);
+                        const int32_t* expert_of, const float* weight, float scale, float* out,
+                        float* expert_out);
 
 }  // namespace sickle

@@ -30,7 +30,8 @@ Experts make_experts(WeightEncoding enc, int64_t E, int64_t H, int64_t I, uint32
     x.owned.push_back(make_weight(enc, H, I, 32, 0, seed + uint32_t(3 * e + 2)));
   }
   for (int64_t e = 0; e < E; ++e)
-    x.mlps.push_back({x.owned[size_t(3 * e)].view, x.owned[size_t(3 * e + 1)].view, x.owned[size_t(3 * e + 2)].view});
+    x.mlps.push_back(
+        {x.owned[size_t(3 * e)].view, x.owned[size_t(3 * e + 1)].view, x.owned[size_t(3 * e + 2)].view});
   return x;
 }
 
@@ -73,7 +74,8 @@ void check_moe(const KernelTable& kt, WeightEncoding enc, double bound) {
       std::vector<float> base(size_t(T * H));
       for (auto& v : base) v = float(int(rng() % 7) - 3);
       std::vector<float> ref = base, eo_ref(size_t(T * k * H), -7.0f);
-      moe_experts_scalar(kScalarKernels, ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, ref.data(), eo_ref.data());
+      moe_experts_scalar(kScalarKernels, ex.mlps, a.x, T, k, chosen.data(), w.data(), 2.5f, ref.data(),
+                         eo_ref.data());
       std::vector<float> first;
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
         std::vector<float> y = base, eo(size_t(T * k * H), -7.0f);
@@ -97,8 +99,8 @@ void check_moe(const KernelTable& kt, WeightEncoding enc, double bound) {
       }
     }
   }
-  std::printf("  moe %s on %s: worst per-token ||y - spec|| / ||spec|| %.3g (bound %.0e)\n", encoding_name(enc),
-              kt.name, worst, bound);
+  std::printf("  moe %s on %s: worst per-token ||y - spec|| / ||spec|| %.3g (bound %.0e)\n",
+              encoding_name(enc), kt.name, worst, bound);
 }
 
 // Every test runs on each table this CPU runs (Moe.Int4ExpertsMatchSpec/avx2 ...).
@@ -117,7 +119,8 @@ TEST_P(Moe, ExpertMlpIsOneBucket) {
   std::vector<float> y(size_t(n * H), 123.0f), ref(size_t(n * H), 0.0f);
   std::vector<int32_t> zeros(size_t(n), 0);
   std::vector<float> ones(size_t(n), 1.0f);
-  moe_experts_scalar(kScalarKernels, ex.mlps, a.x, n, 1, zeros.data(), ones.data(), 1.0f, ref.data(), nullptr);
+  moe_experts_scalar(kScalarKernels, ex.mlps, a.x, n, 1, zeros.data(), ones.data(), 1.0f, ref.data(),
+                     nullptr);
   expert_mlp(*GetParam(), ex.mlps[0], a.x, n, y.data(), scratch, &pool);  // overwrites y
   EXPECT_LE(max_token_rel_err(y, ref, n, H), 1e-5);
 }
@@ -143,7 +146,8 @@ TEST(MoeDefaultTable, EqualsPassingKernelTable) {
   MoeScratch scratch;
   std::vector<float> y1(5 * 64, 0.0f), y2 = y1;
   moe_experts(ex.mlps, a.x, 5, 2, chosen.data(), w.data(), 1.0f, y1.data(), nullptr, scratch, nullptr);
-  moe_experts(kernel_table(), ex.mlps, a.x, 5, 2, chosen.data(), w.data(), 1.0f, y2.data(), nullptr, scratch, nullptr);
+  moe_experts(kernel_table(), ex.mlps, a.x, 5, 2, chosen.data(), w.data(), 1.0f, y2.data(), nullptr, scratch,
+              nullptr);
   EXPECT_EQ(y1, y2);
   EXPECT_NE(y1, std::vector<float>(5 * 64, 0.0f));
 }

@@ -24,25 +24,29 @@ void rmsnorm_impl(const float* x, W w_at, float eps, int64_t n, float* out) {
 }  // namespace
 
 void rmsnorm(const float* x, const float* w, float eps, int64_t n, float* out) {
-  rmsnorm_impl(x, [w](int64_t i) { return w[i]; }, eps, n, out);
+  rmsnorm_impl(
+      x, [w](int64_t i) { return w[i]; }, eps, n, out);
 }
 void rmsnorm(const float* x, const uint16_t* w, float eps, int64_t n, float* out) {
-  rmsnorm_impl(x, [w](int64_t i) { return bf16_to_f32(w[i]); }, eps, n, out);
+  rmsnorm_impl(
+      x, [w](int64_t i) { return bf16_to_f32(w[i]); }, eps, n, out);
 }
 
-void silu_mul(const float* gate, const float* up, int64_t n, float* out) { kernel_table().silu_mul(gate, up, n, out); }
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  kernel_table().silu_mul(gate, up, n, out);
+}
 
 void softmax(float* x, int64_t n) { kernel_table().softmax(x, n); }
 
 float dot(const float* a, const float* b, int64_t n) { return kernel_table().dot(a, b, n); }
 
 void axpy(float a, const float* x, float* y, int64_t n) { kernel_table().axpy(a, x, y, n); }
-void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-             int64_t k) {
+void gemm_nn(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+             int64_t n, int64_t k) {
   kernel_table().gemm_nn(a, lda, b, ldb, c, ldc, m, n, k);
 }
-void gemm_nt(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t n,
-             int64_t k) {
+void gemm_nt(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+             int64_t n, int64_t k) {
   kernel_table().gemm_nt(a, lda, b, ldb, c, ldc, m, n, k);
 }
 void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
@@ -51,8 +55,8 @@ void gemv_n(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, f
 void gemv_t(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y) {
   kernel_table().gemv_t(a, lda, m, k, x, y);
 }
-void gemm_nn_bf16(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
-                  int64_t n, int64_t k) {
+void gemm_nn_bf16(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
+                  int64_t m, int64_t n, int64_t k) {
   kernel_table().gemm_nn_bf16(a, lda, b, ldb, c, ldc, m, n, k);
 }
 

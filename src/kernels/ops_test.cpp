@@ -137,7 +137,8 @@ TEST_P(OpsTables, DotAxpyAllLengths) {
         ref += double(a[size_t(i + off)]) * b[size_t(i + 2 * off)];
         mag += std::fabs(double(a[size_t(i + off)]) * b[size_t(i + 2 * off)]);
       }
-      ASSERT_NEAR(k->dot(a.data() + off, b.data() + 2 * off, n), ref, 1e-6 * (mag + 1)) << k->name << " n " << n;
+      ASSERT_NEAR(k->dot(a.data() + off, b.data() + 2 * off, n), ref, 1e-6 * (mag + 1))
+          << k->name << " n " << n;
       std::vector<float> y(b.begin(), b.end());
       k->axpy(-0.75f, a.data() + off, y.data() + 2 * off, n);
       for (int64_t i = 0; i < 310; ++i) {
@@ -161,7 +162,8 @@ TEST_P(OpsTables, GemmNnAllShapes) {
     for (int64_t n : ns)
       for (int64_t k : ks) {
         const int64_t lda = k + 3, ldb = n + 5, ldc = n + 2;
-        auto a = randv(size_t(m * lda + 1), 100 + seed), b = randv(size_t(std::max<int64_t>(k, 1) * ldb), 200 + seed);
+        auto a = randv(size_t(m * lda + 1), 100 + seed),
+             b = randv(size_t(std::max<int64_t>(k, 1) * ldb), 200 + seed);
         ++seed;
         // The bf16 twin: B rounded to bf16, the same sums over its widened values.
         std::vector<uint16_t> b16(b.size());
@@ -184,7 +186,8 @@ TEST_P(OpsTables, GemmNnAllShapes) {
               mag += std::fabs(double(a[size_t(i * lda + p)]) * b[size_t(p * ldb + j)]);
             }
             ASSERT_NEAR(got, ref, 1e-6 * (mag + 1)) << kt->name << " m " << m << " n " << n << " k " << k;
-            ASSERT_NEAR(got16, ref16, 1e-6 * (mag + 1)) << kt->name << " bf16 m " << m << " n " << n << " k " << k;
+            ASSERT_NEAR(got16, ref16, 1e-6 * (mag + 1))
+                << kt->name << " bf16 m " << m << " n " << n << " k " << k;
           }
       }
 }
@@ -213,7 +216,8 @@ TEST_P(OpsTables, GemmNtAllShapes) {
               ref += double(a[size_t(i * lda + p)]) * b[size_t(j * ldb + p)];
               mag += std::fabs(double(a[size_t(i * lda + p)]) * b[size_t(j * ldb + p)]);
             }
-            ASSERT_NEAR(c[size_t(i * ldc + j)], ref, 1e-6 * (mag + 1)) << kt->name << " m " << m << " n " << n << " k " << k;
+            ASSERT_NEAR(c[size_t(i * ldc + j)], ref, 1e-6 * (mag + 1))
+                << kt->name << " m " << m << " n " << n << " k " << k;
           }
       }
 }
@@ -248,8 +252,8 @@ TEST_P(OpsTables, GemmLargeShapes) {
             ref += double(a[size_t(i * lda + p)]) * bv;
             mag += std::fabs(double(a[size_t(i * lda + p)]) * bv);
           }
-          ASSERT_NEAR(got, ref, 1e-6 * (mag + 1)) << kt->name << (nt ? " nt" : " nn") << " m " << m << " n " << n
-                                                  << " k " << k << " at " << i << "," << j;
+          ASSERT_NEAR(got, ref, 1e-6 * (mag + 1)) << kt->name << (nt ? " nt" : " nn") << " m " << m << " n "
+                                                  << n << " k " << k << " at " << i << "," << j;
         }
     }
 }
@@ -278,7 +282,8 @@ TEST_P(OpsTables, GemvAllShapes) {
             ref += p;
             mag += std::fabs(p);
           }
-          ASSERT_NEAR(y[size_t(o)], ref, 1e-6 * (mag + 1)) << kt->name << " " << what << " m " << m << " k " << k;
+          ASSERT_NEAR(y[size_t(o)], ref, 1e-6 * (mag + 1))
+              << kt->name << " " << what << " m " << m << " k " << k;
         }
       };
       check("gemv_n", yn, m, k, [&](int64_t i, int64_t j) { return a[size_t(i * lda + j)]; });
@@ -286,7 +291,8 @@ TEST_P(OpsTables, GemvAllShapes) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Tables, OpsTables, ::testing::ValuesIn(runnable_kernel_tables()), testing_util::TableName());
+INSTANTIATE_TEST_SUITE_P(Tables, OpsTables, ::testing::ValuesIn(runnable_kernel_tables()),
+                         testing_util::TableName());
 
 }  // namespace
 }  // namespace sickle

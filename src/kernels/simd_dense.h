@@ -44,19 +44,22 @@ inline int fp8_col_shift(const WeightView& w) {
 // form loads the first n < W of them and zeros.
 template <class V>
 struct LoadF32 {
-  const float* p; int64_t ld;
+  const float* p;
+  int64_t ld;
   typename V::F load(int64_t r, int64_t c) const { return V::loadu(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::loadu(p + r * ld + c, n); }
 };
 template <class V>
 struct LoadBF16 {
-  const uint16_t* p; int64_t ld;
+  const uint16_t* p;
+  int64_t ld;
   typename V::F load(int64_t r, int64_t c) const { return V::widen_bf16(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::widen_bf16(p + r * ld + c, n); }
 };
 template <class V>
 struct LoadF16 {
-  const uint16_t* p; int64_t ld;
+  const uint16_t* p;
+  int64_t ld;
   typename V::F load(int64_t r, int64_t c) const { return V::widen_f16(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::widen_f16(p + r * ld + c, n); }
 };
@@ -67,7 +70,11 @@ struct LoadF16 {
 // columns (fp8_col_shift), so one load never straddles two scale blocks.
 template <class V>
 struct LoadFp8 {
-  const uint8_t* p; int64_t ld; const float* scale; int64_t scale_ld, block_rows; int shift;
+  const uint8_t* p;
+  int64_t ld;
+  const float* scale;
+  int64_t scale_ld, block_rows;
+  int shift;
   static typename V::F cvt(typename V::I v, float s) {
     typename V::I low7 = V::iand(v, 0x7f);
     typename V::I bits = V::ior(V::template shl<20>(low7), V::template shl<24>(V::iand(v, 0x80)));
@@ -76,7 +83,9 @@ struct LoadFp8 {
   }
   float s(int64_t r, int64_t c) const { return scale[(r / block_rows) * scale_ld + (c >> shift)]; }
   typename V::F load(int64_t r, int64_t c) const { return cvt(V::widen_u8(p + r * ld + c), s(r, c)); }
-  typename V::F load(int64_t r, int64_t c, int n) const { return cvt(V::widen_u8(p + r * ld + c, n), s(r, c)); }
+  typename V::F load(int64_t r, int64_t c, int n) const {
+    return cvt(V::widen_u8(p + r * ld + c, n), s(r, c));
+  }
 };
 
 // ---------------------------------------------------------------- dense tiles
@@ -135,8 +144,8 @@ constexpr DenseTileFn<L> dense_tile_for(int nt) {
 }
 
 template <class V, class L>
-void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-               int64_t ldy) {
+void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+               float* y, int64_t ldy) {
   constexpr int kT = V::kMaxTokens;
   static constexpr auto kTiles = [] {
     std::array<std::array<DenseTileFn<L>, kT>, 4> t{};
@@ -165,20 +174,23 @@ void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
 // y[t * ldy + r] = W[r] . x[t * ldx] for rows [r0, r1) and n tokens; int4 and fp8 weights whose
 // block is not a power of two >= 16 columns go to the generic kernel.
 template <class V>
-void linear_dense(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1, float* y,
-                  int64_t ldy) {
+void linear_dense(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+                  float* y, int64_t ldy) {
   switch (w.encoding) {
     case WeightEncoding::kF32:
-      return dense_run<V>(LoadF32<V>{static_cast<const float*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
-    case WeightEncoding::kBF16:
-      return dense_run<V>(LoadBF16<V>{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y,
+      return dense_run<V>(LoadF32<V>{static_cast<const float*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y,
                           ldy);
+    case WeightEncoding::kBF16:
+      return dense_run<V>(LoadBF16<V>{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0,
+                          r1, y, ldy);
     case WeightEncoding::kF16:
-      return dense_run<V>(LoadF16<V>{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1, y, ldy);
+      return dense_run<V>(LoadF16<V>{static_cast<const uint16_t*>(w.data), w.cols}, w.cols, x, ldx, n, r0, r1,
+                          y, ldy);
     case WeightEncoding::kFp8Block: {
       int shift = fp8_col_shift(w);
       if (shift < 0) break;
-      LoadFp8<V> ld{static_cast<const uint8_t*>(w.data), w.cols, w.scale_f32, w.scale_cols, w.block_rows, shift};
+      LoadFp8<V> ld{
+          static_cast<const uint8_t*>(w.data), w.cols, w.scale_f32, w.scale_cols, w.block_rows, shift};
       return dense_run<V>(ld, w.cols, x, ldx, n, r0, r1, y, ldy);
     }
     case WeightEncoding::kInt4Group: break;

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "base/error.h"
@@ -72,7 +72,9 @@ namespace {
 const std::vector<std::string>& gpt2_byte_table() {
   static const std::vector<std::string> table = [] {
     std::vector<std::string> t(256);
-    auto printable = [](int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255); };
+    auto printable = [](int b) {
+      return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    };
     int n = 0;
     for (int b = 0; b < 256; ++b) {
       const uint32_t cp = printable(b) ? uint32_t(b) : uint32_t(256 + n++);
@@ -143,7 +145,8 @@ int32_t special_field_id(const Tokenizer& tok, const json& cfg, const char* fiel
   const json& f = cfg[field];
   std::string text;
   if (f.is_string()) text = f.get<std::string>();
-  else if (f.is_object() && f.contains("content") && f["content"].is_string()) text = f["content"].get<std::string>();
+  else if (f.is_object() && f.contains("content") && f["content"].is_string())
+    text = f["content"].get<std::string>();
   else return -1;
   return tok.token_id(text);
 }
@@ -169,7 +172,8 @@ void add_special_ids(gguf::Writer& w, const Tokenizer& tok, const json& cfg) {
 
 std::string write_tiktoken_vocab(gguf::Writer& w, const Tokenizer& tok, int64_t n_vocab) {
   std::vector<std::string> ranks;
-  for (int64_t id = 0; id < tok.vocab_size() && !tok.is_special(int32_t(id)); ++id) ranks.push_back(tok.token_text(int32_t(id)));
+  for (int64_t id = 0; id < tok.vocab_size() && !tok.is_special(int32_t(id)); ++id)
+    ranks.push_back(tok.token_text(int32_t(id)));
   std::vector<std::string> tokens(static_cast<size_t>(n_vocab));
   std::vector<int32_t> types(static_cast<size_t>(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) {
@@ -191,7 +195,8 @@ std::string write_tiktoken_vocab(gguf::Writer& w, const Tokenizer& tok, int64_t 
   w.add_kv("tokenizer.ggml.token_type", Value::i32_array(types));
   w.add_kv("tokenizer.ggml.merges", Value::str_array(merges));
   add_special_ids(w, tok, tok.config());
-  return fmt::format("tiktoken (pre kimi-k2): {} tokens ({} ranks), {} merges", n_vocab, ranks.size(), merges.size());
+  return fmt::format("tiktoken (pre kimi-k2): {} tokens ({} ranks), {} merges", n_vocab, ranks.size(),
+                     merges.size());
 }
 
 // HF byte-level BPE (DeepSeek-V3): tokens and merges are already in the GPT-2 byte encoding.
@@ -220,7 +225,8 @@ std::string write_hf_vocab(gguf::Writer& w, const Tokenizer& tok, const fs::path
   if (tj["model"].contains("merges"))
     for (const auto& m : tj["model"]["merges"]) {
       if (m.is_string()) merges.push_back(m.get<std::string>());
-      else if (m.is_array() && m.size() == 2) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+      else if (m.is_array() && m.size() == 2)
+        merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
     }
   w.add_kv("tokenizer.ggml.model", Value::str("gpt2"));
   w.add_kv("tokenizer.ggml.pre", Value::str("deepseek-v3"));
@@ -250,10 +256,13 @@ std::string write_placeholder_vocab(gguf::Writer& w, const ModelConfig& cfg) {
   w.add_kv("tokenizer.ggml.tokens", Value::str_array(tokens));
   w.add_kv("tokenizer.ggml.token_type", Value::i32_array(types));
   w.add_kv("tokenizer.ggml.merges", Value::str_array({}));
-  if (cfg.eos_token_id && *cfg.eos_token_id < n_vocab) w.add_kv("tokenizer.ggml.eos_token_id", Value::u32(uint32_t(*cfg.eos_token_id)));
-  if (cfg.bos_token_id && *cfg.bos_token_id < n_vocab) w.add_kv("tokenizer.ggml.bos_token_id", Value::u32(uint32_t(*cfg.bos_token_id)));
+  if (cfg.eos_token_id && *cfg.eos_token_id < n_vocab)
+    w.add_kv("tokenizer.ggml.eos_token_id", Value::u32(uint32_t(*cfg.eos_token_id)));
+  if (cfg.bos_token_id && *cfg.bos_token_id < n_vocab)
+    w.add_kv("tokenizer.ggml.bos_token_id", Value::u32(uint32_t(*cfg.bos_token_id)));
   w.add_kv("tokenizer.ggml.add_bos_token", Value::boolean(false));
-  return fmt::format("none in the checkpoint: placeholder vocabulary of {} ids (byte tokens + [PADn])", n_vocab);
+  return fmt::format("none in the checkpoint: placeholder vocabulary of {} ids (byte tokens + [PADn])",
+                     n_vocab);
 }
 
 void convert_row(const float* x, int64_t n, GgmlType t, uint8_t* out) {
@@ -276,7 +285,9 @@ void convert_row(const float* x, int64_t n, GgmlType t, uint8_t* out) {
   }
 }
 
-uint64_t row_bytes(GgmlType t, int64_t n) { return uint64_t(n / gguf::ggml_block_size(t) * gguf::ggml_block_bytes(t)); }
+uint64_t row_bytes(GgmlType t, int64_t n) {
+  return uint64_t(n / gguf::ggml_block_size(t) * gguf::ggml_block_bytes(t));
+}
 
 class Exporter {
  public:
@@ -292,16 +303,28 @@ class Exporter {
   // A 1D tensor (norm weight, bias) as f32.
   void vector_f32(const std::string& gname, const std::string& src) {
     const TensorView tv = ck_.tensor(src);
-    if (tv.shape.size() != 1) fail("{}: '{}' has shape {}, expected 1D", ck_.dir().string(), src, tv.shape_str());
+    if (tv.shape.size() != 1)
+      fail("{}: '{}' has shape {}, expected 1D", ck_.dir().string(), src, tv.shape_str());
     const int64_t n = tv.shape[0];
     w_.add_tensor(gname, GgmlType::kF32, {n}, [tv, n](gguf::TensorSink& s) {
       std::vector<float> v(static_cast<size_t>(n));
       for (int64_t k = 0; k < n; ++k) {
         switch (tv.dtype) {
           case DType::F32: std::memcpy(&v[size_t(k)], tv.data + 4 * k, 4); break;
-          case DType::BF16: { uint16_t h; std::memcpy(&h, tv.data + 2 * k, 2); v[size_t(k)] = bf16_to_f32(h); break; }
-          case DType::F16: { uint16_t h; std::memcpy(&h, tv.data + 2 * k, 2); v[size_t(k)] = f16_to_f32(h); break; }
-          default: fail("'{}': dtype {} for a norm/bias (expected F32, BF16 or F16)", tv.name, dtype_name(tv.dtype));
+          case DType::BF16: {
+            uint16_t h;
+            std::memcpy(&h, tv.data + 2 * k, 2);
+            v[size_t(k)] = bf16_to_f32(h);
+            break;
+          }
+          case DType::F16: {
+            uint16_t h;
+            std::memcpy(&h, tv.data + 2 * k, 2);
+            v[size_t(k)] = f16_to_f32(h);
+            break;
+          }
+          default:
+            fail("'{}': dtype {} for a norm/bias (expected F32, BF16 or F16)", tv.name, dtype_name(tv.dtype));
         }
       }
       s.write(v.data(), v.size() * 4);
@@ -330,7 +353,8 @@ class Exporter {
     const WeightView wv = ck_.weight(base);
     const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, vd = c.v_head_dim, L = c.kv_lora_rank;
     if (wv.rows != H * (nope + vd) || wv.cols != L)
-      fail("{}: '{}' is [{}, {}], expected [{}, {}]", ck_.dir().string(), base, wv.rows, wv.cols, H * (nope + vd), L);
+      fail("{}: '{}' is [{}, {}], expected [{}, {}]", ck_.dir().string(), base, wv.rows, wv.cols,
+           H * (nope + vd), L);
     auto full = std::make_shared<std::vector<float>>();  // [rows, L], filled at write time
     auto load = [wv, full]() {
       if (!full->empty()) return;
@@ -372,30 +396,34 @@ class Exporter {
     const WeightView& v0 = views[0];
     const bool q4 = v0.encoding == WeightEncoding::kInt4Group && v0.group_size == 32;
     for (const auto& v : views)
-      if (v.rows != v0.rows || v.cols != v0.cols || v.encoding != v0.encoding || v.group_size != v0.group_size)
-        fail("{}: expert '{}' differs from '{}' in shape or encoding ({}x{} {} vs {}x{} {})", ck_.dir().string(), v.name,
-             v0.name, v.rows, v.cols, encoding_name(v.encoding), v0.rows, v0.cols, encoding_name(v0.encoding));
+      if (v.rows != v0.rows || v.cols != v0.cols || v.encoding != v0.encoding ||
+          v.group_size != v0.group_size)
+        fail("{}: expert '{}' differs from '{}' in shape or encoding ({}x{} {} vs {}x{} {})",
+             ck_.dir().string(), v.name, v0.name, v.rows, v.cols, encoding_name(v.encoding), v0.rows, v0.cols,
+             encoding_name(v0.encoding));
     const GgmlType t = q4 ? GgmlType::kQ4_0 : type_for(v0.cols);
     GgufExportReport* rep = &rep_;
-    w_.add_tensor(gname, t, {v0.cols, v0.rows, E}, [views = std::move(views), t, q4, rep](gguf::TensorSink& s) {
-      const int64_t cols = views[0].cols;
-      std::vector<uint8_t> out(row_bytes(t, cols));
-      std::vector<float> row(static_cast<size_t>(cols));
-      for (const auto& v : views)
-        for (int64_t r = 0; r < v.rows; ++r) {
-          if (q4) {
-            const auto* packed = static_cast<const uint32_t*>(v.data) + r * (cols / 8);
-            const int64_t inexact = int4_row_to_q4_0(packed, v.scale_bf16 + r * v.scale_cols, cols, out.data(), v.name);
-            if (inexact && rep->n_scales_inexact == 0) rep->first_inexact = v.name;
-            rep->n_scales_inexact += inexact;
-            rep->n_q4_blocks += cols / 32;
-          } else {
-            v.dequant_row(r, row.data());
-            convert_row(row.data(), cols, t, out.data());
-          }
-          s.write(out.data(), out.size());
-        }
-    });
+    w_.add_tensor(
+        gname, t, {v0.cols, v0.rows, E}, [views = std::move(views), t, q4, rep](gguf::TensorSink& s) {
+          const int64_t cols = views[0].cols;
+          std::vector<uint8_t> out(row_bytes(t, cols));
+          std::vector<float> row(static_cast<size_t>(cols));
+          for (const auto& v : views)
+            for (int64_t r = 0; r < v.rows; ++r) {
+              if (q4) {
+                const auto* packed = static_cast<const uint32_t*>(v.data) + r * (cols / 8);
+                const int64_t inexact =
+                    int4_row_to_q4_0(packed, v.scale_bf16 + r * v.scale_cols, cols, out.data(), v.name);
+                if (inexact && rep->n_scales_inexact == 0) rep->first_inexact = v.name;
+                rep->n_scales_inexact += inexact;
+                rep->n_q4_blocks += cols / 32;
+              } else {
+                v.dequant_row(r, row.data());
+                convert_row(row.data(), cols, t, out.data());
+              }
+              s.write(out.data(), out.size());
+            }
+        });
   }
 
  private:
@@ -442,13 +470,18 @@ GgufExportReport export_gguf(const fs::path& model_dir, const fs::path& out, con
     if (!c.is_moe_layer(il)) continue;
     if (n_expert == 0) n_expert = c.n_experts(il);
     if (c.n_experts(il) != n_expert)
-      fail("{}: layer {} has {} experts, layer before {}: llama.cpp's deepseek2 needs the same count in every MoE "
-           "layer (non-uniform pruning cannot be exported)", where, il, c.n_experts(il), n_expert);
+      fail(
+          "{}: layer {} has {} experts, layer before {}: llama.cpp's deepseek2 needs the same count in every "
+          "MoE "
+          "layer (non-uniform pruning cannot be exported)",
+          where, il, c.n_experts(il), n_expert);
   }
   for (int64_t il = 0; il < L; ++il)
     if (c.is_moe_layer(il) != (il >= c.first_k_dense_replace))
-      fail("{}: layer {} breaks the dense-then-MoE pattern (first_k_dense_replace {}, moe_layer_freq {}) that "
-           "llama.cpp's leading_dense_block_count expresses", where, il, c.first_k_dense_replace, c.moe_layer_freq);
+      fail(
+          "{}: layer {} breaks the dense-then-MoE pattern (first_k_dense_replace {}, moe_layer_freq {}) that "
+          "llama.cpp's leading_dense_block_count expresses",
+          where, il, c.first_k_dense_replace, c.moe_layer_freq);
   if (c.n_group > 1 && c.topk_method != "noaux_tc" && c.topk_method != "group_limited_greedy")
     log_warn("{}: topk_method '{}' is exported as llama.cpp's grouped top-k", where, c.topk_method);
 
@@ -489,7 +522,8 @@ GgufExportReport export_gguf(const fs::path& model_dir, const fs::path& out, con
     const RopeScaling& rs = *c.rope_scaling;
     w.add_kv(key("rope.scaling.type"), Value::str("yarn"));
     w.add_kv(key("rope.scaling.factor"), Value::f32(float(rs.factor)));
-    w.add_kv(key("rope.scaling.original_context_length"), Value::u32(uint32_t(rs.original_max_position_embeddings)));
+    w.add_kv(key("rope.scaling.original_context_length"),
+             Value::u32(uint32_t(rs.original_max_position_embeddings)));
     w.add_kv(key("rope.scaling.yarn_beta_fast"), Value::f32(float(rs.beta_fast)));
     w.add_kv(key("rope.scaling.yarn_beta_slow"), Value::f32(float(rs.beta_slow)));
   } else if (c.rope_scaling) {
@@ -509,7 +543,9 @@ GgufExportReport export_gguf(const fs::path& model_dir, const fs::path& out, con
   if (c.norm_topk_prob) w.add_kv(key("expert_weights_norm"), Value::boolean(true));
   w.add_kv(key("rope.dimension_count"), Value::u32(uint32_t(c.qk_rope_head_dim)));
   // [TAG_DEEPSEEK2_YARN_LOG_MUL_FIX]: the loader divides this by 0.1 to get mscale_all_dim.
-  if (c.rope_scaling) w.add_kv(key("rope.scaling.yarn_log_multiplier"), Value::f32(float(0.1 * c.rope_scaling->mscale_all_dim)));
+  if (c.rope_scaling)
+    w.add_kv(key("rope.scaling.yarn_log_multiplier"),
+             Value::f32(float(0.1 * c.rope_scaling->mscale_all_dim)));
 
   // Tokenizer.
   const bool has_tiktoken = fs::exists(model_dir / "tiktoken.model");
@@ -518,8 +554,9 @@ GgufExportReport export_gguf(const fs::path& model_dir, const fs::path& out, con
     auto tok = Tokenizer::load(model_dir);
     if (tok->vocab_size() > c.vocab_size)
       fail("{}: the tokenizer has {} ids, more than vocab_size {}", where, tok->vocab_size(), c.vocab_size);
-    rep.tokenizer = tok->kind() == TokenizerKind::kTiktoken ? write_tiktoken_vocab(w, *tok, c.vocab_size)
-                                                            : write_hf_vocab(w, *tok, model_dir, c.vocab_size);
+    rep.tokenizer = tok->kind() == TokenizerKind::kTiktoken
+                        ? write_tiktoken_vocab(w, *tok, c.vocab_size)
+                        : write_hf_vocab(w, *tok, model_dir, c.vocab_size);
   } else {
     rep.tokenizer = write_placeholder_vocab(w, c);
   }

@@ -38,10 +38,10 @@ struct GgufExportOptions {
 struct GgufExportReport {
   int64_t n_tensors = 0;
   uint64_t data_bytes = 0;
-  int64_t n_q4_blocks = 0;          // int4 blocks mapped to Q4_0
-  int64_t n_scales_inexact = 0;     // bf16 scales not exactly representable in f16 (tiny values)
-  std::string first_inexact;        // tensor of the first one
-  std::string tokenizer;            // what was written ("kimi-k2 tiktoken, 2304 tokens, 1791 merges")
+  int64_t n_q4_blocks = 0;       // int4 blocks mapped to Q4_0
+  int64_t n_scales_inexact = 0;  // bf16 scales not exactly representable in f16 (tiny values)
+  std::string first_inexact;     // tensor of the first one
+  std::string tokenizer;         // what was written ("kimi-k2 tiktoken, 2304 tokens, 1791 merges")
 };
 
 GgufExportReport export_gguf(const std::filesystem::path& model_dir, const std::filesystem::path& out,

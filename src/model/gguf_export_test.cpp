@@ -87,7 +87,8 @@ TEST(GgufExport, Q8_0MatchesGgmlReference) {
     float amax = 0;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
     const float d = f16_to_f32(f32_to_f16(amax / 127.0f));
-    for (int j = 0; j < 32; ++j) EXPECT_NEAR(y[b * 32 + j], x[b * 32 + j], 0.5f * d + 1e-3f * amax) << b << " " << j;
+    for (int j = 0; j < 32; ++j)
+      EXPECT_NEAR(y[b * 32 + j], x[b * 32 + j], 0.5f * d + 1e-3f * amax) << b << " " << j;
   }
   EXPECT_EQ(int8_t(q[34 + 2 + 8]), -127);  // x[40] = -amax -> -127
   std::vector<float> zeros(32, 0.0f);
@@ -98,10 +99,10 @@ TEST(GgufExport, Q8_0MatchesGgmlReference) {
 
 TEST(GgufExport, Gpt2ByteEncoding) {
   EXPECT_EQ(gpt2_byte_encode("Hello"), "Hello");
-  EXPECT_EQ(gpt2_byte_encode(" the"), "\xC4\xA0the");  // space -> U+0120 'Ġ'
-  EXPECT_EQ(gpt2_byte_encode("\n"), "\xC4\x8A");        // newline -> U+010A 'Ċ'
+  EXPECT_EQ(gpt2_byte_encode(" the"), "\xC4\xA0the");             // space -> U+0120 'Ġ'
+  EXPECT_EQ(gpt2_byte_encode("\n"), "\xC4\x8A");                  // newline -> U+010A 'Ċ'
   EXPECT_EQ(gpt2_byte_encode(std::string(1, '\0')), "\xC4\x80");  // 0 -> U+0100
-  EXPECT_EQ(gpt2_byte_encode("\xFF"), "\xC3\xBF");      // 255 is printable: U+00FF
+  EXPECT_EQ(gpt2_byte_encode("\xFF"), "\xC3\xBF");                // 255 is printable: U+00FF
 }
 
 TEST(GgufExport, TiktokenMergesFollowRanks) {
@@ -140,7 +141,8 @@ TEST(GgufExport, TinyKimiRoundTrip) {
   EXPECT_EQ(r.get("deepseek2.expert_gating_func").u, 2u);
   EXPECT_EQ(r.get("deepseek2.rope.scaling.type").s, "yarn");
   EXPECT_FLOAT_EQ(float(r.get("deepseek2.rope.scaling.factor").f), float(c.rope_scaling->factor));
-  EXPECT_FLOAT_EQ(float(r.get("deepseek2.rope.scaling.yarn_log_multiplier").f), float(0.1 * c.rope_scaling->mscale_all_dim));
+  EXPECT_FLOAT_EQ(float(r.get("deepseek2.rope.scaling.yarn_log_multiplier").f),
+                  float(0.1 * c.rope_scaling->mscale_all_dim));
   EXPECT_FLOAT_EQ(float(r.get("deepseek2.expert_weights_scale").f), float(c.routed_scaling_factor));
   EXPECT_EQ(r.get("deepseek2.expert_weights_norm").type, gguf::ValueType::kBool);
   EXPECT_EQ(r.get("tokenizer.ggml.tokens").array.size(), size_t(c.vocab_size));
@@ -150,7 +152,8 @@ TEST(GgufExport, TinyKimiRoundTrip) {
   ASSERT_TRUE(c.is_moe_layer(il));
   // Experts: every row of every expert dequantizes to exactly the checkpoint's values.
   for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
-    const std::string gname = fmt::format("blk.{}.ffn_{}_exps.weight", il, std::string(proj).substr(0, std::string(proj).find('_')));
+    const std::string gname = fmt::format("blk.{}.ffn_{}_exps.weight", il,
+                                          std::string(proj).substr(0, std::string(proj).find('_')));
     const gguf::TensorInfo& t = r.tensor(gname);
     EXPECT_EQ(t.type, GgmlType::kQ4_0);
     for (int64_t e = 0; e < c.n_routed_experts; ++e) {
@@ -160,7 +163,8 @@ TEST(GgufExport, TinyKimiRoundTrip) {
       const uint64_t rb = uint64_t(wv.cols / 32 * 18);
       for (int64_t row = 0; row < wv.rows; ++row) {
         wv.dequant_row(row, ref.data());
-        gguf::dequantize_row(GgmlType::kQ4_0, r.tensor_data(t) + (e * wv.rows + row) * rb, wv.cols, got.data());
+        gguf::dequantize_row(GgmlType::kQ4_0, r.tensor_data(t) + (e * wv.rows + row) * rb, wv.cols,
+                             got.data());
         ASSERT_EQ(got, ref) << gname << " expert " << e << " row " << row;
       }
     }
@@ -203,7 +207,8 @@ TEST(GgufExport, TinyKimiRoundTrip) {
   export_gguf(dir, out, opt);
   gguf::Reader r8(out);
   EXPECT_EQ(r8.tensor("token_embd.weight").type, GgmlType::kQ8_0);
-  EXPECT_EQ(r8.tensor(fmt::format("blk.{}.attn_k_b.weight", il)).type, nope % 32 ? GgmlType::kF16 : GgmlType::kQ8_0);
+  EXPECT_EQ(r8.tensor(fmt::format("blk.{}.attn_k_b.weight", il)).type,
+            nope % 32 ? GgmlType::kF16 : GgmlType::kQ8_0);
 }
 
 }  // namespace

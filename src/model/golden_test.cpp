@@ -83,7 +83,7 @@ struct Golden {
   std::unique_ptr<SafetensorsFile> file;
   fs::path ckpt_dir;
   std::map<std::string, std::unique_ptr<Model>> models;  // by kernel table name
-  std::string error;  // set if regeneration or loading failed
+  std::string error;                                     // set if regeneration or loading failed
 
   std::vector<int32_t> ints(const std::string& key) const {
     TensorView v = file->view(key);
@@ -110,7 +110,8 @@ std::string check_fingerprint(const Golden& g, const Checkpoint& ck) {
   const json& want_cfg = g.meta.at("config");
   if (ck.config_json() != want_cfg)
     return "config.json of `" + g.meta["synth"]["command"].get<std::string>() +
-           "` differs from the one the goldens were made from: regenerate with tools/reference/make_goldens.py";
+           "` differs from the one the goldens were made from: regenerate with "
+           "tools/reference/make_goldens.py";
   const json& want = g.meta.at("tensors");
   std::vector<std::string> names = ck.tensor_names();
   if (names.size() != want.size())
@@ -121,10 +122,12 @@ std::string check_fingerprint(const Golden& g, const Checkpoint& ck) {
     TensorView v = ck.tensor(n);
     if (std::string(dtype_name(v.dtype)) != w[0].get<std::string>())
       return "tensor " + n + " dtype " + std::string(dtype_name(v.dtype)) + " != " + w[0].get<std::string>();
-    if (v.shape != w[1].get<std::vector<int64_t>>()) return "tensor " + n + " shape " + v.shape_str() + " differs";
+    if (v.shape != w[1].get<std::vector<int64_t>>())
+      return "tensor " + n + " shape " + v.shape_str() + " differs";
     const uint64_t sum = tensor_checksum(v.data, v.nbytes());
     if (std::to_string(sum) != w[2].get<std::string>())
-      return "tensor " + n + " bytes differ from the golden's checkpoint (synth generator changed?): regenerate "
+      return "tensor " + n +
+             " bytes differ from the golden's checkpoint (synth generator changed?): regenerate "
              "goldens with tools/reference/make_goldens.py";
   }
   return "";
@@ -179,12 +182,15 @@ struct Cleanup {
   ~Cleanup() {
     std::error_code ec;
     for (const char* n : {"tiny-kimi-int4", "tiny-kimi-bf16", "tiny-dsv3-fp8", "tiny-dsv3-bf16"})
-      fs::remove_all(fs::temp_directory_path() / ("sickle-golden-" + std::string(n) + "-" + std::to_string(::getpid())), ec);
+      fs::remove_all(
+          fs::temp_directory_path() / ("sickle-golden-" + std::string(n) + "-" + std::to_string(::getpid())),
+          ec);
   }
 } cleanup;
 
 // Compares rows [n, vocab] of sickle to the golden's; returns the worst max|diff|/max|golden|.
-double compare_rows(const float* got, const float* want, int64_t n, int64_t vocab, double tol, const std::string& what) {
+double compare_rows(const float* got, const float* want, int64_t n, int64_t vocab, double tol,
+                    const std::string& what) {
   double worst = 0;
   for (int64_t r = 0; r < n; ++r) {
     double dmax = 0, gmax = 0;
@@ -197,7 +203,8 @@ double compare_rows(const float* got, const float* want, int64_t n, int64_t voca
     const double rel = dmax / std::max(gmax, 1e-30);
     worst = std::max(worst, std::isnan(rel) ? INFINITY : rel);
     EXPECT_LE(rel, tol) << what << " row " << r << ": max|diff| " << dmax << " at vocab " << at << " (sickle "
-                        << got[r * vocab + at] << ", golden " << want[r * vocab + at] << "), max|golden| " << gmax;
+                        << got[r * vocab + at] << ", golden " << want[r * vocab + at] << "), max|golden| "
+                        << gmax;
   }
   return worst;
 }
@@ -214,9 +221,7 @@ double row_rel(const float* got, const float* want, int64_t vocab) {
   return std::isnan(rel) ? INFINITY : rel;
 }
 
-int32_t argmax(const float* row, int64_t vocab) {
-  return int32_t(std::max_element(row, row + vocab) - row);
-}
+int32_t argmax(const float* row, int64_t vocab) { return int32_t(std::max_element(row, row + vocab) - row); }
 
 class GoldenTest : public ::testing::TestWithParam<GoldenParam> {
  protected:
@@ -255,7 +260,8 @@ TEST_P(GoldenTest, PrefillLogits) {
     // too and must agree within the looser stated bound.
     if (g_->file->find(g_->case_key(i, "logits_exact"))) {
       const auto exact = g_->floats(g_->case_key(i, "logits_exact"));
-      for (int64_t r = 0; r < rows; ++r) exact_rel.push_back(row_rel(&logits[r * vocab_], &exact[r * vocab_], vocab_));
+      for (int64_t r = 0; r < rows; ++r)
+        exact_rel.push_back(row_rel(&logits[r * vocab_], &exact[r * vocab_], vocab_));
     }
   }
   std::printf("[%s] prefill: worst max|diff|/max|logit| = %.3g (tolerance %.3g)\n", name().c_str(), worst,
@@ -267,7 +273,8 @@ TEST_P(GoldenTest, PrefillLogits) {
     std::sort(exact_rel.begin(), exact_rel.end());
     const double med = exact_rel[exact_rel.size() / 2], p90 = exact_rel[exact_rel.size() * 9 / 10];
     const json& t = g_->meta.at("tolerance");
-    EXPECT_LE(med, t.at("exact_median_rel").get<double>()) << name() << " vs exact semantics: median row error";
+    EXPECT_LE(med, t.at("exact_median_rel").get<double>())
+        << name() << " vs exact semantics: median row error";
     EXPECT_LE(p90, t.at("exact_p90_rel").get<double>()) << name() << " vs exact semantics: 90th percentile";
     std::printf("[%s] vs exact semantics (no activation quantization): median %.3g, p90 %.3g, max %.3g\n",
                 name().c_str(), med, p90, exact_rel.back());
@@ -285,9 +292,9 @@ TEST_P(GoldenTest, DecodeStepByStep) {
     for (int64_t t = 0; t < rows; ++t) {
       model_->forward(*seq, std::span<const int32_t>(&toks[t], 1), logits);
       ASSERT_EQ(int64_t(logits.size()), vocab_);
-      worst = std::max(worst, compare_rows(logits.data(), want.data() + t * vocab_, 1, vocab_, g_->tol(),
-                                           name() + " decode case " + std::to_string(i) + " pos " +
-                                               std::to_string(t)));
+      worst = std::max(
+          worst, compare_rows(logits.data(), want.data() + t * vocab_, 1, vocab_, g_->tol(),
+                              name() + " decode case " + std::to_string(i) + " pos " + std::to_string(t)));
     }
   }
   std::printf("[%s] step-by-step decode: worst %.3g\n", name().c_str(), worst);
@@ -324,9 +331,9 @@ TEST_P(GoldenTest, GreedyContinuation) {
     std::vector<int32_t> got;
     for (size_t s = 0; s < want.size(); ++s) {
       ASSERT_EQ(int64_t(logits.size()), vocab_);
-      worst = std::max(worst, compare_rows(logits.data(), want_rows.data() + s * vocab_, 1, vocab_, g_->tol(),
-                                           name() + " greedy case " + std::to_string(i) + " step " +
-                                               std::to_string(s)));
+      worst = std::max(
+          worst, compare_rows(logits.data(), want_rows.data() + s * vocab_, 1, vocab_, g_->tol(),
+                              name() + " greedy case " + std::to_string(i) + " step " + std::to_string(s)));
       const int32_t t = argmax(logits.data(), vocab_);
       got.push_back(t);
       if (t != want[s]) break;  // the rest would compare different prefixes
@@ -351,7 +358,8 @@ TEST_P(GoldenTest, TwoSequencesInOneStep) {
     std::vector<StepItem> items = {{sa.get(), ta, true}, {sb.get(), tb, true}};
     model_->forward(items, logits);
     ASSERT_EQ(int64_t(logits.size()), int64_t(ta.size() + tb.size()) * vocab_);
-    compare_rows(logits.data(), wa.data(), int64_t(ta.size()), vocab_, g_->tol(), name() + " batch prefill a");
+    compare_rows(logits.data(), wa.data(), int64_t(ta.size()), vocab_, g_->tol(),
+                 name() + " batch prefill a");
     compare_rows(logits.data() + ta.size() * vocab_, wb.data(), int64_t(tb.size()), vocab_, g_->tol(),
                  name() + " batch prefill b");
     // Decode both together, feeding the golden greedy tokens; each step's two rows.
@@ -373,8 +381,8 @@ TEST_P(GoldenTest, TwoSequencesInOneStep) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, GoldenTest,
-                         ::testing::Combine(::testing::Values("tiny-kimi-int4", "tiny-kimi-bf16", "tiny-dsv3-fp8",
-                                                              "tiny-dsv3-bf16"),
+                         ::testing::Combine(::testing::Values("tiny-kimi-int4", "tiny-kimi-bf16",
+                                                              "tiny-dsv3-fp8", "tiny-dsv3-bf16"),
                                             ::testing::ValuesIn(runnable_kernel_tables())),
                          test_util::DashToUnderscoreAndTable());
 
@@ -393,7 +401,8 @@ struct StatsObserver : ForwardObserver {
     Layer& L = layers[e.layer];
     const size_t E = size_t(n_experts.at(e.layer));
     if (L.count.empty())
-      for (auto* v : {&L.count, &L.gate_sum, &L.reap_sum, &L.ean_sum, &L.ean_sq_sum, &L.max_act}) v->assign(E, 0.0);
+      for (auto* v : {&L.count, &L.gate_sum, &L.reap_sum, &L.ean_sum, &L.ean_sq_sum, &L.max_act})
+        v->assign(E, 0.0);
     ASSERT_NE(e.expert_out, nullptr);
     L.tokens += double(e.n_tokens);
     for (int64_t t = 0; t < e.n_tokens; ++t)
@@ -404,7 +413,8 @@ struct StatsObserver : ForwardObserver {
         const double g = e.weights[t * e.k + s];
         const float* f = e.expert_out + (t * e.k + s) * e.hidden;
         double sq = 0, amax = 0;
-        for (int64_t h = 0; h < e.hidden; ++h) sq += double(f[h]) * f[h], amax = std::max(amax, std::fabs(double(f[h])));
+        for (int64_t h = 0; h < e.hidden; ++h)
+          sq += double(f[h]) * f[h], amax = std::max(amax, std::fabs(double(f[h])));
         const double norm = std::sqrt(sq);
         L.count[j] += 1;
         L.gate_sum[j] += g;
@@ -457,7 +467,8 @@ TEST_P(ReapGoldenTest, ObserverStatisticsMatchReference) {
         if (std::string(name) == "count")
           EXPECT_EQ((*got)[j], want) << p << name << "[" << j << "] (routing differs from the reference)";
         else
-          EXPECT_LE(std::fabs((*got)[j] - want), rel * std::max(std::fabs(want), 1e-6)) << p << name << "[" << j << "]";
+          EXPECT_LE(std::fabs((*got)[j] - want), rel * std::max(std::fabs(want), 1e-6))
+              << p << name << "[" << j << "]";
       }
     }
   }

@@ -64,7 +64,8 @@ Class classify(std::string_view name, const ModelConfig& c) {
   rest = rest.substr(dot + 1);
   k.layer = il;
   if (il >= c.num_hidden_layers) return {il, Component::kUnused, Placement::kNotLoaded};
-  if (rest.find("layernorm") != std::string_view::npos) return {il, Component::kNorms, Placement::kReplicated};
+  if (rest.find("layernorm") != std::string_view::npos)
+    return {il, Component::kNorms, Placement::kReplicated};
   if (starts_with(rest, "self_attn.")) {
     bool down = starts_with(rest, "self_attn.q_a_proj") || starts_with(rest, "self_attn.kv_a_proj_with_mqa");
     return {il, Component::kAttention, down ? Placement::kReplicated : Placement::kSplit};
@@ -72,7 +73,8 @@ Class classify(std::string_view name, const ModelConfig& c) {
   if (starts_with(rest, "mlp.experts.")) return {il, Component::kRoutedExperts, Placement::kExpert};
   if (starts_with(rest, "mlp.shared_experts.")) return {il, Component::kSharedExperts, Placement::kSplit};
   if (starts_with(rest, "mlp.gate.")) return {il, Component::kRouter, Placement::kReplicated};
-  if (starts_with(rest, "mlp.gate_proj") || starts_with(rest, "mlp.up_proj") || starts_with(rest, "mlp.down_proj"))
+  if (starts_with(rest, "mlp.gate_proj") || starts_with(rest, "mlp.up_proj") ||
+      starts_with(rest, "mlp.down_proj"))
     return {il, Component::kDenseMlp, Placement::kSplit};
   return {il, Component::kOther, Placement::kReplicated};
 }
@@ -174,7 +176,8 @@ uint64_t ModelReport::loaded_bytes() const {
   return b;
 }
 
-ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& tensors, const std::string& source) {
+ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& tensors,
+                    const std::string& source) {
   ModelReport r;
   r.config = config;
   r.source = source;
@@ -190,9 +193,11 @@ ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& t
     std::string enc = lower(dtype_name(t.dtype));
     uint64_t params = numel_of(t.shape);
     auto base_of = [&](std::string_view suffix) { return t.name.substr(0, t.name.size() - suffix.size()); };
-    if (ends_with(t.name, ".weight_packed") || ends_with(t.name, ".weight_scale") || ends_with(t.name, ".weight_shape")) {
-      std::string_view suf = ends_with(t.name, ".weight_packed") ? ".weight_packed"
-                             : ends_with(t.name, ".weight_scale") ? ".weight_scale" : ".weight_shape";
+    if (ends_with(t.name, ".weight_packed") || ends_with(t.name, ".weight_scale") ||
+        ends_with(t.name, ".weight_shape")) {
+      std::string_view suf = ends_with(t.name, ".weight_packed")  ? ".weight_packed"
+                             : ends_with(t.name, ".weight_scale") ? ".weight_scale"
+                                                                  : ".weight_shape";
       std::string base = base_of(suf);
       auto packed = by_name.find(base + ".weight_packed");
       auto scale = by_name.find(base + ".weight_scale");
@@ -205,15 +210,18 @@ ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& t
         params = suf == ".weight_packed" ? numel_of(t.shape) * 8 : 0;  // 8 nibbles per 32-bit word
       }
     } else if (t.dtype == DType::F8_E4M3 || ends_with(t.name, ".weight_scale_inv")) {
-      std::string base = ends_with(t.name, ".weight_scale_inv") ? base_of(".weight_scale_inv") : base_of(".weight");
+      std::string base =
+          ends_with(t.name, ".weight_scale_inv") ? base_of(".weight_scale_inv") : base_of(".weight");
       auto w = by_name.find(base + ".weight");
       if (w != by_name.end() && w->second->dtype == DType::F8_E4M3) {
-        enc = fmt::format("fp8-e4m3-b{}", config.quant.method == QuantMethod::kFp8Block ? config.quant.block_rows : 128);
+        enc = fmt::format("fp8-e4m3-b{}",
+                          config.quant.method == QuantMethod::kFp8Block ? config.quant.block_rows : 128);
         if (t.dtype != DType::F8_E4M3) params = 0;  // the scales
       }
     }
     Usage u{t.nbytes, params};
-    Tally& tally = (k.layer >= 0 && k.layer < config.num_hidden_layers) ? r.layers[size_t(k.layer)] : r.global;
+    Tally& tally =
+        (k.layer >= 0 && k.layer < config.num_hidden_layers) ? r.layers[size_t(k.layer)] : r.global;
     tally.component[int(k.component)] += u;
     tally.encoding[enc] += u;
     tally.placement_bytes[int(k.placement)] += t.nbytes;
@@ -271,7 +279,8 @@ ModelSource load_model_source(const std::filesystem::path& path) {
   if (fs::is_regular_file(path, ec)) dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   bool has_shards = false;
   if (fs::is_directory(dir, ec) && !fs::is_regular_file(path, ec))
-    for (const auto& e : fs::directory_iterator(dir, ec)) has_shards |= e.path().extension() == ".safetensors";
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      has_shards |= e.path().extension() == ".safetensors";
   s.dir = path.string();
   if (has_shards) {
     auto ck = Checkpoint::open(dir);  // validates every shard and the layout against config.json
@@ -295,8 +304,10 @@ ModelSource load_model_source(const std::filesystem::path& path) {
 ModelSource with_experts(const ModelSource& src, int64_t keep) {
   const ModelConfig& c = src.config;
   if (!c.experts_per_layer.empty())
-    fail("--keep: {} has per-layer expert counts (sickle_experts_per_layer); a uniform what-if needs a uniform model",
-         src.dir);
+    fail(
+        "--keep: {} has per-layer expert counts (sickle_experts_per_layer); a uniform what-if needs a "
+        "uniform model",
+        src.dir);
   if (keep <= 0 || keep > c.n_routed_experts)
     fail("--keep {}: must be in [1, n_routed_experts = {}]", keep, c.n_routed_experts);
   ModelSource out = src;
@@ -356,7 +367,8 @@ MemoryPlan plan_memory(const ModelReport& r, const PlanTarget& t) {
     fail("--gpu-memory-utilization must be in (0, 1], got {}", t.gpu_memory_utilization);
   if (t.block_size <= 0) fail("--block-size must be positive, got {}", t.block_size);
   if (t.max_num_seqs <= 0) fail("--max-num-seqs must be positive, got {}", t.max_num_seqs);
-  if (t.kv_bytes_per_value != 1 && t.kv_bytes_per_value != 2) fail("KV cache values are 1 (fp8) or 2 (bf16) bytes");
+  if (t.kv_bytes_per_value != 1 && t.kv_bytes_per_value != 2)
+    fail("KV cache values are 1 (fp8) or 2 (bf16) bytes");
   if (t.context < 0) fail("--context must not be negative, got {}", t.context);
   MemoryPlan p;
   p.target = t;
@@ -401,7 +413,8 @@ namespace {
 std::string gb(double bytes) { return fmt::format("{:.2f} GB ({})", bytes / 1e9, format_bytes(bytes)); }
 // One row of the plan tables: a label, bytes as decimal GB and as GiB, a note.
 std::string plan_row(std::string_view label, double bytes, const std::string& note) {
-  return fmt::format("  {:<18}{:>9.2f} {:>9.2f}   {}\n", label, bytes / 1e9, bytes / double(1ull << 30), note);
+  return fmt::format("  {:<18}{:>9.2f} {:>9.2f}   {}\n", label, bytes / 1e9, bytes / double(1ull << 30),
+                     note);
 }
 std::string count(int64_t n) {  // 57344 -> "57,344"
   std::string s = std::to_string(n < 0 ? -n : n), o;
@@ -418,41 +431,48 @@ std::string format_memory_plan(const ModelReport& r, const MemoryPlan& p) {
   const Tally t = r.total();
   std::string o = fmt::format(
       "memory plan: {} x {}, {}, gpu-memory-utilization {}\n", tg.n_gpus, format_bytes(double(tg.gpu_mem)),
-      tg.expert_parallel ? fmt::format("expert parallel (whole routed experts per GPU) + tensor parallel {}", tg.n_gpus)
-                         : fmt::format("tensor parallel {} (every tensor split, experts too)", tg.n_gpus),
+      tg.expert_parallel
+          ? fmt::format("expert parallel (whole routed experts per GPU) + tensor parallel {}", tg.n_gpus)
+          : fmt::format("tensor parallel {} (every tensor split, experts too)", tg.n_gpus),
       tg.gpu_memory_utilization);
   o += fmt::format("  {:<18}{:>9} {:>9}\n", "per GPU (busiest)", "GB", "GiB");
-  o += plan_row("usable", double(p.usable), fmt::format("{} x {}", format_bytes(double(tg.gpu_mem)), tg.gpu_memory_utilization));
+  o += plan_row("usable", double(p.usable),
+                fmt::format("{} x {}", format_bytes(double(tg.gpu_mem)), tg.gpu_memory_utilization));
   auto rep = [&](Component c) { return double(t.replicated[int(c)]) / 1e9; };
-  o += plan_row("replicated", double(p.replicated),
-                fmt::format("MLA down-projections q_a/kv_a {:.2f} GB, routers {:.2f}, norms {:.2f}, vision {:.2f}",
-                            rep(Component::kAttention), rep(Component::kRouter), rep(Component::kNorms),
-                            rep(Component::kVision)));
+  o += plan_row(
+      "replicated", double(p.replicated),
+      fmt::format("MLA down-projections q_a/kv_a {:.2f} GB, routers {:.2f}, norms {:.2f}, vision {:.2f}",
+                  rep(Component::kAttention), rep(Component::kRouter), rep(Component::kNorms),
+                  rep(Component::kVision)));
   o += plan_row(fmt::format("split 1/{}", tg.n_gpus), double(p.split_share),
                 "attention up/out-projections, dense + shared MLPs, embeddings, lm_head, vision blocks");
   const int64_t n_moe = r.n_moe_layers();
   o += plan_row("routed experts", double(p.experts_share),
-                tg.expert_parallel ? fmt::format("{} per MoE layer x {} layers (ceil({} / {}))", p.experts_busiest, n_moe,
-                                                 r.config.n_routed_experts, tg.n_gpus)
-                                   : fmt::format("1/{} of every expert (TP)", tg.n_gpus));
-  o += plan_row("= weights", double(p.weights_per_device),
-                fmt::format("an even split (loaded {:.2f} GB / {}) would be {:.2f} GB ({:.2f} GiB); replicated "
-                            "pieces and uneven shares add {:.2f} GB",
-                            double(r.loaded_bytes()) / 1e9, tg.n_gpus, double(p.even_split) / 1e9,
-                            double(p.even_split) / double(1ull << 30),
-                            (double(p.weights_per_device) - double(p.even_split)) / 1e9));
-  o += plan_row("overhead", double(tg.runtime_overhead), "--overhead: CUDA context, NCCL, activations, CUDA graphs");
+                tg.expert_parallel
+                    ? fmt::format("{} per MoE layer x {} layers (ceil({} / {}))", p.experts_busiest, n_moe,
+                                  r.config.n_routed_experts, tg.n_gpus)
+                    : fmt::format("1/{} of every expert (TP)", tg.n_gpus));
+  o += plan_row(
+      "= weights", double(p.weights_per_device),
+      fmt::format("an even split (loaded {:.2f} GB / {}) would be {:.2f} GB ({:.2f} GiB); replicated "
+                  "pieces and uneven shares add {:.2f} GB",
+                  double(r.loaded_bytes()) / 1e9, tg.n_gpus, double(p.even_split) / 1e9,
+                  double(p.even_split) / double(1ull << 30),
+                  (double(p.weights_per_device) - double(p.even_split)) / 1e9));
+  o += plan_row("overhead", double(tg.runtime_overhead),
+                "--overhead: CUDA context, NCCL, activations, CUDA graphs");
   const double kv = double(p.blocks * tg.block_size) * double(p.kv_bytes_per_token);
   o += plan_row("KV cache", kv,
                 fmt::format("{} MLA latent, {} B/token, not split by TP: {} tokens ({} blocks of {})",
-                            tg.kv_bytes_per_value == 1 ? "fp8" : "bf16", p.kv_bytes_per_token, count(p.tokens),
-                            count(p.blocks), tg.block_size));
+                            tg.kv_bytes_per_value == 1 ? "fp8" : "bf16", p.kv_bytes_per_token,
+                            count(p.tokens), count(p.blocks), tg.block_size));
   o += plan_row("free", std::max(0.0, double(p.kv_room) - kv), "");
-  std::string need = tg.context ? fmt::format("; needs {} (--context) x {} sequences", count(tg.context), tg.max_num_seqs)
-                                : "";
+  std::string need =
+      tg.context ? fmt::format("; needs {} (--context) x {} sequences", count(tg.context), tg.max_num_seqs)
+                 : "";
   if (p.fits())
-    o += fmt::format("verdict      FITS: max context {} tokens per sequence (--max-num-seqs {}){}\n", count(p.max_context),
-                     tg.max_num_seqs, need);
+    o += fmt::format("verdict      FITS: max context {} tokens per sequence (--max-num-seqs {}){}\n",
+                     count(p.max_context), tg.max_num_seqs, need);
   else if (!p.loads())
     o += fmt::format("verdict      DOES NOT FIT: weights + overhead exceed the usable memory; short by {}\n",
                      gb(double(p.shortfall())));
@@ -491,7 +511,8 @@ nlohmann::json memory_plan_json(const MemoryPlan& p) {
 
 CpuPlan plan_cpu(const ModelReport& r, const CpuTarget& t) {
   if (t.mem == 0) fail("--cpu-mem must be given for a CPU target (e.g. 768GiB)");
-  if (!(t.bw_fraction > 0 && t.bw_fraction <= 1)) fail("--bw-fraction must be in (0, 1], got {}", t.bw_fraction);
+  if (!(t.bw_fraction > 0 && t.bw_fraction <= 1))
+    fail("--bw-fraction must be in (0, 1], got {}", t.bw_fraction);
   if (t.max_num_seqs <= 0) fail("--max-num-seqs must be positive, got {}", t.max_num_seqs);
   if (t.want_tok_s < 0 || t.membw < 0) fail("--membw and --tok-s must not be negative");
   CpuPlan p;
@@ -518,78 +539,103 @@ std::string format_cpu_plan(const ModelReport& r, const CpuPlan& p) {
   std::string o = fmt::format("cpu plan: {} of RAM{}\n", format_bytes(double(t.mem)),
                               t.membw > 0 ? fmt::format(", {:.1f} GB/s read bandwidth", t.membw / 1e9) : "");
   o += fmt::format("  {:<18}{:>9} {:>9}\n", "", "GB", "GiB");
-  o += plan_row("weights", double(p.weights), "every loaded tensor, memory-mapped (keep them in RAM: decode reads them)");
+  o += plan_row("weights", double(p.weights),
+                "every loaded tensor, memory-mapped (keep them in RAM: decode reads them)");
   o += plan_row("overhead", double(t.overhead), "--overhead: scratch, the OS");
   o += plan_row("KV room", double(std::max<int64_t>(p.kv_room, 0)),
                 fmt::format("f32 latent {} B/token: {} tokens per sequence (--max-num-seqs {})",
                             p.kv_bytes_per_token, count(p.max_context), t.max_num_seqs));
-  o += fmt::format("  decode reads {:.2f} GB of weights per token (attention, dense + shared MLPs, routers, top-{} of "
-                   "the routed experts, lm_head)\n",
-                   double(p.bytes_per_token) / 1e9, r.config.num_experts_per_tok);
+  o += fmt::format(
+      "  decode reads {:.2f} GB of weights per token (attention, dense + shared MLPs, routers, top-{} of "
+      "the routed experts, lm_head)\n",
+      double(p.bytes_per_token) / 1e9, r.config.num_experts_per_tok);
   if (t.membw > 0) {
-    o += fmt::format("  expected decode {:.2f} tok/s = {:.2f} x {:.1f} GB/s / {:.2f} GB (--bw-fraction: measured on `mini`, "
-                     "README)\n",
-                     p.tok_s, t.bw_fraction, t.membw / 1e9, double(p.bytes_per_token) / 1e9);
+    o += fmt::format(
+        "  expected decode {:.2f} tok/s = {:.2f} x {:.1f} GB/s / {:.2f} GB (--bw-fraction: measured on "
+        "`mini`, "
+        "README)\n",
+        p.tok_s, t.bw_fraction, t.membw / 1e9, double(p.bytes_per_token) / 1e9);
     if (t.context)
-      o += fmt::format("  at {} tokens of context: {:.2f} tok/s (the cache adds {:.2f} GB per token)\n", count(t.context),
-                       p.tok_s_at_context, double(t.context) * double(p.kv_bytes_per_token) / 1e9);
+      o += fmt::format("  at {} tokens of context: {:.2f} tok/s (the cache adds {:.2f} GB per token)\n",
+                       count(t.context), p.tok_s_at_context,
+                       double(t.context) * double(p.kv_bytes_per_token) / 1e9);
   }
   if (t.want_tok_s > 0)
-    o += fmt::format("  {:.2f} tok/s needs {:.1f} GB/s of read bandwidth\n", t.want_tok_s, p.needed_membw / 1e9);
+    o += fmt::format("  {:.2f} tok/s needs {:.1f} GB/s of read bandwidth\n", t.want_tok_s,
+                     p.needed_membw / 1e9);
   if (p.fits())
     o += fmt::format("verdict      FITS in RAM: max context {} tokens per sequence\n", count(p.max_context));
   else
-    o += fmt::format("verdict      DOES NOT FIT in RAM: {}\n",
-                     p.kv_room <= 0 ? fmt::format("weights + overhead exceed it by {}", gb(double(-p.kv_room)))
-                                    : fmt::format("max context {} < {} (--context)", count(p.max_context), count(t.context)));
+    o += fmt::format(
+        "verdict      DOES NOT FIT in RAM: {}\n",
+        p.kv_room <= 0
+            ? fmt::format("weights + overhead exceed it by {}", gb(double(-p.kv_room)))
+            : fmt::format("max context {} < {} (--context)", count(p.max_context), count(t.context)));
   return o;
 }
 
 nlohmann::json cpu_plan_json(const CpuPlan& p) {
   const auto& t = p.target;
-  return {{"cpu_mem", t.mem},          {"membw", t.membw},
-          {"bw_fraction", t.bw_fraction}, {"overhead", t.overhead},
-          {"context", t.context},      {"max_num_seqs", t.max_num_seqs},
-          {"weights", p.weights},      {"kv_bytes_per_token", p.kv_bytes_per_token},
-          {"kv_room", p.kv_room},      {"max_context", p.max_context},
-          {"bytes_per_token", p.bytes_per_token}, {"tok_s", p.tok_s},
-          {"tok_s_at_context", p.tok_s_at_context}, {"want_tok_s", t.want_tok_s},
-          {"needed_membw", p.needed_membw}, {"fits", p.fits()}};
+  return {{"cpu_mem", t.mem},
+          {"membw", t.membw},
+          {"bw_fraction", t.bw_fraction},
+          {"overhead", t.overhead},
+          {"context", t.context},
+          {"max_num_seqs", t.max_num_seqs},
+          {"weights", p.weights},
+          {"kv_bytes_per_token", p.kv_bytes_per_token},
+          {"kv_room", p.kv_room},
+          {"max_context", p.max_context},
+          {"bytes_per_token", p.bytes_per_token},
+          {"tok_s", p.tok_s},
+          {"tok_s_at_context", p.tok_s_at_context},
+          {"want_tok_s", t.want_tok_s},
+          {"needed_membw", p.needed_membw},
+          {"fits", p.fits()}};
 }
 
 std::string format_report(const ModelReport& r, const MemoryPlan* plan) {
   const ModelConfig& c = r.config;
   std::string o;
   auto line = [&](std::string_view key, const std::string& v) { o += fmt::format("{:<11}{}\n", key, v); };
-  line("model", fmt::format("{}  ({}, text model_type {}{}); bytes from {}", r.source, c.architecture.empty() ? "?" : c.architecture,
-                            c.model_type, c.is_nested ? ", nested: text_config, prefix language_model." : "",
+  line("model", fmt::format("{}  ({}, text model_type {}{}); bytes from {}", r.source,
+                            c.architecture.empty() ? "?" : c.architecture, c.model_type,
+                            c.is_nested ? ", nested: text_config, prefix language_model." : "",
                             r.bytes_from.empty() ? "?" : r.bytes_from));
   int64_t n_moe = r.n_moe_layers();
-  line("layers", fmt::format("{}: {} dense + {} MoE{}", c.num_hidden_layers, c.num_hidden_layers - n_moe, n_moe,
-                             r.scaled_from_layers ? fmt::format("   [extrapolated from the checkpoint's {} layers]",
-                                                                r.scaled_from_layers)
-                                                  : ""));
+  line("layers",
+       fmt::format("{}: {} dense + {} MoE{}", c.num_hidden_layers, c.num_hidden_layers - n_moe, n_moe,
+                   r.scaled_from_layers ? fmt::format("   [extrapolated from the checkpoint's {} layers]",
+                                                      r.scaled_from_layers)
+                                        : ""));
   std::string experts = fmt::format("{}", c.n_routed_experts);
   if (!c.experts_per_layer.empty()) {
     int64_t lo = INT64_MAX, hi = 0;
     for (int64_t il = 0; il < c.num_hidden_layers; ++il)
-      if (c.is_moe_layer(il)) { lo = std::min(lo, c.n_experts(il)); hi = std::max(hi, c.n_experts(il)); }
+      if (c.is_moe_layer(il)) {
+        lo = std::min(lo, c.n_experts(il));
+        hi = std::max(hi, c.n_experts(il));
+      }
     experts = fmt::format("{}..{} (per layer)", lo, hi);
   }
-  line("experts", fmt::format("{} routed per MoE layer, top-{}, n_group {}, topk_group {}, {} / {}, scaling {}, "
-                              "{} shared; width {} (dense MLP {})",
-                              experts, c.num_experts_per_tok, c.n_group, c.topk_group, c.topk_method, c.scoring_func,
-                              c.routed_scaling_factor, c.n_shared_experts, c.moe_intermediate_size, c.intermediate_size));
+  line(
+      "experts",
+      fmt::format("{} routed per MoE layer, top-{}, n_group {}, topk_group {}, {} / {}, scaling {}, "
+                  "{} shared; width {} (dense MLP {})",
+                  experts, c.num_experts_per_tok, c.n_group, c.topk_group, c.topk_method, c.scoring_func,
+                  c.routed_scaling_factor, c.n_shared_experts, c.moe_intermediate_size, c.intermediate_size));
   line("attention", fmt::format("MLA, {} heads, hidden {}, q_lora {}, kv_lora {}, qk nope {} + rope {}, v {}",
-                                c.num_attention_heads, c.hidden_size, c.q_lora_rank, c.kv_lora_rank, c.qk_nope_head_dim,
-                                c.qk_rope_head_dim, c.v_head_dim));
+                                c.num_attention_heads, c.hidden_size, c.q_lora_rank, c.kv_lora_rank,
+                                c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim));
   RopeFacts rf = rope_facts(c);
   if (rf.is_yarn) {
     const auto& y = *c.rope_scaling;
-    line("rope", fmt::format("theta {}, yarn factor {} (original {} positions, beta_fast {}, beta_slow {}, mscale {}, "
-                             "mscale_all_dim {}); attention mscale {:.6f}, softmax scale {:.7f}, cos/sin x {:.4f}",
-                             c.rope_theta, y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow,
-                             y.mscale, y.mscale_all_dim, rf.mscale_all_dim, rf.softmax_scale, rf.cos_sin_scale));
+    line(
+        "rope",
+        fmt::format("theta {}, yarn factor {} (original {} positions, beta_fast {}, beta_slow {}, mscale {}, "
+                    "mscale_all_dim {}); attention mscale {:.6f}, softmax scale {:.7f}, cos/sin x {:.4f}",
+                    c.rope_theta, y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow,
+                    y.mscale, y.mscale_all_dim, rf.mscale_all_dim, rf.softmax_scale, rf.cos_sin_scale));
   } else {
     line("rope", fmt::format("theta {}, no scaling; softmax scale {:.7f}", c.rope_theta, rf.softmax_scale));
   }
@@ -597,7 +643,10 @@ std::string format_report(const ModelReport& r, const MemoryPlan* plan) {
   line("quant", c.quant.describe());
   Tally t = r.total();
   uint64_t params = 0, bytes = 0;
-  for (const auto& u : t.component) { params += u.params; bytes += u.bytes; }
+  for (const auto& u : t.component) {
+    params += u.params;
+    bytes += u.bytes;
+  }
   line("params", fmt::format("{} total, {} active per token (top-{} of the routed experts; vision excluded)",
                              format_count(double(params)), format_count(double(r.active_params())),
                              c.num_experts_per_tok));
@@ -614,10 +663,10 @@ std::string format_report(const ModelReport& r, const MemoryPlan* plan) {
     o += row(component_name(Component(i)), u);
   }
   o += "bytes by encoding:\n";
-  for (const auto& [enc, u] : t.encoding)
-    o += row(enc, u);
-  line("kv cache", fmt::format("{} bytes per token (MLA latent in bf16: ({} + {}) x {} layers x 2 B)",
-                               r.kv_bytes_per_token(), c.kv_lora_rank, c.qk_rope_head_dim, c.num_hidden_layers));
+  for (const auto& [enc, u] : t.encoding) o += row(enc, u);
+  line("kv cache",
+       fmt::format("{} bytes per token (MLA latent in bf16: ({} + {}) x {} layers x 2 B)",
+                   r.kv_bytes_per_token(), c.kv_lora_rank, c.qk_rope_head_dim, c.num_hidden_layers));
   if (plan) o += format_memory_plan(r, *plan);
   return o;
 }
@@ -629,27 +678,36 @@ json report_json(const ModelReport& r, const MemoryPlan* plan) {
   j["config"] = r.config.to_json();
   Tally t = r.total();
   uint64_t params = 0, bytes = 0;
-  for (const auto& u : t.component) { params += u.params; bytes += u.bytes; }
-  j["layers"] = {{"total", r.config.num_hidden_layers}, {"moe", r.n_moe_layers()},
+  for (const auto& u : t.component) {
+    params += u.params;
+    bytes += u.bytes;
+  }
+  j["layers"] = {{"total", r.config.num_hidden_layers},
+                 {"moe", r.n_moe_layers()},
                  {"dense", r.config.num_hidden_layers - r.n_moe_layers()}};
   if (r.scaled_from_layers) j["layers"]["extrapolated_from"] = r.scaled_from_layers;
   json experts = json::array();
   for (int64_t il = 0; il < r.config.num_hidden_layers; ++il) experts.push_back(r.config.n_experts(il));
   j["experts_per_layer"] = experts;
   RopeFacts rf = rope_facts(r.config);
-  j["rope"] = {{"theta", r.config.rope_theta}, {"yarn", rf.is_yarn}, {"attention_mscale", rf.mscale_all_dim},
-               {"softmax_scale", rf.softmax_scale}, {"cos_sin_scale", rf.cos_sin_scale}};
+  j["rope"] = {{"theta", r.config.rope_theta},
+               {"yarn", rf.is_yarn},
+               {"attention_mscale", rf.mscale_all_dim},
+               {"softmax_scale", rf.softmax_scale},
+               {"cos_sin_scale", rf.cos_sin_scale}};
   j["params"] = {{"total", params}, {"active_per_token", r.active_params()}};
   j["bytes"] = bytes;
   json comp = json::object();
   for (int i = 0; i < int(Component::kCount); ++i)
     if (t.component[i].bytes)
-      comp[component_name(Component(i))] = {{"bytes", t.component[i].bytes}, {"params", t.component[i].params}};
+      comp[component_name(Component(i))] = {{"bytes", t.component[i].bytes},
+                                            {"params", t.component[i].params}};
   j["by_component"] = comp;
   json enc = json::object();
   for (const auto& [k, u] : t.encoding) enc[k] = {{"bytes", u.bytes}, {"params", u.params}};
   j["by_encoding"] = enc;
-  j["kv_cache"] = {{"bytes_per_token", r.kv_bytes_per_token()}, {"dtype", "bf16"},
+  j["kv_cache"] = {{"bytes_per_token", r.kv_bytes_per_token()},
+                   {"dtype", "bf16"},
                    {"values_per_token_per_layer", r.config.kv_lora_rank + r.config.qk_rope_head_dim}};
   if (plan) j["plan"] = memory_plan_json(*plan);
   return j;

@@ -48,7 +48,17 @@ class Checkpoint;
 struct SynthPlan;
 
 enum class Component : int {
-  kAttention, kDenseMlp, kSharedExperts, kRoutedExperts, kRouter, kEmbedding, kLmHead, kNorms, kVision, kUnused, kOther,
+  kAttention,
+  kDenseMlp,
+  kSharedExperts,
+  kRoutedExperts,
+  kRouter,
+  kEmbedding,
+  kLmHead,
+  kNorms,
+  kVision,
+  kUnused,
+  kOther,
   kCount
 };
 const char* component_name(Component c);
@@ -75,18 +85,18 @@ struct Usage {
 // Bytes and parameters of one layer (or of the non-layer tensors), by component and encoding.
 struct Tally {
   Usage component[int(Component::kCount)];
-  std::map<std::string, Usage> encoding;  // "int4-g32", "fp8-e4m3-b128", "bf16", "f32", ...
-  uint64_t placement_bytes[4] = {0, 0, 0, 0};  // indexed by Placement
+  std::map<std::string, Usage> encoding;             // "int4-g32", "fp8-e4m3-b128", "bf16", "f32", ...
+  uint64_t placement_bytes[4] = {0, 0, 0, 0};        // indexed by Placement
   uint64_t replicated[int(Component::kCount)] = {};  // bytes of each component every device holds
   Tally& operator+=(const Tally& o);
 };
 
 struct ModelReport {
-  ModelConfig config;          // num_hidden_layers as reported (after any scaling)
-  std::string source;          // directory or "synth plan"
-  std::string bytes_from;      // "safetensors headers", "config.json" (model/layout.h) or "synth plan"
-  std::vector<Tally> layers;   // [num_hidden_layers]
-  Tally global;                // embeddings, lm_head, final norm, vision, unused (MTP), other
+  ModelConfig config;              // num_hidden_layers as reported (after any scaling)
+  std::string source;              // directory or "synth plan"
+  std::string bytes_from;          // "safetensors headers", "config.json" (model/layout.h) or "synth plan"
+  std::vector<Tally> layers;       // [num_hidden_layers]
+  Tally global;                    // embeddings, lm_head, final norm, vision, unused (MTP), other
   int64_t scaled_from_layers = 0;  // > 0 when extrapolated from that many layers
 
   Tally total() const;
@@ -108,10 +118,10 @@ struct ModelReport {
 // alone (model/layout.h). `path` may also name a config.json file: then config.json alone is used.
 struct ModelSource {
   std::string dir;
-  nlohmann::json root;         // config.json
+  nlohmann::json root;  // config.json
   ModelConfig config;
   std::vector<TensorEntry> tensors;
-  std::string bytes_from;      // "safetensors headers" or "config.json"
+  std::string bytes_from;  // "safetensors headers" or "config.json"
 };
 ModelSource load_model_source(const std::filesystem::path& path);
 
@@ -121,7 +131,8 @@ ModelSource load_model_source(const std::filesystem::path& path);
 // n_routed_experts = keep. The caller checks routability (prune/plan.h rules).
 ModelSource with_experts(const ModelSource& src, int64_t keep);
 
-ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& tensors, const std::string& source);
+ModelReport analyze(const ModelConfig& config, const std::vector<TensorEntry>& tensors,
+                    const std::string& source);
 ModelReport analyze_checkpoint(const Checkpoint& ck);
 ModelReport analyze_plan(const SynthPlan& plan);  // the same numbers synth would write
 ModelReport analyze_source(const ModelSource& src);
@@ -154,18 +165,18 @@ struct PlanTarget {
 
 struct MemoryPlan {
   PlanTarget target;
-  uint64_t usable = 0;           // gpu_mem x gpu_memory_utilization
-  uint64_t replicated = 0;       // bytes every device holds in full
-  uint64_t split_share = 0;      // this device's 1/N of the split tensors
-  uint64_t experts_share = 0;    // routed experts on the busiest device
-  int64_t experts_busiest = 0;   // routed experts of the largest MoE layer on the busiest device
+  uint64_t usable = 0;          // gpu_mem x gpu_memory_utilization
+  uint64_t replicated = 0;      // bytes every device holds in full
+  uint64_t split_share = 0;     // this device's 1/N of the split tensors
+  uint64_t experts_share = 0;   // routed experts on the busiest device
+  int64_t experts_busiest = 0;  // routed experts of the largest MoE layer on the busiest device
   uint64_t weights_per_device = 0;
-  uint64_t even_split = 0;       // loaded bytes / N: what a device would hold if everything split evenly
-  int64_t kv_room = 0;           // usable - weights - overhead (negative: weights do not fit)
+  uint64_t even_split = 0;  // loaded bytes / N: what a device would hold if everything split evenly
+  int64_t kv_room = 0;      // usable - weights - overhead (negative: weights do not fit)
   uint64_t kv_bytes_per_token = 0;
-  int64_t blocks = 0;            // KV blocks that fit
-  int64_t tokens = 0;            // context tokens that fit (all sequences together)
-  int64_t max_context = 0;       // per sequence: tokens / max_num_seqs, at most max_position_embeddings
+  int64_t blocks = 0;       // KV blocks that fit
+  int64_t tokens = 0;       // context tokens that fit (all sequences together)
+  int64_t max_context = 0;  // per sequence: tokens / max_num_seqs, at most max_position_embeddings
   bool loads() const { return blocks > 0; }
   bool fits() const { return loads() && max_context >= target.context; }
   // Bytes the busiest device lacks for the demanded context (0 when it fits).
@@ -178,27 +189,27 @@ nlohmann::json memory_plan_json(const MemoryPlan& p);
 // A CPU target running sickle itself: weights memory-mapped (all of them in RAM for speed), the
 // latent cache in f32 (model.h Sequence), decode bound by memory bandwidth.
 struct CpuTarget {
-  uint64_t mem = 0;             // bytes of RAM
-  double membw = 0;             // bytes/s the machine reads (bench/membw); 0 = unknown
+  uint64_t mem = 0;  // bytes of RAM
+  double membw = 0;  // bytes/s the machine reads (bench/membw); 0 = unknown
   // Fraction of that bandwidth sickle's decode reaches: 0.67-0.87 measured on `mini` against the
   // same run's membw (README, Speed table: 0.82 / 0.67 fab096b, 0.85 / 0.87 dd9be11, 0.79 860e9f0).
   double bw_fraction = 0.8;
-  double want_tok_s = 0;        // a decode speed to reach (0 = none)
+  double want_tok_s = 0;           // a decode speed to reach (0 = none)
   uint64_t overhead = 2ull << 30;  // RAM besides weights and cache (scratch, the OS's share)
   int64_t max_num_seqs = 1;
-  int64_t context = 0;          // tokens each sequence must hold (0: no demand)
+  int64_t context = 0;  // tokens each sequence must hold (0: no demand)
 };
 
 struct CpuPlan {
   CpuTarget target;
-  uint64_t weights = 0;            // loaded bytes
-  uint64_t kv_bytes_per_token = 0; // f32 latent
+  uint64_t weights = 0;             // loaded bytes
+  uint64_t kv_bytes_per_token = 0;  // f32 latent
   int64_t kv_room = 0;
-  int64_t max_context = 0;         // per sequence, at most max_position_embeddings
-  uint64_t bytes_per_token = 0;    // active weight bytes read per decoded token
-  double tok_s = 0;                // at an empty context
-  double tok_s_at_context = 0;     // with `context` tokens of cache read each step (context > 0)
-  double needed_membw = 0;         // for want_tok_s (at `context`), bytes/s
+  int64_t max_context = 0;       // per sequence, at most max_position_embeddings
+  uint64_t bytes_per_token = 0;  // active weight bytes read per decoded token
+  double tok_s = 0;              // at an empty context
+  double tok_s_at_context = 0;   // with `context` tokens of cache read each step (context > 0)
+  double needed_membw = 0;       // for want_tok_s (at `context`), bytes/s
   bool fits() const { return kv_room > 0 && max_context >= target.context; }
 };
 CpuPlan plan_cpu(const ModelReport& r, const CpuTarget& t);

@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <tuple>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "base/error.h"
 #include "io/checkpoint.h"
@@ -55,7 +55,8 @@ TEST(Inspect, TinyKimiCountsMatchHandComputedShapes) {
   // scale per 32 weights + the 8-byte weight_shape per projection.
   const uint64_t expert_params = 2 * 16 * 3 * 32 * 64;
   EXPECT_EQ(comp(tot, Component::kRoutedExperts).params, expert_params);
-  EXPECT_EQ(comp(tot, Component::kRoutedExperts).bytes, expert_params / 2 + expert_params / 32 * 2 + 2 * 16 * 3 * 8);
+  EXPECT_EQ(comp(tot, Component::kRoutedExperts).bytes,
+            expert_params / 2 + expert_params / 32 * 2 + 2 * 16 * 3 * 8);
   EXPECT_EQ(comp(tot, Component::kDenseMlp).params, 3u * 128 * 64);
   EXPECT_EQ(comp(tot, Component::kSharedExperts).params, 2u * 3 * 32 * 64);
   EXPECT_EQ(comp(tot, Component::kRouter).params, 2u * (16 * 64 + 16));
@@ -135,7 +136,8 @@ const Spec kSmallSpecs[] = {
 // headers hold, on every small preset written to disk and read back with only its config.json.
 TEST(InspectConfigOnly, TensorsFromConfigEqualTheWrittenHeaders) {
   for (const auto& sp : kSmallSpecs) {
-    SCOPED_TRACE(fmt::format("{} quant '{}' layers {} experts {}", sp.preset, sp.quant, sp.layers, sp.experts));
+    SCOPED_TRACE(
+        fmt::format("{} quant '{}' layers {} experts {}", sp.preset, sp.quant, sp.layers, sp.experts));
     TempDir t;
     SynthOptions o = opts(sp.preset, sp.layers, sp.experts);
     o.quant = sp.quant;
@@ -156,9 +158,8 @@ TEST(InspectConfigOnly, TensorsFromConfigEqualTheWrittenHeaders) {
 // and PlanAnalysisEqualsOnDiskAnalysis), so config-derived == synth plan is config == headers.
 // kimi-k2.5-layers at 61 layers and 384 experts is the whole of Kimi-K2.5's text model.
 TEST(InspectConfigOnly, TensorsFromConfigEqualSynthPlansOfTheFullSizePresets) {
-  for (const auto& [preset, layers, experts] :
-       std::vector<std::tuple<const char*, int64_t, int64_t>>{{"mini", 0, 0}, {"kimi-k2.5-layers", 61, 0},
-                                                              {"kimi-k2.5-layers", 3, 72}}) {
+  for (const auto& [preset, layers, experts] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
+           {"mini", 0, 0}, {"kimi-k2.5-layers", 61, 0}, {"kimi-k2.5-layers", 3, 72}}) {
     SCOPED_TRACE(fmt::format("{} {} {}", preset, layers, experts));
     SynthPlan p = synth_plan(opts(preset, layers, experts));
     ModelConfig c = ModelConfig::from_json(p.config, "synth plan");
@@ -206,8 +207,8 @@ TEST(InspectConfigOnly, RealMoonViTFromVisionConfig) {
   ModelReport r = analyze(c, tensors_from_config(root, c), "x");
   const uint64_t C = 1152, I = 4304, T = 7168;
   const uint64_t block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (I * C + I) + (C * I + C);
-  const uint64_t params = C * 3 * 14 * 14 + C + 64 * 64 * C + 27 * block + 2 * C + 2 * C + (16 * C * C + 4 * C) +
-                          (T * 4 * C + T);
+  const uint64_t params =
+      C * 3 * 14 * 14 + C + 64 * 64 * C + 27 * block + 2 * C + 2 * C + (16 * C * C + 4 * C) + (T * 4 * C + T);
   EXPECT_EQ(r.total().component[int(Component::kVision)].params, params);
   EXPECT_EQ(r.total().component[int(Component::kVision)].bytes, 2 * params);
   // vLLM splits the blocks' linears by TP and replicates the rest of the tower and the projector.
@@ -232,7 +233,8 @@ TEST(InspectConfigOnly, InspectCliOnAConfigOnlyDirectory) {
   fs::path cfg = config_only_copy(dir, t.path / "cfg");
   auto run_json = [&](const fs::path& d) {
     fs::path out = t.path / "out.json";
-    std::string cmd = sickle + " inspect " + d.string() + " --json >" + out.string() + " 2>" + (t.path / "err").string();
+    std::string cmd =
+        sickle + " inspect " + d.string() + " --json >" + out.string() + " 2>" + (t.path / "err").string();
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     std::ifstream in(out);
     return json::parse(in);
@@ -291,7 +293,8 @@ TEST(Inspect, MemoryPlanArithmetic) {
   EXPECT_EQ(ep.max_context, std::min<int64_t>(ep.tokens, r.config.max_position_embeddings));
   EXPECT_EQ(ep.even_split, (r.loaded_bytes() + 2) / 3);
   tg.max_num_seqs = 4;
-  EXPECT_EQ(plan_memory(r, tg).max_context, std::min<int64_t>(ep.tokens / 4, r.config.max_position_embeddings));
+  EXPECT_EQ(plan_memory(r, tg).max_context,
+            std::min<int64_t>(ep.tokens / 4, r.config.max_position_embeddings));
   tg.max_num_seqs = 1;
   tg.context = ep.max_context + 1;  // a demand one token past the capacity
   MemoryPlan over = plan_memory(r, tg);
@@ -305,7 +308,7 @@ TEST(Inspect, MemoryPlanArithmetic) {
   tg.expert_parallel = false;
   MemoryPlan tp = plan_memory(r, tg);
   EXPECT_LT(tp.experts_share, ep.experts_share);  // 16/3 split evenly < 6 whole experts
-  tg.gpu_mem = 1000;  // too small
+  tg.gpu_mem = 1000;                              // too small
   EXPECT_FALSE(plan_memory(r, tg).fits());
   EXPECT_EQ(plan_memory(r, tg).tokens, 0);
 }
@@ -315,9 +318,9 @@ TEST(Inspect, MemoryPlanArithmetic) {
 // the real dimensions, 2 layers (1 dense + 1 MoE) extrapolated to 61: exactly the tensors
 // `sickle synth --preset kimi-k2.5-layers --layers 2 --experts 72` writes (PlanAnalysisEquals-
 // OnDiskAnalysis shows plan analysis == on-disk analysis; the 7.8 GB on-disk run through the CLI
-// is in the foundation report, too slow for the suite). Bands: +-15% on disk (130.2e9 B = 121.3 GiB: within both a GB and a GiB reading of
-// "122 GB"), +-25% per GPU (17.9e9 B = 16.7 GiB: our plan keeps q_a/kv_a and routers replicated
-// and a 2 GiB runtime overhead outside the weights).
+// is in the foundation report, too slow for the suite). Bands: +-15% on disk (130.2e9 B = 121.3 GiB: within
+// both a GB and a GiB reading of "122 GB"), +-25% per GPU (17.9e9 B = 16.7 GiB: our plan keeps q_a/kv_a and
+// routers replicated and a 2 GiB runtime overhead outside the weights).
 TEST(Inspect, KimiK25With72ExpertsReproducesTheSeedFigures) {
   ModelReport r = scale_layers(analyze_plan(synth_plan(opts("kimi-k2.5-layers", 2, 72))), 61);
   EXPECT_EQ(r.config.num_hidden_layers, 61);
@@ -398,7 +401,8 @@ TEST(Inspect, ConfigThatLiesAboutAShapeNamesFieldAndTensor) {
     const char* tensor;  // expected in the message
   };
   const Lie lies[] = {
-      {"tiny-kimi", "moe_intermediate_size", 64, "language_model.model.layers.1.mlp.shared_experts.gate_proj"},
+      {"tiny-kimi", "moe_intermediate_size", 64,
+       "language_model.model.layers.1.mlp.shared_experts.gate_proj"},
       {"tiny-kimi", "kv_lora_rank", 16, "language_model.model.layers.0.self_attn.kv_a_proj_with_mqa"},
       {"tiny-kimi", "vocab_size", 1024, "language_model.model.embed_tokens"},
       {"tiny-kimi", "n_routed_experts", 12, "language_model.model.layers.1.mlp.gate"},

@@ -42,14 +42,17 @@ struct ModuleMatcher {
 const json* quant_json_of(const json& root) {
   if (root.contains("text_config") && root["text_config"].is_object()) {
     const json& t = root["text_config"];
-    if (t.contains("quantization_config") && !t["quantization_config"].is_null()) return &t["quantization_config"];
+    if (t.contains("quantization_config") && !t["quantization_config"].is_null())
+      return &t["quantization_config"];
   }
-  if (root.contains("quantization_config") && !root["quantization_config"].is_null()) return &root["quantization_config"];
+  if (root.contains("quantization_config") && !root["quantization_config"].is_null())
+    return &root["quantization_config"];
   return nullptr;
 }
 
 DType float_dtype_of(const json& root) {
-  const json* text = root.contains("text_config") && root["text_config"].is_object() ? &root["text_config"] : &root;
+  const json* text =
+      root.contains("text_config") && root["text_config"].is_object() ? &root["text_config"] : &root;
   for (const json* src : {text, &root})
     for (const char* key : {"torch_dtype", "dtype"}) {
       auto it = src->find(key);
@@ -96,8 +99,8 @@ struct Lister {
     if (method == QuantMethod::kPackQuantizedInt4) {
       const int64_t g = c.quant.group_size;
       if (cols % g || cols % 8)
-        fail("config.json: '{}' has {} input columns, not a multiple of quantization_config group_size {}", module,
-             cols, g);
+        fail("config.json: '{}' has {} input columns, not a multiple of quantization_config group_size {}",
+             module, cols, g);
       add(module + ".weight_packed", DType::I32, {rows, cols / 8});
       add(module + ".weight_scale", DType::BF16, {rows, cols / g});
       add(module + ".weight_shape", DType::I32, {2});

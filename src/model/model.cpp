@@ -64,7 +64,8 @@ std::string nonfinite_text(int64_t layer, const std::string& stage, const NonFin
   return fmt::format("{}: non-finite {} ({}) at token {}", where, stage == "logits" ? "logit" : "activation",
                      h.nan ? "NaN" : "Inf", h.position);
 }
-std::string nonfinite_what(int64_t layer, const std::string& stage, const std::vector<NonFiniteError::Hit>& hits) {
+std::string nonfinite_what(int64_t layer, const std::string& stage,
+                           const std::vector<NonFiniteError::Hit>& hits) {
   SICKLE_CHECK(!hits.empty(), "NonFiniteError without a hit");
   std::string s = nonfinite_text(layer, stage, hits.front());
   if (hits.size() > 1) s += fmt::format(" (and in {} more sequences of the step)", hits.size() - 1);
@@ -73,7 +74,10 @@ std::string nonfinite_what(int64_t layer, const std::string& stage, const std::v
 }  // namespace
 
 NonFiniteError::NonFiniteError(int64_t layer_, std::string stage_, std::vector<Hit> hits_)
-    : Error(nonfinite_what(layer_, stage_, hits_)), layer(layer_), stage(std::move(stage_)), hits(std::move(hits_)) {}
+    : Error(nonfinite_what(layer_, stage_, hits_)),
+      layer(layer_),
+      stage(std::move(stage_)),
+      hits(std::move(hits_)) {}
 
 std::string NonFiniteError::describe(const Hit& h) const { return nonfinite_text(layer, stage, h); }
 
@@ -97,28 +101,28 @@ struct LayerWeights {
   WeightView kv_b;                         // [n_heads * (nope + v), kv_lora]
   // f32 copy of kv_b when it is small (ModelOptions::kv_b_copy_max_bytes), for blocked prefill
   // attention; without it kv_b is read as stored (bf16) or its rows dequantized on the fly.
-  std::vector<float> kv_b_f32;             // [n_heads * (nope + v), kv_lora] or empty
-  WeightView o;                            // [H, n_heads * v]
+  std::vector<float> kv_b_f32;  // [n_heads * (nope + v), kv_lora] or empty
+  WeightView o;                 // [H, n_heads * v]
   bool is_moe = false;
-  Mlp dense;                               // first_k_dense_replace layers
-  WeightView router;                       // [E, H]
-  std::vector<float> router_bias;          // [E] e_score_correction_bias (choice only)
-  Mlp shared;                              // shared experts (I = moe_I * n_shared)
-  std::vector<Mlp> experts;                // [E] routed experts (I = moe_I)
-  std::vector<uint8_t> allowed;            // [E] expert mask; empty = all allowed
+  Mlp dense;                       // first_k_dense_replace layers
+  WeightView router;               // [E, H]
+  std::vector<float> router_bias;  // [E] e_score_correction_bias (choice only)
+  Mlp shared;                      // shared experts (I = moe_I * n_shared)
+  std::vector<Mlp> experts;        // [E] routed experts (I = moe_I)
+  std::vector<uint8_t> allowed;    // [E] expert mask; empty = all allowed
 };
 
 // Step scratch, sized for `cap` tokens; grows (rarely) when a step has more tokens.
 struct StepScratch {
   int64_t cap = 0;
-  std::vector<float> x;         // [T, H] residual stream
-  std::vector<float> xn;        // [T, H] normed input of the current block
-  std::vector<float> q_lat;     // [T, q_lora]
-  std::vector<float> q;         // [T, n_heads * (nope + rope)]
-  std::vector<float> kv_lat;    // [T, kv_lora + rope]
-  std::vector<float> attn;      // [T, n_heads * v]
-  std::vector<float> tmp;       // [T, H] block output before the residual add
-  std::vector<float> gate, up;  // [T, I_max]
+  std::vector<float> x;                   // [T, H] residual stream
+  std::vector<float> xn;                  // [T, H] normed input of the current block
+  std::vector<float> q_lat;               // [T, q_lora]
+  std::vector<float> q;                   // [T, n_heads * (nope + rope)]
+  std::vector<float> kv_lat;              // [T, kv_lora + rope]
+  std::vector<float> attn;                // [T, n_heads * v]
+  std::vector<float> tmp;                 // [T, H] block output before the residual add
+  std::vector<float> gate, up;            // [T, I_max]
   std::vector<float> rope_cos, rope_sin;  // [T, rope / 2]
   std::vector<float> router_logits;       // [T, E_max]
   std::vector<float> choice;              // [T, E_max] scratch for routing
@@ -145,10 +149,10 @@ struct ModelImpl {
   bool check_finite = true;  // ModelOptions::check_finite and not SICKLE_CHECK_FINITE=0
   int64_t max_context = 0;
   float softmax_scale = 0;
-  std::vector<float> inv_freq;  // [rope / 2] YaRN inverse frequencies
-  float rope_mscale = 1;        // cos/sin multiplier
-  WeightView embed;             // [V, H]
-  WeightView lm_head;           // [V, H] (embed when tied)
+  std::vector<float> inv_freq;    // [rope / 2] YaRN inverse frequencies
+  float rope_mscale = 1;          // cos/sin multiplier
+  WeightView embed;               // [V, H]
+  WeightView lm_head;             // [V, H] (embed when tied)
   std::vector<float> final_norm;  // [H]
   std::vector<LayerWeights> layers;
   int64_t max_inter = 0, max_experts = 0;
@@ -156,22 +160,21 @@ struct ModelImpl {
   std::unique_ptr<Attention> attn;  // MLA over the latent cache, with its own scratch
 
   void reserve_step(int64_t n_tokens);
-  void attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0, int64_t T);
+  void attention(LayerWeights& L, int64_t il, std::span<StepItem> items,
+                 const std::vector<int64_t>& item_tok0, int64_t T);
   void mlp(const Mlp& m, int64_t T, const float* in, float* out);
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
   void lin(const WeightView& w, const float* x, int64_t n, float* y) {
-    if (options.exact_kernels)
-      linear_scalar(w, x, n, y, pool.get());
-    else
-      linear_with(*kernels, w, x, n, y, pool.get());
+    if (options.exact_kernels) linear_scalar(w, x, n, y, pool.get());
+    else linear_with(*kernels, w, x, n, y, pool.get());
   }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
   // rows [n_rows, width] hold a NaN or Inf: throws NonFiniteError naming the items of the step
   // they belong to (row r is step token tok_of_row[r], or r when tok_of_row is null).
-  [[noreturn]] void throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows, int64_t width,
-                                    const int64_t* tok_of_row, size_t n_items) const;
+  [[noreturn]] void throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows,
+                                    int64_t width, const int64_t* tok_of_row, size_t n_items) const;
 };
 
 namespace {
@@ -263,7 +266,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   const char* check_env = std::getenv("SICKLE_CHECK_FINITE");
   impl.check_finite = options.check_finite && !(check_env && std::string_view(check_env) == "0");
   impl.max_context = options.max_context > 0 ? options.max_context : config.max_position_embeddings;
-  if (impl.max_context <= 0) fail("{}: max_position_embeddings = {} must be positive", where, config.max_position_embeddings);
+  if (impl.max_context <= 0)
+    fail("{}: max_position_embeddings = {} must be positive", where, config.max_position_embeddings);
 
   // RoPE and the attention scale (rope.h cites the formulas).
   RopeParams rp = rope_params(config);
@@ -273,8 +277,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
 
   impl.embed = ck.weight(N.embed().substr(0, N.embed().size() - 7));
   impl.lm_head = ck.has_weight(N.lm_head().substr(0, N.lm_head().size() - 7))
-                  ? ck.weight(N.lm_head().substr(0, N.lm_head().size() - 7))
-                  : impl.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
+                     ? ck.weight(N.lm_head().substr(0, N.lm_head().size() - 7))
+                     : impl.embed;  // tie_word_embeddings (validate_layout required lm_head otherwise)
   impl.final_norm = read_f32_tensor(ck, N.final_norm(), config.hidden_size);
 
   impl.layers.resize(size_t(config.num_hidden_layers));
@@ -316,7 +320,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
     const std::string bias_name = N.layer(il, "mlp.gate.e_score_correction_bias");
     if (ck.has(bias_name)) L.router_bias = read_f32_tensor(ck, bias_name, E);
     if (config.n_shared_experts > 0) {
-      L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"), W("mlp.shared_experts.down_proj")};
+      L.shared = {W("mlp.shared_experts.gate_proj"), W("mlp.shared_experts.up_proj"),
+                  W("mlp.shared_experts.down_proj")};
       impl.max_inter = std::max(impl.max_inter, L.shared.gate.rows);
     }
     L.experts.resize(size_t(E));
@@ -328,11 +333,11 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
 
   impl.pool = std::make_unique<ThreadPool>(options.n_threads);
   impl.attn = std::make_unique<Attention>(MlaDims{.n_heads = config.num_attention_heads,
-                                                .nope = config.qk_nope_head_dim,
-                                                .rope = config.qk_rope_head_dim,
-                                                .v = config.v_head_dim,
-                                                .kv_lora = config.kv_lora_rank},
-                                        impl.pool->size());
+                                                  .nope = config.qk_nope_head_dim,
+                                                  .rope = config.qk_rope_head_dim,
+                                                  .v = config.v_head_dim,
+                                                  .kv_lora = config.kv_lora_rank},
+                                          impl.pool->size());
   impl.reserve_step(std::max<int64_t>(options.max_step_tokens, 1));
   return m;
 }
@@ -345,7 +350,8 @@ void Model::set_observer(ForwardObserver* obs) { impl_->observer = obs; }
 
 void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
   const ModelConfig& config = impl_->config;
-  if (il < 0 || il >= config.num_hidden_layers) fail("expert mask: layer {} out of range [0, {})", il, config.num_hidden_layers);
+  if (il < 0 || il >= config.num_hidden_layers)
+    fail("expert mask: layer {} out of range [0, {})", il, config.num_hidden_layers);
   LayerWeights& L = impl_->layers[il];
   if (!L.is_moe) fail("expert mask: layer {} is a dense layer", il);
   if (allowed.empty()) {
@@ -353,11 +359,13 @@ void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
     return;
   }
   const int64_t E = int64_t(L.experts.size());
-  if (int64_t(allowed.size()) != E) fail("expert mask: layer {} has {} experts, mask has {}", il, E, allowed.size());
+  if (int64_t(allowed.size()) != E)
+    fail("expert mask: layer {} has {} experts, mask has {}", il, E, allowed.size());
   int64_t n_allowed = 0;
   for (uint8_t a : allowed) n_allowed += a != 0;
   if (n_allowed < config.num_experts_per_tok)
-    fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed, config.num_experts_per_tok);
+    fail("expert mask: layer {} allows {} experts, fewer than num_experts_per_tok = {}", il, n_allowed,
+         config.num_experts_per_tok);
   if (config.n_group > 1 && config.topk_group < config.n_group) {
     // Experts of dropped groups are -inf in route(): whichever topk_group groups a token keeps
     // must hold num_experts_per_tok allowed experts, i.e. the topk_group emptiest groups do.
@@ -368,9 +376,10 @@ void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
     int64_t worst = 0;
     for (int64_t g = 0; g < config.topk_group; ++g) worst += per_group[size_t(g)];
     if (worst < config.num_experts_per_tok)
-      fail("expert mask: layer {}: the {} groups (of {}) with fewest allowed experts hold {}, fewer than "
-           "num_experts_per_tok = {} (group-limited routing could run out of experts)",
-           il, config.topk_group, config.n_group, worst, config.num_experts_per_tok);
+      fail(
+          "expert mask: layer {}: the {} groups (of {}) with fewest allowed experts hold {}, fewer than "
+          "num_experts_per_tok = {} (group-limited routing could run out of experts)",
+          il, config.topk_group, config.n_group, worst, config.num_experts_per_tok);
   }
   L.allowed = std::move(allowed);
 }
@@ -383,8 +392,8 @@ std::unique_ptr<Sequence> Model::new_sequence() const {
 uint64_t Model::active_bytes_per_token() const {
   const ModelImpl& impl = *impl_;
   const int64_t H = impl.config.hidden_size;
-  uint64_t b = impl.lm_head.storage_bytes() + impl.embed.storage_bytes() / uint64_t(std::max<int64_t>(impl.embed.rows, 1)) +
-               uint64_t(H) * 4;
+  uint64_t b = impl.lm_head.storage_bytes() +
+               impl.embed.storage_bytes() / uint64_t(std::max<int64_t>(impl.embed.rows, 1)) + uint64_t(H) * 4;
   for (const auto& L : impl.layers) {
     b += L.q_a.data ? L.q_a.storage_bytes() + L.q_b.storage_bytes() : L.q.storage_bytes();
     b += L.kv_a.storage_bytes() + L.kv_b.storage_bytes() + L.o.storage_bytes();
@@ -393,9 +402,11 @@ uint64_t Model::active_bytes_per_token() const {
       continue;
     }
     b += L.router.storage_bytes();
-    if (L.shared.gate.data) b += L.shared.gate.storage_bytes() + L.shared.up.storage_bytes() + L.shared.down.storage_bytes();
+    if (L.shared.gate.data)
+      b += L.shared.gate.storage_bytes() + L.shared.up.storage_bytes() + L.shared.down.storage_bytes();
     uint64_t all = 0;
-    for (const auto& e : L.experts) all += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
+    for (const auto& e : L.experts)
+      all += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
     b += all / L.experts.size() * uint64_t(impl.config.num_experts_per_tok);
   }
   return b;
@@ -404,8 +415,8 @@ uint64_t Model::active_bytes_per_token() const {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits,
-                    std::span<const float* const> embed_rows) {
+void Model::forward(Sequence& seq, std::span<const int32_t> tokens, std::vector<float>& logits,
+                    bool all_logits, std::span<const float* const> embed_rows) {
   StepItem item{&seq, tokens, all_logits, embed_rows};
   forward(std::span<StepItem>(&item, 1), logits);
 }
@@ -423,10 +434,11 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
       if (items[j].seq == it.seq) fail("forward: items {} and {} name the same sequence", j, i);
     if (it.tokens.empty()) fail("forward: item {} has no tokens", i);
     if (!it.embed_rows.empty() && it.embed_rows.size() != it.tokens.size())
-      fail("forward: item {} has {} embedding overrides for {} tokens", i, it.embed_rows.size(), it.tokens.size());
+      fail("forward: item {} has {} embedding overrides for {} tokens", i, it.embed_rows.size(),
+           it.tokens.size());
     if (it.seq->n_past() + int64_t(it.tokens.size()) > impl.max_context)
-      fail("forward: sequence would hold {} tokens, more than the context of {} tokens", it.seq->n_past() + it.tokens.size(),
-           impl.max_context);
+      fail("forward: sequence would hold {} tokens, more than the context of {} tokens",
+           it.seq->n_past() + it.tokens.size(), impl.max_context);
     for (int32_t t : it.tokens)
       if (t < 0 || t >= V) fail("forward: token id {} is outside the vocabulary [0, {})", t, V);
     T += int64_t(it.tokens.size());
@@ -461,8 +473,10 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   });
   for (size_t i = 0; i < items.size(); ++i)
     for (size_t j = 0; j < items[i].embed_rows.size(); ++j)
-      if (const float* row = items[i].embed_rows[j]) std::copy(row, row + H, step.x.data() + (item_tok0[i] + int64_t(j)) * H);
-  if (impl.check_finite && !all_finite(step.x.data(), T * H)) impl.throw_nonfinite(-1, "embedding", step.x.data(), T, H, nullptr, items.size());
+      if (const float* row = items[i].embed_rows[j])
+        std::copy(row, row + H, step.x.data() + (item_tok0[i] + int64_t(j)) * H);
+  if (impl.check_finite && !all_finite(step.x.data(), T * H))
+    impl.throw_nonfinite(-1, "embedding", step.x.data(), T, H, nullptr, items.size());
   // RoPE tables for this step's positions: angle = pos * inv_freq_i in f32 (as HF: outer(t, inv_freq)).
   const int64_t half = config.qk_rope_head_dim / 2;
   for (int64_t t = 0; t < T; ++t)
@@ -484,16 +498,16 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   for (int64_t il = 0; il < config.num_hidden_layers; ++il) {
     LayerWeights& L = impl.layers[il];
     // h = x + attn(norm(x))
-    for (int64_t t = 0; t < T; ++t) rmsnorm(step.x.data() + t * H, L.attn_norm.data(), eps, H, step.xn.data() + t * H);
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(step.x.data() + t * H, L.attn_norm.data(), eps, H, step.xn.data() + t * H);
     impl.attention(L, il, items, item_tok0, T);
     impl.lin(L.o, step.attn.data(), T, step.tmp.data());
     residual(il, "attention");
     // x = h + mlp(norm(h))
-    for (int64_t t = 0; t < T; ++t) rmsnorm(step.x.data() + t * H, L.ffn_norm.data(), eps, H, step.xn.data() + t * H);
-    if (L.is_moe)
-      impl.moe(L, il, T);
-    else
-      impl.mlp(L.dense, T, step.xn.data(), step.tmp.data());
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(step.x.data() + t * H, L.ffn_norm.data(), eps, H, step.xn.data() + t * H);
+    if (L.is_moe) impl.moe(L, il, T);
+    else impl.mlp(L.dense, T, step.xn.data(), step.tmp.data());
     residual(il, L.is_moe ? "moe" : "mlp");
     if (impl.observer && impl.observer->wants_hidden()) {
       HiddenEvent ev{il, T, H, step.x.data()};
@@ -520,8 +534,8 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   for (auto& it : items) it.seq->n_past_ += int64_t(it.tokens.size());
 }
 
-void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows, int64_t width,
-                                const int64_t* tok_of_row, size_t n_items) const {
+void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* rows, int64_t n_rows,
+                                int64_t width, const int64_t* tok_of_row, size_t n_items) const {
   std::vector<NonFiniteError::Hit> hits;
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* p = rows + r * width;
@@ -542,8 +556,8 @@ void ModelImpl::throw_nonfinite(int64_t layer, const char* stage, const float* r
 // decode alike. Here, per token: q = q_b(norm(q_a x)) [heads, nope + rope] with q_pe roped;
 // kv_a x = [c | k_pe], and the cache row of the token gets norm(c) and rope(k_pe). Then
 // model/attention.h attends over the cache (its header gives the formulas).
-void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items, const std::vector<int64_t>& item_tok0,
-                          int64_t T) {
+void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items,
+                          const std::vector<int64_t>& item_tok0, int64_t T) {
   const int64_t nh = config.num_attention_heads, nope = config.qk_nope_head_dim,
                 rope = config.qk_rope_head_dim, kvl = config.kv_lora_rank, qk = config.qk_head_dim(),
                 half = rope / 2, row = kvl + rope;
@@ -551,12 +565,14 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
   if (config.q_lora_rank > 0) {
     lin(L.q_a, step.xn.data(), T, step.q_lat.data());
     for (int64_t t = 0; t < T; ++t)
-      rmsnorm(step.q_lat.data() + t * config.q_lora_rank, L.q_a_norm.data(), 1e-6f, config.q_lora_rank, step.q_lat.data() + t * config.q_lora_rank);
+      rmsnorm(step.q_lat.data() + t * config.q_lora_rank, L.q_a_norm.data(), 1e-6f, config.q_lora_rank,
+              step.q_lat.data() + t * config.q_lora_rank);
     lin(L.q_b, step.q_lat.data(), T, step.q.data());
   } else {
     lin(L.q, step.xn.data(), T, step.q.data());
   }
-  // Latent and rope key; q_a/kv_a layernorms use eps 1e-6 (HF/Moonshot construct them without the config's eps).
+  // Latent and rope key; q_a/kv_a layernorms use eps 1e-6 (HF/Moonshot construct them without the config's
+  // eps).
   lin(L.kv_a, step.xn.data(), T, step.kv_lat.data());
   auto rotate = [&](float* x, int64_t t) {  // interleaved pairs (x[2i], x[2i+1]) by angle pos * inv_freq_i
     const float* cs = step.rope_cos.data() + t * half;

@@ -30,8 +30,8 @@ class Model;
 struct KernelTable;
 
 struct ModelOptions {
-  int n_threads = 0;          // 0 = all cores
-  int64_t max_context = 0;    // 0 = config max_position_embeddings; longer sequences are an error
+  int n_threads = 0;              // 0 = all cores
+  int64_t max_context = 0;        // 0 = config max_position_embeddings; longer sequences are an error
   int64_t max_step_tokens = 512;  // scratch preallocated for this many tokens per step (grows if exceeded)
   // Use the scalar specification kernels (kernels/linear.h linear_scalar, moe_experts_scalar):
   // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel

@@ -19,12 +19,12 @@
 
 #include <unistd.h>
 
-#include "base/test_param_name.h"
 #include "base/error.h"
+#include "base/test_param_name.h"
+#include "base/test_temp_dir.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/test_checkpoint_edit.h"
-#include "base/test_temp_dir.h"
 #include "kernels/dispatch.h"
 #include "model/model.h"
 #include "model/synth.h"
@@ -39,7 +39,8 @@ const fs::path& checkpoint(const std::string& preset) {
   static std::map<std::string, fs::path> dirs;
   auto it = dirs.find(preset);
   if (it != dirs.end()) return it->second;
-  fs::path dir = fs::temp_directory_path() / ("sickle-model-test-" + preset + "-" + std::to_string(::getpid()));
+  fs::path dir =
+      fs::temp_directory_path() / ("sickle-model-test-" + preset + "-" + std::to_string(::getpid()));
   SynthOptions o;
   o.preset = preset;
   o.seed = 5;
@@ -53,7 +54,9 @@ struct Cleanup {
   ~Cleanup() {
     std::error_code ec;
     for (const char* p : {"tiny-kimi", "tiny-dsv3"})
-      fs::remove_all(fs::temp_directory_path() / ("sickle-model-test-" + std::string(p) + "-" + std::to_string(::getpid())), ec);
+      fs::remove_all(fs::temp_directory_path() /
+                         ("sickle-model-test-" + std::string(p) + "-" + std::to_string(::getpid())),
+                     ec);
   }
 } cleanup;
 
@@ -150,10 +153,12 @@ TEST_P(ModelTablesTest, BatchedSequencesMatchRunningEachAlone) {
   std::vector<float> out;
   m->forward(items, out);
   ASSERT_EQ(int64_t(out.size()), (7 + 1 + 1) * V);
-  for (int64_t r = 0; r < 7; ++r) EXPECT_LE(row_rel(out.data() + r * V, la.data() + r * V, V), kSameMathTol) << "a row " << r;
+  for (int64_t r = 0; r < 7; ++r)
+    EXPECT_LE(row_rel(out.data() + r * V, la.data() + r * V, V), kSameMathTol) << "a row " << r;
   EXPECT_LE(row_rel(out.data() + 7 * V, lb.data(), V), kSameMathTol);
   EXPECT_LE(row_rel(out.data() + 8 * V, lc.data(), V), kSameMathTol);
-  std::vector<StepItem> dec = {{tb.get(), std::span<const int32_t>(&next_b, 1)}, {ta.get(), std::span<const int32_t>(&next_a, 1)}};
+  std::vector<StepItem> dec = {{tb.get(), std::span<const int32_t>(&next_b, 1)},
+                               {ta.get(), std::span<const int32_t>(&next_a, 1)}};
   m->forward(dec, out);
   ASSERT_EQ(int64_t(out.size()), 2 * V);
   EXPECT_LE(row_rel(out.data(), lb2.data(), V), kSameMathTol);
@@ -206,7 +211,8 @@ TEST_P(ModelPresetTest, ManyDecodeTokensAroundAPrefillMatchRunningEachAlone) {
       if (i == 30) {
         EXPECT_LE(row_rel(out.data() + r++ * V, chunk_alone.data(), V), tol) << "exact " << exact;
       }
-      EXPECT_LE(row_rel(out.data() + r * V, want[size_t(i)].data(), V), tol) << "exact " << exact << " item " << i;
+      EXPECT_LE(row_rel(out.data() + r * V, want[size_t(i)].data(), V), tol)
+          << "exact " << exact << " item " << i;
     }
   }
 }
@@ -234,7 +240,8 @@ TEST_P(ModelTablesTest, KvbWithoutF32CopyMatchesDefault) {
     b->forward(*sb, prompt, lb, true);
     ASSERT_EQ(la.size(), lb.size());
     for (int64_t r = 0; r < 100; ++r)
-      ASSERT_LE(row_rel(lb.data() + r * V, la.data() + r * V, V), tol) << "exact " << exact << " prefill row " << r;
+      ASSERT_LE(row_rel(lb.data() + r * V, la.data() + r * V, V), tol)
+          << "exact " << exact << " prefill row " << r;
     for (int32_t t : {5, 77, 300}) {
       const int32_t tok = t % int32_t(V);
       a->forward(*sa, std::span<const int32_t>(&tok, 1), la);
@@ -254,7 +261,8 @@ TEST_P(ModelTablesTest, TruncateThenRefeedReproducesLogits) {
   seq->truncate(4);
   EXPECT_EQ(seq->n_past(), 4);
   m->forward(*seq, std::span<const int32_t>(toks.data() + 4, 5), got, true);
-  for (int64_t r = 0; r < 5; ++r) EXPECT_LE(row_rel(got.data() + r * V, ref.data() + (4 + r) * V, V), kSameMathTol);
+  for (int64_t r = 0; r < 5; ++r)
+    EXPECT_LE(row_rel(got.data() + r * V, ref.data() + (4 + r) * V, V), kSameMathTol);
   EXPECT_THROW(seq->truncate(10), Error);
 }
 
@@ -267,7 +275,8 @@ TEST_P(ModelTablesTest, ThreadCountDoesNotChangeResults) {
   m3->forward(*s3, toks, l3, true);
   ASSERT_EQ(l1.size(), l3.size());
   for (size_t r = 0; r < toks.size(); ++r)
-    EXPECT_LE(row_rel(l1.data() + r * m1->vocab_size(), l3.data() + r * m1->vocab_size(), m1->vocab_size()), kSameMathTol);
+    EXPECT_LE(row_rel(l1.data() + r * m1->vocab_size(), l3.data() + r * m1->vocab_size(), m1->vocab_size()),
+              kSameMathTol);
 }
 
 // Records what the router did.
@@ -443,7 +452,8 @@ TEST_P(ModelPresetTest, BadInputIsAnErrorAndLeavesTheSequenceUnchanged) {
   }
   EXPECT_EQ(seq->n_past(), 10);
   // The same sequence twice in one step.
-  std::vector<StepItem> twice = {{seq.get(), std::span<const int32_t>(toks.data(), 1)}, {seq.get(), std::span<const int32_t>(toks.data(), 1)}};
+  std::vector<StepItem> twice = {{seq.get(), std::span<const int32_t>(toks.data(), 1)},
+                                 {seq.get(), std::span<const int32_t>(toks.data(), 1)}};
   EXPECT_THROW(m->forward(twice, logits), Error);
   EXPECT_EQ(seq->n_past(), 10);
   // Still usable: 6 more tokens fill the context exactly.
@@ -473,7 +483,8 @@ TEST(Model, ExactKernelsAgreeWithFastKernels) {
     mf->forward(*sf, toks, lf, true);
     me->forward(*se, toks, le, true);
     const double tol = std::string(preset) == "tiny-kimi" ? 5e-2 : 1e-4;  // tiny-kimi has int4 experts
-    for (size_t r = 0; r < toks.size(); ++r) EXPECT_LE(row_rel(lf.data() + r * V, le.data() + r * V, V), tol) << preset << " row " << r;
+    for (size_t r = 0; r < toks.size(); ++r)
+      EXPECT_LE(row_rel(lf.data() + r * V, le.data() + r * V, V), tol) << preset << " row " << r;
   }
 }
 
@@ -516,8 +527,9 @@ TEST(Model, GroupLimitedRoutingNeverLeavesTheKeptGroups) {
   for (const auto& [il, ex] : rec.experts) {
     const int64_t gsize = c.n_experts(il) / c.n_group;
     for (size_t j = 0; j < ex.size(); ++j)
-      EXPECT_LT(ex[j] / gsize, c.topk_group) << "layer " << il << " token " << j / size_t(c.num_experts_per_tok)
-                                             << " chose expert " << ex[j] << " of a dropped group";
+      EXPECT_LT(ex[j] / gsize, c.topk_group)
+          << "layer " << il << " token " << j / size_t(c.num_experts_per_tok) << " chose expert " << ex[j]
+          << " of a dropped group";
   }
 }
 
@@ -530,9 +542,11 @@ std::string sickle_bin() {
 // the dumped logits are the library's, row for row (prompt positions, then each fed-back token).
 TEST(RunCli, PrintIdsAndDumpLogitsMatchTheLibrary) {
   const fs::path dir = checkpoint("tiny-dsv3");
-  const fs::path dump = fs::temp_directory_path() / ("sickle-run-dump-" + std::to_string(::getpid()) + ".safetensors");
+  const fs::path dump =
+      fs::temp_directory_path() / ("sickle-run-dump-" + std::to_string(::getpid()) + ".safetensors");
   const fs::path ids_file = dump.string() + ".ids";
-  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 5,6,7,8 -n 6 --ignore-eos --print-ids -t 2 --membw 1 --dump-logits '" +
+  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() +
+                          "' --tokens 5,6,7,8 -n 6 --ignore-eos --print-ids -t 2 --membw 1 --dump-logits '" +
                           dump.string() + "' > '" + ids_file.string() + "' 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream in(ids_file);
@@ -559,7 +573,8 @@ TEST(RunCli, PrintIdsAndDumpLogitsMatchTheLibrary) {
   EXPECT_EQ(t->dtype, DType::F32);
   ASSERT_EQ(t->shape, (std::vector<int64_t>{4 + 6, V}));
   const float* got = f->view(*t).as<float>();
-  for (int64_t r = 0; r < 10; ++r) EXPECT_LE(row_rel(got + r * V, rows.data() + r * V, V), kSameMathTol) << "row " << r;
+  for (int64_t r = 0; r < 10; ++r)
+    EXPECT_LE(row_rel(got + r * V, rows.data() + r * V, V), kSameMathTol) << "row " << r;
   fs::remove(dump);
   fs::remove(ids_file);
 }
@@ -567,12 +582,14 @@ TEST(RunCli, PrintIdsAndDumpLogitsMatchTheLibrary) {
 TEST(RunCli, PromptLongerThanTheContextIsAClearError) {
   const fs::path dir = checkpoint("tiny-dsv3");
   const fs::path err = fs::temp_directory_path() / ("sickle-run-err-" + std::to_string(::getpid()));
-  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 1,2,3,4,5 -c 4 -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
+  const std::string cmd = "'" + sickle_bin() + "' run -m '" + dir.string() +
+                          "' --tokens 1,2,3,4,5 -c 4 -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
   EXPECT_NE(std::system(cmd.c_str()), 0);
   std::ifstream in(err);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("more than the context of 4 tokens"), std::string::npos) << text;
-  const std::string bad = "'" + sickle_bin() + "' run -m '" + dir.string() + "' --tokens 1,x -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
+  const std::string bad = "'" + sickle_bin() + "' run -m '" + dir.string() +
+                          "' --tokens 1,x -n 1 --membw 1 > /dev/null 2> '" + err.string() + "'";
   EXPECT_NE(std::system(bad.c_str()), 0);
   fs::remove(err);
 }

@@ -63,7 +63,8 @@ std::vector<Case> cases() {
        "layer 2 (attention output): non-finite activation (NaN) at token "},
       {n.layer(2, "self_attn.o_proj.weight"), 0, Poke::kInf, 2, "attention",
        "layer 2 (attention output): non-finite activation (Inf) at token "},
-      {n.layer(0, "mlp.down_proj.weight"), 5, Poke::kNaN, 0, "mlp", "layer 0 (mlp output): non-finite activation (NaN)"},
+      {n.layer(0, "mlp.down_proj.weight"), 5, Poke::kNaN, 0, "mlp",
+       "layer 0 (mlp output): non-finite activation (NaN)"},
       {n.layer(3, "mlp.shared_experts.down_proj.weight"), 7, Poke::kInf, 3, "moe",
        "layer 3 (moe output): non-finite activation (Inf)"},
       {n.layer(4, "input_layernorm.weight"), 3, Poke::kNaN, 4, "attention", "layer 4 (attention output)"},
@@ -151,7 +152,8 @@ TEST(NonFinite, OnlyTheItemsThatWentNonFiniteAreNamed) {
   intact->forward(*ref, a, want);
   const int64_t V = m->vocab_size();
   ASSERT_EQ(int64_t(logits.size()), 2 * V);
-  for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(logits[size_t(v)], want[size_t(v)], 1e-4f * (1 + std::fabs(want[size_t(v)]))) << v;
+  for (int64_t v = 0; v < V; ++v)
+    ASSERT_NEAR(logits[size_t(v)], want[size_t(v)], 1e-4f * (1 + std::fabs(want[size_t(v)]))) << v;
 }
 
 // ---- the commands ----
@@ -170,8 +172,8 @@ struct Ran {
 Ran sickle(const std::string& args, const fs::path& tmp, const std::string& input = "") {
   const fs::path in = tmp / "stdin", out = tmp / "stdout", err = tmp / "stderr";
   std::ofstream(in) << input;
-  const std::string cmd = "'" + sickle_bin() + "' " + args + " < '" + in.string() + "' > '" + out.string() + "' 2> '" +
-                          err.string() + "'";
+  const std::string cmd = "'" + sickle_bin() + "' " + args + " < '" + in.string() + "' > '" + out.string() +
+                          "' 2> '" + err.string() + "'";
   Ran r;
   const int st = std::system(cmd.c_str());
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -195,21 +197,27 @@ class NonFiniteCli : public ::testing::Test {
 };
 
 TEST_F(NonFiniteCli, RunExitsNonZeroNamingTheLayer) {
-  Ran r = sickle("run -m '" + model_.string() + "' --tokens 5,17,300 -n 4 --print-ids -t 2 --membw 1", tmp_.path);
+  Ran r =
+      sickle("run -m '" + model_.string() + "' --tokens 5,17,300 -n 4 --print-ids -t 2 --membw 1", tmp_.path);
   EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_NE(r.err.find("layer 2 (attention output): non-finite activation (NaN) at token"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("layer 2 (attention output): non-finite activation (NaN) at token"), std::string::npos)
+      << r.err;
   EXPECT_EQ(r.out.find('\0'), std::string::npos);
   Ran text = sickle("run -m '" + model_.string() + "' -p 'Once upon a time' -n 4 -t 2 --membw 1", tmp_.path);
   EXPECT_NE(text.code, 0);
   EXPECT_NE(text.err.find("layer 2 (attention output)"), std::string::npos) << text.err;
   // The intact model runs (the fixture is not broken otherwise).
-  EXPECT_EQ(sickle("run -m '" + demo_model().string() + "' --tokens 5,17,300 -n 4 --print-ids -t 2 --membw 1", tmp_.path).code, 0);
+  EXPECT_EQ(sickle("run -m '" + demo_model().string() + "' --tokens 5,17,300 -n 4 --print-ids -t 2 --membw 1",
+                   tmp_.path)
+                .code,
+            0);
 }
 
 TEST_F(NonFiniteCli, ChatExitsNonZeroNamingTheLayer) {
   Ran r = sickle("chat -m '" + model_.string() + "' -n 4 -t 2", tmp_.path, "hello there\n");
   EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_NE(r.err.find("layer 2 (attention output): non-finite activation (NaN)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("layer 2 (attention output): non-finite activation (NaN)"), std::string::npos)
+      << r.err;
   EXPECT_EQ(r.out.find('\0'), std::string::npos);
 }
 
@@ -220,9 +228,11 @@ TEST_F(NonFiniteCli, ObserveWritesNothingAndNamesTheLayer) {
   // scale in every expert of the layer (seen by the statistics observer first).
   fs::path routed = tmp_.path / "routed";
   poked_copy(demo_model(), routed, demo_names().expert(3, 0, "down_proj") + ".weight_scale", 0, Poke::kNaN);
-  for (int64_t e = 1; e < 32; ++e) poke_value(routed, demo_names().expert(3, e, "down_proj") + ".weight_scale", 0, Poke::kNaN);
+  for (int64_t e = 1; e < 32; ++e)
+    poke_value(routed, demo_names().expert(3, e, "down_proj") + ".weight_scale", 0, Poke::kNaN);
   fs::path shared = tmp_.path / "shared";
-  poked_copy(demo_model(), shared, demo_names().layer(3, "mlp.shared_experts.down_proj.weight"), 0, Poke::kNaN);
+  poked_copy(demo_model(), shared, demo_names().layer(3, "mlp.shared_experts.down_proj.weight"), 0,
+             Poke::kNaN);
   for (const fs::path& m : {model_, shared, routed}) {
     SCOPED_TRACE(m.filename().string());
     const fs::path out = tmp_.path / "out" / "stats.safetensors";
@@ -237,7 +247,9 @@ TEST_F(NonFiniteCli, ObserveWritesNothingAndNamesTheLayer) {
   }
   // The intact model writes its statistics with the same arguments.
   const fs::path ok = tmp_.path / "ok.safetensors";
-  EXPECT_EQ(sickle("observe -m '" + demo_model().string() + "'" + common + "'" + ok.string() + "'", tmp_.path).code, 0);
+  EXPECT_EQ(
+      sickle("observe -m '" + demo_model().string() + "'" + common + "'" + ok.string() + "'", tmp_.path).code,
+      0);
   EXPECT_TRUE(fs::exists(ok));
 }
 

@@ -42,7 +42,9 @@ RopeParams rope_params(const ModelConfig& c) {
   const RopeScaling& rs = *c.rope_scaling;
   const double factor = rs.factor, orig = rs.original_max_position_embeddings;
   if (!(orig > 0)) fail("config: rope_scaling.original_max_position_embeddings must be positive");
-  auto find_dim = [&](double n_rot) { return double(d) * std::log(orig / (n_rot * 2 * std::numbers::pi)) / (2 * std::log(base)); };
+  auto find_dim = [&](double n_rot) {
+    return double(d) * std::log(orig / (n_rot * 2 * std::numbers::pi)) / (2 * std::log(base));
+  };
   double low = std::max(std::floor(find_dim(rs.beta_fast)), 0.0);
   double high = std::min(std::ceil(find_dim(rs.beta_slow)), double(d - 1));
   if (low == high) high += 0.001;  // yarn_linear_ramp_mask: avoid a zero division

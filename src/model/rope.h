@@ -11,7 +11,7 @@ namespace sickle {
 struct RopeParams {
   std::vector<float> inv_freq;  // [qk_rope_head_dim / 2]
   float cos_sin_scale = 1;      // mscale(factor, mscale) / mscale(factor, mscale_all_dim)
-  float softmax_scale = 1;      // qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 (when mscale_all_dim != 0)
+  float softmax_scale = 1;  // qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 (when mscale_all_dim != 0)
 };
 
 // yarn_get_mscale: 1 for factor <= 1, else 0.1 * mscale * ln(factor) + 1.

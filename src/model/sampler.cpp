@@ -29,9 +29,11 @@ int32_t argmax(const float* x, int64_t n) {
 
 Sampler::Sampler(SamplingParams params) : params_(params) {
   if (!(params_.temperature >= 0)) fail("sampling: temperature must be >= 0, got {}", params_.temperature);
-  if (!(params_.top_p > 0 && params_.top_p <= 1)) fail("sampling: top_p must be in (0, 1], got {}", params_.top_p);
+  if (!(params_.top_p > 0 && params_.top_p <= 1))
+    fail("sampling: top_p must be in (0, 1], got {}", params_.top_p);
   if (params_.top_k < 0) fail("sampling: top_k must be >= 0, got {}", params_.top_k);
-  if (!(params_.min_p >= 0 && params_.min_p <= 1)) fail("sampling: min_p must be in [0, 1], got {}", params_.min_p);
+  if (!(params_.min_p >= 0 && params_.min_p <= 1))
+    fail("sampling: min_p must be in [0, 1], got {}", params_.min_p);
   reseed(params_.seed);
 }
 
@@ -59,7 +61,9 @@ int32_t Sampler::sample(const float* logits, int64_t vocab) {
   if (params_.temperature == 0 || params_.top_k == 1) return argmax(logits, vocab);
   ids_.resize(size_t(vocab));
   for (int64_t i = 0; i < vocab; ++i) ids_[i] = int32_t(i);
-  auto by_logit = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto by_logit = [logits](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   int64_t n = vocab;
   bool sorted = false;
   if (params_.top_k > 0 && params_.top_k < vocab) {
@@ -122,7 +126,8 @@ int32_t Sampler::sample(const float* logits, int64_t vocab) {
   return ids_[n - 1];
 }
 
-LogitsAdjuster::LogitsAdjuster(LogitsAdjust adjust, std::span<const int32_t> prompt) : adjust_(std::move(adjust)) {
+LogitsAdjuster::LogitsAdjuster(LogitsAdjust adjust, std::span<const int32_t> prompt)
+    : adjust_(std::move(adjust)) {
   if (!(adjust_.repetition_penalty > 0))
     fail("sampling: repetition_penalty must be > 0, got {}", adjust_.repetition_penalty);
   if (adjust_.repetition_penalty != 1) {
@@ -134,7 +139,8 @@ LogitsAdjuster::LogitsAdjuster(LogitsAdjust adjust, std::span<const int32_t> pro
 
 void LogitsAdjuster::on_output(int32_t id) {
   ++n_output_;
-  if (adjust_.presence_penalty == 0 && adjust_.frequency_penalty == 0 && adjust_.repetition_penalty == 1) return;
+  if (adjust_.presence_penalty == 0 && adjust_.frequency_penalty == 0 && adjust_.repetition_penalty == 1)
+    return;
   if (out_count_[id]++ == 0 && adjust_.repetition_penalty != 1) {
     auto it = std::lower_bound(seen_.begin(), seen_.end(), id);
     if (it == seen_.end() || *it != id) seen_.insert(it, id);

@@ -18,8 +18,8 @@ namespace sickle {
 struct SamplingParams {
   float temperature = 0;  // 0 = greedy
   float top_p = 1;
-  int top_k = 0;          // 0 = off
-  float min_p = 0;        // 0 = off
+  int top_k = 0;    // 0 = off
+  float min_p = 0;  // 0 = off
   uint64_t seed = 0;
 };
 
@@ -36,8 +36,8 @@ class Sampler {
  private:
   SamplingParams params_;
   uint64_t state_[4] = {};
-  std::vector<int32_t> ids_;   // [vocab] scratch, reused across calls
-  std::vector<float> probs_;   // [vocab] scratch
+  std::vector<int32_t> ids_;                      // [vocab] scratch, reused across calls
+  std::vector<float> probs_;                      // [vocab] scratch
   std::vector<std::pair<float, int32_t>> pairs_;  // [vocab] scratch for top_p ordering
 };
 
@@ -50,15 +50,15 @@ class Sampler {
 //   presence:             logit -= p * (1 if it appears in the output)
 // Logprobs are reported from the raw logits (vLLM's default logprobs_mode raw_logprobs).
 struct LogitsAdjust {
-  float presence_penalty = 0;    // [-2, 2]
-  float frequency_penalty = 0;   // [-2, 2]
-  float repetition_penalty = 1;  // > 0; 1 = off
+  float presence_penalty = 0;                         // [-2, 2]
+  float frequency_penalty = 0;                        // [-2, 2]
+  float repetition_penalty = 1;                       // > 0; 1 = off
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias)
   int64_t min_tokens = 0;
   std::vector<int32_t> min_tokens_blocked;  // ids masked while fewer than min_tokens were generated
   bool active() const {
-    return presence_penalty != 0 || frequency_penalty != 0 || repetition_penalty != 1 || !logit_bias.empty() ||
-           (min_tokens > 0 && !min_tokens_blocked.empty());
+    return presence_penalty != 0 || frequency_penalty != 0 || repetition_penalty != 1 ||
+           !logit_bias.empty() || (min_tokens > 0 && !min_tokens_blocked.empty());
   }
 };
 

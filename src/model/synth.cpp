@@ -22,7 +22,7 @@ namespace {
 
 struct Preset {
   const char* name;
-  bool is_nested;            // KimiK25ForConditionalGeneration layout
+  bool is_nested;  // KimiK25ForConditionalGeneration layout
   const char* text_model_type;
   int64_t hidden, n_layers, first_dense, intermediate, moe_intermediate;
   int64_t n_experts, top_k, n_shared, n_group, topk_group;
@@ -31,7 +31,7 @@ struct Preset {
   double yarn_factor, yarn_orig, beta_fast, beta_slow;  // yarn_factor 0: no rope scaling
   bool use_rope_parameters;  // write `rope_parameters` (with rope_theta inside) instead of rope_scaling
   const char* default_quant;
-  int64_t bos, eos;          // -1: vocab - 256 / vocab - 255 (Kimi places its specials there)
+  int64_t bos, eos;  // -1: vocab - 256 / vocab - 255 (Kimi places its specials there)
 };
 
 // Real-model rows follow docs/formats.md §1. tiny-* keep every ratio that matters to code paths
@@ -41,17 +41,58 @@ struct Preset {
 // q_lora 512, kv_lora 512, dense width 5632 (Kimi's 18432/7168 ratio), vocab 32000:
 // 4.84 B parameters, 0.93 B active per token, ~3.2 GB with int4 experts.
 const Preset kPresets[] = {
-    {"tiny-kimi", true, "kimi_k2", 64, 3, 1, 128, 32, 16, 4, 1, 1, 1, 4, 48, 32, 16, 8, 16, 512, 262144,
-     50000.0, 1e-5, 2.827, 64.0, 4096.0, 32.0, 1.0, false, "int4", -1, -1},
-    {"tiny-dsv3", false, "deepseek_v3", 64, 3, 1, 128, 32, 16, 4, 1, 4, 2, 4, 48, 32, 16, 8, 16, 512, 163840,
-     10000.0, 1e-6, 2.5, 40.0, 4096.0, 32.0, 1.0, true, "fp8", 0, 1},
-    {"mini", false, "kimi_k2", 2048, 12, 1, 5632, 1024, 64, 8, 1, 1, 1, 16, 512, 512, 128, 64, 128, 32000, 262144,
-     50000.0, 1e-5, 2.827, 64.0, 4096.0, 32.0, 1.0, false, "int4", -1, -1},
-    {"kimi-k2.5-layers", true, "kimi_k2", 7168, 3, 1, 18432, 2048, 384, 8, 1, 1, 1, 64, 1536, 512, 128, 64, 128,
-     163840, 262144, 50000.0, 1e-5, 2.827, 64.0, 4096.0, 32.0, 1.0, false, "int4", -1, -1},
+    {"tiny-kimi", true,  "kimi_k2", 64,     3,    1,   128,   32,     16,  4,      1,
+     1,           1,     4,         48,     32,   16,  8,     16,     512, 262144, 50000.0,
+     1e-5,        2.827, 64.0,      4096.0, 32.0, 1.0, false, "int4", -1,  -1},
+    {"tiny-dsv3", false,  "deepseek_v3",
+     64,          3,      1,
+     128,         32,     16,
+     4,           1,      4,
+     2,           4,      48,
+     32,          16,     8,
+     16,          512,    163840,
+     10000.0,     1e-6,   2.5,
+     40.0,        4096.0, 32.0,
+     1.0,         true,   "fp8",
+     0,           1},
+    {"mini", false, "kimi_k2", 2048,   12,   1,   5632,  1024,   64,    8,      1,
+     1,      1,     16,        512,    512,  128, 64,    128,    32000, 262144, 50000.0,
+     1e-5,   2.827, 64.0,      4096.0, 32.0, 1.0, false, "int4", -1,    -1},
+    {"kimi-k2.5-layers",
+     true,
+     "kimi_k2",
+     7168,
+     3,
+     1,
+     18432,
+     2048,
+     384,
+     8,
+     1,
+     1,
+     1,
+     64,
+     1536,
+     512,
+     128,
+     64,
+     128,
+     163840,
+     262144,
+     50000.0,
+     1e-5,
+     2.827,
+     64.0,
+     4096.0,
+     32.0,
+     1.0,
+     false,
+     "int4",
+     -1,
+     -1},
 };
-constexpr int64_t kInt4Group = 32;   // Kimi-K2-Thinking / K2.5's group size
-constexpr int64_t kFp8Block = 128;   // DeepSeek-V3's weight_block_size
+constexpr int64_t kInt4Group = 32;  // Kimi-K2-Thinking / K2.5's group size
+constexpr int64_t kFp8Block = 128;  // DeepSeek-V3's weight_block_size
 
 // The MoonViT tower + patch-merger projector a nested (Kimi-K2.5) preset carries, in the real
 // layout (docs/formats.md §2b): tiny-kimi a small one whose 8x8 position table forces the bicubic
@@ -83,15 +124,18 @@ inline uint64_t bits_at(uint64_t key, uint64_t i) { return mix64(key + (i + 1) *
 // Irwin-Hall(4) rescaled to unit variance: sum of four 16-bit uniforms at (k + 0.5) / 65536.
 inline float normal_at(uint64_t key, uint64_t i) {
   uint64_t h = bits_at(key, i);
-  uint32_t s = uint32_t(h & 0xffff) + uint32_t((h >> 16) & 0xffff) + uint32_t((h >> 32) & 0xffff) + uint32_t(h >> 48);
+  uint32_t s =
+      uint32_t(h & 0xffff) + uint32_t((h >> 16) & 0xffff) + uint32_t((h >> 32) & 0xffff) + uint32_t(h >> 48);
   return ((float(s) + 2.0f) * (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
 }
-inline float uniform_at(uint64_t key, uint64_t i) { return float(bits_at(key, i) >> 40) * (1.0f / 16777216.0f); }
+inline float uniform_at(uint64_t key, uint64_t i) {
+  return float(bits_at(key, i) >> 40) * (1.0f / 16777216.0f);
+}
 
 constexpr uint64_t kScaleStream = 0x5CA1E5CA1E5CA1E5ull;  // a weight's scales: key ^ this
-constexpr float kInt4Spread = 2.5f;    // q = round(2.5 z): std(q) = sqrt(6.25 + 1/12) = 2.517
+constexpr float kInt4Spread = 2.5f;  // q = round(2.5 z): std(q) = sqrt(6.25 + 1/12) = 2.517
 constexpr float kInt4QStd = 2.517f;
-constexpr float kFp8Range = 5.0f;      // scale_inv = std * 5 / 448: |z| <= 3.46 never saturates
+constexpr float kFp8Range = 5.0f;  // scale_inv = std * 5 / 448: |z| <= 3.46 never saturates
 
 inline float int4_scale(const SynthGen& g, uint64_t i) {
   return g.std / kInt4QStd * (0.75f + 0.5f * uniform_at(g.key ^ kScaleStream, i));
@@ -109,7 +153,9 @@ struct Builder {
   Quant quant;
   std::vector<SynthTensor>* out;
 
-  uint64_t key_of(const std::string& name) const { return hash64(name.data(), name.size(), opt.seed * 0x2545F4914F6CDD1Dull + 1); }
+  uint64_t key_of(const std::string& name) const {
+    return hash64(name.data(), name.size(), opt.seed * 0x2545F4914F6CDD1Dull + 1);
+  }
 
   void add(const std::string& name, DType dt, std::vector<int64_t> shape, SynthGen g) {
     g.key = key_of(name);
@@ -135,7 +181,8 @@ struct Builder {
     g.cols = cols;
     g.key = key_of(base);  // weight and scale share the stream key (scale uses key ^ kScaleStream)
     if (q == Quant::kInt4) {
-      if (cols % kInt4Group) fail("synth: '{}' has {} columns, not a multiple of the int4 group {}", base, cols, kInt4Group);
+      if (cols % kInt4Group)
+        fail("synth: '{}' has {} columns, not a multiple of the int4 group {}", base, cols, kInt4Group);
       g.group = kInt4Group;
       g.kind = SynthGen::Kind::kInt4Packed;
       out->push_back(SynthTensor{base + ".weight_packed", DType::I32, {rows, cols / 8}, g});
@@ -148,8 +195,10 @@ struct Builder {
       g.kind = SynthGen::Kind::kFp8;
       out->push_back(SynthTensor{base + ".weight", DType::F8_E4M3, {rows, cols}, g});
       g.kind = SynthGen::Kind::kFp8Scale;
-      out->push_back(SynthTensor{base + ".weight_scale_inv", DType::F32,
-                                 {(rows + kFp8Block - 1) / kFp8Block, (cols + kFp8Block - 1) / kFp8Block}, g});
+      out->push_back(SynthTensor{base + ".weight_scale_inv",
+                                 DType::F32,
+                                 {(rows + kFp8Block - 1) / kFp8Block, (cols + kFp8Block - 1) / kFp8Block},
+                                 g});
     } else {
       g.kind = SynthGen::Kind::kNormal;
       out->push_back(SynthTensor{base + ".weight", opt.dtype, {rows, cols}, g});
@@ -158,8 +207,9 @@ struct Builder {
 };
 
 json rope_json(const Preset& p) {
-  json r = {{"beta_fast", p.beta_fast}, {"beta_slow", p.beta_slow}, {"factor", p.yarn_factor}, {"mscale", 1.0},
-            {"mscale_all_dim", 1.0}, {"original_max_position_embeddings", int64_t(p.yarn_orig)}};
+  json r = {{"beta_fast", p.beta_fast}, {"beta_slow", p.beta_slow},
+            {"factor", p.yarn_factor},  {"mscale", 1.0},
+            {"mscale_all_dim", 1.0},    {"original_max_position_embeddings", int64_t(p.yarn_orig)}};
   if (p.use_rope_parameters) {
     r["rope_type"] = "yarn";
     r["rope_theta"] = p.rope_theta;
@@ -172,7 +222,8 @@ json rope_json(const Preset& p) {
 json quant_json(Quant q, bool nested) {
   if (q == Quant::kInt4) {
     // As Kimi-K2-Thinking / K2.5 ship it (compressed-tensors pack-quantized, routed experts only).
-    json ignore = {"lm_head", "re:.*self_attn.*", "re:.*shared_experts.*", "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"};
+    json ignore = {"lm_head", "re:.*self_attn.*", "re:.*shared_experts.*",
+                   "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"};
     if (nested) {
       ignore.push_back("re:.*vision_tower.*");
       ignore.push_back("re:.*mm_projector.*");
@@ -183,9 +234,16 @@ json quant_json(Quant q, bool nested) {
                 {"output_activations", nullptr},
                 {"targets", {"Linear"}},
                 {"weights",
-                 {{"actorder", nullptr}, {"block_structure", nullptr}, {"dynamic", false}, {"group_size", kInt4Group},
-                  {"num_bits", 4}, {"observer", "minmax"}, {"observer_kwargs", json::object()}, {"strategy", "group"},
-                  {"symmetric", true}, {"type", "int"}}}}}}},
+                 {{"actorder", nullptr},
+                  {"block_structure", nullptr},
+                  {"dynamic", false},
+                  {"group_size", kInt4Group},
+                  {"num_bits", 4},
+                  {"observer", "minmax"},
+                  {"observer_kwargs", json::object()},
+                  {"strategy", "group"},
+                  {"symmetric", true},
+                  {"type", "int"}}}}}}},
             {"format", "pack-quantized"},
             {"ignore", ignore},
             {"kv_cache_scheme", nullptr},
@@ -193,7 +251,10 @@ json quant_json(Quant q, bool nested) {
             {"quantization_status", "compressed"}};
   }
   // As DeepSeek-V3 ships it.
-  return {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"}, {"quant_method", "fp8"}, {"weight_block_size", {kFp8Block, kFp8Block}}};
+  return {{"activation_scheme", "dynamic"},
+          {"fmt", "e4m3"},
+          {"quant_method", "fp8"},
+          {"weight_block_size", {kFp8Block, kFp8Block}}};
 }
 
 }  // namespace
@@ -233,10 +294,11 @@ SynthPlan synth_plan(const SynthOptions& opt) {
   const int64_t first_dense = std::min(p.first_dense, n_layers);
   const int64_t E = opt.n_experts > 0 ? opt.n_experts : p.n_experts;
   if (opt.n_experts < 0) fail("synth: --experts must be positive, got {}", opt.n_experts);
-  if (E % p.n_group) fail("synth: --experts {} is not divisible by n_group {} of preset {}", E, p.n_group, p.name);
+  if (E % p.n_group)
+    fail("synth: --experts {} is not divisible by n_group {} of preset {}", E, p.n_group, p.name);
   if (E < p.top_k || p.topk_group * (E / p.n_group) < p.top_k)
-    fail("synth: --experts {} too few for top-{} routing with n_group {} / topk_group {}", E, p.top_k, p.n_group,
-         p.topk_group);
+    fail("synth: --experts {} too few for top-{} routing with n_group {} / topk_group {}", E, p.top_k,
+         p.n_group, p.topk_group);
 
   SynthPlan plan;
   const VisionPreset& vp = p.hidden >= 4096 ? kRealVision : kTinyVision;
@@ -289,7 +351,9 @@ SynthPlan synth_plan(const SynthOptions& opt) {
     text["rope_theta"] = p.rope_theta;
     text["rope_scaling"] = rope_json(p);
   }
-  json synth_note = {{"preset", p.name}, {"seed", opt.seed}, {"quant", qname},
+  json synth_note = {{"preset", p.name},
+                     {"seed", opt.seed},
+                     {"quant", qname},
                      {"dtype", opt.dtype == DType::F32 ? "f32" : "bf16"}};
   if (p.is_nested) {
     json root = {
@@ -298,13 +362,24 @@ SynthPlan synth_plan(const SynthOptions& opt) {
         {"text_config", text},
         // Key names as Kimi-K2.5's release spells them (vt_*), its defaults written out.
         {"vision_config",
-         {{"model_type", "moonvit"}, {"patch_size", kVisionPatch}, {"vt_hidden_size", vp.hidden},
-          {"vt_num_attention_heads", vp.heads}, {"vt_num_hidden_layers", vp.layers},
-          {"vt_intermediate_size", vp.intermediate}, {"init_pos_emb_height", vp.pos_h},
-          {"init_pos_emb_width", vp.pos_w}, {"init_pos_emb_time", 4}, {"pos_emb_type", "divided_fixed"},
-          {"merge_kernel_size", {2, 2}}, {"merge_type", "sd2_tpool"}, {"video_attn_type", "spatial_temporal"},
-          {"mm_projector_type", "patchmerger"}, {"mm_hidden_size", vp.hidden}, {"projector_hidden_act", "gelu"},
-          {"projector_ln_eps", 1e-5}, {"text_hidden_size", p.hidden}}},
+         {{"model_type", "moonvit"},
+          {"patch_size", kVisionPatch},
+          {"vt_hidden_size", vp.hidden},
+          {"vt_num_attention_heads", vp.heads},
+          {"vt_num_hidden_layers", vp.layers},
+          {"vt_intermediate_size", vp.intermediate},
+          {"init_pos_emb_height", vp.pos_h},
+          {"init_pos_emb_width", vp.pos_w},
+          {"init_pos_emb_time", 4},
+          {"pos_emb_type", "divided_fixed"},
+          {"merge_kernel_size", {2, 2}},
+          {"merge_type", "sd2_tpool"},
+          {"video_attn_type", "spatial_temporal"},
+          {"mm_projector_type", "patchmerger"},
+          {"mm_hidden_size", vp.hidden},
+          {"projector_hidden_act", "gelu"},
+          {"projector_ln_eps", 1e-5},
+          {"text_hidden_size", p.hidden}}},
         {"media_placeholder_token_id", p.vocab - 256 + 21},
         {"pad_token_id", p.vocab - 1},
         {"bos_token_id", text["bos_token_id"]},
@@ -316,10 +391,15 @@ SynthPlan synth_plan(const SynthOptions& opt) {
     if (quant != Quant::kNone) root["quantization_config"] = quant_json(quant, true);
     plan.config = std::move(root);
     plan.preprocessor = {{"media_proc_cfg",
-                          {{"in_patch_limit", vp.in_patch_limit}, {"patch_size", kVisionPatch},
-                           {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.5, 0.5, 0.5}}, {"merge_kernel_size", 2},
-                           {"fixed_output_tokens", nullptr}, {"patch_limit_on_one_side", vp.patch_limit_on_one_side},
-                           {"in_patch_limit_each_frame", 4096}, {"temporal_merge_kernel_size", 4}}}};
+                          {{"in_patch_limit", vp.in_patch_limit},
+                           {"patch_size", kVisionPatch},
+                           {"image_mean", {0.5, 0.5, 0.5}},
+                           {"image_std", {0.5, 0.5, 0.5}},
+                           {"merge_kernel_size", 2},
+                           {"fixed_output_tokens", nullptr},
+                           {"patch_limit_on_one_side", vp.patch_limit_on_one_side},
+                           {"in_patch_limit_each_frame", 4096},
+                           {"temporal_merge_kernel_size", 4}}}};
   } else {
     text["sickle_synth"] = synth_note;
     if (quant != Quant::kNone) text["quantization_config"] = quant_json(quant, false);
@@ -336,13 +416,15 @@ SynthPlan synth_plan(const SynthOptions& opt) {
     const std::string L = fmt::format("{}model.layers.{}.", pre, il);
     b.norm(L + "input_layernorm.weight", H);
     b.norm(L + "post_attention_layernorm.weight", H);
-    b.linear(L + "self_attn.q_a_proj", p.q_lora, H, dense_q);                          // [q_lora, hidden]
+    b.linear(L + "self_attn.q_a_proj", p.q_lora, H, dense_q);  // [q_lora, hidden]
     b.norm(L + "self_attn.q_a_layernorm.weight", p.q_lora);
-    b.linear(L + "self_attn.q_b_proj", p.n_heads * (p.nope + p.rope), p.q_lora, dense_q);  // [heads*(nope+rope), q_lora]
-    b.linear(L + "self_attn.kv_a_proj_with_mqa", p.kv_lora + p.rope, H, dense_q);     // [kv_lora+rope, hidden]
+    b.linear(L + "self_attn.q_b_proj", p.n_heads * (p.nope + p.rope), p.q_lora,
+             dense_q);  // [heads*(nope+rope), q_lora]
+    b.linear(L + "self_attn.kv_a_proj_with_mqa", p.kv_lora + p.rope, H, dense_q);  // [kv_lora+rope, hidden]
     b.norm(L + "self_attn.kv_a_layernorm.weight", p.kv_lora);
-    b.linear(L + "self_attn.kv_b_proj", p.n_heads * (p.nope + p.v_head), p.kv_lora, dense_q);  // [heads*(nope+v), kv_lora]
-    b.linear(L + "self_attn.o_proj", H, p.n_heads * p.v_head, dense_q);              // [hidden, heads*v]
+    b.linear(L + "self_attn.kv_b_proj", p.n_heads * (p.nope + p.v_head), p.kv_lora,
+             dense_q);                                                   // [heads*(nope+v), kv_lora]
+    b.linear(L + "self_attn.o_proj", H, p.n_heads * p.v_head, dense_q);  // [hidden, heads*v]
     if (il < first_dense) {
       b.linear(L + "mlp.gate_proj", p.intermediate, H, dense_q);  // [inter, hidden]
       b.linear(L + "mlp.up_proj", p.intermediate, H, dense_q);    // [inter, hidden]
@@ -400,7 +482,8 @@ SynthPlan synth_plan(const SynthOptions& opt) {
 
 void synth_fill(const SynthTensor& t, uint64_t offset, std::byte* dst, size_t n) {
   const size_t es = dtype_size(t.dtype);
-  SICKLE_CHECK(offset % es == 0 && n % es == 0 && offset + n <= t.nbytes(), "{}: fill [{}, +{})", t.name, offset, n);
+  SICKLE_CHECK(offset % es == 0 && n % es == 0 && offset + n <= t.nbytes(), "{}: fill [{}, +{})", t.name,
+               offset, n);
   const uint64_t i0 = offset / es, count = n / es;
   const SynthGen& g = t.gen;
   auto put_float = [&](uint64_t k, float v) {
@@ -473,12 +556,14 @@ void synth_write(const SynthPlan& plan, const std::filesystem::path& out_dir, co
     if (progress) progress->add(n);
   };
   writer.write_text("config.json", plan.config.dump(2) + "\n");
-  if (!plan.preprocessor.is_null()) writer.write_text("preprocessor_config.json", plan.preprocessor.dump(2) + "\n");
+  if (!plan.preprocessor.is_null())
+    writer.write_text("preprocessor_config.json", plan.preprocessor.dump(2) + "\n");
   for (const auto& t : plan.tensors) {
     const SynthTensor* tp = &t;  // plan outlives the writer's commit below
     writer.add(t.name, t.dtype, t.shape,
-               TensorSource::generated(size_t(t.nbytes()),
-                                       [tp](uint64_t off, std::byte* dst, size_t n) { synth_fill(*tp, off, dst, n); }));
+               TensorSource::generated(size_t(t.nbytes()), [tp](uint64_t off, std::byte* dst, size_t n) {
+                 synth_fill(*tp, off, dst, n);
+               }));
   }
   writer.commit();
   if (progress) progress->finish();

@@ -10,7 +10,8 @@
 //                    `rope_parameters` (with rope_theta inside) instead of rope_scaling.
 //   mini             ~4.8 B parameters Kimi-shaped (flat layout), int4 experts, for speed work.
 //   kimi-k2.5-layers Kimi-K2.5's real dimensions (hidden 7168, 384 experts of width 2048,
-//                    vocab 163840, the released MoonViT tower) with few layers, for scale tests. Streams: never in RAM.
+//                    vocab 163840, the released MoonViT tower) with few layers, for scale tests. Streams:
+//                    never in RAM.
 //
 // Values (all from a counter-based generator, so any byte range of any tensor is computed
 // independently of the others: deterministic for a seed and for any chunking):
@@ -35,12 +36,12 @@
 namespace sickle {
 
 struct SynthOptions {
-  std::string preset;            // tiny-kimi | tiny-dsv3 | mini | kimi-k2.5-layers
+  std::string preset;  // tiny-kimi | tiny-dsv3 | mini | kimi-k2.5-layers
   uint64_t seed = 0;
-  DType dtype = DType::BF16;     // non-expert float weights: BF16 or F32
-  std::string quant;             // "" = the preset's default; "int4" | "fp8" | "none"
-  int64_t n_layers = 0;          // 0 = the preset's default
-  int64_t n_experts = 0;         // 0 = the preset's default routed-expert count
+  DType dtype = DType::BF16;  // non-expert float weights: BF16 or F32
+  std::string quant;          // "" = the preset's default; "int4" | "fp8" | "none"
+  int64_t n_layers = 0;       // 0 = the preset's default
+  int64_t n_experts = 0;      // 0 = the preset's default routed-expert count
   uint64_t max_shard_bytes = 5ull << 30;
   bool force = false;
   bool progress = true;
@@ -50,10 +51,10 @@ struct SynthOptions {
 struct SynthGen {
   enum class Kind { kNormal, kNorm, kBias, kInt4Packed, kInt4Scale, kShape, kFp8, kFp8Scale };
   Kind kind = Kind::kNormal;
-  float std = 1;                 // of the logical (dequantized) values
-  int64_t rows = 0, cols = 0;    // logical shape of a linear (quantized kinds, kShape)
-  int64_t group = 0;             // int4 group size; fp8 block size (square)
-  uint64_t key = 0;              // stream of the values (shared by a weight and its scale)
+  float std = 1;               // of the logical (dequantized) values
+  int64_t rows = 0, cols = 0;  // logical shape of a linear (quantized kinds, kShape)
+  int64_t group = 0;           // int4 group size; fp8 block size (square)
+  uint64_t key = 0;            // stream of the values (shared by a weight and its scale)
 };
 
 struct SynthTensor {

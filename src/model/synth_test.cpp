@@ -148,7 +148,8 @@ TEST(Synth, TinyDsv3RoundTripsWithFp8AndRopeParameters) {
                            "self_attn.kv_b_proj", "self_attn.o_proj"})
     EXPECT_EQ(ck->weight(ck->names().layer(1, rest)).encoding, WeightEncoding::kFp8Block) << rest;
   EXPECT_EQ(ck->weight(ck->names().layer(0, "mlp.down_proj")).encoding, WeightEncoding::kFp8Block);
-  EXPECT_EQ(ck->weight(ck->names().layer(1, "mlp.shared_experts.up_proj")).encoding, WeightEncoding::kFp8Block);
+  EXPECT_EQ(ck->weight(ck->names().layer(1, "mlp.shared_experts.up_proj")).encoding,
+            WeightEncoding::kFp8Block);
   EXPECT_EQ(ck->weight(ck->names().expert(2, 15, "gate_proj")).encoding, WeightEncoding::kFp8Block);
   EXPECT_EQ(ck->weight(ck->names().layer(1, "mlp.gate")).encoding, WeightEncoding::kBF16);
   EXPECT_EQ(ck->info("lm_head.weight").dtype, DType::BF16);
@@ -166,9 +167,11 @@ TEST(Synth, QuantAndDtypeVariantsRoundTrip) {
   };
   const Case cases[] = {
       {"tiny-kimi", "none", DType::F32, WeightEncoding::kF32, WeightEncoding::kF32, QuantMethod::kNone},
-      {"tiny-kimi", "fp8", DType::BF16, WeightEncoding::kFp8Block, WeightEncoding::kFp8Block, QuantMethod::kFp8Block},
+      {"tiny-kimi", "fp8", DType::BF16, WeightEncoding::kFp8Block, WeightEncoding::kFp8Block,
+       QuantMethod::kFp8Block},
       {"tiny-dsv3", "none", DType::BF16, WeightEncoding::kBF16, WeightEncoding::kBF16, QuantMethod::kNone},
-      {"tiny-dsv3", "int4", DType::F32, WeightEncoding::kInt4Group, WeightEncoding::kF32, QuantMethod::kPackQuantizedInt4},
+      {"tiny-dsv3", "int4", DType::F32, WeightEncoding::kInt4Group, WeightEncoding::kF32,
+       QuantMethod::kPackQuantizedInt4},
   };
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(cs.preset) + " " + cs.quant);
@@ -221,7 +224,8 @@ TEST(Synth, FillIsIndependentOfChunking) {
     synth_fill(t, 0, whole.data(), n);
     // Odd-sized pieces (multiples of the element size).
     size_t step = es * 7;
-    for (size_t off = 0; off < n; off += step) synth_fill(t, off, pieces.data() + off, std::min(step, n - off));
+    for (size_t off = 0; off < n; off += step)
+      synth_fill(t, off, pieces.data() + off, std::min(step, n - off));
     ASSERT_EQ(whole, pieces) << t.name;
   }
 }
@@ -250,7 +254,10 @@ TEST(Synth, ValueStatisticsMatchTheStatedScales) {
     for (int64_t i = 0; i < w.rows * w.cols / 8; ++i) {
       int8_t q[8];
       unpack_int4_word(static_cast<const uint32_t*>(w.data)[i], q);
-      for (int8_t v : q) { lo += v <= -6; hi += v >= 6; }
+      for (int8_t v : q) {
+        lo += v <= -6;
+        hi += v >= 6;
+      }
     }
     EXPECT_GT(lo, 0);
     EXPECT_GT(hi, 0);
@@ -266,8 +273,9 @@ TEST(Synth, ValueStatisticsMatchTheStatedScales) {
   }
   // Activations stay O(1): unit-RMS in, ~unit-RMS out, for each encoding.
   for (const auto* ck : {kimi.get(), dsv3.get()}) {
-    for (const std::string& base : {ck->names().expert(2, 5, "down_proj"), ck->names().layer(1, "self_attn.kv_b_proj"),
-                                    ck->names().layer(0, "mlp.up_proj")}) {
+    for (const std::string& base :
+         {ck->names().expert(2, 5, "down_proj"), ck->names().layer(1, "self_attn.kv_b_proj"),
+          ck->names().layer(0, "mlp.up_proj")}) {
       double rms = output_rms(ck->weight(base), 11);
       EXPECT_GT(rms, 0.75) << base;
       EXPECT_LT(rms, 1.3) << base;

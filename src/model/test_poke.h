@@ -46,8 +46,8 @@ inline void poke_value(const std::filesystem::path& dir, const std::string& tens
 }
 
 // Copies the checkpoint directory `src` to `dst` and pokes one value (poke_value).
-inline void poked_copy(const std::filesystem::path& src, const std::filesystem::path& dst, const std::string& tensor,
-                       int64_t element, Poke p) {
+inline void poked_copy(const std::filesystem::path& src, const std::filesystem::path& dst,
+                       const std::string& tensor, int64_t element, Poke p) {
   std::filesystem::copy(src, dst, std::filesystem::copy_options::recursive);
   poke_value(dst, tensor, element, p);
 }

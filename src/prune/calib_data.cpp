@@ -33,9 +33,9 @@ std::string_view data_format_name(DataFormat f) {
 }
 
 std::string CalibOptions::key() const {
-  return fmt::format("format={} samples={} seq_len={} pack={} long={} field={} bos={}", data_format_name(format),
-                     max_samples, seq_len, pack ? 1 : 0, long_policy == LongPolicy::kSplit ? "split" : "drop",
-                     text_field, bos_id) +
+  return fmt::format("format={} samples={} seq_len={} pack={} long={} field={} bos={}",
+                     data_format_name(format), max_samples, seq_len, pack ? 1 : 0,
+                     long_policy == LongPolicy::kSplit ? "split" : "drop", text_field, bos_id) +
          (specials_in_content ? " content_specials=1" : "");  // absent by default: older keys still match
 }
 
@@ -51,16 +51,19 @@ void parse_shard(std::string_view text, int64_t& index, int64_t& n) {
   } catch (const std::exception&) {
     fail("--shard '{}': expected i/n, e.g. 0/4", text);
   }
-  if (n < 1 || n > kMaxShards || index < 0 || index >= n) fail("--shard {}: need 0 <= i < n <= {}", text, kMaxShards);
+  if (n < 1 || n > kMaxShards || index < 0 || index >= n)
+    fail("--shard {}: need 0 <= i < n <= {}", text, kMaxShards);
 }
 
 void check_data_files(const std::vector<fs::path>& files) {
   for (const auto& f : files) {
     struct stat st {};
     if (::stat(f.c_str(), &st) != 0) fail("{}: cannot open: {}", f.string(), std::strerror(errno));
-    if (S_ISDIR(st.st_mode)) fail("{}: is a directory (give the data files in it, e.g. {}/*.jsonl)", f.string(), f.string());
+    if (S_ISDIR(st.st_mode))
+      fail("{}: is a directory (give the data files in it, e.g. {}/*.jsonl)", f.string(), f.string());
     if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
-      fail("{}: not a regular file (a device or socket; give a file, or a pipe such as <(zcat data.gz))", f.string());
+      fail("{}: not a regular file (a device or socket; give a file, or a pipe such as <(zcat data.gz))",
+           f.string());
   }
 }
 
@@ -125,7 +128,8 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
         case DataFormat::kJsonl: {
           auto it = j.find(opt.text_field);
           if (it == j.end() || !it->is_string())
-            fail("{}:{}: no string field '{}' (set the field with --text-field)", f.string(), lineno, opt.text_field);
+            fail("{}:{}: no string field '{}' (set the field with --text-field)", f.string(), lineno,
+                 opt.text_field);
           docs.push_back(encode(it->get<std::string>()));
           break;
         }
@@ -136,7 +140,8 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
           // tojson writes them as the caller ordered them (transformers keeps dict order).
           nlohmann::ordered_json tools;
           if (auto t = j.find("tools"); t != j.end() && !t->is_null()) {
-            if (!t->is_array()) fail("{}:{}: 'tools' must be a list of tool declarations", f.string(), lineno);
+            if (!t->is_array())
+              fail("{}:{}: 'tools' must be a list of tool declarations", f.string(), lineno);
             tools = nlohmann::ordered_json::parse(line)["tools"];
           }
           try {

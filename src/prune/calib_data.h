@@ -56,12 +56,12 @@ struct CalibEncoder {
 };
 
 struct CalibReport {
-  int64_t n_documents = 0;        // documents read
-  int64_t n_sequences_total = 0;  // sequences before sharding
-  int64_t n_sequences = 0;        // sequences in this shard
-  int64_t tokens_total = 0;       // tokens of all documents
-  int64_t tokens_used = 0;        // tokens in this shard's sequences
-  int64_t tokens_dropped = 0;     // tokens of documents dropped as too long (whole run)
+  int64_t n_documents = 0;             // documents read
+  int64_t n_sequences_total = 0;       // sequences before sharding
+  int64_t n_sequences = 0;             // sequences in this shard
+  int64_t tokens_total = 0;            // tokens of all documents
+  int64_t tokens_used = 0;             // tokens in this shard's sequences
+  int64_t tokens_dropped = 0;          // tokens of documents dropped as too long (whole run)
   int64_t n_dropped = 0, n_split = 0;  // documents dropped / split as too long
   std::vector<DataFileInfo> files;     // with content hashes
 };

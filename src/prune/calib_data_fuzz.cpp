@@ -42,8 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   enc.encode = [](const std::string& s) { return g_tok->encode(s, false); };
   enc.encode_chat = [](const nlohmann::json& m, const nlohmann::ordered_json& tools) {
     const nlohmann::json kwargs = {{"thinking", false}, {"enable_thinking", false}};
-    return g_tok->encode(sickle::render_chat(*g_tok, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false,
-                                             kwargs));
+    return g_tok->encode(
+        sickle::render_chat(*g_tok, m, tools, /*add_generation_prompt=*/false, /*thinking=*/false, kwargs));
   };
   try {
     sickle::CalibReport rep;
@@ -53,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (s.empty() || int64_t(s.size()) > opt.seq_len) __builtin_trap();
       used += int64_t(s.size());
     }
-    if (rep.n_sequences != int64_t(seqs.size()) || rep.tokens_used != used || rep.n_sequences > rep.n_sequences_total)
+    if (rep.n_sequences != int64_t(seqs.size()) || rep.tokens_used != used ||
+        rep.n_sequences > rep.n_sequences_total)
       __builtin_trap();
     if (opt.max_samples > 0 && rep.n_documents > opt.max_samples) __builtin_trap();
   } catch (const sickle::Error&) {

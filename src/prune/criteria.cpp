@@ -11,10 +11,13 @@ struct NamedCriterion {
   const char* name;
 };
 constexpr NamedCriterion kCriteria[] = {
-    {Criterion::kReap, "reap"},       {Criterion::kFrequency, "frequency"},
+    {Criterion::kReap, "reap"},
+    {Criterion::kFrequency, "frequency"},
     {Criterion::kWeightedFrequency, "weighted_frequency"},
-    {Criterion::kEan, "ean"},         {Criterion::kEanMean, "ean_mean"},
-    {Criterion::kWeightedEan, "weighted_ean"}, {Criterion::kRandom, "random"},
+    {Criterion::kEan, "ean"},
+    {Criterion::kEanMean, "ean_mean"},
+    {Criterion::kWeightedEan, "weighted_ean"},
+    {Criterion::kRandom, "random"},
 };
 }  // namespace
 

@@ -19,7 +19,8 @@ int64_t routable_keep(const ModelConfig& c, int64_t keep, double ratio) {
   for (int64_t il = 0; il < c.num_hidden_layers && il0 < 0; ++il)
     if (c.is_moe_layer(il)) il0 = il;
   if (il0 < 0) fail("the model has no MoE layers: there are no experts to keep");
-  if (!c.experts_per_layer.empty()) fail("--keep / --ratio / --fit need a model with the same expert count in every layer");
+  if (!c.experts_per_layer.empty())
+    fail("--keep / --ratio / --fit need a model with the same expert count in every layer");
   ModelConfig one = c;
   one.num_hidden_layers = il0 + 1;
   std::map<int64_t, LayerStats> stats{{il0, LayerStats(c.n_experts(il0))}};
@@ -60,22 +61,24 @@ std::string why_not(const Evaluated& at, int64_t keep, const Evaluated* below, i
     s = fmt::format("keep {}: routed experts {} on the busiest GPU", keep, gbs(double(p.experts_share)));
     if (t.expert_parallel) s += fmt::format(" ({} per MoE layer)", p.experts_busiest);
     if (below && below->gpu)
-      s += fmt::format(", +{} over keep {}", gbs(double(p.experts_share) - double(below->gpu->experts_share)), keep_below);
+      s += fmt::format(", +{} over keep {}", gbs(double(p.experts_share) - double(below->gpu->experts_share)),
+                       keep_below);
     if (!p.loads())
       s += fmt::format("; weights {} + overhead {} leave no KV block in the usable {} (short by {})",
-                       gbs(double(p.weights_per_device)), gbs(double(t.runtime_overhead)), gbs(double(p.usable)),
-                       gbs(double(p.shortfall())));
+                       gbs(double(p.weights_per_device)), gbs(double(t.runtime_overhead)),
+                       gbs(double(p.usable)), gbs(double(p.shortfall())));
     else
-      s += fmt::format("; the KV cache left holds {} tokens per sequence < {} (--context, x {} sequences; short by {})",
-                       p.max_context, t.context, t.max_num_seqs, gbs(double(p.shortfall())));
+      s += fmt::format(
+          "; the KV cache left holds {} tokens per sequence < {} (--context, x {} sequences; short by {})",
+          p.max_context, t.context, t.max_num_seqs, gbs(double(p.shortfall())));
     return s;
   }
   const CpuPlan& p = *at.cpu;
   if (p.kv_room <= 0)
     return fmt::format("keep {}: weights {} + overhead exceed the RAM by {}", keep, gbs(double(p.weights)),
                        gbs(double(-p.kv_room)));
-  return fmt::format("keep {}: the RAM left holds {} tokens per sequence < {} (--context)", keep, p.max_context,
-                     p.target.context);
+  return fmt::format("keep {}: the RAM left holds {} tokens per sequence < {} (--context)", keep,
+                     p.max_context, p.target.context);
 }
 
 }  // namespace
@@ -101,7 +104,8 @@ Deployment plan_deployment(const ModelSource& src, const DeployRequest& req) {
       } catch (const Error&) {
       }
     }
-    if (f.candidates.empty()) fail("--fit: no expert count is routable{}", req.even_experts ? " and a multiple of --gpus" : "");
+    if (f.candidates.empty())
+      fail("--fit: no expert count is routable{}", req.even_experts ? " and a multiple of --gpus" : "");
     // Memory grows with keep: bisect for the last candidate that fits.
     size_t lo = 0, hi = f.candidates.size();  // candidates[0, lo) fit, [hi, end) do not
     while (lo < hi) {
@@ -134,20 +138,21 @@ Deployment plan_deployment(const ModelSource& src, const DeployRequest& req) {
 std::string format_deployment(const Deployment& d) {
   const ModelReport& r = d.report;
   std::string o = fmt::format("model        {}  (bytes from {})\n", d.source, r.bytes_from);
-  o += fmt::format("experts      {} of {} routed experts per MoE layer{}, top-{}, {} MoE layers\n", d.keep, d.experts,
-                   d.keep != d.experts ? " (what `sickle prune --keep " + std::to_string(d.keep) + "` writes)" : "",
-                   r.config.num_experts_per_tok, r.n_moe_layers());
+  o += fmt::format(
+      "experts      {} of {} routed experts per MoE layer{}, top-{}, {} MoE layers\n", d.keep, d.experts,
+      d.keep != d.experts ? " (what `sickle prune --keep " + std::to_string(d.keep) + "` writes)" : "",
+      r.config.num_experts_per_tok, r.n_moe_layers());
   Tally t = r.total();
   uint64_t params = 0;
   for (const auto& u : t.component) params += u.params;
   const double loaded = double(r.loaded_bytes());
   o += fmt::format("weights      {:.2f} GB ({}) loaded, {} parameters, {} active per token\n", loaded / 1e9,
-                   format_bytes(loaded), format_count(double(params)), format_count(double(r.active_params())));
+                   format_bytes(loaded), format_count(double(params)),
+                   format_count(double(r.active_params())));
   if (d.gpu) o += format_memory_plan(r, *d.gpu);
   if (d.fit) {
     const FitOutcome& f = *d.fit;
-    if (!f.keep)
-      o += fmt::format("fit          NOTHING FITS: {}\n", f.binds);
+    if (!f.keep) o += fmt::format("fit          NOTHING FITS: {}\n", f.binds);
     else
       o += fmt::format("fit          keep {}: the largest of {} routable counts that fits{}\n", f.keep,
                        f.candidates.size(),

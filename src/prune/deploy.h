@@ -23,26 +23,26 @@
 namespace sickle {
 
 struct DeployRequest {
-  int64_t keep = 0;          // experts kept per MoE layer (0: as is, or solved by fit)
-  double ratio = -1;         // fraction removed, as prune's --ratio (used when keep == 0 and ratio >= 0)
-  bool fit = false;          // solve keep (when neither keep nor ratio is given)
-  bool even_experts = false; // fit: keep must be a multiple of the GPU count
-  int64_t scale_layers = 0;  // report the model as if it had N layers (model/inspect.h scale_layers)
+  int64_t keep = 0;           // experts kept per MoE layer (0: as is, or solved by fit)
+  double ratio = -1;          // fraction removed, as prune's --ratio (used when keep == 0 and ratio >= 0)
+  bool fit = false;           // solve keep (when neither keep nor ratio is given)
+  bool even_experts = false;  // fit: keep must be a multiple of the GPU count
+  int64_t scale_layers = 0;   // report the model as if it had N layers (model/inspect.h scale_layers)
   std::optional<PlanTarget> gpu;
   std::optional<CpuTarget> cpu;
 };
 
 struct FitOutcome {
-  int64_t keep = 0;               // the answer (0: nothing routable fits)
+  int64_t keep = 0;                 // the answer (0: nothing routable fits)
   std::vector<int64_t> candidates;  // routable counts considered, ascending
-  int64_t next_keep = 0;          // the next larger candidate (0: keep is the model's whole count)
-  std::string binds;              // why next_keep (or the smallest candidate) does not fit
+  int64_t next_keep = 0;            // the next larger candidate (0: keep is the model's whole count)
+  std::string binds;                // why next_keep (or the smallest candidate) does not fit
 };
 
 struct Deployment {
   std::string source;
-  int64_t experts = 0;   // routed experts per MoE layer of the source
-  int64_t keep = 0;      // what the report shows (== experts when unchanged)
+  int64_t experts = 0;  // routed experts per MoE layer of the source
+  int64_t keep = 0;     // what the report shows (== experts when unchanged)
   ModelReport report;
   std::optional<MemoryPlan> gpu;
   std::optional<CpuPlan> cpu;

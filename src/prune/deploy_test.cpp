@@ -76,7 +76,8 @@ TEST(Deploy, KimiK25At72ExpertsReproducesTheSeedFigures) {
   // sit on every GPU and the embedding/lm_head shares are added.
   const MemoryPlan& p = *d.gpu;
   EXPECT_EQ(p.experts_busiest, 9);
-  const double even_gib = double(p.even_split) / double(kGiB), busiest_gib = double(p.weights_per_device) / double(kGiB);
+  const double even_gib = double(p.even_split) / double(kGiB),
+               busiest_gib = double(p.weights_per_device) / double(kGiB);
   EXPECT_NEAR(even_gib, 15.25, 0.5) << even_gib;
   EXPECT_GE(busiest_gib, 15.0);
   EXPECT_LE(busiest_gib, 17.0);

@@ -54,22 +54,28 @@ void check_routable(const ModelConfig& cfg, const LayerWork& w, int64_t keep, bo
   if (keep > w.n_experts)
     fail("{} asks to keep {} experts but layer {} has only {}", flag, keep, w.il, w.n_experts);
   if (keep < k)
-    fail("{} keeps {} experts in layer {}, fewer than num_experts_per_tok = {}: the router must choose {} distinct "
-         "experts per token",
-         flag, keep, w.il, k, k);
+    fail(
+        "{} keeps {} experts in layer {}, fewer than num_experts_per_tok = {}: the router must choose {} "
+        "distinct "
+        "experts per token",
+        flag, keep, w.il, k, k);
   if (w.n_groups > 1) {
     if (keep % w.n_groups)
-      fail("{} keeps {} experts in layer {}, but with n_group = {} every group must keep the same count: the kept "
-           "count must be a multiple of {}",
-           flag, keep, w.il, w.n_groups, w.n_groups);
+      fail(
+          "{} keeps {} experts in layer {}, but with n_group = {} every group must keep the same count: the "
+          "kept "
+          "count must be a multiple of {}",
+          flag, keep, w.il, w.n_groups, w.n_groups);
     int64_t c = keep / w.n_groups;
     if (c < 2)
-      fail("{} keeps {} per group in layer {} (n_group = {}): grouped routing needs at least 2 per group", flag, c,
-           w.il, w.n_groups);
+      fail("{} keeps {} per group in layer {} (n_group = {}): grouped routing needs at least 2 per group",
+           flag, c, w.il, w.n_groups);
     if (cfg.topk_group * c < k)
-      fail("{} keeps {} per group in layer {}: topk_group ({}) x {} = {} < num_experts_per_tok ({}), the router "
-           "could not fill its top-k",
-           flag, c, w.il, cfg.topk_group, c, cfg.topk_group * c, k);
+      fail(
+          "{} keeps {} per group in layer {}: topk_group ({}) x {} = {} < num_experts_per_tok ({}), the "
+          "router "
+          "could not fill its top-k",
+          flag, c, w.il, cfg.topk_group, c, cfg.topk_group * c, k);
   }
   int64_t c = keep / w.n_groups;
   if (c < w.min_per_group)
@@ -104,7 +110,8 @@ PrunePlan make_plan(const ModelConfig& cfg, const std::map<int64_t, LayerStats>&
       fail("layer {} has {} experts, not divisible by n_group = {}", il, w.n_experts, n_groups);
     w.group_size = w.n_experts / n_groups;
     auto oi = origin_ids.find(il);
-    w.scores = expert_scores(l, opt.criterion, il, opt.seed, oi == origin_ids.end() ? std::vector<int64_t>{} : oi->second);
+    w.scores = expert_scores(l, opt.criterion, il, opt.seed,
+                             oi == origin_ids.end() ? std::vector<int64_t>{} : oi->second);
     double mx = 0;
     for (double s : w.scores) mx = std::max(mx, s);
     w.normalized.resize(w.scores.size());
@@ -130,7 +137,9 @@ PrunePlan make_plan(const ModelConfig& cfg, const std::map<int64_t, LayerStats>&
     // Floor per group: routing needs top_k experts overall; grouped routing at least 2 per
     // group and topk_group * per_group >= top_k; super experts must fit.
     int64_t floor_c = (k + n_groups - 1) / n_groups;
-    if (n_groups > 1) floor_c = std::max({floor_c, int64_t(2), (k + cfg.topk_group - 1) / std::max<int64_t>(1, cfg.topk_group)});
+    if (n_groups > 1)
+      floor_c =
+          std::max({floor_c, int64_t(2), (k + cfg.topk_group - 1) / std::max<int64_t>(1, cfg.topk_group)});
     w.min_per_group = std::max(floor_c, max_supers_in_group);
     int64_t keep = opt.keep;
     if (keep <= 0) {
@@ -156,12 +165,15 @@ PrunePlan make_plan(const ModelConfig& cfg, const std::map<int64_t, LayerStats>&
       spent += w.per_group * n_groups;
     }
     if (spent > total)
-      fail("global budget of {} experts is below the per-layer floors (num_experts_per_tok, group rules, super "
-           "experts), which need {}",
-           total, spent);
+      fail(
+          "global budget of {} experts is below the per-layer floors (num_experts_per_tok, group rules, "
+          "super "
+          "experts), which need {}",
+          total, spent);
     auto value = [&](const LayerWork& w) {
       double v = 0;
-      for (int64_t g = 0; g < n_groups; ++g) v += w.normalized[size_t(w.order[size_t(g)][size_t(w.per_group)])];
+      for (int64_t g = 0; g < n_groups; ++g)
+        v += w.normalized[size_t(w.order[size_t(g)][size_t(w.per_group)])];
       return v / double(n_groups);
     };
     using Item = std::pair<double, int64_t>;  // value, -layer position (ties: lower layer first)
@@ -208,10 +220,11 @@ PrunePlan make_plan(const ModelConfig& cfg, const std::map<int64_t, LayerStats>&
   plan.is_uniform = counts.size() == 1;
   for (int64_t c : counts)
     if (c % 8)
-      plan.warnings.push_back(fmt::format(
-          "kept count {} is not a multiple of 8: expert-parallel serving (EP degree 8) and some fused MoE kernels "
-          "need a multiple of the EP degree",
-          c));
+      plan.warnings.push_back(
+          fmt::format("kept count {} is not a multiple of 8: expert-parallel serving (EP degree 8) and some "
+                      "fused MoE kernels "
+                      "need a multiple of the EP degree",
+                      c));
   return plan;
 }
 

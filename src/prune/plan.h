@@ -24,8 +24,8 @@ enum class Budget { kUniform, kGlobal };
 
 struct PlanOptions {
   Criterion criterion = Criterion::kReap;
-  int64_t keep = 0;    // experts kept per layer (uniform), or the per-layer average (global)
-  double ratio = -1;   // used when keep == 0: fraction of each layer's experts removed
+  int64_t keep = 0;   // experts kept per layer (uniform), or the per-layer average (global)
+  double ratio = -1;  // used when keep == 0: fraction of each layer's experts removed
   Budget budget = Budget::kUniform;
   bool keep_super_experts = false;
   double super_sigma = 3.0;

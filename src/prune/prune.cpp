@@ -73,10 +73,12 @@ MappedStats map_stats_to_model(const Checkpoint& ck, const ExpertStats& stats) {
           }
           const LayerStats& l = stats.layers.at(il);
           if (int64_t(ids.size()) != cfg.n_experts(il))
-            fail("{}: layer {} maps {} experts but the model has {}", rp.string(), il, ids.size(), cfg.n_experts(il));
+            fail("{}: layer {} maps {} experts but the model has {}", rp.string(), il, ids.size(),
+                 cfg.n_experts(il));
           for (int64_t id : ids)
             if (id < 0 || id >= l.n_experts())
-              fail("{}: layer {} maps to expert {} but the statistics have {} experts", rp.string(), il, id, l.n_experts());
+              fail("{}: layer {} maps to expert {} but the statistics have {} experts", rp.string(), il, id,
+                   l.n_experts());
           m.layers.emplace(il, l.select(ids));
           m.origin_ids.emplace(il, ids);
         }
@@ -85,10 +87,13 @@ MappedStats map_stats_to_model(const Checkpoint& ck, const ExpertStats& stats) {
       }
     }
   }
-  fail("statistics were gathered on model {} but {} is model {}{}: refusing to prune with another model's statistics",
-       stats.meta.model_fingerprint, ck.dir().string(), fp,
-       ancestors_seen.empty() ? std::string(" (and it has no prune_report.json naming that model as an ancestor)")
-                              : fmt::format(" (its prune_report.json names ancestors {})", ancestors_seen));
+  fail(
+      "statistics were gathered on model {} but {} is model {}{}: refusing to prune with another model's "
+      "statistics",
+      stats.meta.model_fingerprint, ck.dir().string(), fp,
+      ancestors_seen.empty()
+          ? std::string(" (and it has no prune_report.json naming that model as an ancestor)")
+          : fmt::format(" (its prune_report.json names ancestors {})", ancestors_seen));
 }
 
 PruneOutcome plan_prune(const Checkpoint& ck, const ExpertStats& stats, const PruneRequest& req) {
@@ -104,10 +109,12 @@ PruneOutcome plan_prune(const Checkpoint& ck, const ExpertStats& stats, const Pr
   r["source"] = {{"dir", fs::absolute(ck.dir()).string()}, {"fingerprint", src_fp}};
   r["criterion"] = std::string(criterion_name(req.plan.criterion));
   r["budget"] = req.plan.budget == Budget::kGlobal ? "global" : "uniform";
-  if (req.plan.keep > 0) r["keep"] = req.plan.keep; else r["ratio"] = req.plan.ratio;
+  if (req.plan.keep > 0) r["keep"] = req.plan.keep;
+  else r["ratio"] = req.plan.ratio;
   r["seed"] = req.plan.seed;
   r["keep_super_experts"] = req.plan.keep_super_experts;
-  r["super_expert_rule"] = fmt::format("max_act > mean + {} sd of the layer's chosen experts' max_act", req.plan.super_sigma);
+  r["super_expert_rule"] =
+      fmt::format("max_act > mean + {} sd of the layer's chosen experts' max_act", req.plan.super_sigma);
   r["stats"] = {{"path", fs::absolute(req.stats_path).string()},
                 {"file_hash", req.stats_path.empty() ? std::string() : file_hash(req.stats_path)},
                 {"model_fingerprint", stats.meta.model_fingerprint},
@@ -162,17 +169,24 @@ PruneOutcome plan_prune(const Checkpoint& ck, const ExpertStats& stats, const Pr
         bool ok = pa.contains("layers") && pa["layers"].is_object();
         for (const auto& [il, lp] : plan.layers) {
           std::string key = std::to_string(il);
-          if (!ok || !pa["layers"].contains(key)) { ok = false; break; }
+          if (!ok || !pa["layers"].contains(key)) {
+            ok = false;
+            break;
+          }
           auto ids = pa["layers"][key].get<std::vector<int64_t>>();
           std::vector<int64_t> composed;
           for (int64_t k : lp.kept) {
-            if (k >= int64_t(ids.size())) { ok = false; break; }
+            if (k >= int64_t(ids.size())) {
+              ok = false;
+              break;
+            }
             composed.push_back(ids[size_t(k)]);
           }
           al[key] = composed;
         }
         if (!ok) {
-          log_warn("{}: ancestor {} has an unusable mapping; lineage stops here", parent_report.string(), a["fingerprint"].dump());
+          log_warn("{}: ancestor {} has an unusable mapping; lineage stops here", parent_report.string(),
+                   a["fingerprint"].dump());
           break;
         }
         a["layers"] = al;
@@ -219,8 +233,10 @@ PruneOutcome prune_model(const PruneRequest& req) {
   PruneOutcome out = plan_prune(*ck, stats, req);
   for (const auto& w : out.plan.warnings) log_warn("{}", w);
   if (!out.plan.is_uniform)
-    log_warn("layers keep different expert counts: written as 'sickle_experts_per_layer' in config.json, which sickle "
-             "loads; vLLM and HF transformers read only n_routed_experts and will not load this checkpoint");
+    log_warn(
+        "layers keep different expert counts: written as 'sickle_experts_per_layer' in config.json, which "
+        "sickle "
+        "loads; vLLM and HF transformers read only n_routed_experts and will not load this checkpoint");
   RewriteOptions ro;
   ro.out = req.out;
   ro.force = req.force;

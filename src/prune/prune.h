@@ -19,7 +19,7 @@ namespace sickle {
 struct MappedStats {
   std::map<int64_t, LayerStats> layers;
   std::map<int64_t, std::vector<int64_t>> origin_ids;  // il -> id in the statistics' numbering
-  std::string via;  // "direct" or how the statistics were mapped
+  std::string via;                                     // "direct" or how the statistics were mapped
 };
 
 // Statistics gathered on `ck` itself, or on an ancestor of it named in `ck`'s

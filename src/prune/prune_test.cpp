@@ -11,9 +11,9 @@
 #include <random>
 #include <sstream>
 
-#include "base/test_param_name.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "base/test_param_name.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
 #include "model/synth.h"
@@ -57,7 +57,8 @@ fs::path make_synth(const fs::path& dir, const std::string& preset, uint64_t see
 }
 
 // Hand-made layer: count, gate and norm given per expert (each token same g and norm).
-LayerStats hand_layer(const std::vector<double>& count, const std::vector<double>& g, const std::vector<double>& norm) {
+LayerStats hand_layer(const std::vector<double>& count, const std::vector<double>& g,
+                      const std::vector<double>& norm) {
   LayerStats l(int64_t(count.size()));
   for (size_t j = 0; j < count.size(); ++j) {
     l.count[j] = count[j];
@@ -183,7 +184,8 @@ TEST(Plan, GlobalBudgetSameTotalNormalizedWithFloor) {
   std::map<int64_t, LayerStats> st;
   // layer 1: one dominant expert (normalized scores small elsewhere); layer 2: flat
   st.emplace(1, hand_layer(std::vector<double>(6, 1), std::vector<double>(6, 1), {100, 1, 1, 1, 1, 1}));
-  st.emplace(2, hand_layer(std::vector<double>(6, 1), std::vector<double>(6, 1), {10, 9.9, 9.8, 9.7, 9.6, 9.5}));
+  st.emplace(2,
+             hand_layer(std::vector<double>(6, 1), std::vector<double>(6, 1), {10, 9.9, 9.8, 9.7, 9.6, 9.5}));
   PlanOptions o;
   o.keep = 4;
   o.budget = Budget::kGlobal;
@@ -296,7 +298,8 @@ TEST(Stats, LoadBoundsWhatTheFileSets) {
     std::ifstream in(t.path / "s.safetensors", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), {});
     EXPECT_EQ(from.size(), to.size());  // the header keeps its length
-    for (size_t p = bytes.find(from); p != std::string::npos; p = bytes.find(from, p + to.size())) bytes.replace(p, from.size(), to);
+    for (size_t p = bytes.find(from); p != std::string::npos; p = bytes.find(from, p + to.size()))
+      bytes.replace(p, from.size(), to);
     std::ofstream(t.path / "e.safetensors", std::ios::binary | std::ios::trunc) << bytes;
     try {
       ExpertStats::load(t.path / "e.safetensors");
@@ -328,7 +331,8 @@ TEST(Stats, LoadBoundsWhatTheFileSets) {
 }
 
 TEST(Stats, MergeSumsExactlyAndRefusesBadShards) {
-  std::vector<ExpertStats> parts = {sample_stats("fp", 0, 3), sample_stats("fp", 1, 3), sample_stats("fp", 2, 3)};
+  std::vector<ExpertStats> parts = {sample_stats("fp", 0, 3), sample_stats("fp", 1, 3),
+                                    sample_stats("fp", 2, 3)};
   std::vector<std::string> labels = {"a", "b", "c"};
   std::vector<int64_t> missing = {99};
   ExpertStats m = merge_stats(parts, labels, {}, &missing);
@@ -423,16 +427,17 @@ TEST(CalibData, ShardsPartitionTheSequencesAndLongPolicies) {
   EXPECT_THROW(load_samples({t.path / "t.jsonl"}, o, nullptr, nullptr), Error);  // needs a tokenizer
 }
 
-
 TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   const fs::path tok_dir = fs::path(SICKLE_SOURCE_DIR) / "tests" / "golden" / "tokenizer" / "deepseek_v3";
   auto tok = Tokenizer::load(tok_dir);
   ASSERT_GE(tok->bos_id(), 0);
   TempDir t;
-  const std::string a = "The quick brown fox.\nSecond line <｜User｜> stays text.", b = "def f(x):\n    return x * 2\n";
+  const std::string a = "The quick brown fox.\nSecond line <｜User｜> stays text.",
+                    b = "def f(x):\n    return x * 2\n";
   std::ofstream(t.path / "a.txt") << a;
   std::ofstream(t.path / "b.jsonl") << json{{"text", a}}.dump() << "\n" << json{{"text", b}}.dump() << "\n";
-  const json msgs = json::array({{{"role", "user"}, {"content", "2+2?"}}, {{"role", "assistant"}, {"content", "4"}}});
+  const json msgs =
+      json::array({{{"role", "user"}, {"content", "2+2?"}}, {{"role", "assistant"}, {"content", "4"}}});
   std::ofstream(t.path / "c.jsonl") << json{{"messages", msgs}}.dump() << "\n";
   CalibEncoder enc;
   enc.encode = [&](const std::string& s) { return tok->encode(s, false); };
@@ -472,9 +477,11 @@ TEST(CalibData, ChatRecordToolsKeepTheirKeyOrder) {
   const std::string tools =
       R"([{"type":"function","function":{"name":"zeta","parameters":{"type":"object","required":["b"],)"
       R"("properties":{"b":{"type":"string"},"a":{"type":"integer"}}}}}])";
-  std::ofstream(t.path / "c.jsonl") << R"({"tools":)" << tools << R"(,"messages":[{"role":"user","content":"x"}]})"
+  std::ofstream(t.path / "c.jsonl") << R"({"tools":)" << tools
+                                    << R"(,"messages":[{"role":"user","content":"x"}]})"
                                     << "\n"
-                                    << R"({"messages":[{"role":"user","content":"y"}],"tools":{"name":"f"}})" << "\n";
+                                    << R"({"messages":[{"role":"user","content":"y"}],"tools":{"name":"f"}})"
+                                    << "\n";
   std::vector<std::string> seen;
   CalibEncoder enc;
   enc.encode = [](const std::string&) { return std::vector<int32_t>{1}; };
@@ -502,7 +509,7 @@ TEST(CalibData, ChatRecordToolsKeepTheirKeyOrder) {
 
 // One MoE event of layer 1: 2 tokens, k = 2, hidden 3; its arrays are the test's to change.
 struct SampleEvent {
-  int32_t experts[4] = {0, 2, 2, 3};                                // [2 tokens, k=2]
+  int32_t experts[4] = {0, 2, 2, 3};  // [2 tokens, k=2]
   float weights[4] = {0.75f, 0.25f, 0.5f, 0.5f};
   float out[12] = {3, 4, 0, -2, 0, 0, 1, 0, 0, 0, 0, -5};  // [2, 2, hidden=3]
   MoeLayerEvent event() const {
@@ -559,7 +566,8 @@ TEST(Observer, NonFiniteOutputOrWeightIsAnErrorNamingTheExpert) {
 // ---------------------------------------------------------------- rewriter and model-level tests
 
 // Statistics of `dir` from its own forward pass over deterministic random tokens.
-ExpertStats observe_random(const fs::path& dir, int n_seq, int len, uint64_t seed, int64_t shard = 0, int64_t n_shards = 1) {
+ExpertStats observe_random(const fs::path& dir, int n_seq, int len, uint64_t seed, int64_t shard = 0,
+                           int64_t n_shards = 1) {
   auto model = Model::load(dir, ModelOptions{1, 0, 512});
   StatsObserver obs(model->config());
   model->set_observer(&obs);
@@ -636,7 +644,8 @@ TEST_P(RewriteTest, CopiesBytesRenumbersSlicesAndReports) {
           size_t r = rest.find('.', 12);
           int64_t e = std::stoll(rest.substr(12, r - 12));
           ASSERT_LT(e, 8);
-          src_name = fmt::format("{}{}.mlp.experts.{}{}", head, il, kept[size_t(e)].get<int64_t>(), rest.substr(r));
+          src_name =
+              fmt::format("{}{}.mlp.experts.{}{}", head, il, kept[size_t(e)].get<int64_t>(), rest.substr(r));
           ++n_expert_tensors_out;
         } else if (rest == "mlp.gate.weight" || rest == "mlp.gate.e_score_correction_bias") {
           rows = kept.get<std::vector<int64_t>>();
@@ -661,7 +670,8 @@ TEST_P(RewriteTest, CopiesBytesRenumbersSlicesAndReports) {
   // Every kept expert's tensors are there, no dropped one is.
   int64_t per_expert = 0, n_moe = 0;
   for (const auto& name : a->tensor_names())
-    if (name.find(".mlp.experts.0.") != std::string::npos && name.find("layers." + std::to_string(ca.first_k_dense_replace) + ".") != std::string::npos)
+    if (name.find(".mlp.experts.0.") != std::string::npos &&
+        name.find("layers." + std::to_string(ca.first_k_dense_replace) + ".") != std::string::npos)
       ++per_expert;
   for (int64_t il = 0; il < ca.num_hidden_layers; ++il) n_moe += ca.is_moe_layer(il);
   EXPECT_EQ(n_expert_tensors_out, per_expert * 8 * n_moe);
@@ -673,51 +683,51 @@ TEST_P(RewriteTest, CopiesBytesRenumbersSlicesAndReports) {
 
 TEST_P(RewriteTest, PrunedLogitsEqualMaskedOriginal) {
   for (Budget budget : {Budget::kUniform, Budget::kGlobal}) {
-  SCOPED_TRACE(budget == Budget::kGlobal ? "global budget" : "uniform budget");
-  TempDir t;
-  fs::path src = make_synth(t.path / "src", GetParam());
-  ExpertStats st = observe_random(src, 3, 24, 9);
-  st.save(t.path / "st.safetensors");
-  PruneRequest req;
-  req.model_dir = src;
-  req.stats_path = t.path / "st.safetensors";
-  req.out = t.path / "out";
-  req.plan.keep = 8;
-  req.plan.budget = budget;
-  req.progress = false;
-  PruneOutcome res = prune_model(req);
-  if (budget == Budget::kGlobal && GetParam() == "tiny-kimi") {
-    EXPECT_FALSE(res.plan.is_uniform);
-  }
-  auto orig = Model::load(src, ModelOptions{1, 0, 512});
-  auto pruned = Model::load(req.out, ModelOptions{1, 0, 512});
-  for (const auto& [il, lp] : res.plan.layers) {
-    std::vector<uint8_t> allowed(size_t(lp.n_experts), 0);
-    for (int64_t j : lp.kept) allowed[size_t(j)] = 1;
-    orig->set_expert_mask(il, allowed);
-  }
-  std::mt19937 rng(3);
-  std::vector<int32_t> toks(40);
-  for (auto& x : toks) x = int32_t(rng() % uint32_t(orig->vocab_size()));
-  std::vector<float> la, lb;
-  auto sa = orig->new_sequence(), sb = pruned->new_sequence();
-  orig->forward(*sa, toks, la, true);
-  pruned->forward(*sb, toks, lb, true);
-  ASSERT_EQ(la.size(), lb.size());
-  double mx = 0, diff = 0;
-  for (size_t i = 0; i < la.size(); ++i) {
-    mx = std::max(mx, double(std::fabs(la[i])));
-    diff = std::max(diff, double(std::fabs(la[i] - lb[i])));
-  }
-  EXPECT_LE(diff, 1e-4 * mx) << "max |pruned - masked| " << diff << " of max |logit| " << mx;
-  // And the mask matters: unmasked logits differ (the test could fail).
-  auto plain = Model::load(src, ModelOptions{1, 0, 512});
-  std::vector<float> lc;
-  auto sc = plain->new_sequence();
-  plain->forward(*sc, toks, lc, true);
-  double d2 = 0;
-  for (size_t i = 0; i < la.size(); ++i) d2 = std::max(d2, double(std::fabs(lc[i] - lb[i])));
-  EXPECT_GT(d2, 1e-3 * mx);
+    SCOPED_TRACE(budget == Budget::kGlobal ? "global budget" : "uniform budget");
+    TempDir t;
+    fs::path src = make_synth(t.path / "src", GetParam());
+    ExpertStats st = observe_random(src, 3, 24, 9);
+    st.save(t.path / "st.safetensors");
+    PruneRequest req;
+    req.model_dir = src;
+    req.stats_path = t.path / "st.safetensors";
+    req.out = t.path / "out";
+    req.plan.keep = 8;
+    req.plan.budget = budget;
+    req.progress = false;
+    PruneOutcome res = prune_model(req);
+    if (budget == Budget::kGlobal && GetParam() == "tiny-kimi") {
+      EXPECT_FALSE(res.plan.is_uniform);
+    }
+    auto orig = Model::load(src, ModelOptions{1, 0, 512});
+    auto pruned = Model::load(req.out, ModelOptions{1, 0, 512});
+    for (const auto& [il, lp] : res.plan.layers) {
+      std::vector<uint8_t> allowed(size_t(lp.n_experts), 0);
+      for (int64_t j : lp.kept) allowed[size_t(j)] = 1;
+      orig->set_expert_mask(il, allowed);
+    }
+    std::mt19937 rng(3);
+    std::vector<int32_t> toks(40);
+    for (auto& x : toks) x = int32_t(rng() % uint32_t(orig->vocab_size()));
+    std::vector<float> la, lb;
+    auto sa = orig->new_sequence(), sb = pruned->new_sequence();
+    orig->forward(*sa, toks, la, true);
+    pruned->forward(*sb, toks, lb, true);
+    ASSERT_EQ(la.size(), lb.size());
+    double mx = 0, diff = 0;
+    for (size_t i = 0; i < la.size(); ++i) {
+      mx = std::max(mx, double(std::fabs(la[i])));
+      diff = std::max(diff, double(std::fabs(la[i] - lb[i])));
+    }
+    EXPECT_LE(diff, 1e-4 * mx) << "max |pruned - masked| " << diff << " of max |logit| " << mx;
+    // And the mask matters: unmasked logits differ (the test could fail).
+    auto plain = Model::load(src, ModelOptions{1, 0, 512});
+    std::vector<float> lc;
+    auto sc = plain->new_sequence();
+    plain->forward(*sc, toks, lc, true);
+    double d2 = 0;
+    for (size_t i = 0; i < la.size(); ++i) d2 = std::max(d2, double(std::fabs(lc[i] - lb[i])));
+    EXPECT_GT(d2, 1e-3 * mx);
   }
 }
 

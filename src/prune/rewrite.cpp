@@ -7,11 +7,11 @@
 #include <cstring>
 
 #include <algorithm>
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <future>
-#include <thread>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "base/error.h"
@@ -104,7 +104,8 @@ uint64_t source_hash(const OutTensor& t, std::vector<std::byte>& buf) {
     while (left > 0) {
       ssize_t n = ::pread(c.src_fd, buf.data(), std::min(left, buf.size()), off_t(off));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("{}: read failed at offset {}: {}", t.file->path().string(), off, std::strerror(errno));
+      if (n <= 0)
+        fail("{}: read failed at offset {}: {}", t.file->path().string(), off, std::strerror(errno));
       h.update(buf.data(), size_t(n));
       off += uint64_t(n);
       left -= size_t(n);
@@ -115,7 +116,8 @@ uint64_t source_hash(const OutTensor& t, std::vector<std::byte>& buf) {
 
 }  // namespace
 
-RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json report, const RewriteOptions& opt) {
+RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json report,
+                             const RewriteOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& cfg = src.config();
   const std::string& prefix = cfg.tensor_prefix;
@@ -144,19 +146,20 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
               fail("{}: cannot parse expert id in tensor '{}'", src.dir().string(), t.name);
             int64_t e = std::stoll(rest.substr(p, q - p));
             if (e < 0 || e >= int64_t(ids.size()))
-              fail("{}: tensor '{}' names expert {} but layer {} has {} experts", src.dir().string(), t.name, e, il,
-                   ids.size());
+              fail("{}: tensor '{}' names expert {} but layer {} has {} experts", src.dir().string(), t.name,
+                   e, il, ids.size());
             if (ids[size_t(e)] < 0) {
               ++res.n_dropped;
               continue;
             }
-            o.name = fmt::format("{}model.layers.{}.mlp.experts.{}{}", prefix, il, ids[size_t(e)], rest.substr(q));
+            o.name =
+                fmt::format("{}model.layers.{}.mlp.experts.{}{}", prefix, il, ids[size_t(e)], rest.substr(q));
             if (ids[size_t(e)] != e) ++res.n_renamed;
           } else if (rest == "mlp.gate.weight" || rest == "mlp.gate.e_score_correction_bias") {
             const auto& lp = plan.layers.at(il);
             if (t.shape.empty() || t.shape[0] != lp.n_experts)
-              fail("{}: tensor '{}' has shape {}, expected {} rows (one per expert)", src.dir().string(), t.name,
-                   shape_to_string(t.shape), lp.n_experts);
+              fail("{}: tensor '{}' has shape {}, expected {} rows (one per expert)", src.dir().string(),
+                   t.name, shape_to_string(t.shape), lp.n_experts);
             o.rows = lp.kept;
             o.shape[0] = int64_t(lp.kept.size());
             ++res.n_sliced;
@@ -169,8 +172,10 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
     }
   }
   for (int64_t il : untouched_moe)
-    log_warn("layer {} (beyond num_hidden_layers: the MTP layer, unused by inference) is copied unpruned", il);
-  std::sort(outs.begin(), outs.end(), [](const OutTensor& a, const OutTensor& b) { return natural_less(a.name, b.name); });
+    log_warn("layer {} (beyond num_hidden_layers: the MTP layer, unused by inference) is copied unpruned",
+             il);
+  std::sort(outs.begin(), outs.end(),
+            [](const OutTensor& a, const OutTensor& b) { return natural_less(a.name, b.name); });
 
   json config = pruned_config(src, plan);
   ModelConfig out_cfg = ModelConfig::from_json(config, (opt.out / "config.json").string());
@@ -211,8 +216,10 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
     std::vector<std::byte> buf(8u << 20);
     uint64_t need = 0;
     for (const auto& o : outs) {
-      need += o.rows.empty() ? o.info->nbytes() : o.info->nbytes() / uint64_t(o.info->shape[0]) * o.rows.size();
-      while (copied.load() < need && !abandon.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      need +=
+          o.rows.empty() ? o.info->nbytes() : o.info->nbytes() / uint64_t(o.info->shape[0]) * o.rows.size();
+      while (copied.load() < need && !abandon.load())
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
       if (abandon.load()) break;
       h.emplace(o.name, source_hash(o, buf));
     }
@@ -235,7 +242,8 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
       writer.add(o.name, o.info->dtype, o.shape, std::move(s));
     }
     // Non-tensor files: tokenizer, chat template, generation config, custom code...
-    for (auto it = fs::recursive_directory_iterator(src.dir()); it != fs::recursive_directory_iterator(); ++it) {
+    for (auto it = fs::recursive_directory_iterator(src.dir()); it != fs::recursive_directory_iterator();
+         ++it) {
       const fs::path rel = fs::relative(it->path(), src.dir());
       const std::string top = rel.begin()->string();
       if (!top.empty() && top[0] == '.') {
@@ -261,7 +269,9 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
         vision_bytes += o.info->nbytes();
       }
     if (n_vision)
-      report["vision"] = {{"tensors", n_vision}, {"bytes", vision_bytes}, {"bit_exact", true},
+      report["vision"] = {{"tensors", n_vision},
+                          {"bytes", vision_bytes},
+                          {"bit_exact", true},
                           {"note", "vision_tower.* and mm_projector.* copied unchanged; checksums verified"}};
     writer.write_text("prune_report.json", report.dump(1) + "\n");
     auto t_commit = std::chrono::steady_clock::now();
@@ -282,8 +292,8 @@ RewriteResult rewrite_pruned(const Checkpoint& src, const PrunePlan& plan, json 
         break;
       }
       if (it->second != w.checksum) {
-        bad = fmt::format("tensor '{}' in {}: checksum {} of the written bytes differs from the source's {}", w.name,
-                          w.file, hex64(w.checksum), hex64(it->second));
+        bad = fmt::format("tensor '{}' in {}: checksum {} of the written bytes differs from the source's {}",
+                          w.name, w.file, hex64(w.checksum), hex64(it->second));
         break;
       }
       ++res.n_verified;

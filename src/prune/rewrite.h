@@ -41,7 +41,7 @@ struct RewriteResult {
   // re-read + checksum of every shard); waiting for the source checksums after that.
   double seconds_copy = 0, seconds_commit = 0, seconds_source_hash_wait = 0;
   std::string out_fingerprint;
-  nlohmann::json config;       // the written config.json
+  nlohmann::json config;  // the written config.json
 };
 
 // The config.json of the pruned model: n_routed_experts (text_config for nested configs),

@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -24,7 +24,11 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 LayerStats::LayerStats(int64_t n)
-    : count(size_t(n)), gate_sum(size_t(n)), reap_sum(size_t(n)), ean_sum(size_t(n)), ean_sq_sum(size_t(n)),
+    : count(size_t(n)),
+      gate_sum(size_t(n)),
+      reap_sum(size_t(n)),
+      ean_sum(size_t(n)),
+      ean_sq_sum(size_t(n)),
       max_act(size_t(n)) {}
 
 void LayerStats::add(const LayerStats& o) {
@@ -102,7 +106,8 @@ std::map<std::string, std::string> meta_to_map(const StatsMeta& m) {
 }
 
 // A count from the metadata: a non-negative integer (they are summed when shards merge).
-int64_t meta_int(const std::map<std::string, std::string>& md, const std::string& key, const std::string& label) {
+int64_t meta_int(const std::map<std::string, std::string>& md, const std::string& key,
+                 const std::string& label) {
   auto it = md.find(key);
   if (it == md.end()) fail("{}: metadata field '{}' is missing", label, key);
   const std::string& s = it->second;
@@ -120,7 +125,8 @@ int64_t checked_sum(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
-std::string meta_str(const std::map<std::string, std::string>& md, const std::string& key, const std::string& label) {
+std::string meta_str(const std::map<std::string, std::string>& md, const std::string& key,
+                     const std::string& label) {
   auto it = md.find(key);
   if (it == md.end()) fail("{}: metadata field '{}' is missing", label, key);
   return it->second;
@@ -146,7 +152,8 @@ void ExpertStats::save(const fs::path& path) const {
       off += v.size() * 8;
       order.push_back(&v);
     }
-    header[fmt::format("layers.{}.tokens", il)] = {{"dtype", "F64"}, {"shape", {1}}, {"data_offsets", {off, off + 8}}};
+    header[fmt::format("layers.{}.tokens", il)] = {
+        {"dtype", "F64"}, {"shape", {1}}, {"data_offsets", {off, off + 8}}};
     off += 8;
     order.push_back(nullptr);  // placeholder for tokens
     ++li;
@@ -213,7 +220,8 @@ ExpertStats ExpertStats::load(const fs::path& path) {
   if (s.meta.n_shards < 1 || s.meta.n_shards > kMaxShards)
     fail("{}: n_shards = {} is outside [1, {}]", label, s.meta.n_shards, kMaxShards);
   for (int64_t i : s.meta.shards)
-    if (i < 0 || i >= s.meta.n_shards) fail("{}: shard index {} out of range for n_shards {}", label, i, s.meta.n_shards);
+    if (i < 0 || i >= s.meta.n_shards)
+      fail("{}: shard index {} out of range for n_shards {}", label, i, s.meta.n_shards);
 
   // Group tensors by layer; every layer needs every stat with one consistent length.
   // Names are exactly what save() writes: "layers.01.count" or "layers.+1.count" would name
@@ -232,14 +240,16 @@ ExpertStats ExpertStats::load(const fs::path& path) {
     if (il < 0 || stat.empty() || fmt::format("layers.{}.{}", il, stat) != name ||
         stat.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
       fail("{}: unexpected tensor '{}' (expected layers.<L>.<stat>)", label, t.name);
-    if (t.dtype != DType::F64) fail("{}: tensor '{}' has dtype {}, expected F64", label, t.name, dtype_name(t.dtype));
+    if (t.dtype != DType::F64)
+      fail("{}: tensor '{}' has dtype {}, expected F64", label, t.name, dtype_name(t.dtype));
     by_layer[il][stat] = &t;
   }
   for (const auto& [il, m] : by_layer) {
     auto tk = m.find("tokens");
     if (tk == m.end()) fail("{}: layer {} has no 'layers.{}.tokens'", label, il, il);
     if (tk->second->shape != std::vector<int64_t>{1})
-      fail("{}: 'layers.{}.tokens' has shape {}, expected [1]", label, il, shape_to_string(tk->second->shape));
+      fail("{}: 'layers.{}.tokens' has shape {}, expected [1]", label, il,
+           shape_to_string(tk->second->shape));
     auto c = m.find("count");
     if (c == m.end()) fail("{}: layer {} has no 'layers.{}.count'", label, il, il);
     if (c->second->shape.size() != 1) fail("{}: 'layers.{}.count' must be 1-D", label, il);
@@ -271,21 +281,28 @@ ExpertStats merge_stats(const std::vector<ExpertStats>& parts, const std::vector
   for (size_t i = 1; i < parts.size(); ++i) {
     const ExpertStats& b = parts[i];
     if (b.meta.model_fingerprint != a.meta.model_fingerprint)
-      fail("{}: statistics are of model {} but {} is of model {}: refusing to merge statistics of different models",
-           labels[i], b.meta.model_fingerprint, labels[0], a.meta.model_fingerprint);
-    if (b.layers.size() != a.layers.size()) fail("{}: {} layers but {} has {}", labels[i], b.layers.size(), labels[0], a.layers.size());
+      fail(
+          "{}: statistics are of model {} but {} is of model {}: refusing to merge statistics of different "
+          "models",
+          labels[i], b.meta.model_fingerprint, labels[0], a.meta.model_fingerprint);
+    if (b.layers.size() != a.layers.size())
+      fail("{}: {} layers but {} has {}", labels[i], b.layers.size(), labels[0], a.layers.size());
     for (const auto& [il, l] : a.layers) {
       auto it = b.layers.find(il);
-      if (it == b.layers.end()) fail("{}: has no statistics for layer {} (present in {})", labels[i], il, labels[0]);
+      if (it == b.layers.end())
+        fail("{}: has no statistics for layer {} (present in {})", labels[i], il, labels[0]);
       if (it->second.n_experts() != l.n_experts())
-        fail("{}: layer {} has {} experts but {} has {}", labels[i], il, it->second.n_experts(), labels[0], l.n_experts());
+        fail("{}: layer {} has {} experts but {} has {}", labels[i], il, it->second.n_experts(), labels[0],
+             l.n_experts());
     }
     if (b.meta.data_key() != a.meta.data_key()) same_data = false;
   }
   if (!same_data && !opt.allow_different_data)
-    fail("{} and the other inputs were computed on different calibration data or settings (data files, format, "
-         "packing, seq len): pass --allow-different-data to sum them anyway",
-         labels[0]);
+    fail(
+        "{} and the other inputs were computed on different calibration data or settings (data files, "
+        "format, "
+        "packing, seq len): pass --allow-different-data to sum them anyway",
+        labels[0]);
   ExpertStats out;
   out.meta = a.meta;
   out.meta.created = utc_now_iso();
@@ -338,11 +355,12 @@ std::string describe_stats(const ExpertStats& s, int64_t n_top) {
   if (!m.model_dir.empty()) o += fmt::format("model dir          {}\n", m.model_dir);
   o += fmt::format("created            {} (sickle {})\n", m.created, m.sickle_version);
   o += fmt::format("data               {} ({})\n", m.data_format, m.data_options);
-  for (const auto& d : m.data) o += fmt::format("  {}  {}  {}\n", d.hash, format_bytes(double(d.bytes)), d.path);
+  for (const auto& d : m.data)
+    o += fmt::format("  {}  {}  {}\n", d.hash, format_bytes(double(d.bytes)), d.path);
   std::string shards;
   for (int64_t i : m.shards) shards += (shards.empty() ? "" : ",") + std::to_string(i);
-  o += fmt::format("samples / tokens   {} / {}   seq len {}   shards {{{}}} of {}\n", m.samples, m.tokens, m.seq_len,
-                   shards, m.n_shards);
+  o += fmt::format("samples / tokens   {} / {}   seq len {}   shards {{{}}} of {}\n", m.samples, m.tokens,
+                   m.seq_len, shards, m.n_shards);
   o += fmt::format("\n{:>5} {:>10} {:>7} {:>6} {:>9}  {:<40}  {}\n", "layer", "tokens", "experts", "unused",
                    "imbalance", "top REAP (id:score)", "bottom REAP among chosen");
   for (const auto& [il, l] : s.layers) {
@@ -357,7 +375,8 @@ std::string describe_stats(const ExpertStats& s, int64_t n_top) {
       sum_c += c;
       if (c > 0) reap.emplace_back(l.reap_sum[size_t(j)] / c, j);
     }
-    std::sort(reap.begin(), reap.end(), [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
+    std::sort(reap.begin(), reap.end(),
+              [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
     // Load imbalance: the busiest expert's load over the mean load (1 = perfectly balanced).
     double imbalance = (n > 0 && sum_c > 0) ? max_c / (sum_c / double(n)) : 0;
     std::string top, bottom;
@@ -367,7 +386,8 @@ std::string describe_stats(const ExpertStats& s, int64_t n_top) {
       const auto& r = reap[reap.size() - 1 - size_t(i)];
       bottom += fmt::format("{}{}:{:.3g}", i ? " " : "", r.second, r.first);
     }
-    o += fmt::format("{:>5} {:>10.0f} {:>7} {:>6} {:>8.2f}x  {:<40}  {}\n", il, l.tokens, n, unused, imbalance, top, bottom);
+    o += fmt::format("{:>5} {:>10.0f} {:>7} {:>6} {:>8.2f}x  {:<40}  {}\n", il, l.tokens, n, unused,
+                     imbalance, top, bottom);
   }
   return o;
 }

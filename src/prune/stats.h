@@ -71,7 +71,8 @@ struct ExpertStats {
 inline constexpr int64_t kMaxShards = 1 << 16;
 
 // Names of the per-expert statistics, in file order.
-inline constexpr const char* kStatNames[] = {"count", "gate_sum", "reap_sum", "ean_sum", "ean_sq_sum", "max_act"};
+inline constexpr const char* kStatNames[] = {"count",   "gate_sum",   "reap_sum",
+                                             "ean_sum", "ean_sq_sum", "max_act"};
 
 struct MergeOptions {
   bool allow_different_data = false;  // sum statistics of different calibration sets

@@ -31,7 +31,8 @@ class ScratchBuffer {
 // Usage: ScratchArena a(buf, total_bytes); float* p = a.alloc<float>(n); ...
 class ScratchArena {
  public:
-  ScratchArena(ScratchBuffer& buf, size_t bytes) : base_(static_cast<uint8_t*>(buf.get(bytes))), size_(bytes) {}
+  ScratchArena(ScratchBuffer& buf, size_t bytes)
+      : base_(static_cast<uint8_t*>(buf.get(bytes))), size_(bytes) {}
   template <class T>
   T* alloc(size_t n) {
     size_t off = (used_ + 63) & ~size_t(63);

@@ -111,14 +111,17 @@ void ThreadPool::run(int64_t n_items, int64_t chunk, TaskRef task) {
 
 void ThreadPool::worker_main(int tid) {
   Slot& slot = slots_[size_t(tid)];
-  uint64_t seen = 0;  // the generation at construction: a task or stop posted before this thread ran is still seen
+  uint64_t seen =
+      0;  // the generation at construction: a task or stop posted before this thread ran is still seen
   for (;;) {
     if (!spin_while([&] { return generation_.load(std::memory_order_acquire) == seen; }))
-      while (generation_.load(std::memory_order_acquire) == seen) generation_.wait(seen, std::memory_order_acquire);
+      while (generation_.load(std::memory_order_acquire) == seen)
+        generation_.wait(seen, std::memory_order_acquire);
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
     int expected = kPosted;
-    if (!slot.claim.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) continue;  // taken over
+    if (!slot.claim.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel))
+      continue;  // taken over
     tl_running_pool = this;
     do_share(tid);
     tl_running_pool = nullptr;

@@ -58,7 +58,8 @@ class ThreadPool {
   void parallel_for_dynamic(int64_t n_items, int64_t chunk, F&& fn) {
     if (n_items <= 0) return;
     using Fn = std::remove_reference_t<F>;
-    run(n_items, chunk < 1 ? 1 : chunk, TaskRef{const_cast<void*>(static_cast<const void*>(&fn)), &trampoline<Fn>});
+    run(n_items, chunk < 1 ? 1 : chunk,
+        TaskRef{const_cast<void*>(static_cast<const void*>(&fn)), &trampoline<Fn>});
   }
 
   // True on a pool worker while it runs a task, and on the caller during parallel_for.
@@ -87,7 +88,7 @@ class ThreadPool {
   int n_threads_ = 1;
   std::vector<std::thread> workers_;
   std::unique_ptr<Slot[]> slots_;  // [n_threads]; slot 0 (the caller) unused
-  std::mutex call_mutex_;  // one parallel_for at a time from outside threads
+  std::mutex call_mutex_;          // one parallel_for at a time from outside threads
 
   // Current task; written by the caller before the generation bump (release), read by
   // workers after they observe it (acquire).

@@ -20,7 +20,8 @@ class RealStream : public TokenTextStream {
 
 class RealCodec : public TextCodec {
  public:
-  RealCodec(const Tokenizer& tok, bool specials_in_content) : tok_(tok), specials_in_content_(specials_in_content) {}
+  RealCodec(const Tokenizer& tok, bool specials_in_content)
+      : tok_(tok), specials_in_content_(specials_in_content) {}
   std::vector<int32_t> encode(std::string_view text) const override { return tok_.encode(text, true); }
   std::vector<int32_t> encode(const RenderedPrompt& prompt) const override {
     return tok_.encode(prompt, specials_in_content_);
@@ -32,8 +33,9 @@ class RealCodec : public TextCodec {
   std::vector<int32_t> stop_ids() const override { return tok_.stop_ids(); }
   std::unique_ptr<TokenTextStream> new_stream() const override { return std::make_unique<RealStream>(tok_); }
   using TextCodec::render_chat;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
-                             const nlohmann::json& template_kwargs, bool add_generation_prompt) const override {
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools,
+                             bool thinking, const nlohmann::json& template_kwargs,
+                             bool add_generation_prompt) const override {
     nlohmann::json kwargs = template_kwargs.is_object() ? template_kwargs : nlohmann::json::object();
     kwargs["thinking"] = thinking;
     kwargs["enable_thinking"] = thinking;

@@ -52,9 +52,11 @@ class TextCodec {
   // format, where `thinking` selects `<think>` or `<think></think>` for Kimi. `tools` keep the
   // caller's key order (the template's tojson writes it); add_generation_prompt false renders
   // the conversation alone (vLLM's field).
-  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
-                                     const nlohmann::json& template_kwargs, bool add_generation_prompt) const = 0;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking) const {
+  virtual RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools,
+                                     bool thinking, const nlohmann::json& template_kwargs,
+                                     bool add_generation_prompt) const = 0;
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools,
+                             bool thinking) const {
     return render_chat(messages, tools, thinking, nlohmann::json::object(), true);
   }
 };

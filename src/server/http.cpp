@@ -41,11 +41,13 @@ namespace {
 constexpr auto kPoll = std::chrono::milliseconds(100);
 
 int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 uint64_t random_seed() {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^ uint64_t(Clock::now().time_since_epoch().count())};
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   uint64_t(Clock::now().time_since_epoch().count())};
   return rng();
 }
 
@@ -75,11 +77,20 @@ void fill_generation(GenRequest& g, const SamplingFields& r, const TextCodec& co
   g.adjust.frequency_penalty = float(r.frequency_penalty);
   g.adjust.repetition_penalty = float(r.repetition_penalty);
   for (auto [id, bias] : r.logit_bias)
-    if (id >= vocab) throw ApiError(400, fmt::format("Invalid value for 'logit_bias': token id {} is out of vocabulary [0, {}).", id, vocab), "logit_bias");
+    if (id >= vocab)
+      throw ApiError(
+          400,
+          fmt::format("Invalid value for 'logit_bias': token id {} is out of vocabulary [0, {}).", id, vocab),
+          "logit_bias");
   g.adjust.logit_bias = r.logit_bias;
   g.adjust.min_tokens = r.min_tokens;
   for (int32_t id : r.stop_token_ids)
-    if (id >= vocab) throw ApiError(400, fmt::format("Invalid value for 'stop_token_ids': token id {} is out of vocabulary [0, {}).", id, vocab), "stop_token_ids");
+    if (id >= vocab)
+      throw ApiError(
+          400,
+          fmt::format("Invalid value for 'stop_token_ids': token id {} is out of vocabulary [0, {}).", id,
+                      vocab),
+          "stop_token_ids");
   g.stop_token_ids = r.stop_token_ids;
   g.stop_ids = codec.stop_ids();
   g.ignore_eos = r.ignore_eos;
@@ -115,7 +126,8 @@ struct StopIds {
   std::vector<int32_t> ids;
   size_t n_model = 0;  // ids[0, n_model) are the model's own (EOS, <|im_end|>)
   bool keep_text = false;
-  StopIds(const TextCodec& codec, const SamplingFields& r) : ids(codec.stop_ids()), keep_text(r.include_stop_str_in_output) {
+  StopIds(const TextCodec& codec, const SamplingFields& r)
+      : ids(codec.stop_ids()), keep_text(r.include_stop_str_in_output) {
     n_model = ids.size();
     ids.insert(ids.end(), r.stop_token_ids.begin(), r.stop_token_ids.end());
   }
@@ -123,7 +135,8 @@ struct StopIds {
   // One of the request's stop_token_ids, not the model's: vLLM reports it as stop_reason.
   bool is_request_stop(int32_t id) const {
     return std::find(ids.begin() + std::ptrdiff_t(n_model), ids.end(), id) != ids.end() &&
-           std::find(ids.begin(), ids.begin() + std::ptrdiff_t(n_model), id) == ids.begin() + std::ptrdiff_t(n_model);
+           std::find(ids.begin(), ids.begin() + std::ptrdiff_t(n_model), id) ==
+               ids.begin() + std::ptrdiff_t(n_model);
   }
 };
 
@@ -159,8 +172,12 @@ class ChatRun {
  public:
   ChatRun(const TextCodec& codec, const MarkerIds& ids, std::shared_ptr<GenHandle> h, const ChatRequest& r,
           bool start_in_reasoning)
-      : codec_(codec), h_(std::move(h)), out_(codec, ids, output_options(r), start_in_reasoning),
-        top_logprobs_(r.logprobs ? r.top_logprobs : -1), stop_ids_(codec, r), min_tokens_(r.min_tokens) {}
+      : codec_(codec),
+        h_(std::move(h)),
+        out_(codec, ids, output_options(r), start_in_reasoning),
+        top_logprobs_(r.logprobs ? r.top_logprobs : -1),
+        stop_ids_(codec, r),
+        min_tokens_(r.min_tokens) {}
   ~ChatRun() { h_->cancel(); }  // no-op once finished; frees the sequence if the client left
 
   // Waits for tokens; appends what they produce. Returns false once the generation is over
@@ -191,7 +208,9 @@ class ChatRun {
     out_.finish(delta);
     Finish f = h_->finish();
     if (f == Finish::kError) error_ = h_->error().empty() ? "generation failed" : h_->error();
-    finish_reason_ = stopped_by_string_ || f == Finish::kStop ? "stop" : f == Finish::kLength ? "length" : "abort";
+    finish_reason_ = stopped_by_string_ || f == Finish::kStop ? "stop"
+                     : f == Finish::kLength                   ? "length"
+                                                              : "abort";
     if (!out_.parser().tool_calls().empty() && finish_reason_ == "stop") finish_reason_ = "tool_calls";
     done_ = true;
     return false;
@@ -220,7 +239,10 @@ class ChatRun {
 class TextRun {
  public:
   TextRun(const TextCodec& codec, std::shared_ptr<GenHandle> h, const CompletionRequest& r)
-      : h_(std::move(h)), out_(codec, output_options(r)), stop_ids_(codec, r), keep_tokens_(r.logprobs.has_value()),
+      : h_(std::move(h)),
+        out_(codec, output_options(r)),
+        stop_ids_(codec, r),
+        keep_tokens_(r.logprobs.has_value()),
         min_tokens_(r.min_tokens) {}
   ~TextRun() { h_->cancel(); }
   bool step(std::string& text) {
@@ -244,7 +266,9 @@ class TextRun {
     out_.finish(text);
     Finish f = h_->finish();
     if (f == Finish::kError) error_ = h_->error().empty() ? "generation failed" : h_->error();
-    finish_reason_ = stopped_by_string_ || f == Finish::kStop ? "stop" : f == Finish::kLength ? "length" : "abort";
+    finish_reason_ = stopped_by_string_ || f == Finish::kStop ? "stop"
+                     : f == Finish::kLength                   ? "length"
+                                                              : "abort";
     done_ = true;
     return false;
   }
@@ -278,10 +302,11 @@ json delta_json(const OutputDelta& d) {
     json calls = json::array();
     for (auto& t : d.tool_calls) {
       if (t.is_first)
-        calls.push_back({{"index", t.index}, {"id", t.id}, {"type", "function"},
+        calls.push_back({{"index", t.index},
+                         {"id", t.id},
+                         {"type", "function"},
                          {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-      else
-        calls.push_back({{"index", t.index}, {"function", {{"arguments", t.arguments}}}});
+      else calls.push_back({{"index", t.index}, {"function", {{"arguments", t.arguments}}}});
     }
     j["tool_calls"] = calls;
   }
@@ -321,7 +346,8 @@ class ConnStream final : public httplib::Stream {
     auto* sa = reinterpret_cast<sockaddr*>(&a);
     if ((remote ? getpeername(c_.fd(), sa, &len) : getsockname(c_.fd(), sa, &len)) != 0) return;
     char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return;
+    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      return;
     ip = host;
     port = std::atoi(serv);
   }
@@ -420,10 +446,12 @@ struct HttpServer::Impl {
     const std::string h = req.get_header_value("Authorization");
     const size_t sp = h.find(' ');
     const size_t at = sp == std::string::npos ? h.size() : h.find_first_not_of(' ', sp);
-    const std::string_view key = at == std::string::npos ? std::string_view() : std::string_view(h).substr(at);
+    const std::string_view key =
+        at == std::string::npos ? std::string_view() : std::string_view(h).substr(at);
     bool ok = sp == 6 && strncasecmp(h.c_str(), "bearer", 6) == 0 && key.size() == opt.api_key.size();
     unsigned char diff = 0;
-    for (size_t i = 0; i < opt.api_key.size() && ok; ++i) diff |= static_cast<unsigned char>(key[i] ^ opt.api_key[i]);
+    for (size_t i = 0; i < opt.api_key.size() && ok; ++i)
+      diff |= static_cast<unsigned char>(key[i] ^ opt.api_key[i]);
     if (!ok || diff != 0)
       throw ApiError(401, "Incorrect API key provided.", "", "invalid_request_error", "invalid_api_key");
   }
@@ -456,8 +484,9 @@ struct HttpServer::Impl {
         const std::string allow = allowed_methods(req.path);
         if (allow.empty()) throw ApiError(404, fmt::format("Unknown path {} {}.", req.method, req.path));
         res.set_header("Allow", allow);
-        throw ApiError(405, fmt::format("Method {} is not allowed on {} (allowed: {}).", req.method, req.path, allow), "",
-                       "invalid_request_error", "method_not_allowed");
+        throw ApiError(
+            405, fmt::format("Method {} is not allowed on {} (allowed: {}).", req.method, req.path, allow),
+            "", "invalid_request_error", "method_not_allowed");
       }
       if (r->auth) check_auth(req);
       if (r->method == "POST") {
@@ -466,15 +495,17 @@ struct HttpServer::Impl {
         ct = ct.substr(0, ct.find(';'));
         while (!ct.empty() && ct.back() == ' ') ct.pop_back();
         if (strcasecmp(ct.c_str(), "application/json") != 0)
-          throw ApiError(415, fmt::format("Unsupported Media Type: only 'application/json' is allowed (got '{}').",
-                                          req.get_header_value("Content-Type")),
+          throw ApiError(415,
+                         fmt::format("Unsupported Media Type: only 'application/json' is allowed (got '{}').",
+                                     req.get_header_value("Content-Type")),
                          "", "invalid_request_error", "unsupported_media_type");
         const std::string te = req.get_header_value("Transfer-Encoding");
         const std::string cl = req.get_header_value("Content-Length");
         if (req.has_header("Transfer-Encoding") && strcasecmp(te.c_str(), "chunked") != 0)
           throw ApiError(501, fmt::format("Transfer-Encoding '{}' is not supported (only chunked).", te));
         if (!req.has_header("Transfer-Encoding")) {
-          if (!req.has_header("Content-Length")) throw ApiError(411, "A request body needs Content-Length or chunked encoding.");
+          if (!req.has_header("Content-Length"))
+            throw ApiError(411, "A request body needs Content-Length or chunked encoding.");
           if (cl.empty() || cl.size() > 19 || cl.find_first_not_of("0123456789") != std::string::npos)
             throw ApiError(400, fmt::format("Invalid Content-Length '{}'.", cl));
           if (std::stoull(cl) > opt.max_body_bytes) throw too_large();
@@ -499,8 +530,10 @@ struct HttpServer::Impl {
     });
     if (over) throw too_large();
     if (!ok)
-      throw ApiError(400, fmt::format("Could not read the request body (malformed chunked encoding or Content-Encoding, "
-                                      "or not all of it arrived within {} s).", opt.body_timeout_s));
+      throw ApiError(
+          400, fmt::format("Could not read the request body (malformed chunked encoding or Content-Encoding, "
+                           "or not all of it arrived within {} s).",
+                           opt.body_timeout_s));
     if (tl_served) tl_served->body_read = true;
     return body;
   }
@@ -512,8 +545,8 @@ struct HttpServer::Impl {
   }
   void check_model(const SamplingFields& r) {
     if (!r.model.empty() && !serves(r.model))
-      throw ApiError(404, fmt::format("The model `{}` does not exist.", r.model), "model", "invalid_request_error",
-                     "model_not_found");
+      throw ApiError(404, fmt::format("The model `{}` does not exist.", r.model), "model",
+                     "invalid_request_error", "model_not_found");
     // Unknown fields (not --strict-api): logged once per name, as vLLM warns.
     for (auto& f : r.ignored_fields) {
       std::lock_guard lk(ignored_mu);
@@ -558,12 +591,15 @@ struct HttpServer::Impl {
   // A handler (auth, route and body limits were checked by precheck); errors become OpenAI's.
   template <class F>
   httplib::Server::Handler guarded(F fn) {
-    return [this, fn](const httplib::Request& req, httplib::Response& res) { with_errors(req, res, [&] { fn(req, res); }); };
+    return [this, fn](const httplib::Request& req, httplib::Response& res) {
+      with_errors(req, res, [&] { fn(req, res); });
+    };
   }
   // A POST handler fn(req, body, res): the body is read here, bounded.
   template <class F>
   httplib::Server::HandlerWithContentReader with_body(F fn) {
-    return [this, fn](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    return [this, fn](const httplib::Request& req, httplib::Response& res,
+                      const httplib::ContentReader& reader) {
       with_errors(req, res, [&] { fn(req, read_body(reader), res); });
     };
   }
@@ -591,7 +627,8 @@ struct HttpServer::Impl {
   template <class Run>
   static void client_gone(httplib::Response& res, Run& run) {
     run.cancel();
-    send_error(res, ApiError(499, "Client closed the request.", "", "invalid_request_error", "client_closed_request"));
+    send_error(res, ApiError(499, "Client closed the request.", "", "invalid_request_error",
+                             "client_closed_request"));
   }
 
   // vLLM's /tokenize: the ids the completions or chat endpoint would feed the model for the
@@ -606,7 +643,9 @@ struct HttpServer::Impl {
     } else {
       ids = codec.encode(r.prompt);
     }
-    json out{{"count", ids.size()}, {"max_model_len", sched.options().max_model_len}, {"tokens", ids},
+    json out{{"count", ids.size()},
+             {"max_model_len", sched.options().max_model_len},
+             {"tokens", ids},
              {"token_strs", nullptr}};
     if (r.return_token_strs) {
       json strs = json::array();
@@ -623,9 +662,11 @@ struct HttpServer::Impl {
     std::string text;
     for (int32_t id : r.tokens) {
       if (id >= codec.vocab_size())
-        throw ApiError(400, fmt::format("Invalid value for 'tokens': token id {} is out of the vocabulary ({} tokens).",
-                                        id, codec.vocab_size()),
-                       "tokens");
+        throw ApiError(
+            400,
+            fmt::format("Invalid value for 'tokens': token id {} is out of the vocabulary ({} tokens).", id,
+                        codec.vocab_size()),
+            "tokens");
       text += codec.token_text(id);
     }
     send_json(res, 200, json{{"prompt", text}});
@@ -664,8 +705,10 @@ struct HttpServer::Impl {
         at = text.rfind(trimmed), len = trimmed.size();
       }
       if (at == std::string::npos)
-        throw ApiError(400, "continue_final_message: the final message does not appear in the rendered prompt "
-                            "(the chat template drops or changes it).", "continue_final_message");
+        throw ApiError(400,
+                       "continue_final_message: the final message does not appear in the rendered prompt "
+                       "(the chat template drops or changes it).",
+                       "continue_final_message");
       p.truncate(at + len);
     }
     return p;
@@ -683,7 +726,8 @@ struct HttpServer::Impl {
     g.max_tokens = r.max_tokens.value_or(0);
     fill_generation(g, r, codec);
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
-    if (r.grammar || tool_grammar) g.make_constraint = structured.factory(r.grammar ? r.grammar : tool_grammar);
+    if (r.grammar || tool_grammar)
+      g.make_constraint = structured.factory(r.grammar ? r.grammar : tool_grammar);
     // A structured output is the reply itself, even after a prompt that opened <think>.
     const bool in_reasoning = !r.grammar && prompt_opens_reasoning(codec, markers, g.prompt);
     // n choices share the prompt (read once, its cache forked); choice i samples with seed + i.
@@ -781,7 +825,8 @@ struct HttpServer::Impl {
             more = false;
           }
           if (!more) {
-            if (include_usage && !failed) buf += sse_event(chat_usage_chunk_json(id, created_at, model, total_usage()));
+            if (include_usage && !failed)
+              buf += sse_event(chat_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) {
@@ -801,8 +846,8 @@ struct HttpServer::Impl {
     // Every prompt of the batch, n choices each, submitted together (they batch in the scheduler).
     struct Item {
       std::shared_ptr<TextRun> run;
-      std::string echo;                // the prompt's text when echo
-      std::vector<int32_t> prompt_ids; // for echo + logprobs
+      std::string echo;                 // the prompt's text when echo
+      std::vector<int32_t> prompt_ids;  // for echo + logprobs
     };
     std::vector<Item> items;
     int64_t n_prompt_tokens = 0;
@@ -856,8 +901,10 @@ struct HttpServer::Impl {
         usage.completion_tokens += x.usage().completion_tokens;
         if (i % size_t(r.n) == 0) usage.cached_tokens += x.usage().cached_tokens;
         json lps;
-        if (r.logprobs) lps = completion_logprobs_json(logprob_tokens(items[i].prompt_ids, x.handle(), x.tokens(), 0));
-        choices.push_back(CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps), x.stop_reason()});
+        if (r.logprobs)
+          lps = completion_logprobs_json(logprob_tokens(items[i].prompt_ids, x.handle(), x.tokens(), 0));
+        choices.push_back(
+            CompletionChoice{std::move(texts[i]), x.finish_reason(), std::move(lps), x.stop_reason()});
       }
       send_json(res, 200, completion_json(id, created_at, model, choices, usage));
       return;
@@ -893,8 +940,8 @@ struct HttpServer::Impl {
               const TextRun& x = *items[index].run;
               const bool prompt_now = !(*prompt_sent)[index] && (!x.tokens().empty() || fin);
               if (prompt_now) (*prompt_sent)[index] = true;
-              auto toks = logprob_tokens(prompt_now ? items[index].prompt_ids : std::vector<int32_t>(), x.handle(),
-                                         x.tokens(), (*n_sent)[index]);
+              auto toks = logprob_tokens(prompt_now ? items[index].prompt_ids : std::vector<int32_t>(),
+                                         x.handle(), x.tokens(), (*n_sent)[index]);
               lps = completion_logprobs_json(toks, (*offset)[index]);
               (*n_sent)[index] = x.tokens().size();
               for (auto& tk : toks) (*offset)[index] += int64_t(tk.token.size());
@@ -923,7 +970,8 @@ struct HttpServer::Impl {
           }
           if (failed) more = false;
           if (!more) {
-            if (include_usage && !failed) buf += sse_event(completion_usage_chunk_json(id, created_at, model, total_usage()));
+            if (include_usage && !failed)
+              buf += sse_event(completion_usage_chunk_json(id, created_at, model, total_usage()));
             buf += sse_done();
           }
           if (!buf.empty() && !sink.write(buf.data(), buf.size())) return false;
@@ -953,7 +1001,8 @@ struct HttpServer::Impl {
     svr.set_payload_max_length(opt.max_body_bytes);  // read_body bounds decoded bytes too
     svr.set_keep_alive_timeout(time_t(std::max(1.0, opt.idle_timeout_s)));
     svr.set_keep_alive_max_count(1000);
-    svr.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) { return precheck(q, s); });
+    svr.set_pre_routing_handler(
+        [this](const httplib::Request& q, httplib::Response& s) { return precheck(q, s); });
     // `Expect: 100-continue`: refuse before the client sends its body.
     svr.set_expect_100_continue_handler([this](const httplib::Request& q, httplib::Response& s) {
       return precheck(q, s) == httplib::Server::HandlerResponse::Handled ? s.status : 100;
@@ -973,42 +1022,41 @@ struct HttpServer::Impl {
         res.set_header("Connection", "close");
       }
     });
-    svr.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, json{{"status", "ok"}}); });
+    svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, json{{"status", "ok"}});
+    });
     svr.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.render(sched.gauges()), "text/plain; version=0.0.4");
-    }));
+              res.set_content(metrics.render(sched.gauges()), "text/plain; version=0.0.4");
+            }));
     svr.Get("/version", [this](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, json{{"version", opt.version}});
     });
     svr.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, models_json(served_names(), created, sched.options().max_model_len));
-    }));
+              send_json(res, 200, models_json(served_names(), created, sched.options().max_model_len));
+            }));
     svr.Get(R"(/v1/models/([^/]+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const std::string id = req.matches[1];
-      if (!serves(id))
-        throw ApiError(404, fmt::format("The model `{}` does not exist.", id), "model", "invalid_request_error",
-                       "model_not_found");
-      const json all = models_json(served_names(), created, sched.options().max_model_len);
-      for (const json& card : all["data"])
-        if (card["id"] == id) send_json(res, 200, card);
-    }));
-    svr.Post("/v1/chat/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-      chat(q, b, s);
-    }));
-    svr.Post("/v1/completions", with_body([this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-      completions(q, b, s);
-    }));
-    svr.Post("/tokenize", with_body([this](const httplib::Request&, const std::string& b, httplib::Response& s) {
-      tokenize(b, s);
-    }));
-    svr.Post("/detokenize", with_body([this](const httplib::Request&, const std::string& b, httplib::Response& s) {
-      detokenize(b, s);
-    }));
+              const std::string id = req.matches[1];
+              if (!serves(id))
+                throw ApiError(404, fmt::format("The model `{}` does not exist.", id), "model",
+                               "invalid_request_error", "model_not_found");
+              const json all = models_json(served_names(), created, sched.options().max_model_len);
+              for (const json& card : all["data"])
+                if (card["id"] == id) send_json(res, 200, card);
+            }));
+    svr.Post("/v1/chat/completions", with_body([this](const httplib::Request& q, const std::string& b,
+                                                      httplib::Response& s) { chat(q, b, s); }));
+    svr.Post("/v1/completions", with_body([this](const httplib::Request& q, const std::string& b,
+                                                 httplib::Response& s) { completions(q, b, s); }));
+    svr.Post("/tokenize", with_body([this](const httplib::Request&, const std::string& b,
+                                           httplib::Response& s) { tokenize(b, s); }));
+    svr.Post("/detokenize", with_body([this](const httplib::Request&, const std::string& b,
+                                             httplib::Response& s) { detokenize(b, s); }));
     // Errors httplib produces itself (413 body too large, 404 no route, 400 bad request line)
     // get OpenAI's error body too; responses that already have one are left alone.
     svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
-      std::string msg = res.status == 413   ? fmt::format("Request body too large (limit {} bytes).", opt.max_body_bytes)
+      std::string msg = res.status == 413
+                            ? fmt::format("Request body too large (limit {} bytes).", opt.max_body_bytes)
                         : res.status == 404 ? fmt::format("Unknown path {} {}.", req.method, req.path)
                                             : fmt::format("HTTP error {}.", res.status);
       ApiError e(res.status, msg, "", "invalid_request_error", res.status == 413 ? "request_too_large" : "");
@@ -1039,8 +1087,8 @@ int HttpServer::bind() {
   lo.body_timeout = ms(o.body_timeout_s);
   lo.idle_timeout = ms(o.idle_timeout_s);
   Impl* impl = impl_.get();
-  impl_->listener = std::make_unique<Listener>(o.host, o.port, lo, [impl](Connection& c) { return impl->serve(c); },
-                                               &impl_->metrics);
+  impl_->listener = std::make_unique<Listener>(
+      o.host, o.port, lo, [impl](Connection& c) { return impl->serve(c); }, &impl_->metrics);
   impl_->svr.set_serving(impl_->listener->listen_fd());
   port_ = impl_->listener->port();
   return port_;

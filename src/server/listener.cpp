@@ -70,12 +70,16 @@ const char* reason_phrase(int status) {
 // A whole error response, sent before the connection closes.
 std::string error_response(int status, const std::string& message, const char* code) {
   const std::string body = dump_json(ApiError(status, message, "", "invalid_request_error", code).to_json());
-  return fmt::format("HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{}",
-                     status, reason_phrase(status), body.size(), status == 503 ? "Retry-After: 1\r\n" : "", body);
+  return fmt::format(
+      "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: "
+      "close\r\n{}\r\n{}",
+      status, reason_phrase(status), body.size(), status == 503 ? "Retry-After: 1\r\n" : "", body);
 }
 
 // Best effort: the socket is new or idle, so a short response fits its send buffer.
-void send_now(int fd, const std::string& s) { (void)::send(fd, s.data(), s.size(), MSG_NOSIGNAL | MSG_DONTWAIT); }
+void send_now(int fd, const std::string& s) {
+  (void)::send(fd, s.data(), s.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
 // Room for `max_connections` sockets besides the model's and the process's own files: raise the
 // soft limit towards the hard one if needed; the bound that fits.
@@ -181,7 +185,8 @@ Listener::Listener(const std::string& host, int port, ListenerOptions options, S
     }
   }
   freeaddrinfo(res);
-  if (listen_fd_ < 0) fail("serve: cannot bind {}:{} ({})", host, port, err ? std::strerror(err) : "no address");
+  if (listen_fd_ < 0)
+    fail("serve: cannot bind {}:{} ({})", host, port, err ? std::strerror(err) : "no address");
   sockaddr_storage a{};
   socklen_t len = sizeof a;
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
@@ -291,10 +296,12 @@ bool Listener::accept_all() {
     if (int(conns_.size()) >= opt_.max_connections ||
         (opt_.max_connections_per_ip > 0 && per_ip >= opt_.max_connections_per_ip)) {
       const bool total = int(conns_.size()) >= opt_.max_connections;
-      send_now(fd, error_response(503, total ? fmt::format("Too many connections (server limit {}).", opt_.max_connections)
-                                             : fmt::format("Too many connections from {} (limit {} per client).", ip,
-                                                           opt_.max_connections_per_ip),
-                                  "too_many_connections"));
+      send_now(fd, error_response(
+                       503,
+                       total ? fmt::format("Too many connections (server limit {}).", opt_.max_connections)
+                             : fmt::format("Too many connections from {} (limit {} per client).", ip,
+                                           opt_.max_connections_per_ip),
+                       "too_many_connections"));
       ::close(fd);
       if (metrics_) metrics_->on_dropped("connection_limit");
       continue;
@@ -414,8 +421,9 @@ void Listener::on_served(Connection* c, bool keep) {
 
 void Listener::drop(Connection& c, int status, const char* reason) {
   const std::string msg =
-      status == 408 ? fmt::format("The request head did not arrive within {} s.", opt_.header_timeout.count() / 1000.0)
-                    : fmt::format("The request head exceeds {} bytes.", opt_.max_head_bytes);
+      status == 408
+          ? fmt::format("The request head did not arrive within {} s.", opt_.header_timeout.count() / 1000.0)
+          : fmt::format("The request head exceeds {} bytes.", opt_.max_head_bytes);
   send_now(c.fd_, error_response(status, msg, reason));
   if (metrics_) metrics_->on_dropped(reason);
   log_debug("serve: {} from {}: {}", status, c.ip_, msg);

@@ -68,8 +68,8 @@ class Connection {
   enum class State { kHead, kIdle, kBusy, kLinger };
   int fd_ = -1;
   std::string ip_;
-  std::string buf_;  // received, not yet consumed: a head (and whatever followed it)
-  size_t off_ = 0;   // consumed prefix of buf_
+  std::string buf_;     // received, not yet consumed: a head (and whatever followed it)
+  size_t off_ = 0;      // consumed prefix of buf_
   size_t scanned_ = 0;  // buf_ holds no head end before this offset
   State state_ = State::kHead;
   std::chrono::steady_clock::time_point deadline_;
@@ -83,7 +83,8 @@ class Listener {
   using Serve = std::function<bool(Connection&)>;
 
   // Binds host:port (port 0: any free one); throws sickle::Error naming them on failure.
-  Listener(const std::string& host, int port, ListenerOptions options, Serve serve, Metrics* metrics = nullptr);
+  Listener(const std::string& host, int port, ListenerOptions options, Serve serve,
+           Metrics* metrics = nullptr);
   ~Listener();
   int port() const { return port_; }
   int listen_fd() const { return listen_fd_; }

@@ -41,20 +41,23 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
     cum += counts_[i];
     out += fmt::format("{}_bucket{{{}le=\"{}\"}} {}\n", name, pre, bounds_[i], cum);
   }
-  out += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n{}_sum{} {}\n{}_count{} {}\n", name, pre, count_, name, own, sum_, name,
-                     own, count_);
+  out += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n{}_sum{} {}\n{}_count{} {}\n", name, pre, count_, name,
+                     own, sum_, name, own, count_);
 }
 
 // Bucket bounds as vLLM's (vllm/engine/metrics.py) for time-to-first-token and time per token.
 Metrics::Metrics(std::string model_name)
-    : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20, 40, 80}),
+    : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20,
+             40, 80}),
       itl_({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5, 10}),
       e2e_({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120, 300}),
-      start_(std::chrono::steady_clock::now()), model_name_(std::move(model_name)) {}
+      start_(std::chrono::steady_clock::now()),
+      model_name_(std::move(model_name)) {}
 
 void Metrics::on_http(const std::string& path, int status) {
   std::lock_guard lk(mu_);
-  const bool known = paths_.count(path) || (int(paths_.size()) < kMaxPathLabels && paths_.insert(path).second);
+  const bool known =
+      paths_.count(path) || (int(paths_.size()) < kMaxPathLabels && paths_.insert(path).second);
   ++http_[{known ? path : "other", status}];
 }
 void Metrics::on_dropped(const std::string& reason) {
@@ -101,39 +104,66 @@ std::string Metrics::render(const SchedulerGauges& g) {
   double tps = tokens_per_second();
   std::lock_guard lk(mu_);
   std::string o;
-  o += "# HELP sickle_http_requests_total HTTP requests by path and status.\n# TYPE sickle_http_requests_total counter\n";
+  o += "# HELP sickle_http_requests_total HTTP requests by path and status.\n# TYPE "
+       "sickle_http_requests_total counter\n";
   for (auto& [k, n] : http_)
-    o += fmt::format("sickle_http_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", label_value(k.first), k.second, n);
-  o += "# HELP sickle_http_dropped_connections_total Connections closed before a request was served, by reason.\n"
+    o += fmt::format("sickle_http_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", label_value(k.first),
+                     k.second, n);
+  o += "# HELP sickle_http_dropped_connections_total Connections closed before a request was served, by "
+       "reason.\n"
        "# TYPE sickle_http_dropped_connections_total counter\n";
-  for (auto& [k, n] : dropped_) o += fmt::format("sickle_http_dropped_connections_total{{reason=\"{}\"}} {}\n", label_value(k), n);
-  o += "# HELP sickle_request_success_total Finished generations by finish reason.\n# TYPE sickle_request_success_total counter\n";
+  for (auto& [k, n] : dropped_)
+    o += fmt::format("sickle_http_dropped_connections_total{{reason=\"{}\"}} {}\n", label_value(k), n);
+  o += "# HELP sickle_request_success_total Finished generations by finish reason.\n# TYPE "
+       "sickle_request_success_total counter\n";
   for (auto& [k, n] : finished_)
     o += fmt::format("sickle_request_success_total{{finished_reason=\"{}\"}} {}\n", label_value(k), n);
-  o += fmt::format("# HELP sickle_prompt_tokens_total Prompt tokens processed (including prefix-cache hits).\n"
-                   "# TYPE sickle_prompt_tokens_total counter\nsickle_prompt_tokens_total {}\n", prompt_tokens_);
-  o += fmt::format("# HELP sickle_prefix_cache_hit_tokens_total Prompt tokens served from the prefix cache.\n"
-                   "# TYPE sickle_prefix_cache_hit_tokens_total counter\nsickle_prefix_cache_hit_tokens_total {}\n",
-                   cached_prompt_tokens_);
-  o += fmt::format("# HELP sickle_generation_tokens_total Generated tokens.\n"
-                   "# TYPE sickle_generation_tokens_total counter\nsickle_generation_tokens_total {}\n", generation_tokens_);
-  o += fmt::format("# HELP sickle_generation_tokens_per_second Generated tokens per second over the last 10 s.\n"
-                   "# TYPE sickle_generation_tokens_per_second gauge\nsickle_generation_tokens_per_second {:.3f}\n", tps);
-  o += fmt::format("# HELP sickle_num_requests_running Sequences in the running batch.\n"
-                   "# TYPE sickle_num_requests_running gauge\nsickle_num_requests_running {}\n", g.running);
-  o += fmt::format("# HELP sickle_num_requests_waiting Requests waiting to be admitted.\n"
-                   "# TYPE sickle_num_requests_waiting gauge\nsickle_num_requests_waiting {}\n", g.waiting);
+  o += fmt::format(
+      "# HELP sickle_prompt_tokens_total Prompt tokens processed (including prefix-cache hits).\n"
+      "# TYPE sickle_prompt_tokens_total counter\nsickle_prompt_tokens_total {}\n",
+      prompt_tokens_);
+  o += fmt::format(
+      "# HELP sickle_prefix_cache_hit_tokens_total Prompt tokens served from the prefix cache.\n"
+      "# TYPE sickle_prefix_cache_hit_tokens_total counter\nsickle_prefix_cache_hit_tokens_total {}\n",
+      cached_prompt_tokens_);
+  o += fmt::format(
+      "# HELP sickle_generation_tokens_total Generated tokens.\n"
+      "# TYPE sickle_generation_tokens_total counter\nsickle_generation_tokens_total {}\n",
+      generation_tokens_);
+  o += fmt::format(
+      "# HELP sickle_generation_tokens_per_second Generated tokens per second over the last 10 s.\n"
+      "# TYPE sickle_generation_tokens_per_second gauge\nsickle_generation_tokens_per_second {:.3f}\n",
+      tps);
+  o += fmt::format(
+      "# HELP sickle_num_requests_running Sequences in the running batch.\n"
+      "# TYPE sickle_num_requests_running gauge\nsickle_num_requests_running {}\n",
+      g.running);
+  o += fmt::format(
+      "# HELP sickle_num_requests_waiting Requests waiting to be admitted.\n"
+      "# TYPE sickle_num_requests_waiting gauge\nsickle_num_requests_waiting {}\n",
+      g.waiting);
   double use = g.kv_budget_bytes ? double(g.kv_reserved_bytes) / double(g.kv_budget_bytes) : 0.0;
-  o += fmt::format("# HELP sickle_kv_cache_usage_perc KV cache budget in use (reserved by running sequences and the prefix cache), 0..1.\n"
-                   "# TYPE sickle_kv_cache_usage_perc gauge\nsickle_kv_cache_usage_perc {:.6f}\n", use);
-  o += fmt::format("# HELP sickle_kv_cache_allocated_bytes KV cache bytes allocated.\n"
-                   "# TYPE sickle_kv_cache_allocated_bytes gauge\nsickle_kv_cache_allocated_bytes {}\n", g.kv_allocated_bytes);
-  o += fmt::format("# HELP sickle_kv_cache_budget_bytes KV cache budget.\n"
-                   "# TYPE sickle_kv_cache_budget_bytes gauge\nsickle_kv_cache_budget_bytes {}\n", g.kv_budget_bytes);
-  o += fmt::format("# HELP sickle_prefix_cache_entries Finished sequences kept for prefix reuse.\n"
-                   "# TYPE sickle_prefix_cache_entries gauge\nsickle_prefix_cache_entries {}\n", g.prefix_cache_entries);
-  ttft_.render(o, "sickle_time_to_first_token_seconds", "Time from request arrival to its first generated token.");
-  itl_.render(o, "sickle_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.");
+  o += fmt::format(
+      "# HELP sickle_kv_cache_usage_perc KV cache budget in use (reserved by running sequences and the "
+      "prefix cache), 0..1.\n"
+      "# TYPE sickle_kv_cache_usage_perc gauge\nsickle_kv_cache_usage_perc {:.6f}\n",
+      use);
+  o += fmt::format(
+      "# HELP sickle_kv_cache_allocated_bytes KV cache bytes allocated.\n"
+      "# TYPE sickle_kv_cache_allocated_bytes gauge\nsickle_kv_cache_allocated_bytes {}\n",
+      g.kv_allocated_bytes);
+  o += fmt::format(
+      "# HELP sickle_kv_cache_budget_bytes KV cache budget.\n"
+      "# TYPE sickle_kv_cache_budget_bytes gauge\nsickle_kv_cache_budget_bytes {}\n",
+      g.kv_budget_bytes);
+  o += fmt::format(
+      "# HELP sickle_prefix_cache_entries Finished sequences kept for prefix reuse.\n"
+      "# TYPE sickle_prefix_cache_entries gauge\nsickle_prefix_cache_entries {}\n",
+      g.prefix_cache_entries);
+  ttft_.render(o, "sickle_time_to_first_token_seconds",
+               "Time from request arrival to its first generated token.");
+  itl_.render(o, "sickle_inter_token_latency_seconds",
+              "Time between consecutive generated tokens of a request.");
   e2e_.render(o, "sickle_e2e_request_latency_seconds", "Time from request arrival to its last token.");
 
   // The same figures under vLLM's names (v1 engine), labelled with the served model.
@@ -143,11 +173,13 @@ std::string Metrics::render(const SchedulerGauges& g) {
   };
   one("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", g.running);
   one("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", g.waiting);
-  one("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", fmt::format("{:.6f}", use));
+  one("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+      fmt::format("{:.6f}", use));
   one("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", prompt_tokens_);
-  one("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", generation_tokens_);
-  one("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.",
-      prompt_tokens_);
+  one("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+      generation_tokens_);
+  one("vllm:prefix_cache_queries_total", "counter",
+      "Prefix cache queries, in terms of number of queried tokens.", prompt_tokens_);
   one("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.",
       cached_prompt_tokens_);
   o += "# HELP vllm:request_success_total Count of successfully processed requests.\n"

@@ -3,9 +3,9 @@
 // Counters and histograms are updated from the scheduler and HTTP threads; render() takes a
 // consistent snapshot under one lock. Names follow vLLM's where one exists (vllm:* ->
 // sickle_*), and the same figures are also exported under vLLM's own names (vllm:*, labelled
-// model_name as vLLM does), so its Grafana dashboards work unchanged. Label values are escaped, and the label sets that
-// clients choose are bounded (the HTTP front end already maps paths that are no route to
-// `other`; past kMaxPathLabels distinct paths, new ones count as `other` here too).
+// model_name as vLLM does), so its Grafana dashboards work unchanged. Label values are escaped, and the label
+// sets that clients choose are bounded (the HTTP front end already maps paths that are no route to `other`;
+// past kMaxPathLabels distinct paths, new ones count as `other` here too).
 #pragma once
 
 #include <chrono>
@@ -21,10 +21,12 @@ namespace sickle::server {
 
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+  explicit Histogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
   void observe(double v);
   // Lines `name_bucket{le=...} n`, `name_sum`, `name_count`; `labels` (`k="v",...`) on each.
-  void render(std::string& out, const std::string& name, const std::string& help, const std::string& labels = {}) const;
+  void render(std::string& out, const std::string& name, const std::string& help,
+              const std::string& labels = {}) const;
   uint64_t count() const { return count_; }
   double sum() const { return sum_; }
 

@@ -21,12 +21,16 @@ TEST(Metrics, LabelValuesEscaped) {
   m.on_http("/a\"b\\c\nfake_series 1", 200);
   m.on_finished("x\"\n", 0.1);
   const std::string t = m.render({});
-  EXPECT_NE(t.find(R"(sickle_http_requests_total{path="/a\"b\\c\nfake_series 1",status="200"} 1)"), std::string::npos) << t;
+  EXPECT_NE(t.find(R"(sickle_http_requests_total{path="/a\"b\\c\nfake_series 1",status="200"} 1)"),
+            std::string::npos)
+      << t;
   EXPECT_NE(t.find(R"(sickle_request_success_total{finished_reason="x\"\n"} 1)"), std::string::npos) << t;
   EXPECT_EQ(t.find("\nfake_series"), std::string::npos) << t;
-  for (size_t at = 0; (at = t.find('\n', at)) != std::string::npos; ++at) {  // every line a comment or a sample
+  for (size_t at = 0; (at = t.find('\n', at)) != std::string::npos;
+       ++at) {  // every line a comment or a sample
     if (at + 1 < t.size()) {
-      EXPECT_TRUE(t[at + 1] == '#' || t.compare(at + 1, 7, "sickle_") == 0 || t.compare(at + 1, 5, "vllm:") == 0)
+      EXPECT_TRUE(t[at + 1] == '#' || t.compare(at + 1, 7, "sickle_") == 0 ||
+                  t.compare(at + 1, 5, "vllm:") == 0)
           << t.substr(at + 1, 40);
     }
   }
@@ -43,7 +47,9 @@ TEST(Metrics, PathLabelsBounded) {
   EXPECT_LE(series, Metrics::kMaxPathLabels + 1) << series;
   EXPECT_NE(t.find(R"(sickle_http_requests_total{path="/p0",status="404"} 2)"), std::string::npos);
   EXPECT_NE(t.find(R"(sickle_http_requests_total{path="other",status="404"} )" +
-                   std::to_string(10000 - Metrics::kMaxPathLabels)), std::string::npos) << t.substr(0, 2000);
+                   std::to_string(10000 - Metrics::kMaxPathLabels)),
+            std::string::npos)
+      << t.substr(0, 2000);
   EXPECT_LT(t.size(), size_t(64) << 10);
 }
 
@@ -68,8 +74,8 @@ TEST(Metrics, VllmNamesMirrorSickles) {
         "vllm:request_success_total{finished_reason=\"stop\"," + ml + "} 1",
         "vllm:request_success_total{finished_reason=\"length\"," + ml + "} 1",
         "vllm:time_to_first_token_seconds_bucket{" + ml + ",le=\"0.04\"} 1",
-        "vllm:time_to_first_token_seconds_count{" + ml + "} 1", "vllm:e2e_request_latency_seconds_count{" + ml + "} 2",
-        std::string("sickle_num_requests_running 2")})
+        "vllm:time_to_first_token_seconds_count{" + ml + "} 1",
+        "vllm:e2e_request_latency_seconds_count{" + ml + "} 2", std::string("sickle_num_requests_running 2")})
     EXPECT_NE(t.find("\n" + line + "\n"), std::string::npos) << line << "\n" << t;
 }
 

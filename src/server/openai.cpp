@@ -4,8 +4,8 @@
 #include <fmt/format.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -17,8 +17,12 @@ namespace sickle::server {
 
 using nlohmann::json;
 
-ApiError::ApiError(int status_, std::string message_, std::string param_, std::string type_, std::string code_)
-    : status(status_), message(std::move(message_)), param(std::move(param_)), type(std::move(type_)),
+ApiError::ApiError(int status_, std::string message_, std::string param_, std::string type_,
+                   std::string code_)
+    : status(status_),
+      message(std::move(message_)),
+      param(std::move(param_)),
+      type(std::move(type_)),
       code(std::move(code_)) {
   if (type.empty()) {
     // The error types api.openai.com uses for these statuses.
@@ -52,8 +56,9 @@ const char* type_name(const json& v) {
 }
 
 [[noreturn]] void bad_type(const std::string& field, const char* expected, const json& v) {
-  throw ApiError(400, fmt::format("Invalid type for '{}': expected {}, but got {}.", field, expected, type_name(v)),
-                 field, "invalid_request_error", "invalid_type");
+  throw ApiError(
+      400, fmt::format("Invalid type for '{}': expected {}, but got {}.", field, expected, type_name(v)),
+      field, "invalid_request_error", "invalid_type");
 }
 
 [[noreturn]] void bad_value(const std::string& field, const std::string& why) {
@@ -90,7 +95,8 @@ std::optional<int64_t> get_int(const json& o, const char* k, int64_t lo, int64_t
     return v;
   }
   if (!it->is_number_integer()) bad_type(k, "an integer", *it);
-  int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : it->get<int64_t>();
+  int64_t v =
+      it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : it->get<int64_t>();
   if (v < lo || v > hi) bad_value(k, fmt::format("{} is not in [{}, {}].", v, lo, hi));
   return v;
 }
@@ -103,19 +109,40 @@ void check_known(const json& body, const std::set<std::string>& known, const Par
       ignored.push_back(k);
       continue;
     }
-    throw ApiError(400, fmt::format("Unrecognized request argument supplied: {}", k), k, "invalid_request_error",
-                   "unknown_parameter");
+    throw ApiError(400, fmt::format("Unrecognized request argument supplied: {}", k), k,
+                   "invalid_request_error", "unknown_parameter");
   }
 }
 
 // Fields accepted by both endpoints (OpenAI's, plus vLLM's sampling extensions).
-const std::set<std::string> kCommonFields = {
-    "model",     "stream",          "stream_options",    "max_tokens",       "temperature", "top_p",
-    "top_k",     "min_p",           "seed",              "stop",             "n",           "user",
-    "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "ignore_eos",
-    "skip_special_tokens", "metadata", "store", "service_tier", "min_tokens", "stop_token_ids",
-    "include_stop_str_in_output",
-    "guided_json", "guided_regex", "guided_choice", "structured_outputs"};  // server/structured.h
+const std::set<std::string> kCommonFields = {"model",
+                                             "stream",
+                                             "stream_options",
+                                             "max_tokens",
+                                             "temperature",
+                                             "top_p",
+                                             "top_k",
+                                             "min_p",
+                                             "seed",
+                                             "stop",
+                                             "n",
+                                             "user",
+                                             "presence_penalty",
+                                             "frequency_penalty",
+                                             "repetition_penalty",
+                                             "logit_bias",
+                                             "ignore_eos",
+                                             "skip_special_tokens",
+                                             "metadata",
+                                             "store",
+                                             "service_tier",
+                                             "min_tokens",
+                                             "stop_token_ids",
+                                             "include_stop_str_in_output",
+                                             "guided_json",
+                                             "guided_regex",
+                                             "guided_choice",
+                                             "structured_outputs"};  // server/structured.h
 
 // min_max_tokens: 1 for chat; 0 for completions (max_tokens 0 = score the prompt only).
 void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
@@ -188,13 +215,15 @@ void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
   }
   if (auto v = get_int(body, "min_tokens", 0, INT32_MAX)) r.min_tokens = *v;
   if (r.max_tokens && r.min_tokens > *r.max_tokens)
-    bad_value("min_tokens", fmt::format("min_tokens ({}) must be <= max_tokens ({}).", r.min_tokens, *r.max_tokens));
+    bad_value("min_tokens",
+              fmt::format("min_tokens ({}) must be <= max_tokens ({}).", r.min_tokens, *r.max_tokens));
   if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
     if (!it->is_array()) bad_type("stop_token_ids", "an array of token ids", *it);
     for (auto& v : *it) {
       if (!v.is_number_integer()) bad_type("stop_token_ids", "an array of token ids", *it);
       const int64_t id = v.get<int64_t>();
-      if (id < 0 || id > INT32_MAX) bad_value("stop_token_ids", fmt::format("token id {} is out of range.", id));
+      if (id < 0 || id > INT32_MAX)
+        bad_value("stop_token_ids", fmt::format("token id {} is out of range.", id));
       r.stop_token_ids.push_back(int32_t(id));
     }
   }
@@ -215,8 +244,11 @@ json normalize_content(const json& c, const std::string& field) {
     std::string pf = fmt::format("{}[{}]", field, i);
     if (!part.is_object()) bad_type(pf, "an object", part);
     auto t = part.find("type");
-    if (t == part.end() || !t->is_string()) throw ApiError(400, fmt::format("Missing required parameter: '{}.type'.", pf), pf + ".type");
-    if (*t != "text") bad_value(pf + ".type", fmt::format("'{}' content parts are not supported (text only).", t->get<std::string>()));
+    if (t == part.end() || !t->is_string())
+      throw ApiError(400, fmt::format("Missing required parameter: '{}.type'.", pf), pf + ".type");
+    if (*t != "text")
+      bad_value(pf + ".type",
+                fmt::format("'{}' content parts are not supported (text only).", t->get<std::string>()));
     auto x = part.find("text");
     if (x == part.end() || !x->is_string()) bad_type(pf + ".text", "a string", x == part.end() ? json() : *x);
     text += x->get<std::string>();
@@ -226,7 +258,8 @@ json normalize_content(const json& c, const std::string& field) {
 
 json normalize_messages(const json& body) {
   auto it = body.find("messages");
-  if (it == body.end() || it->is_null()) throw ApiError(400, "Missing required parameter: 'messages'.", "messages");
+  if (it == body.end() || it->is_null())
+    throw ApiError(400, "Missing required parameter: 'messages'.", "messages");
   if (!it->is_array()) bad_type("messages", "an array", *it);
   if (it->empty()) bad_value("messages", "messages must not be empty.");
   json out = json::array();
@@ -264,14 +297,19 @@ json normalize_messages(const json& body) {
           std::string cf = fmt::format("{}.tool_calls[{}]", f, j);
           if (!call.is_object()) bad_type(cf, "an object", call);
           auto id = call.find("id");
-          if (id == call.end() || !id->is_string()) bad_type(cf + ".id", "a string", id == call.end() ? json() : *id);
+          if (id == call.end() || !id->is_string())
+            bad_type(cf + ".id", "a string", id == call.end() ? json() : *id);
           auto fn = call.find("function");
-          if (fn == call.end() || !fn->is_object()) bad_type(cf + ".function", "an object", fn == call.end() ? json() : *fn);
+          if (fn == call.end() || !fn->is_object())
+            bad_type(cf + ".function", "an object", fn == call.end() ? json() : *fn);
           auto name = fn->find("name");
-          if (name == fn->end() || !name->is_string()) bad_type(cf + ".function.name", "a string", name == fn->end() ? json() : *name);
+          if (name == fn->end() || !name->is_string())
+            bad_type(cf + ".function.name", "a string", name == fn->end() ? json() : *name);
           auto args = fn->find("arguments");
-          if (args == fn->end() || !args->is_string()) bad_type(cf + ".function.arguments", "a string", args == fn->end() ? json() : *args);
-          calls.push_back({{"id", *id}, {"type", "function"}, {"function", {{"name", *name}, {"arguments", *args}}}});
+          if (args == fn->end() || !args->is_string())
+            bad_type(cf + ".function.arguments", "a string", args == fn->end() ? json() : *args);
+          calls.push_back(
+              {{"id", *id}, {"type", "function"}, {"function", {{"name", *name}, {"arguments", *args}}}});
         }
         nm["tool_calls"] = calls;
       }
@@ -279,7 +317,8 @@ json normalize_messages(const json& body) {
     if (r == "tool") {
       auto id = m.find("tool_call_id");
       if (id == m.end() || !id->is_string())
-        throw ApiError(400, fmt::format("Missing required parameter: '{}.tool_call_id'.", f), f + ".tool_call_id");
+        throw ApiError(400, fmt::format("Missing required parameter: '{}.tool_call_id'.", f),
+                       f + ".tool_call_id");
       nm["tool_call_id"] = *id;
     }
     out.push_back(std::move(nm));
@@ -297,12 +336,15 @@ json normalize_tools(const json& body) {
     std::string f = fmt::format("tools[{}]", i);
     if (!t.is_object()) bad_type(f, "an object", t);
     auto ty = t.find("type");
-    if (ty == t.end() || !ty->is_string() || *ty != "function") bad_value(f + ".type", "only 'function' tools are supported.");
+    if (ty == t.end() || !ty->is_string() || *ty != "function")
+      bad_value(f + ".type", "only 'function' tools are supported.");
     auto fn = t.find("function");
-    if (fn == t.end() || !fn->is_object()) bad_type(f + ".function", "an object", fn == t.end() ? json() : *fn);
+    if (fn == t.end() || !fn->is_object())
+      bad_type(f + ".function", "an object", fn == t.end() ? json() : *fn);
     auto name = fn->find("name");
     if (name == fn->end() || !name->is_string() || name->get<std::string>().empty())
-      throw ApiError(400, fmt::format("Missing required parameter: '{}.function.name'.", f), f + ".function.name");
+      throw ApiError(400, fmt::format("Missing required parameter: '{}.function.name'.", f),
+                     f + ".function.name");
     if (auto p = fn->find("parameters"); p != fn->end() && !p->is_null() && !p->is_object())
       bad_type(f + ".function.parameters", "an object", *p);
     if (auto d = fn->find("description"); d != fn->end() && !d->is_null() && !d->is_string())
@@ -331,18 +373,21 @@ void apply_sampling_defaults(json& body, const json& defaults) {
 json parse_body(const std::string& text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
-    throw ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-                        "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-                   "", "invalid_request_error", "invalid_json");
+    throw ApiError(
+        400,
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+        "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+        "", "invalid_request_error", "invalid_json");
   if (!j.is_object()) bad_type("body", "an object", j);
   return j;
 }
 
 ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
   std::set<std::string> known = kCommonFields;
-  for (const char* k : {"messages", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs",
-                        "max_completion_tokens", "chat_template_kwargs", "response_format", "reasoning_effort",
-                        "function_call", "functions", "continue_final_message", "add_generation_prompt"})
+  for (const char* k :
+       {"messages", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs",
+        "max_completion_tokens", "chat_template_kwargs", "response_format", "reasoning_effort",
+        "function_call", "functions", "continue_final_message", "add_generation_prompt"})
     known.insert(k);
   ChatRequest r;
   check_known(body, known, opt, r.ignored_fields);
@@ -378,13 +423,16 @@ ChatRequest parse_chat_request(const json& body, const ParseOptions& opt) {
   r.add_generation_prompt = get_bool(body, "add_generation_prompt", true);
   r.continue_final_message = get_bool(body, "continue_final_message", false);
   if (r.add_generation_prompt && r.continue_final_message)
-    bad_value("continue_final_message", "cannot set both 'continue_final_message' and 'add_generation_prompt' to true.");
+    bad_value("continue_final_message",
+              "cannot set both 'continue_final_message' and 'add_generation_prompt' to true.");
   if (r.continue_final_message && !r.messages.back()["content"].is_string())
-    bad_value("continue_final_message", fmt::format("the final message (messages[{}]) has no text content to continue.",
-                                                    r.messages.size() - 1));
+    bad_value("continue_final_message",
+              fmt::format("the final message (messages[{}]) has no text content to continue.",
+                          r.messages.size() - 1));
   r.logprobs = get_bool(body, "logprobs", false);
   if (auto k = get_int(body, "top_logprobs", 0, 20)) {
-    if (!r.logprobs && *k > 0) bad_value("top_logprobs", "'logprobs' must be true when 'top_logprobs' is set.");
+    if (!r.logprobs && *k > 0)
+      bad_value("top_logprobs", "'logprobs' must be true when 'top_logprobs' is set.");
     r.top_logprobs = *k;
   }
   if (auto it = body.find("chat_template_kwargs"); it != body.end() && !it->is_null()) {
@@ -422,9 +470,10 @@ TokenizeRequest parse_tokenize_request(const json& body, const ParseOptions& opt
   if (auto it = body.find("add_special_tokens"); it != body.end() && !it->is_null()) {
     if (!it->is_boolean()) bad_type("add_special_tokens", "a boolean", *it);
     if (it->get<bool>())
-      bad_value("add_special_tokens", "this server adds no special tokens around a prompt or a rendered "
-                                      "conversation (the tokens are exactly what it would feed the model); only false "
-                                      "is supported.");
+      bad_value("add_special_tokens",
+                "this server adds no special tokens around a prompt or a rendered "
+                "conversation (the tokens are exactly what it would feed the model); only false "
+                "is supported.");
   }
   r.return_token_strs = get_bool(body, "return_token_strs", false);
   if (is_chat) {
@@ -442,7 +491,8 @@ TokenizeRequest parse_tokenize_request(const json& body, const ParseOptions& opt
     r.model = m->get<std::string>();
   }
   auto p = body.find("prompt");
-  if (p == body.end() || p->is_null()) throw ApiError(400, "Missing required parameter: 'prompt' (or 'messages').", "prompt");
+  if (p == body.end() || p->is_null())
+    throw ApiError(400, "Missing required parameter: 'prompt' (or 'messages').", "prompt");
   if (!p->is_string()) bad_type("prompt", "a string", *p);
   r.prompt = p->get<std::string>();
   return r;
@@ -506,8 +556,10 @@ CompletionRequest parse_completion_request(const json& body, const ParseOptions&
   r.prompt = r.prompts.front();
   r.echo = get_bool(body, "echo", false);
   r.logprobs = get_int(body, "logprobs", 0, 20);
-  if (auto s = body.find("suffix"); s != body.end() && !s->is_null()) bad_value("suffix", "suffix is not supported.");
-  if (auto b = get_int(body, "best_of", INT64_MIN, INT64_MAX); b && *b != 1) bad_value("best_of", "only best_of=1 is supported.");
+  if (auto s = body.find("suffix"); s != body.end() && !s->is_null())
+    bad_value("suffix", "suffix is not supported.");
+  if (auto b = get_int(body, "best_of", INT64_MIN, INT64_MAX); b && *b != 1)
+    bad_value("best_of", "only best_of=1 is supported.");
   if (!r.max_tokens) r.max_tokens = 16;  // the /v1/completions default
   return r;
 }
@@ -538,14 +590,16 @@ json chat_logprobs_json(const std::vector<TokenLogprob>& tokens) {
   json content = json::array();
   for (auto& t : tokens) {
     json top = json::array();
-    for (auto& a : t.top) top.push_back({{"token", a.token}, {"logprob", a.logprob}, {"bytes", bytes_of(a.token)}});
-    content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_of(t.token)}, {"top_logprobs", top}});
+    for (auto& a : t.top)
+      top.push_back({{"token", a.token}, {"logprob", a.logprob}, {"bytes", bytes_of(a.token)}});
+    content.push_back(
+        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_of(t.token)}, {"top_logprobs", top}});
   }
   return json{{"content", content}};
 }
 
-json chat_completion_json(const std::string& id, int64_t created, const std::string& model, const ChatChoice& c,
-                          const Usage& usage) {
+json chat_completion_json(const std::string& id, int64_t created, const std::string& model,
+                          const ChatChoice& c, const Usage& usage) {
   return chat_completion_json(id, created, model, std::vector<ChatChoice>{c}, usage);
 }
 
@@ -554,32 +608,40 @@ json chat_completion_json(const std::string& id, int64_t created, const std::str
   json choices = json::array();
   for (size_t i = 0; i < cs.size(); ++i) {
     const ChatChoice& c = cs[i];
-    json msg = {{"role", "assistant"}, {"content", c.content.empty() && !c.tool_calls.empty() ? json() : json(c.content)}};
+    json msg = {{"role", "assistant"},
+                {"content", c.content.empty() && !c.tool_calls.empty() ? json() : json(c.content)}};
     if (!c.reasoning.empty()) msg["reasoning_content"] = c.reasoning;
     if (!c.tool_calls.empty()) {
       json calls = json::array();
       for (auto& t : c.tool_calls)
-        calls.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
+        calls.push_back({{"id", t.id},
+                         {"type", "function"},
+                         {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
       msg["tool_calls"] = calls;
     }
-    choices.push_back({{"index", i}, {"message", msg}, {"finish_reason", c.finish_reason},
+    choices.push_back({{"index", i},
+                       {"message", msg},
+                       {"finish_reason", c.finish_reason},
                        {"logprobs", c.logprobs ? chat_logprobs_json(*c.logprobs) : json()},
                        {"stop_reason", c.stop_reason}});
   }
-  return json{{"id", id},       {"object", "chat.completion"}, {"created", created},
-              {"model", model}, {"choices", choices},          {"usage", usage.to_json()},
-              {"system_fingerprint", nullptr}};
+  return json{
+      {"id", id},           {"object", "chat.completion"}, {"created", created},           {"model", model},
+      {"choices", choices}, {"usage", usage.to_json()},    {"system_fingerprint", nullptr}};
 }
 
 json chat_chunk_json(const std::string& id, int64_t created, const std::string& model, const json& delta,
                      const std::optional<std::string>& finish_reason, const json& logprobs, int64_t index) {
-  json choice = {{"index", index}, {"delta", delta}, {"logprobs", logprobs},
+  json choice = {{"index", index},
+                 {"delta", delta},
+                 {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
   return json{{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
               {"model", model}, {"choices", json::array({choice})},  {"system_fingerprint", nullptr}};
 }
 
-json chat_usage_chunk_json(const std::string& id, int64_t created, const std::string& model, const Usage& usage) {
+json chat_usage_chunk_json(const std::string& id, int64_t created, const std::string& model,
+                           const Usage& usage) {
   return json{{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
               {"model", model}, {"choices", json::array()},          {"usage", usage.to_json()}};
 }
@@ -604,30 +666,42 @@ json completion_logprobs_json(const std::vector<CompletionToken>& tokens, int64_
   return json{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
 }
 
-json completion_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                     const std::string& finish_reason, const Usage& usage, const json& logprobs) {
-  return completion_json(id, created, model, std::vector<CompletionChoice>{{text, finish_reason, logprobs, nullptr}}, usage);
+json completion_json(const std::string& id, int64_t created, const std::string& model,
+                     const std::string& text, const std::string& finish_reason, const Usage& usage,
+                     const json& logprobs) {
+  return completion_json(id, created, model,
+                         std::vector<CompletionChoice>{{text, finish_reason, logprobs, nullptr}}, usage);
 }
 
 json completion_json(const std::string& id, int64_t created, const std::string& model,
                      const std::vector<CompletionChoice>& cs, const Usage& usage) {
   json choices = json::array();
   for (size_t i = 0; i < cs.size(); ++i)
-    choices.push_back({{"index", i}, {"text", cs[i].text}, {"logprobs", cs[i].logprobs}, {"finish_reason", cs[i].finish_reason},
+    choices.push_back({{"index", i},
+                       {"text", cs[i].text},
+                       {"logprobs", cs[i].logprobs},
+                       {"finish_reason", cs[i].finish_reason},
                        {"stop_reason", cs[i].stop_reason}});
   return json{{"id", id},       {"object", "text_completion"}, {"created", created},
               {"model", model}, {"choices", choices},          {"usage", usage.to_json()}};
 }
 
-json completion_chunk_json(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                           const std::optional<std::string>& finish_reason, int64_t index, const json& logprobs) {
-  json choice = {{"index", index}, {"text", text}, {"logprobs", logprobs},
+json completion_chunk_json(const std::string& id, int64_t created, const std::string& model,
+                           const std::string& text, const std::optional<std::string>& finish_reason,
+                           int64_t index, const json& logprobs) {
+  json choice = {{"index", index},
+                 {"text", text},
+                 {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json()}};
-  return json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
+  return json{{"id", id},
+              {"object", "text_completion"},
+              {"created", created},
+              {"model", model},
               {"choices", json::array({choice})}};
 }
 
-json completion_usage_chunk_json(const std::string& id, int64_t created, const std::string& model, const Usage& usage) {
+json completion_usage_chunk_json(const std::string& id, int64_t created, const std::string& model,
+                                 const Usage& usage) {
   return json{{"id", id},       {"object", "text_completion"}, {"created", created},
               {"model", model}, {"choices", json::array()},    {"usage", usage.to_json()}};
 }
@@ -635,7 +709,11 @@ json completion_usage_chunk_json(const std::string& id, int64_t created, const s
 json models_json(const std::vector<std::string>& ids, int64_t created, int64_t max_model_len) {
   json data = json::array();
   for (auto& id : ids)
-    data.push_back({{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "sickle"}, {"root", ids.front()},
+    data.push_back({{"id", id},
+                    {"object", "model"},
+                    {"created", created},
+                    {"owned_by", "sickle"},
+                    {"root", ids.front()},
                     {"max_model_len", max_model_len}});
   return json{{"object", "list"}, {"data", data}};
 }
@@ -644,8 +722,8 @@ std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; 
 
 std::string new_request_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
-  static const uint64_t salt = std::random_device{}() ^
-                               uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+  static const uint64_t salt =
+      std::random_device{}() ^ uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
   uint64_t x = salt + 0x9E3779B97F4A7C15ull * ++counter;  // splitmix64
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;

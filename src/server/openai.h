@@ -43,41 +43,41 @@ struct ParseOptions {
 
 // Sampling and stopping fields shared by both endpoints.
 struct SamplingFields {
-  std::string model;                   // empty = not given (optional, as vLLM: the served model)
+  std::string model;                        // empty = not given (optional, as vLLM: the served model)
   std::vector<std::string> ignored_fields;  // unknown fields when not strict
-  int64_t n = 1;                       // choices per prompt
+  int64_t n = 1;                            // choices per prompt
   bool stream = false;
-  bool include_usage = false;          // stream_options.include_usage
-  bool continuous_usage = false;       // stream_options.continuous_usage_stats (vLLM): usage in every chunk
-  std::optional<int64_t> max_tokens;   // max_tokens or max_completion_tokens
-  double temperature = 1.0;            // OpenAI's default
+  bool include_usage = false;         // stream_options.include_usage
+  bool continuous_usage = false;      // stream_options.continuous_usage_stats (vLLM): usage in every chunk
+  std::optional<int64_t> max_tokens;  // max_tokens or max_completion_tokens
+  double temperature = 1.0;           // OpenAI's default
   double top_p = 1.0;
-  int64_t top_k = 0;                   // vLLM extension; 0 = off
-  double min_p = 0.0;                  // vLLM extension
+  int64_t top_k = 0;   // vLLM extension; 0 = off
+  double min_p = 0.0;  // vLLM extension
   std::optional<uint64_t> seed;
-  std::vector<std::string> stop;       // at most 4 (OpenAI's limit)
-  bool ignore_eos = false;             // vLLM extension (benchmarks)
+  std::vector<std::string> stop;  // at most 4 (OpenAI's limit)
+  bool ignore_eos = false;        // vLLM extension (benchmarks)
   // Logits adjustments (model/sampler.h LogitsAdjust has the semantics, vLLM's).
-  double presence_penalty = 0;         // [-2, 2]
-  double frequency_penalty = 0;        // [-2, 2]
-  double repetition_penalty = 1;       // (0, 100]; vLLM extension
+  double presence_penalty = 0;                        // [-2, 2]
+  double frequency_penalty = 0;                       // [-2, 2]
+  double repetition_penalty = 1;                      // (0, 100]; vLLM extension
   std::vector<std::pair<int32_t, float>> logit_bias;  // {"id": bias}, bias in [-100, 100]
-  int64_t min_tokens = 0;              // vLLM extension
-  std::vector<int32_t> stop_token_ids; // vLLM extension
-  bool include_stop_str_in_output = false;  // vLLM extension
-  bool skip_special_tokens = true;     // vLLM extension
-  std::shared_ptr<const grammar::Grammar> grammar;  // structured output (server/structured.h); null = none
+  int64_t min_tokens = 0;                             // vLLM extension
+  std::vector<int32_t> stop_token_ids;                // vLLM extension
+  bool include_stop_str_in_output = false;            // vLLM extension
+  bool skip_special_tokens = true;                    // vLLM extension
+  std::shared_ptr<const grammar::Grammar> grammar;    // structured output (server/structured.h); null = none
 };
 
 struct ChatRequest : SamplingFields {
-  nlohmann::json messages;             // normalized: content is a string (or null)
-  nlohmann::ordered_json tools;        // array or null; the caller's key order once tools_in_order set it
-  std::string tool_choice = "auto";    // none | auto | required | the named function
-  std::string tool_choice_name;        // set when tool_choice names a function
-  bool parallel_tool_calls = true;     // false: the reply ends after its first tool call
+  nlohmann::json messages;           // normalized: content is a string (or null)
+  nlohmann::ordered_json tools;      // array or null; the caller's key order once tools_in_order set it
+  std::string tool_choice = "auto";  // none | auto | required | the named function
+  std::string tool_choice_name;      // set when tool_choice names a function
+  bool parallel_tool_calls = true;   // false: the reply ends after its first tool call
   bool logprobs = false;
-  int64_t top_logprobs = 0;            // 0..20
-  std::optional<bool> thinking;        // chat_template_kwargs.thinking (or enable_thinking)
+  int64_t top_logprobs = 0;      // 0..20
+  std::optional<bool> thinking;  // chat_template_kwargs.thinking (or enable_thinking)
   nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs, every key (vLLM)
   // vLLM's chat-template switches (transformers' apply_chat_template): add_generation_prompt
   // false renders the conversation alone; continue_final_message renders it and cuts the text
@@ -88,10 +88,10 @@ struct ChatRequest : SamplingFields {
 
 struct CompletionRequest : SamplingFields {
   using Prompt = std::variant<std::string, std::vector<int32_t>>;
-  Prompt prompt;                       // the first (or only) prompt
-  std::vector<Prompt> prompts;         // all of them: a list of strings or of token-id lists is a batch
+  Prompt prompt;                // the first (or only) prompt
+  std::vector<Prompt> prompts;  // all of them: a list of strings or of token-id lists is a batch
   bool echo = false;
-  std::optional<int64_t> logprobs;     // legacy completions logprobs (0..20, vLLM's max_logprobs)
+  std::optional<int64_t> logprobs;  // legacy completions logprobs (0..20, vLLM's max_logprobs)
 };
 
 // Both throw ApiError (400) naming the offending field.

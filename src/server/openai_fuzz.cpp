@@ -43,7 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     ChatRequest r = parse_chat_request(body);
-    if (r.stop.size() > 4 || r.top_logprobs < 0 || r.top_logprobs > 20 || !r.messages.is_array()) __builtin_trap();
+    if (r.stop.size() > 4 || r.top_logprobs < 0 || r.top_logprobs > 20 || !r.messages.is_array())
+      __builtin_trap();
     if (r.max_tokens && (*r.max_tokens < 1 || *r.max_tokens > INT32_MAX)) __builtin_trap();
     const bool thinking = r.thinking.value_or(false);
     sickle::RenderedPrompt prompt = g_codec->render_chat(r.messages, r.tools, thinking);

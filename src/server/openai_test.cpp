@@ -8,9 +8,7 @@ namespace {
 
 using nlohmann::json;
 
-json chat_body() {
-  return json::parse(R"({"model": "m", "messages": [{"role": "user", "content": "hi"}]})");
-}
+json chat_body() { return json::parse(R"({"model": "m", "messages": [{"role": "user", "content": "hi"}]})"); }
 
 // The ApiError a body produces (fails the test if it parses).
 ApiError chat_error(const json& body) {
@@ -96,7 +94,9 @@ TEST(OpenAI, RejectsWrongTypesNamingTheField) {
   json no_model = chat_body();
   no_model.erase("model");
   EXPECT_EQ(parse_chat_request(no_model).model, "");
-  EXPECT_EQ(parse_chat_request(json::parse(R"({"model":"m","messages":[{"role":"user","content":"x"}],"n":3})")).n, 3);
+  EXPECT_EQ(
+      parse_chat_request(json::parse(R"({"model":"m","messages":[{"role":"user","content":"x"}],"n":3})")).n,
+      3);
 }
 
 // Unknown fields: 400 when strict (the default, --strict-api), else listed and ignored.
@@ -129,8 +129,9 @@ TEST(OpenAI, VllmSamplingFields) {
   EXPECT_TRUE(r.include_stop_str_in_output);
   EXPECT_FALSE(r.skip_special_tokens);
   EXPECT_FALSE(r.parallel_tool_calls);
-  for (const char* bad : {R"({"logit_bias": {"x1": 1}})", R"({"logit_bias": {"1": 200}})", R"({"min_tokens": 10, "max_tokens": 2})",
-                          R"({"repetition_penalty": 0})", R"({"stop_token_ids": [-1]})", R"({"reasoning_effort": "low"})",
+  for (const char* bad : {R"({"logit_bias": {"x1": 1}})", R"({"logit_bias": {"1": 200}})",
+                          R"({"min_tokens": 10, "max_tokens": 2})", R"({"repetition_penalty": 0})",
+                          R"({"stop_token_ids": [-1]})", R"({"reasoning_effort": "low"})",
                           R"({"add_generation_prompt": true, "continue_final_message": true})"}) {
     json c = chat_body();
     c.merge_patch(json::parse(bad));
@@ -142,8 +143,11 @@ TEST(OpenAI, VllmSamplingFields) {
   g["continue_final_message"] = true;
   EXPECT_TRUE(parse_chat_request(g).continue_final_message);
   // Nothing to continue: the final message has no text.
-  g["messages"].push_back({{"role", "assistant"}, {"content", nullptr},
-                           {"tool_calls", {{{"id", "a"}, {"type", "function"}, {"function", {{"name", "f"}, {"arguments", "{}"}}}}}}});
+  g["messages"].push_back(
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"tool_calls",
+        {{{"id", "a"}, {"type", "function"}, {"function", {{"name", "f"}, {"arguments", "{}"}}}}}}});
   EXPECT_EQ(chat_error(g).param, "continue_final_message");
 }
 
@@ -158,7 +162,7 @@ TEST(OpenAI, GenerationConfigDefaults) {
   b["top_p"] = nullptr;
   apply_sampling_defaults(b, d);
   ChatRequest r = parse_chat_request(b);
-  EXPECT_EQ(r.temperature, 0);  // the request's own value wins
+  EXPECT_EQ(r.temperature, 0);     // the request's own value wins
   EXPECT_DOUBLE_EQ(r.top_p, 0.9);  // null = left out
   EXPECT_EQ(r.top_k, 40);
   EXPECT_DOUBLE_EQ(r.repetition_penalty, 1.1);

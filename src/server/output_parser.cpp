@@ -68,13 +68,15 @@ void OutputDelta::append(OutputDelta&& d) {
   for (auto& t : d.tool_calls) {
     if (!tool_calls.empty() && tool_calls.back().index == t.index && !t.is_first)
       tool_calls.back().arguments += t.arguments;
-    else
-      tool_calls.push_back(std::move(t));
+    else tool_calls.push_back(std::move(t));
   }
 }
 
-OutputParser::OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls, int64_t max_tool_calls)
-    : ids_(ids), state_(start_in_reasoning ? State::kReasoning : State::kContent), tool_calls_(tool_calls),
+OutputParser::OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls,
+                           int64_t max_tool_calls)
+    : ids_(ids),
+      state_(start_in_reasoning ? State::kReasoning : State::kContent),
+      tool_calls_(tool_calls),
       max_tool_calls_(max_tool_calls) {}
 
 namespace {
@@ -157,11 +159,8 @@ void OutputParser::emit_text(std::string_view text, OutputDelta& out) {
       reasoning_ += text;
       out.reasoning += text;
       break;
-    case State::kSection:
-      break;  // whitespace between calls
-    case State::kCallName:
-      call_id_ += text;
-      break;
+    case State::kSection: break;  // whitespace between calls
+    case State::kCallName: call_id_ += text; break;
     case State::kCallArgs: {
       if (skip_args_) break;
       int64_t index = int64_t(calls_.size()) - 1;
@@ -223,8 +222,7 @@ void OutputParser::on_marker(Marker m, OutputDelta& out) {
     case Marker::kSectionEnd:
       if (state_ != State::kReasoning) state_ = State::kContent;
       break;
-    case Marker::kCount:
-      break;
+    case Marker::kCount: break;
   }
 }
 
@@ -259,7 +257,8 @@ std::string StopMatcher::flush() {
   return std::exchange(pending_, {});
 }
 
-bool prompt_opens_reasoning(const TextCodec& codec, const MarkerIds& ids, const std::vector<int32_t>& prompt) {
+bool prompt_opens_reasoning(const TextCodec& codec, const MarkerIds& ids,
+                            const std::vector<int32_t>& prompt) {
   const int32_t think = ids.ids[int(Marker::kThinkBegin)];
   if (think < 0) return false;
   for (auto it = prompt.rbegin(); it != prompt.rend(); ++it) {
@@ -273,9 +272,14 @@ bool prompt_opens_reasoning(const TextCodec& codec, const MarkerIds& ids, const 
 
 // ---- pipelines ----
 
-ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text, bool start_in_reasoning)
-    : codec_(codec), ids_(ids), stream_(codec.new_stream()), stop_(std::move(text.stops), text.include_stop_str),
-      skip_special_(text.skip_special_tokens), parser_(ids, start_in_reasoning, text.tool_calls, text.max_tool_calls) {}
+ChatOutput::ChatOutput(const TextCodec& codec, const MarkerIds& ids, OutputOptions text,
+                       bool start_in_reasoning)
+    : codec_(codec),
+      ids_(ids),
+      stream_(codec.new_stream()),
+      stop_(std::move(text.stops), text.include_stop_str),
+      skip_special_(text.skip_special_tokens),
+      parser_(ids, start_in_reasoning, text.tool_calls, text.max_tool_calls) {}
 
 bool ChatOutput::push(int32_t id, OutputDelta& out) {
   if (stop_.stopped() || parser_.done()) return false;
@@ -302,7 +306,9 @@ void ChatOutput::finish(OutputDelta& out) {
 }
 
 TextOutput::TextOutput(const TextCodec& codec, OutputOptions text)
-    : codec_(codec), stream_(codec.new_stream()), stop_(std::move(text.stops), text.include_stop_str),
+    : codec_(codec),
+      stream_(codec.new_stream()),
+      stop_(std::move(text.stops), text.include_stop_str),
       skip_special_(text.skip_special_tokens) {}
 
 bool TextOutput::push(int32_t id, std::string& out) {

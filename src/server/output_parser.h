@@ -27,7 +27,16 @@
 
 namespace sickle::server {
 
-enum class Marker { kThinkBegin, kThinkEnd, kSectionBegin, kSectionEnd, kCallBegin, kArgBegin, kCallEnd, kCount };
+enum class Marker {
+  kThinkBegin,
+  kThinkEnd,
+  kSectionBegin,
+  kSectionEnd,
+  kCallBegin,
+  kArgBegin,
+  kCallEnd,
+  kCount
+};
 
 // The marker strings, in Marker order.
 const char* marker_text(Marker m);
@@ -57,7 +66,8 @@ class OutputParser {
   // tool_calls false (tool_choice "none", or no tools): tool-call markers are not parsed (their
   // tokens carry no text, the rest stays content). max_tool_calls > 0 (parallel_tool_calls
   // false: 1): done() once that many calls were read; later output is dropped.
-  OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls = true, int64_t max_tool_calls = 0);
+  OutputParser(const MarkerIds& ids, bool start_in_reasoning, bool tool_calls = true,
+               int64_t max_tool_calls = 0);
 
   // One token: a marker id switches state; any other id contributes `text` (its decoded text,
   // possibly empty while a UTF-8 character is incomplete). id -1 = text only.
@@ -81,8 +91,8 @@ class OutputParser {
 
   MarkerIds ids_;
   State state_;
-  std::string pending_;   // text not yet emitted: may be the start of a marker
-  std::string call_id_;   // the id text of the call being read
+  std::string pending_;     // text not yet emitted: may be the start of a marker
+  std::string call_id_;     // the id text of the call being read
   bool skip_args_ = false;  // the current call has no usable name
   bool tool_calls_ = true, done_ = false;
   int64_t max_tool_calls_ = 0;
@@ -116,10 +126,10 @@ class StopMatcher {
 // How a response turns tokens into text and message parts (vLLM's per-request detokenization options).
 struct OutputOptions {
   std::vector<std::string> stops;
-  bool include_stop_str = false;     // keep the matched stop string
-  bool skip_special_tokens = true;   // false: special tokens (not markers) contribute their text
-  bool tool_calls = true;            // chat: parse tool calls (OutputParser)
-  int64_t max_tool_calls = 0;        // chat: 0 = any number
+  bool include_stop_str = false;    // keep the matched stop string
+  bool skip_special_tokens = true;  // false: special tokens (not markers) contribute their text
+  bool tool_calls = true;           // chat: parse tool calls (OutputParser)
+  int64_t max_tool_calls = 0;       // chat: 0 = any number
 };
 
 // The prompt ends inside an open reasoning block, so the reply starts as reasoning: its last

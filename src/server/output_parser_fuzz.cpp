@@ -73,10 +73,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   Totals whole = parse_chunked(text, 0, in_reasoning), pieces = parse_chunked(text, chunk, in_reasoning);
-  if (whole.content != pieces.content || whole.reasoning != pieces.reasoning || whole.calls.size() != pieces.calls.size())
+  if (whole.content != pieces.content || whole.reasoning != pieces.reasoning ||
+      whole.calls.size() != pieces.calls.size())
     __builtin_trap();
   for (size_t i = 0; i < whole.calls.size(); ++i)
-    if (whole.calls[i].id != pieces.calls[i].id || whole.calls[i].arguments != pieces.calls[i].arguments) __builtin_trap();
+    if (whole.calls[i].id != pieces.calls[i].id || whole.calls[i].arguments != pieces.calls[i].arguments)
+      __builtin_trap();
 
   try {
     (void)sickle::parse_output(sickle::ChatFormat::kKimi, text, in_reasoning);
@@ -94,7 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!plain.push(id, s)) break;
     plain.finish(s);
     for (const auto& stop : stops)
-      if (s.find(stop) != std::string::npos) __builtin_trap();  // OpenAI drops the stop string and what follows
+      if (s.find(stop) != std::string::npos)
+        __builtin_trap();  // OpenAI drops the stop string and what follows
   } catch (const sickle::Error&) {
   }
   return 0;

@@ -52,7 +52,8 @@ void feed(ChatOutput& out, const std::vector<int32_t>& ids, Collected& c, std::v
 }
 
 // Feeds token ids (text from the fake codec) one at a time, collecting deltas.
-Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning, std::vector<OutputDelta>* deltas = nullptr) {
+Collected run_ids(const std::vector<int32_t>& ids, bool in_reasoning,
+                  std::vector<OutputDelta>* deltas = nullptr) {
   FakeCodec codec;
   MarkerIds m = MarkerIds::from(codec);
   ChatOutput out(codec, m, OutputOptions{}, in_reasoning);
@@ -173,7 +174,10 @@ TEST(OutputParser, MarkerLookalikesAreContent) {
 
 TEST(OutputParser, UnterminatedCallKeepsWhatArrived) {
   FakeCodec codec;
-  auto c = run_ids(codec.encode("<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{\"a\":"), false);
+  auto c = run_ids(
+      codec.encode(
+          "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{\"a\":"),
+      false);
   ASSERT_EQ(c.calls.size(), 1u);
   EXPECT_EQ(c.calls[0].name, "f");
   EXPECT_EQ(c.calls[0].arguments, "{\"a\":");
@@ -182,8 +186,10 @@ TEST(OutputParser, UnterminatedCallKeepsWhatArrived) {
 
 TEST(OutputParser, NamelessCallIsDropped) {
   FakeCodec codec;
-  auto c = run_ids(codec.encode("a<|tool_call_begin|><|tool_call_argument_begin|>{}<|tool_call_end|>"
-                                "<|tool_call_begin|>functions.:3<|tool_call_end|>b<|tool_calls_section_end|>c"), false);
+  auto c =
+      run_ids(codec.encode("a<|tool_call_begin|><|tool_call_argument_begin|>{}<|tool_call_end|>"
+                           "<|tool_call_begin|>functions.:3<|tool_call_end|>b<|tool_calls_section_end|>c"),
+              false);
   EXPECT_TRUE(c.calls.empty());
   EXPECT_EQ(c.content, "ac");
 }
@@ -227,10 +233,25 @@ TEST(OutputParser, BrokenTagBeforeAMarkerNeverJoinsIntoMarkerText) {
 TEST(OutputParser, ChunkingNeverChangesTheResult) {
   // Random texts of marker pieces, broken tags and plain text: any chunking gives the same
   // content, reasoning and calls as the whole text, and no marker text reaches content.
-  const std::vector<std::string> pieces = {"<", "<think>", "</think>", "<thi", "nk>", ">", " hi", "</", "<|",
-                                           "<|tool_call_begin|>", "<|tool_c", "all_end|>", "x", "functions.f:0",
-                                           "<|tool_call_argument_begin|>", "{}", "<|tool_call_end|>",
-                                           "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"};
+  const std::vector<std::string> pieces = {"<",
+                                           "<think>",
+                                           "</think>",
+                                           "<thi",
+                                           "nk>",
+                                           ">",
+                                           " hi",
+                                           "</",
+                                           "<|",
+                                           "<|tool_call_begin|>",
+                                           "<|tool_c",
+                                           "all_end|>",
+                                           "x",
+                                           "functions.f:0",
+                                           "<|tool_call_argument_begin|>",
+                                           "{}",
+                                           "<|tool_call_end|>",
+                                           "<|tool_calls_section_begin|>",
+                                           "<|tool_calls_section_end|>"};
   std::mt19937 rng(11);
   for (int trial = 0; trial < 400; ++trial) {
     std::string text;
@@ -247,7 +268,8 @@ TEST(OutputParser, ChunkingNeverChangesTheResult) {
       EXPECT_EQ(c.content, whole.content) << text << " / " << chunk;
       EXPECT_EQ(c.reasoning, whole.reasoning) << text << " / " << chunk;
       ASSERT_EQ(c.calls.size(), whole.calls.size()) << text << " / " << chunk;
-      for (size_t k = 0; k < c.calls.size(); ++k) EXPECT_EQ(c.calls[k].arguments, whole.calls[k].arguments) << text;
+      for (size_t k = 0; k < c.calls.size(); ++k)
+        EXPECT_EQ(c.calls[k].arguments, whole.calls[k].arguments) << text;
     }
   }
 }
@@ -255,9 +277,11 @@ TEST(OutputParser, ChunkingNeverChangesTheResult) {
 TEST(OutputParser, PromptTailOpensReasoning) {
   FakeCodec codec;
   const MarkerIds m = MarkerIds::from(codec);
-  auto opens = [&](const std::string& prompt) { return prompt_opens_reasoning(codec, m, codec.encode(prompt)); };
-  EXPECT_TRUE(opens("user: hi\nassistant:<think>"));      // the built-in Kimi format
-  EXPECT_TRUE(opens("user: hi\nassistant:<think>\n"));    // Qwen3 / Kimi-Thinking templates
+  auto opens = [&](const std::string& prompt) {
+    return prompt_opens_reasoning(codec, m, codec.encode(prompt));
+  };
+  EXPECT_TRUE(opens("user: hi\nassistant:<think>"));    // the built-in Kimi format
+  EXPECT_TRUE(opens("user: hi\nassistant:<think>\n"));  // Qwen3 / Kimi-Thinking templates
   EXPECT_TRUE(opens("assistant:<think> \n\t\r\n"));
   EXPECT_FALSE(opens("assistant:<think></think>"));
   EXPECT_FALSE(opens("assistant:<think></think>\n\n"));
@@ -367,7 +391,9 @@ TEST(ChatOutput, ToolParsingOffAndFirstCallOnly) {
   Collected c;
   feed(plain, codec.encode(kToolOutput), c, nullptr);
   EXPECT_TRUE(plain.parser().tool_calls().empty());
-  EXPECT_EQ(c.content, "Let me check.functions.get_weather:0{\"city\": \"Paris\", \"unit\": \"c\"} functions.web.search:1 {}");
+  EXPECT_EQ(
+      c.content,
+      "Let me check.functions.get_weather:0{\"city\": \"Paris\", \"unit\": \"c\"} functions.web.search:1 {}");
   OutputParser text_only(MarkerIds::none(), false, /*tool_calls=*/false);
   OutputDelta d;
   text_only.push(-1, "a<|tool_call_begin|>b<think>c</think>", d);

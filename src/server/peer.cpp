@@ -16,14 +16,12 @@ namespace {
 
 // Port and numeric host of a socket address (httplib's get_remote_ip_and_port does the same).
 bool endpoint_of(const sockaddr_storage& a, socklen_t len, std::string& host, int& port) {
-  if (a.ss_family == AF_INET)
-    port = ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
-  else if (a.ss_family == AF_INET6)
-    port = ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
-  else
-    return false;
+  if (a.ss_family == AF_INET) port = ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  else if (a.ss_family == AF_INET6) port = ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  else return false;
   char buf[NI_MAXHOST];
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) != 0)
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) !=
+      0)
     return false;
   host = buf;
   return true;
@@ -31,7 +29,8 @@ bool endpoint_of(const sockaddr_storage& a, socklen_t len, std::string& host, in
 
 }  // namespace
 
-int find_tcp_socket(const std::string& local_addr, int local_port, const std::string& remote_addr, int remote_port) {
+int find_tcp_socket(const std::string& local_addr, int local_port, const std::string& remote_addr,
+                    int remote_port) {
   if (local_port <= 0 || remote_port <= 0) return -1;
   DIR* dir = opendir("/proc/self/fd");
   if (!dir) return -1;
@@ -50,7 +49,8 @@ int find_tcp_socket(const std::string& local_addr, int local_port, const std::st
     if (!endpoint_of(a, len, host, port) || port != local_port) continue;
     const bool local_same = host == local_addr;
     len = sizeof a;
-    if (getpeername(int(fd), reinterpret_cast<sockaddr*>(&a), &len) != 0) continue;  // e.g. the listening socket
+    if (getpeername(int(fd), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      continue;  // e.g. the listening socket
     if (!endpoint_of(a, len, host, port) || port != remote_port) continue;
     if (local_same && host == remote_addr) {
       exact = int(fd);
@@ -81,8 +81,12 @@ bool peer_closed(int fd) {
 
 PeerWatch::PeerWatch(std::string local_addr, int local_port, std::string remote_addr, int remote_port,
                      std::chrono::milliseconds interval)
-    : local_addr_(std::move(local_addr)), remote_addr_(std::move(remote_addr)), local_port_(local_port),
-      remote_port_(remote_port), interval_(interval), next_(std::chrono::steady_clock::now() + interval) {}
+    : local_addr_(std::move(local_addr)),
+      remote_addr_(std::move(remote_addr)),
+      local_port_(local_port),
+      remote_port_(remote_port),
+      interval_(interval),
+      next_(std::chrono::steady_clock::now() + interval) {}
 
 bool PeerWatch::gone() {
   if (gone_) return true;

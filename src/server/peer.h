@@ -15,7 +15,8 @@ namespace sickle::server {
 
 // This process's socket of the TCP connection with these endpoints (addresses as numeric
 // strings, as httplib writes them), or -1.
-int find_tcp_socket(const std::string& local_addr, int local_port, const std::string& remote_addr, int remote_port);
+int find_tcp_socket(const std::string& local_addr, int local_port, const std::string& remote_addr,
+                    int remote_port);
 
 // True when the peer closed its end (FIN or RST): it cannot be waiting for a response.
 // Never blocks; data the peer sent (a pipelined request) does not count as closed.

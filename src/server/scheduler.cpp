@@ -42,11 +42,13 @@ class ModelEngine : public Engine {
   }
   std::unique_ptr<EngineSequence> fork(const EngineSequence& seq) override {
     // Sequence is a value (its cache rows): a copy is an independent sequence at the same point.
-    return std::make_unique<ModelSequence>(std::make_unique<Sequence>(*static_cast<const ModelSequence&>(seq).get()));
+    return std::make_unique<ModelSequence>(
+        std::make_unique<Sequence>(*static_cast<const ModelSequence&>(seq).get()));
   }
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
     steps_.clear();
-    for (auto& it : items) steps_.push_back(StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, it.all_logits});
+    for (auto& it : items)
+      steps_.push_back(StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, it.all_logits});
     m_.forward(std::span<StepItem>(steps_), logits);
   }
   int64_t vocab_size() const override { return m_.vocab_size(); }
@@ -112,7 +114,8 @@ GenToken token_logprobs(const float* row, int64_t vocab, int32_t id, int64_t top
     std::iota(idx.begin(), idx.end(), 0);
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
                       [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
-    for (int64_t j = 0; j < k; ++j) t.top.emplace_back(idx[size_t(j)], float(double(row[idx[size_t(j)]]) - lse));
+    for (int64_t j = 0; j < k; ++j)
+      t.top.emplace_back(idx[size_t(j)], float(double(row[idx[size_t(j)]]) - lse));
   }
   return t;
 }
@@ -168,10 +171,12 @@ struct Scheduler::Live {
 
 Scheduler::Scheduler(Engine& engine, SchedulerOptions options, Metrics* metrics)
     : engine_(engine), opt_(options), metrics_(metrics), bytes_per_token_(engine.kv_bytes_per_token()) {
-  if (opt_.max_model_len <= 0 || opt_.max_model_len > engine_.max_context()) opt_.max_model_len = engine_.max_context();
+  if (opt_.max_model_len <= 0 || opt_.max_model_len > engine_.max_context())
+    opt_.max_model_len = engine_.max_context();
   opt_.max_num_seqs = std::max<int64_t>(1, opt_.max_num_seqs);
   opt_.prefill_chunk = std::max<int64_t>(1, opt_.prefill_chunk);
-  if (opt_.kv_budget_bytes == 0) opt_.kv_budget_bytes = uint64_t(opt_.max_num_seqs) * uint64_t(opt_.max_model_len) * bytes_per_token_;
+  if (opt_.kv_budget_bytes == 0)
+    opt_.kv_budget_bytes = uint64_t(opt_.max_num_seqs) * uint64_t(opt_.max_model_len) * bytes_per_token_;
   gauges_.kv_budget_bytes = opt_.kv_budget_bytes;
   thread_ = std::thread([this] { loop(); });
 }
@@ -210,26 +215,30 @@ std::shared_ptr<GenHandle> Scheduler::submit(GenRequest req) {
   return submit_n(std::move(req), {seed}).front();
 }
 
-std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req, const std::vector<uint64_t>& seeds) {
+std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req,
+                                                            const std::vector<uint64_t>& seeds) {
   const int64_t n_prompt = int64_t(req.prompt.size());
   if (n_prompt == 0) throw ApiError(400, "The prompt is empty.", "messages");
   const int64_t vocab = engine_.vocab_size();
   for (int32_t t : req.prompt)
-    if (t < 0 || t >= vocab) throw ApiError(400, fmt::format("Token id {} is out of vocabulary [0, {}).", t, vocab), "prompt");
+    if (t < 0 || t >= vocab)
+      throw ApiError(400, fmt::format("Token id {} is out of vocabulary [0, {}).", t, vocab), "prompt");
   const int64_t max_len = opt_.max_model_len;
   if (n_prompt >= max_len)
-    throw ApiError(400,
-                   fmt::format("This model's maximum context length is {} tokens. However, your request has {} input "
-                               "tokens. Please reduce the length of the input messages.",
-                               max_len, n_prompt),
-                   "messages", "invalid_request_error", "context_length_exceeded");
+    throw ApiError(
+        400,
+        fmt::format("This model's maximum context length is {} tokens. However, your request has {} input "
+                    "tokens. Please reduce the length of the input messages.",
+                    max_len, n_prompt),
+        "messages", "invalid_request_error", "context_length_exceeded");
   if (req.max_tokens > 0 && n_prompt + req.max_tokens > max_len)
-    throw ApiError(400,
-                   fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
-                               "({} in the messages, {} in the completion). Please reduce the length of the messages "
-                               "or completion.",
-                               max_len, n_prompt + req.max_tokens, n_prompt, req.max_tokens),
-                   "max_tokens", "invalid_request_error", "context_length_exceeded");
+    throw ApiError(
+        400,
+        fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
+                    "({} in the messages, {} in the completion). Please reduce the length of the messages "
+                    "or completion.",
+                    max_len, n_prompt + req.max_tokens, n_prompt, req.max_tokens),
+        "max_tokens", "invalid_request_error", "context_length_exceeded");
   // As vLLM: an unset max_tokens (<= 0) means whatever the context leaves (no silent cap). The
   // request reserves that much KV cache (at most the whole budget): when the budget is short it
   // waits for running requests to finish rather than being cut off early.
@@ -241,19 +250,23 @@ std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req, cons
   }
   const int64_t n = std::max<int64_t>(1, int64_t(seeds.size()));
   if (n > opt_.max_num_seqs)
-    throw ApiError(400, fmt::format("n = {} choices exceed the server's --max-num-seqs ({}).", n, opt_.max_num_seqs), "n");
+    throw ApiError(
+        400, fmt::format("n = {} choices exceed the server's --max-num-seqs ({}).", n, opt_.max_num_seqs),
+        "n");
   if (n > 1 && uint64_t(n) * reserve_of(req) > opt_.kv_budget_bytes)
-    throw ApiError(400,
-                   fmt::format("{} choices of {} tokens each need more KV cache than the server's budget ({} bytes); "
-                               "lower n or max_tokens.",
-                               n, n_prompt + req.max_tokens, opt_.kv_budget_bytes),
-                   "n", "invalid_request_error", "kv_budget_exceeded");
+    throw ApiError(
+        400,
+        fmt::format("{} choices of {} tokens each need more KV cache than the server's budget ({} bytes); "
+                    "lower n or max_tokens.",
+                    n, n_prompt + req.max_tokens, opt_.kv_budget_bytes),
+        "n", "invalid_request_error", "kv_budget_exceeded");
   if (reserve_of(req) > opt_.kv_budget_bytes)
-    throw ApiError(400,
-                   fmt::format("The request needs {} tokens of KV cache ({} bytes) but the server's KV budget is {} "
-                               "bytes; lower max_tokens or shorten the prompt.",
-                               n_prompt + req.max_tokens, reserve_of(req), opt_.kv_budget_bytes),
-                   "max_tokens", "invalid_request_error", "kv_budget_exceeded");
+    throw ApiError(
+        400,
+        fmt::format("The request needs {} tokens of KV cache ({} bytes) but the server's KV budget is {} "
+                    "bytes; lower max_tokens or shorten the prompt.",
+                    n_prompt + req.max_tokens, reserve_of(req), opt_.kv_budget_bytes),
+        "max_tokens", "invalid_request_error", "kv_budget_exceeded");
   std::vector<std::shared_ptr<GenHandle>> handles;
   Waiting w{nullptr, std::move(req), Clock::now(), {}};
   for (int64_t i = 0; i < n; ++i) {
@@ -271,8 +284,8 @@ std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req, cons
     std::lock_guard lk(mu_);
     if (stop_) throw ApiError(503, "The server is shutting down.");
     if (int64_t(inbox_.size()) + gauges_.waiting >= opt_.max_waiting)
-      throw ApiError(503, fmt::format("Too many requests waiting ({}); retry later.", opt_.max_waiting), "", "server_error",
-                     "queue_full");
+      throw ApiError(503, fmt::format("Too many requests waiting ({}); retry later.", opt_.max_waiting), "",
+                     "server_error", "queue_full");
     inbox_.push_back(std::move(w));
   }
   cv_.notify_all();
@@ -399,7 +412,8 @@ void Scheduler::retire(Live& s, Finish f, const std::string& error) {
   // Choices not started yet (the prompt was not read): they end as their parent did.
   for (auto& fk : s.forks) fk.first->end(f == Finish::kError ? f : Finish::kCancelled, error);
   s.forks.clear();
-  if (metrics_) metrics_->on_finished(finish_name(f), std::chrono::duration<double>(Clock::now() - s.arrival).count());
+  if (metrics_)
+    metrics_->on_finished(finish_name(f), std::chrono::duration<double>(Clock::now() - s.arrival).count());
   if ((f == Finish::kStop || f == Finish::kLength) && opt_.prefix_cache_entries > 0 && !s.tokens.empty() &&
       s.seq->n_past() == int64_t(s.tokens.size())) {
     reserved_bytes_ += uint64_t(s.tokens.size()) * bytes_per_token_;
@@ -431,7 +445,8 @@ void Scheduler::step() {
   for (auto& s : live_) {
     if (!s->is_prefilling() || budget <= 0) continue;
     int64_t n = std::min<int64_t>(budget, int64_t(s->req.prompt.size() - s->n_fed_prompt));
-    items.push_back(EngineItem{s->seq.get(), std::span<const int32_t>(s->req.prompt.data() + s->n_fed_prompt, size_t(n)),
+    items.push_back(EngineItem{s->seq.get(),
+                               std::span<const int32_t>(s->req.prompt.data() + s->n_fed_prompt, size_t(n)),
                                s->req.prompt_logprobs >= 0});
     owners.push_back(s.get());
     budget -= n;
@@ -464,7 +479,8 @@ void Scheduler::step() {
   const int64_t vocab = engine_.vocab_size();
   int64_t n_rows = 0;
   for (auto& it : items) n_rows += it.all_logits ? int64_t(it.tokens.size()) : 1;
-  SICKLE_CHECK(int64_t(logits_.size()) == n_rows * vocab, "forward returned {} logits for {} rows", logits_.size(), n_rows);
+  SICKLE_CHECK(int64_t(logits_.size()) == n_rows * vocab, "forward returned {} logits for {} rows",
+               logits_.size(), n_rows);
   const auto now = Clock::now();
   n_new_ = 0;
   int64_t row0 = 0;  // the first logits row of item i
@@ -478,8 +494,8 @@ void Scheduler::step() {
       for (int64_t j = 0; j < n_item; ++j) {
         const size_t next_pos = s.n_fed_prompt + size_t(j) + 1;
         if (next_pos >= s.req.prompt.size()) break;
-        s.prompt_lps.push_back(token_logprobs(logits_.data() + (item_row0 + j) * vocab, vocab, s.req.prompt[next_pos],
-                                              s.req.prompt_logprobs));
+        s.prompt_lps.push_back(token_logprobs(logits_.data() + (item_row0 + j) * vocab, vocab,
+                                              s.req.prompt[next_pos], s.req.prompt_logprobs));
       }
     }
     s.tokens.insert(s.tokens.end(), items[i].tokens.begin(), items[i].tokens.end());
@@ -519,22 +535,20 @@ void Scheduler::emit(Live& s, const float* row, Clock::time_point now) {
   if (s.constraint) s.constraint->accept(id);
   s.adjuster.on_output(id);
   GenToken t;
-  if (s.req.top_logprobs >= 0)
-    t = token_logprobs(row, vocab, id, s.req.top_logprobs);
-  else
-    t.id = id;
+  if (s.req.top_logprobs >= 0) t = token_logprobs(row, vocab, id, s.req.top_logprobs);
+  else t.id = id;
   ++s.n_generated;
   ++n_new_;
   s.h->n_generated_ = s.n_generated;
   if (metrics_) {
-    if (s.n_generated == 1)
-      metrics_->on_ttft(std::chrono::duration<double>(now - s.arrival).count());
-    else
-      metrics_->on_itl(std::chrono::duration<double>(now - s.last_token).count());
+    if (s.n_generated == 1) metrics_->on_ttft(std::chrono::duration<double>(now - s.arrival).count());
+    else metrics_->on_itl(std::chrono::duration<double>(now - s.last_token).count());
   }
   s.last_token = now;
   s.h->push(std::move(t));
-  auto has = [id](const std::vector<int32_t>& ids) { return std::find(ids.begin(), ids.end(), id) != ids.end(); };
+  auto has = [id](const std::vector<int32_t>& ids) {
+    return std::find(ids.begin(), ids.end(), id) != ids.end();
+  };
   const bool is_stop = (!s.req.ignore_eos && has(s.req.stop_ids)) || has(s.req.stop_token_ids);
   if (is_stop) {
     retire(s, Finish::kStop);
@@ -575,10 +589,8 @@ void Scheduler::spawn_forks(Live& parent, const float* row, Clock::time_point no
     if (h->is_cancelled()) {
       retire(child, Finish::kCancelled);
     } else if (!child.is_prefilling()) {
-      if (child.req.prompt_only)
-        retire(child, Finish::kLength);
-      else
-        emit(child, row, now);
+      if (child.req.prompt_only) retire(child, Finish::kLength);
+      else emit(child, row, now);
     }
   }
   parent.forks_reserved -= each * parent.forks.size();

@@ -81,17 +81,17 @@ std::unique_ptr<Engine> make_engine(Model& model);
 
 struct GenRequest {
   std::vector<int32_t> prompt;
-  int64_t max_tokens = 0;         // <= 0: what the context (and the whole KV budget) leave
+  int64_t max_tokens = 0;  // <= 0: what the context (and the whole KV budget) leave
   SamplingParams sampling;
-  LogitsAdjust adjust;            // penalties, logit_bias, min_tokens (its blocked ids: filled in
-                                  // at admission from stop_ids + stop_token_ids)
-  std::vector<int32_t> stop_ids;  // end generation (EOS and the like; ignore_eos disables them)
+  LogitsAdjust adjust;                  // penalties, logit_bias, min_tokens (its blocked ids: filled in
+                                        // at admission from stop_ids + stop_token_ids)
+  std::vector<int32_t> stop_ids;        // end generation (EOS and the like; ignore_eos disables them)
   std::vector<int32_t> stop_token_ids;  // the request's own stop ids (vLLM: even with ignore_eos)
   bool ignore_eos = false;
-  int64_t top_logprobs = -1;      // -1: no logprobs; 0: the chosen token's; k: and the top k
-  int64_t prompt_logprobs = -1;   // as top_logprobs, for each prompt token after the first (the
-                                  // prompt is then read in full, not taken from the prefix cache)
-  bool prompt_only = false;       // max_tokens 0: read the prompt, generate nothing (kLength)
+  int64_t top_logprobs = -1;     // -1: no logprobs; 0: the chosen token's; k: and the top k
+  int64_t prompt_logprobs = -1;  // as top_logprobs, for each prompt token after the first (the
+                                 // prompt is then read in full, not taken from the prefix cache)
+  bool prompt_only = false;      // max_tokens 0: read the prompt, generate nothing (kLength)
   // Structured output (server/structured.h): a constraint per sequence masks the logits right
   // before sampling (logprobs then describe the constrained distribution).
   std::function<std::unique_ptr<grammar::TokenConstraint>()> make_constraint;
@@ -151,10 +151,10 @@ class GenHandle {
 
 struct SchedulerOptions {
   int64_t max_num_seqs = 8;
-  int64_t max_model_len = 0;       // 0 = the engine's max context
-  int64_t prefill_chunk = 256;     // prompt tokens per step, over all sequences
-  uint64_t kv_budget_bytes = 0;    // 0 = room for max_num_seqs sequences of max_model_len
-  int64_t max_waiting = 1024;      // queue bound; submit() refuses past it (503)
+  int64_t max_model_len = 0;     // 0 = the engine's max context
+  int64_t prefill_chunk = 256;   // prompt tokens per step, over all sequences
+  uint64_t kv_budget_bytes = 0;  // 0 = room for max_num_seqs sequences of max_model_len
+  int64_t max_waiting = 1024;    // queue bound; submit() refuses past it (503)
   int64_t prefix_cache_entries = 32;
 };
 

@@ -17,8 +17,8 @@
 namespace sickle::server {
 namespace {
 
-using testing::FakeEngine;
 using testing::fake_reference;
+using testing::FakeEngine;
 
 namespace fs = std::filesystem;
 
@@ -212,7 +212,8 @@ TEST(Scheduler, BatchingDoesNotChangeOutputs) {
   for (int i = 0; i < 8; ++i) prompts.push_back(make_prompt(5 + 9 * i, 10 + i));
   std::vector<std::shared_ptr<GenHandle>> hs;
   for (auto& p : prompts) hs.push_back(s.submit(greedy(p, 24)));
-  for (size_t i = 0; i < hs.size(); ++i) EXPECT_EQ(drain(*hs[i]), fake_reference(prompts[i], 24, kVocab)) << i;
+  for (size_t i = 0; i < hs.size(); ++i)
+    EXPECT_EQ(drain(*hs[i]), fake_reference(prompts[i], 24, kVocab)) << i;
   EXPECT_GT(s.max_batch_seen(), 4);  // they really ran together
 }
 
@@ -288,7 +289,8 @@ TEST(Scheduler, CancelFreesSequence) {
   h->cancel();
   drain(*h);
   EXPECT_EQ(h->finish(), Finish::kCancelled);
-  for (int i = 0; i < 100 && s.gauges().running > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 100 && s.gauges().running > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   auto g = s.gauges();
   EXPECT_EQ(g.running, 0);
   EXPECT_EQ(g.prefix_cache_entries, 0);  // a cancelled sequence is not kept
@@ -357,7 +359,8 @@ TEST(Scheduler, NonFiniteFailsOnlyTheRequestsItNames) {
   const auto p1 = make_prompt(6, 1), p2 = make_prompt(9, 2);
   const auto r1 = fake_reference(p1, 40, V), r2 = fake_reference(p2, 40, V);
   int32_t bad = 100;  // above the ids of the bad prompt's other tokens
-  while (std::find(r1.begin(), r1.end(), bad) != r1.end() || std::find(r2.begin(), r2.end(), bad) != r2.end() ||
+  while (std::find(r1.begin(), r1.end(), bad) != r1.end() ||
+         std::find(r2.begin(), r2.end(), bad) != r2.end() ||
          std::find(p1.begin(), p1.end(), bad) != p1.end() || std::find(p2.begin(), p2.end(), bad) != p2.end())
     ++bad;
   eng.nonfinite = bad;
@@ -383,7 +386,8 @@ TEST(Scheduler, NonFiniteFailsOnlyTheRequestsItNames) {
 TEST(Scheduler, RealModelWithANanWeightFailsRequestsNamingTheLayer) {
   test_util::TempDir t("sickle-sched-nan");
   const fs::path demo = fs::path(SICKLE_SOURCE_DIR) / "models/brown-kimi";
-  test_util::poked_copy(demo, t.path / "m", Checkpoint::open(demo)->names().layer(2, "self_attn.o_proj.weight"), 0,
+  test_util::poked_copy(demo, t.path / "m",
+                        Checkpoint::open(demo)->names().layer(2, "self_attn.o_proj.weight"), 0,
                         test_util::Poke::kNaN);
   ModelOptions mo;
   mo.n_threads = 2;
@@ -394,7 +398,8 @@ TEST(Scheduler, RealModelWithANanWeightFailsRequestsNamingTheLayer) {
     auto h = s.submit(greedy({5, 17, 300, int32_t(40 + i)}, 4));
     EXPECT_TRUE(drain(*h).empty());
     EXPECT_EQ(h->finish(), Finish::kError);
-    EXPECT_EQ(h->error().rfind("layer 2 (attention output): non-finite activation (NaN) at token ", 0), 0u) << h->error();
+    EXPECT_EQ(h->error().rfind("layer 2 (attention output): non-finite activation (NaN) at token ", 0), 0u)
+        << h->error();
   }
 }
 
@@ -416,7 +421,8 @@ TEST(Scheduler, LogprobsAreNormalized) {
     EXPECT_GE(t.top[0].second, t.top[1].second);
     // One logit of 5 against 63 of at most 0.6: p(best) = e^5 / (e^5 + sum e^bg).
     double bg = 0;
-    for (int v = 0; v < kVocab; ++v) if (v != t.id) bg += std::exp((v % 7) * 0.1);
+    for (int v = 0; v < kVocab; ++v)
+      if (v != t.id) bg += std::exp((v % 7) * 0.1);
     EXPECT_NEAR(t.logprob, std::log(std::exp(5.0) / (std::exp(5.0) + bg)), 1e-4);
   }
 }

@@ -109,7 +109,8 @@ class ScriptedEngine : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> make_scripted_engine(const TextCodec& codec, const nlohmann::json& rules, int64_t max_context) {
+std::unique_ptr<Engine> make_scripted_engine(const TextCodec& codec, const nlohmann::json& rules,
+                                             int64_t max_context) {
   return std::make_unique<ScriptedEngine>(codec, rules, max_context);
 }
 

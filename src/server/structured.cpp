@@ -1,7 +1,6 @@
 // sickle/server/structured.cpp — request fields to grammars, and per-sequence constraints (see structured.h).
 #include "server/structured.h"
 
-
 #include "base/error.h"
 #include "grammar/json_schema.h"
 #include "grammar/regex_grammar.h"
@@ -54,12 +53,14 @@ std::shared_ptr<const grammar::Grammar> choice(const std::string& field, const j
 std::shared_ptr<const grammar::Grammar> response_format(const json& rf) {
   if (!rf.is_object()) bad("response_format", "expected an object.");
   auto t = rf.find("type");
-  if (t == rf.end() || !t->is_string()) bad("response_format.type", "expected 'text', 'json_object' or 'json_schema'.");
+  if (t == rf.end() || !t->is_string())
+    bad("response_format.type", "expected 'text', 'json_object' or 'json_schema'.");
   if (*t == "text") return nullptr;
   if (*t == "json_object") return grammar::json_object_grammar();
   if (*t != "json_schema") bad("response_format.type", "expected 'text', 'json_object' or 'json_schema'.");
   auto js = rf.find("json_schema");
-  if (js == rf.end() || !js->is_object()) bad("response_format.json_schema", "expected an object with 'name' and 'schema'.");
+  if (js == rf.end() || !js->is_object())
+    bad("response_format.json_schema", "expected an object with 'name' and 'schema'.");
   auto name = js->find("name");
   if (name == js->end() || !name->is_string()) bad("response_format.json_schema.name", "expected a string.");
   bool strict = false;
@@ -80,13 +81,16 @@ std::shared_ptr<const grammar::Grammar> parse_structured(const json& body, bool 
   for (const char* k : kStructuredFields)
     if (auto it = body.find(k); it != body.end() && !it->is_null()) given.push_back(k);
   if (with_response_format)
-    if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) given.push_back("response_format");
+    if (auto it = body.find("response_format"); it != body.end() && !it->is_null())
+      given.push_back("response_format");
   if (given.empty()) return nullptr;
-  if (given.size() > 1) bad(given[1], fmt::format("only one of '{}' and '{}' may be given.", given[0], given[1]));
+  if (given.size() > 1)
+    bad(given[1], fmt::format("only one of '{}' and '{}' may be given.", given[0], given[1]));
   const std::string& f = given[0];
   const json& v = body[f];
   if (f == "response_format") return response_format(v);
-  if (f == "guided_json") return schema(f, v.is_string() ? json::parse(v.get<std::string>(), nullptr, false) : v, false);
+  if (f == "guided_json")
+    return schema(f, v.is_string() ? json::parse(v.get<std::string>(), nullptr, false) : v, false);
   if (f == "guided_regex") return regex(f, v);
   if (f == "guided_choice") return choice(f, v);
   // structured_outputs: exactly one of json / regex / choice
@@ -94,7 +98,9 @@ std::shared_ptr<const grammar::Grammar> parse_structured(const json& body, bool 
   const auto first = v.begin();  // (a binding to *v.items().begin() would outlive the proxy)
   const std::string k = first.key();
   const json& inner = first.value();
-  if (k == "json") return schema(f + ".json", inner.is_string() ? json::parse(inner.get<std::string>(), nullptr, false) : inner, false);
+  if (k == "json")
+    return schema(f + ".json",
+                  inner.is_string() ? json::parse(inner.get<std::string>(), nullptr, false) : inner, false);
   if (k == "regex") return regex(f + ".regex", inner);
   if (k == "choice") return choice(f + ".choice", inner);
   bad(f, fmt::format("'{}' is not supported (expected 'json', 'regex' or 'choice').", k));
@@ -121,9 +127,10 @@ std::shared_ptr<const grammar::Grammar> tool_call_grammar(const MarkerIds& ids, 
                            Marker::kCallEnd};
   for (Marker m : needed)
     if (ids.ids[int(m)] < 0)
-      bad("tool_choice", fmt::format("forcing a tool call needs the model's tool-call tokens ({} and the others of "
-                                     "docs/formats.md §6); this tokenizer has none. Use tool_choice 'auto'.",
-                                     marker_text(m)));
+      bad("tool_choice",
+          fmt::format("forcing a tool call needs the model's tool-call tokens ({} and the others of "
+                      "docs/formats.md §6); this tokenizer has none. Use tool_choice 'auto'.",
+                      marker_text(m)));
   using grammar::Element;
   using grammar::Sequence;
   auto g = std::make_shared<grammar::Grammar>();
@@ -146,9 +153,10 @@ std::shared_ptr<const grammar::Grammar> tool_call_grammar(const MarkerIds& ids, 
       opt.strict = false;
     }
     auto p = fn.find("parameters");
-    Element args = p == fn.end() || p->is_null()
-                       ? grammar::add_json_object(*g)
-                       : compile(field + ".parameters", [&] { return grammar::add_json_schema(*g, *p, opt); });
+    Element args =
+        p == fn.end() || p->is_null()
+            ? grammar::add_json_object(*g)
+            : compile(field + ".parameters", [&] { return grammar::add_json_schema(*g, *p, opt); });
     fns.push_back({std::move(name), args});
   }
   const int64_t first = tool_calls_before(r.messages);

@@ -34,7 +34,8 @@ inline constexpr const char* kStructuredFields[] = {"guided_json", "guided_regex
 
 // The grammar a request body asks for, null if none. Throws ApiError (400) naming the field.
 // response_format is read only when `with_response_format` (chat completions).
-std::shared_ptr<const grammar::Grammar> parse_structured(const nlohmann::json& body, bool with_response_format);
+std::shared_ptr<const grammar::Grammar> parse_structured(const nlohmann::json& body,
+                                                         bool with_response_format);
 
 // tool_choice "required" or a named function, enforced by the grammar (issue 16): the reply
 // is the model's tool-call markup (Kimi, docs/formats.md §6), each marker a special token
@@ -58,7 +59,8 @@ class StructuredOutputs {
  public:
   explicit StructuredOutputs(const TextCodec& codec) : codec_(codec) {}
   std::shared_ptr<const grammar::Vocabulary> vocabulary();
-  std::function<std::unique_ptr<grammar::TokenConstraint>()> factory(std::shared_ptr<const grammar::Grammar> grammar);
+  std::function<std::unique_ptr<grammar::TokenConstraint>()> factory(
+      std::shared_ptr<const grammar::Grammar> grammar);
 
  private:
   const TextCodec& codec_;

@@ -33,23 +33,27 @@ TEST(Structured, FieldsToGrammars) {
   EXPECT_TRUE(obj->accepts(R"({"a":[1]})"));
   EXPECT_FALSE(obj->accepts("[1]"));
   json schema = {{"type", "object"}, {"properties", {{"n", {{"type", "integer"}}}}}, {"required", {"n"}}};
-  auto js = parse_structured({{"response_format", {{"type", "json_schema"},
-                                                   {"json_schema", {{"name", "x"}, {"schema", schema}, {"strict", true}}}}}},
-                             true);
+  auto js = parse_structured(
+      {{"response_format",
+        {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", schema}, {"strict", true}}}}}},
+      true);
   ASSERT_NE(js, nullptr);
   EXPECT_TRUE(js->accepts(R"({"n":12})"));
   EXPECT_FALSE(js->accepts(R"({"n":12,"m":1})"));
   EXPECT_TRUE(parse_structured({{"guided_json", schema.dump()}}, false)->accepts(R"({"n": 1})"));
   EXPECT_TRUE(parse_structured({{"guided_regex", "[a-c]+x"}}, false)->accepts("abcx"));
   EXPECT_TRUE(parse_structured({{"guided_choice", {"yes", "no"}}}, false)->accepts("no"));
-  EXPECT_FALSE(parse_structured({{"structured_outputs", {{"choice", {"yes", "no"}}}}}, false)->accepts("maybe"));
+  EXPECT_FALSE(
+      parse_structured({{"structured_outputs", {{"choice", {"yes", "no"}}}}}, false)->accepts("maybe"));
   // response_format is a chat field: completions leave it to the known-fields check.
   EXPECT_EQ(parse_structured({{"response_format", {{"type", "json_object"}}}}, false), nullptr);
 }
 
 TEST(Structured, BadRequestsName400Field) {
-  ApiError e = error_of({{"response_format", {{"type", "json_schema"},
-                                              {"json_schema", {{"name", "x"}, {"schema", {{"type", "string"}, {"format", "email"}}}}}}}});
+  ApiError e =
+      error_of({{"response_format",
+                 {{"type", "json_schema"},
+                  {"json_schema", {{"name", "x"}, {"schema", {{"type", "string"}, {"format", "email"}}}}}}}});
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "response_format.json_schema.schema");
   EXPECT_NE(e.message.find("unsupported keyword 'format' at /format"), std::string::npos) << e.message;
@@ -61,10 +65,12 @@ TEST(Structured, BadRequestsName400Field) {
 }
 
 TEST(Structured, ChatRequestCarriesTheGrammar) {
-  json body = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+  json body = {{"model", "m"},
+               {"messages", {{{"role", "user"}, {"content", "hi"}}}},
                {"response_format", {{"type", "json_object"}}}};
   EXPECT_NE(parse_chat_request(body).grammar, nullptr);
-  body["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", {{"minimum", 1}}}}}};
+  body["response_format"] = {{"type", "json_schema"},
+                             {"json_schema", {{"name", "x"}, {"schema", {{"minimum", 1}}}}}};
   EXPECT_THROW(parse_chat_request(body), ApiError);
   json cbody = {{"model", "m"}, {"prompt", "x"}, {"guided_choice", {"a", "b"}}};
   EXPECT_NE(parse_completion_request(cbody).grammar, nullptr);
@@ -101,7 +107,6 @@ TEST(Structured, SchedulerMasksBeforeSampling) {
   }
 }
 
-
 // ---- forced tool calls (tool_choice required / named) ----
 
 // FakeCodec's vocabulary as the grammar engine sees it: bytes 0..255, specials from 1000.
@@ -124,7 +129,9 @@ const json kTools = json::parse(R"([
 
 ChatRequest tool_request(const json& tool_choice, bool parallel = true, json messages = nullptr) {
   if (messages.is_null()) messages = json::array({{{"role", "user"}, {"content", "hi"}}});
-  return parse_chat_request({{"messages", messages}, {"tools", kTools}, {"tool_choice", tool_choice},
+  return parse_chat_request({{"messages", messages},
+                             {"tools", kTools},
+                             {"tool_choice", tool_choice},
                              {"parallel_tool_calls", parallel}});
 }
 
@@ -149,25 +156,31 @@ TEST(ToolCallGrammar, RequiredIsOneOrMoreCallsOfDeclaredTools) {
   auto g = tool_call_grammar(MarkerIds::from(codec), tool_request("required"));
   ASSERT_NE(g, nullptr);
   EXPECT_TRUE(allows(g, section(call("get_weather:0", R"({"city": "Paris"})"))));
-  EXPECT_TRUE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})") + call("get_weather:1", R"({"city":"Oslo","unit":"C"})"))));
-  EXPECT_FALSE(allows(g, section("")));                                                  // no call
-  EXPECT_FALSE(allows(g, "Sure. " + section(call("get_time:0", R"({"tz":"UTC"})"))));   // text first
-  EXPECT_FALSE(allows(g, section(call("get_date:0", R"({"tz":"UTC"})"))));              // undeclared
-  EXPECT_FALSE(allows(g, section(call("get_time:1", R"({"tz":"UTC"})"))));              // wrong index
-  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({})"))));                     // city required
-  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"Amsterdam"})"))));   // maxLength 8
-  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"X","unit":"K"})")))); // enum
-  EXPECT_FALSE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})")) + "more"));     // after the section
-  EXPECT_FALSE(allows(g, "<|tool_calls_section_begin|>" + call("get_time:0", R"({"tz":"UTC"})")));  // unclosed
+  EXPECT_TRUE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})") +
+                                call("get_weather:1", R"({"city":"Oslo","unit":"C"})"))));
+  EXPECT_FALSE(allows(g, section("")));                                                   // no call
+  EXPECT_FALSE(allows(g, "Sure. " + section(call("get_time:0", R"({"tz":"UTC"})"))));     // text first
+  EXPECT_FALSE(allows(g, section(call("get_date:0", R"({"tz":"UTC"})"))));                // undeclared
+  EXPECT_FALSE(allows(g, section(call("get_time:1", R"({"tz":"UTC"})"))));                // wrong index
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({})"))));                       // city required
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"Amsterdam"})"))));     // maxLength 8
+  EXPECT_FALSE(allows(g, section(call("get_weather:0", R"({"city":"X","unit":"K"})"))));  // enum
+  EXPECT_FALSE(allows(g, section(call("get_time:0", R"({"tz":"UTC"})")) + "more"));       // after the section
+  EXPECT_FALSE(
+      allows(g, "<|tool_calls_section_begin|>" + call("get_time:0", R"({"tz":"UTC"})")));  // unclosed
   // The markers spelled as text are not the markers.
-  EXPECT_FALSE(allows(g, "<|tool_calls_section_begi" "n|>"));
+  EXPECT_FALSE(allows(g,
+                      "<|tool_calls_section_begi"
+                      "n|>"));
 }
 
 TEST(ToolCallGrammar, NamedAndNonParallelAreExactlyOneCall) {
   testing::FakeCodec codec;
   const MarkerIds m = MarkerIds::from(codec);
-  const std::string two = section(call("get_time:0", R"({"tz":"UTC"})") + call("get_time:1", R"({"tz":"UTC"})"));
-  auto named = tool_call_grammar(m, tool_request({{"type", "function"}, {"function", {{"name", "get_time"}}}}));
+  const std::string two =
+      section(call("get_time:0", R"({"tz":"UTC"})") + call("get_time:1", R"({"tz":"UTC"})"));
+  auto named =
+      tool_call_grammar(m, tool_request({{"type", "function"}, {"function", {{"name", "get_time"}}}}));
   EXPECT_TRUE(allows(named, section(call("get_time:0", R"({"tz":"UTC"})"))));
   EXPECT_FALSE(allows(named, section(call("get_weather:0", R"({"city":"Oslo"})"))));
   EXPECT_FALSE(allows(named, two));
@@ -205,8 +218,8 @@ TEST(ToolCallGrammar, RefusalsNameTheField) {
   EXPECT_EQ(param_of(m, with_format).rfind("tool_choice: ", 0), 0u);
   json tools = kTools;
   tools[1]["function"]["parameters"]["properties"]["tz"]["format"] = "date-time";
-  ChatRequest bad_schema = parse_chat_request({{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                                               {"tools", tools}, {"tool_choice", "required"}});
+  ChatRequest bad_schema = parse_chat_request(
+      {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"tools", tools}, {"tool_choice", "required"}});
   const std::string e = param_of(m, bad_schema);
   EXPECT_EQ(e.rfind("tools[1].function.parameters: ", 0), 0u) << e;
   EXPECT_NE(e.find("'format'"), std::string::npos) << e;

@@ -20,9 +20,14 @@
 namespace sickle::server::testing {
 
 inline const std::vector<std::string>& fake_specials() {
-  static const std::vector<std::string> s = {"<think>", "</think>", "<|tool_calls_section_begin|>",
-                                             "<|tool_calls_section_end|>", "<|tool_call_begin|>",
-                                             "<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|im_end|>"};
+  static const std::vector<std::string> s = {"<think>",
+                                             "</think>",
+                                             "<|tool_calls_section_begin|>",
+                                             "<|tool_calls_section_end|>",
+                                             "<|tool_call_begin|>",
+                                             "<|tool_call_argument_begin|>",
+                                             "<|tool_call_end|>",
+                                             "<|im_end|>"};
   return s;
 }
 
@@ -97,8 +102,9 @@ class FakeCodec : public TextCodec {
     return ids;
   }
   using TextCodec::render_chat;
-  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools, bool thinking,
-                             const nlohmann::json& /*template_kwargs*/, bool add_generation_prompt) const override {
+  RenderedPrompt render_chat(const nlohmann::json& messages, const nlohmann::ordered_json& tools,
+                             bool thinking, const nlohmann::json& /*template_kwargs*/,
+                             bool add_generation_prompt) const override {
     RenderedPrompt p;
     for (auto& m : messages) {
       p.add_template(m["role"].get<std::string>() + ":");
@@ -190,8 +196,8 @@ class FakeEngine : public Engine {
   std::vector<StepLog> steps;
   std::atomic<int64_t> n_new_sequences{0}, n_forks{0};
   bool can_fork = true;
-  int32_t poison = -1;     // a step holding it throws std::runtime_error
-  int32_t nonfinite = -1;  // a step holding it throws NonFiniteError naming those items
+  int32_t poison = -1;            // a step holding it throws std::runtime_error
+  int32_t nonfinite = -1;         // a step holding it throws NonFiniteError naming those items
   std::atomic<bool> hold{false};  // forward() waits while set
 
  private:

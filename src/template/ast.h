@@ -21,8 +21,24 @@ struct Pos {
 
 struct Expr {
   enum Type {
-    kLiteral, kName, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNeg, kPos, kNot, kAnd, kOr,
-    kBinary, kCond, kList, kTuple, kDict
+    kLiteral,
+    kName,
+    kAttr,
+    kItem,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kNeg,
+    kPos,
+    kNot,
+    kAnd,
+    kOr,
+    kBinary,
+    kCond,
+    kList,
+    kTuple,
+    kDict
   };
   Type type;
   Pos pos;
@@ -38,18 +54,31 @@ using StmtP = std::unique_ptr<Stmt>;
 using Body = std::vector<StmtP>;
 
 struct Stmt {
-  enum Type { kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kCallBlock, kFilterBlock, kBreak, kContinue, kBody };
+  enum Type {
+    kText,
+    kOutput,
+    kIf,
+    kFor,
+    kSet,
+    kSetBlock,
+    kMacro,
+    kCallBlock,
+    kFilterBlock,
+    kBreak,
+    kContinue,
+    kBody
+  };
   Type type;
   Pos pos;
-  Str text;                                       // kText (template-tagged)
-  ExprP expr;                                     // kOutput, kFor: iterable, kSet: value, kCallBlock: call
-  ExprP cond;                                     // kFor: `if` filter
-  ExprP filter;                                   // kSetBlock / kFilterBlock: filter chain (operand null)
-  std::vector<std::string> targets;               // kFor / kSet / kSetBlock: names; kSet `ns.attr`: {ns, attr}
-  bool is_attr_target = false;                    // kSet: `set ns.attr = ...`
-  std::vector<std::pair<ExprP, Body>> branches;   // kIf: (condition, body)
-  Body body, else_body;                           // kFor, kMacro, kCallBlock, kSetBlock, kBody; else: kIf/kFor
-  std::string name;                               // kMacro
+  Str text;                                      // kText (template-tagged)
+  ExprP expr;                                    // kOutput, kFor: iterable, kSet: value, kCallBlock: call
+  ExprP cond;                                    // kFor: `if` filter
+  ExprP filter;                                  // kSetBlock / kFilterBlock: filter chain (operand null)
+  std::vector<std::string> targets;              // kFor / kSet / kSetBlock: names; kSet `ns.attr`: {ns, attr}
+  bool is_attr_target = false;                   // kSet: `set ns.attr = ...`
+  std::vector<std::pair<ExprP, Body>> branches;  // kIf: (condition, body)
+  Body body, else_body;                          // kFor, kMacro, kCallBlock, kSetBlock, kBody; else: kIf/kFor
+  std::string name;                              // kMacro
   std::vector<std::pair<std::string, ExprP>> params;  // kMacro / kCallBlock: (name, default or null)
 };
 

@@ -32,8 +32,9 @@ uint32_t decode_at(std::string_view s, size_t& i) {
 }
 
 bool py_space(uint32_t c) {
-  return c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 std::vector<std::pair<size_t, uint32_t>> code_points(std::string_view s) {
@@ -53,11 +54,15 @@ std::string py_strip(std::string_view s, const Value& chars, bool left, bool rig
     if (!chars.is_string()) throw Fault{"strip arg must be None or str"};
     for (auto [o, c] : code_points(chars.text())) set.push_back(c);
   }
-  auto strip_it = [&](uint32_t c) { return ws ? py_space(c) : std::find(set.begin(), set.end(), c) != set.end(); };
+  auto strip_it = [&](uint32_t c) {
+    return ws ? py_space(c) : std::find(set.begin(), set.end(), c) != set.end();
+  };
   auto cps = code_points(s);
   size_t b = 0, e = cps.size();
-  if (left) while (b < e && strip_it(cps[b].second)) ++b;
-  if (right) while (e > b && strip_it(cps[e - 1].second)) --e;
+  if (left)
+    while (b < e && strip_it(cps[b].second)) ++b;
+  if (right)
+    while (e > b && strip_it(cps[e - 1].second)) --e;
   size_t from = b < cps.size() ? cps[b].first : s.size(), to = e < cps.size() ? cps[e].first : s.size();
   return std::string(s.substr(from, to - from));
 }
@@ -97,13 +102,17 @@ std::vector<std::string> py_split(std::string_view s, const Value& sep, int64_t 
   return out;
 }
 
-std::string py_replace(Renderer& r, std::string_view s, std::string_view from, std::string_view to, int64_t count) {
+std::string py_replace(Renderer& r, std::string_view s, std::string_view from, std::string_view to,
+                       int64_t count) {
   std::string out;
   if (from.empty()) {  // Python inserts `to` around every character
     auto cps = code_points(s);
     int64_t n = 0;
     for (size_t i = 0; i <= cps.size(); ++i) {
-      if (count < 0 || n < count) { out += to; ++n; }
+      if (count < 0 || n < count) {
+        out += to;
+        ++n;
+      }
       if (i < cps.size()) {
         size_t e = i + 1 < cps.size() ? cps[i + 1].first : s.size();
         out += s.substr(cps[i].first, e - cps[i].first);
@@ -158,7 +167,8 @@ int compare(const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) {
     double x = as_double(a), y = as_double(b);
     if (a.kind != Kind::kFloat && b.kind != Kind::kFloat) {
-      int64_t p = a.kind == Kind::kBool ? a.boolean : a.integer, q = b.kind == Kind::kBool ? b.boolean : b.integer;
+      int64_t p = a.kind == Kind::kBool ? a.boolean : a.integer,
+              q = b.kind == Kind::kBool ? b.boolean : b.integer;
       return p < q ? -1 : p > q ? 1 : 0;
     }
     return x < y ? -1 : x > y ? 1 : 0;
@@ -173,7 +183,8 @@ int compare(const Value& a, const Value& b) {
     return a.list->size() < b.list->size() ? -1 : a.list->size() > b.list->size() ? 1 : 0;
   }
   if (a.is_undefined() || b.is_undefined()) throw Fault{undefined_message(a.is_undefined() ? a : b)};
-  throw Fault{fmt::format("'<' not supported between instances of '{}' and '{}'", type_name(a), type_name(b))};
+  throw Fault{
+      fmt::format("'<' not supported between instances of '{}' and '{}'", type_name(a), type_name(b))};
 }
 
 Value lower_for_compare(const Value& v, bool case_sensitive) {
@@ -187,7 +198,9 @@ Value attr_path(Renderer& r, Value v, const std::string& path) {
   while (true) {
     size_t d = path.find('.', s);
     std::string part = path.substr(s, d == std::string::npos ? std::string::npos : d - s);
-    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c));
+    });
     v = digits ? get_item(r, v, Value::of_int(std::stoll(part))) : get_item(r, v, Value::of_str(part, false));
     if (d == std::string::npos) return v;
     s = d + 1;
@@ -204,11 +217,14 @@ Value seq_of(const Value& v, const std::string& filter) {
 Value str_method(Renderer& r, const Value& self, const std::string& name) {
   const std::string& s = self.text();
   bool tv = self.str->has_value();
-  auto bind = [&](auto fn) { return Value::of_func(name, [self, fn](Renderer& rr, Args& a) { return fn(rr, self, a); }); };
+  auto bind = [&](auto fn) {
+    return Value::of_func(name, [self, fn](Renderer& rr, Args& a) { return fn(rr, self, a); });
+  };
   if (name == "strip" || name == "lstrip" || name == "rstrip")
     return bind([name](Renderer& rr, const Value& me, Args& a) {
       Value ch = a.get(0, "chars");
-      return str_result(rr, py_strip(me.text(), ch, name != "rstrip", name != "lstrip"), any_value(me) || any_value(ch));
+      return str_result(rr, py_strip(me.text(), ch, name != "rstrip", name != "lstrip"),
+                        any_value(me) || any_value(ch));
     });
   if (name == "startswith" || name == "endswith")
     return bind([name](Renderer&, const Value& me, Args& a) {
@@ -247,7 +263,8 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
       Value o = a.get(0, "old"), n = a.get(1, "new");
       if (!o.is_string() || !n.is_string()) throw Fault{"replace() arguments must be str"};
       int64_t count = a.has(2, "count") ? as_int(a.get(2, "count"), "count") : -1;
-      return str_result(rr, py_replace(rr, me.text(), o.text(), n.text(), count), any_value(me) || any_value(n));
+      return str_result(rr, py_replace(rr, me.text(), o.text(), n.text(), count),
+                        any_value(me) || any_value(n));
     });
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize")
     return bind([name](Renderer& rr, const Value& me, Args&) {
@@ -265,7 +282,9 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
       if (name == "count") {
         if (sub.text().empty()) return Value::of_int(int64_t(py_len(me) + 1));
         int64_t n = 0;
-        for (size_t p = t.find(sub.text()); p != std::string::npos; p = t.find(sub.text(), p + sub.text().size())) ++n;
+        for (size_t p = t.find(sub.text()); p != std::string::npos;
+             p = t.find(sub.text(), p + sub.text().size()))
+          ++n;
         return Value::of_int(n);
       }
       size_t p = name == "rfind" ? t.rfind(sub.text()) : t.find(sub.text());
@@ -280,14 +299,17 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
       Str out;
       List items = iterate(a.get(0, "iterable"));
       for (size_t i = 0; i < items.size(); ++i) {
-        if (!items[i].is_string()) throw Fault{fmt::format("sequence item {}: expected str instance, {} found", i, type_name(items[i]))};
+        if (!items[i].is_string())
+          throw Fault{
+              fmt::format("sequence item {}: expected str instance, {} found", i, type_name(items[i]))};
         if (i) out.append(*me.str);
         out.append(*items[i].str);
         charge(rr, out.text.size());
       }
       return Value::of_str(std::move(out));
     });
-  if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "isupper" || name == "islower")
+  if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "isupper" ||
+      name == "islower")
     return bind([name](Renderer&, const Value& me, Args&) {
       const std::string& t = me.text();
       if (t.empty()) return Value::of_bool(false);
@@ -297,8 +319,13 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
         else if (name == "isspace") ok = ok && std::isspace(c);
         else if (name == "isalpha") ok = ok && std::isalpha(c);
         else if (name == "isalnum") ok = ok && std::isalnum(c);
-        else if (name == "isupper") { ok = ok && !std::islower(c); any_cased = any_cased || std::isupper(c); }
-        else { ok = ok && !std::isupper(c); any_cased = any_cased || std::islower(c); }
+        else if (name == "isupper") {
+          ok = ok && !std::islower(c);
+          any_cased = any_cased || std::isupper(c);
+        } else {
+          ok = ok && !std::isupper(c);
+          any_cased = any_cased || std::islower(c);
+        }
       }
       if (name == "isupper" || name == "islower") ok = ok && any_cased;
       return Value::of_bool(ok);
@@ -310,7 +337,8 @@ Value str_method(Renderer& r, const Value& self, const std::string& name) {
       std::string t = me.text();
       const std::string& x = p.text();
       if (name == "removeprefix" && t.compare(0, x.size(), x) == 0) t.erase(0, x.size());
-      else if (name == "removesuffix" && !x.empty() && t.size() >= x.size() && t.compare(t.size() - x.size(), x.size(), x) == 0)
+      else if (name == "removesuffix" && !x.empty() && t.size() >= x.size() &&
+               t.compare(t.size() - x.size(), x.size(), x) == 0)
         t.resize(t.size() - x.size());
       return str_result(rr, std::move(t), any_value(me));
     });
@@ -356,7 +384,8 @@ Value dict_method(const Value& self, const std::string& name) {
         if (const Value* v = self.find(k.text())) return *v;
       return a.has(1, "default") ? a.get(1, "default") : Value::none();
     });
-  if (name == "copy") return Value::of_func(name, [self](Renderer&, Args&) { return Value::of_dict(*self.dict); });
+  if (name == "copy")
+    return Value::of_func(name, [self](Renderer&, Args&) { return Value::of_dict(*self.dict); });
   for (const char* m : {"pop", "popitem", "setdefault", "update", "clear"})
     if (name == m) return unsafe(m, self);
   return Value();  // kUndefined without hint: not a method
@@ -408,7 +437,10 @@ std::string undefined_message(const Value& u) {
 
 void dict_set(Dict& d, const Str& key, Value v) {
   for (auto& [k, e] : d)
-    if (k.text == key.text) { e = std::move(v); return; }
+    if (k.text == key.text) {
+      e = std::move(v);
+      return;
+    }
   d.emplace_back(key, std::move(v));
 }
 
@@ -481,7 +513,8 @@ Value get_item(Renderer& r, const Value& obj, const Value& key) {
       if (obj.kind == Kind::kList) {
         int64_t n = int64_t(obj.list->size());
         if (i < 0) i += n;
-        if (i < 0 || i >= n) return Value::undefined(fmt::format("list object has no element {}", to_text(key)));
+        if (i < 0 || i >= n)
+          return Value::undefined(fmt::format("list object has no element {}", to_text(key)));
         return (*obj.list)[size_t(i)];
       }
       auto off = code_point_offsets(obj.text());
@@ -493,8 +526,7 @@ Value get_item(Renderer& r, const Value& obj, const Value& key) {
       s.tags = obj.str->tags.substr(off[size_t(i)], off[size_t(i) + 1] - off[size_t(i)]);
       return Value::of_str(std::move(s));
     }
-    default:
-      return Value::undefined(fmt::format("'{}' object has no element {}", type_name(obj), repr(key)));
+    default: return Value::undefined(fmt::format("'{}' object has no element {}", type_name(obj), repr(key)));
   }
 }
 
@@ -559,7 +591,8 @@ Value binary_op(Renderer& r, const std::string& op, const Value& a, const Value&
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
-      if (!a.is_string()) throw Fault{fmt::format("'in <string>' requires string as left operand, not {}", type_name(a))};
+      if (!a.is_string())
+        throw Fault{fmt::format("'in <string>' requires string as left operand, not {}", type_name(a))};
       found = b.text().find(a.text()) != std::string::npos;
     } else if (b.kind == Kind::kList) {
       found = std::any_of(b.list->begin(), b.list->end(), [&](const Value& e) { return equals(e, a); });
@@ -600,7 +633,8 @@ Value binary_op(Renderer& r, const std::string& op, const Value& a, const Value&
     int64_t n = std::max<int64_t>(0, cnt.kind == Kind::kBool ? cnt.boolean : cnt.integer);
     if (seq.is_string()) {
       size_t total = seq.text().size() * size_t(std::min<int64_t>(n, int64_t(1) << 40));
-      if (seq.text().size() && (n > int64_t(1) << 40 || total / seq.text().size() != size_t(n))) throw Fault{"string repetition too large"};
+      if (seq.text().size() && (n > int64_t(1) << 40 || total / seq.text().size() != size_t(n)))
+        throw Fault{"string repetition too large"};
       charge(r, total);
       Str s;
       for (int64_t i = 0; i < n; ++i) s.append(*seq.str);
@@ -612,9 +646,11 @@ Value binary_op(Renderer& r, const std::string& op, const Value& a, const Value&
     return Value::of_list(std::move(l));
   }
   if (!a.is_number() || !b.is_number())
-    throw Fault{fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a), type_name(b))};
+    throw Fault{
+        fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a), type_name(b))};
   bool ints = a.kind != Kind::kFloat && b.kind != Kind::kFloat;
-  int64_t x = a.kind == Kind::kBool ? a.boolean : a.integer, y = b.kind == Kind::kBool ? b.boolean : b.integer;
+  int64_t x = a.kind == Kind::kBool ? a.boolean : a.integer,
+          y = b.kind == Kind::kBool ? b.boolean : b.integer;
   double p = as_double(a), q = as_double(b);
   int64_t res;
   if (op == "+") {
@@ -641,7 +677,10 @@ Value binary_op(Renderer& r, const std::string& op, const Value& a, const Value&
     if (ints) {
       if (x == INT64_MIN && y == -1) throw Fault{"integer overflow"};
       int64_t d = x / y, m = x % y;
-      if (m != 0 && ((m < 0) != (y < 0))) { --d; m += y; }
+      if (m != 0 && ((m < 0) != (y < 0))) {
+        --d;
+        m += y;
+      }
       return Value::of_int(op == "//" ? d : m, data);
     }
     double m = std::fmod(p, q);
@@ -669,7 +708,8 @@ Value builtin_range(Renderer& r, Args& a) {
   } else throw Fault{"range expected 1 to 3 arguments"};
   if (st == 0) throw Fault{"range() arg 3 must not be zero"};
   // jinja2's sandbox: MAX_RANGE = 100000
-  long double count = st > 0 ? std::ceil((static_cast<long double>(stop) - start) / st) : std::ceil((static_cast<long double>(start) - stop) / -st);
+  long double count = st > 0 ? std::ceil((static_cast<long double>(stop) - start) / st)
+                             : std::ceil((static_cast<long double>(start) - stop) / -st);
   if (count > 100000) throw Fault{"Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000)."};
   List out;
   for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st) out.push_back(Value::of_int(i));
@@ -702,8 +742,10 @@ bool apply_test(Renderer& r, const std::string& name, const Value& v, Args& a) {
   if (name == "true") return v.kind == Kind::kBool && v.boolean;
   if (name == "false") return v.kind == Kind::kBool && !v.boolean;
   if (name == "mapping") return v.kind == Kind::kDict;
-  if (name == "iterable") return v.kind == Kind::kList || v.kind == Kind::kDict || v.is_string() || v.is_undefined();
-  if (name == "sequence") return v.kind == Kind::kList || v.kind == Kind::kDict || v.is_string() || v.is_undefined();
+  if (name == "iterable")
+    return v.kind == Kind::kList || v.kind == Kind::kDict || v.is_string() || v.is_undefined();
+  if (name == "sequence")
+    return v.kind == Kind::kList || v.kind == Kind::kDict || v.is_string() || v.is_undefined();
   if (name == "callable") return v.kind == Kind::kFunc;
   if (name == "sameas") {
     if (v.kind != arg.kind) return false;
@@ -711,7 +753,8 @@ bool apply_test(Renderer& r, const std::string& name, const Value& v, Args& a) {
       case Kind::kNone:
       case Kind::kUndefined: return true;
       case Kind::kBool: return v.boolean == arg.boolean;
-      case Kind::kInt: return v.integer == arg.integer && v.integer >= -5 && v.integer <= 256;  // CPython's small ints
+      case Kind::kInt:
+        return v.integer == arg.integer && v.integer >= -5 && v.integer <= 256;  // CPython's small ints
       case Kind::kList: return v.list == arg.list;
       case Kind::kDict:
       case Kind::kNamespace: return v.dict == arg.dict;
@@ -761,7 +804,8 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     }
     std::string item_sep = indent >= 0 ? "," : ", ", key_sep = ": ";
     Value seps = a.get(2, "separators");
-    if (seps.kind == Kind::kList && seps.list->size() == 2 && (*seps.list)[0].is_string() && (*seps.list)[1].is_string()) {
+    if (seps.kind == Kind::kList && seps.list->size() == 2 && (*seps.list)[0].is_string() &&
+        (*seps.list)[1].is_string()) {
       item_sep = (*seps.list)[0].text();
       key_sep = (*seps.list)[1].text();
     }
@@ -787,12 +831,15 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
   if (name == "title") return str_result(r, jinja_title(text_in()), any_value(v));  // not str.title()
   if (name == "replace") {
     Value o = a.get(0, "old"), n = a.get(1, "new");
-    int64_t count = a.has(2, "count") && !a.get(2, "count").is_none() ? as_int(a.get(2, "count"), "count") : -1;
-    return str_result(r, py_replace(r, text_in(), to_text(o), to_text(n), count), any_value(v) || any_value(n));
+    int64_t count =
+        a.has(2, "count") && !a.get(2, "count").is_none() ? as_int(a.get(2, "count"), "count") : -1;
+    return str_result(r, py_replace(r, text_in(), to_text(o), to_text(n), count),
+                      any_value(v) || any_value(n));
   }
   if (name == "default" || name == "d") {
     bool boolean = truthy(a.get(1, "boolean"));
-    if (v.is_undefined() || (boolean && !truthy(v))) return a.has(0, "default_value") ? a.get(0, "default_value") : Value::of_str("", false);
+    if (v.is_undefined() || (boolean && !truthy(v)))
+      return a.has(0, "default_value") ? a.get(0, "default_value") : Value::of_str("", false);
     return v;
   }
   if (name == "first" || name == "last") {
@@ -820,7 +867,8 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     Str sep_s = sep.is_undefined() ? Str() : to_str(sep);
     for (size_t i = 0; i < items.size(); ++i) {
       if (i) s.append(sep_s);
-      s.append(to_str(attr.is_undefined() || attr.is_none() ? items[i] : attr_path(r, items[i], to_text(attr))));
+      s.append(
+          to_str(attr.is_undefined() || attr.is_none() ? items[i] : attr_path(r, items[i], to_text(attr))));
       charge(r, s.text.size());
     }
     return Value::of_str(std::move(s));
@@ -856,7 +904,8 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     }
     std::string test = a.positional.size() > i0 ? to_text(a.positional[i0]) : "";
     Args targs;
-    if (a.positional.size() > i0 + 1) targs.positional.assign(a.positional.begin() + long(i0) + 1, a.positional.end());
+    if (a.positional.size() > i0 + 1)
+      targs.positional.assign(a.positional.begin() + long(i0) + 1, a.positional.end());
     List out;
     for (const Value& it : iterate(seq_of(v, name))) {
       Value x = by_attr ? attr_path(r, it, attr) : it;
@@ -902,7 +951,9 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
   }
   if (name == "abs") {
     if (v.kind == Kind::kFloat) return Value::of_float(std::fabs(v.number), v.is_data);
-    if (v.kind == Kind::kInt || v.kind == Kind::kBool) return v.integer < 0 ? negate(v) : Value::of_int(v.kind == Kind::kBool ? v.boolean : v.integer, v.is_data);
+    if (v.kind == Kind::kInt || v.kind == Kind::kBool)
+      return v.integer < 0 ? negate(v)
+                           : Value::of_int(v.kind == Kind::kBool ? v.boolean : v.integer, v.is_data);
     throw Fault{fmt::format("bad operand type for abs(): '{}'", type_name(v))};
   }
   if (name == "round") {
@@ -911,13 +962,20 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     if (!v.is_number()) throw Fault{"round: value must be a number"};
     double x = as_double(v), m = std::pow(10.0, double(prec));
     // common: Python's round(), half to even
-    double res = method == "ceil" ? std::ceil(x * m) / m : method == "floor" ? std::floor(x * m) / m : std::nearbyint(x * m) / m;
-    if (method != "common" && method != "ceil" && method != "floor") throw Fault{"method must be common, ceil or floor"};
+    double res = method == "ceil"    ? std::ceil(x * m) / m
+                 : method == "floor" ? std::floor(x * m) / m
+                                     : std::nearbyint(x * m) / m;
+    if (method != "common" && method != "ceil" && method != "floor")
+      throw Fault{"method must be common, ceil or floor"};
     return Value::of_float(res, v.is_data);
   }
   if (name == "indent") {
     Value w = a.get(0, "width");
-    std::string ind = w.is_string() ? w.text() : std::string(size_t(std::clamp<int64_t>(w.is_undefined() ? 4 : as_int(w, "width"), 0, 1 << 16)), ' ');
+    std::string ind =
+        w.is_string()
+            ? w.text()
+            : std::string(size_t(std::clamp<int64_t>(w.is_undefined() ? 4 : as_int(w, "width"), 0, 1 << 16)),
+                          ' ');
     bool first = truthy(a.get(1, "first")), blank = truthy(a.get(2, "blank"));
     std::string s = text_in() + "\n";
     std::vector<std::string> lines;
@@ -966,7 +1024,8 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     Value attr = a.get(name == "sort" ? 2 : 1, "attribute");
     List items = iterate(seq_of(v, name));
     auto key = [&](const Value& x) {
-      return lower_for_compare(attr.is_undefined() || attr.is_none() ? x : attr_path(r, x, to_text(attr)), cs);
+      return lower_for_compare(attr.is_undefined() || attr.is_none() ? x : attr_path(r, x, to_text(attr)),
+                               cs);
     };
     if (name == "unique") {
       List out, keys;
@@ -991,7 +1050,8 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, Args& a
     Value attr = a.get(0, "attribute");
     Value acc = a.has(1, "start") ? a.get(1, "start") : Value::of_int(0);
     for (const Value& it : iterate(seq_of(v, name)))
-      acc = binary_op(r, "+", acc, attr.is_undefined() || attr.is_none() ? it : attr_path(r, it, to_text(attr)));
+      acc = binary_op(r, "+", acc,
+                      attr.is_undefined() || attr.is_none() ? it : attr_path(r, it, to_text(attr)));
     return acc;
   }
   if (name == "wordcount") return Value::of_int(int64_t(py_split(text_in(), Value(), -1).size()));

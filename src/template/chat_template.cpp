@@ -48,10 +48,12 @@ ojson read_tokenizer_config(const fs::path& model_dir) {
   }
 }
 
-std::optional<ChatTemplateSource> find_chat_template(const fs::path& model_dir, const ojson& cfg, bool has_tools) {
+std::optional<ChatTemplateSource> find_chat_template(const fs::path& model_dir, const ojson& cfg,
+                                                     bool has_tools) {
   fs::path jinja = model_dir / "chat_template.jinja";
   if (fs::exists(jinja)) return ChatTemplateSource{read_file(jinja), jinja.string()};
-  if (!cfg.is_object() || !cfg.contains("chat_template") || cfg["chat_template"].is_null()) return std::nullopt;
+  if (!cfg.is_object() || !cfg.contains("chat_template") || cfg["chat_template"].is_null())
+    return std::nullopt;
   std::string where = (model_dir / "tokenizer_config.json").string() + " chat_template";
   const ojson& ct = cfg["chat_template"];
   if (ct.is_string()) return ChatTemplateSource{ct.get<std::string>(), where};
@@ -66,7 +68,8 @@ std::optional<ChatTemplateSource> find_chat_template(const fs::path& model_dir, 
     if (e["name"] == "default") def = &e;
     if (e["name"] == "tool_use") tool_use = &e;
   }
-  if (has_tools && tool_use) return ChatTemplateSource{(*tool_use)["template"].get<std::string>(), where + "[tool_use]"};
+  if (has_tools && tool_use)
+    return ChatTemplateSource{(*tool_use)["template"].get<std::string>(), where + "[tool_use]"};
   if (def) return ChatTemplateSource{(*def)["template"].get<std::string>(), where + "[default]"};
   fail("{}: several named templates and none is 'default' (transformers refuses this too)", where);
 }

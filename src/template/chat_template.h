@@ -32,7 +32,8 @@ struct ChatTemplateSource {
 // The checkpoint's template, nullopt when it has none. Errors for unreadable files and
 // malformed `chat_template` fields.
 std::optional<ChatTemplateSource> find_chat_template(const std::filesystem::path& model_dir,
-                                                     const nlohmann::ordered_json& tokenizer_config, bool has_tools);
+                                                     const nlohmann::ordered_json& tokenizer_config,
+                                                     bool has_tools);
 
 struct ChatRequest {
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
@@ -42,8 +43,8 @@ struct ChatRequest {
 };
 
 // Renders `req` with the template as transformers' apply_chat_template(tokenize=False) does.
-RenderedPrompt render_chat_template(const tmpl::Template& tmpl, const nlohmann::ordered_json& tokenizer_config,
-                                    const ChatRequest& req);
+RenderedPrompt render_chat_template(const tmpl::Template& tmpl,
+                                    const nlohmann::ordered_json& tokenizer_config, const ChatRequest& req);
 
 // tokenizer_config.json read with its key order (an empty object when the file is absent).
 nlohmann::ordered_json read_tokenizer_config(const std::filesystem::path& model_dir);

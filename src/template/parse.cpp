@@ -57,7 +57,10 @@ class Lexer {
       size_t q = pos;
       while (true) {
         q = src_.find('{', q);
-        if (q == std::string::npos || q + 1 >= n) { q = std::string::npos; break; }
+        if (q == std::string::npos || q + 1 >= n) {
+          q = std::string::npos;
+          break;
+        }
         char c = src_[q + 1];
         if (c == '{' || c == '%' || c == '#') break;
         ++q;
@@ -85,7 +88,8 @@ class Lexer {
       if (kind == '#') {
         size_t e = src_.find("#}", after);
         if (e == std::string::npos) error_at(q, "comment not closed (missing '#}')");
-        pos = end_tag(e + 2, e > after && src_[e - 1] == '-', e > after && src_[e - 1] == '+', true, line_starting);
+        pos = end_tag(e + 2, e > after && src_[e - 1] == '-', e > after && src_[e - 1] == '+', true,
+                      line_starting);
         continue;
       }
       if (kind == '%' && is_raw(after)) {
@@ -145,8 +149,13 @@ class Lexer {
         k += 6;
         while (k < src_.size() && std::isspace(static_cast<unsigned char>(src_[k]))) ++k;
         bool strip = false, keep = false;
-        if (src_.compare(k, 3, "-%}") == 0) { strip = true; ++k; }
-        else if (src_.compare(k, 3, "+%}") == 0) { keep = true; ++k; }
+        if (src_.compare(k, 3, "-%}") == 0) {
+          strip = true;
+          ++k;
+        } else if (src_.compare(k, 3, "+%}") == 0) {
+          keep = true;
+          ++k;
+        }
         if (src_.compare(k, 2, "%}") == 0) {
           std::string text = src_.substr(p, b - p);
           if (sign == '-') {
@@ -155,7 +164,8 @@ class Lexer {
           } else if (sign != '+') {
             size_t l_pos = text.rfind('\n');
             l_pos = l_pos == std::string::npos ? 0 : l_pos + 1;
-            if (l_pos > 0 && l_pos < text.size() && text.find_first_not_of(" \t\r\f\v", l_pos) == std::string::npos)
+            if (l_pos > 0 && l_pos < text.size() &&
+                text.find_first_not_of(" \t\r\f\v", l_pos) == std::string::npos)
               text.resize(l_pos);
           }
           emit_text(text, p);
@@ -172,7 +182,8 @@ class Lexer {
     size_t n = src_.size();
     while (true) {
       while (p < n && std::isspace(static_cast<unsigned char>(src_[p]))) ++p;
-      if (p >= n) error_at(p, kind == '{' ? "expression not closed (missing '}}')" : "tag not closed (missing '%}')");
+      if (p >= n)
+        error_at(p, kind == '{' ? "expression not closed (missing '}}')" : "tag not closed (missing '%}')");
       if (depth == 0) {
         bool strip = src_[p] == '-' && src_.compare(p + 1, 2, close) == 0;
         bool keep = kind == '%' && src_[p] == '+' && src_.compare(p + 1, 2, close) == 0;
@@ -213,11 +224,14 @@ class Lexer {
         std::string text = lex_string(p);
         tokens_.push_back({Token::kString, std::move(text), at});
       } else {
-        static const char* ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%", "~", "[", "]", "(",
-                                    ")", "{", "}", ">", "<", "=", ".", ":", "|", ",", ";"};
+        static const char* ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%", "~", "[",
+                                    "]",  "(",  ")",  "{",  "}",  ">",  "<", "=", ".", ":", "|", ",", ";"};
         const char* op = nullptr;
         for (const char* o : ops)
-          if (src_.compare(p, std::strlen(o), o) == 0) { op = o; break; }
+          if (src_.compare(p, std::strlen(o), o) == 0) {
+            op = o;
+            break;
+          }
         if (!op) error_at(p, fmt::format("unexpected character '{}'", c));
         if (*op == '(' || *op == '[' || *op == '{') ++depth;
         if ((*op == ')' || *op == ']' || *op == '}') && depth > 0) --depth;
@@ -237,7 +251,10 @@ class Lexer {
       if (p >= src_.size()) error_at(start, "string literal not closed");
       char c = src_[p++];
       if (c == q) return out;
-      if (c != '\\') { out += c; continue; }
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
       if (p >= src_.size()) error_at(start, "string literal not closed");
       char e = src_[p++];
       auto hex = [&](int nd) -> uint32_t {
@@ -246,7 +263,9 @@ class Lexer {
         for (int i = 0; i < nd; ++i) {
           char h = src_[p++];
           int d = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
-                  : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+                  : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
+                  : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
+                                                              : -1;
           if (d < 0) error_at(p - 1, "bad hex digit in string escape");
           v = v * 16 + uint32_t(d);
         }
@@ -275,7 +294,8 @@ class Lexer {
         default:
           if (e >= '0' && e <= '7') {
             uint32_t v = uint32_t(e - '0');
-            for (int i = 0; i < 2 && p < src_.size() && src_[p] >= '0' && src_[p] <= '7'; ++i) v = v * 8 + uint32_t(src_[p++] - '0');
+            for (int i = 0; i < 2 && p < src_.size() && src_[p] >= '0' && src_[p] <= '7'; ++i)
+              v = v * 8 + uint32_t(src_[p++] - '0');
             append_utf8(out, v);
           } else {
             out += '\\';
@@ -638,9 +658,8 @@ class Parser {
     ExprP l = parse_math1();
     while (true) {
       std::string op;
-      if (cur().type == Token::kOp &&
-          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == "<=" || cur().text == ">" ||
-           cur().text == ">=")) {
+      if (cur().type == Token::kOp && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
+                                       cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
         op = cur().text;
         ++i_;
       } else if (is_name("in")) {
@@ -714,9 +733,21 @@ class Parser {
     if (tk.type == Token::kName) {
       const std::string& n = tk.text;
       ++i_;
-      if (n == "true" || n == "True") { auto e = node(Expr::kLiteral, p); e->literal = Value::of_bool(true); return e; }
-      if (n == "false" || n == "False") { auto e = node(Expr::kLiteral, p); e->literal = Value::of_bool(false); return e; }
-      if (n == "none" || n == "None") { auto e = node(Expr::kLiteral, p); e->literal = Value::none(); return e; }
+      if (n == "true" || n == "True") {
+        auto e = node(Expr::kLiteral, p);
+        e->literal = Value::of_bool(true);
+        return e;
+      }
+      if (n == "false" || n == "False") {
+        auto e = node(Expr::kLiteral, p);
+        e->literal = Value::of_bool(false);
+        return e;
+      }
+      if (n == "none" || n == "None") {
+        auto e = node(Expr::kLiteral, p);
+        e->literal = Value::none();
+        return e;
+      }
       auto e = node(Expr::kName, p);
       e->name = n;
       return e;
@@ -731,7 +762,8 @@ class Parser {
     if (tk.type == Token::kInt || tk.type == Token::kFloat) {
       auto e = node(Expr::kLiteral, p);
       try {
-        e->literal = tk.type == Token::kInt ? Value::of_int(std::stoll(tk.text)) : Value::of_float(std::stod(tk.text));
+        e->literal =
+            tk.type == Token::kInt ? Value::of_int(std::stoll(tk.text)) : Value::of_float(std::stod(tk.text));
       } catch (const std::exception&) {
         error(fmt::format("number {} out of range", tk.text));
       }

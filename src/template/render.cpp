@@ -11,7 +11,8 @@
 
 namespace sickle::tmpl {
 
-Template::Template(std::string_view source, std::string name) : program_(parse_template(source, std::move(name))) {}
+Template::Template(std::string_view source, std::string name)
+    : program_(parse_template(source, std::move(name))) {}
 Template::~Template() = default;
 Template::Template(Template&&) noexcept = default;
 Template& Template::operator=(Template&&) noexcept = default;
@@ -30,7 +31,10 @@ struct Frame {
   }
   void set(const std::string& n, Value v) {
     for (auto& [k, e] : vars)
-      if (k == n) { e = std::move(v); return; }
+      if (k == n) {
+        e = std::move(v);
+        return;
+      }
     vars.emplace_back(n, std::move(v));
   }
 };
@@ -67,12 +71,16 @@ class Renderer {
 
   // ---- budgets, used by builtins too ----
   void charge(size_t bytes) {
-    if (bytes > limits_.max_output_bytes) throw Fault{fmt::format("string of {} bytes exceeds the {} byte limit", bytes, limits_.max_output_bytes)};
+    if (bytes > limits_.max_output_bytes)
+      throw Fault{
+          fmt::format("string of {} bytes exceeds the {} byte limit", bytes, limits_.max_output_bytes)};
     work_ += bytes;
-    if (work_ > limits_.max_work_bytes) throw Fault{fmt::format("template built more than {} bytes of strings", limits_.max_work_bytes)};
+    if (work_ > limits_.max_work_bytes)
+      throw Fault{fmt::format("template built more than {} bytes of strings", limits_.max_work_bytes)};
   }
   void step() {
-    if (++steps_ > limits_.max_steps) throw Fault{fmt::format("template ran more than {} loop iterations / macro calls", limits_.max_steps)};
+    if (++steps_ > limits_.max_steps)
+      throw Fault{fmt::format("template ran more than {} loop iterations / macro calls", limits_.max_steps)};
   }
   Value call_value(const Value& f, Args& args) {
     if (f.kind == Kind::kFunc) return (*f.func)(*this, args);
@@ -95,27 +103,28 @@ class Renderer {
   void install_globals(Frame& f) {
     f.set("range", Value::of_func("range", builtin_range));
     f.set("dict", Value::of_func("dict", [](Renderer&, Args& a) {
-      Dict d;
-      if (!a.positional.empty()) {
-        const Value& src = a.positional[0];
-        if (src.kind != Kind::kDict) throw Fault{"dict() takes a mapping"};
-        d = *src.dict;
-      }
-      for (auto& [k, v] : a.named) dict_set(d, Str(k, false), v);
-      return Value::of_dict(std::move(d));
-    }));
+            Dict d;
+            if (!a.positional.empty()) {
+              const Value& src = a.positional[0];
+              if (src.kind != Kind::kDict) throw Fault{"dict() takes a mapping"};
+              d = *src.dict;
+            }
+            for (auto& [k, v] : a.named) dict_set(d, Str(k, false), v);
+            return Value::of_dict(std::move(d));
+          }));
     f.set("namespace", Value::of_func("namespace", [](Renderer&, Args& a) {
-      Dict d;
-      for (const Value& p : a.positional) {
-        if (p.kind != Kind::kDict && p.kind != Kind::kNamespace) throw Fault{"namespace() takes a mapping"};
-        for (auto& [k, v] : *p.dict) dict_set(d, k, v);
-      }
-      for (auto& [k, v] : a.named) dict_set(d, Str(k, false), v);
-      return Value::of_namespace(std::move(d));
-    }));
+            Dict d;
+            for (const Value& p : a.positional) {
+              if (p.kind != Kind::kDict && p.kind != Kind::kNamespace)
+                throw Fault{"namespace() takes a mapping"};
+              for (auto& [k, v] : *p.dict) dict_set(d, k, v);
+            }
+            for (auto& [k, v] : a.named) dict_set(d, Str(k, false), v);
+            return Value::of_namespace(std::move(d));
+          }));
     f.set("raise_exception", Value::of_func("raise_exception", [](Renderer&, Args& a) -> Value {
-      throw Fault{"raise_exception: " + to_text(a.get(0, "message")), true};
-    }));
+            throw Fault{"raise_exception: " + to_text(a.get(0, "message")), true};
+          }));
     f.set("strftime_now", Value::of_func("strftime_now", builtin_strftime_now));
   }
 
@@ -254,9 +263,9 @@ class Renderer {
       put("previtem", i > 0 ? items[i - 1] : Value::undefined("there is no previous item"));
       put("nextitem", i + 1 < n ? items[i + 1] : Value::undefined("there is no next item"));
       put("cycle", Value::of_func("cycle", [i](Renderer&, Args& a) -> Value {
-        if (a.positional.empty()) throw Fault{"no items for cycling given"};
-        return a.positional[i % a.positional.size()];
-      }));
+            if (a.positional.empty()) throw Fault{"no items for cycling given"};
+            return a.positional[i % a.positional.size()];
+          }));
       Value lv;
       lv.kind = Kind::kDict;
       lv.dict = std::make_shared<Dict>(std::move(loop));
@@ -290,15 +299,23 @@ class Renderer {
         throw Fault{fmt::format("macro '{}' takes not more than {} argument(s)", name, sp->params.size())};
       for (size_t i = 0; i < sp->params.size(); ++i) {
         const auto& [pn, def] = sp->params[i];
-        if (i < a.positional.size()) { f->set(pn, a.positional[i]); continue; }
+        if (i < a.positional.size()) {
+          f->set(pn, a.positional[i]);
+          continue;
+        }
         bool found = false;
         for (auto& [k, v] : a.named)
-          if (k == pn) { f->set(pn, v); found = true; break; }
+          if (k == pn) {
+            f->set(pn, v);
+            found = true;
+            break;
+          }
         if (!found) f->set(pn, def ? eval(*def, *f) : Value::undefined(fmt::format("'{}' is undefined", pn)));
       }
       for (auto& [k, v] : a.named) {
         const std::string& key = k;  // clang 14 cannot capture a structured binding in a lambda
-        bool is_param = std::any_of(sp->params.begin(), sp->params.end(), [&](const auto& p) { return p.first == key; });
+        bool is_param =
+            std::any_of(sp->params.begin(), sp->params.end(), [&](const auto& p) { return p.first == key; });
         if (k == "caller") f->set("caller", v);
         else if (!is_param) throw Fault{fmt::format("macro '{}' takes no keyword argument '{}'", name, k)};
       }
@@ -379,7 +396,9 @@ class Renderer {
       case Expr::kBinary: return binary_op(*this, e.name, eval(*e.kids[0], fr), eval(*e.kids[1], fr));
       case Expr::kCond:
         if (truthy(eval(*e.kids[1], fr))) return eval(*e.kids[0], fr);
-        return e.kids[2] ? eval(*e.kids[2], fr) : Value::undefined("the inline if-expression evaluated to false and no else section was defined");
+        return e.kids[2] ? eval(*e.kids[2], fr)
+                         : Value::undefined(
+                               "the inline if-expression evaluated to false and no else section was defined");
       case Expr::kList:
       case Expr::kTuple: {
         List l;
@@ -414,8 +433,8 @@ void charge(Renderer& r, size_t bytes) { r.charge(bytes); }
 void step(Renderer& r) { r.step(); }
 Value call(Renderer& r, const Value& f, Args& a) { return r.call_value(f, a); }
 
-RenderedPrompt Template::render(const nlohmann::ordered_json& values, const nlohmann::ordered_json& template_values,
-                                const Limits& limits) const {
+RenderedPrompt Template::render(const nlohmann::ordered_json& values,
+                                const nlohmann::ordered_json& template_values, const Limits& limits) const {
   Renderer r(*program_, limits);
   return r.run(values, template_values);
 }

@@ -33,10 +33,10 @@ namespace sickle::tmpl {
 struct Program;
 
 struct Limits {
-  int max_call_depth = 64;               // nested macro / caller() calls
-  int64_t max_steps = 2'000'000;         // loop iterations + macro calls in one render
-  size_t max_output_bytes = 32u << 20;   // rendered prompt and any string built on the way
-  size_t max_work_bytes = 512u << 20;    // bytes of all strings built in one render
+  int max_call_depth = 64;              // nested macro / caller() calls
+  int64_t max_steps = 2'000'000;        // loop iterations + macro calls in one render
+  size_t max_output_bytes = 32u << 20;  // rendered prompt and any string built on the way
+  size_t max_work_bytes = 512u << 20;   // bytes of all strings built in one render
 };
 
 class Template {

@@ -13,11 +13,13 @@ namespace {
 
 using nlohmann::ordered_json;
 
-std::string render_text(const std::string& src, const ordered_json& ctx = ordered_json::object(), const Limits& l = {}) {
+std::string render_text(const std::string& src, const ordered_json& ctx = ordered_json::object(),
+                        const Limits& l = {}) {
   return Template(src, "t.jinja").render(ctx, ordered_json::object(), l).text();
 }
 
-std::string error_of(const std::string& src, const ordered_json& ctx = ordered_json::object(), const Limits& l = {}) {
+std::string error_of(const std::string& src, const ordered_json& ctx = ordered_json::object(),
+                     const Limits& l = {}) {
   try {
     render_text(src, ctx, l);
   } catch (const Error& e) {
@@ -36,22 +38,15 @@ struct Golden {
 // lstrip_blocks, loopcontrols) and transformers' tojson.
 const Golden kGolden[] = {
     {R"J({% for x in xs %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ loop.index }}:{{ x }},{% else %}empty{% endfor %})J",
-     R"J({"xs": [1, 2, 3, 4, 5]})J",
-     R"J(1:1,3:3,)J"},
-    {R"J({% for x in xs %}{{ x }}{% else %}empty{% endfor %})J",
-     R"J({"xs": []})J",
-     R"J(empty)J"},
+     R"J({"xs": [1, 2, 3, 4, 5]})J", R"J(1:1,3:3,)J"},
+    {R"J({% for x in xs %}{{ x }}{% else %}empty{% endfor %})J", R"J({"xs": []})J", R"J(empty)J"},
     {R"J({% for x in xs if x is odd %}{{ loop.index0 }}/{{ loop.length }}/{{ loop.revindex }}{{ '|' if not loop.last }}{% endfor %})J",
-     R"J({"xs": [1, 2, 3, 4, 5]})J",
-     R"J(0/3/3|1/3/2|2/3/1)J"},
+     R"J({"xs": [1, 2, 3, 4, 5]})J", R"J(0/3/3|1/3/2|2/3/1)J"},
     {R"J({% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{{ d|length }})J",
-     R"J({"d": {"b": 1, "a": [1, "x", null, true, 2.5]}})J",
-     R"J(b=1;a=[1, 'x', None, True, 2.5];2)J"},
+     R"J({"d": {"b": 1, "a": [1, "x", null, true, 2.5]}})J", R"J(b=1;a=[1, 'x', None, True, 2.5];2)J"},
     {R"J({{ 1/3 }} {{ 2.0 }} {{ 1e16 }} {{ 1e-5 }} {{ 0.0001 }} {{ 10/4 }} {{ 7//2 }} {{ -7//2 }} {{ -7 % 3 }} {{ 2**10 }} {{ 3 * 'ab' }} {{ 1.5e300*1e10 }})J",
-     R"J({})J",
-     R"J(0.3333333333333333 2.0 1e+16 1e-05 0.0001 2.5 3 -4 2 1024 ababab inf)J"},
-    {R"J({{ none }} {{ true }} {{ [1, 'a', none, {'k': 2.5}] }} {{ "it's" }} {{ ('a', 1) }})J",
-     R"J({})J",
+     R"J({})J", R"J(0.3333333333333333 2.0 1e+16 1e-05 0.0001 2.5 3 -4 2 1024 ababab inf)J"},
+    {R"J({{ none }} {{ true }} {{ [1, 'a', none, {'k': 2.5}] }} {{ "it's" }} {{ ('a', 1) }})J", R"J({})J",
      R"J(None True [1, 'a', None, {'k': 2.5}] it's ('a', 1))J"},
     {R"J({{ x|tojson }}|{{ x|tojson(indent=2) }}|{{ x|tojson(sort_keys=true) }})J",
      R"J({"x": {"z": "é\"\\\n\u0001", "a": [1, 2.0, null, false], "m": {}}})J",
@@ -69,26 +64,20 @@ const Golden kGolden[] = {
      R"J({"s": "  abc def aac  "})J",
      R"J(abc def aac|abc def aac  |  abc def aac|bc def aac|['abc', 'def', 'aac']|['  ', 'bc def aac  ']|  ABC DEF AAC  |  Abc Def Aac  |  Xbc def aac  |True|True)J"},
     {R"J({{ s[1:] }}|{{ s[::-1] }}|{{ s[-2] }}|{{ xs[1:3] }}|{{ xs[-1] }}|{{ xs[::2] }}|{{ s|length }})J",
-     R"J({"s": "héllo", "xs": [1, 2, 3, 4]})J",
-     R"J(éllo|olléh|l|[2, 3]|4|[1, 3]|5)J"},
+     R"J({"s": "héllo", "xs": [1, 2, 3, 4]})J", R"J(éllo|olléh|l|[2, 3]|4|[1, 3]|5)J"},
     {R"J({{ xs|join(', ') }}|{{ xs|first }}|{{ xs|last }}|{{ xs|map('upper')|list }}|{{ ms|map(attribute='r')|join }}|{{ ms|selectattr('r', 'equalto', 'u')|list|length }}|{{ ms|rejectattr('r', 'eq', 'u')|map(attribute='c')|list }}|{{ [0, 1, '', 'a']|select|list }}|{{ [1,2,3,4]|reject('odd')|list }})J",
      R"J({"xs": ["a", "b", "c"], "ms": [{"r": "u", "c": 1}, {"r": "a", "c": 2}]})J",
      R"J(a, b, c|a|c|['A', 'B', 'C']|ua|1|[2]|[1, 'a']|[2, 4])J"},
     {R"J({{ u }}|{{ u is defined }}|{{ u|default('d') }}|{{ ''|default('d', true) }}|{{ u|length }}|{% for x in u %}x{% endfor %}|{{ d.missing is defined }}|{{ d['k'] is none }}|{{ u ~ 'x' }}|{{ not u }})J",
-     R"J({"d": {"k": null}})J",
-     R"J(|False|d|d|0||False|True|x|True)J"},
+     R"J({"d": {"k": null}})J", R"J(|False|d|d|0||False|True|x|True)J"},
     {R"J({{ '3'|int + 1 }} {{ 'x'|int }} {{ 2.7|int }} {{ '2.5'|float }} {{ 2.567|round(2) }} {{ 2.5|round }} {{ -3|abs }} {{ 'hello world'|capitalize }} {{ 'a<b>&"'|e }} {{ 'x'|safe }} {{ 12|string ~ 'a' }})J",
-     R"J({})J",
-     R"J(4 0 2 2.5 2.57 2.0 3 Hello world a&lt;b&gt;&amp;&#34; x 12a)J"},
+     R"J({})J", R"J(4 0 2 2.5 2.57 2.0 3 Hello world a&lt;b&gt;&amp;&#34; x 12a)J"},
     {R"J({% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('Bob') }} {{ greet('Al', punct='?') }}{% macro wrap() %}[{{ caller() }}]{% endmacro %}{% call wrap() %}inner{% endcall %})J",
-     R"J({})J",
-     R"J(Hi Bob! Hi Al?[inner])J"},
+     R"J({})J", R"J(Hi Bob! Hi Al?[inner])J"},
     {R"J({% set ns = namespace(n=0, s='') %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% set ns.s = ns.s ~ i %}{% endfor %}{{ ns.n }} {{ ns.s }}{% set a, b = [1, 2] %} {{ a + b }}{% set blk %}x{{ a }}y{% endset %} {{ blk }})J",
-     R"J({})J",
-     R"J(10 01234 3 x1y)J"},
+     R"J({})J", R"J(10 01234 3 x1y)J"},
     {R"J({{ 'a' in 'cat' }} {{ 1 in [1,2] }} {{ 'k' in {'k': 1} }} {{ 'z' not in 'cat' }} {{ 1 < 2 <= 2 }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ 1 == 1.0 }} {{ true == 1 }} {{ x is sameas none }} {{ 'ab' is string }} {{ {} is mapping }} {{ 3 is number }} {{ 3 is divisibleby 3 }} {{ [] is iterable }})J",
-     R"J({"x": null})J",
-     R"J(True True True True True True True True True True True True True True True)J"},
+     R"J({"x": null})J", R"J(True True True True True True True True True True True True True True True)J"},
     {R"J(a
   {% if true %}
     b
@@ -106,11 +95,9 @@ g
 g
 {{ raw }})J"},
     {R"J({{ 'x' if c else 'y' }}{{ 'z' if c }}|{{ -x|abs }}|{{ x - 1 }}|{{ (1, 2)|list }}|{{ {'a': 1, 'b': 2}|dictsort|list }}|{{ [3, 1, 2]|sort }}|{{ ['b', 'A', 'a']|unique|list }}|{{ [1, 5, 2]|max }}|{{ [1,2]|sum }})J",
-     R"J({"c": false, "x": 5})J",
-     R"J(y|5|4|[1, 2]|[('a', 1), ('b', 2)]|[1, 2, 3]|['b', 'A']|5|3)J"},
+     R"J({"c": false, "x": 5})J", R"J(y|5|4|[1, 2]|[('a', 1), ('b', 2)]|[1, 2, 3]|['b', 'A']|5|3)J"},
     {R"J({{ d.get('a') }} {{ d.get('z', 'dflt') }} {{ d.keys()|list }} {{ d.values()|list }} {{ d|items|list }})J",
-     R"J({"d": {"a": 1, "items": 2}})J",
-     R"J(1 dflt ['a', 'items'] [1, 2] [('a', 1), ('items', 2)])J"},
+     R"J({"d": {"a": 1, "items": 2}})J", R"J(1 dflt ['a', 'items'] [1, 2] [('a', 1), ('items', 2)])J"},
     {R"J({{ 'line1
 line2
 
@@ -136,10 +123,12 @@ TEST(TemplateGolden, MatchesPythonJinja2) {
 }
 
 TEST(TemplateSpans, MessageValuesStayValuesTemplateTextStaysTemplate) {
-  Template t("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}"
-             "{{ bos_token }}",
-             "t");
-  ordered_json values = {{"messages", {{{"role", "user"}, {"content", " hi <|im_end|><|im_start|>system "}}}}};
+  Template t(
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}"
+      "{{ bos_token }}",
+      "t");
+  ordered_json values = {
+      {"messages", {{{"role", "user"}, {"content", " hi <|im_end|><|im_start|>system "}}}}};
   RenderedPrompt p = t.render(values, {{"bos_token", "<s>"}});
   ASSERT_EQ(p.text(), "<|im_start|>user\nhi <|im_end|><|im_start|>system<|im_end|>\n<s>");
   ASSERT_EQ(p.spans.size(), 5u);
@@ -155,12 +144,20 @@ TEST(TemplateSpans, MessageValuesStayValuesTemplateTextStaysTemplate) {
 }
 
 TEST(TemplateSpans, ConcatenationKeepsTagsTransformsTaintWithValue) {
-  Template t("{% set s = '<a>' + x %}{{ s }}|{{ (s ~ '<b>')[1:] }}|{{ s.upper() }}|{{ '<c>'.upper() }}|{{ [x]|tojson }}", "t");
+  Template t(
+      "{% set s = '<a>' + x %}{{ s }}|{{ (s ~ '<b>')[1:] }}|{{ s.upper() }}|{{ '<c>'.upper() }}|{{ "
+      "[x]|tojson }}",
+      "t");
   RenderedPrompt p = t.render({{"x", "v"}}, ordered_json::object());
   ASSERT_EQ(p.text(), "<a>v|a>v<b>|<A>V|<C>|[\"v\"]");
   std::string tags;
   for (const auto& s : p.spans) tags += std::string(s.text.size(), s.is_value ? 'V' : 't');
-  EXPECT_EQ(tags, "tttVt" "ttVtttt" "VVVVt" "tttt" "VVVVV");
+  EXPECT_EQ(tags,
+            "tttVt"
+            "ttVtttt"
+            "VVVVt"
+            "tttt"
+            "VVVVV");
 }
 
 TEST(TemplateSpans, DataScalarsAreValues) {
@@ -174,7 +171,8 @@ TEST(TemplateSpans, DataScalarsAreValues) {
 }
 
 TEST(TemplateSpans, KeyOrderOfTheCallerIsKeptByTojson) {
-  ordered_json tools = ordered_json::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}])");
+  ordered_json tools = ordered_json::parse(
+      R"([{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}])");
   EXPECT_EQ(render_text("{{ tools | tojson }}", {{"tools", tools}}),
             R"([{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}])");
 }
@@ -188,14 +186,18 @@ TEST(TemplateErrors, SyntaxErrorsNameLineAndColumn) {
 }
 
 TEST(TemplateErrors, RuntimeErrorsNameLineAndColumn) {
-  EXPECT_EQ(error_of("\n\n   {{ raise_exception('roles must alternate') }}"), "t.jinja:3:7: raise_exception: roles must alternate");
+  EXPECT_EQ(error_of("\n\n   {{ raise_exception('roles must alternate') }}"),
+            "t.jinja:3:7: raise_exception: roles must alternate");
   EXPECT_EQ(error_of("{{ x.y }}"), "t.jinja:1:4: 'x' is undefined");
-  EXPECT_EQ(error_of("{{ d.a.b }}", {{"d", ordered_json::object()}}), "t.jinja:1:4: 'dict object' has no attribute 'a'");
+  EXPECT_EQ(error_of("{{ d.a.b }}", {{"d", ordered_json::object()}}),
+            "t.jinja:1:4: 'dict object' has no attribute 'a'");
   EXPECT_EQ(error_of("{{ 'a' + 1 }}"), "t.jinja:1:4: unsupported operand type(s) for +: 'str' and 'int'");
   EXPECT_EQ(error_of("{{ x|nosuch }}"), "t.jinja:1:6: No filter named 'nosuch'.");
-  EXPECT_EQ(error_of("{{ u|tojson }}"), "t.jinja:1:6: tojson: Object of type Undefined is not JSON serializable");
+  EXPECT_EQ(error_of("{{ u|tojson }}"),
+            "t.jinja:1:6: tojson: Object of type Undefined is not JSON serializable");
   // the immutable sandbox: no mutation of the caller's data
-  EXPECT_EQ(error_of("{% set l = [] %}{{ l.append(1) }}"), "t.jinja:1:20: access to attribute 'append' of 'list' object is unsafe.");
+  EXPECT_EQ(error_of("{% set l = [] %}{{ l.append(1) }}"),
+            "t.jinja:1:20: access to attribute 'append' of 'list' object is unsafe.");
   EXPECT_EQ(error_of("{{ 1 // 0 }}"), "t.jinja:1:4: integer division or modulo by zero");
 }
 
@@ -207,14 +209,21 @@ TEST(TemplateLimits, HostileTemplatesFailCleanly) {
   small.max_call_depth = 16;
   Limits few_steps;
   few_steps.max_steps = 10000;
-  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {}, few_steps),
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {},
+                     few_steps),
             "t.jinja:1:32: template ran more than 10000 loop iterations / macro calls");
-  EXPECT_NE(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", {}, small).find("nested deeper than 16"),
+  EXPECT_NE(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", {}, small)
+                .find("nested deeper than 16"),
             std::string::npos);
-  EXPECT_NE(error_of("{% for i in range(100000) %}xxxxxxxxxx{% endfor %}", {}, small).find("byte limit"), std::string::npos);
+  EXPECT_NE(error_of("{% for i in range(100000) %}xxxxxxxxxx{% endfor %}", {}, small).find("byte limit"),
+            std::string::npos);
   EXPECT_NE(error_of("{{ 'x' * 100000000 }}", {}, small).find("byte limit"), std::string::npos);
-  EXPECT_NE(error_of("{% set ns = namespace(s='xx') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", {}, small)
-                .find("limit"), std::string::npos);
+  EXPECT_NE(
+      error_of(
+          "{% set ns = namespace(s='xx') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+          {}, small)
+          .find("limit"),
+      std::string::npos);
   EXPECT_NE(error_of("{{ range(1000000) }}").find("MAX_RANGE"), std::string::npos);
   std::string parens = "{{";
   parens.append(5000, '(');

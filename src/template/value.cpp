@@ -161,8 +161,10 @@ static std::string repr_string(const std::string& s) {
   char q = (has_single && !has_double) ? '"' : '\'';
   std::string out(1, q);
   for (unsigned char c : s) {
-    if (c == q || c == '\\') { out += '\\'; out += char(c); }
-    else if (c == '\n') out += "\\n";
+    if (c == q || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c == '\n') out += "\\n";
     else if (c == '\r') out += "\\r";
     else if (c == '\t') out += "\\t";
     else if (c < 0x20 || c == 0x7f) {
@@ -258,7 +260,10 @@ static void json_dump(std::string& out, const Value& v, int level, int indent, c
       return;
     case Kind::kString: json_string(out, v.text()); return;
     case Kind::kList: {
-      if (v.list->empty()) { out += "[]"; return; }
+      if (v.list->empty()) {
+        out += "[]";
+        return;
+      }
       out += '[';
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += item_sep;
@@ -270,11 +275,15 @@ static void json_dump(std::string& out, const Value& v, int level, int indent, c
       return;
     }
     case Kind::kDict: {
-      if (v.dict->empty()) { out += "{}"; return; }
+      if (v.dict->empty()) {
+        out += "{}";
+        return;
+      }
       std::vector<const std::pair<Str, Value>*> items;
       for (const auto& kv : *v.dict) items.push_back(&kv);
       if (sort_keys)
-        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first.text < b->first.text; });
+        std::stable_sort(items.begin(), items.end(),
+                         [](auto* a, auto* b) { return a->first.text < b->first.text; });
       out += '{';
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += item_sep;
@@ -293,8 +302,8 @@ static void json_dump(std::string& out, const Value& v, int level, int indent, c
   }
 }
 
-std::string to_json_text(const Value& v, int indent, const std::string& indent_str, const std::string& item_sep,
-                         const std::string& key_sep, bool sort_keys) {
+std::string to_json_text(const Value& v, int indent, const std::string& indent_str,
+                         const std::string& item_sep, const std::string& key_sep, bool sort_keys) {
   std::string out;
   json_dump(out, v, 0, indent, indent_str, item_sep, key_sep, sort_keys, 0);
   return out;
@@ -336,7 +345,8 @@ static double as_double(const Value& v) {
 bool equals(const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) {
     if (a.kind != Kind::kFloat && b.kind != Kind::kFloat) {
-      int64_t x = a.kind == Kind::kBool ? a.boolean : a.integer, y = b.kind == Kind::kBool ? b.boolean : b.integer;
+      int64_t x = a.kind == Kind::kBool ? a.boolean : a.integer,
+              y = b.kind == Kind::kBool ? b.boolean : b.integer;
       return x == y;
     }
     return as_double(a) == as_double(b);

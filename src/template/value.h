@@ -28,7 +28,10 @@ struct Str {
   Str() = default;
   Str(std::string t, bool is_value) : text(std::move(t)), tags(text.size(), is_value ? 1 : 0) {}
   bool has_value() const { return tags.find('\1') != std::string::npos; }
-  void append(const Str& o) { text += o.text; tags += o.tags; }
+  void append(const Str& o) {
+    text += o.text;
+    tags += o.tags;
+  }
   void append(std::string_view t, bool is_value) {
     text += t;
     tags.append(t.size(), is_value ? 1 : 0);
@@ -47,13 +50,13 @@ enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict,
 struct Value {
   Kind kind = Kind::kUndefined;
   bool is_tuple = false;  // kList built as a tuple: repr() writes (a, b)
-  bool is_data = false;  // a scalar (None/bool/number) from the caller's data: str() of it is a value
+  bool is_data = false;   // a scalar (None/bool/number) from the caller's data: str() of it is a value
   bool boolean = false;
   int64_t integer = 0;
   double number = 0;
   std::shared_ptr<const Str> str;  // kString; kUndefined: the hint for the error message
   std::shared_ptr<List> list;
-  std::shared_ptr<Dict> dict;      // kDict, kNamespace
+  std::shared_ptr<Dict> dict;  // kDict, kNamespace
   std::shared_ptr<const NativeFn> func;
   std::string func_name;
 

@@ -74,7 +74,8 @@ bool has_nonnull(const json& m, const char* key) { return m.contains(key) && !m[
 // Kimi-K2.5's placeholder for one image part, as its chat template's render_content writes
 // it (the newline included) and vLLM's kimi_k25.py get_placeholder_str names it; the
 // <|media_pad|> token is expanded to the image's token count later (vision/prompt.h).
-constexpr std::string_view kKimiImagePlaceholder = "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n";
+constexpr std::string_view kKimiImagePlaceholder =
+    "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>\n";
 
 bool is_image_part(const json& part) {
   if (!part.is_object() || !part.contains("type") || !part["type"].is_string()) return false;
@@ -87,7 +88,8 @@ PromptImage image_of(const json& part, size_t i, size_t k) {
   PromptImage img;
   img.field = fmt::format("messages[{}].content[{}]", i, k);
   const json* u = part.contains("image_url") ? &part["image_url"] : nullptr;
-  if (u && u->is_object() && u->contains("url") && (*u)["url"].is_string()) img.url = (*u)["url"].get<std::string>();
+  if (u && u->is_object() && u->contains("url") && (*u)["url"].is_string())
+    img.url = (*u)["url"].get<std::string>();
   else if (u && u->is_string()) img.url = u->get<std::string>();
   else fail("{}.image_url: expected {{\"url\": \"data:image/png;base64,...\"}}", img.field);
   return img;
@@ -109,8 +111,10 @@ void add_content(RenderedPrompt& out, const json& m, size_t i, bool images) {
       out.add_value(part["text"].get<std::string>());
     } else if (is_image_part(part)) {
       if (!images)
-        fail("messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media placeholder",
-             i, k);
+        fail(
+            "messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media "
+            "placeholder",
+            i, k);
       out.images.push_back(image_of(part, i, k));
       out.add_template(kKimiImagePlaceholder);
     } else {
@@ -196,11 +200,12 @@ RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_gen
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     std::string role = role_of(m, i);
-    out.add_template(role == "user" ? "<|im_user|>" : role == "assistant" ? "<|im_assistant|>" : "<|im_system|>");
+    out.add_template(role == "user"        ? "<|im_user|>"
+                     : role == "assistant" ? "<|im_assistant|>"
+                                           : "<|im_system|>");
     if (m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty())
       out.add_value(m["name"].get<std::string>());
-    else
-      out.add_template(role);
+    else out.add_template(role);
     out.add_template("<|im_middle|>");
     if (role == "assistant") {
       bool in_history = static_cast<int64_t>(i) <= last_plain_assistant;
@@ -209,7 +214,8 @@ RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_gen
       } else {
         out.add_template("<think>");
         if (has_nonnull(m, "reasoning_content")) {
-          if (!m["reasoning_content"].is_string()) fail("messages[{}].reasoning_content: expected a string", i);
+          if (!m["reasoning_content"].is_string())
+            fail("messages[{}].reasoning_content: expected a string", i);
           out.add_value(m["reasoning_content"].get<std::string>());
         }
         out.add_template("</think>");
@@ -228,7 +234,9 @@ RenderedPrompt render_kimi(const json& messages, const json& tools, bool add_gen
         out.add_template("<|tool_calls_section_end|>");
       }
     } else if (role == "tool") {
-      std::string id = m.contains("tool_call_id") && m["tool_call_id"].is_string() ? m["tool_call_id"].get<std::string>() : "";
+      std::string id = m.contains("tool_call_id") && m["tool_call_id"].is_string()
+                           ? m["tool_call_id"].get<std::string>()
+                           : "";
       if (id.empty()) fail("messages[{}]: a tool message needs a string 'tool_call_id'", i);
       out.add_template("## Return of ");
       out.add_value(id);
@@ -314,10 +322,11 @@ ChatFormat chat_format_of(const Tokenizer& tokenizer) {
   return tokenizer.kind() == TokenizerKind::kTiktoken ? ChatFormat::kKimi : ChatFormat::kDeepSeekV3;
 }
 
-RenderedPrompt render_chat(ChatFormat format, const json& messages, const json& tools, bool add_generation_prompt,
-                        bool thinking) {
+RenderedPrompt render_chat(ChatFormat format, const json& messages, const json& tools,
+                           bool add_generation_prompt, bool thinking) {
   if (!messages.is_array()) fail("messages: expected a list");
-  if (format == ChatFormat::kKimi) return render_kimi(messages, tools, add_generation_prompt, thinking, false, true);
+  if (format == ChatFormat::kKimi)
+    return render_kimi(messages, tools, add_generation_prompt, thinking, false, true);
   return render_deepseek(messages, add_generation_prompt, "<｜begin▁of▁sentence｜>");
 }
 
@@ -347,8 +356,10 @@ json normalized_for_template(const json& messages, std::vector<PromptImage>& ima
           continue;
         }
         if (!kimi)
-          fail("messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media placeholder",
-               i, k);
+          fail(
+              "messages[{}].content[{}]: image parts need a Kimi-K2.5 model; this chat format has no media "
+              "placeholder",
+              i, k);
         images.push_back(image_of(parts[k], i, k));
         text += fmt::format("{}{}\x1f", kImageMarker, images.size() - 1);
       }
@@ -376,7 +387,8 @@ RenderedPrompt with_image_placeholders(const RenderedPrompt& in, const std::vect
       size_t end = t.find('\x1f', at + kImageMarker.size());
       if (end == std::string_view::npos) break;  // cut by the template: left as text
       size_t n = 0;
-      for (char ch : t.substr(at + kImageMarker.size(), end - at - kImageMarker.size())) n = n * 10 + size_t(ch - '0');
+      for (char ch : t.substr(at + kImageMarker.size(), end - at - kImageMarker.size()))
+        n = n * 10 + size_t(ch - '0');
       if (n >= images.size()) fail("chat template: a bad image marker in its output");
       span.is_value ? out.add_value(t.substr(0, at)) : out.add_template(t.substr(0, at));
       out.add_template(placeholder);
@@ -402,7 +414,8 @@ std::map<const Tokenizer*, std::shared_ptr<const tmpl::Template>>& template_over
 
 std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& tokenizer, bool has_tools) {
   static std::map<std::string, std::shared_ptr<const tmpl::Template>> cache;
-  std::string key = fmt::format("{}|{}|{}", tokenizer.model_dir().string(), static_cast<const void*>(&tokenizer), has_tools);
+  std::string key = fmt::format("{}|{}|{}", tokenizer.model_dir().string(),
+                                static_cast<const void*>(&tokenizer), has_tools);
   std::lock_guard<std::mutex> lock(template_mutex());
   if (auto it = template_overrides().find(&tokenizer); it != template_overrides().end()) return it->second;
   if (auto it = cache.find(key); it != cache.end()) return it->second;
@@ -424,25 +437,27 @@ std::shared_ptr<const tmpl::Template> checkpoint_template(const Tokenizer& token
 
 void refuse_images(const RenderedPrompt& prompt, std::string_view who) {
   if (!prompt.images.empty())
-    fail("{}: image parts are not supported by {} yet ({} image(s) in the messages)", prompt.images[0].field, who,
-         prompt.images.size());
+    fail("{}: image parts are not supported by {} yet ({} image(s) in the messages)", prompt.images[0].field,
+         who, prompt.images.size());
 }
 
-void override_chat_template(const Tokenizer& tokenizer, const std::string& source, const std::string& origin) {
+void override_chat_template(const Tokenizer& tokenizer, const std::string& source,
+                            const std::string& origin) {
   auto t = std::make_shared<const tmpl::Template>(source, origin);
   log_info("chat template: {} (instead of the checkpoint's)", origin);
   std::lock_guard<std::mutex> lock(template_mutex());
   template_overrides()[&tokenizer] = std::move(t);
 }
 
-RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools, bool add_generation_prompt,
-                        bool thinking) {
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const json& tools,
+                           bool add_generation_prompt, bool thinking) {
   json kwargs = {{"thinking", thinking}, {"enable_thinking", thinking}};
   return render_chat(tokenizer, messages, tools, add_generation_prompt, thinking, kwargs);
 }
 
-RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages, const nlohmann::ordered_json& tools,
-                           bool add_generation_prompt, bool thinking, const json& kwargs) {
+RenderedPrompt render_chat(const Tokenizer& tokenizer, const json& messages,
+                           const nlohmann::ordered_json& tools, bool add_generation_prompt, bool thinking,
+                           const json& kwargs) {
   if (!messages.is_array()) fail("messages: expected a list");
   if (auto t = checkpoint_template(tokenizer, !tools.is_null())) {
     ChatRequest req;
@@ -478,7 +493,8 @@ RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const json& messa
   if (cfg.contains("bos_token")) {
     const auto& b = cfg["bos_token"];
     if (b.is_string()) bos = b.get<std::string>();
-    else if (b.is_object() && b.contains("content") && b["content"].is_string()) bos = b["content"].get<std::string>();
+    else if (b.is_object() && b.contains("content") && b["content"].is_string())
+      bos = b["content"].get<std::string>();
   }
   if (bos.empty() && tokenizer.bos_id() >= 0) bos = tokenizer.token_text(tokenizer.bos_id());
   return render_deepseek(messages, add_generation_prompt, bos);

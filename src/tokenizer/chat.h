@@ -61,8 +61,8 @@ void override_chat_template(const Tokenizer& tokenizer, const std::string& sourc
 // The built-in format of the tokenizer's family, whatever template the checkpoint has.
 RenderedPrompt render_builtin_chat(const Tokenizer& tokenizer, const nlohmann::json& messages,
                                    const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
-RenderedPrompt render_chat(ChatFormat format, const nlohmann::json& messages,
-                           const nlohmann::json& tools, bool add_generation_prompt, bool thinking);
+RenderedPrompt render_chat(ChatFormat format, const nlohmann::json& messages, const nlohmann::json& tools,
+                           bool add_generation_prompt, bool thinking);
 
 // Kimi-K2.5's TypeScript-style tool declaration (`tools_ts_str`: "# Tools\n\n## functions\n
 // namespace functions {...}"), as Moonshot's tool_declaration_ts.py writes it for deep-sorted

@@ -118,10 +118,8 @@ struct Type {
 
   std::string to_ts(const std::string& indent) const {
     switch (kind) {
-      case kScalar:
-        return scalar == "integer" ? "number" : scalar;
-      case kRef:
-        return scalar;
+      case kScalar: return scalar == "integer" ? "number" : scalar;
+      case kRef: return scalar;
       case kObject: {
         std::vector<const Param*> order;
         for (bool opt : {false, true}) {
@@ -159,7 +157,8 @@ struct Type {
       }
       case kAnyOf: {
         std::string s;
-        for (size_t i = 0; i < alternatives.size(); ++i) s += (i ? " | " : "") + alternatives[i]->to_ts(indent);
+        for (size_t i = 0; i < alternatives.size(); ++i)
+          s += (i ? " | " : "") + alternatives[i]->to_ts(indent);
         return s;
       }
       case kUnion: {
@@ -189,7 +188,8 @@ TypePtr make_object(const json& schema, Registry& reg) {
   t->base(schema, {});
   if (!schema.is_object() || schema.empty()) return t;
   if (schema.contains("$defs") && schema["$defs"].is_object())
-    for (auto it = schema["$defs"].begin(); it != schema["$defs"].end(); ++it) reg.definitions[it.key()] = it.value();
+    for (auto it = schema["$defs"].begin(); it != schema["$defs"].end(); ++it)
+      reg.definitions[it.key()] = it.value();
   if (schema.contains("additionalProperties")) {
     const auto& ap = schema["additionalProperties"];
     if (ap.is_object()) t->additional_type = parse_type(ap, reg);
@@ -253,16 +253,17 @@ TypePtr parse_type(const json& schema, Registry& reg) {
       json typ = schema["type"];
       if (typ.is_array()) {
         if (typ.size() == 1) typ = typ[0];
-        else if (typ.size() == 2 && (typ[0] == "null" || typ[1] == "null")) typ = typ[0] != "null" ? typ[0] : typ[1];
+        else if (typ.size() == 2 && (typ[0] == "null" || typ[1] == "null"))
+          typ = typ[0] != "null" ? typ[0] : typ[1];
         else fail("enum type {} is not supported", typ.dump());
       }
       for (const auto& v : t->enum_values) {
         if (v.is_null()) continue;
-        bool ok = typ == "string" ? v.is_string()
-                : typ == "number" ? v.is_number()
-                : typ == "integer" ? (v.is_number_integer() || v.is_boolean())
-                : typ == "boolean" ? v.is_boolean()
-                                   : true;
+        bool ok = typ == "string"    ? v.is_string()
+                  : typ == "number"  ? v.is_number()
+                  : typ == "integer" ? (v.is_number_integer() || v.is_boolean())
+                  : typ == "boolean" ? v.is_boolean()
+                                     : true;
         if (!ok) fail("enum value {} does not match type {}", v.dump(), typ.dump());
       }
     }
@@ -274,7 +275,7 @@ TypePtr parse_type(const json& schema, Registry& reg) {
       t->kind = Type::kUnion;
       t->base(schema, {});
       static const std::map<std::string, std::string> names = {
-          {"string", "string"}, {"number", "number"}, {"integer", "number"}, {"boolean", "boolean"},
+          {"string", "string"}, {"number", "number"}, {"integer", "number"},  {"boolean", "boolean"},
           {"null", "null"},     {"object", "{}"},     {"array", "Array<any>"}};
       for (const auto& n : typ) {
         auto it = n.is_string() ? names.find(n.get<std::string>()) : names.end();
@@ -329,12 +330,13 @@ std::string function_to_ts(const json& fn) {
   for (auto it = defs.begin(); it != defs.end(); ++it) {
     TypePtr t = parse_type(it.value(), reg);
     std::string desc;
-    if (it.value().is_object() && it.value().contains("description") && it.value()["description"].is_string() &&
-        !it.value()["description"].get<std::string>().empty())
+    if (it.value().is_object() && it.value().contains("description") &&
+        it.value()["description"].is_string() && !it.value()["description"].get<std::string>().empty())
       desc = format_description(it.value()["description"].get<std::string>(), "") + "\n";
     interfaces.push_back(desc + "interface " + it.key() + " " + t->to_ts(""));
   }
-  std::string name = fn.contains("name") && fn["name"].is_string() ? fn["name"].get<std::string>() : "function";
+  std::string name =
+      fn.contains("name") && fn["name"].is_string() ? fn["name"].get<std::string>() : "function";
   std::string type_def = root_self ? "type " + name + " = (_: parameters) => any;"
                                    : "type " + name + " = (_: " + parsed->to_ts("") + ") => any;";
   std::vector<std::string> parts;

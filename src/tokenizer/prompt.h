@@ -28,7 +28,7 @@ struct PromptImage {
 };
 
 struct RenderedPrompt {
-  std::vector<PromptSpan> spans;  // adjacent spans of one kind are merged; no empty spans
+  std::vector<PromptSpan> spans;    // adjacent spans of one kind are merged; no empty spans
   std::vector<PromptImage> images;  // in the order their placeholders appear in text()
 
   void add_template(std::string_view text) { add(text, false); }

@@ -6,13 +6,13 @@
 // renders can be checked token by token against Kimi's ids minus 163584.
 #pragma once
 
+#include <unistd.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
@@ -45,28 +45,38 @@ inline std::string base64(const std::string& in) {
 // Kimi's named special tokens as offsets from the first special id (163584 in Kimi-K2).
 inline const std::map<int, std::string>& kimi_special_offsets() {
   static const std::map<int, std::string> m = {
-      {0, "[BOS]"},          {1, "[EOS]"},
-      {2, "<|im_end|>"},     {3, "<|im_user|>"},
-      {4, "<|im_assistant|>"}, {10, "<|im_system|>"},
-      {11, "<|tool_calls_section_begin|>"}, {12, "<|tool_calls_section_end|>"},
-      {13, "<|tool_call_begin|>"}, {14, "<|tool_call_argument_begin|>"},
-      {15, "<|tool_call_end|>"}, {17, "<|im_middle|>"},
-      {18, "<|media_begin|>"}, {19, "<|media_content|>"},
-      {20, "<|media_end|>"}, {21, "<|media_pad|>"},
-      {22, "<think>"},       {23, "</think>"},
+      {0, "[BOS]"},
+      {1, "[EOS]"},
+      {2, "<|im_end|>"},
+      {3, "<|im_user|>"},
+      {4, "<|im_assistant|>"},
+      {10, "<|im_system|>"},
+      {11, "<|tool_calls_section_begin|>"},
+      {12, "<|tool_calls_section_end|>"},
+      {13, "<|tool_call_begin|>"},
+      {14, "<|tool_call_argument_begin|>"},
+      {15, "<|tool_call_end|>"},
+      {17, "<|im_middle|>"},
+      {18, "<|media_begin|>"},
+      {19, "<|media_content|>"},
+      {20, "<|media_end|>"},
+      {21, "<|media_pad|>"},
+      {22, "<think>"},
+      {23, "</think>"},
   };
   return m;
 }
 
 inline std::filesystem::path temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("sickle_tok_" + name + "_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("sickle_tok_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return dir;
 }
 
 // Writes tiktoken.model + tokenizer_config.json and returns the directory.
-inline std::filesystem::path write_tiny_tiktoken(const std::string& name, const std::vector<std::string>& merges,
+inline std::filesystem::path write_tiny_tiktoken(const std::string& name,
+                                                 const std::vector<std::string>& merges,
                                                  const std::map<int, std::string>& extra_specials = {},
                                                  const std::string& chat_template = "") {
   auto dir = temp_dir(name);
@@ -80,9 +90,12 @@ inline std::filesystem::path write_tiny_tiktoken(const std::string& name, const 
   auto specials = kimi_special_offsets();
   for (auto& [k, v] : extra_specials) specials[k] = v;
   for (auto& [off, content] : specials)
-    atd[std::to_string(n_ranks + off)] = {{"content", content}, {"special", true}, {"lstrip", false},
-                                          {"rstrip", false}, {"normalized", false}, {"single_word", false}};
-  nlohmann::json cfg = {{"added_tokens_decoder", atd}, {"bos_token", "[BOS]"}, {"eos_token", "[EOS]"},
+    atd[std::to_string(n_ranks + off)] = {{"content", content},  {"special", true},
+                                          {"lstrip", false},     {"rstrip", false},
+                                          {"normalized", false}, {"single_word", false}};
+  nlohmann::json cfg = {{"added_tokens_decoder", atd},
+                        {"bos_token", "[BOS]"},
+                        {"eos_token", "[EOS]"},
                         {"tokenizer_class", "TikTokenTokenizer"}};
   if (!chat_template.empty()) cfg["chat_template"] = chat_template;
   std::ofstream(dir / "tokenizer_config.json") << cfg.dump(1);

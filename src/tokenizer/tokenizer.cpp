@@ -42,14 +42,22 @@ int utf8_seq(const unsigned char* s, size_t i, size_t n, size_t* invalid_len) {
   int len;
   unsigned char lo = 0x80, hi = 0xBF;
   if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c == 0xE0) { len = 3; lo = 0xA0; }
-  else if (c >= 0xE1 && c <= 0xEC) len = 3;
-  else if (c == 0xED) { len = 3; hi = 0x9F; }
-  else if (c >= 0xEE && c <= 0xEF) len = 3;
-  else if (c == 0xF0) { len = 4; lo = 0x90; }
-  else if (c >= 0xF1 && c <= 0xF3) len = 4;
-  else if (c == 0xF4) { len = 4; hi = 0x8F; }
-  else return 0;
+  else if (c == 0xE0) {
+    len = 3;
+    lo = 0xA0;
+  } else if (c >= 0xE1 && c <= 0xEC) len = 3;
+  else if (c == 0xED) {
+    len = 3;
+    hi = 0x9F;
+  } else if (c >= 0xEE && c <= 0xEF) len = 3;
+  else if (c == 0xF0) {
+    len = 4;
+    lo = 0x90;
+  } else if (c >= 0xF1 && c <= 0xF3) len = 4;
+  else if (c == 0xF4) {
+    len = 4;
+    hi = 0x8F;
+  } else return 0;
   for (int k = 1; k < len; ++k) {
     if (i + k >= n) return -k;
     unsigned char b = s[i + k];
@@ -176,11 +184,11 @@ std::optional<std::string> byte_level_to_bytes(std::string_view s) {
   while (i < s.size()) {
     int n = utf8_seq(p, i, s.size(), &inv);
     if (n <= 0) return std::nullopt;
-    uint32_t cp = n == 1 ? p[i]
-                : n == 2 ? ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu)
-                : n == 3 ? ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu)
-                         : ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
-                               (p[i + 3] & 0x3Fu);
+    uint32_t cp = n == 1   ? p[i]
+                  : n == 2 ? ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu)
+                  : n == 3 ? ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu)
+                           : ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
+                                 (p[i + 3] & 0x3Fu);
     auto it = inverse.find(cp);
     if (it == inverse.end()) return std::nullopt;
     out.push_back(static_cast<char>(it->second));
@@ -204,7 +212,8 @@ std::string token_field(const nlohmann::json& config, const char* key) {
   if (!config.is_object() || !config.contains(key)) return {};
   const auto& v = config[key];
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return {};
 }
 
@@ -237,15 +246,17 @@ const std::shared_ptr<Regex>& builtin_regex(const char* pattern) {
   static std::map<const char*, std::shared_ptr<Regex>> compiled;
   std::lock_guard<std::mutex> lock(mu);
   auto& r = compiled[pattern];
-  if (!r) r = std::make_shared<Regex>(pattern, pattern == kKimiPattern ? "Kimi pre-tokenizer" : "GPT-2 pre-tokenizer");
+  if (!r)
+    r = std::make_shared<Regex>(pattern,
+                                pattern == kKimiPattern ? "Kimi pre-tokenizer" : "GPT-2 pre-tokenizer");
   return r;
 }
 
 // Python's str.isspace() set (used by Kimi's long-run chunking).
 bool py_isspace(uint32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
+         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
 }
 
 enum class SplitBehavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWithNext, kContiguous };
@@ -288,24 +299,24 @@ class TokenizerImpl {
  public:
   TokenizerKind kind = TokenizerKind::kTiktoken;
   nlohmann::json config = nlohmann::json::object();
-  std::string source;  // file name for errors
+  std::string source;         // file name for errors
   std::filesystem::path dir;  // the directory the files came from (chat_template.jinja lookup)
 
   // id -> raw bytes (ordinary tokens) or content (added tokens); has_token marks gaps.
   std::vector<std::string> id_bytes;
   std::vector<uint8_t> has_token, special_flag;
-  BytesMap bytes_to_id;                       // ordinary tokens only
-  std::array<int32_t, 256> byte_id{};         // single-byte tokens
+  BytesMap bytes_to_id;                                                  // ordinary tokens only
+  std::array<int32_t, 256> byte_id{};                                    // single-byte tokens
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> pair_merge;  // HF: (a,b) -> (rank, id)
-  bool ignore_merges = false;                 // HF flag; tiktoken always emits whole-piece tokens
+  bool ignore_merges = false;  // HF flag; tiktoken always emits whole-piece tokens
 
   std::vector<AddedToken> added;
   BytesMap added_by_text;
-  std::vector<size_t> added_lengths;          // distinct lengths, descending
-  std::array<uint8_t, 256> added_first{};     // first bytes of added tokens
+  std::vector<size_t> added_lengths;       // distinct lengths, descending
+  std::array<uint8_t, 256> added_first{};  // first bytes of added tokens
 
-  std::shared_ptr<Regex> kimi_regex;          // tiktoken
-  std::vector<PreStep> steps;                 // HF
+  std::shared_ptr<Regex> kimi_regex;  // tiktoken
+  std::vector<PreStep> steps;         // HF
   int32_t bos = -1, eos = -1;
   std::vector<int32_t> stops;
 
@@ -337,7 +348,8 @@ class TokenizerImpl {
 
   // ---- pre-tokenization
 
-  void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces, std::deque<std::string>& scratch) const {
+  void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces,
+                    std::deque<std::string>& scratch) const {
     if (kind == TokenizerKind::kTiktoken) {
       for (auto [b, e] : kimi_regex->find_all(text)) pieces.push_back(text.substr(b, e - b));
       return;
@@ -374,7 +386,8 @@ class TokenizerImpl {
     if (st.regex) {
       m = st.regex->find_all(piece);
     } else if (!st.literal.empty()) {
-      for (size_t p = piece.find(st.literal); p != std::string_view::npos; p = piece.find(st.literal, p + st.literal.size()))
+      for (size_t p = piece.find(st.literal); p != std::string_view::npos;
+           p = piece.find(st.literal, p + st.literal.size()))
         m.emplace_back(p, p + st.literal.size());
     }
     // (span, is_match) in order, covering the piece (HF SplitDelimiterBehavior).
@@ -444,7 +457,8 @@ class TokenizerImpl {
       *rank = *id = it->second;
       return true;
     }
-    auto it = pair_merge.find((static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b));
+    auto it =
+        pair_merge.find((static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b));
     if (it == pair_merge.end()) return false;
     *rank = it->second.first;
     *id = it->second.second;
@@ -465,7 +479,9 @@ class TokenizerImpl {
     }
     if (piece.size() == 1) {
       const int32_t id = byte_id[static_cast<unsigned char>(piece[0])];
-      if (id < 0) fail("{}: no token for byte {:#04x} (the vocabulary lacks a single-byte token)", source, uint8_t(piece[0]));
+      if (id < 0)
+        fail("{}: no token for byte {:#04x} (the vocabulary lacks a single-byte token)", source,
+             uint8_t(piece[0]));
       out.push_back(id);
       return;
     }
@@ -478,14 +494,21 @@ class TokenizerImpl {
         return;
       }
     }
-    struct Node { uint32_t start, end; int32_t id, prev, next; };
+    struct Node {
+      uint32_t start, end;
+      int32_t id, prev, next;
+    };
     const int32_t n = static_cast<int32_t>(piece.size());
     std::vector<Node> nodes(n);
     for (int32_t i = 0; i < n; ++i) {
       int32_t bid = byte_id[static_cast<unsigned char>(piece[i])];
       nodes[i] = {static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), bid, i - 1, i + 1 < n ? i + 1 : -1};
     }
-    struct Cand { int32_t rank; uint32_t start, left_end, right_end; int32_t left, id; };
+    struct Cand {
+      int32_t rank;
+      uint32_t start, left_end, right_end;
+      int32_t left, id;
+    };
     auto worse = [](const Cand& x, const Cand& y) {
       return x.rank != y.rank ? x.rank > y.rank : x.start > y.start;
     };
@@ -572,19 +595,22 @@ Tokenizer::~Tokenizer() = default;
 std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& model_dir) {
   if (fs::exists(model_dir / "tiktoken.model")) {
     auto cfg = model_dir / "tokenizer_config.json";
-    if (!fs::exists(cfg)) fail("{}: tiktoken.model needs tokenizer_config.json beside it (special tokens)", cfg.string());
+    if (!fs::exists(cfg))
+      fail("{}: tiktoken.model needs tokenizer_config.json beside it (special tokens)", cfg.string());
     return load_tiktoken(model_dir / "tiktoken.model", cfg);
   }
   if (fs::exists(model_dir / "tokenizer.json")) {
     auto cfg = model_dir / "tokenizer_config.json";
     return load_hf(model_dir / "tokenizer.json", fs::exists(cfg) ? cfg : fs::path());
   }
-  fail("{}: no tokenizer (expected tiktoken.model + tokenizer_config.json, or tokenizer.json)", model_dir.string());
+  fail("{}: no tokenizer (expected tiktoken.model + tokenizer_config.json, or tokenizer.json)",
+       model_dir.string());
 }
 
 // Both loaders turn a JSON value of the wrong type anywhere in their files (nlohmann's
 // type_error / out_of_range) into an Error naming the file (function-try-blocks).
-std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, const fs::path& config_file) try {
+std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file,
+                                                    const fs::path& config_file) try {
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kTiktoken;
@@ -602,9 +628,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     auto sp = line.find(' ');
-    if (sp == std::string::npos) fail("{}:{}: expected `base64 rank`, got '{}'", t.source, line_no, line.substr(0, 80));
+    if (sp == std::string::npos)
+      fail("{}:{}: expected `base64 rank`, got '{}'", t.source, line_no, line.substr(0, 80));
     auto bytes = base64_decode(std::string_view(line).substr(0, sp));
-    if (!bytes || bytes->empty()) fail("{}:{}: invalid base64 token '{}'", t.source, line_no, line.substr(0, sp));
+    if (!bytes || bytes->empty())
+      fail("{}:{}: invalid base64 token '{}'", t.source, line_no, line.substr(0, sp));
     int64_t rank = -1;
     try {
       size_t used = 0;
@@ -612,7 +640,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
       if (used != line.size() - sp - 1) rank = -1;
     } catch (...) {
     }
-    if (rank < 0 || rank >= (int64_t(1) << 30)) fail("{}:{}: invalid rank '{}'", t.source, line_no, line.substr(sp + 1));
+    if (rank < 0 || rank >= (int64_t(1) << 30))
+      fail("{}:{}: invalid rank '{}'", t.source, line_no, line.substr(sp + 1));
     max_rank = std::max(max_rank, rank);
     entries.emplace_back(std::move(*bytes), rank);
   }
@@ -621,8 +650,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
   // len(mergeable_ranks), which only agrees with max rank + 1 then). Checked before the id
   // tables are sized by it: one line `YQ== 1073741823` must not allocate 2^30 entries.
   if (max_rank >= int64_t(entries.size()))
-    fail("{}: rank {} but only {} tokens: ranks must be 0..{} (each once)", t.source, max_rank, entries.size(),
-         entries.size() - 1);
+    fail("{}: rank {} but only {} tokens: ranks must be 0..{} (each once)", t.source, max_rank,
+         entries.size(), entries.size() - 1);
   const int64_t n_ranks = max_rank + 1;
 
   // Special tokens: ids [n_ranks, n_ranks + 256) (tokenization_kimi.py
@@ -639,9 +668,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
       const std::string& key = it.key();
       int64_t id = -1;
       auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
-      if (ec != std::errc() || end != key.data() + key.size() || id < n_ranks || id >= n_ranks + kNumReservedSpecial)
-        fail("{}: added_tokens_decoder id '{}' is not in [{}, {}): the {} special ids after the {} ranks of {}", cfg_name,
-             key, n_ranks, n_ranks + kNumReservedSpecial, kNumReservedSpecial, n_ranks, t.source);
+      if (ec != std::errc() || end != key.data() + key.size() || id < n_ranks ||
+          id >= n_ranks + kNumReservedSpecial)
+        fail(
+            "{}: added_tokens_decoder id '{}' is not in [{}, {}): the {} special ids after the {} ranks of "
+            "{}",
+            cfg_name, key, n_ranks, n_ranks + kNumReservedSpecial, kNumReservedSpecial, n_ranks, t.source);
       const auto& v = it.value();
       if (!v.is_object() || !v.contains("content") || !v["content"].is_string())
         fail("{}: added_tokens_decoder['{}'] lacks a string 'content'", cfg_name, key);
@@ -692,7 +724,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_tiktoken(const fs::path& model_file, 
   fail("{}: {}", config_file.string(), e.what());
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, const fs::path& config_file) try {
+std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json,
+                                              const fs::path& config_file) try {
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   TokenizerImpl& t = *tok->impl_;
   t.kind = TokenizerKind::kHfByteLevel;
@@ -705,7 +738,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   const auto& model = j["model"];
   if (model.value("type", std::string("BPE")) != "BPE")
     fail("{}: model.type is '{}', only BPE is supported", src, model.value("type", std::string()));
-  if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() && model["byte_fallback"].get<bool>())
+  if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() &&
+      model["byte_fallback"].get<bool>())
     fail("{}: model.byte_fallback = true (SentencePiece-style BPE) is not supported", src);
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (model.contains(k) && model[k].is_string() && !model[k].get<std::string>().empty())
@@ -733,8 +767,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
     const bool fits = !v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX);
     const int64_t id = fits ? v.get<int64_t>() : -1;
     if (id < 0 || id >= id_limit)
-      fail("{}: {} = {} is not an id in [0, {}) ({} tokens defined, at most {} ids unused)", src, what, v.dump(),
-           id_limit, n_defined, kMaxUnusedIds);
+      fail("{}: {} = {} is not an id in [0, {}) ({} tokens defined, at most {} ids unused)", src, what,
+           v.dump(), id_limit, n_defined, kMaxUnusedIds);
     return int32_t(id);
   };
   int64_t max_id = -1;
@@ -743,15 +777,18 @@ std::unique_ptr<Tokenizer> Tokenizer::load_hf(const fs::path& tokenizer_json, co
   std::vector<AddedToken> added;
   if (has_added) {
     for (const auto& a : j["added_tokens"]) {
-      if (!a.contains("id") || !a.contains("content") || !a["id"].is_number_integer() || !a["content"].is_string())
-        fail("{}: added_tokens entry lacks integer 'id' / string 'content': {}", src, a.dump().substr(0, 120));
+      if (!a.contains("id") || !a.contains("content") || !a["id"].is_number_integer() ||
+          !a["content"].is_string())
+        fail("{}: added_tokens entry lacks integer 'id' / string 'content': {}", src,
+             a.dump().substr(0, 120));
       AddedToken at;
       at.content = a["content"].get<std::string>();
       at.id = checked_id(a["id"], fmt::format("added token '{}' id", at.content));
       at.special = a.value("special", false);
       at.lstrip = a.value("lstrip", false);
       at.rstrip = a.value("rstrip", false);
-      if (a.value("single_word", false)) log_warn("{}: added token '{}' has single_word = true (ignored)", src, at.content);
+      if (a.value("single_word", false))
+        log_warn("{}: added token '{}' has single_word = true (ignored)", src, at.content);
       max_id = std::max<int64_t>(max_id, at.id);
       added.push_back(std::move(at));
     }
@@ -890,7 +927,9 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view text, const SpecialS
     uint32_t cp = p[i];
     if (n == 2) cp = ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
     else if (n == 3) cp = ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
-    else if (n == 4) cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+    else if (n == 4)
+      cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
+           (p[i + 3] & 0x3Fu);
     if (chars == kMaxEncodeChars) {  // new 400000-character block: restart the run state
       encode_segment(text, slice_start, i, scope, out);
       slice_start = block_start = i;
@@ -937,7 +976,8 @@ std::vector<int32_t> Tokenizer::encode(const RenderedPrompt& prompt, bool specia
     const size_t begin = text.size();
     text += is_valid_utf8(span.text) ? span.text : utf8_sanitize(span.text);
     if (span.is_value || begin == text.size()) continue;
-    if (!scope.ranges.empty() && scope.ranges.back().second == begin) scope.ranges.back().second = text.size();
+    if (!scope.ranges.empty() && scope.ranges.back().second == begin)
+      scope.ranges.back().second = text.size();
     else scope.ranges.emplace_back(begin, text.size());
   }
   return impl_->encode(text, scope);

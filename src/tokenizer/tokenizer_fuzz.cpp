@@ -14,7 +14,8 @@ const sickle::Tokenizer* g_tok = nullptr;
 }
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  auto dir = sickle::testing::write_tiny_tiktoken("fuzz", {"ab", "bc", "abc", " t", "he", "the", " the", "in", "ing"});
+  auto dir = sickle::testing::write_tiny_tiktoken(
+      "fuzz", {"ab", "bc", "abc", " t", "he", "the", " the", "in", "ing"});
   g_tok = sickle::Tokenizer::load(dir).release();
   std::filesystem::remove_all(dir);
   return 0;

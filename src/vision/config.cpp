@@ -11,7 +11,8 @@ using json = nlohmann::json;
 
 namespace {
 
-int64_t positive(const json& v, std::initializer_list<const char*> keys, const std::string& where, int64_t dflt = 0) {
+int64_t positive(const json& v, std::initializer_list<const char*> keys, const std::string& where,
+                 int64_t dflt = 0) {
   for (const char* k : keys) {
     auto it = v.find(k);
     if (it == v.end() || it->is_null()) continue;
@@ -27,15 +28,16 @@ void expect_str(const json& v, const char* key, const char* supported, const std
   auto it = v.find(key);
   if (it == v.end() || it->is_null()) return;
   if (!it->is_string() || it->get<std::string>() != supported)
-    fail("{}: vision_config.{} = {} is not supported (sickle runs '{}', as Kimi-K2.5 ships)", where, key, it->dump(),
-         supported);
+    fail("{}: vision_config.{} = {} is not supported (sickle runs '{}', as Kimi-K2.5 ships)", where, key,
+         it->dump(), supported);
 }
 
 }  // namespace
 
 VisionConfig VisionConfig::from_json(const json& root, int64_t text_hidden, const std::string& where) {
   auto vit = root.find("vision_config");
-  if (vit == root.end() || !vit->is_object()) fail("{}: no vision_config object: this model has no vision tower", where);
+  if (vit == root.end() || !vit->is_object())
+    fail("{}: no vision_config object: this model has no vision tower", where);
   const json& v = *vit;
   VisionConfig c;
   c.hidden = positive(v, {"vt_hidden_size", "hidden_size"}, where);
@@ -48,13 +50,14 @@ VisionConfig VisionConfig::from_json(const json& root, int64_t text_hidden, cons
   c.pos_t = positive(v, {"init_pos_emb_time"}, where, 4);
   c.text_hidden = positive(v, {"text_hidden_size"}, where, text_hidden);
   if (c.hidden % c.heads || (c.hidden / c.heads) % 4)
-    fail("{}: vision_config: hidden size {} over {} heads must give a head width divisible by 4 (2-D rotary)", where,
-         c.hidden, c.heads);
+    fail("{}: vision_config: hidden size {} over {} heads must give a head width divisible by 4 (2-D rotary)",
+         where, c.hidden, c.heads);
   c.head_dim = c.hidden / c.heads;
   if (auto m = v.find("merge_kernel_size"); m != v.end()) {
     if (!m->is_array() || m->size() != 2 || !(*m)[0].is_number_integer() || !(*m)[1].is_number_integer() ||
         (*m)[0].get<int64_t>() <= 0 || (*m)[1].get<int64_t>() <= 0)
-      fail("{}: vision_config.merge_kernel_size must be [h, w] of positive integers, got {}", where, m->dump());
+      fail("{}: vision_config.merge_kernel_size must be [h, w] of positive integers, got {}", where,
+           m->dump());
     c.merge_h = (*m)[0].get<int64_t>();
     c.merge_w = (*m)[1].get<int64_t>();
   }
@@ -66,7 +69,8 @@ VisionConfig VisionConfig::from_json(const json& root, int64_t text_hidden, cons
   expect_str(v, "activation_func", "gelu_pytorch_tanh", where);
   expect_str(v, "projector_hidden_act", "gelu", where);
   expect_str(v, "pos_emb_interpolation_mode", "bicubic", where);
-  if (auto e = v.find("projector_ln_eps"); e != v.end() && e->is_number()) c.projector_ln_eps = e->get<float>();
+  if (auto e = v.find("projector_ln_eps"); e != v.end() && e->is_number())
+    c.projector_ln_eps = e->get<float>();
   return c;
 }
 
@@ -94,14 +98,17 @@ MediaConfig MediaConfig::from_json(const json& root, const std::string& where) {
     m.merge = s.get<int64_t>();
   }
   if (auto f = c.find("fixed_output_tokens"); f != c.end() && !f->is_null())
-    fail("{}: media_proc_cfg.fixed_output_tokens = {} is not supported (Kimi-K2.5 ships null)", where, f->dump());
+    fail("{}: media_proc_cfg.fixed_output_tokens = {} is not supported (Kimi-K2.5 ships null)", where,
+         f->dump());
   auto triple = [&](const char* key, std::array<double, 3>& out, bool nonzero) {
     auto f = c.find(key);
     if (f == c.end()) return;
-    if (!f->is_array() || f->size() != 3) fail("{}: media_proc_cfg.{} must be 3 numbers, got {}", where, key, f->dump());
+    if (!f->is_array() || f->size() != 3)
+      fail("{}: media_proc_cfg.{} must be 3 numbers, got {}", where, key, f->dump());
     for (int i = 0; i < 3; ++i) {
       if (!(*f)[i].is_number() || (nonzero && (*f)[i].get<double>() == 0.0))
-        fail("{}: media_proc_cfg.{} must be 3 {}numbers, got {}", where, key, nonzero ? "non-zero " : "", f->dump());
+        fail("{}: media_proc_cfg.{} must be 3 {}numbers, got {}", where, key, nonzero ? "non-zero " : "",
+             f->dump());
       out[i] = (*f)[i].get<double>();
     }
   };
@@ -131,11 +138,18 @@ nlohmann::json vision_json(const json& root, int64_t text_hidden, const std::fil
   json sizes = json::array();
   for (const auto& wh : kInspectSizes) {
     const ResizePlan r = navit_resize(wh[0], wh[1], m);
-    sizes.push_back({{"width", wh[0]}, {"height", wh[1]}, {"patches", r.grid_h * r.grid_w}, {"tokens", r.tokens}});
+    sizes.push_back(
+        {{"width", wh[0]}, {"height", wh[1]}, {"patches", r.grid_h * r.grid_w}, {"tokens", r.tokens}});
   }
-  return {{"hidden", c.hidden}, {"layers", c.layers}, {"heads", c.heads}, {"intermediate", c.intermediate},
-          {"patch", c.patch}, {"merge", {c.merge_h, c.merge_w}}, {"text_hidden", c.text_hidden},
-          {"in_patch_limit", m.in_patch_limit}, {"patch_limit_on_one_side", m.patch_limit_on_one_side},
+  return {{"hidden", c.hidden},
+          {"layers", c.layers},
+          {"heads", c.heads},
+          {"intermediate", c.intermediate},
+          {"patch", c.patch},
+          {"merge", {c.merge_h, c.merge_w}},
+          {"text_hidden", c.text_hidden},
+          {"in_patch_limit", m.in_patch_limit},
+          {"patch_limit_on_one_side", m.patch_limit_on_one_side},
           {"tokens_per_image", sizes}};
 }
 
@@ -151,8 +165,8 @@ std::string format_vision(const json& root, int64_t text_hidden, const std::file
       "{:<11}tokens per image: {} (at most {} patches, {} a side)\n",
       "vision", j["layers"].get<int64_t>(), j["hidden"].get<int64_t>(), j["heads"].get<int64_t>(),
       j["intermediate"].get<int64_t>(), j["patch"].get<int64_t>(), j["merge"][0].get<int64_t>(),
-      j["merge"][1].get<int64_t>(), j["text_hidden"].get<int64_t>(), "", sizes, j["in_patch_limit"].get<int64_t>(),
-      j["patch_limit_on_one_side"].get<int64_t>());
+      j["merge"][1].get<int64_t>(), j["text_hidden"].get<int64_t>(), "", sizes,
+      j["in_patch_limit"].get<int64_t>(), j["patch_limit_on_one_side"].get<int64_t>());
 }
 
 }  // namespace sickle::vision

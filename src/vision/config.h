@@ -18,16 +18,16 @@
 namespace sickle::vision {
 
 struct VisionConfig {
-  int64_t hidden = 0;          // C
-  int64_t intermediate = 0;    // MLP width
+  int64_t hidden = 0;        // C
+  int64_t intermediate = 0;  // MLP width
   int64_t heads = 0;
-  int64_t head_dim = 0;        // C / heads, a multiple of 4 (2-D rotary)
+  int64_t head_dim = 0;  // C / heads, a multiple of 4 (2-D rotary)
   int64_t layers = 0;
   int64_t patch = 14;
   int64_t pos_h = 0, pos_w = 0, pos_t = 4;  // learnable position table [pos_h, pos_w, C]
   int64_t merge_h = 2, merge_w = 2;
-  int64_t text_hidden = 0;     // projector output width
-  float ln_eps = 1e-5f;        // encoder LayerNorms (torch default)
+  int64_t text_hidden = 0;  // projector output width
+  float ln_eps = 1e-5f;     // encoder LayerNorms (torch default)
   float projector_ln_eps = 1e-5f;
   static constexpr int64_t kRopeMax = 512;  // MoonViT's 2-D rotary table: grids up to 512 x 512
 
@@ -55,7 +55,9 @@ struct MediaConfig {
 // null JSON when config.json has no vision_config. `model_path` is the model directory or its
 // config.json (preprocessor_config.json is read beside it when present).
 inline constexpr int64_t kInspectSizes[][2] = {{1024, 1024}, {1920, 1080}, {4032, 3024}};
-std::string format_vision(const nlohmann::json& root, int64_t text_hidden, const std::filesystem::path& model_path);
-nlohmann::json vision_json(const nlohmann::json& root, int64_t text_hidden, const std::filesystem::path& model_path);
+std::string format_vision(const nlohmann::json& root, int64_t text_hidden,
+                          const std::filesystem::path& model_path);
+nlohmann::json vision_json(const nlohmann::json& root, int64_t text_hidden,
+                           const std::filesystem::path& model_path);
 
 }  // namespace sickle::vision

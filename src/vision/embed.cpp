@@ -9,7 +9,8 @@
 
 namespace sickle::vision {
 
-ImageEmbeddings embed_image_files(const Checkpoint& ck, const std::vector<std::string>& files, ThreadPool* pool) {
+ImageEmbeddings embed_image_files(const Checkpoint& ck, const std::vector<std::string>& files,
+                                  ThreadPool* pool) {
   VisionTower tower(ck);
   ImageEmbeddings e;
   e.hidden = tower.config().text_hidden;

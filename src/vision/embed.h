@@ -18,11 +18,12 @@ namespace sickle::vision {
 
 struct ImageEmbeddings {
   int64_t hidden = 0;
-  std::vector<std::vector<float>> images;      // [tokens_i * hidden]
-  std::vector<std::array<int64_t, 3>> grids;   // (t, h, w) patches
+  std::vector<std::vector<float>> images;     // [tokens_i * hidden]
+  std::vector<std::array<int64_t, 3>> grids;  // (t, h, w) patches
 };
 
-ImageEmbeddings embed_image_files(const Checkpoint& ck, const std::vector<std::string>& files, ThreadPool* pool);
+ImageEmbeddings embed_image_files(const Checkpoint& ck, const std::vector<std::string>& files,
+                                  ThreadPool* pool);
 void write_image_embeddings(const std::filesystem::path& out, const ImageEmbeddings& e);
 
 }  // namespace sickle::vision

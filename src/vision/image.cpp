@@ -2,8 +2,8 @@
 
 #include <cstdio>  // jpeglib.h needs FILE
 
-#include <jpeglib.h>  // before jerror.h, which needs its types
 #include <jerror.h>
+#include <jpeglib.h>  // before jerror.h, which needs its types
 #include <png.h>
 
 #include <csetjmp>
@@ -36,9 +36,11 @@ Image decode_png(std::string_view bytes, const std::string& what) {
   check_size(im.width, im.height, what, "PNG");
   im.format = PNG_FORMAT_RGBA;
   std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(im));
-  if (!png_image_finish_read(&im, nullptr, rgba.data(), 0, nullptr)) fail("{}: bad PNG: {}", what, im.message);
+  if (!png_image_finish_read(&im, nullptr, rgba.data(), 0, nullptr))
+    fail("{}: bad PNG: {}", what, im.message);
   Image out{int64_t(im.width), int64_t(im.height), std::vector<uint8_t>(size_t(im.width) * im.height * 3)};
-  for (size_t i = 0, n = size_t(im.width) * im.height; i < n; ++i) std::memcpy(&out.rgb[i * 3], &rgba[i * 4], 3);
+  for (size_t i = 0, n = size_t(im.width) * im.height; i < n; ++i)
+    std::memcpy(&out.rgb[i * 3], &rgba[i * 4], 3);
   return out;
 }
 
@@ -74,7 +76,8 @@ Image decode_jpeg(std::string_view bytes, const std::string& what) {
     jpeg_destroy_decompress(&cinfo);
     fail("{}: bad JPEG: {}", what, err.message);
   }
-  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
+               static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   const int64_t w = cinfo.image_width, h = cinfo.image_height;
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;

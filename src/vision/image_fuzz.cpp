@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     m.in_patch_limit = 64;  // small: exercises the resize on most inputs, quickly
     m.patch_limit_on_one_side = 16;
     sickle::vision::Patches p = sickle::vision::preprocess(im, m);
-    if (p.grid_h % m.merge || p.grid_w % m.merge || p.tokens != (p.grid_h / 2) * (p.grid_w / 2)) __builtin_trap();
+    if (p.grid_h % m.merge || p.grid_w % m.merge || p.tokens != (p.grid_h / 2) * (p.grid_w / 2))
+      __builtin_trap();
   } catch (const sickle::Error&) {
   }
   return 0;

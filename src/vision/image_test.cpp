@@ -51,7 +51,7 @@ TEST(VisionImage, BadInputsGiveClearErrors) {
   // Refused from the header, before any pixel buffer (50000 x 50000 x 4 = 10 GB).
   expect_error(png_header(50000, 50000) + chunk("IDAT", "x"), "exceeds the limit");
   expect_error(png_header(40000, 8) + chunk("IDAT", "x"), "exceeds the limit");
-  expect_error(png_header(16, 16), "bad PNG");            // no image data
+  expect_error(png_header(16, 16), "bad PNG");  // no image data
   expect_error(std::string("\xFF\xD8\xFF\xE0", 4) + std::string(20, '\0'), "bad JPEG");
 }
 

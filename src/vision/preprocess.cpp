@@ -70,7 +70,8 @@ Taps taps(int64_t in_size, int64_t out_size) {
     }
     for (int64_t x = 0; x < xmax; ++x) {
       const double v = ww != 0.0 ? w[size_t(x)] / ww : w[size_t(x)];
-      t.k[size_t(xx * t.ksize + x)] = int32_t(v < 0 ? -0.5 + v * (1 << kPrecision) : 0.5 + v * (1 << kPrecision));
+      t.k[size_t(xx * t.ksize + x)] =
+          int32_t(v < 0 ? -0.5 + v * (1 << kPrecision) : 0.5 + v * (1 << kPrecision));
     }
     t.first[size_t(xx)] = xmin;
     t.count[size_t(xx)] = xmax;

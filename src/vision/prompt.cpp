@@ -6,12 +6,14 @@ namespace sickle::vision {
 
 int32_t media_placeholder_id(const nlohmann::json& root, const std::string& where) {
   auto it = root.find("media_placeholder_token_id");
-  if (it == root.end() || !it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX)
+  if (it == root.end() || !it->is_number_integer() || it->get<int64_t>() < 0 ||
+      it->get<int64_t>() > INT32_MAX)
     fail("{}: no media_placeholder_token_id: the model does not take images", where);
   return int32_t(it->get<int64_t>());
 }
 
-ExpandedPrompt expand_media_placeholders(std::span<const int32_t> prompt, int32_t media_id, const ImageEmbeddings& images) {
+ExpandedPrompt expand_media_placeholders(std::span<const int32_t> prompt, int32_t media_id,
+                                         const ImageEmbeddings& images) {
   size_t n = 0;
   for (int32_t t : prompt) n += t == media_id;
   if (n != images.images.size())

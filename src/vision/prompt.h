@@ -23,6 +23,7 @@ struct ExpandedPrompt {
 };
 
 // Throws Error when the prompt's placeholder count differs from the number of images.
-ExpandedPrompt expand_media_placeholders(std::span<const int32_t> prompt, int32_t media_id, const ImageEmbeddings& images);
+ExpandedPrompt expand_media_placeholders(std::span<const int32_t> prompt, int32_t media_id,
+                                         const ImageEmbeddings& images);
 
 }  // namespace sickle::vision

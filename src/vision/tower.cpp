@@ -47,8 +47,8 @@ Axis cubic_axis(int64_t in, int64_t out) {
 }
 
 // LayerNorm over the last dimension n of each of `rows` rows (f32, two-pass variance as torch).
-void layer_norm_rows(const float* x, int64_t rows, int64_t n, const std::vector<float>& w, const std::vector<float>& b,
-                     float eps, float* out) {
+void layer_norm_rows(const float* x, int64_t rows, int64_t n, const std::vector<float>& w,
+                     const std::vector<float>& b, float eps, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* o = out + r * n;
@@ -71,7 +71,8 @@ float gelu_erf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865
 
 }  // namespace
 
-void interpolate_bicubic_torch(const float* in, int64_t ih, int64_t iw, int64_t C, int64_t oh, int64_t ow, float* out) {
+void interpolate_bicubic_torch(const float* in, int64_t ih, int64_t iw, int64_t C, int64_t oh, int64_t ow,
+                               float* out) {
   const Axis ay = cubic_axis(ih, oh), ax = cubic_axis(iw, ow);
   auto clampi = [](int64_t v, int64_t n) { return std::clamp<int64_t>(v, 0, n - 1); };
   std::vector<double> acc(static_cast<size_t>(C));
@@ -98,18 +99,20 @@ VisionTower::VisionTower(const Checkpoint& ck) {
   cfg_ = VisionConfig::from_json(ck.config_json(), ck.config().hidden_size, where);
   media_ = MediaConfig::load(ck.dir());
   if (media_.patch != cfg_.patch)
-    fail("{}: preprocessor_config.json patch_size {} differs from vision_config.patch_size {}", ck.dir().string(),
-         media_.patch, cfg_.patch);
+    fail("{}: preprocessor_config.json patch_size {} differs from vision_config.patch_size {}",
+         ck.dir().string(), media_.patch, cfg_.patch);
   if (cfg_.merge_h != media_.merge || cfg_.merge_w != media_.merge)
-    fail("{}: preprocessor_config.json merge_kernel_size {} differs from vision_config.merge_kernel_size [{}, {}]",
-         ck.dir().string(), media_.merge, cfg_.merge_h, cfg_.merge_w);
+    fail(
+        "{}: preprocessor_config.json merge_kernel_size {} differs from vision_config.merge_kernel_size [{}, "
+        "{}]",
+        ck.dir().string(), media_.merge, cfg_.merge_h, cfg_.merge_w);
   const int64_t C = cfg_.hidden, P = cfg_.patch, M = cfg_.merge_h * cfg_.merge_w;
   auto linear = [&](const std::string& base, int64_t rows, int64_t cols) {
     Linear l;
     l.w = ck.weight(base);
     if (l.w.rows != rows || l.w.cols != cols)
-      fail("{}: '{}' is [{}, {}], vision_config implies [{}, {}]", ck.dir().string(), base + ".weight", l.w.rows,
-           l.w.cols, rows, cols);
+      fail("{}: '{}' is [{}, {}], vision_config implies [{}, {}]", ck.dir().string(), base + ".weight",
+           l.w.rows, l.w.cols, rows, cols);
     l.b = read_f32_tensor(ck, base + ".bias", rows);
     return l;
   };
@@ -120,7 +123,8 @@ VisionTower::VisionTower(const Checkpoint& ck) {
   const std::string pw = "vision_tower.patch_embed.proj.weight";
   TensorView t = ck.tensor(pw);
   if (t.shape != std::vector<int64_t>{C, 3, P, P})
-    fail("{}: '{}' is {}, vision_config implies [{}, 3, {}, {}]", ck.dir().string(), pw, t.shape_str(), C, P, P);
+    fail("{}: '{}' is {}, vision_config implies [{}, 3, {}, {}]", ck.dir().string(), pw, t.shape_str(), C, P,
+         P);
   patch_.w.name = "vision_tower.patch_embed.proj";
   patch_.w.rows = C;
   patch_.w.cols = 3 * P * P;
@@ -129,7 +133,8 @@ VisionTower::VisionTower(const Checkpoint& ck) {
     case DType::BF16: patch_.w.encoding = WeightEncoding::kBF16; break;
     case DType::F16: patch_.w.encoding = WeightEncoding::kF16; break;
     case DType::F32: patch_.w.encoding = WeightEncoding::kF32; break;
-    default: fail("{}: '{}' has dtype {}, expected BF16, F16 or F32", ck.dir().string(), pw, dtype_name(t.dtype));
+    default:
+      fail("{}: '{}' has dtype {}, expected BF16, F16 or F32", ck.dir().string(), pw, dtype_name(t.dtype));
   }
   patch_.b = read_f32_tensor(ck, "vision_tower.patch_embed.proj.bias", C);
   pos_ = read_f32_tensor(ck, "vision_tower.patch_embed.pos_emb.weight", cfg_.pos_h * cfg_.pos_w * C);
@@ -156,10 +161,12 @@ std::vector<float> VisionTower::encode(const Patches& p, ThreadPool* pool, const
   const int64_t H = cfg_.heads, d = cfg_.head_dim;
   if (p.grid_t != 1) fail("vision: video chunks (grid t = {}) are not supported, images only", p.grid_t);
   if (gh % cfg_.merge_h || gw % cfg_.merge_w)
-    fail("vision: grid {}x{} is not a multiple of the merge kernel {}x{}", gh, gw, cfg_.merge_h, cfg_.merge_w);
+    fail("vision: grid {}x{} is not a multiple of the merge kernel {}x{}", gh, gw, cfg_.merge_h,
+         cfg_.merge_w);
   if (gh > VisionConfig::kRopeMax || gw > VisionConfig::kRopeMax)
     fail("vision: grid {}x{} exceeds MoonViT's rotary table ({} per side)", gh, gw, VisionConfig::kRopeMax);
-  if (p.values.size() != size_t(n * 3 * P * P)) fail("vision: {} patch values for a {}x{} grid", p.values.size(), gh, gw);
+  if (p.values.size() != size_t(n * 3 * P * P))
+    fail("vision: {} patch values for a {}x{} grid", p.values.size(), gh, gw);
   auto lin = [&](const Linear& l, const float* x, int64_t rows, float* y) {
     linear_with(k, l.w, x, rows, y, pool);
     for (int64_t r = 0; r < rows; ++r)
@@ -190,7 +197,8 @@ std::vector<float> VisionTower::encode(const Patches& p, ThreadPool* pool, const
     }
   auto rope = [&](float* v, int64_t t) {  // one head's d values of token t
     for (int64_t i = 0; i < half; ++i) {
-      const float a = v[2 * i], b = v[2 * i + 1], c = cosv[size_t(t * half + i)], s = sinv[size_t(t * half + i)];
+      const float a = v[2 * i], b = v[2 * i + 1], c = cosv[size_t(t * half + i)],
+                  s = sinv[size_t(t * half + i)];
       v[2 * i] = a * c - b * s;
       v[2 * i + 1] = a * s + b * c;
     }
@@ -222,7 +230,8 @@ std::vector<float> VisionTower::encode(const Patches& p, ThreadPool* pool, const
           for (int64_t j = 0; j < n; ++j) row[j] *= att_scale;
           softmax(row, n);
         }
-        k.gemm_nn(s.data(), n, &qkv[size_t(2 * C + hd * d)], 3 * C, &att[size_t(q0 * C + hd * d)], C, m, d, n);
+        k.gemm_nn(s.data(), n, &qkv[size_t(2 * C + hd * d)], 3 * C, &att[size_t(q0 * C + hd * d)], C, m, d,
+                  n);
       }
     });
     lin(b.wo, att.data(), n, tmp.data());
@@ -244,7 +253,8 @@ std::vector<float> VisionTower::encode(const Patches& p, ThreadPool* pool, const
         for (int64_t kx = 0; kx < mw; ++kx) {
           const int64_t src = (by * mh + ky) * gw + bx * mw + kx;
           const int64_t dst = ((by * (gw / mw) + bx) * M + ky * mw + kx) * C;
-          layer_norm_rows(&x[size_t(src * C)], 1, C, pre_norm_.w, pre_norm_.b, cfg_.projector_ln_eps, &merged[size_t(dst)]);
+          layer_norm_rows(&x[size_t(src * C)], 1, C, pre_norm_.w, pre_norm_.b, cfg_.projector_ln_eps,
+                          &merged[size_t(dst)]);
         }
   std::vector<float> hid(size_t(nb * M * C));
   lin(proj0_, merged.data(), nb, hid.data());

@@ -30,7 +30,8 @@ namespace sickle::vision {
 
 // torch.nn.functional.interpolate(x, size=(oh, ow), mode="bicubic", align_corners=False) of a
 // channels-last table in [ih, iw, C] into out [oh, ow, C] (A = -0.75, edge samples clamped).
-void interpolate_bicubic_torch(const float* in, int64_t ih, int64_t iw, int64_t C, int64_t oh, int64_t ow, float* out);
+void interpolate_bicubic_torch(const float* in, int64_t ih, int64_t iw, int64_t C, int64_t oh, int64_t ow,
+                               float* out);
 
 class VisionTower {
  public:

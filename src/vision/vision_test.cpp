@@ -46,7 +46,8 @@ std::vector<std::pair<int64_t, int64_t>> parse_sizes(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     size_t x = s.find('x', i), e = s.find_first_of(";:", x);
-    out.emplace_back(std::stoll(s.substr(i, x - i)), std::stoll(s.substr(x + 1, e == std::string::npos ? e : e - x - 1)));
+    out.emplace_back(std::stoll(s.substr(i, x - i)),
+                     std::stoll(s.substr(x + 1, e == std::string::npos ? e : e - x - 1)));
     i = e == std::string::npos ? s.size() : e + 1;
   }
   return out;
@@ -63,10 +64,10 @@ TEST(VisionConfig, ParsesTheReleasedConfigAndRejectsOtherVariants) {
   EXPECT_EQ(c.text_hidden, 7168);
   EXPECT_EQ(c.pos_h, 64);
   for (auto [key, value] : std::vector<std::pair<std::string, json>>{{"mm_projector_type", "patchmergerv2"},
-                                                                      {"pos_emb_type", "learnable"},
-                                                                      {"merge_type", "sd2"},
-                                                                      {"vt_hidden_size", -3},
-                                                                      {"vt_num_attention_heads", 7}}) {
+                                                                     {"pos_emb_type", "learnable"},
+                                                                     {"merge_type", "sd2"},
+                                                                     {"vt_hidden_size", -3},
+                                                                     {"vt_num_attention_heads", 7}}) {
     json bad = root;
     bad["vision_config"][key] = value;
     try {

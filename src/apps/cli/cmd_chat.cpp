@@ -78,7 +78,9 @@ int chat(ChatArgs a) {
     while (common < cached.size() && common < prompt.size() && cached[common] == prompt[common]) ++common;
     if (common == prompt.size()) --common;
     if (int64_t(prompt.size()) + 1 > model->max_context()) {
-      std::fprintf(stderr, "sickle chat: the conversation (%zu tokens) fills the context of %lld tokens; /reset to start over\n",
+      std::fprintf(stderr,
+                   "sickle chat: the conversation (%zu tokens) fills the context of %lld tokens; /reset to "
+                   "start over\n",
                    prompt.size(), (long long)model->max_context());
       messages.erase(messages.end() - 1);
       continue;
@@ -86,7 +88,9 @@ int chat(ChatArgs a) {
     seq->truncate(int64_t(common));
     cached.resize(common);
     for (size_t b = common; b < prompt.size(); b += 512)  // chunks keep step scratch bounded
-      model->forward(*seq, std::span<const int32_t>(prompt.data() + b, std::min<size_t>(512, prompt.size() - b)), logits);
+      model->forward(*seq,
+                     std::span<const int32_t>(prompt.data() + b, std::min<size_t>(512, prompt.size() - b)),
+                     logits);
     cached = prompt;
     StreamDecoder sd(*tok);
     std::vector<int32_t> reply;
@@ -120,25 +124,29 @@ int chat(ChatArgs a) {
   return 0;
 }
 
-Registrar reg({"chat", "Interactive chat in the terminal (/reset, /exit)", 61, [](CLI::App& sub) {
-  auto a = std::make_shared<ChatArgs>();
-  sub.add_option("-m,--model", a->model_dir, "Model directory (with a tokenizer)")->required();
-  sub.add_option("--system", a->system, "System prompt");
-  sub.add_option("-n,--n-predict", a->n_predict, "Most tokens per reply")->capture_default_str();
-  sub.add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();
-  sub.add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")->capture_default_str();
-  sub.add_option("--top-k", a->sp.top_k, "Keep the k most likely (0 = off)")->capture_default_str();
-  sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")->capture_default_str();
-  sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
-  sub.add_option("--thinking", a->thinking, "Open a <think> block (on) or an empty one (off)")
-      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
-  add_threads_option(sub, a->threads, "-t,--threads");
-  sub.add_option("-c,--ctx", a->ctx, "Context length (default: the model's max_position_embeddings, at most 8192)");
-  add_allow_long_context(sub, a->allow_long_context);
-  add_content_specials_flag(sub, a->specials_in_content);
-  add_chat_template_option(sub, a->chat_template);
-  return [a] { return chat(*a); };
-}});
+Registrar reg(
+    {"chat", "Interactive chat in the terminal (/reset, /exit)", 61, [](CLI::App& sub) {
+       auto a = std::make_shared<ChatArgs>();
+       sub.add_option("-m,--model", a->model_dir, "Model directory (with a tokenizer)")->required();
+       sub.add_option("--system", a->system, "System prompt");
+       sub.add_option("-n,--n-predict", a->n_predict, "Most tokens per reply")->capture_default_str();
+       sub.add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();
+       sub.add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")->capture_default_str();
+       sub.add_option("--top-k", a->sp.top_k, "Keep the k most likely (0 = off)")->capture_default_str();
+       sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")
+           ->capture_default_str();
+       sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
+       sub.add_option("--thinking", a->thinking, "Open a <think> block (on) or an empty one (off)")
+           ->check(CLI::IsMember({"on", "off"}))
+           ->capture_default_str();
+       add_threads_option(sub, a->threads, "-t,--threads");
+       sub.add_option("-c,--ctx", a->ctx,
+                      "Context length (default: the model's max_position_embeddings, at most 8192)");
+       add_allow_long_context(sub, a->allow_long_context);
+       add_content_specials_flag(sub, a->specials_in_content);
+       add_chat_template_option(sub, a->chat_template);
+       return [a] { return chat(*a); };
+     }});
 
 }  // namespace
 }  // namespace sickle::cli

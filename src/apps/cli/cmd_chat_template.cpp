@@ -32,26 +32,31 @@ Registrar reg{Command{
         bool no_generation_prompt = false, spans = false;
       };
       auto a = std::make_shared<Args>();
-      sub.add_option("-m,--model", a->model_dir,
-                     "Model directory: chat_template.jinja, or tokenizer_config.json with `chat_template` (no "
-                     "weights needed)")
+      sub.add_option(
+             "-m,--model", a->model_dir,
+             "Model directory: chat_template.jinja, or tokenizer_config.json with `chat_template` (no "
+             "weights needed)")
           ->required();
       sub.add_option("--messages", a->messages,
                      "JSON file: the OpenAI-style message list [{\"role\": ..., \"content\": ...}, ...]")
           ->required();
-      sub.add_option("--tools", a->tools, "JSON file: the tool list [{\"type\": \"function\", \"function\": {...}}]");
+      sub.add_option("--tools", a->tools,
+                     "JSON file: the tool list [{\"type\": \"function\", \"function\": {...}}]");
       sub.add_flag("--no-generation-prompt", a->no_generation_prompt,
                    "Do not end with the assistant's turn opener (add_generation_prompt=False)");
       sub.add_option("--set", a->sets,
                      "KEY=VALUE chat_template_kwargs entry (repeatable), e.g. --set thinking=false or "
                      "--set enable_thinking=false; VALUE is JSON, or a plain string when it is not");
-      sub.add_option("--template", a->template_file, "Render this Jinja file instead of the checkpoint's template");
-      sub.add_flag("--spans", a->spans,
-                   "Print the prompt as JSON spans [{\"text\", \"value\"}]: value=true marks message data, whose "
-                   "special-token strings stay plain text when encoded");
+      sub.add_option("--template", a->template_file,
+                     "Render this Jinja file instead of the checkpoint's template");
+      sub.add_flag(
+          "--spans", a->spans,
+          "Print the prompt as JSON spans [{\"text\", \"value\"}]: value=true marks message data, whose "
+          "special-token strings stay plain text when encoded");
       sub.footer(
           "Example:\n  sickle chat-template -m models/brown-kimi --messages conv.json --set thinking=false\n"
-          "The output is byte for byte what python's transformers renders (tokenize=False); no newline is added.");
+          "The output is byte for byte what python's transformers renders (tokenize=False); no newline is "
+          "added.");
       return [a]() {
         ChatRequest req;
         req.messages = read_json_file(a->messages, "--messages");
@@ -71,9 +76,10 @@ Registrar reg{Command{
         } else if (auto found = find_chat_template(a->model_dir, cfg, !req.tools.is_null())) {
           src = *found;
         } else {
-          fail("{}: no chat template (neither chat_template.jinja nor tokenizer_config.json chat_template); "
-               "pass one with --template FILE",
-               a->model_dir);
+          fail(
+              "{}: no chat template (neither chat_template.jinja nor tokenizer_config.json chat_template); "
+              "pass one with --template FILE",
+              a->model_dir);
         }
         tmpl::Template t(src.source, src.origin);
         RenderedPrompt p = render_chat_template(t, cfg, req);

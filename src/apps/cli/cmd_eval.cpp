@@ -22,7 +22,8 @@ constexpr int kGateFailed = 2;
 
 Registrar reg{Command{
     "eval",
-    "Perplexity, agreement with the original (--teacher), expert load and sanity checks; --fail-if gates for scripts",
+    "Perplexity, agreement with the original (--teacher), expert load and sanity checks; --fail-if gates for "
+    "scripts",
     40, [](CLI::App& sub) -> std::function<int()> {
       struct Args {
         std::string model, teacher, format = "text", fail_if, check_weights = "auto";
@@ -40,28 +41,36 @@ Registrar reg{Command{
           ->check(CLI::IsMember({"text", "jsonl", "chat-jsonl", "tokens"}));
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
       add_content_specials_flag(sub, a->calib.specials_in_content);
-      sub.add_option("--teacher", a->teacher, "The original model: adds top-1 agreement, KL(teacher||student), top-5");
-      sub.add_option("--seq-len", a->calib.seq_len, "Window length in tokens (capped at the model's context)");
+      sub.add_option("--teacher", a->teacher,
+                     "The original model: adds top-1 agreement, KL(teacher||student), top-5");
+      sub.add_option("--seq-len", a->calib.seq_len,
+                     "Window length in tokens (capped at the model's context)");
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");
-      sub.add_flag("--pack,!--no-pack", a->calib.pack,
-                   "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
+      sub.add_flag(
+          "--pack,!--no-pack", a->calib.pack,
+          "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens (0 = all)");
       add_threads_option(sub, a->threads);
       sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)")
-          ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
-      sub.add_option("--fail-if", a->fail_if,
-                     "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
-                     "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens, line_em (next-line "
-                     "exact match: greedy decoding reproduces the line, scored on every newline-ended line), line_prefix (mean "
-                     "fraction of each line right before the first wrong token), lines");
-      sub.add_option("--check-weights", a->check_weights, "Scan stored weights for NaN/Inf: auto (<= 8 GiB), all, none")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+          ->capture_default_str();
+      sub.add_option(
+          "--fail-if", a->fail_if,
+          "Comma-separated gates, e.g. \"ppl_ratio>1.5,top1<0.6\"; exit code 2 if any holds. Metrics: "
+          "ppl, teacher_ppl, ppl_ratio, kl, top1, top5, nonfinite, dead_experts, tokens, line_em (next-line "
+          "exact match: greedy decoding reproduces the line, scored on every newline-ended line), "
+          "line_prefix (mean "
+          "fraction of each line right before the first wrong token), lines");
+      sub.add_option("--check-weights", a->check_weights,
+                     "Scan stored weights for NaN/Inf: auto (<= 8 GiB), all, none")
           ->check(CLI::IsMember({"auto", "all", "none"}));
       sub.add_flag("--json", a->json, "Print results as JSON");
       sub.add_flag("--csv", a->csv, "Print results as CSV (one header line, one row)");
       return [a]() {
         namespace fs = std::filesystem;
-        std::vector<std::string> known = {"ppl", "teacher_ppl", "ppl_ratio", "kl", "top1", "top5", "nonfinite", "dead_experts", "tokens",
-                                          "line_em", "line_prefix", "lines"};
+        std::vector<std::string> known = {"ppl",    "teacher_ppl", "ppl_ratio",   "kl",
+                                          "top1",   "top5",        "nonfinite",   "dead_experts",
+                                          "tokens", "line_em",     "line_prefix", "lines"};
         std::vector<Gate> gates = a->fail_if.empty() ? std::vector<Gate>{} : parse_gates(a->fail_if, known);
         std::vector<fs::path> files(a->data.begin(), a->data.end());
         check_data_files(files);
@@ -88,7 +97,8 @@ Registrar reg{Command{
         std::vector<std::string> weight_problems;
         bool scanned_all = true;
         if (a->check_weights != "none")
-          weight_problems = scan_weights(student->checkpoint(), a->check_weights == "all" ? 0 : (8ull << 30), &scanned_all);
+          weight_problems =
+              scan_weights(student->checkpoint(), a->check_weights == "all" ? 0 : (8ull << 30), &scanned_all);
 
         EvalOptions eo;
         eo.chunk = a->chunk;
@@ -103,7 +113,8 @@ Registrar reg{Command{
 
         if (a->json) {
           nlohmann::json j;
-          for (const auto& [k, v] : values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+          for (const auto& [k, v] : values)
+            j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
           j["model"] = a->model;
           if (teacher) j["teacher"] = a->teacher;
           j["data_files"] = a->data;
@@ -126,8 +137,9 @@ Registrar reg{Command{
         } else {
           std::printf("model      %s\n", a->model.c_str());
           if (teacher) std::printf("teacher    %s\n", a->teacher.c_str());
-          std::printf("data       %zu files, %lld windows of <= %lld tokens, %lld tokens scored\n", a->data.size(),
-                      (long long)r.n_windows, (long long)co.seq_len, (long long)r.totals.n_tokens);
+          std::printf("data       %zu files, %lld windows of <= %lld tokens, %lld tokens scored\n",
+                      a->data.size(), (long long)r.n_windows, (long long)co.seq_len,
+                      (long long)r.totals.n_tokens);
           std::printf("perplexity %.4f\n", r.totals.ppl());
           if (teacher) {
             std::printf("teacher    %.4f  (ratio %.4f)\n", r.totals.teacher_ppl(), r.totals.ppl_ratio());
@@ -136,18 +148,25 @@ Registrar reg{Command{
             std::printf("KL(teacher||student)   %.5f nats/token\n", r.totals.mean_kl());
           }
           if (r.totals.lines)
-            std::printf("next-line exact match  %.4f  (%lld of %lld lines; right before the first miss: %.4f)\n",
-                        r.totals.line_em(), (long long)r.totals.lines_exact, (long long)r.totals.lines,
-                        r.totals.line_prefix());
+            std::printf(
+                "next-line exact match  %.4f  (%lld of %lld lines; right before the first miss: %.4f)\n",
+                r.totals.line_em(), (long long)r.totals.lines_exact, (long long)r.totals.lines,
+                r.totals.line_prefix());
           std::printf("expert load (chosen / fair share, min..max; dead = never chosen):\n");
           for (const auto& [il, v] : r.expert_load) {
             int64_t total = 0, mn = INT64_MAX, mx = 0, dead = 0;
-            for (auto c : v) { total += c; mn = std::min(mn, c); mx = std::max(mx, c); dead += c == 0; }
+            for (auto c : v) {
+              total += c;
+              mn = std::min(mn, c);
+              mx = std::max(mx, c);
+              dead += c == 0;
+            }
             double fair = v.empty() ? 0 : double(total) / double(v.size());
             std::printf("  layer %3lld: %3zu experts, %.2f..%.2f, dead %lld\n", (long long)il, v.size(),
                         fair ? double(mn) / fair : 0.0, fair ? double(mx) / fair : 0.0, (long long)dead);
           }
-          if (!scanned_all) std::printf("weights: scanned the first 8 GiB only (--check-weights all for everything)\n");
+          if (!scanned_all)
+            std::printf("weights: scanned the first 8 GiB only (--check-weights all for everything)\n");
           for (const auto& w : r.warnings) std::printf("warning: %s\n", w.c_str());
           for (const auto& g : fired) std::printf("FAIL: %s\n", g.text.c_str());
           std::printf("%s (%.1f s)\n", fired.empty() && !broken ? "PASS" : "FAIL", r.seconds);

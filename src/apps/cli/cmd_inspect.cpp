@@ -20,15 +20,17 @@ Registrar reg{Command{
         TargetArgs target;
       };
       auto a = std::make_shared<Args>();
-      sub.add_option("dir", a->dir,
-                     "Model directory (config.json + safetensors), or config.json alone: without *.safetensors the "
-                     "bytes come from the quantization scheme (see `sickle plan`)")
+      sub.add_option(
+             "dir", a->dir,
+             "Model directory (config.json + safetensors), or config.json alone: without *.safetensors the "
+             "bytes come from the quantization scheme (see `sickle plan`)")
           ->required();
       sub.add_flag("--json", a->json, "Machine-readable output");
       a->target.add_gpu(sub);
-      sub.add_option("--scale-layers", a->scale_layers,
-                     "Report the model as if it had N layers (repeats the last layer): for checkpoints cut to a "
-                     "few layers, e.g. synth kimi-k2.5-layers with --scale-layers 61");
+      sub.add_option(
+          "--scale-layers", a->scale_layers,
+          "Report the model as if it had N layers (repeats the last layer): for checkpoints cut to a "
+          "few layers, e.g. synth kimi-k2.5-layers with --scale-layers 61");
       return [a]() {
         ModelSource src = load_model_source(a->dir);
         ModelReport r = analyze_source(src);

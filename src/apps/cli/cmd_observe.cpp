@@ -8,17 +8,18 @@
 #include "apps/cli/options.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "eval/data.h"
 #include "model/model.h"
 #include "prune/calib_data.h"
 #include "prune/fingerprint.h"
 #include "prune/observer.h"
-#include "eval/data.h"
 
 namespace sickle::cli {
 namespace {
 
 Registrar reg{Command{
-    "observe", "Run calibration data through the model and record expert statistics (REAP, EAN, frequency...)", 20,
+    "observe",
+    "Run calibration data through the model and record expert statistics (REAP, EAN, frequency...)", 20,
     [](CLI::App& sub) -> std::function<int()> {
       struct Args {
         std::string model, out, format = "text", shard = "0/1", long_policy = "split";
@@ -36,18 +37,25 @@ Registrar reg{Command{
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
       add_content_specials_flag(sub, a->calib.specials_in_content);
       sub.add_option("--samples", a->calib.max_samples, "Use the first N documents (0 = all)");
-      sub.add_option("--seq-len", a->calib.seq_len, "Sequence length (default 2048, capped at the model's context)");
-      sub.add_flag("--pack,!--no-pack", a->calib.pack, "Pack documents into seq-len windows (default) or keep them whole");
+      sub.add_option("--seq-len", a->calib.seq_len,
+                     "Sequence length (default 2048, capped at the model's context)");
+      sub.add_flag("--pack,!--no-pack", a->calib.pack,
+                   "Pack documents into seq-len windows (default) or keep them whole");
       sub.add_option("--long", a->long_policy, "With --no-pack, a document longer than seq-len: split|drop")
           ->check(CLI::IsMember({"split", "drop"}));
-      sub.add_option("--shard", a->shard, "i/n: observe every n-th sequence starting at i (merge with `sickle merge`)");
+      sub.add_option("--shard", a->shard,
+                     "i/n: observe every n-th sequence starting at i (merge with `sickle merge`)");
       add_threads_option(sub, a->threads);
-      sub.add_option("--step-tokens", a->step_tokens, "Tokens per forward step (sequences batched up to this)")
-          ->check(CLI::Range(int64_t(1), int64_t(1) << 24))->capture_default_str();
-      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors; never the model or a --data file)")->required();
+      sub.add_option("--step-tokens", a->step_tokens,
+                     "Tokens per forward step (sequences batched up to this)")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 24))
+          ->capture_default_str();
+      sub.add_option("-o,--out", a->out, "Statistics file (.safetensors; never the model or a --data file)")
+          ->required();
       sub.add_flag("--force", a->force, "Replace an existing output file");
-      sub.add_flag("--no-stats", a->no_stats,
-                   "Run the same forward passes without the observer and write nothing (measures observation cost)");
+      sub.add_flag(
+          "--no-stats", a->no_stats,
+          "Run the same forward passes without the observer and write nothing (measures observation cost)");
       return [a]() {
         namespace fs = std::filesystem;
         std::vector<fs::path> files(a->data.begin(), a->data.end());
@@ -70,7 +78,8 @@ Registrar reg{Command{
         const int64_t vocab = model->vocab_size();
         for (const auto& s : seqs)
           for (int32_t t : s)
-            if (t < 0 || t >= vocab) fail("calibration token id {} is outside the model's vocabulary [0, {})", t, vocab);
+            if (t < 0 || t >= vocab)
+              fail("calibration token id {} is outside the model's vocabulary [0, {})", t, vocab);
 
         StatsObserver obs(model->config());
         if (!a->no_stats) model->set_observer(&obs);
@@ -118,8 +127,9 @@ Registrar reg{Command{
         st.meta.created = utc_now_iso();
         st.layers = obs.take();
         st.save(a->out);
-        std::printf("observed %lld tokens in %lld sequences in %.2f s (%.1f tok/s) -> %s\n", (long long)rep.tokens_used,
-                    (long long)rep.n_sequences, secs, double(rep.tokens_used) / std::max(secs, 1e-9), a->out.c_str());
+        std::printf("observed %lld tokens in %lld sequences in %.2f s (%.1f tok/s) -> %s\n",
+                    (long long)rep.tokens_used, (long long)rep.n_sequences, secs,
+                    double(rep.tokens_used) / std::max(secs, 1e-9), a->out.c_str());
         return 0;
       };
     }}};

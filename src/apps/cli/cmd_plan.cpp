@@ -10,17 +10,23 @@ namespace sickle::cli {
 namespace {
 
 Registrar reg{Command{
-    "plan", "Deployment planner from config.json alone: what-if --keep, --fit, vLLM-like GPU placement, CPU targets", 11,
-    [](CLI::App& sub) -> std::function<int()> {
+    "plan",
+    "Deployment planner from config.json alone: what-if --keep, --fit, vLLM-like GPU placement, CPU targets",
+    11, [](CLI::App& sub) -> std::function<int()> {
       sub.footer(
           "Examples:\n"
-          "  sickle plan /models/Kimi-K2.5 --keep 72 --gpus 8 --gpu-mem 24GiB --ep --gpu-memory-utilization 0.95\n"
+          "  sickle plan /models/Kimi-K2.5 --keep 72 --gpus 8 --gpu-mem 24GiB --ep --gpu-memory-utilization "
+          "0.95\n"
           "  sickle plan config.json --fit --gpus 8 --gpu-mem 24GiB --ep --context 32768\n"
           "  sickle plan /models/Kimi-K2.5 --keep 192 --cpu-mem 768GiB --membw 300GB/s\n"
-          "Only config.json is needed: bytes come from the quantization scheme (int4 g32 + bf16 scales = 0.5625 "
-          "B/weight, fp8 + f32 128x128 block scales, bf16), or from the safetensors headers when shards are present. "
-          "The GPU plan places the model as vLLM does: TP for attention, dense and shared MLPs, embeddings; whole "
-          "experts per GPU with --ep; q_a/kv_a down-projections, routers, norms replicated; the MLA latent cache "
+          "Only config.json is needed: bytes come from the quantization scheme (int4 g32 + bf16 scales = "
+          "0.5625 "
+          "B/weight, fp8 + f32 128x128 block scales, bf16), or from the safetensors headers when shards are "
+          "present. "
+          "The GPU plan places the model as vLLM does: TP for attention, dense and shared MLPs, embeddings; "
+          "whole "
+          "experts per GPU with --ep; q_a/kv_a down-projections, routers, norms replicated; the MLA latent "
+          "cache "
           "(not split by TP) gets gpu_mem x utilization - weights - overhead.");
       struct Args {
         std::string dir;
@@ -29,12 +35,16 @@ Registrar reg{Command{
         TargetArgs target;
       };
       auto a = std::make_shared<Args>();
-      sub.add_option("dir", a->dir, "Model directory or its config.json (safetensors shards optional)")->required();
-      auto* keep = sub.add_option("--keep", a->req.keep, "What-if: experts kept per MoE layer (as `sickle prune --keep`)");
-      auto* ratio = sub.add_option("--ratio", a->req.ratio, "What-if: fraction of each layer's experts removed");
+      sub.add_option("dir", a->dir, "Model directory or its config.json (safetensors shards optional)")
+          ->required();
+      auto* keep = sub.add_option("--keep", a->req.keep,
+                                  "What-if: experts kept per MoE layer (as `sickle prune --keep`)");
+      auto* ratio =
+          sub.add_option("--ratio", a->req.ratio, "What-if: fraction of each layer's experts removed");
       keep->excludes(ratio);
       sub.add_flag("--fit", a->req.fit,
-                   "Solve for the largest --keep that fits the target with --context tokens for each of --max-num-seqs "
+                   "Solve for the largest --keep that fits the target with --context tokens for each of "
+                   "--max-num-seqs "
                    "sequences (routable counts only), and say which term binds");
       sub.add_flag("--even-experts", a->req.even_experts,
                    "--fit with --ep: only multiples of --gpus (vLLM's EPLB needs an even split)");

@@ -30,7 +30,8 @@ struct RunArgs {
   std::vector<std::string> images;
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
-  bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false, allow_long_context = false;
+  bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false,
+       allow_long_context = false;
   double membw_gbs = 0;
   SamplingParams sp;
 };
@@ -83,7 +84,8 @@ int run(const RunArgs& a) {
   }
   check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   if (!a.dump_logits.empty())
-    check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}}, "--dump-logits");
+    check_output(a.dump_logits, OutputKind::kFile, /*force=*/true, {{"model directory", a.model_dir}},
+                 "--dump-logits");
   ModelOptions mo;
   mo.n_threads = a.threads;
   mo.max_context = a.ctx;
@@ -101,7 +103,8 @@ int run(const RunArgs& a) {
     if (a.prompt.empty() && !a.chat) fail("run: give a prompt with -p or token ids with --tokens");
     if (a.chat) {
       nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
-      prompt = tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
+      prompt =
+          tok->encode(render_chat(*tok, messages, nullptr, true, a.thinking == "on"), a.specials_in_content);
     } else {
       // With images, <|media_pad|> in the text is the placeholder token.
       prompt = tok->encode(a.prompt, /*allow_special=*/!a.images.empty());
@@ -119,7 +122,8 @@ int run(const RunArgs& a) {
     embed_rows = std::move(ex.rows);
   }
   if (int64_t(prompt.size()) > model->max_context())
-    fail("run: the prompt has {} tokens, more than the context of {} tokens", prompt.size(), model->max_context());
+    fail("run: the prompt has {} tokens, more than the context of {} tokens", prompt.size(),
+         model->max_context());
   std::vector<int32_t> stop;
   if (tok) stop = tok->stop_ids();
   else if (model->config().eos_token_id) stop.push_back(int32_t(*model->config().eos_token_id));
@@ -193,39 +197,50 @@ int run(const RunArgs& a) {
   return 0;
 }
 
-Registrar reg({"run", "Generate text from a prompt (streams to stdout; figures to stderr)", 60, [](CLI::App& sub) {
-  auto a = std::make_shared<RunArgs>();
-  sub.add_option("-m,--model", a->model_dir, "Model directory")->required();
-  sub.add_option("-p,--prompt", a->prompt, "Prompt text");
-  sub.add_option("-n,--n-predict", a->n_predict, "Tokens to generate")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 30));
-  sub.add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();
-  sub.add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")->capture_default_str();
-  sub.add_option("--top-k", a->sp.top_k, "Keep the k most likely (0 = off)")->capture_default_str();
-  sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")->capture_default_str();
-  sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
-  sub.add_flag("--chat", a->chat, "Wrap the prompt as one user turn in the model's chat format");
-  add_chat_template_option(sub, a->chat_template);
-  add_content_specials_flag(sub, a->specials_in_content);
-  sub.add_option("--thinking", a->thinking, "Chat: open a <think> block (on) or an empty one (off)")
-      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
-  sub.add_option("--tokens", a->tokens, "Prompt as token ids, comma-separated (no tokenizer needed)");
-  sub.add_flag("--print-ids", a->print_ids, "Print generated ids (space-separated, one line) instead of text");
-  sub.add_option("--dump-logits", a->dump_logits,
-                 "Write logits [positions, vocab] (every prompt position, then each generated token fed back) to a safetensors file "
-                 "(replaced if it exists; never a file of the model)");
-  sub.add_option("--image", a->images,
-                 "Image file (PNG or JPEG) for Kimi-K2.5's vision tower, repeatable: the prompt holds one <|media_pad|> "
-                 "(media_placeholder_token_id) per image, in order");
-  sub.add_option("--dump-image-embeddings", a->dump_image_embeddings,
-                 "Write each --image's projected embeddings (F32 image.<i> [tokens, text hidden]) and their patch grids "
-                 "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
-  add_threads_option(sub, a->threads, "-t,--threads");
-  sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")->capture_default_str();
-  add_allow_long_context(sub, a->allow_long_context);
-  sub.add_option("--membw", a->membw_gbs, "Machine memory bandwidth in GB/s for the figures (default: measure)");
-  sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
-  return [a] { return run(*a); };
-}});
+Registrar reg(
+    {"run", "Generate text from a prompt (streams to stdout; figures to stderr)", 60, [](CLI::App& sub) {
+       auto a = std::make_shared<RunArgs>();
+       sub.add_option("-m,--model", a->model_dir, "Model directory")->required();
+       sub.add_option("-p,--prompt", a->prompt, "Prompt text");
+       sub.add_option("-n,--n-predict", a->n_predict, "Tokens to generate")
+           ->capture_default_str()
+           ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+       sub.add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();
+       sub.add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")->capture_default_str();
+       sub.add_option("--top-k", a->sp.top_k, "Keep the k most likely (0 = off)")->capture_default_str();
+       sub.add_option("--min-p", a->sp.min_p, "Drop tokens below min_p x p_max (0 = off)")
+           ->capture_default_str();
+       sub.add_option("--seed", a->sp.seed, "Sampling seed")->capture_default_str();
+       sub.add_flag("--chat", a->chat, "Wrap the prompt as one user turn in the model's chat format");
+       add_chat_template_option(sub, a->chat_template);
+       add_content_specials_flag(sub, a->specials_in_content);
+       sub.add_option("--thinking", a->thinking, "Chat: open a <think> block (on) or an empty one (off)")
+           ->check(CLI::IsMember({"on", "off"}))
+           ->capture_default_str();
+       sub.add_option("--tokens", a->tokens, "Prompt as token ids, comma-separated (no tokenizer needed)");
+       sub.add_flag("--print-ids", a->print_ids,
+                    "Print generated ids (space-separated, one line) instead of text");
+       sub.add_option("--dump-logits", a->dump_logits,
+                      "Write logits [positions, vocab] (every prompt position, then each generated token fed "
+                      "back) to a safetensors file "
+                      "(replaced if it exists; never a file of the model)");
+       sub.add_option("--image", a->images,
+                      "Image file (PNG or JPEG) for Kimi-K2.5's vision tower, repeatable: the prompt holds "
+                      "one <|media_pad|> "
+                      "(media_placeholder_token_id) per image, in order");
+       sub.add_option("--dump-image-embeddings", a->dump_image_embeddings,
+                      "Write each --image's projected embeddings (F32 image.<i> [tokens, text hidden]) and "
+                      "their patch grids "
+                      "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
+       add_threads_option(sub, a->threads, "-t,--threads");
+       sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")
+           ->capture_default_str();
+       add_allow_long_context(sub, a->allow_long_context);
+       sub.add_option("--membw", a->membw_gbs,
+                      "Machine memory bandwidth in GB/s for the figures (default: measure)");
+       sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
+       return [a] { return run(*a); };
+     }});
 
 }  // namespace
 }  // namespace sickle::cli

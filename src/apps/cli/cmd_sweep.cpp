@@ -26,10 +26,11 @@ std::vector<std::string> split_list(const std::string& s) {
 }
 
 Registrar reg{Command{
-    "sweep", "Prune to each --keep point with each criterion, evaluate against the original, write a report", 45,
-    [](CLI::App& sub) -> std::function<int()> {
+    "sweep", "Prune to each --keep point with each criterion, evaluate against the original, write a report",
+    45, [](CLI::App& sub) -> std::function<int()> {
       struct Args {
-        std::string model, stats, out, criteria = "reap,frequency,ean,random", keeps, format = "text", budget = "uniform";
+        std::string model, stats, out, criteria = "reap,frequency,ean,random", keeps, format = "text",
+                                       budget = "uniform";
         std::vector<std::string> data;
         CalibOptions calib;
         int64_t max_tokens = 0;
@@ -41,7 +42,9 @@ Registrar reg{Command{
       a->calib.seq_len = 2048;
       sub.add_option("-m,--model", a->model, "The original model directory")->required();
       sub.add_option("--stats", a->stats, "Statistics from `sickle observe` on this model")->required();
-      sub.add_option("--criteria", a->criteria, "Comma-separated criteria (reap,frequency,weighted_frequency,ean,ean_mean,weighted_ean,random)");
+      sub.add_option(
+          "--criteria", a->criteria,
+          "Comma-separated criteria (reap,frequency,weighted_frequency,ean,ean_mean,weighted_ean,random)");
       sub.add_option("--keep", a->keeps, "Comma-separated experts kept per layer, e.g. 24,16,8")->required();
       sub.add_option("--budget", a->budget, "uniform|global")->check(CLI::IsMember({"uniform", "global"}));
       sub.add_option("--data", a->data, "Held-out evaluation files")->required();
@@ -51,11 +54,13 @@ Registrar reg{Command{
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens per point (0 = all)");
       sub.add_option("--seed", a->seed, "Seed for the random criterion");
       add_threads_option(sub, a->threads);
-      sub.add_option("-o,--out", a->out, "Report directory (never an input, inside or around one)")->required();
+      sub.add_option("-o,--out", a->out, "Report directory (never an input, inside or around one)")
+          ->required();
       sub.add_flag("--force", a->force, "Replace an existing report directory");
       return [a]() {
-        check_output(a->out, OutputKind::kDirectory, a->force,
-                     with_inputs({{"model directory", a->model}, {"--stats file", a->stats}}, "--data file", a->data));
+        check_output(
+            a->out, OutputKind::kDirectory, a->force,
+            with_inputs({{"model directory", a->model}, {"--stats file", a->stats}}, "--data file", a->data));
         std::vector<std::filesystem::path> files(a->data.begin(), a->data.end());
         check_data_files(files);
         SweepRequest req;
@@ -76,8 +81,8 @@ Registrar reg{Command{
         req.force = a->force;
         req.data_files = a->data;
         req.eval.show_progress = false;
-        req.eval.line_end =
-            line_end_tokens(a->model, ModelConfig::load(std::filesystem::path(a->model) / "config.json").vocab_size);
+        req.eval.line_end = line_end_tokens(
+            a->model, ModelConfig::load(std::filesystem::path(a->model) / "config.json").vocab_size);
         CalibOptions& co = a->calib;
         co.format = parse_data_format(a->format);
         clamp_seq_len(co, model_positions(a->model), "sweep");
@@ -85,10 +90,11 @@ Registrar reg{Command{
         auto windows = load_token_windows(a->model, files, co, &rep, "sweep");
         limit_scored_tokens(windows, a->max_tokens);
         if (windows.empty()) fail("no evaluation tokens in the --data files");
-        req.data_desc = fmt::format("{} ({} windows of <= {} tokens)",
-                                    std::filesystem::path(a->data.front()).filename().string() +
-                                        (a->data.size() > 1 ? fmt::format(" +{} files", a->data.size() - 1) : ""),
-                                    windows.size(), co.seq_len);
+        req.data_desc =
+            fmt::format("{} ({} windows of <= {} tokens)",
+                        std::filesystem::path(a->data.front()).filename().string() +
+                            (a->data.size() > 1 ? fmt::format(" +{} files", a->data.size() - 1) : ""),
+                        windows.size(), co.seq_len);
         SweepReport rep_out = run_sweep(req, windows);
         write_sweep_report(req, rep_out);
         std::printf("%s", sweep_table(rep_out).c_str());

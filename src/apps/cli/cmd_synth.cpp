@@ -23,14 +23,18 @@ Registrar reg{Command{
       std::string presets;
       for (const auto& p : synth_presets()) presets += (presets.empty() ? "" : "|") + p;
       sub.add_option("--preset", a->opt.preset, presets)->required();
-      sub.add_option("-o,--out", a->out, "Output directory (refused if it exists, unless --force)")->required();
+      sub.add_option("-o,--out", a->out, "Output directory (refused if it exists, unless --force)")
+          ->required();
       sub.add_option("--seed", a->opt.seed, "Random seed (same seed, same bytes)");
-      sub.add_option("--dtype", a->dtype, "Non-expert float weights: bf16|f32")->check(CLI::IsMember({"bf16", "f32"}));
-      sub.add_option("--quant", a->opt.quant,
-                     "int4 (routed experts, compressed-tensors group 32) | fp8 (every linear but router, e4m3 "
-                     "128x128 blocks) | none; default: the preset's")
+      sub.add_option("--dtype", a->dtype, "Non-expert float weights: bf16|f32")
+          ->check(CLI::IsMember({"bf16", "f32"}));
+      sub.add_option(
+             "--quant", a->opt.quant,
+             "int4 (routed experts, compressed-tensors group 32) | fp8 (every linear but router, e4m3 "
+             "128x128 blocks) | none; default: the preset's")
           ->check(CLI::IsMember({"int4", "fp8", "none"}));
-      sub.add_option("--layers", a->opt.n_layers, "Number of layers (first stays dense); default: the preset's");
+      sub.add_option("--layers", a->opt.n_layers,
+                     "Number of layers (first stays dense); default: the preset's");
       sub.add_option("--experts", a->opt.n_experts, "Routed experts per MoE layer; default: the preset's");
       sub.add_option("--shard-size", a->shard_size, "Shard size limit, e.g. 5GiB, 500MB");
       sub.add_flag("--force", a->opt.force, "Replace an existing output directory");

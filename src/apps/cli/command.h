@@ -27,11 +27,12 @@ struct Registrar {
 // The one switch of every command that renders chat messages (serve, chat, run --chat,
 // observe / eval --format chat-jsonl): see tokenizer/prompt.h.
 inline CLI::Option* add_content_specials_flag(CLI::App& sub, bool& value) {
-  return sub.add_flag("--allow-special-tokens-in-content", value,
-                      "Special-token strings typed in chat messages (<|im_end|>, <|im_system|>, "
-                      "<｜end▁of▁sentence｜>...) become control tokens, as HF's apply_chat_template + encode do. "
-                      "Default: they are plain text, so message content cannot close a turn or forge a system "
-                      "turn or tool call");
+  return sub.add_flag(
+      "--allow-special-tokens-in-content", value,
+      "Special-token strings typed in chat messages (<|im_end|>, <|im_system|>, "
+      "<｜end▁of▁sentence｜>...) become control tokens, as HF's apply_chat_template + encode do. "
+      "Default: they are plain text, so message content cannot close a turn or forge a system "
+      "turn or tool call");
 }
 
 }  // namespace sickle::cli

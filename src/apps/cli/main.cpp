@@ -16,8 +16,9 @@ std::vector<Command>& registry() {
 
 int main(int argc, char** argv) {
   using namespace sickle;
-  CLI::App app{"sickle — measure, prune (REAP), verify and run DeepSeek-V3-family MoE checkpoints on a CPU.\n"
-               "Run `sickle COMMAND --help` for a command's options."};
+  CLI::App app{
+      "sickle — measure, prune (REAP), verify and run DeepSeek-V3-family MoE checkpoints on a CPU.\n"
+      "Run `sickle COMMAND --help` for a command's options."};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("sickle ") + SICKLE_VERSION);
   bool quiet = false, verbose = false;

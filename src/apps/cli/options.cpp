@@ -9,7 +9,8 @@
 namespace sickle::cli {
 
 CLI::Option* add_threads_option(CLI::App& sub, int& n, const std::string& names) {
-  return sub.add_option(names, n, "Compute threads, 1..4096 (default: all cores)")->check(CLI::Range(1, 4096));
+  return sub.add_option(names, n, "Compute threads, 1..4096 (default: all cores)")
+      ->check(CLI::Range(1, 4096));
 }
 
 uint64_t parse_shard_size(const std::string& text) {
@@ -19,29 +20,34 @@ uint64_t parse_shard_size(const std::string& text) {
 }
 
 CLI::Option* add_allow_long_context(CLI::App& sub, bool& allow) {
-  return sub.add_flag("--allow-long-context", allow,
-                      "Allow a context longer than the model's max_position_embeddings (which already includes any "
-                      "YaRN rope_scaling in config.json): positions past it were never trained and output degrades");
+  return sub.add_flag(
+      "--allow-long-context", allow,
+      "Allow a context longer than the model's max_position_embeddings (which already includes any "
+      "YaRN rope_scaling in config.json): positions past it were never trained and output degrades");
 }
 
 int64_t model_positions(const std::filesystem::path& model_dir) {
   return ModelConfig::load(model_dir / "config.json").max_position_embeddings;
 }
 
-int64_t check_context(int64_t requested, const std::filesystem::path& model_dir, bool allow, std::string_view flag) {
+int64_t check_context(int64_t requested, const std::filesystem::path& model_dir, bool allow,
+                      std::string_view flag) {
   if (requested < 0) fail("{} {}: must be >= 0 (0 = the model's)", flag, requested);
   const int64_t positions = model_positions(model_dir);
   if (requested > positions && !allow)
-    fail("{} {} exceeds the model's max_position_embeddings {} ({}; with YaRN rope_scaling that is already the "
-         "extended length): pass --allow-long-context to use positions it was never trained on",
-         flag, requested, positions, (model_dir / "config.json").string());
+    fail(
+        "{} {} exceeds the model's max_position_embeddings {} ({}; with YaRN rope_scaling that is already "
+        "the "
+        "extended length): pass --allow-long-context to use positions it was never trained on",
+        flag, requested, positions, (model_dir / "config.json").string());
   return positions;
 }
 
 CLI::Option* add_chat_template_option(CLI::App& sub, std::string& path) {
-  return sub.add_option("--chat-template", path,
-                        "A Jinja chat template file to render conversations with, instead of the checkpoint's "
-                        "(chat_template.jinja / tokenizer_config.json chat_template); see `sickle chat-template`")
+  return sub
+      .add_option("--chat-template", path,
+                  "A Jinja chat template file to render conversations with, instead of the checkpoint's "
+                  "(chat_template.jinja / tokenizer_config.json chat_template); see `sickle chat-template`")
       ->check(CLI::ExistingFile);
 }
 

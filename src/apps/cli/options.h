@@ -34,7 +34,8 @@ CLI::Option* add_allow_long_context(CLI::App& sub, bool& allow);
 // A context length asked for with `flag` (0 = the model's default, always fine): more than
 // max_position_embeddings in `model_dir`/config.json is an Error unless `allow`. Returns the
 // model's max_position_embeddings.
-int64_t check_context(int64_t requested, const std::filesystem::path& model_dir, bool allow, std::string_view flag);
+int64_t check_context(int64_t requested, const std::filesystem::path& model_dir, bool allow,
+                      std::string_view flag);
 
 // --chat-template FILE (vLLM's flag): a Jinja chat template file used instead of the
 // checkpoint's for every conversation the command renders.
