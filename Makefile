@@ -6,8 +6,10 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
-# WERROR=ON makes every g++ warning an error in the Release and ASan builds (CI: .ci/run); it
-# takes effect when a build directory is first configured. Off by default so that a newer
+# WERROR=ON makes every g++ warning an error in the Release build (CI: .ci/run); it takes
+# effect when the build directory is first configured. Not in the ASan build: GCC 12's
+# instrumentation makes false -Wmaybe-uninitialized reports inside libstdc++ (std::regex's
+# std::function state in model/layout.cpp), as GCC's manual warns sanitizers can. Off by default so that a newer
 # compiler's new warning never stops a user's `make demo`.
 WERROR ?= OFF
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -75,7 +77,7 @@ test: build test-deps
 
 asan-test: deps
 	@[ -f $(ASAN_BUILD)/build.ninja ] || cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=None \
-	  -DCMAKE_CXX_FLAGS="-O1 -g1" -DSICKLE_SANITIZE=ON -DSICKLE_BENCH=OFF -DSICKLE_WERROR=$(WERROR)
+	  -DCMAKE_CXX_FLAGS="-O1 -g1" -DSICKLE_SANITIZE=ON -DSICKLE_BENCH=OFF
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 900 -LE slow -E '^e2e\.'
