@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/utf8.h"  // append_utf8, used by the parser and unicase
+
 namespace sickle::tmpl {
 
 // A tagged string: text plus one tag byte per text byte (1: value, 0: template).
@@ -114,6 +116,5 @@ const char* type_name(const Value& v);  // Python's type names: 'str', 'dict obj
 
 // UTF-8 helpers: code point boundaries (byte offsets, the end included) of a string.
 std::vector<size_t> code_point_offsets(std::string_view s);
-void append_utf8(std::string& out, uint32_t cp);  // cp < 0x110000
 
 }  // namespace sickle::tmpl
