@@ -23,6 +23,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "server/listener.h"
+#include "server/media.h"
 #include "server/openai.h"
 #include "server/output_parser.h"
 #include "server/peer.h"
@@ -375,7 +376,8 @@ struct HttpServer::Impl {
   Metrics& metrics;
   HttpOptions opt;
   MarkerIds markers;
-  StructuredOutputs structured{codec};  // the grammar engine's vocabulary, built on first use
+  StructuredOutputs structured{codec};   // the grammar engine's vocabulary, built on first use
+  const ImageEncoder* images = nullptr;  // the vision tower (server/media.h), if the model has one
   int64_t created = unix_now();
   HttplibCore svr;
   std::unique_ptr<Listener> listener;
@@ -723,6 +725,8 @@ struct HttpServer::Impl {
     const RenderedPrompt prompt = chat_prompt(r);
     GenRequest g;
     g.prompt = codec.encode(prompt);
+    // Image parts: placeholders expanded, embedding rows and content keys (server/media.h).
+    attach_images(g, prompt.images, images, opt.allowed_local_media_path);
     g.max_tokens = r.max_tokens.value_or(0);
     fill_generation(g, r, codec);
     g.top_logprobs = r.logprobs ? r.top_logprobs : -1;
@@ -1069,8 +1073,10 @@ struct HttpServer::Impl {
   }
 };
 
-HttpServer::HttpServer(Scheduler& scheduler, const TextCodec& codec, Metrics& metrics, HttpOptions options)
+HttpServer::HttpServer(Scheduler& scheduler, const TextCodec& codec, Metrics& metrics, HttpOptions options,
+                       const ImageEncoder* images)
     : impl_(std::make_unique<Impl>(scheduler, codec, metrics, std::move(options))) {
+  impl_->images = images;
   impl_->setup();
 }
 

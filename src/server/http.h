@@ -20,6 +20,8 @@
 
 namespace sickle::server {
 
+class ImageEncoder;
+
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                         // 0 = any free port (see HttpServer::port())
@@ -39,11 +41,15 @@ struct HttpOptions {
   double body_timeout_s = 60;        // the whole request body, from the end of its head
   double idle_timeout_s = 5;         // a kept-alive connection waiting for its next request
   bool default_thinking = true;      // when a chat request does not say
+  // file:// image urls are read only under this directory (vLLM's flag); empty = refused.
+  std::string allowed_local_media_path;
 };
 
 class HttpServer {
  public:
-  HttpServer(Scheduler& scheduler, const TextCodec& codec, Metrics& metrics, HttpOptions options);
+  // `images`: the model's vision tower (server/media.h); null = image parts are a 400.
+  HttpServer(Scheduler& scheduler, const TextCodec& codec, Metrics& metrics, HttpOptions options,
+             const ImageEncoder* images = nullptr);
   ~HttpServer();
   // Binds the socket (throws sickle::Error naming host:port on failure); returns the port.
   int bind();

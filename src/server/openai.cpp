@@ -234,11 +234,16 @@ void parse_common(const json& body, SamplingFields& r, int64_t min_max_tokens) {
   r.skip_special_tokens = get_bool(body, "skip_special_tokens", true);
 }
 
-// Message content: a string, null, or an array of {"type": "text", "text": ...} parts.
+// Message content: a string, null, or an array of {"type": "text", "text": ...} and
+// {"type": "image_url", "image_url": {"url": ...}} parts. Text only: the parts joined into one
+// string. With an image: the parts, normalized and at their indexes (the chat renderer names
+// them `messages[i].content[k]`; server/media.h reads the urls).
 json normalize_content(const json& c, const std::string& field) {
   if (c.is_null() || c.is_string()) return c;
   if (!c.is_array()) bad_type(field, "a string or an array of content parts", c);
   std::string text;
+  json parts = json::array();
+  bool has_image = false;
   for (size_t i = 0; i < c.size(); ++i) {
     const json& part = c[i];
     std::string pf = fmt::format("{}[{}]", field, i);
@@ -246,14 +251,25 @@ json normalize_content(const json& c, const std::string& field) {
     auto t = part.find("type");
     if (t == part.end() || !t->is_string())
       throw ApiError(400, fmt::format("Missing required parameter: '{}.type'.", pf), pf + ".type");
+    if (*t == "image_url") {
+      // {"url": ...} (OpenAI) or a bare string (as vLLM accepts).
+      const json* u = part.contains("image_url") ? &part["image_url"] : nullptr;
+      if (u && u->is_object()) u = u->contains("url") ? &(*u)["url"] : nullptr;
+      if (!u || !u->is_string())
+        bad_type(pf + ".image_url.url", "a string (data:image/png;base64,...)", u ? *u : json());
+      parts.push_back({{"type", "image_url"}, {"image_url", {{"url", *u}}}});
+      has_image = true;
+      continue;
+    }
     if (*t != "text")
-      bad_value(pf + ".type",
-                fmt::format("'{}' content parts are not supported (text only).", t->get<std::string>()));
+      bad_value(pf + ".type", fmt::format("'{}' content parts are not supported (text and image_url only).",
+                                          t->get<std::string>()));
     auto x = part.find("text");
     if (x == part.end() || !x->is_string()) bad_type(pf + ".text", "a string", x == part.end() ? json() : *x);
     text += x->get<std::string>();
+    parts.push_back({{"type", "text"}, {"text", *x}});
   }
-  return text;
+  return has_image ? parts : json(text);
 }
 
 json normalize_messages(const json& body) {

@@ -48,7 +48,8 @@ class ModelEngine : public Engine {
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
     steps_.clear();
     for (auto& it : items)
-      steps_.push_back(StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, it.all_logits});
+      steps_.push_back(
+          StepItem{static_cast<ModelSequence*>(it.seq)->get(), it.tokens, it.all_logits, it.embed_rows});
     m_.forward(std::span<StepItem>(steps_), logits);
   }
   int64_t vocab_size() const override { return m_.vocab_size(); }
@@ -219,6 +220,10 @@ std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req,
                                                             const std::vector<uint64_t>& seeds) {
   const int64_t n_prompt = int64_t(req.prompt.size());
   if (n_prompt == 0) throw ApiError(400, "The prompt is empty.", "messages");
+  SICKLE_CHECK((req.embed_rows.empty() || int64_t(req.embed_rows.size()) == n_prompt) &&
+                   (req.prompt_keys.empty() || int64_t(req.prompt_keys.size()) == n_prompt),
+               "submit: {} embedding rows and {} keys for {} prompt tokens", req.embed_rows.size(),
+               req.prompt_keys.size(), n_prompt);
   const int64_t vocab = engine_.vocab_size();
   for (int32_t t : req.prompt)
     if (t < 0 || t >= vocab)
@@ -351,11 +356,16 @@ void Scheduler::admit() {
     const auto& prompt = w.req.prompt;
     // The cache entry sharing the longest prefix with the prompt (at least one prompt token
     // must still be fed to get the next token's logits).
+    // A position matches when both its token and its content key do (an image position
+    // holds the same placeholder id whatever the image: the key tells images apart).
+    auto key_at = [](const std::vector<uint64_t>& keys, size_t k) {
+      return k < keys.size() ? keys[k] : uint64_t{0};
+    };
     auto best = cache_.end();
     size_t best_len = 0;
     for (auto it = cache_.begin(); it != cache_.end() && w.req.prompt_logprobs < 0; ++it) {
       size_t n = std::min(it->tokens.size(), prompt.size() - 1), k = 0;
-      while (k < n && it->tokens[k] == prompt[k]) ++k;
+      while (k < n && it->tokens[k] == prompt[k] && key_at(it->keys, k) == key_at(w.req.prompt_keys, k)) ++k;
       if (k > best_len) best_len = k, best = it;
     }
     const uint64_t need_one = reserve_of(w.req);
@@ -417,7 +427,9 @@ void Scheduler::retire(Live& s, Finish f, const std::string& error) {
   if ((f == Finish::kStop || f == Finish::kLength) && opt_.prefix_cache_entries > 0 && !s.tokens.empty() &&
       s.seq->n_past() == int64_t(s.tokens.size())) {
     reserved_bytes_ += uint64_t(s.tokens.size()) * bytes_per_token_;
-    cache_.push_front(CacheEntry{std::move(s.tokens), std::move(s.seq)});
+    std::vector<uint64_t> keys = s.req.prompt_keys;  // generated tokens are text (key 0)
+    if (!keys.empty()) keys.resize(s.tokens.size(), 0);
+    cache_.push_front(CacheEntry{std::move(s.tokens), std::move(keys), std::move(s.seq)});
     while (int64_t(cache_.size()) > opt_.prefix_cache_entries) {
       reserved_bytes_ -= uint64_t(cache_.back().tokens.size()) * bytes_per_token_;
       cache_.pop_back();
@@ -445,9 +457,11 @@ void Scheduler::step() {
   for (auto& s : live_) {
     if (!s->is_prefilling() || budget <= 0) continue;
     int64_t n = std::min<int64_t>(budget, int64_t(s->req.prompt.size() - s->n_fed_prompt));
+    std::span<const float* const> rows;  // this chunk's image rows, at the same offset
+    if (!s->req.embed_rows.empty()) rows = {s->req.embed_rows.data() + s->n_fed_prompt, size_t(n)};
     items.push_back(EngineItem{s->seq.get(),
                                std::span<const int32_t>(s->req.prompt.data() + s->n_fed_prompt, size_t(n)),
-                               s->req.prompt_logprobs >= 0});
+                               s->req.prompt_logprobs >= 0, rows});
     owners.push_back(s.get());
     budget -= n;
   }

@@ -13,7 +13,8 @@
 // context limit (vLLM): it reserves that, and waits while the budget is short.
 //
 // Prefix cache: a finished sequence's cache is kept (LRU, counted in the budget) with the tokens
-// it holds; a new request takes the entry sharing the longest prefix with its prompt, truncates
+// it holds (and their content keys: image positions carry a hash of the image); a new request
+// takes the entry sharing the longest (token, key) prefix with its prompt, truncates
 // it to the shared length and prefills only the rest. A cancelled request (client gone) frees
 // its cache at once.
 #pragma once
@@ -56,6 +57,9 @@ struct EngineItem {
   EngineSequence* seq = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // a logits row for every token of the item (else the last only)
+  // Per token: a row of hidden floats that replaces its embed_tokens row (an image position), or
+  // null; empty = all text (model.h StepItem::embed_rows).
+  std::span<const float* const> embed_rows = {};
 };
 
 class Engine {
@@ -81,6 +85,13 @@ std::unique_ptr<Engine> make_engine(Model& model);
 
 struct GenRequest {
   std::vector<int32_t> prompt;
+  // Images (server/media.h): per prompt token, its embedding row or null (text), and its content
+  // key: 0 for text, a hash of the image's pixels at its positions. The prefix cache matches
+  // (token, key), so a cached image is reused only for the same image. Both empty = all text;
+  // else both as long as the prompt. `embed_storage` owns the rows.
+  std::vector<const float*> embed_rows;
+  std::vector<uint64_t> prompt_keys;
+  std::shared_ptr<const void> embed_storage;
   int64_t max_tokens = 0;  // <= 0: what the context (and the whole KV budget) leave
   SamplingParams sampling;
   LogitsAdjust adjust;                  // penalties, logit_bias, min_tokens (its blocked ids: filled in
@@ -184,6 +195,7 @@ class Scheduler {
   struct Live;
   struct CacheEntry {
     std::vector<int32_t> tokens;  // what the cache holds
+    std::vector<uint64_t> keys;   // their content keys (GenRequest::prompt_keys; missing = 0)
     std::unique_ptr<EngineSequence> seq;
   };
   struct Waiting {

@@ -280,6 +280,54 @@ TEST(Scheduler, PrefixCacheReusesSharedPrompt) {
   EXPECT_EQ(hc->n_cached(), int64_t(b.size() + ans.size() - 1));
 }
 
+// Image positions (server/media.h): the same placeholder token whatever the image, told apart by
+// their content keys. The same image reuses the cached prefix; another image shares only the
+// text before it. Chunked prefill hands each chunk the rows at its own offset.
+TEST(Scheduler, PrefixCacheKeysImagePositionsOnContent) {
+  FakeEngine eng(kVocab);
+  SchedulerOptions o;
+  o.prefill_chunk = 4;  // the 14-token prompt is read in 4 chunks
+  Scheduler s(eng, o);
+  const int32_t pad = 9;
+  std::vector<float> img_a(6), img_b(6);
+  auto request = [&](const std::vector<float>& img, uint64_t key) {
+    GenRequest g = greedy(make_prompt(5, 3), 3);
+    g.embed_rows.assign(5, nullptr);
+    g.prompt_keys.assign(5, 0);
+    for (size_t j = 0; j < img.size(); ++j) {
+      g.prompt.push_back(pad);
+      g.embed_rows.push_back(&img[j]);
+      g.prompt_keys.push_back(key);
+    }
+    for (int32_t t : {1, 2, 3}) {
+      g.prompt.push_back(t);
+      g.embed_rows.push_back(nullptr);
+      g.prompt_keys.push_back(0);
+    }
+    return g;
+  };
+  auto rows_fed = [&] {
+    std::lock_guard lk(eng.mu);
+    std::vector<const float*> out;
+    for (auto& st : eng.steps) out.insert(out.end(), st.rows.begin(), st.rows.end());
+    eng.steps.clear();
+    return out;
+  };
+  const GenRequest a = request(img_a, 0xA), b = request(img_b, 0xB);
+  auto h1 = s.submit(a);
+  drain(*h1);
+  EXPECT_EQ(h1->n_cached(), 0);
+  EXPECT_EQ(rows_fed(), a.embed_rows);  // every position's row, across the chunks
+  auto h2 = s.submit(a);
+  drain(*h2);
+  EXPECT_EQ(h2->n_cached(), int64_t(a.prompt.size()) - 1);  // the same image: all but the last token
+  EXPECT_EQ(rows_fed(), std::vector<const float*>{nullptr});
+  auto h3 = s.submit(b);
+  drain(*h3);
+  EXPECT_EQ(h3->n_cached(), 5);  // another image: only the text before it
+  EXPECT_EQ(rows_fed(), std::vector<const float*>(b.embed_rows.begin() + 5, b.embed_rows.end()));
+}
+
 TEST(Scheduler, CancelFreesSequence) {
   FakeEngine eng(kVocab, 100000, 1000);
   Scheduler s(eng, {});

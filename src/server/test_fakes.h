@@ -171,6 +171,7 @@ class FakeEngine : public Engine {
       for (int32_t t : items[i].tokens)
         if (t == poison) throw std::runtime_error("poisoned token");
       log.item_sizes.push_back(int64_t(items[i].tokens.size()));
+      log.rows.insert(log.rows.end(), items[i].embed_rows.begin(), items[i].embed_rows.end());
       for (size_t j = 0; j < items[i].tokens.size(); ++j) {
         s->history.push_back(items[i].tokens[j]);
         if (!items[i].all_logits && j + 1 < items[i].tokens.size()) continue;
@@ -191,6 +192,7 @@ class FakeEngine : public Engine {
 
   struct StepLog {
     std::vector<int64_t> item_sizes;
+    std::vector<const float*> rows;  // the items' embed_rows, in order
   };
   std::mutex mu;
   std::vector<StepLog> steps;

@@ -129,7 +129,9 @@ struct StringHash {
 };
 using BytesMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
-// base64 (standard alphabet, '=' padding) as used by tiktoken files.
+}  // namespace
+
+// base64 (standard alphabet, '=' padding) as used by tiktoken files and data: URLs.
 std::optional<std::string> base64_decode(std::string_view in) {
   static const std::array<int8_t, 256> table = [] {
     std::array<int8_t, 256> t{};
@@ -156,6 +158,8 @@ std::optional<std::string> base64_decode(std::string_view in) {
     if (in[i] != '=') return std::nullopt;
   return out;
 }
+
+namespace {
 
 // GPT-2's bytes_to_unicode table (HF ByteLevel): printable bytes map to themselves, the rest
 // to U+0100 + k in byte order.

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -112,5 +113,8 @@ std::string utf8_sanitize(std::string_view bytes);
 // Length of the longest prefix of `bytes` that ends on a character boundary, treating a
 // trailing incomplete-but-valid-so-far sequence as not yet complete.
 size_t utf8_complete_prefix(std::string_view bytes);
+
+// Standard-alphabet base64 ('=' padding optional); nullopt on any other character.
+std::optional<std::string> base64_decode(std::string_view in);
 
 }  // namespace sickle

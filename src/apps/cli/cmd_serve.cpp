@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "server/codec.h"
 #include "server/http.h"
+#include "server/media.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/scheduler.h"
@@ -77,6 +78,7 @@ int run_serve(const ServeArgs& a) {
   auto codec = server::make_codec(*tok, a.specials_in_content);
   std::unique_ptr<Model> model;
   std::unique_ptr<server::Engine> engine;
+  std::unique_ptr<server::ImageEncoder> images;  // the vision tower, when the model has one
   if (!a.script.empty()) {
     std::ifstream in(a.script);
     if (!in) fail("--script: cannot open {}", a.script);
@@ -90,6 +92,8 @@ int run_serve(const ServeArgs& a) {
     mo.max_context = a.max_model_len;
     model = Model::load(a.model_dir, mo);
     engine = server::make_engine(*model);
+    images = server::make_image_encoder(model->checkpoint());
+    if (images) log_info("serve: vision tower loaded: image_url parts are accepted");
   }
 
   server::SchedulerOptions so;
@@ -119,7 +123,7 @@ int run_serve(const ServeArgs& a) {
   ho.n_http_threads = a.http_threads;
   if (a.thinking != "on" && a.thinking != "off") fail("--thinking: expected on or off, got '{}'", a.thinking);
   ho.default_thinking = a.thinking == "on";
-  server::HttpServer http(sched, *codec, metrics, ho);
+  server::HttpServer http(sched, *codec, metrics, ho, images.get());
   int port = http.bind();
   const auto& opt = sched.options();
   log_info("serve: model '{}', max-num-seqs {}, max-model-len {}, prefill chunk {}, KV budget {}",
@@ -174,6 +178,13 @@ const Registrar reg{Command{
              "(default: none, no CORS headers)")
           ->expected(1, 64)
           ->delimiter(',');
+      sub.add_option(
+             "--allowed-local-media-path", a->http.allowed_local_media_path,
+             "Let image_url parts read file:///... images under DIR (symlinks resolved; the real path "
+             "must stay inside DIR). Default: off; data:image/...;base64 URLs always work, the "
+             "network is never used")
+          ->check(CLI::ExistingDirectory)
+          ->option_text("DIR");
       sub.add_option("--max-num-seqs", a->max_num_seqs, "Sequences decoded together per step")
           ->check(CLI::Range(int64_t(1), int64_t(4096)))
           ->capture_default_str();

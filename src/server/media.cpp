@@ -1,0 +1,167 @@
+// sickle/server/media.cpp — see media.h.
+#include "server/media.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/file.h"
+#include "base/hash.h"
+#include "io/checkpoint.h"
+#include "server/openai.h"
+#include "tokenizer/tokenizer.h"
+#include "vision/image.h"
+#include "vision/prompt.h"
+#include "vision/tower.h"
+
+namespace sickle::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+class TowerEncoder : public ImageEncoder {
+ public:
+  explicit TowerEncoder(const Checkpoint& ck)
+      : tower_(ck), media_id_(vision::media_placeholder_id(ck.config_json(), "config.json")) {}
+  int32_t placeholder_id() const override { return media_id_; }
+  int64_t hidden() const override { return tower_.config().text_hidden; }
+  vision::Patches preprocess(const vision::Image& img) const override {
+    return vision::preprocess(img, tower_.media());
+  }
+  // No thread pool: the model's pool belongs to the scheduler's thread.
+  std::vector<float> encode(const vision::Patches& p) const override { return tower_.encode(p, nullptr); }
+
+ private:
+  vision::VisionTower tower_;
+  int32_t media_id_;
+};
+
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
+}
+
+[[noreturn]] void bad_url(const std::string& field, const std::string& why) {
+  throw ApiError(400, fmt::format("{}.image_url.url: {}", field, why), field + ".image_url.url");
+}
+
+std::string data_url_bytes(std::string_view url, const std::string& field) {
+  // data:[<mediatype>][;base64],<data> (RFC 2397); images only, base64 only.
+  const size_t comma = url.find(',');
+  if (comma == std::string_view::npos) bad_url(field, "a data: URL needs a ',' before its data.");
+  const std::string_view head = url.substr(5, comma - 5);
+  if (!starts_with_nocase(head, "image/"))
+    bad_url(field, fmt::format("data: URL of type '{}': expected image/png or image/jpeg.", head));
+  if (head.size() < 7 || !starts_with_nocase(head.substr(head.size() - 7), ";base64"))
+    bad_url(field, "only base64 data: URLs are accepted (data:image/png;base64,...).");
+  std::string b64;
+  for (char c : url.substr(comma + 1))
+    if (c != '\n' && c != '\r' && c != ' ') b64 += c;
+  auto bytes = base64_decode(b64);
+  if (!bytes) bad_url(field, "the data: URL is not valid base64.");
+  return std::move(*bytes);
+}
+
+std::string file_url_bytes(std::string_view url, const std::string& field, const std::string& allowed) {
+  if (allowed.empty())
+    bad_url(field,
+            "file:// URLs are off; start the server with --allowed-local-media-path DIR to read images "
+            "under DIR.");
+  std::string_view path = url.substr(7);  // file://
+  if (starts_with_nocase(path, "localhost/")) path.remove_prefix(9);
+  if (path.empty() || path.front() != '/')
+    bad_url(field, "expected an absolute path: file:///DIR/image.png.");
+  std::error_code ec;
+  const fs::path real = fs::canonical(fs::path(path), ec);
+  if (ec) bad_url(field, fmt::format("cannot open {}: {}", path, ec.message()));
+  const fs::path root = fs::canonical(fs::path(allowed), ec);
+  if (ec) bad_url(field, fmt::format("--allowed-local-media-path {}: {}", allowed, ec.message()));
+  // Inside the root: the relative path from it does not climb out.
+  const fs::path rel = real.lexically_relative(root);
+  if (rel.empty() || *rel.begin() == "..")
+    bad_url(field, fmt::format("{} is outside --allowed-local-media-path ({}).", path, root.string()));
+  if (!fs::is_regular_file(real, ec)) bad_url(field, fmt::format("{} is not a regular file.", path));
+  try {
+    return read_file(real, field);
+  } catch (const Error& e) {
+    bad_url(field, e.what());
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<ImageEncoder> make_image_encoder(const Checkpoint& ck) {
+  if (!ck.config_json().contains("vision_config")) return nullptr;
+  return std::make_unique<TowerEncoder>(ck);
+}
+
+std::string image_url_bytes(const std::string& url, const std::string& field,
+                            const std::string& allowed_local_media_path) {
+  if (starts_with_nocase(url, "data:")) return data_url_bytes(url, field);
+  if (starts_with_nocase(url, "file://")) return file_url_bytes(url, field, allowed_local_media_path);
+  const size_t colon = url.find(':');
+  bad_url(field, fmt::format("'{}' URLs are not accepted: sickle serve never fetches from the network; send "
+                             "the image as a data:image/...;base64 URL (or file:// with "
+                             "--allowed-local-media-path).",
+                             colon == std::string::npos ? url.substr(0, 16) : url.substr(0, colon)));
+}
+
+uint64_t image_key(const vision::Image& img) {
+  Hasher h(0x696d616765ull);  // "image"
+  const int64_t dims[2] = {img.width, img.height};
+  h.update(dims, sizeof dims);
+  h.update(img.rgb.data(), img.rgb.size());
+  const uint64_t k = h.digest();
+  return k ? k : 1;
+}
+
+void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                   const std::string& allowed_local_media_path) {
+  if (images.empty()) return;
+  if (!encoder)
+    throw ApiError(400,
+                   fmt::format("{}: this model has no vision tower (config.json has no vision_config); "
+                               "image parts are not supported.",
+                               images.front().field),
+                   images.front().field);
+  auto emb = std::make_shared<vision::ImageEmbeddings>();
+  emb->hidden = encoder->hidden();
+  std::vector<uint64_t> keys;
+  for (const PromptImage& im : images) {
+    vision::Patches p;
+    try {
+      const vision::Image img =
+          vision::decode_image(image_url_bytes(im.url, im.field, allowed_local_media_path), im.field);
+      keys.push_back(image_key(img));
+      p = encoder->preprocess(img);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), im.field);
+    }
+    emb->images.push_back(encoder->encode(p));
+    emb->grids.push_back({p.grid_t, p.grid_h, p.grid_w});
+  }
+  vision::ExpandedPrompt ex;
+  try {
+    ex = vision::expand_media_placeholders(g.prompt, encoder->placeholder_id(), *emb);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "messages");
+  }
+  // Each image position's key: its image's (the rows of image i are contiguous in ex.rows).
+  g.prompt_keys.assign(ex.tokens.size(), 0);
+  for (size_t j = 0; j < ex.rows.size(); ++j) {
+    if (!ex.rows[j]) continue;
+    for (size_t i = 0; i < emb->images.size(); ++i) {
+      const float* b = emb->images[i].data();
+      if (ex.rows[j] >= b && ex.rows[j] < b + emb->images[i].size()) g.prompt_keys[j] = keys[i];
+    }
+  }
+  g.prompt = std::move(ex.tokens);
+  g.embed_rows = std::move(ex.rows);
+  g.embed_storage = std::move(emb);
+}
+
+}  // namespace sickle::server
