@@ -214,6 +214,9 @@ void best_of_rounds(int rounds) {
   auto i4a = make_set(WeightEncoding::kInt4Group, 1024, 2048, true);
   auto i4b = make_set(WeightEncoding::kInt4Group, 2048, 1024, true);
   auto head = make_set(WeightEncoding::kBF16, 32000, 2048, true);
+  // Kimi-K2.5's routed expert shapes (gate/up [2048, 7168], down [7168, 2048]: 7.3 MB each).
+  auto k2a = make_set(WeightEncoding::kInt4Group, 2048, 7168, true);
+  auto k2b = make_set(WeightEncoding::kInt4Group, 7168, 2048, true);
   // mini's routed experts: each "layer" of 64 experts is gate/up from i4a and down from i4b copies.
   const int64_t E = 64, H = 2048, I = 1024, k = 8;
   std::vector<float> x(static_cast<size_t>(32000 * 2)), y(static_cast<size_t>(32000 * 2)),
@@ -222,20 +225,21 @@ void best_of_rounds(int rounds) {
   std::normal_distribution<float> nd;
   for (auto& v : x) v = nd(rng);
   MoeScratch scratch;
-  double best_bw = 0, best[4] = {0, 0, 0, 0};
+  double best_bw = 0, best[6] = {0, 0, 0, 0, 0, 0};
   auto now = [] { return std::chrono::steady_clock::now(); };
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   for (int r = 0; r < rounds; ++r) {
     best_bw = std::max(best_bw, measure_read_bandwidth(g_pool.get(), g_cold_bytes, 1).read_bytes_per_s);
-    const WeightSet* sets[3] = {i4a.get(), i4b.get(), head.get()};
-    for (int j = 0; j < 3; ++j) {
+    const WeightSet* sets[5] = {i4a.get(), i4b.get(), head.get(), k2a.get(), k2b.get()};
+    for (int j = 0; j < 5; ++j) {
+      const int slot = j < 3 ? j : j + 1;
       auto t0 = now();
       uint64_t bytes = 0;
       for (const WeightView& w : sets[j]->views) {
         linear(w, x.data(), 1, y.data(), g_pool.get());
         bytes += w.storage_bytes();
       }
-      best[j] = std::max(best[j], double(bytes) / secs(t0, now()));
+      best[slot] = std::max(best[slot], double(bytes) / secs(t0, now()));
     }
     // Decode through moe_experts: 8 distinct experts per call, experts assembled from the copies.
     const size_t n_exp = std::min(i4a->views.size() / 2, i4b->views.size());
@@ -262,9 +266,13 @@ void best_of_rounds(int rounds) {
   }
   std::printf("best of %d interleaved rounds, %d threads: memory read %.2f GB/s\n", rounds, g_pool->size(),
               best_bw / 1e9);
-  const char* names[4] = {"int4 GEMV 1024x2048 n=1", "int4 GEMV 2048x1024 n=1", "bf16 GEMV 32000x2048 n=1",
-                          "moe_experts mini decode (8 of 64 experts, T=1)"};
-  for (int j = 0; j < 4; ++j)
+  const char* names[6] = {"int4 GEMV 1024x2048 n=1",
+                          "int4 GEMV 2048x1024 n=1",
+                          "bf16 GEMV 32000x2048 n=1",
+                          "moe_experts mini decode (8 of 64 experts, T=1)",
+                          "int4 GEMV 2048x7168 n=1 (Kimi expert gate/up)",
+                          "int4 GEMV 7168x2048 n=1 (Kimi expert down)"};
+  for (int j = 0; j < 6; ++j)
     std::printf("  %-48s %6.2f GB/s  = %.2f of memory bandwidth\n", names[j], best[j] / 1e9,
                 best[j] / best_bw);
   (void)I;

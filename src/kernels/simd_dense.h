@@ -44,22 +44,28 @@ inline int fp8_col_shift(const WeightView& w) {
 // form loads the first n < W of them and zeros.
 template <class V>
 struct LoadF32 {
+  static constexpr int kBytes = 4;  // per weight (for the decode prefetch)
   const float* p;
   int64_t ld;
+  const void* addr(int64_t r, int64_t c) const { return p + r * ld + c; }
   typename V::F load(int64_t r, int64_t c) const { return V::loadu(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::loadu(p + r * ld + c, n); }
 };
 template <class V>
 struct LoadBF16 {
+  static constexpr int kBytes = 2;
   const uint16_t* p;
   int64_t ld;
+  const void* addr(int64_t r, int64_t c) const { return p + r * ld + c; }
   typename V::F load(int64_t r, int64_t c) const { return V::widen_bf16(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::widen_bf16(p + r * ld + c, n); }
 };
 template <class V>
 struct LoadF16 {
+  static constexpr int kBytes = 2;
   const uint16_t* p;
   int64_t ld;
+  const void* addr(int64_t r, int64_t c) const { return p + r * ld + c; }
   typename V::F load(int64_t r, int64_t c) const { return V::widen_f16(p + r * ld + c); }
   typename V::F load(int64_t r, int64_t c, int n) const { return V::widen_f16(p + r * ld + c, n); }
 };
@@ -70,8 +76,10 @@ struct LoadF16 {
 // columns (fp8_col_shift), so one load never straddles two scale blocks.
 template <class V>
 struct LoadFp8 {
+  static constexpr int kBytes = 1;
   const uint8_t* p;
   int64_t ld;
+  const void* addr(int64_t r, int64_t c) const { return p + r * ld + c; }
   const float* scale;
   int64_t scale_ld, block_rows;
   int shift;
@@ -91,17 +99,28 @@ struct LoadFp8 {
 // ---------------------------------------------------------------- dense tiles
 
 // R weight rows x T tokens, W columns per step, the column tail as one partial step; x and y
-// already point at the first token.
+// already point at the first token. With `prefetch` (decode: each row is read once), every
+// cache line of this tile's rows also prefetches the same line of the next R rows: the next
+// tile starts with its rows in flight, and one core keeps 2R streams of misses outstanding.
+// Measured on one Zen 5 core, bf16 32000x2048: 16 GB/s without, 28 GB/s with (0.9 of a plain
+// read); prefetching a fixed distance ahead within the rows gave nothing (16-17 GB/s).
+// Prefetches past the matrix end are harmless (they never fault).
 template <class V, class L, int R, int T>
-void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
+void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy,
+                bool prefetch) {
   using F = typename V::F;
   F acc[R][T];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 16
     for (int j = 0; j < T; ++j) acc[i][j] = V::zero();
+  constexpr int64_t kLine = 64 / L::kBytes;  // weights per cache line (a multiple of kW)
+  static_assert(kLine % V::kW == 0);
   int64_t c = 0;
   for (; c + V::kW <= cols; c += V::kW) {
+    if (prefetch && c % kLine == 0)
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) __builtin_prefetch(ld.addr(r + R + i, c), 0, 3);
     F wv[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = ld.load(r + i, c);
@@ -131,7 +150,7 @@ void dense_tile(const L& ld, int64_t r, int64_t cols, const float* x, int64_t ld
 }
 
 template <class L>
-using DenseTileFn = void (*)(const L&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+using DenseTileFn = void (*)(const L&, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool);
 
 template <class V, class L, int R>
 constexpr DenseTileFn<L> dense_tile_for(int nt) {
@@ -159,13 +178,15 @@ void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
   }();
   // Rows in L2-sized chunks, token tiles inside, so each chunk is read from memory once.
   const int64_t row_chunk = cols <= 2048 ? 64 : 16;
+  // One token tile: each row is read once, from memory (decode); prefetch the next tile's rows.
+  const bool prefetch = n <= kT;
   for (int64_t rc = r0; rc < r1; rc += row_chunk) {
     int64_t rc1 = rc + row_chunk < r1 ? rc + row_chunk : r1;
     for (int64_t t0 = 0; t0 < n; t0 += kT) {
       int nt = int(n - t0 < kT ? n - t0 : kT);
       for (int64_t r = rc; r < rc1; r += 4) {
         int nr = int(rc1 - r < 4 ? rc1 - r : 4);
-        kTiles[size_t(nr - 1)][size_t(nt - 1)](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy);
+        kTiles[size_t(nr - 1)][size_t(nt - 1)](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy, prefetch);
       }
     }
   }
