@@ -287,23 +287,9 @@ void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols
 
 }  // namespace
 
-// f32 multiply-adds per second of one thread at the FMA units' throughput (16 independent
-// 512-bit chains); 0 on CPUs without AVX-512 (then no fma_frac is reported).
-__attribute__((target("avx512f,fma"))) double fma_peak_avx512(int64_t iters) {
-  __m512 acc[16];
-  for (auto& a : acc) a = _mm512_set1_ps(1.0f);
-  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < iters; ++i)
-#pragma GCC unroll 16
-    for (auto& a : acc) a = _mm512_fmadd_ps(a, x, y);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (auto& a : acc) benchmark::DoNotOptimize(a);
-  return double(iters) * 16 * 16 / s;
-}
 double fma_peak_macs() {
   static const double peak = [] {
-    const double p = cpu_features().avx512f ? fma_peak_avx512(20'000'000) : 0.0;
+    const double p = measure_fma_peak_macs(nullptr);
     if (p > 0) std::printf("f32 FMA peak (one thread): %.1f GMAC/s\n", p / 1e9);
     return p;
   }();

@@ -1,4 +1,5 @@
-// bench/membw — the machine's memory read bandwidth (the decode speed limit).
+// bench/membw — the machine's memory read bandwidth (the decode speed limit) and f32 FMA peak
+// (the dense prefill kernels' limit), both with `threads` threads.
 //   build-*/bench/membw [threads=2] [MiB=1024]
 #include <cstdio>
 #include <cstdlib>
@@ -13,5 +14,7 @@ int main(int argc, char** argv) {
   sickle::MemBandwidth bw = sickle::measure_read_bandwidth(&pool, mib << 20, 5);
   std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB buffer, best of 5)\n",
               bw.read_bytes_per_s / 1e9, bw.n_threads, bw.buffer_bytes >> 20);
+  const double macs = sickle::measure_fma_peak_macs(&pool);
+  if (macs > 0) std::printf("f32 FMA peak: %.1f GFLOP/s (%d threads)\n", 2 * macs / 1e9, pool.size());
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -54,6 +55,36 @@ __attribute__((target("avx2"))) uint64_t read_range_avx2(const uint64_t* p, size
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
   return lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3] ^ read_range(p + i, n - i);
 }
+
+// 16 independent chains of FMAs, `iters` steps: the units' throughput, not their latency.
+__attribute__((target("avx512f"))) double fma_chains_avx512(int64_t iters) {
+  __m512 acc[16];
+  for (auto& a : acc) a = _mm512_set1_ps(1.0f);
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 16
+    for (auto& a : acc) a = _mm512_fmadd_ps(a, x, y);
+  __m512 s = acc[0];
+  for (int k = 1; k < 16; ++k) s = _mm512_add_ps(s, acc[k]);
+  alignas(64) float l[16];
+  _mm512_store_ps(l, s);
+  double sum = 0;
+  for (float v : l) sum += double(v);
+  return sum;
+}
+__attribute__((target("avx2,fma"))) double fma_chains_avx2(int64_t iters) {
+  __m256 acc[16];
+  for (auto& a : acc) a = _mm256_set1_ps(1.0f);
+  const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 16
+    for (auto& a : acc) a = _mm256_fmadd_ps(a, x, y);
+  __m256 s = acc[0];
+  for (int k = 1; k < 16; ++k) s = _mm256_add_ps(s, acc[k]);
+  alignas(32) float l[8];
+  _mm256_store_ps(l, s);
+  return double(l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7]);
+}
 #endif
 
 uint64_t read_words(const uint64_t* p, size_t n) {
@@ -91,6 +122,34 @@ MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int r
   for (uint64_t v : sink) keep = keep + v;
   munmap(mem, r.buffer_bytes);
   return r;
+}
+
+double measure_fma_peak_macs(ThreadPool* pool, int reps) {
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  const int lanes = f.avx512f ? 16 : f.avx2 && f.fma ? 8 : 0;
+  if (lanes == 0) return 0;
+  const int64_t iters = 4'000'000;  // 16 chains x 4M steps: ~15 ms per thread at 4 GHz
+  const int n = pool_size(pool);
+  std::vector<double> sink(size_t(n) * 8, 0);
+  double best = 0;
+  for (int rep = 0; rep < reps; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(pool, n, [&](int64_t b, int64_t e, int tid) {
+      for (int64_t k = b; k < e; ++k)
+        sink[size_t(tid) * 8] += lanes == 16 ? fma_chains_avx512(iters) : fma_chains_avx2(iters);
+    });
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, double(n) * double(iters) * 16 * lanes / s);
+  }
+  volatile double keep = 0;
+  for (double v : sink) keep = keep + v;
+  return best;
+#else
+  (void)pool;
+  (void)reps;
+  return 0;
+#endif
 }
 
 }  // namespace sickle
