@@ -27,11 +27,24 @@ function run(cmd, args) {
 }
 
 // Memory read bandwidth, measured now (bench/membw if built, else sickle run's own measurement).
-let bw = 0, bwSrc = "";
+// bench/membw also measures the f32 FMA peak of the same threads (the dense prefill kernels'
+// limit on the AVX-512/AVX2 tables; the AMX table's int8/bf16 tiles have a higher one, not
+// probed here).
+let bw = 0, bwSrc = "", peak = 0;
 if (a.membw && fs.existsSync(a.membw)) {
   const r = run(a.membw, [T, "512"]);
   bw = Number(r.stdout.match(/([\d.]+) GB\/s/)[1]) * 1e9;
   bwSrc = `${path.basename(a.membw)} (${T} threads)`;
+  const p = r.stdout.match(/f32 FMA peak: ([\d.]+) GFLOP\/s/);
+  if (p) peak = Number(p[1]) * 1e9;
+}
+// Active parameters per token (sickle inspect: routed top-k + shared + dense + attention + head):
+// prefill FLOP/s = 2 x active x tok/s, attention over the context not counted.
+let active = 0;
+{
+  const r = spawnSync(a.sickle, ["inspect", a.model], { encoding: "utf8", maxBuffer: 1 << 26 });
+  const m = (r.stdout ?? "").match(/([\d.]+) ([KMB]) active per token/);
+  if (m) active = Number(m[1]) * { K: 1e3, M: 1e6, B: 1e9 }[m[2]];
 }
 
 const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
@@ -60,6 +73,7 @@ console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory band
 console.log(`${"".padEnd(18)}${"sickle".padStart(12)}${"llama.cpp".padStart(12)}${"ratio".padStart(9)}`);
 for (const n of lens) console.log(`${`prefill ${n} tok/s`.padEnd(18)}${f(sk.prefill[n]).padStart(12)}${f(ll.prefill[n]).padStart(12)}${f(sk.prefill[n] / ll.prefill[n], 2).padStart(9)}`);
 console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.decode, 2).padStart(12)}${f(sk.decode / ll.decode, 2).padStart(9)}`);
+if (peak && active) for (const n of lens) console.log(`${`prefill ${n} FMA frac`.padEnd(18)}${f(2 * active * sk.prefill[n] / peak, 3).padStart(12)}${f(2 * active * ll.prefill[n] / peak, 3).padStart(12)}   (of ${f(peak / 1e9, 0)} GFLOP/s f32 FMA peak, ${T} threads)`);
 console.log(`${"decode bw frac".padEnd(18)}${f(sk.bytes_per_token * sk.decode / bw, 2).padStart(12)}${f(sk.bytes_per_token * ll.decode / bw, 2).padStart(12)}`);
 console.log(`${"peak RSS MiB".padEnd(18)}${f(sk.rss / 2 ** 20, 0).padStart(12)}${f(ll.rss / 2 ** 20, 0).padStart(12)}   (llama.cpp's includes node, ~50 MiB)`);
-console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, sickle: sk, llama: ll }));
+console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, fma_peak_flops: peak, active_params: active, sickle: sk, llama: ll }));

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # sickle vs llama.cpp (node-llama-cpp 3.21.1, prebuilt CPU binaries) on the same GGUF weights,
-# same thread count: `synth --preset mini` and the demo model (models/brown-kimi). Not CI.
+# same thread count: `synth --preset mini`, the demo model (models/brown-kimi) and, on request, the
+# real-dimension model `kimi-k2.5-72` (`synth --preset kimi-k2.5-layers --experts 72`: Kimi-K2.5's
+# hidden 7168, 64 heads, 2048-wide experts, vocabulary 163840, with the seed prune's 72 experts;
+# 10 GiB, plus as much again for its GGUF). Not CI.
 #   bench/vs_llamacpp/run.sh [BUILD_DIR]     env: THREADS=2 WORK=/tmp/sickle-vs-llamacpp
 #                                                 PREFILL=128,512 DECODE=64 MODELS="mini brown-kimi"
 # Needs: node >= 20 and node-llama-cpp: NLC_DIR=build/llamacpp after tools/llamacpp-setup.sh
@@ -27,6 +30,9 @@ for name in $MODELS; do
   if [ "$name" = mini ]; then
     dir=$WORK/mini
     [ -f "$dir/config.json" ] || "$SICKLE" synth --preset mini -o "$dir" --force
+  elif [ "$name" = kimi-k2.5-72 ]; then
+    dir=$WORK/k25-72
+    [ -f "$dir/config.json" ] || "$SICKLE" synth --preset kimi-k2.5-layers --experts 72 -o "$dir" --force
   else
     dir=$SRC/models/$name
   fi
