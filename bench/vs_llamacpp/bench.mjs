@@ -38,15 +38,26 @@ if (a.membw && fs.existsSync(a.membw)) {
   const p = r.stdout.match(/f32 FMA peak: ([\d.]+) GFLOP\/s/);
   if (p) peak = Number(p[1]) * 1e9;
 }
-// Active parameters per token (sickle inspect: routed top-k + shared + dense + attention + head):
-// prefill FLOP/s = 2 x active x tok/s, attention over the context not counted.
+// Prefill FLOPs per prompt token = 2 x the parameters it multiplies: sickle inspect's active
+// parameters (routed top-k + shared + dense + attention + embedding + lm_head) less the embedding
+// (a row lookup) and the lm_head (only the last position needs logits); attention over the
+// context is not counted.
 let active = 0;
 {
   const r = spawnSync(a.sickle, ["inspect", a.model], { encoding: "utf8", maxBuffer: 1 << 26 });
-  const m = (r.stdout ?? "").match(/([\d.]+) ([KMB]) active per token/);
-  if (m) active = Number(m[1]) * { K: 1e3, M: 1e6, B: 1e9 }[m[2]];
+  const out = r.stdout ?? "", unit = { K: 1e3, M: 1e6, B: 1e9 };
+  const m = out.match(/([\d.]+) ([KMB]) active per token/);
+  const rowParams = (name) => {
+    const x = out.match(new RegExp(`^\\s+${name}\\s.*?([\\d.]+) ([KMB]) params`, "m"));
+    return x ? Number(x[1]) * unit[x[2]] : 0;
+  };
+  if (m) active = Number(m[1]) * unit[m[2]] - rowParams("embedding") - rowParams("lm_head");
 }
 
+// Both sides start with their weights in the page cache: a model and its GGUF together may not
+// fit (kimi-k2.5-72: 10 + 9.8 GB), and a cold first run would time the disk.
+const warm = (files) => { for (const f of files) spawnSync("cat", [f], { stdio: ["ignore", "ignore", "inherit"] }); };
+warm(fs.readdirSync(a.model).filter((f) => f.endsWith(".safetensors")).map((f) => path.join(a.model, f)));
 const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
 for (const n of lens) {
   const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
@@ -64,6 +75,7 @@ for (const n of lens) {
     bwSrc = `sickle run's measurement (${T} threads)`;
   }
 }
+warm([a.gguf]);
 const lr = run("node", [path.join(here, "llama_bench.mjs"), "--gguf", a.gguf, "--threads", T, "--prefill", a.prefill, "--decode", String(D), "--vocab", String(V)]);
 const ll = JSON.parse(lr.stdout.trim().split("\n").pop());
 ll.rss = lr.rss;
@@ -76,4 +88,4 @@ console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.d
 if (peak && active) for (const n of lens) console.log(`${`prefill ${n} FMA frac`.padEnd(18)}${f(2 * active * sk.prefill[n] / peak, 3).padStart(12)}${f(2 * active * ll.prefill[n] / peak, 3).padStart(12)}   (of ${f(peak / 1e9, 0)} GFLOP/s f32 FMA peak, ${T} threads)`);
 console.log(`${"decode bw frac".padEnd(18)}${f(sk.bytes_per_token * sk.decode / bw, 2).padStart(12)}${f(sk.bytes_per_token * ll.decode / bw, 2).padStart(12)}`);
 console.log(`${"peak RSS MiB".padEnd(18)}${f(sk.rss / 2 ** 20, 0).padStart(12)}${f(ll.rss / 2 ** 20, 0).padStart(12)}   (llama.cpp's includes node, ~50 MiB)`);
-console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, fma_peak_flops: peak, active_params: active, sickle: sk, llama: ll }));
+console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, fma_peak_flops: peak, matmul_params_per_prompt_token: active, sickle: sk, llama: ll }));
