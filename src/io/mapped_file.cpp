@@ -37,6 +37,14 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
   }
 }
 
+bool MappedFile::prefault() const {
+#ifndef MADV_POPULATE_READ
+  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14 (glibc 2.36 headers may lack it)
+#endif
+  if (!data_) return true;
+  return ::madvise(const_cast<std::byte*>(data_), size_, MADV_POPULATE_READ) == 0;
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);

@@ -20,6 +20,11 @@ class MappedFile {
   int fd() const { return fd_; }  // kept open for copy_file_range
   const std::filesystem::path& path() const { return path_; }
 
+  // Fills the page tables for the whole mapping now (MADV_POPULATE_READ, Linux >= 5.14; reads
+  // from disk what is not cached), so the token path takes no page faults. False (and nothing
+  // done) where the kernel does not support it.
+  bool prefault() const;
+
  private:
   std::filesystem::path path_;
   const std::byte* data_ = nullptr;

@@ -50,6 +50,9 @@ struct ModelOptions {
   // the logits itself). The environment variable SICKLE_CHECK_FINITE=0 turns it off too (A/B
   // measurements of its cost on any command).
   bool check_finite = true;
+  // Fill the page tables of the weight files at load (MappedFile::prefault) when they take at
+  // most 80% of physical memory, so no decode step takes page faults on first-touched weights.
+  bool prefault = true;
 };
 
 // The KV cache of one sequence: per layer, [n_past, kv_lora_rank + qk_rope_head_dim] f32.
