@@ -47,7 +47,7 @@
 namespace sickle {
 class Model;
 class ThreadPool;
-}
+}  // namespace sickle
 
 namespace sickle::server {
 
@@ -218,7 +218,8 @@ class Scheduler {
     GenRequest req;
     std::chrono::steady_clock::time_point arrival;
     std::vector<std::pair<std::shared_ptr<GenHandle>, uint64_t>> forks;  // the other choices, their seeds
-    size_t n_prepared = 0;  // req.prepare jobs done
+    // req.prepare jobs done
+    size_t n_prepared = 0;
     bool ready() const { return n_prepared == req.prepare.size(); }
   };
 

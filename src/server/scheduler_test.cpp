@@ -403,7 +403,8 @@ TEST(Scheduler, PrepareJobsInterleaveWithStepsAndFailAlone) {
   auto running = s.submit(greedy(make_prompt(4, 5), 100000 - 20));
   std::vector<GenToken> first;
   while (first.empty()) running->next(first, std::chrono::milliseconds(100));  // decoding now
-  std::vector<int64_t> steps_at;  // n_steps() when each job ran
+  // n_steps() when each job ran
+  std::vector<int64_t> steps_at;
   GenRequest b = image_request(2, 2, 1.0f);
   b.prepare.clear();
   for (int k = 0; k < 3; ++k) b.prepare.push_back([&](ThreadPool*) { steps_at.push_back(s.n_steps()); });
