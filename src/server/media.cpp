@@ -30,6 +30,9 @@ class TowerEncoder : public ImageEncoder {
   vision::Patches preprocess(const vision::Image& img) const override {
     return vision::preprocess(img, tower_.media());
   }
+  int64_t tokens(const vision::Image& img) const override {
+    return vision::navit_resize(img.width, img.height, tower_.media()).tokens;
+  }
   std::vector<float> encode(const vision::Patches& p, ThreadPool* pool) const override {
     return tower_.encode(p, pool);
   }
@@ -152,6 +155,20 @@ vision::ExpandedPrompt expand(std::span<const int32_t> prompt, int32_t media_id,
 }
 
 }  // namespace
+
+std::vector<int32_t> expanded_prompt(const std::vector<int32_t>& prompt,
+                                     const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                                     const std::string& allowed_local_media_path) {
+  if (images.empty()) return prompt;
+  require_encoder(images, encoder);
+  vision::ImageEmbeddings sizes;  // one float per token: only the counts matter
+  sizes.hidden = 1;
+  for (const PromptImage& im : images)
+    with_image(im, allowed_local_media_path, [&](const vision::Image& img) {
+      sizes.images.emplace_back(size_t(encoder->tokens(img)), 0.0f);
+    });
+  return expand(prompt, encoder->placeholder_id(), sizes).tokens;
+}
 
 void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
                    const std::string& allowed_local_media_path) {

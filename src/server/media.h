@@ -34,6 +34,9 @@ class ImageEncoder {
   virtual int64_t hidden() const = 0;          // floats per embedding row
   // The processor's patches of a decoded image (throws Error on a bad image).
   virtual vision::Patches preprocess(const vision::Image& img) const = 0;
+  // The placeholder tokens of a decoded image (preprocess(img).tokens, from the resize plan
+  // alone).
+  virtual int64_t tokens(const vision::Image& img) const = 0;
   // Projected rows [p.tokens * hidden()]. Called on the scheduler's inference thread with the
   // model's pool (GenRequest::prepare), never beside a model step.
   virtual std::vector<float> encode(const vision::Patches& p, ThreadPool* pool) const = 0;
@@ -56,6 +59,13 @@ std::string image_url_bytes(const std::string& url, const std::string& field,
 // jobs (serve: it outlives the scheduler).
 void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
                    const std::string& allowed_local_media_path);
+
+// `prompt` with its placeholders expanded as attach_images expands them, from each image's
+// token count alone (its preprocessing grid; the tower is not run): what /tokenize reports.
+// Errors as attach_images.
+std::vector<int32_t> expanded_prompt(const std::vector<int32_t>& prompt,
+                                     const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                                     const std::string& allowed_local_media_path);
 
 // The content key of a decoded image: never 0 (0 marks text positions).
 uint64_t image_key(const vision::Image& img);
