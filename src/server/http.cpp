@@ -641,7 +641,12 @@ struct HttpServer::Impl {
     std::vector<int32_t> ids;
     if (r.chat) {
       r.chat->tools = tools_in_order(body);
-      ids = codec.encode(chat_prompt(*r.chat));
+      const RenderedPrompt prompt = chat_prompt(*r.chat);
+      ids = codec.encode(prompt);
+      // Each image's placeholder counts as the tokens chat feeds for it (its preprocessing grid;
+      // the tower is not run), as vLLM's /tokenize expands multimodal placeholders.
+      if (!prompt.images.empty())
+        ids = expanded_prompt(ids, prompt.images, images, opt.allowed_local_media_path);
     } else {
       ids = codec.encode(r.prompt);
     }

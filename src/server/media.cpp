@@ -30,8 +30,12 @@ class TowerEncoder : public ImageEncoder {
   vision::Patches preprocess(const vision::Image& img) const override {
     return vision::preprocess(img, tower_.media());
   }
-  // No thread pool: the model's pool belongs to the scheduler's thread.
-  std::vector<float> encode(const vision::Patches& p) const override { return tower_.encode(p, nullptr); }
+  int64_t tokens(const vision::Image& img) const override {
+    return vision::navit_resize(img.width, img.height, tower_.media()).tokens;
+  }
+  std::vector<float> encode(const vision::Patches& p, ThreadPool* pool) const override {
+    return tower_.encode(p, pool);
+  }
 
  private:
   vision::VisionTower tower_;
@@ -119,46 +123,85 @@ uint64_t image_key(const vision::Image& img) {
   return k ? k : 1;
 }
 
-void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
-                   const std::string& allowed_local_media_path) {
-  if (images.empty()) return;
+namespace {
+
+void require_encoder(const std::vector<PromptImage>& images, const ImageEncoder* encoder) {
   if (!encoder)
     throw ApiError(400,
                    fmt::format("{}: this model has no vision tower (config.json has no vision_config); "
                                "image parts are not supported.",
                                images.front().field),
                    images.front().field);
-  auto emb = std::make_shared<vision::ImageEmbeddings>();
-  emb->hidden = encoder->hidden();
-  std::vector<uint64_t> keys;
-  for (const PromptImage& im : images) {
-    vision::Patches p;
-    try {
-      const vision::Image img =
-          vision::decode_image(image_url_bytes(im.url, im.field, allowed_local_media_path), im.field);
-      keys.push_back(image_key(img));
-      p = encoder->preprocess(img);
-    } catch (const Error& e) {
-      throw ApiError(400, e.what(), im.field);
-    }
-    emb->images.push_back(encoder->encode(p));
-    emb->grids.push_back({p.grid_t, p.grid_h, p.grid_w});
-  }
-  vision::ExpandedPrompt ex;
+}
+
+// Runs f(decoded image) for a part; any Error (bad bytes, a size the processor refuses) is a
+// 400 with its message naming the part.
+template <class F>
+void with_image(const PromptImage& im, const std::string& allowed_local_media_path, F&& f) {
   try {
-    ex = vision::expand_media_placeholders(g.prompt, encoder->placeholder_id(), *emb);
+    f(vision::decode_image(image_url_bytes(im.url, im.field, allowed_local_media_path), im.field));
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), im.field);
+  }
+}
+
+vision::ExpandedPrompt expand(std::span<const int32_t> prompt, int32_t media_id,
+                              const vision::ImageEmbeddings& images) {
+  try {
+    return vision::expand_media_placeholders(prompt, media_id, images);
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "messages");
   }
-  // Each image position's key: its image's (the rows of image i are contiguous in ex.rows).
-  g.prompt_keys.assign(ex.tokens.size(), 0);
-  for (size_t j = 0; j < ex.rows.size(); ++j) {
-    if (!ex.rows[j]) continue;
-    for (size_t i = 0; i < emb->images.size(); ++i) {
-      const float* b = emb->images[i].data();
-      if (ex.rows[j] >= b && ex.rows[j] < b + emb->images[i].size()) g.prompt_keys[j] = keys[i];
-    }
+}
+
+}  // namespace
+
+std::vector<int32_t> expanded_prompt(const std::vector<int32_t>& prompt,
+                                     const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                                     const std::string& allowed_local_media_path) {
+  if (images.empty()) return prompt;
+  require_encoder(images, encoder);
+  vision::ImageEmbeddings sizes;  // one float per token: only the counts matter
+  sizes.hidden = 1;
+  for (const PromptImage& im : images)
+    with_image(im, allowed_local_media_path, [&](const vision::Image& img) {
+      sizes.images.emplace_back(size_t(encoder->tokens(img)), 0.0f);
+    });
+  return expand(prompt, encoder->placeholder_id(), sizes).tokens;
+}
+
+void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                   const std::string& allowed_local_media_path) {
+  if (images.empty()) return;
+  require_encoder(images, encoder);
+  auto emb = std::make_shared<vision::ImageEmbeddings>();
+  emb->hidden = encoder->hidden();
+  std::vector<uint64_t> keys;
+  std::vector<std::shared_ptr<const vision::Patches>> patches;
+  for (const PromptImage& im : images) {
+    with_image(im, allowed_local_media_path, [&](const vision::Image& img) {
+      keys.push_back(image_key(img));
+      patches.push_back(std::make_shared<const vision::Patches>(encoder->preprocess(img)));
+    });
+    // The rows are written by the image's prepare job; their places (and the prompt's length)
+    // are known now.
+    const vision::Patches& p = *patches.back();
+    emb->images.emplace_back(size_t(p.tokens * emb->hidden), 0.0f);
+    emb->grids.push_back({p.grid_t, p.grid_h, p.grid_w});
   }
+  vision::ExpandedPrompt ex = expand(g.prompt, encoder->placeholder_id(), *emb);
+  // Each image position's key: its image's.
+  g.prompt_keys.assign(ex.tokens.size(), 0);
+  for (size_t j = 0; j < ex.image.size(); ++j)
+    if (ex.image[j] >= 0) g.prompt_keys[j] = keys[size_t(ex.image[j])];
+  for (size_t i = 0; i < patches.size(); ++i)
+    g.prepare.push_back([encoder, emb, i, p = patches[i]](ThreadPool* pool) {
+      const std::vector<float> rows = encoder->encode(*p, pool);
+      std::vector<float>& dst = emb->images[i];
+      if (rows.size() != dst.size())
+        fail("image {}: the tower gave {} floats for {} tokens x {}", i, rows.size(), p->tokens, emb->hidden);
+      std::copy(rows.begin(), rows.end(), dst.begin());
+    });
   g.prompt = std::move(ex.tokens);
   g.embed_rows = std::move(ex.rows);
   g.embed_storage = std::move(emb);

@@ -22,6 +22,7 @@
 
 namespace sickle {
 class Checkpoint;
+class ThreadPool;
 }
 
 namespace sickle::server {
@@ -33,8 +34,12 @@ class ImageEncoder {
   virtual int64_t hidden() const = 0;          // floats per embedding row
   // The processor's patches of a decoded image (throws Error on a bad image).
   virtual vision::Patches preprocess(const vision::Image& img) const = 0;
-  // Projected rows [p.tokens * hidden()] (thread-safe: called from HTTP threads).
-  virtual std::vector<float> encode(const vision::Patches& p) const = 0;
+  // The placeholder tokens of a decoded image (preprocess(img).tokens, from the resize plan
+  // alone).
+  virtual int64_t tokens(const vision::Image& img) const = 0;
+  // Projected rows [p.tokens * hidden()]. Called on the scheduler's inference thread with the
+  // model's pool (GenRequest::prepare), never beside a model step.
+  virtual std::vector<float> encode(const vision::Patches& p, ThreadPool* pool) const = 0;
 };
 
 // The checkpoint's tower and projector; nullptr when config.json has no vision_config.
@@ -45,11 +50,22 @@ std::unique_ptr<ImageEncoder> make_image_encoder(const Checkpoint& ck);
 std::string image_url_bytes(const std::string& url, const std::string& field,
                             const std::string& allowed_local_media_path);
 
-// Decodes, encodes and places `images` (in placeholder order) into g: g.prompt's placeholders
-// expand to the images' tokens; g.embed_rows, g.prompt_keys and g.embed_storage are set. No
-// images: g is left as it is. `encoder` null with images: a 400 naming the first part.
+// Decodes, preprocesses and places `images` (in placeholder order) into g on the calling (HTTP)
+// thread: g.prompt's placeholders expand to the images' token counts (known from the patch
+// grid); g.embed_rows, g.prompt_keys and g.embed_storage are set, the rows still unwritten; one
+// g.prepare job per image runs the tower into them on the inference thread (scheduler.h), so
+// the tower uses the model's threads without competing with its steps. No images: g is left as
+// it is. `encoder` null with images: a 400 naming the first part. `encoder` must outlive g's
+// jobs (serve: it outlives the scheduler).
 void attach_images(GenRequest& g, const std::vector<PromptImage>& images, const ImageEncoder* encoder,
                    const std::string& allowed_local_media_path);
+
+// `prompt` with its placeholders expanded as attach_images expands them, from each image's
+// token count alone (its preprocessing grid; the tower is not run): what /tokenize reports.
+// Errors as attach_images.
+std::vector<int32_t> expanded_prompt(const std::vector<int32_t>& prompt,
+                                     const std::vector<PromptImage>& images, const ImageEncoder* encoder,
+                                     const std::string& allowed_local_media_path);
 
 // The content key of a decoded image: never 0 (0 marks text positions).
 uint64_t image_key(const vision::Image& img);

@@ -55,7 +55,10 @@ class FakeEncoder : public ImageEncoder {
     p.values.assign(1, float(img.rgb[0]));
     return p;
   }
-  std::vector<float> encode(const vision::Patches& p) const override {
+  int64_t tokens(const vision::Image& img) const override {
+    return std::max<int64_t>(1, img.width * img.height / 4);
+  }
+  std::vector<float> encode(const vision::Patches& p, ThreadPool* /*pool*/) const override {
     std::vector<float> out;
     for (int64_t r = 0; r < p.tokens; ++r) out.insert(out.end(), {float(r), p.values[0]});
     return out;
@@ -103,6 +106,11 @@ TEST(ServeMedia, AttachExpandsPlaceholdersWithRowsAndContentKeys) {
                 "");
   EXPECT_EQ(g.prompt, (std::vector<int32_t>{1, 9, 9, 2, 9, 9, 3}));
   ASSERT_EQ(g.embed_rows.size(), 7u);
+  // The tower runs later, one job per image (on the scheduler's thread): the rows are placed but
+  // not written yet.
+  ASSERT_EQ(g.prepare.size(), 2u);
+  EXPECT_EQ(g.embed_rows[2][0], 0.0f);
+  for (auto& job : g.prepare) job(nullptr);
   ASSERT_EQ(g.prompt_keys.size(), 7u);
   for (size_t j : {0u, 3u, 6u}) {
     EXPECT_EQ(g.embed_rows[j], nullptr);
@@ -113,6 +121,13 @@ TEST(ServeMedia, AttachExpandsPlaceholdersWithRowsAndContentKeys) {
   EXPECT_EQ(g.prompt_keys[1], g.prompt_keys[2]);
   EXPECT_NE(g.prompt_keys[1], g.prompt_keys[4]);  // different pixels, different key
   EXPECT_EQ(g.prompt_keys[4], g.prompt_keys[5]);
+
+  EXPECT_EQ(g.embed_rows[1][1], 1.0f);  // image a's first byte (salt 1): the job wrote its own image
+  EXPECT_EQ(g.embed_rows[4][1], 2.0f);
+  // /tokenize's counts: the same token counts, without running the tower.
+  EXPECT_EQ(
+      expanded_prompt({1, 9, 2, 9}, {{data_url(png_bytes(8, 4, 0)), "a"}, {data_url(a), "b"}}, &enc, ""),
+      (std::vector<int32_t>{1, 9, 9, 9, 9, 9, 9, 9, 9, 2, 9, 9}));
 
   // The same pixels give the same key (the scheduler's cache relies on it).
   GenRequest g2;
@@ -128,8 +143,15 @@ TEST(ServeMedia, AttachExpandsPlaceholdersWithRowsAndContentKeys) {
   });
   EXPECT_NE(e.first.find("messages[1].content[3]"), std::string::npos) << e.first;
   EXPECT_EQ(e.second, "messages[1].content[3]");
+  e = api_error([&] {
+    expanded_prompt({9}, {{data_url(a.substr(0, 20)), "messages[2].content[0]"}}, &enc, "");
+  });
+  EXPECT_EQ(e.second, "messages[2].content[0]") << e.first;
   // No tower: a 400 naming the part.
   e = api_error([&] { attach_images(bad, {{data_url(a), "messages[0].content[1]"}}, nullptr, ""); });
+  EXPECT_NE(e.first.find("messages[0].content[1]: this model has no vision tower"), std::string::npos)
+      << e.first;
+  e = api_error([&] { expanded_prompt({9}, {{data_url(a), "messages[0].content[1]"}}, nullptr, ""); });
   EXPECT_NE(e.first.find("messages[0].content[1]: this model has no vision tower"), std::string::npos)
       << e.first;
 }

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "model/model.h"
+#include "runtime/thread_pool.h"
 #include "server/openai.h"
 
 namespace sickle::server {
@@ -59,6 +60,7 @@ class ModelEngine : public Engine {
     const ModelConfig& c = m_.config();
     return uint64_t(c.num_hidden_layers) * uint64_t(c.kv_lora_rank + c.qk_rope_head_dim) * sizeof(float);
   }
+  ThreadPool* pool() override { return &m_.pool(); }
 
  private:
   Model& m_;
@@ -315,22 +317,22 @@ void Scheduler::loop() {
         inbox_.pop_front();
       }
     }
-    // Requests whose client left before admission.
+    // Requests whose client left before admission (their prepare jobs are not run).
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       bool all = it->h->is_cancelled();
       for (auto& f : it->forks) all = all && f.first->is_cancelled();
       if (all) {
-        it->h->end(it->h->stop_requested() ? Finish::kStop : Finish::kCancelled);
-        for (auto& f : it->forks) f.first->end(Finish::kCancelled);
+        end_waiting(*it, it->h->stop_requested() ? Finish::kStop : Finish::kCancelled);
         it = waiting_.erase(it);
       } else {
         ++it;
       }
     }
+    const bool prepared = prepare_one();
     admit();
     if (!live_.empty()) {
       step();
-    } else if (!waiting_.empty()) {
+    } else if (!waiting_.empty() && !prepared) {
       // Nothing running yet nothing admitted: cannot happen (submit() refuses what never fits);
       // wait briefly rather than spin.
       std::unique_lock lk(mu_);
@@ -348,9 +350,34 @@ void Scheduler::loop() {
   }
 }
 
+void Scheduler::end_waiting(Waiting& w, Finish f, const std::string& error) {
+  w.h->end(f, error);
+  for (auto& fk : w.forks) fk.first->end(f == Finish::kError ? f : Finish::kCancelled, error);
+}
+
+bool Scheduler::prepare_one() {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+    if (it->ready()) continue;
+    try {
+      auto& job = it->req.prepare[it->n_prepared];
+      job(engine_.pool());
+      job = nullptr;  // done: what it holds (an image's patches) is freed now
+      ++it->n_prepared;
+      ++n_prepared_;
+    } catch (const std::exception& e) {
+      log_warn("serve: preparing a request failed: {}", e.what());
+      end_waiting(*it, Finish::kError, e.what());
+      waiting_.erase(it);
+    }
+    return true;
+  }
+  return false;
+}
+
 void Scheduler::admit() {
   while (!waiting_.empty()) {
     Waiting& w = waiting_.front();
+    if (!w.ready()) return;  // FIFO: its prepare jobs run first (prepare_one)
     const int64_t n_choices = 1 + int64_t(w.forks.size());
     if (int64_t(live_.size()) + n_choices > opt_.max_num_seqs) return;
     const auto& prompt = w.req.prompt;

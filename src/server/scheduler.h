@@ -17,6 +17,13 @@
 // takes the entry sharing the longest (token, key) prefix with its prompt, truncates
 // it to the shared length and prefills only the rest. A cancelled request (client gone) frees
 // its cache at once.
+//
+// Preparation (images): a request may carry jobs to run before it is admitted (GenRequest::
+// prepare: the vision tower filling its image rows, server/media.h). The inference thread runs
+// them with the engine's thread pool, one job per loop turn between steps (FIFO over the waiting
+// requests), as vLLM's model runner runs its encoder before the decoder step: the model's threads
+// do the encode, nothing runs beside the decode, and running streams wait at most one job. A
+// request whose client left before its jobs ran is dropped without running them.
 #pragma once
 
 #include <atomic>
@@ -39,7 +46,8 @@
 
 namespace sickle {
 class Model;
-}
+class ThreadPool;
+}  // namespace sickle
 
 namespace sickle::server {
 
@@ -77,6 +85,8 @@ class Engine {
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context() const = 0;
   virtual uint64_t kv_bytes_per_token() const = 0;
+  // The threads forward() computes with (GenRequest::prepare jobs get them); null = none.
+  virtual ThreadPool* pool() { return nullptr; }
 };
 
 std::unique_ptr<Engine> make_engine(Model& model);
@@ -92,6 +102,10 @@ struct GenRequest {
   std::vector<const float*> embed_rows;
   std::vector<uint64_t> prompt_keys;
   std::shared_ptr<const void> embed_storage;
+  // Jobs run on the inference thread with Engine::pool() before admission (in order, one per
+  // loop turn; see the header comment): they fill the rows embed_rows points at. A job that
+  // throws ends the request with kError and its message.
+  std::vector<std::function<void(ThreadPool*)>> prepare;
   int64_t max_tokens = 0;  // <= 0: what the context (and the whole KV budget) leave
   SamplingParams sampling;
   LogitsAdjust adjust;                  // penalties, logit_bias, min_tokens (its blocked ids: filled in
@@ -190,6 +204,7 @@ class Scheduler {
   // Steps run so far and the largest batch seen (for tests).
   int64_t n_steps() const { return n_steps_.load(); }
   int64_t max_batch_seen() const { return max_batch_.load(); }
+  int64_t n_prepared() const { return n_prepared_.load(); }  // prepare jobs run so far
 
  private:
   struct Live;
@@ -203,10 +218,18 @@ class Scheduler {
     GenRequest req;
     std::chrono::steady_clock::time_point arrival;
     std::vector<std::pair<std::shared_ptr<GenHandle>, uint64_t>> forks;  // the other choices, their seeds
+    // req.prepare jobs done
+    size_t n_prepared = 0;
+    bool ready() const { return n_prepared == req.prepare.size(); }
   };
 
   void loop();
   void admit();
+  // Runs the next GenRequest::prepare job of the first waiting request that has one; false if
+  // there was none.
+  bool prepare_one();
+  // Ends a waiting request (and its pending choices) without running it.
+  static void end_waiting(Waiting& w, Finish f, const std::string& error = {});
   void step();
   void retire(Live& s, Finish f, const std::string& error = {});
   // Samples the next token of `s` from its logits row, delivers it and retires `s` if done.
@@ -235,7 +258,7 @@ class Scheduler {
   std::vector<float> adjusted_;  // one row after LogitsAdjuster
   int64_t n_new_ = 0;            // tokens generated in the current step
 
-  std::atomic<int64_t> n_steps_{0}, max_batch_{0}, n_inbox_{0};
+  std::atomic<int64_t> n_steps_{0}, max_batch_{0}, n_inbox_{0}, n_prepared_{0};
   std::thread thread_;
 };
 

@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
+#include <map>
 #include <thread>
 
 #include "base/test_temp_dir.h"
 #include "model/model.h"
 #include "model/test_poke.h"
+#include "runtime/thread_pool.h"
 #include "server/openai.h"
 #include "server/test_fakes.h"
 
@@ -326,6 +329,142 @@ TEST(Scheduler, PrefixCacheKeysImagePositionsOnContent) {
   drain(*h3);
   EXPECT_EQ(h3->n_cached(), 5);  // another image: only the text before it
   EXPECT_EQ(rows_fed(), std::vector<const float*>(b.embed_rows.begin() + 5, b.embed_rows.end()));
+}
+
+// A request with `n` image positions (after 3 text tokens) whose rows a prepare job writes
+// (value base + j at row j), as server/media.h's attach_images builds it; `job` runs first.
+GenRequest image_request(int salt, size_t n, float base, std::function<void(ThreadPool*)> job = {}) {
+  GenRequest g = greedy(make_prompt(3, salt), 3);
+  auto rows = std::make_shared<std::vector<float>>(n, 0.0f);
+  g.embed_rows.assign(3, nullptr);
+  g.prompt_keys.assign(3, 0);
+  for (size_t j = 0; j < n; ++j) {
+    g.prompt.push_back(9);
+    g.embed_rows.push_back(rows->data() + j);
+    g.prompt_keys.push_back(uint64_t(salt));
+  }
+  g.prepare.push_back([rows, base, job](ThreadPool* pool) {
+    if (job) job(pool);
+    for (size_t j = 0; j < rows->size(); ++j) (*rows)[j] = base + float(j);
+  });
+  g.embed_storage = rows;
+  return g;
+}
+
+// The image tower's jobs (GenRequest::prepare) run on the inference thread — the one that runs
+// the model's steps — with the engine's pool, never on the submitting thread; each request's
+// rows reach the model written by its own job.
+TEST(Scheduler, PrepareJobsRunOnTheInferenceThreadWithTheEnginesPool) {
+  ThreadPool pool(2);
+  FakeEngine eng(kVocab);
+  eng.pool_ = &pool;
+  Scheduler s(eng, {});
+  std::mutex mu;
+  std::vector<std::pair<std::thread::id, ThreadPool*>> seen;
+  auto record = [&](ThreadPool* p) {
+    std::lock_guard lk(mu);
+    seen.emplace_back(std::this_thread::get_id(), p);
+  };
+  GenRequest a = image_request(1, 4, 10.0f, record), b = image_request(2, 3, 20.0f, record);
+  const std::vector<const float*> rows_a = a.embed_rows, rows_b = b.embed_rows;
+  const std::vector<int32_t> prompt_a = a.prompt;
+  auto ha = s.submit(std::move(a));
+  auto hb = s.submit(std::move(b));
+  EXPECT_EQ(drain(*ha), fake_reference(prompt_a, 3, kVocab));
+  drain(*hb);
+  EXPECT_EQ(ha->finish(), Finish::kLength);
+  EXPECT_EQ(hb->finish(), Finish::kLength);
+  EXPECT_EQ(s.n_prepared(), 2);
+  std::thread::id fwd;
+  std::map<const float*, float> fed;  // row -> its first float when the model read it
+  {
+    std::lock_guard lk(eng.mu);
+    fwd = eng.forward_thread;
+    for (auto& st : eng.steps)
+      for (size_t k = 0; k < st.rows.size(); ++k)
+        if (st.rows[k]) fed[st.rows[k]] = st.row_values[k];
+  }
+  ASSERT_EQ(seen.size(), 2u);
+  for (auto& [tid, p] : seen) {
+    EXPECT_EQ(tid, fwd);  // the thread of the model's steps
+    EXPECT_NE(tid, std::this_thread::get_id());
+    EXPECT_EQ(p, &pool);
+  }
+  ASSERT_EQ(fed.size(), 7u);
+  for (size_t j = 0; j < 4; ++j) EXPECT_EQ(fed[rows_a[3 + j]], 10.0f + float(j));
+  for (size_t j = 0; j < 3; ++j) EXPECT_EQ(fed[rows_b[3 + j]], 20.0f + float(j));
+}
+
+// One prepare job per loop turn: a running stream gets a step between any two jobs (it waits
+// for one encode at most); a job that throws fails its request only.
+TEST(Scheduler, PrepareJobsInterleaveWithStepsAndFailAlone) {
+  FakeEngine eng(kVocab, 100000);  // >= 200 us a step: the stream cannot end during the test
+  Scheduler s(eng, {});
+  auto running = s.submit(greedy(make_prompt(4, 5), 100000 - 20));
+  std::vector<GenToken> first;
+  while (first.empty()) running->next(first, std::chrono::milliseconds(100));  // decoding now
+  // n_steps() when each job ran
+  std::vector<int64_t> steps_at;
+  GenRequest b = image_request(2, 2, 1.0f);
+  b.prepare.clear();
+  for (int k = 0; k < 3; ++k) b.prepare.push_back([&](ThreadPool*) { steps_at.push_back(s.n_steps()); });
+  auto hb = s.submit(std::move(b));
+  GenRequest c = image_request(3, 2, 1.0f, [](ThreadPool*) { throw Error("the tower broke"); });
+  auto hc = s.submit(std::move(c));
+  drain(*hb);
+  drain(*hc);
+  EXPECT_EQ(hb->finish(), Finish::kLength);
+  ASSERT_EQ(steps_at.size(), 3u);
+  EXPECT_LT(steps_at[0], steps_at[1]);
+  EXPECT_LT(steps_at[1], steps_at[2]);
+  EXPECT_EQ(hc->finish(), Finish::kError);
+  EXPECT_NE(hc->error().find("the tower broke"), std::string::npos) << hc->error();
+  EXPECT_EQ(running->finish(), Finish::kNone);  // unharmed
+  running->cancel();
+  drain(*running);
+}
+
+// A client that leaves before its image is encoded: the job never runs; one that leaves while
+// it runs: the request is dropped after it, never fed. Either way its rows are freed.
+TEST(Scheduler, ClientGoneBeforeOrDuringItsEncodeLeaksNothing) {
+  FakeEngine eng(kVocab);
+  Scheduler s(eng, {});
+  eng.hold = true;
+  auto ha = s.submit(greedy(make_prompt(4, 1), 2));
+  for (int i = 0; i < 100000 && eng.n_forward_calls == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_GT(eng.n_forward_calls.load(), 0);  // the inference thread is inside a step
+  std::atomic<int> ran{0};
+  GenRequest b = image_request(2, 2, 1.0f, [&](ThreadPool*) { ++ran; });
+  std::weak_ptr<const void> rows_b = b.embed_storage;
+  auto hb = s.submit(std::move(b));
+  hb->cancel();
+  eng.hold = false;
+  drain(*ha);
+  drain(*hb);
+  EXPECT_EQ(hb->finish(), Finish::kCancelled);
+  EXPECT_EQ(ran.load(), 0);
+
+  std::promise<std::shared_ptr<GenHandle>> handle;
+  auto future = handle.get_future().share();
+  GenRequest c = image_request(3, 2, 1.0f, [future](ThreadPool*) { future.get()->cancel(); });
+  std::weak_ptr<const void> rows_c = c.embed_storage;
+  const auto* row_c = c.embed_rows[3];
+  {
+    std::lock_guard lk(eng.mu);
+    eng.steps.clear();
+  }
+  auto hc = s.submit(std::move(c));
+  handle.set_value(hc);
+  drain(*hc);
+  EXPECT_EQ(hc->finish(), Finish::kCancelled);
+  EXPECT_EQ(s.n_prepared(), 1);  // c's job ran (b's never did)
+  s.stop();                      // the inference thread is gone: nothing can hold the rows now
+  EXPECT_TRUE(rows_b.expired());
+  EXPECT_TRUE(rows_c.expired());
+  std::lock_guard lk(eng.mu);
+  for (auto& st : eng.steps)
+    for (const float* r : st.rows) EXPECT_NE(r, row_c);
 }
 
 TEST(Scheduler, CancelFreesSequence) {

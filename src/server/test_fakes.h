@@ -150,6 +150,11 @@ class FakeEngine : public Engine {
     return s;
   }
   void forward(std::span<const EngineItem> items, std::vector<float>& logits) override {
+    ++n_forward_calls;
+    {
+      std::lock_guard lk(mu);
+      forward_thread = std::this_thread::get_id();
+    }
     while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     // As the real model: items holding `nonfinite` make the step throw NonFiniteError naming
     // them (the token's position in its sequence), before any sequence changes.
@@ -172,6 +177,7 @@ class FakeEngine : public Engine {
         if (t == poison) throw std::runtime_error("poisoned token");
       log.item_sizes.push_back(int64_t(items[i].tokens.size()));
       log.rows.insert(log.rows.end(), items[i].embed_rows.begin(), items[i].embed_rows.end());
+      for (const float* r : items[i].embed_rows) log.row_values.push_back(r ? r[0] : -1.0f);
       for (size_t j = 0; j < items[i].tokens.size(); ++j) {
         s->history.push_back(items[i].tokens[j]);
         if (!items[i].all_logits && j + 1 < items[i].tokens.size()) continue;
@@ -189,10 +195,12 @@ class FakeEngine : public Engine {
   int64_t vocab_size() const override { return vocab_; }
   int64_t max_context() const override { return max_ctx_; }
   uint64_t kv_bytes_per_token() const override { return 8; }
+  ThreadPool* pool() override { return pool_; }
 
   struct StepLog {
     std::vector<int64_t> item_sizes;
     std::vector<const float*> rows;  // the items' embed_rows, in order
+    std::vector<float> row_values;   // their first floats when forward read them (-1: null)
   };
   std::mutex mu;
   std::vector<StepLog> steps;
@@ -201,6 +209,9 @@ class FakeEngine : public Engine {
   int32_t poison = -1;            // a step holding it throws std::runtime_error
   int32_t nonfinite = -1;         // a step holding it throws NonFiniteError naming those items
   std::atomic<bool> hold{false};  // forward() waits while set
+  std::atomic<int64_t> n_forward_calls{0};  // forward() entered (before `hold`)
+  std::thread::id forward_thread;           // the last forward()'s thread (under mu)
+  ThreadPool* pool_ = nullptr;              // what pool() returns
 
  private:
   int64_t vocab_, max_ctx_;

@@ -25,13 +25,16 @@ ExpandedPrompt expand_media_placeholders(std::span<const int32_t> prompt, int32_
     if (t != media_id) {
       out.tokens.push_back(t);
       out.rows.push_back(nullptr);
+      out.image.push_back(-1);
       continue;
     }
-    const std::vector<float>& e = images.images[next++];
+    const std::vector<float>& e = images.images[next];
     for (size_t r = 0; r < e.size() / size_t(images.hidden); ++r) {
       out.tokens.push_back(media_id);
       out.rows.push_back(e.data() + r * size_t(images.hidden));
+      out.image.push_back(int32_t(next));
     }
+    ++next;
   }
   return out;
 }

@@ -20,6 +20,7 @@ int32_t media_placeholder_id(const nlohmann::json& root, const std::string& wher
 struct ExpandedPrompt {
   std::vector<int32_t> tokens;
   std::vector<const float*> rows;  // per token: a row of `images` (placeholders) or null
+  std::vector<int32_t> image;      // per token: the index of its image, or -1 (text)
 };
 
 // Throws Error when the prompt's placeholder count differs from the number of images.

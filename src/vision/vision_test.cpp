@@ -165,6 +165,7 @@ TEST(VisionPrompt, PlaceholdersExpandInOrderToTheirImagesRows) {
   EXPECT_EQ(x.rows[4], nullptr);
   EXPECT_EQ(x.rows[5], e.images[1].data());
   EXPECT_EQ(x.rows[6], nullptr);
+  EXPECT_EQ(x.image, (std::vector<int32_t>{-1, 0, 0, 0, -1, 1, -1}));
   try {
     expand_media_placeholders(std::vector<int32_t>{4, 9, 5}, 9, e);
     ADD_FAILURE() << "one placeholder for two images accepted";

@@ -82,6 +82,35 @@ describe('image_url parts', () => {
     assert.equal(wide.usage.prompt_tokens - r1.usage.prompt_tokens, 4);
   });
 
+  // vLLM's /tokenize expands each image's placeholder to its token count: the count equals the
+  // chat's prompt_tokens for the same messages.
+  test('/tokenize counts image tokens as chat does', async () => {
+    const tokenize = (messages) => fetch(srv.url + '/tokenize', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'vis', messages, chat_template_kwargs: { thinking: false } }),
+    });
+    const msgs = (...urls) => [{ role: 'user', content: [{ type: 'text', text: 'Compare these.' },
+      ...urls.map((url) => ({ type: 'image_url', image_url: { url } }))] }];
+    for (const urls of [[dataUrl(png(56, 56, 4))], [dataUrl(png(112, 56, 5)), dataUrl(png(56, 84, 6))]]) {
+      const t = await tokenize(msgs(...urls));
+      assert.equal(t.status, 200);
+      const body = await t.json();
+      const r = await client.chat.completions.create({
+        model: 'vis', max_tokens: 1, temperature: 0, chat_template_kwargs: { thinking: false },
+        messages: msgs(...urls),
+      });
+      assert.equal(body.count, r.usage.prompt_tokens, `${urls.length} image(s)`);
+      assert.equal(body.tokens.length, body.count);
+    }
+    const one = await (await tokenize(msgs(dataUrl(png(56, 56, 4))))).json();
+    const wide = await (await tokenize(msgs(dataUrl(png(112, 56, 4))))).json();
+    assert.equal(wide.count - one.count, 4, '112x56 takes 8 tokens, 56x56 four');
+    const full = png(56, 56, 3);
+    const bad = await tokenize(msgs(dataUrl(full.subarray(0, full.length - 30))));
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /messages\[0\]\.content\[1\]/);
+  });
+
   test('bad images and network urls are 400s naming the part', async () => {
     const full = png(56, 56, 3);
     const bad = [
