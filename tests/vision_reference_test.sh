@@ -4,7 +4,8 @@
 # grayscale, palette) and JPEG images of several shapes (square, wide, tall, smaller than one
 # merge block, over the preset's 1024-patch limit), decoded for the reference by Pillow
 # (Image.convert("RGB"), as the model's processor does). Then bad images must fail with a clear
-# message: truncated, wrong signature, a 50000 x 50000 header, zero bytes.
+# message: truncated, wrong signature, a 50000 x 50000 header, zero bytes. CMYK and YCCK JPEGs
+# must decode to Pillow's RGB byte for byte.
 set -euo pipefail
 PY=/usr/bin/python3
 SRC=${SICKLE_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -90,10 +91,81 @@ assert rel < 1e-4, rel
 assert swapped > 1e-2, swapped  # the image content reaches the text model
 PYEOF
 
+# CMYK and YCCK JPEGs decode to exactly Pillow's RGB. Pillow writes Adobe CMYK JPEGs; a YCCK
+# one is the same file with the Adobe marker's transform byte set to 2 (libjpeg then reads the
+# planes as YCCK), and a plain CMYK one drops the Adobe marker. Each JPEG's image embeddings must
+# equal, byte for byte, those of a PNG holding Pillow's decoded pixels: the pipeline after
+# decoding is deterministic and any changed pixel changes them.
+$PY - "$tmp" <<'PYEOF'
+import io, struct, sys
+import numpy as np
+from PIL import Image
+d = sys.argv[1]
+rng = np.random.default_rng(11)
+
+def segments(b):  # (marker, start, end) of each marker segment before the scan
+    i = 2
+    while b[i] == 0xFF and b[i + 1] != 0xDA:
+        n = struct.unpack(">H", b[i + 2:i + 4])[0]
+        yield b[i + 1], i, i + 2 + n
+        i += 2 + n
+
+def adobe(b):
+    for m, s, e in segments(b):
+        if m == 0xEE and b[s + 4:s + 9] == b"Adobe":
+            return s, e
+    raise SystemExit("Pillow wrote no Adobe marker")
+
+cases = []
+for name, w, h, sub in [("cmyk", 61, 45, 0), ("cmyk420", 90, 70, 2)]:
+    y, x = np.mgrid[0:h, 0:w]
+    planes = [x * 255 // (w - 1), y * 255 // (h - 1), (x * 3 + y * 5) % 256, ((x - w / 2) ** 2 + (y - h / 2) ** 2) % 256]
+    a = np.clip(np.stack(planes, -1) + rng.integers(-25, 26, (h, w, 4)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, "CMYK").save(buf, "JPEG", quality=92, subsampling=sub)
+    b = buf.getvalue()
+    s, e = adobe(b)
+    assert b[e - 1] == 0, "expected an Adobe transform 0 (CMYK) marker"
+    cases.append((name, b))
+    cases.append((name + "_ycck", b[:e - 1] + b"\x02" + b[e:]))  # same planes read as YCCK
+    cases.append((name + "_noadobe", b[:s] + b[e:]))
+for name, b in cases:
+    open(f"{d}/{name}.jpg", "wb").write(b)
+    im = Image.open(f"{d}/{name}.jpg")
+    assert im.mode == "CMYK", (name, im.mode)
+    rgb = im.convert("RGB")
+    rgb.save(f"{d}/{name}.png")
+open(f"{d}/list", "w").write(" ".join(n for n, _ in cases) + "\n")
+# The YCCK reading must change the pixels (else the patch did nothing).
+p = lambda n: np.asarray(Image.open(f"{d}/{n}.png"))
+assert (p("cmyk") != p("cmyk_ycck")).any() and (p("cmyk") == p("cmyk_noadobe")).all()
+PYEOF
+
+read -r -a names <"$tmp/list"
+jpg=(); png=()
+for n in "${names[@]}"; do jpg+=(--image "$tmp/$n.jpg"); png+=(--image "$tmp/$n.png"); done
+"$BIN" run -m "$tmp/m" "${jpg[@]}" --dump-image-embeddings "$tmp/jpg.safetensors"
+"$BIN" run -m "$tmp/m" "${png[@]}" --dump-image-embeddings "$tmp/png.safetensors"
+if ! cmp -s "$tmp/jpg.safetensors" "$tmp/png.safetensors"; then
+  echo "FAIL: CMYK/YCCK JPEG embeddings differ from those of Pillow's decoded pixels (${names[*]})" >&2
+  $PY - "$tmp" "$SRC/tools/reference" "${names[@]}" <<'PYEOF' >&2
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np, st
+a, b = st.SafeTensors(f"{sys.argv[1]}/jpg.safetensors"), st.SafeTensors(f"{sys.argv[1]}/png.safetensors")
+for i, n in enumerate(sys.argv[3:]):
+    x, y = a.get(f"image.{i}"), b.get(f"image.{i}")
+    print(n, "equal" if x.shape == y.shape and (x == y).all() else f"max diff {np.abs(x - y).max()}")
+PYEOF
+  exit 1
+fi
+echo "CMYK/YCCK JPEGs decode to Pillow's RGB exactly: ${names[*]}"
+
 # Bad images: a clear error, never a crash.
 printf '\x89PNG\r\n\x1a\nrest' > "$tmp/trunc.png"
 head -c 200 "$tmp/big.jpg" > "$tmp/trunc.jpg"
 head -c $(( $(stat -c %s "$tmp/big.jpg") / 2 )) "$tmp/big.jpg" > "$tmp/halfscan.jpg"  # header intact
+head -c $(( $(stat -c %s "$tmp/cmyk420.jpg") / 2 )) "$tmp/cmyk420.jpg" > "$tmp/halfcmyk.jpg"
 printf 'GIF89a......' > "$tmp/magic.gif"
 : > "$tmp/empty.png"
 $PY - "$tmp/bomb.png" <<'PYEOF'
@@ -113,6 +185,7 @@ check_bad() {  # file, expected message fragment
 check_bad trunc.png "bad PNG"
 check_bad trunc.jpg "bad JPEG"
 check_bad halfscan.jpg "Premature end of JPEG file"
+check_bad halfcmyk.jpg "Premature end of JPEG file"
 check_bad magic.gif "not a PNG or JPEG"
 check_bad empty.png "empty image"
 check_bad bomb.png "exceeds the limit"

@@ -48,7 +48,9 @@ std::map<std::string, double> EvalResult::values() const {
 }
 
 EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vector<int32_t>>& windows,
-                    const EvalOptions& opt) {
+                    const EvalOptions& opt, const std::vector<std::vector<const float*>>& rows) {
+  if (!rows.empty() && rows.size() != windows.size())
+    fail("evaluate: {} row lists for {} windows", rows.size(), windows.size());
   EvalResult r;
   const int64_t vocab = student.vocab_size();
   if (teacher && teacher->vocab_size() != vocab)
@@ -66,7 +68,12 @@ EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vecto
   std::vector<float> s_logits, t_logits;
   std::unique_ptr<Progress> bar;
   if (opt.show_progress) bar = std::make_unique<Progress>("eval", total_positions, "tok");
-  for (const auto& w : windows) {
+  for (size_t wi = 0; wi < windows.size(); ++wi) {
+    const auto& w = windows[wi];
+    std::span<const float* const> w_rows;
+    if (!rows.empty()) w_rows = rows[wi];
+    if (!w_rows.empty() && w_rows.size() != w.size())
+      fail("evaluate: window {} has {} tokens but {} input rows", wi, w.size(), w_rows.size());
     if (w.size() < 2) continue;
     r.n_windows += 1;
     auto s_seq = student.new_sequence();
@@ -76,9 +83,15 @@ EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vecto
     for (int64_t begin = 0; begin < n_pred; begin += opt.chunk) {
       int64_t end = std::min<int64_t>(n_pred, begin + opt.chunk);
       std::span<const int32_t> toks(w.data() + begin, size_t(end - begin));
-      student.forward(*s_seq, toks, s_logits, /*all_logits=*/true);
-      if (teacher) teacher->forward(*t_seq, toks, t_logits, /*all_logits=*/true);
+      std::span<const float* const> chunk_rows;
+      if (!w_rows.empty()) chunk_rows = w_rows.subspan(size_t(begin), size_t(end - begin));
+      student.forward(*s_seq, toks, s_logits, /*all_logits=*/true, chunk_rows);
+      if (teacher) teacher->forward(*t_seq, toks, t_logits, /*all_logits=*/true, chunk_rows);
       for (int64_t p = 0; p < end - begin; ++p) {
+        if (!scored_position(w_rows, size_t(begin + p))) {
+          lines.restart();  // an image breaks the line: start over after it
+          continue;
+        }
         const int32_t target = w[size_t(begin + p + 1)];
         bool correct = score_position(r.totals, s_logits.data() + p * vocab,
                                       teacher ? t_logits.data() + p * vocab : nullptr, vocab, target);

@@ -36,9 +36,12 @@ struct EvalResult {
 };
 
 // Scores next-token prediction over each window (targets are window[1:]). With a teacher, the
-// two models run in lockstep, chunk by chunk, over the same tokens.
+// two models run in lockstep, chunk by chunk, over the same tokens. `rows` (empty, or one entry
+// per window as WindowImages::rows): the input rows of image positions, fed to both models;
+// only the positions scored_position() accepts are scored (metrics.h), while every position,
+// image ones included, counts in the expert load.
 EvalResult evaluate(Model& student, Model* teacher, const std::vector<std::vector<int32_t>>& windows,
-                    const EvalOptions& options = {});
+                    const EvalOptions& options = {}, const std::vector<std::vector<const float*>>& rows = {});
 
 // Scans stored weights for NaN/Inf (bf16/f16/f32 exponent all ones, fp8 e4m3 0x7f/0xff, int4
 // scales). Returns "tensor: n bad values" lines. Tensors are skipped once `max_bytes` have been

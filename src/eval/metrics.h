@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,16 @@ double log_sum_exp(const float* logits, int64_t vocab);
 // the student's argmax is the target (false for non-finite logits).
 bool score_position(EvalTotals& t, const float* student, const float* teacher, int64_t vocab, int32_t target);
 
+// Which predictions of a window are scored when some positions are image rows (Kimi-K2.5's
+// expanded media placeholders, WindowImages::rows; empty = text only, everything scored):
+// position p predicts token p+1 and is scored only when neither p nor p+1 is an image position.
+// So no image position is ever a target, and the token right after an image (<|media_end|>,
+// predicted from the image's last row) is not scored either; the `<|media_begin|>image
+// <|media_content|>` before an image are scored like any other template text.
+inline bool scored_position(std::span<const float* const> rows, size_t p) {
+  return rows.empty() || (rows[p] == nullptr && rows[p + 1] == nullptr);
+}
+
 // Next-line exact match over one window's targets, fed in order. `line_end[id]` != 0 marks the
 // tokens whose text contains a newline. A line is the run of targets after a line-end target up
 // to and including the next one; the text before the window's first line end is skipped (its
@@ -59,6 +70,13 @@ class LineScorer {
  public:
   explicit LineScorer(const std::vector<uint8_t>& line_end) : line_end_(line_end) {}
   void feed(EvalTotals& t, int32_t target, bool correct);
+  // Forgets the line in progress: the next line starts after the next line-end target (an image
+  // in the window interrupts the text).
+  void restart() {
+    started_ = false;
+    exact_ = true;
+    len_ = prefix_ = 0;
+  }
 
  private:
   const std::vector<uint8_t>& line_end_;

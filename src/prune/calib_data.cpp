@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -79,7 +80,8 @@ std::string read_file(const fs::path& p) {
 }  // namespace
 
 std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& files, const CalibOptions& opt,
-                                               const CalibEncoder* enc, CalibReport* report) {
+                                               const CalibEncoder* enc, CalibReport* report,
+                                               std::vector<std::vector<const float*>>* rows_out) {
   if (opt.seq_len < 1) fail("--seq-len {} must be >= 1", opt.seq_len);
   if (opt.n_shards < 1 || opt.shard_index < 0 || opt.shard_index >= opt.n_shards)
     fail("shard {}/{} is out of range", opt.shard_index, opt.n_shards);
@@ -87,10 +89,11 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
   if (opt.format != DataFormat::kTokens && (!enc || !enc->encode))
     fail("data format '{}' needs the model's tokenizer (use --format tokens for pre-tokenized data)",
          data_format_name(opt.format));
-  if (opt.format == DataFormat::kChatJsonl && !enc->encode_chat)
+  if (opt.format == DataFormat::kChatJsonl && !enc->encode_chat && !enc->encode_chat_rows)
     fail("data format chat-jsonl needs the model's chat format, which is not available");
   CalibReport rep;
   std::vector<std::vector<int32_t>> docs;
+  std::vector<std::vector<const float*>> doc_rows;  // per document: empty, or one per token
   auto encode = [&](const std::string& text) {
     // BOS before plain documents (a chat rendering carries whatever its template starts with).
     const bool add_bos = opt.bos_id >= 0;
@@ -145,7 +148,16 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
             tools = nlohmann::ordered_json::parse(line)["tools"];
           }
           try {
-            docs.push_back(enc->encode_chat(*it, tools));
+            if (enc->encode_chat_rows) {
+              CalibEncoder::Rows r = enc->encode_chat_rows(*it, tools, f);
+              if (!r.rows.empty() && r.rows.size() != r.ids.size())
+                fail("{} input rows for {} tokens", r.rows.size(), r.ids.size());
+              docs.push_back(std::move(r.ids));
+              doc_rows.resize(docs.size());
+              doc_rows.back() = std::move(r.rows);
+            } else {
+              docs.push_back(enc->encode_chat(*it, tools));
+            }
           } catch (const Error& e) {
             fail("{}:{}: {}", f.string(), lineno, e.what());
           }
@@ -168,43 +180,63 @@ std::vector<std::vector<int32_t>> load_samples(const std::vector<fs::path>& file
     }
   }
   rep.n_documents = int64_t(docs.size());
+  doc_rows.resize(docs.size());
   std::vector<std::vector<int32_t>> seqs;
+  std::vector<std::vector<const float*>> seq_rows;  // parallel to seqs, cut the same way
+  // Token j of document d's input row (null: its embed_tokens row).
+  auto row_of = [&](size_t d, size_t j) -> const float* {
+    return doc_rows[d].empty() ? nullptr : doc_rows[d][j];
+  };
+  // A sequence's rows are kept only when one of them is an input row.
+  auto add_seq = [&](std::vector<int32_t> ids, std::vector<const float*> r) {
+    if (std::all_of(r.begin(), r.end(), [](const float* p) { return p == nullptr; })) r.clear();
+    seqs.push_back(std::move(ids));
+    seq_rows.push_back(std::move(r));
+  };
   const size_t L = size_t(opt.seq_len);
   if (opt.pack) {
     std::vector<int32_t> cur;
-    for (const auto& d : docs) {
-      rep.tokens_total += int64_t(d.size());
-      for (int32_t t : d) {
-        cur.push_back(t);
+    std::vector<const float*> cur_rows;
+    for (size_t d = 0; d < docs.size(); ++d) {
+      rep.tokens_total += int64_t(docs[d].size());
+      for (size_t j = 0; j < docs[d].size(); ++j) {
+        cur.push_back(docs[d][j]);
+        cur_rows.push_back(row_of(d, j));
         if (cur.size() == L) {
-          seqs.push_back(std::move(cur));
+          add_seq(std::move(cur), std::move(cur_rows));
           cur.clear();
+          cur_rows.clear();
         }
       }
     }
-    if (!cur.empty()) seqs.push_back(std::move(cur));
+    if (!cur.empty()) add_seq(std::move(cur), std::move(cur_rows));
   } else {
-    for (auto& d : docs) {
-      rep.tokens_total += int64_t(d.size());
-      if (d.empty()) continue;
-      if (d.size() <= L) {
-        seqs.push_back(std::move(d));
-      } else if (opt.long_policy == LongPolicy::kDrop) {
+    for (size_t d = 0; d < docs.size(); ++d) {
+      const auto& doc = docs[d];
+      rep.tokens_total += int64_t(doc.size());
+      if (doc.empty()) continue;
+      if (doc.size() > L && opt.long_policy == LongPolicy::kDrop) {
         ++rep.n_dropped;
-        rep.tokens_dropped += int64_t(d.size());
-      } else {
-        ++rep.n_split;
-        for (size_t b = 0; b < d.size(); b += L)
-          seqs.emplace_back(d.begin() + ptrdiff_t(b), d.begin() + ptrdiff_t(std::min(d.size(), b + L)));
+        rep.tokens_dropped += int64_t(doc.size());
+        continue;
+      }
+      if (doc.size() > L) ++rep.n_split;
+      for (size_t b = 0; b < doc.size(); b += L) {
+        const size_t e = std::min(doc.size(), b + L);
+        std::vector<const float*> r;
+        for (size_t j = b; j < e; ++j) r.push_back(row_of(d, j));
+        add_seq(std::vector<int32_t>(doc.begin() + ptrdiff_t(b), doc.begin() + ptrdiff_t(e)), std::move(r));
       }
     }
   }
   rep.n_sequences_total = int64_t(seqs.size());
   std::vector<std::vector<int32_t>> out;
+  if (rows_out) rows_out->clear();
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (int64_t(i % size_t(opt.n_shards)) != opt.shard_index) continue;
     rep.tokens_used += int64_t(seqs[i].size());
     out.push_back(std::move(seqs[i]));
+    if (rows_out) rows_out->push_back(std::move(seq_rows[i]));
   }
   rep.n_sequences = int64_t(out.size());
   if (report) *report = std::move(rep);

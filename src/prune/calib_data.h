@@ -53,6 +53,16 @@ struct CalibEncoder {
   std::function<std::vector<int32_t>(const std::string& text)> encode;
   std::function<std::vector<int32_t>(const nlohmann::json& messages, const nlohmann::ordered_json& tools)>
       encode_chat;
+  // chat-jsonl with images (takes precedence over encode_chat when set): also given the data
+  // file (image paths are relative to its directory); returns the ids and, per id, an input row
+  // owned by the encoder (an image embedding) or null, or no rows for a text-only record.
+  struct Rows {
+    std::vector<int32_t> ids;
+    std::vector<const float*> rows;
+  };
+  std::function<Rows(const nlohmann::json& messages, const nlohmann::ordered_json& tools,
+                     const std::filesystem::path& file)>
+      encode_chat_rows;
 };
 
 struct CalibReport {
@@ -67,9 +77,12 @@ struct CalibReport {
 };
 
 // `enc` may be null for DataFormat::kTokens. Throws Error naming the file and line at fault.
+// `rows` (with CalibEncoder::encode_chat_rows): per returned sequence, its tokens' input rows as
+// packing, splitting and sharding cut them — empty for a sequence without any.
 std::vector<std::vector<int32_t>> load_samples(const std::vector<std::filesystem::path>& files,
                                                const CalibOptions& opt, const CalibEncoder* enc,
-                                               CalibReport* report = nullptr);
+                                               CalibReport* report = nullptr,
+                                               std::vector<std::vector<const float*>>* rows = nullptr);
 
 // Every data file must be a regular file or a pipe the user named (`--data <(zcat x.gz)`): a
 // directory is an error saying so, a device (/dev/zero) or socket is refused (read whole, it

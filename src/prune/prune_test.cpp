@@ -469,6 +469,69 @@ TEST(CalibData, TextJsonlAndChatThroughARealTokenizer) {
   EXPECT_LE(std::count(s3[0].begin(), s3[0].end(), tok->bos_id()), 1);
 }
 
+// Input rows (image embeddings, CalibEncoder::encode_chat_rows) follow their tokens through
+// packing, splitting, dropping and sharding; a sequence without any keeps no row list.
+TEST(CalibData, InputRowsFollowTheirTokensThroughPackingAndShards) {
+  TempDir t;
+  std::ofstream(t.path / "c.jsonl") << R"({"messages":[{"role":"user","content":"a"}]})"
+                                    << "\n"
+                                    << R"({"messages":[{"role":"user","content":"b"}]})"
+                                    << "\n"
+                                    << R"({"messages":[{"role":"user","content":"c"}]})"
+                                    << "\n";
+  static float buf[512];
+  // Record a: ids 100..102; b: 200..204 with 202, 203 image positions; c: 300..303.
+  auto is_image = [](int32_t id) { return id == 202 || id == 203; };
+  CalibEncoder enc;
+  enc.encode = [](const std::string&) { return std::vector<int32_t>{1}; };
+  enc.encode_chat_rows = [&](const json& m, const nlohmann::ordered_json&, const fs::path& file) {
+    EXPECT_EQ(file, t.path / "c.jsonl");
+    const std::string c = m[0]["content"];
+    const int n = c == "a" ? 3 : c == "b" ? 5 : 4, base = c == "a" ? 100 : c == "b" ? 200 : 300;
+    CalibEncoder::Rows r;
+    for (int j = 0; j < n; ++j) r.ids.push_back(base + j);
+    if (c == "b")
+      for (int32_t id : r.ids) r.rows.push_back(is_image(id) ? &buf[id] : nullptr);
+    return r;
+  };
+  auto check = [&](const std::vector<std::vector<int32_t>>& seqs,
+                   const std::vector<std::vector<const float*>>& rows) {
+    ASSERT_EQ(seqs.size(), rows.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const bool any = std::any_of(seqs[i].begin(), seqs[i].end(), is_image);
+      ASSERT_EQ(rows[i].size(), any ? seqs[i].size() : 0u) << "sequence " << i;
+      for (size_t j = 0; j < rows[i].size(); ++j)
+        EXPECT_EQ(rows[i][j], is_image(seqs[i][j]) ? &buf[seqs[i][j]] : nullptr) << i << "," << j;
+    }
+  };
+  CalibOptions o;
+  o.format = DataFormat::kChatJsonl;
+  o.seq_len = 4;
+  std::vector<std::vector<const float*>> rows;
+  auto packed = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr, &rows);  // a0 a1 a2 b0 | b1..b4 | c
+  ASSERT_EQ(packed.size(), 3u);
+  EXPECT_EQ(packed[1], (std::vector<int32_t>{201, 202, 203, 204}));
+  check(packed, rows);
+  EXPECT_TRUE(rows[0].empty() && !rows[1].empty() && rows[2].empty());
+  o.n_shards = 2;
+  o.shard_index = 1;
+  auto shard = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr, &rows);
+  ASSERT_EQ(shard.size(), 1u);
+  EXPECT_EQ(shard[0], packed[1]);
+  check(shard, rows);
+  o.n_shards = 1;
+  o.shard_index = 0;
+  o.pack = false;
+  auto split = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr, &rows);  // a | b0..b3 | b4 | c
+  ASSERT_EQ(split.size(), 4u);
+  check(split, rows);
+  EXPECT_FALSE(rows[1].empty());
+  o.long_policy = LongPolicy::kDrop;
+  auto dropped = load_samples({t.path / "c.jsonl"}, o, &enc, nullptr, &rows);  // a | c
+  ASSERT_EQ(dropped.size(), 2u);
+  check(dropped, rows);
+}
+
 // A chat-jsonl record's tools reach the renderer as the record wrote them (key order kept, as
 // transformers' apply_chat_template gets them); a 'tools' that is not a list is an error naming
 // the line.

@@ -61,12 +61,28 @@ void jpeg_warning(j_common_ptr c, int level) {
   if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(c);
 }
 
+// A row of a four-component JPEG as libjpeg outputs it (JCS_CMYK) to RGB, as Pillow 9.4 does:
+// its JPEG plugin reads every four-component JPEG as rawmode "CMYK;I" (Adobe's inverted
+// polarity assumed, whatever the markers say: each sample v means ink 255 - v), and
+// Image.convert("RGB") then computes, with K' = 255 - K, channel = K' - round(ink x K' / 255)
+// (ImagingConvert cmyk2rgb: a x b / 255 as ((t >> 8) + t) >> 8 with t = a x b + 128).
+void cmyk_to_rgb(const uint8_t* in, uint8_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i, in += 4, out += 3) {
+    const int white = in[3];  // 255 - ink of K
+    for (int c = 0; c < 3; ++c) {
+      const int t = (255 - in[c]) * white + 128;
+      out[c] = uint8_t(white - (((t >> 8) + t) >> 8));
+    }
+  }
+}
+
 // Everything between setjmp and the end lives in C structs or is allocated before setjmp, so the
 // longjmp skips no C++ destructor.
 Image decode_jpeg(std::string_view bytes, const std::string& what) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   Image out;
+  std::vector<uint8_t> cmyk_row;  // one output row of a four-component image
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_fail;
   err.mgr.emit_message = jpeg_warning;
@@ -80,20 +96,23 @@ Image decode_jpeg(std::string_view bytes, const std::string& what) {
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   const int64_t w = cinfo.image_width, h = cinfo.image_height;
-  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
-  if (cmyk || w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels) {
+  if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels) {
     jpeg_destroy_decompress(&cinfo);
-    if (cmyk) fail("{}: CMYK JPEG images are not supported; convert it to RGB", what);
     check_size(w, h, what, "JPEG");
   }
-  cinfo.out_color_space = JCS_RGB;
+  // Four components (CMYK, or YCCK which libjpeg turns into CMYK): Pillow's rawmode "CMYK;I".
+  const bool cmyk = cinfo.num_components == 4;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
   out.width = w;
   out.height = h;
   out.rgb.resize(size_t(w * h * 3));
+  cmyk_row.resize(cmyk ? size_t(w) * 4 : 0);
   jpeg_start_decompress(&cinfo);
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = &out.rgb[size_t(cinfo.output_scanline) * size_t(w) * 3];
+    uint8_t* dst = &out.rgb[size_t(cinfo.output_scanline) * size_t(w) * 3];
+    JSAMPROW row = cmyk ? cmyk_row.data() : dst;
     jpeg_read_scanlines(&cinfo, &row, 1);
+    if (cmyk) cmyk_to_rgb(cmyk_row.data(), dst, w);
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);

@@ -4,7 +4,9 @@
 //   - alpha is dropped, not composited (PIL's RGBA -> RGB);
 //   - 16-bit PNGs go through libpng's 8-bit sRGB conversion (gamma-aware: may differ from PIL's
 //     truncation by a few levels);
-//   - CMYK / YCCK JPEGs are refused (unsupported, named as such).
+//   - CMYK / YCCK JPEGs (four components) are converted exactly as Pillow 9.4 does: Adobe's
+//     inverted samples assumed, then its CMYK -> RGB formula (no colour management, ICC
+//     profiles are ignored as Pillow's convert ignores them).
 // Limits, checked from the header before any pixel buffer is allocated: each side at most
 // kMaxImageSide pixels and at most kMaxImagePixels pixels in all (a decompression bomb such as a
 // 50000 x 50000 header is refused). Truncated data, a wrong signature or a zero size throw Error

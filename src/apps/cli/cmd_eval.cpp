@@ -37,7 +37,12 @@ Registrar reg{Command{
       a->calib.seq_len = 2048;
       sub.add_option("-m,--model", a->model, "Model directory to evaluate (the student)")->required();
       sub.add_option("--data", a->data, "Held-out data files")->required();
-      sub.add_option("--format", a->format, "text|jsonl|chat-jsonl|tokens")
+      sub.add_option(
+             "--format", a->format,
+             "text|jsonl|chat-jsonl|tokens. chat-jsonl image_url parts (Kimi-K2.5: data:image/...;base64 "
+             "URLs, file:// or plain paths relative to the jsonl file) go through the vision tower into "
+             "the forward, the teacher's too; image positions and the token right after each image "
+             "(<|media_end|>) are not scored")
           ->check(CLI::IsMember({"text", "jsonl", "chat-jsonl", "tokens"}));
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
       add_content_specials_flag(sub, a->calib.specials_in_content);
@@ -86,8 +91,16 @@ Registrar reg{Command{
         if (teacher) ctx = std::min(ctx, teacher->max_context());
         clamp_seq_len(co, ctx, "eval");
         CalibReport rep;
-        auto windows = load_token_windows(a->model, files, co, &rep, "eval");
-        limit_scored_tokens(windows, a->max_tokens);
+        WindowImages images;
+        images.checkpoint = &student->checkpoint();
+        images.pool = &student->pool();
+        auto windows = load_token_windows(a->model, files, co, &rep, "eval", &images);
+        limit_scored_tokens(windows, a->max_tokens, &images.rows);
+        if (teacher && images.n_images && teacher->config().hidden_size != student->config().hidden_size)
+          fail(
+              "--teacher {}: hidden size {} differs from the student's {}: the student's image embeddings "
+              "cannot feed it",
+              a->teacher, teacher->config().hidden_size, student->config().hidden_size);
         if (windows.empty()) fail("no evaluation tokens in {}", a->data.front());
         for (const auto& w : windows)
           for (int32_t t : w)
@@ -104,7 +117,7 @@ Registrar reg{Command{
         eo.chunk = a->chunk;
         eo.show_progress = !a->json && !a->csv;
         eo.line_end = line_end_tokens(a->model, student->vocab_size());
-        EvalResult r = evaluate(*student, teacher.get(), windows, eo);
+        EvalResult r = evaluate(*student, teacher.get(), windows, eo, images.rows);
         for (const auto& w : weight_problems) r.warnings.push_back("weights: " + w);
         auto values = r.values();
         values["bad_weight_tensors"] = double(weight_problems.size());
@@ -119,6 +132,8 @@ Registrar reg{Command{
           if (teacher) j["teacher"] = a->teacher;
           j["data_files"] = a->data;
           j["seq_len"] = co.seq_len;
+          j["images"] = images.n_images;
+          j["image_tokens"] = images.n_image_tokens;
           j["warnings"] = r.warnings;
           nlohmann::json load = nlohmann::json::object();
           for (const auto& [il, v] : r.expert_load) load[std::to_string(il)] = v;
@@ -140,6 +155,9 @@ Registrar reg{Command{
           std::printf("data       %zu files, %lld windows of <= %lld tokens, %lld tokens scored\n",
                       a->data.size(), (long long)r.n_windows, (long long)co.seq_len,
                       (long long)r.totals.n_tokens);
+          if (images.n_images)
+            std::printf("images     %lld (%lld image tokens, never scored, nor the token after each image)\n",
+                        (long long)images.n_images, (long long)images.n_image_tokens);
           std::printf("perplexity %.4f\n", r.totals.ppl());
           if (teacher) {
             std::printf("teacher    %.4f  (ratio %.4f)\n", r.totals.teacher_ppl(), r.totals.ppl_ratio());

@@ -32,7 +32,12 @@ Registrar reg{Command{
       auto a = std::make_shared<Args>();
       sub.add_option("-m,--model", a->model, "Model directory")->required();
       sub.add_option("--data", a->data, "Calibration data files")->required();
-      sub.add_option("--format", a->format, "text|jsonl|chat-jsonl|tokens")
+      sub.add_option(
+             "--format", a->format,
+             "text|jsonl|chat-jsonl|tokens. chat-jsonl image_url parts (Kimi-K2.5: data:image/...;base64 "
+             "URLs, file:// or plain paths relative to the jsonl file) go through the vision tower; the "
+             "image positions pass through the MoE layers like text and their routing is counted in "
+             "the statistics")
           ->check(CLI::IsMember({"text", "jsonl", "chat-jsonl", "tokens"}));
       sub.add_option("--text-field", a->calib.text_field, "Field holding the text in jsonl");
       add_content_specials_flag(sub, a->calib.specials_in_content);
@@ -73,7 +78,10 @@ Registrar reg{Command{
         mo.max_step_tokens = std::max<int64_t>(a->step_tokens, co.seq_len);
         auto model = Model::load(a->model, mo);
         CalibReport rep;
-        auto seqs = load_token_windows(a->model, files, co, &rep, "observe");
+        WindowImages images;
+        images.checkpoint = &model->checkpoint();
+        images.pool = &model->pool();
+        auto seqs = load_token_windows(a->model, files, co, &rep, "observe", &images);
         if (seqs.empty()) fail("no calibration tokens in this shard: nothing to observe");
         const int64_t vocab = model->vocab_size();
         for (const auto& s : seqs)
@@ -96,6 +104,7 @@ Registrar reg{Command{
             while (i < seqs.size() && (items.empty() || n + int64_t(seqs[i].size()) <= a->step_tokens)) {
               live.push_back(model->new_sequence());
               items.push_back(StepItem{live.back().get(), std::span<const int32_t>(seqs[i]), false});
+              if (!images.rows[i].empty()) items.back().embed_rows = images.rows[i];  // image positions
               n += int64_t(seqs[i].size());
               ++i;
             }
