@@ -355,6 +355,10 @@ int main(int argc, char** argv) {
     add("int4_gemm/1024x2048/n" + std::to_string(n), E::kInt4Group, 1024, 2048, n, false);
     add("bf16_gemm/2048x2048/n" + std::to_string(n), E::kBF16, 2048, 2048, n, false);
   }
+  // Kimi-K2.5 widths in prefill: an expert's gate/up at the ~57 tokens each of 72 experts gets
+  // from a 512-token prompt (top-8), and a 7168-wide bf16 weight over 512 tokens.
+  add("int4_gemm/2048x7168/n64", E::kInt4Group, 2048, 7168, 64, false);
+  add("bf16_gemm/2048x7168/n512", E::kBF16, 2048, 7168, 512, false);
   // Attention's f32 products (one thread; the prefill block of 8 heads x 32 queries = 256 rows,
   // decode of 16 heads over 300 positions), on every table this CPU runs: GMAC/s and the
   // fraction of the FMA peak (16 f32 multiply-adds per vector FMA at the measured rate).

@@ -71,7 +71,7 @@ void quantize_acts_avx512(const float* x, int64_t ldx, int64_t t0, int64_t t1, Q
 // m = 8 d sum(q) (see QuantizedActs). Lane i of the int32 result belongs to block i / 4.
 template <int T>
 inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const QuantizedActs& qa, int64_t t0,
-                     float* y, int64_t ldy) {
+                     float* y, int64_t ldy, bool add) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   // vpermw index: the high 16 bits of int32 lane L take bf16 scale L / 4 (low bits masked to 0).
   alignas(64) static const uint16_t kIdx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1,
@@ -111,14 +111,14 @@ inline void int4_row(const uint8_t* wr, const uint16_t* sr, int64_t nb, const Qu
          g);
   }
 #pragma GCC unroll 16
-  for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < T; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]) + (add ? y[t * ldy] : 0.0f);
 }
 
 // Two weight rows against T tokens: each activation load (q even/odd, d, m) feeds both rows,
 // halving the loads per multiply-add of int4_row (prefill is bound by them, not by vpdpbusd).
 template <int T>
 inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* sr0, const uint16_t* sr1,
-                       int64_t nb, const QuantizedActs& qa, int64_t t0, float* y, int64_t ldy) {
+                       int64_t nb, const QuantizedActs& qa, int64_t t0, float* y, int64_t ldy, bool add) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   alignas(64) static const uint16_t kIdx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1,
                                                 0, 2, 0, 2, 0, 2, 0, 2, 0, 3, 0, 3, 0, 3, 0, 3};
@@ -169,17 +169,17 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
   }
 #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
-    y[t * ldy] = _mm512_reduce_add_ps(acc0[t]);
-    y[t * ldy + 1] = _mm512_reduce_add_ps(acc1[t]);
+    y[t * ldy] = _mm512_reduce_add_ps(acc0[t]) + (add ? y[t * ldy] : 0.0f);
+    y[t * ldy + 1] = _mm512_reduce_add_ps(acc1[t]) + (add ? y[t * ldy + 1] : 0.0f);
   }
 }
 
 using Int4Rows2Fn = void (*)(const uint8_t*, const uint8_t*, const uint16_t*, const uint16_t*, int64_t,
-                             const QuantizedActs&, int64_t, float*, int64_t);
+                             const QuantizedActs&, int64_t, float*, int64_t, bool);
 constexpr Int4Rows2Fn kInt4Rows2[5] = {nullptr, int4_rows2<1>, int4_rows2<2>, int4_rows2<3>, int4_rows2<4>};
 
 using Int4RowFn = void (*)(const uint8_t*, const uint16_t*, int64_t, const QuantizedActs&, int64_t, float*,
-                           int64_t);
+                           int64_t, bool);
 constexpr int kInt4MaxT = 8;
 constexpr Int4RowFn kInt4Rows[kInt4MaxT + 1] = {nullptr,     int4_row<1>, int4_row<2>,
                                                 int4_row<3>, int4_row<4>, int4_row<5>,
@@ -191,30 +191,46 @@ void linear_int4_avx512(const WeightView& w, const QuantizedActs& qa, int64_t r0
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   thread_local ScratchBuffer sbuf;  // per-block scales when the group spans several blocks
   uint16_t* sexp = bpg == 1 ? nullptr : static_cast<uint16_t*>(sbuf.get(size_t(2 * (nb + 4)) * 2));
-  auto scales = [&](int64_t r, int slot) {
+  // Row r's scales of blocks [b0, b0 + nbb), one per block.
+  auto scales = [&](int64_t r, int slot, int64_t b0, int64_t nbb) {
     const uint16_t* sr = w.scale_bf16 + r * w.scale_cols;
-    if (!sexp) return sr;
+    if (!sexp) return sr + b0;
     uint16_t* dst = sexp + slot * (nb + 4);
-    for (int64_t b = 0; b < nb; ++b) dst[b] = sr[b / bpg];
+    for (int64_t b = 0; b < nbb; ++b) dst[b] = sr[(b0 + b) / bpg];
     return const_cast<const uint16_t*>(dst);
   };
   const int64_t row_bytes = w.cols / 2;
   // Rows in chunks that stay in L2 while every token tile passes over them (prefill); for
-  // n <= kInt4MaxT this is a plain stream over the rows, two at a time.
+  // n <= 4 this is a plain stream over the rows, two at a time. Prefill tiles also split the
+  // columns into blocks of kColBlocks (1024 values): a tile of 8 tokens then reads its
+  // activations (8 x 1 KiB of int8 + scales) from L1 for every row of the chunk. Without it a
+  // Kimi-width row (7168 values) needed 8 x 7.5 KiB, from L2: the expert prefill of
+  // kimi-k2.5-72 ran at 59 GFLOP/s on one core, a quarter of the kernel's 2048-wide rate.
   constexpr int64_t kRowChunk = 32;
+  constexpr int64_t kColBlocks = 32;  // a multiple of 4 (the activations' block groups)
+  const int64_t col_step = qa.n > 4 ? kColBlocks : nb;
   for (int64_t rc = r0; rc < r1; rc += kRowChunk) {
     int64_t rc1 = rc + kRowChunk < r1 ? rc + kRowChunk : r1;
-    for (int64_t t0 = 0; t0 < qa.n; t0 += kInt4MaxT) {
-      int64_t nt = qa.n - t0 < kInt4MaxT ? qa.n - t0 : kInt4MaxT;
-      int64_t r = rc;
-      // Pairs of rows for decode-sized tiles (fewer activation loads per weight byte); wide
-      // tiles run one row at a time (two rows x 8 tokens would spill registers).
-      if (nt <= 4)
-        for (; r + 2 <= rc1; r += 2)
-          kInt4Rows2[nt](base + r * row_bytes, base + (r + 1) * row_bytes, scales(r, 0), scales(r + 1, 1), nb,
-                         qa, t0, y + t0 * ldy + r, ldy);
-      for (; r < rc1; ++r)
-        kInt4Rows[nt](base + r * row_bytes, scales(r, 0), nb, qa, t0, y + t0 * ldy + r, ldy);
+    for (int64_t b0 = 0; b0 < nb; b0 += col_step) {
+      const int64_t nbb = nb - b0 < col_step ? nb - b0 : col_step;
+      const bool add = b0 > 0;
+      QuantizedActs qb = qa;  // the activations from block b0 on (same strides)
+      qb.q += b0 * 32;
+      qb.d += b0 * 4;
+      qb.m += b0 * 4;
+      const uint8_t* wb = base + b0 * 16;
+      for (int64_t t0 = 0; t0 < qa.n; t0 += kInt4MaxT) {
+        int64_t nt = qa.n - t0 < kInt4MaxT ? qa.n - t0 : kInt4MaxT;
+        int64_t r = rc;
+        // Pairs of rows for decode-sized tiles (fewer activation loads per weight byte); wide
+        // tiles run one row at a time (two rows x 8 tokens would spill registers).
+        if (nt <= 4)
+          for (; r + 2 <= rc1; r += 2)
+            kInt4Rows2[nt](wb + r * row_bytes, wb + (r + 1) * row_bytes, scales(r, 0, b0, nbb),
+                           scales(r + 1, 1, b0, nbb), nbb, qb, t0, y + t0 * ldy + r, ldy, add);
+        for (; r < rc1; ++r)
+          kInt4Rows[nt](wb + r * row_bytes, scales(r, 0, b0, nbb), nbb, qb, t0, y + t0 * ldy + r, ldy, add);
+      }
     }
   }
 }

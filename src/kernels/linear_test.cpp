@@ -90,6 +90,19 @@ std::vector<Case> sweep_cases(int64_t group) {
       if (group == 1) cols = cols * 37 + k;  // 37..483: every tail length
       cases.push_back({rows, cols, n});
     }
+  // int4 rows wider than the AVX-512 kernel's prefill column block (1024 values), so a row is
+  // summed over 2-5 blocks, the last one partial (and with a tail of 1-3 blocks of 32).
+  // Dense rows a few thousand wide (Kimi's are 7168), with a tail.
+  if (group == 1)
+    for (Case c : {Case{9, 2 * 1024 + 37, 5}, Case{17, 3 * 1024 + 3, 9}, Case{4, 1024 + 16, 17}})
+      cases.push_back(c);
+  if (group >= 32) {
+    const Case wide[] = {{33, 37 * 32, 5}, {7, 39 * 32, 8}, {33, 47 * 32, 13}, {5, 150 * 32, 6}};
+    for (Case c : wide) {
+      c.cols = (c.cols + group - 1) / group * group;
+      cases.push_back(c);
+    }
+  }
   return cases;
 }
 
