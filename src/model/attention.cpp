@@ -188,8 +188,39 @@ void Attention::batched_decode(const KernelTable& kt, ThreadPool& pool, const Kv
           std::memcpy(dq + j * nh * row + kvl, q + j * nh * qk + nope, size_t(rope) * sizeof(float));
       }
   });
-  // Head groups: one per token when there are at least as many tokens as threads, else enough
-  // groups that a single sequence still uses every thread.
+  // Long contexts by chunks of positions (each cache row read from memory once per step),
+  // short ones by head groups.
+  int64_t max_ctx = 0;
+  for (int64_t d = 0; d < nw; ++d) max_ctx = std::max(max_ctx, tokens_[size_t(w0 + d)].ctx);
+  if (max_ctx >= 2 * kDecodeChunk) {
+    decode_by_positions(kt, pool, w0, w1, scale);
+  } else {
+    decode_by_heads(kt, pool, w0, w1, scale);
+  }
+  pool.parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t r0 = h * (nope + vd) + nope;  // W_UV_h: kv_b rows [r0, r0 + vd)
+      WeightView uv;                              // those rows as a bf16 weight of their own
+      uv.encoding = WeightEncoding::kBF16;
+      uv.rows = vd;
+      uv.cols = kvl;
+      uv.data = kvb16 ? kvb16 + r0 * kvl : nullptr;
+      for (const DecodeRun& r : decode_runs_) {
+        const float* o = dlat_.data() + (r.d0 * nh + h) * kvl;
+        float* out = out_ + r.t0 * nh * vd + h * vd;
+        if (kvb16) linear_strided(kt, uv, o, nh * kvl, r.n, out, nh * vd);
+        else kt.gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
+      }
+    }
+  });
+}
+
+// The window's tokens by head groups: one per token when there are at least as many tokens as
+// threads, else enough groups that a single sequence still uses every thread. Each group reads
+// its token's whole cache (twice: scores, then values).
+void Attention::decode_by_heads(const KernelTable& kt, ThreadPool& pool, int64_t w0, int64_t w1,
+                                float scale) {
+  const int64_t nh = d_.n_heads, kvl = d_.kv_lora, row = d_.row(), nw = w1 - w0;
   const int64_t n_groups = std::clamp<int64_t>(pool.size() / nw, 1, nh),
                 group = (nh + n_groups - 1) / n_groups;
   pool.parallel_for_dynamic(nw * n_groups, 1, [&](int64_t b, int64_t e, int tid) {
@@ -208,20 +239,69 @@ void Attention::batched_decode(const KernelTable& kt, ThreadPool& pool, const Kv
       kt.gemm_nn(sc, tok.ctx, tok.cache, row, dlat_.data() + (d * nh + h0) * kvl, kvl, ng, kvl, tok.ctx);
     }
   });
-  pool.parallel_for(nh, [&](int64_t h0, int64_t h1, int) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const int64_t r0 = h * (nope + vd) + nope;  // W_UV_h: kv_b rows [r0, r0 + vd)
-      WeightView uv;                              // those rows as a bf16 weight of their own
-      uv.encoding = WeightEncoding::kBF16;
-      uv.rows = vd;
-      uv.cols = kvl;
-      uv.data = kvb16 ? kvb16 + r0 * kvl : nullptr;
-      for (const DecodeRun& r : decode_runs_) {
-        const float* o = dlat_.data() + (r.d0 * nh + h) * kvl;
-        float* out = out_ + r.t0 * nh * vd + h * vd;
-        if (kvb16) linear_strided(kt, uv, o, nh * kvl, r.n, out, nh * vd);
-        else kt.gemm_nt(o, nh * kvl, kvb32 + r0 * kvl, kvl, out, nh * vd, r.n, vd, kvl);
+}
+
+// The window's tokens by chunks of kDecodeChunk positions, every head at once: each cache row
+// is read from memory once per step (the chunk's second pass, the values, finds it in L2),
+// where head groups read the whole cache once per group and pass. Per chunk c and head h:
+// m = max score, P = softmax over the chunk, l = its denominator sum exp(s - m), and
+// o = P cache[:, :kvl]; then per head, with M = max_c m_c and a_c = l_c exp(m_c - M):
+// out = sum_c a_c o_c / sum_c a_c (softmax over the whole context; only the summation order
+// differs from one softmax over all positions).
+void Attention::decode_by_positions(const KernelTable& kt, ThreadPool& pool, int64_t w0, int64_t w1,
+                                    float scale) {
+  const int64_t nh = d_.n_heads, kvl = d_.kv_lora, row = d_.row(), nw = w1 - w0;
+  const int64_t part = kvl + 2;  // [m, l, o (kvl)] per head
+  int64_t max_chunks = 0;
+  for (int64_t d = 0; d < nw; ++d)
+    max_chunks = std::max(max_chunks, (tokens_[size_t(w0 + d)].ctx + kDecodeChunk - 1) / kDecodeChunk);
+  grow(dpart_, nw * max_chunks * nh * part);
+  pool.parallel_for_dynamic(nw * max_chunks, 1, [&](int64_t b, int64_t e, int tid) {
+    ThreadScratch& t = thread_scratch_[size_t(tid)];
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t d = task / max_chunks, c = task % max_chunks;
+      const Token& tok = tokens_[size_t(w0 + d)];
+      const int64_t u0 = c * kDecodeChunk, len = std::min(tok.ctx - u0, kDecodeChunk);
+      if (len <= 0) continue;
+      grow(t.st, nh * len);
+      float* sc = t.st.data();  // [nh, len]
+      const float* rows = tok.cache + u0 * row;
+      kt.gemm_nt(dq_.data() + d * nh * row, row, rows, row, sc, len, nh, len, row);
+      float* pd = dpart_.data() + task * nh * part;
+      for (int64_t h = 0; h < nh; ++h) {
+        float* sg = sc + h * len;
+        int64_t arg = 0;
+        for (int64_t u = 0; u < len; ++u) {
+          sg[u] *= scale;
+          if (sg[u] > sg[arg]) arg = u;
+        }
+        pd[h * part] = sg[arg];
+        kt.softmax(sg, len);
+        pd[h * part + 1] = 1.0f / sg[arg];  // the max's weight is exp(0) / l
       }
+      // o [nh, kvl] = P [nh, len] rows[:, :kvl], into the part rows (stride part).
+      kt.gemm_nn(sc, len, rows, row, pd + 2, part, nh, kvl, len);
+    }
+  });
+  pool.parallel_for(nw * nh, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t d = i / nh, h = i % nh;
+      const int64_t n_chunks = (tokens_[size_t(w0 + d)].ctx + kDecodeChunk - 1) / kDecodeChunk;
+      const float* p0 = dpart_.data() + (d * max_chunks * nh + h) * part;
+      const int64_t stride = nh * part;  // next chunk, same head
+      float m = p0[0];
+      for (int64_t c = 1; c < n_chunks; ++c) m = std::max(m, p0[c * stride]);
+      float* o = dlat_.data() + (d * nh + h) * kvl;
+      std::fill(o, o + kvl, 0.0f);
+      double den = 0;
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        const float* pc = p0 + c * stride;
+        const float a = pc[1] * std::exp(pc[0] - m);
+        den += double(a);
+        kt.axpy(a, pc + 2, o, kvl);
+      }
+      const float inv = float(1.0 / den);
+      for (int64_t k = 0; k < kvl; ++k) o[k] *= inv;
     }
   });
 }

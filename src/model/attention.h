@@ -91,6 +91,12 @@ class Attention {
                        int64_t h0, int64_t h1, int64_t j0, int64_t nq, float scale);
   void batched_decode(const KernelTable& kt, ThreadPool& pool, const KvbForms& kv_b, int64_t w0, int64_t w1,
                       float scale);
+  // batched_decode's P cache step (dq_ -> dlat_) by head groups or by chunks of positions.
+  void decode_by_heads(const KernelTable& kt, ThreadPool& pool, int64_t w0, int64_t w1, float scale);
+  void decode_by_positions(const KernelTable& kt, ThreadPool& pool, int64_t w0, int64_t w1, float scale);
+  // Positions per chunk of decode_by_positions: 256 cache rows of Kimi/DeepSeek width (576
+  // f32) are 576 KiB, in L2 for the chunk's second pass. Contexts of 2 chunks or more use it.
+  static constexpr int64_t kDecodeChunk = 256;
   void dequantizing_kvb(const KernelTable& kt, ThreadPool& pool, const WeightView& kv_b, float scale);
 
   MlaDims d_;
@@ -100,7 +106,10 @@ class Attention {
   std::vector<DecodeRun> decode_runs_;  // batched decode: runs of consecutive step rows
   std::vector<float> dq_;               // batched decode: [window, n_heads, row] [q_nope W_UK | q_pe]
   std::vector<float> dlat_;             // batched decode: [window, n_heads, kv_lora] P cache
-  const float* q_ = nullptr;            // run()'s q and out, for the strategies
+  // batched decode over long contexts: per (token, chunk of positions) and head, the chunk's
+  // max score, its softmax denominator and its softmax-weighted latent [kv_lora]
+  std::vector<float> dpart_;
+  const float* q_ = nullptr;  // run()'s q and out, for the strategies
   float* out_ = nullptr;
 };
 

@@ -22,8 +22,8 @@ using testing_util::OwnedWeight;
 
 constexpr MlaDims kDims{.n_heads = 3, .nope = 16, .rope = 8, .v = 12, .kv_lora = 48};
 
-// A step of four items over their own caches: a prefill chunk crossing a 32-query block after 5
-// cached tokens, a decode token, a 3-token chunk (too short to block) and a fresh prefill; 71
+// A step of six items over their own caches: a prefill chunk crossing a 32-query block after 5
+// cached tokens, a decode token, a 3-token chunk (too short to block) and a fresh prefill; 74
 // tokens in all (past batched decode's window of 64).
 struct Step {
   std::vector<std::vector<float>> caches;
@@ -36,7 +36,9 @@ Step make_step(uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   Step s;
-  const int64_t shapes[][2] = {{5, 37}, {9, 1}, {20, 3}, {0, 30}};  // {past, n}
+  // ... plus decode tokens over long caches (1300 and 700 cached: batched decode by chunks of
+  // 256 positions, the last one partial).
+  const int64_t shapes[][2] = {{5, 37}, {9, 1}, {20, 3}, {0, 30}, {1300, 1}, {700, 2}};  // {past, n}
   for (const auto& sh : shapes) {
     std::vector<float> cache(size_t((sh[0] + sh[1]) * kDims.row()));
     for (float& v : cache) v = nd(rng);
