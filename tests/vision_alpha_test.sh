@@ -48,8 +48,11 @@ Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(f"{d}/rgba.png")
 Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA").save(f"{d}/la.png")
 pal = Image.fromarray(rgb).quantize(colors=16)
 pal.save(f"{d}/ptrns.png", transparency=bytes(rng.integers(0, 256, 16, dtype=np.uint8)))
-Image.fromarray(rgb).save(f"{d}/rgbtrns.png", transparency=tuple(int(v) for v in rgb[3, 3]))
-Image.fromarray(rgb[..., 1]).save(f"{d}/ltrns.png", transparency=int(rgb[3, 3, 1]))
+# The colour key covers an 8 x 8 block (and a few random pixels).
+keyed = rgb.copy()
+keyed[2:10, 2:10] = rgb[3, 3]
+Image.fromarray(keyed).save(f"{d}/rgbtrns.png", transparency=tuple(int(v) for v in rgb[3, 3]))
+Image.fromarray(keyed[..., 1]).save(f"{d}/ltrns.png", transparency=int(rgb[3, 3, 1]))
 
 names = ["rgba", "la", "ptrns", "rgbtrns", "ltrns"]
 modes = {"rgba": "RGBA", "la": "LA", "ptrns": "P", "rgbtrns": "RGB", "ltrns": "L"}
@@ -57,7 +60,9 @@ for n in names:
     im = Image.open(f"{d}/{n}.png")
     assert im.mode == modes[n], (n, im.mode)
     assert n == "rgba" or n == "la" or "transparency" in im.info, n
-    vllm_rgb(im).save(f"{d}/{n}.oracle.png")
+    # Pixels only: saving the image itself would carry its tRNS key into the oracle's file.
+    Image.fromarray(np.asarray(vllm_rgb(im))).save(f"{d}/{n}.oracle.png")
+    assert "transparency" not in Image.open(f"{d}/{n}.oracle.png").info, n
 open(f"{d}/list", "w").write(" ".join(names) + "\n")
 
 # The RGBA case separates the rules: compositing vs dropping alpha, rounding vs truncation.

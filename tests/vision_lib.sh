@@ -1,8 +1,8 @@
 # tests/vision_lib.sh — sourced by the vision e2e tests (needs BIN, PY, SRC).
 # same_embeddings DIR MODEL EXT_A EXT_B WHAT NAME...: sickle's image embeddings of DIR/NAME.EXT_A
 # and of DIR/NAME.EXT_B (all NAMEs in one run each) must be byte-identical: the pipeline after
-# decoding is deterministic and any changed pixel changes them, so equal embeddings mean equal
-# decoded pixels. On a difference: "FAIL: WHAT" and each image's max difference, status 1.
+# decoding is deterministic, so equal decoded pixels give equal bytes, and the tests' cases
+# change enough pixels for any decoding difference to show (checked by mutations). On a difference: "FAIL: WHAT" and each image's max difference, status 1.
 same_embeddings() {
   local dir=$1 model=$2 ext_a=$3 ext_b=$4 what=$5 n
   shift 5
