@@ -2,14 +2,16 @@
 # sickle's image embeddings (`run --image ... --dump-image-embeddings`) against the float64
 # reference tools/reference/vision_ref.py, on sickle synth's tiny-kimi tower: PNG (RGB, RGBA,
 # grayscale, palette) and JPEG images of several shapes (square, wide, tall, smaller than one
-# merge block, over the preset's 1024-patch limit), decoded for the reference by Pillow
-# (Image.convert("RGB"), as the model's processor does). Then bad images must fail with a clear
+# merge block, over the preset's 1024-patch limit), decoded for the reference by Pillow as vLLM's
+# image loader does (RGBA composited onto white, other modes Image.convert("RGB"); see
+# tests/vision_alpha_test.sh). Then bad images must fail with a clear
 # message: truncated, wrong signature, a 50000 x 50000 header, zero bytes. CMYK and YCCK JPEGs
 # must decode to Pillow's RGB byte for byte.
 set -euo pipefail
 PY=/usr/bin/python3
 SRC=${SICKLE_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 BIN=${SICKLE_BIN:-$SRC/build/bin/sickle}
+. "$SRC/tests/vision_lib.sh"
 if ! $PY -c "import torch, numpy, PIL" 2>/dev/null; then
   echo "SKIP: Debian's python3-torch / python3-numpy / python3-pil missing (make test-deps installs them)"
   exit 77
@@ -37,7 +39,13 @@ for name, w, h, mode in cases:
     elif mode != "RGB":
         im = im.convert(mode)
     im.save(f"{d}/{name}", quality=90) if name.endswith(".jpg") else im.save(f"{d}/{name}")
-    np.save(f"{d}/{name}.npy", np.asarray(Image.open(f"{d}/{name}").convert("RGB")))
+    im = Image.open(f"{d}/{name}")
+    if im.mode == "RGBA":  # vllm/multimodal/media/image.py: rgba_to_rgb onto (255, 255, 255)
+        rgb = Image.new("RGB", im.size, (255, 255, 255))
+        rgb.paste(im, mask=im.split()[3])
+    else:
+        rgb = im.convert("RGB")
+    np.save(f"{d}/{name}.npy", np.asarray(rgb))
 PYEOF
 
 imgs=(square.png wide.png tall.png tiny.png big.jpg)
@@ -142,23 +150,8 @@ assert (p("cmyk") != p("cmyk_ycck")).any() and (p("cmyk") == p("cmyk_noadobe")).
 PYEOF
 
 read -r -a names <"$tmp/list"
-jpg=(); png=()
-for n in "${names[@]}"; do jpg+=(--image "$tmp/$n.jpg"); png+=(--image "$tmp/$n.png"); done
-"$BIN" run -m "$tmp/m" "${jpg[@]}" --dump-image-embeddings "$tmp/jpg.safetensors"
-"$BIN" run -m "$tmp/m" "${png[@]}" --dump-image-embeddings "$tmp/png.safetensors"
-if ! cmp -s "$tmp/jpg.safetensors" "$tmp/png.safetensors"; then
-  echo "FAIL: CMYK/YCCK JPEG embeddings differ from those of Pillow's decoded pixels (${names[*]})" >&2
-  $PY - "$tmp" "$SRC/tools/reference" "${names[@]}" <<'PYEOF' >&2
-import sys
-sys.path.insert(0, sys.argv[2])
-import numpy as np, st
-a, b = st.SafeTensors(f"{sys.argv[1]}/jpg.safetensors"), st.SafeTensors(f"{sys.argv[1]}/png.safetensors")
-for i, n in enumerate(sys.argv[3:]):
-    x, y = a.get(f"image.{i}"), b.get(f"image.{i}")
-    print(n, "equal" if x.shape == y.shape and (x == y).all() else f"max diff {np.abs(x - y).max()}")
-PYEOF
-  exit 1
-fi
+same_embeddings "$tmp" "$tmp/m" jpg png "CMYK/YCCK JPEG embeddings differ from those of Pillow's decoded pixels" \
+  "${names[@]}" || exit 1
 echo "CMYK/YCCK JPEGs decode to Pillow's RGB exactly: ${names[*]}"
 
 # Bad images: a clear error, never a crash.

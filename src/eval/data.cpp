@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "vision/data_url.h"
 #include "vision/image.h"
 #include "vision/prompt.h"
 #include "vision/tower.h"
@@ -23,23 +24,6 @@ bool has_scheme(std::string_view url, std::string_view scheme) {  // scheme lowe
   for (size_t i = 0; i < scheme.size(); ++i)
     if (char(std::tolower(static_cast<unsigned char>(url[i]))) != scheme[i]) return false;
   return true;
-}
-
-// data:image/<subtype>;base64,<payload> (RFC 2397; whitespace in the payload is skipped).
-std::string decode_data_url(std::string_view url, const std::string& field) {
-  const size_t comma = url.find(',');
-  const std::string_view type = url.substr(5, comma == std::string_view::npos ? 0 : comma - 5);
-  const std::string_view suffix = ";base64";
-  const bool base64 =
-      type.size() >= suffix.size() && has_scheme(type.substr(type.size() - suffix.size()), suffix);
-  if (comma == std::string_view::npos || !has_scheme(type, "image/") || !base64)
-    fail("{}: expected a data:image/png;base64,... or data:image/jpeg;base64,... URL", field);
-  std::string payload;
-  for (char c : url.substr(comma + 1))
-    if (!std::isspace(static_cast<unsigned char>(c))) payload.push_back(c);
-  std::optional<std::string> bytes = base64_decode(payload);
-  if (!bytes) fail("{}: the data: URL's payload is not valid base64", field);
-  return std::move(*bytes);
 }
 
 // A chat-jsonl record as calibration renders it: no generation prompt, thinking off.
@@ -97,7 +81,7 @@ std::string image_part_bytes(const std::string& url, const std::string& field,
                              const std::filesystem::path& base_dir) {
   namespace fs = std::filesystem;
   if (url.empty()) fail("{}: empty image url", field);
-  if (has_scheme(url, "data:")) return decode_data_url(url, field);
+  if (vision::is_data_url(url)) return vision::decode_data_url(url, field);
   std::string path = url;
   if (has_scheme(url, "file://")) {
     path = url.substr(7);

@@ -11,6 +11,7 @@
 #include "io/checkpoint.h"
 #include "server/openai.h"
 #include "tokenizer/tokenizer.h"
+#include "vision/data_url.h"
 #include "vision/image.h"
 #include "vision/prompt.h"
 #include "vision/tower.h"
@@ -53,23 +54,6 @@ bool starts_with_nocase(std::string_view s, std::string_view prefix) {
   throw ApiError(400, fmt::format("{}.image_url.url: {}", field, why), field + ".image_url.url");
 }
 
-std::string data_url_bytes(std::string_view url, const std::string& field) {
-  // data:[<mediatype>][;base64],<data> (RFC 2397); images only, base64 only.
-  const size_t comma = url.find(',');
-  if (comma == std::string_view::npos) bad_url(field, "a data: URL needs a ',' before its data.");
-  const std::string_view head = url.substr(5, comma - 5);
-  if (!starts_with_nocase(head, "image/"))
-    bad_url(field, fmt::format("data: URL of type '{}': expected image/png or image/jpeg.", head));
-  if (head.size() < 7 || !starts_with_nocase(head.substr(head.size() - 7), ";base64"))
-    bad_url(field, "only base64 data: URLs are accepted (data:image/png;base64,...).");
-  std::string b64;
-  for (char c : url.substr(comma + 1))
-    if (c != '\n' && c != '\r' && c != ' ') b64 += c;
-  auto bytes = base64_decode(b64);
-  if (!bytes) bad_url(field, "the data: URL is not valid base64.");
-  return std::move(*bytes);
-}
-
 std::string file_url_bytes(std::string_view url, const std::string& field, const std::string& allowed) {
   if (allowed.empty())
     bad_url(field,
@@ -105,7 +89,13 @@ std::unique_ptr<ImageEncoder> make_image_encoder(const Checkpoint& ck) {
 
 std::string image_url_bytes(const std::string& url, const std::string& field,
                             const std::string& allowed_local_media_path) {
-  if (starts_with_nocase(url, "data:")) return data_url_bytes(url, field);
+  if (vision::is_data_url(url)) {
+    try {
+      return vision::decode_data_url(url, field + ".image_url.url");
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), field + ".image_url.url");
+    }
+  }
   if (starts_with_nocase(url, "file://")) return file_url_bytes(url, field, allowed_local_media_path);
   const size_t colon = url.find(':');
   bad_url(field, fmt::format("'{}' URLs are not accepted: sickle serve never fetches from the network; send "

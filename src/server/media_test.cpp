@@ -72,7 +72,7 @@ TEST(ServeMedia, DataAndLocalUrlsAndTheirErrors) {
   EXPECT_NE(e.first.find("never fetches from the network"), std::string::npos) << e.first;
   EXPECT_EQ(e.second, "messages[0].content[1].image_url.url");
   e = api_error([] { image_url_bytes("data:image/png;base64,@@@", "messages[2].content[0]", ""); });
-  EXPECT_NE(e.first.find("messages[2].content[0].image_url.url: the data: URL is not valid base64"),
+  EXPECT_NE(e.first.find("messages[2].content[0].image_url.url: the data: URL's payload is not valid base64"),
             std::string::npos)
       << e.first;
   e = api_error([] { image_url_bytes("data:text/plain;base64,AAAA", "m", ""); });

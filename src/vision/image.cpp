@@ -23,6 +23,18 @@ void check_size(int64_t w, int64_t h, const std::string& what, const char* kind)
          kMaxImageSide, kMaxImagePixels);
 }
 
+// An RGBA pixel onto kRgbaBackground as vLLM's rgba_to_rgb does it (Pillow 9.4's paste of the
+// image onto a background-filled RGB image with the alpha plane as mask, Paste.c paste_mask_L):
+// channel = DIV255(background x (255 - a) + c x a), DIV255(x) = ((t >> 8) + t) >> 8 with
+// t = x + 128 (x / 255 rounded, halves up).
+void composite_on_background(const uint8_t* rgba, uint8_t* rgb) {
+  const int a = rgba[3];
+  for (int c = 0; c < 3; ++c) {
+    const int t = kRgbaBackground[c] * (255 - a) + rgba[c] * a + 128;
+    rgb[c] = uint8_t(((t >> 8) + t) >> 8);
+  }
+}
+
 Image decode_png(std::string_view bytes, const std::string& what) {
   png_image im;
   std::memset(&im, 0, sizeof im);
@@ -39,8 +51,14 @@ Image decode_png(std::string_view bytes, const std::string& what) {
   if (!png_image_finish_read(&im, nullptr, rgba.data(), 0, nullptr))
     fail("{}: bad PNG: {}", what, im.message);
   Image out{int64_t(im.width), int64_t(im.height), std::vector<uint8_t>(size_t(im.width) * im.height * 3)};
-  for (size_t i = 0, n = size_t(im.width) * im.height; i < n; ++i)
-    std::memcpy(&out.rgb[i * 3], &rgba[i * 4], 3);
+  // IHDR is the first chunk (libpng checked it): its colour type is byte 25 of the file.
+  const bool rgba_file = static_cast<unsigned char>(bytes[25]) == PNG_COLOR_TYPE_RGB_ALPHA;
+  for (size_t i = 0, n = size_t(im.width) * im.height; i < n; ++i) {
+    if (rgba_file)
+      composite_on_background(&rgba[i * 4], &out.rgb[i * 3]);
+    else
+      std::memcpy(&out.rgb[i * 3], &rgba[i * 4], 3);
+  }
   return out;
 }
 

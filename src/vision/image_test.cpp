@@ -1,5 +1,5 @@
 // Image decoding: errors for bad input (clear, naming the input; never a crash) and the RGB
-// conversion of a PNG with alpha. The pixel agreement with Pillow's decoders is checked by
+// conversion of PNGs with alpha. The pixel agreement with Pillow's decoders is checked by
 // tests/vision_reference_test.sh.
 #include <gtest/gtest.h>
 #include <png.h>
@@ -55,25 +55,35 @@ TEST(VisionImage, BadInputsGiveClearErrors) {
   expect_error(std::string("\xFF\xD8\xFF\xE0", 4) + std::string(20, '\0'), "bad JPEG");
 }
 
-TEST(VisionImage, PngAlphaIsDroppedNotComposited) {
+std::string write_png(uint32_t w, uint32_t h, png_uint_32 format, const std::vector<uint8_t>& pixels) {
   png_image im;
   std::memset(&im, 0, sizeof im);
   im.version = PNG_IMAGE_VERSION;
-  im.width = 3;
-  im.height = 2;
-  im.format = PNG_FORMAT_RGBA;
-  std::vector<uint8_t> rgba(3 * 2 * 4);
-  for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = uint8_t(i * 37 + 5);
-  for (size_t i = 3; i < rgba.size(); i += 4) rgba[i] = uint8_t(i * 11);  // alpha, some 0
+  im.width = w;
+  im.height = h;
+  im.format = format;
   png_alloc_size_t size = 0;
-  ASSERT_TRUE(png_image_write_to_memory(&im, nullptr, &size, 0, rgba.data(), 0, nullptr));
+  EXPECT_TRUE(png_image_write_to_memory(&im, nullptr, &size, 0, pixels.data(), 0, nullptr));
   std::string buf(size, '\0');
-  ASSERT_TRUE(png_image_write_to_memory(&im, buf.data(), &size, 0, rgba.data(), 0, nullptr));
-  Image out = decode_image(buf, "alpha.png");
-  ASSERT_EQ(out.width, 3);
+  EXPECT_TRUE(png_image_write_to_memory(&im, buf.data(), &size, 0, pixels.data(), 0, nullptr));
+  return buf;
+}
+
+// RGBA PNGs are composited onto white as vLLM's rgba_to_rgb (x / 255 rounded): opaque pixels
+// keep their colour, clear ones are white, (100, 50, 0) at alpha 128 is
+// ((255 x 127 + c x 128) / 255 rounded) = (177, 152, 127). Gray+alpha keeps its gray whatever
+// the alpha (vLLM converts mode LA with convert("RGB")). Pillow itself is the oracle of
+// tests/vision_alpha_test.sh.
+TEST(VisionImage, RgbaPngIsCompositedOnWhiteGrayAlphaDropsAlpha) {
+  const std::vector<uint8_t> rgba = {10, 20, 30, 255, 10, 20, 30, 0, 100, 50, 0, 128, 255, 255, 255, 77};
+  Image out = decode_image(write_png(2, 2, PNG_FORMAT_RGBA, rgba), "alpha.png");
+  ASSERT_EQ(out.width, 2);
   ASSERT_EQ(out.height, 2);
-  for (size_t p = 0; p < 6; ++p)
-    for (size_t c = 0; c < 3; ++c) EXPECT_EQ(out.rgb[p * 3 + c], rgba[p * 4 + c]) << p << " " << c;
+  EXPECT_EQ(out.rgb, (std::vector<uint8_t>{10, 20, 30, 255, 255, 255, 177, 152, 127, 255, 255, 255}));
+
+  const std::vector<uint8_t> ga = {10, 0, 200, 128, 90, 255};
+  out = decode_image(write_png(3, 1, PNG_FORMAT_GA, ga), "gray_alpha.png");
+  EXPECT_EQ(out.rgb, (std::vector<uint8_t>{10, 10, 10, 200, 200, 200, 90, 90, 90}));
 }
 
 }  // namespace
