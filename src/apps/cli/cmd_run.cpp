@@ -175,6 +175,7 @@ int run(const RunArgs& a) {
     if (done) break;
   }
   fig.decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  fig.cache_bytes_per_token = decode_cache_bytes_per_token(model->config(), fig.n_prompt, fig.n_generated);
   if (sd) {
     std::string rest = sd->flush();
     std::fwrite(rest.data(), 1, rest.size(), stdout);
