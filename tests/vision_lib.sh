@@ -1,4 +1,19 @@
 # tests/vision_lib.sh — sourced by the vision e2e tests (needs BIN, PY, SRC).
+
+# vision_setup MODULE...: skip (exit 77) unless /usr/bin/python3 imports every MODULE; then a
+# temporary directory $tmp (removed on exit) holding synth tiny-kimi (seed 3) in $tmp/m.
+vision_setup() {
+  local m
+  for m in "$@"; do
+    if ! $PY -c "import $m" 2>/dev/null; then
+      echo "SKIP: $PY cannot import $m (Debian's python3-torch / python3-numpy / python3-pil; make test-deps installs them)"
+      exit 77
+    fi
+  done
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$BIN" synth --preset tiny-kimi --seed 3 -o "$tmp/m" >/dev/null 2>&1
+}
 # same_embeddings DIR MODEL EXT_A EXT_B WHAT NAME...: sickle's image embeddings of DIR/NAME.EXT_A
 # and of DIR/NAME.EXT_B (all NAMEs in one run each) must be byte-identical: the pipeline after
 # decoding is deterministic, so equal decoded pixels give equal bytes, and the tests' cases

@@ -12,13 +12,7 @@ PY=/usr/bin/python3
 SRC=${SICKLE_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 BIN=${SICKLE_BIN:-$SRC/build/bin/sickle}
 . "$SRC/tests/vision_lib.sh"
-if ! $PY -c "import torch, numpy, PIL" 2>/dev/null; then
-  echo "SKIP: Debian's python3-torch / python3-numpy / python3-pil missing (make test-deps installs them)"
-  exit 77
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-"$BIN" synth --preset tiny-kimi --seed 3 -o "$tmp/m" >/dev/null 2>&1
+vision_setup torch numpy PIL
 
 $PY - "$tmp" <<'PYEOF'
 import sys, numpy as np
