@@ -89,6 +89,13 @@ void Metrics::on_finished(const std::string& reason, double e2e) {
   ++finished_[reason];
   e2e_.observe(e2e);
 }
+void Metrics::on_relabelled(const std::string& from, const std::string& to) {
+  std::lock_guard lk(mu_);
+  auto it = finished_.find(from);
+  if (it == finished_.end() || it->second == 0) return;
+  --it->second;
+  ++finished_[to];
+}
 
 double Metrics::tokens_per_second() {
   std::lock_guard lk(mu_);

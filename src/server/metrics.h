@@ -58,6 +58,8 @@ class Metrics {
   void on_ttft(double seconds);
   void on_itl(double seconds);
   void on_finished(const std::string& reason, double e2e_seconds);
+  // A finished request's reason changed after it was counted (GenHandle::stop after a length end).
+  void on_relabelled(const std::string& from, const std::string& to);
   std::string render(const SchedulerGauges& g);
 
   // Generated tokens per second over the last ~10 s.

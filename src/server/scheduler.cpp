@@ -141,14 +141,28 @@ void GenHandle::push(GenToken t) {
   cv_.notify_all();
 }
 
-void GenHandle::end(Finish f, std::string error) {
+Finish GenHandle::end(Finish f, std::string error, std::optional<double> e2e_seconds) {
   {
     std::lock_guard lk(mu_);
-    if (finish_ != Finish::kNone) return;
+    if (finish_ != Finish::kNone) return finish_;
+    if (f == Finish::kLength && stop_requested_) f = Finish::kStop;
     finish_ = f;
     error_ = std::move(error);
+    // Counted under the lock: a stop() after this sees the count it may have to move, and a
+    // caller woken by the end finds it counted.
+    if (e2e_seconds && metrics_) metrics_->on_finished(finish_name(f), *e2e_seconds);
   }
   cv_.notify_all();
+  return f;
+}
+
+void GenHandle::stop() {
+  std::lock_guard lk(mu_);
+  stop_requested_ = true;
+  cancelled_ = true;
+  if (finish_ != Finish::kLength) return;
+  finish_ = Finish::kStop;
+  if (metrics_) metrics_->on_relabelled(finish_name(Finish::kLength), finish_name(Finish::kStop));
 }
 
 // ---- Scheduler ----
@@ -279,6 +293,7 @@ std::vector<std::shared_ptr<GenHandle>> Scheduler::submit_n(GenRequest req,
   for (int64_t i = 0; i < n; ++i) {
     auto h = std::make_shared<GenHandle>();
     h->n_prompt_ = n_prompt;
+    h->metrics_ = metrics_;
     handles.push_back(h);
     if (i == 0) {
       w.h = h;
@@ -443,14 +458,12 @@ void Scheduler::admit() {
 }
 
 void Scheduler::retire(Live& s, Finish f, const std::string& error) {
-  s.h->end(f, error);
+  f = s.h->end(f, error, std::chrono::duration<double>(Clock::now() - s.arrival).count());
   reserved_bytes_ -= s.reserved + s.forks_reserved;
   s.reserved = s.forks_reserved = 0;
   // Choices not started yet (the prompt was not read): they end as their parent did.
   for (auto& fk : s.forks) fk.first->end(f == Finish::kError ? f : Finish::kCancelled, error);
   s.forks.clear();
-  if (metrics_)
-    metrics_->on_finished(finish_name(f), std::chrono::duration<double>(Clock::now() - s.arrival).count());
   if ((f == Finish::kStop || f == Finish::kLength) && opt_.prefix_cache_entries > 0 && !s.tokens.empty() &&
       s.seq->n_past() == int64_t(s.tokens.size())) {
     reserved_bytes_ += uint64_t(s.tokens.size()) * bytes_per_token_;

@@ -35,6 +35,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -144,10 +145,10 @@ class GenHandle {
   void cancel() { cancelled_ = true; }
   // The caller ended the generation itself (a stop string matched, the tool parser is done): as
   // cancel(), but it finishes as kStop (counted as `stop`, its cache kept for prefix reuse).
-  void stop() {
-    stop_requested_ = true;
-    cancelled_ = true;
-  }
+  // When the scheduler already ended the request by length (it ran ahead of the caller, which
+  // found the stop string in tokens already generated), the finish becomes kStop and the
+  // metrics are corrected, so `/metrics` counts what the client is told.
+  void stop();
   bool is_cancelled() const { return cancelled_; }
   bool stop_requested() const { return stop_requested_; }
   Finish finish() const;
@@ -162,7 +163,9 @@ class GenHandle {
  private:
   friend class Scheduler;
   void push(GenToken t);
-  void end(Finish f, std::string error = {});
+  // Returns the finish recorded (a length end of a stopped request is a stop). With e2e_seconds
+  // the finish is counted in the metrics.
+  Finish end(Finish f, std::string error = {}, std::optional<double> e2e_seconds = std::nullopt);
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<GenToken> tokens_;
@@ -171,6 +174,7 @@ class GenHandle {
   std::string error_;
   std::atomic<bool> cancelled_{false}, stop_requested_{false};
   int64_t n_prompt_ = 0;
+  Metrics* metrics_ = nullptr;  // for stop() after a length end
   std::atomic<int64_t> n_cached_{0}, n_generated_{0};
 };
 

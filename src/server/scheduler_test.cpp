@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "model/test_poke.h"
 #include "runtime/thread_pool.h"
+#include "server/metrics.h"
 #include "server/openai.h"
 #include "server/test_fakes.h"
 
@@ -202,6 +203,27 @@ TEST(Scheduler, CallerStopFinishesAsStop) {
   eng.hold = false;
   EXPECT_LE(drain(*h).size(), 1u);
   EXPECT_EQ(h->finish(), Finish::kStop);
+}
+
+// The scheduler may run a request to its length before the caller reads the tokens where its stop
+// string is (a loaded machine): the caller's stop then relabels the finish, and /metrics counts
+// the `stop` the client is told, not `length`.
+TEST(Scheduler, StopAfterALengthEndCountsAsStop) {
+  FakeEngine eng(kVocab);
+  Metrics m("m");
+  Scheduler s(eng, {}, &m);
+  auto h = s.submit(greedy(make_prompt(5, 3), 4));
+  EXPECT_EQ(drain(*h).size(), 4u);
+  ASSERT_EQ(h->finish(), Finish::kLength);
+  auto text = m.render({});
+  EXPECT_NE(text.find("finished_reason=\"length\"} 1"), std::string::npos) << text;
+  h->stop();
+  EXPECT_EQ(h->finish(), Finish::kStop);
+  text = m.render({});
+  EXPECT_NE(text.find("finished_reason=\"stop\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("finished_reason=\"length\"} 0"), std::string::npos) << text;
+  h->stop();  // twice: counted once
+  EXPECT_NE(m.render({}).find("finished_reason=\"stop\"} 1"), std::string::npos);
 }
 
 // The equivalence: a request alone == the same request among 7 concurrent others.
