@@ -11,7 +11,8 @@
 // streams from memory as decode does (a 1 MiB expert would otherwise sit in cache); "hot" ones
 // reuse one copy (cache-resident: the kernel's compute limit). Counters: GB/s = weight bytes
 // (data + scales) per second, bw_frac = that / measured read bandwidth (re-measured right before
-// each cold benchmark: membw_GB/s), GFLOP/s = 2 rows cols n.
+// each cold benchmark: membw_GB/s), GFLOP/s = 2 rows cols n, fma_frac (hot) = rows cols n per
+// second / the f32 FMA peak of the threads.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
@@ -97,6 +98,15 @@ std::shared_ptr<WeightSet> make_set(WeightEncoding enc, int64_t rows, int64_t co
   return s;
 }
 
+double fma_peak_macs() {
+  static const double peak = [] {
+    const double p = measure_fma_peak_macs(nullptr);
+    if (p > 0) std::printf("f32 FMA peak (one thread): %.1f GMAC/s\n", p / 1e9);
+    return p;
+  }();
+  return peak;
+}
+
 void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n,
                 bool cold) {
   auto set = make_set(enc, rows, cols, cold);
@@ -118,6 +128,13 @@ void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64
                          benchmark::Counter::kIsRate);
   state.counters["bw_frac"] = benchmark::Counter(bytes / g_membw, benchmark::Counter::kIsRate);
   state.counters["membw_GB/s"] = g_membw / 1e9;
+  // Prefill (hot): the fraction of the f32 FMA peak of the pool's threads (one thread's, measured
+  // once, times their count).
+  if (!cold && fma_peak_macs() > 0)
+    state.counters["fma_frac"] = benchmark::Counter(
+        double(rows) * double(cols) * double(n) * double(state.iterations()) /
+            (fma_peak_macs() * double(g_pool ? g_pool->size() : 1)),
+        benchmark::Counter::kIsRate);
   state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot"));
 }
 
@@ -286,15 +303,6 @@ void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols
 }
 
 }  // namespace
-
-double fma_peak_macs() {
-  static const double peak = [] {
-    const double p = measure_fma_peak_macs(nullptr);
-    if (p > 0) std::printf("f32 FMA peak (one thread): %.1f GMAC/s\n", p / 1e9);
-    return p;
-  }();
-  return peak;
-}
 
 void run_gemm_f32(benchmark::State& st, const KernelTable& kt, int64_t m, int64_t n, int64_t k, bool nt) {
   std::mt19937 rng(3);

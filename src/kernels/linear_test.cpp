@@ -77,7 +77,8 @@ struct Case {
 };
 
 // Sizes: rows 1..300 incl. odd counts, cols multiples of the group with tails of 1-3 blocks of
-// 32 past a multiple of 128 (and, for group 1, columns that are no multiple of 8 or 16), n = 1..17.
+// 32 past a multiple of 128 (and, for group 1, columns that are no multiple of 8 or 16), n = 1..17
+// (dense: up to 40).
 std::vector<Case> sweep_cases(int64_t group) {
   const int64_t rows_list[] = {1, 2, 3, 5, 7, 16, 33, 127, 300};
   const int64_t col_mults[] = {1, 2, 3, 4, 5, 7, 8, 13};
@@ -93,8 +94,13 @@ std::vector<Case> sweep_cases(int64_t group) {
   // int4 rows wider than the AVX-512 kernel's prefill column block (1024 values), so a row is
   // summed over 2-5 blocks, the last one partial (and with a tail of 1-3 blocks of 32).
   // Dense rows a few thousand wide (Kimi's are 7168), with a tail.
+  // Prefill-sized n and width (the outer-product tiles from 32 tokens and 2049 columns): several
+  // token tiles and a partial one, rows past a panel (2 x 16 on AVX-512) with a tail, a partial
+  // last 128-column panel; and the sizes on either side of the switch.
   if (group == 1)
-    for (Case c : {Case{9, 2 * 1024 + 37, 5}, Case{17, 3 * 1024 + 3, 9}, Case{4, 1024 + 16, 17}})
+    for (Case c : {Case{9, 2 * 1024 + 37, 5}, Case{17, 3 * 1024 + 3, 9}, Case{4, 1024 + 16, 17},
+                   Case{77, 2100, 40}, Case{33, 2 * 1024 + 37, 32}, Case{130, 2049, 33}, Case{5, 2049, 31},
+                   Case{40, 2048, 32}})
       cases.push_back(c);
   if (group >= 32) {
     const Case wide[] = {{33, 37 * 32, 5}, {7, 39 * 32, 8}, {33, 47 * 32, 13}, {5, 150 * 32, 6}};

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <array>
+#include <utility>
 #include <cmath>
 #include <cstdint>
 
@@ -163,8 +164,18 @@ constexpr DenseTileFn<L> dense_tile_for(int nt) {
 }
 
 template <class V, class L>
+void outer_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+               float* y, int64_t ldy);
+// From this many tokens the outer-product tiles pay for their panels (kernels_bench, one Zen 5
+// core, bf16 2048x2048: at 16 tokens AVX-512's dense tiles do 158-181 GFLOP/s, the outer ones
+// 137-147). V::kOuterMinCols: the narrowest rows they take (AVX-512's 4 x 4 dense tiles keep
+// 2048-wide activations in L1 and tie with them there).
+constexpr int64_t kOuterMinTokens = 32;
+
+template <class V, class L>
 void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
                float* y, int64_t ldy) {
+  if (n >= kOuterMinTokens && cols >= V::kOuterMinCols) return outer_run<V>(ld, cols, x, ldx, n, r0, r1, y, ldy);
   constexpr int kT = V::kMaxTokens;
   static constexpr auto kTiles = [] {
     std::array<std::array<DenseTileFn<L>, kT>, 4> t{};
@@ -187,6 +198,91 @@ void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
       for (int64_t r = rc; r < rc1; r += 4) {
         int nr = int(rc1 - r < 4 ? rc1 - r : 4);
         kTiles[size_t(nr - 1)][size_t(nt - 1)](ld, r, cols, x + t0 * ldx, ldx, y + t0 * ldy, ldy, prefetch);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- prefill: outer-product tiles
+
+// Many tokens (prefill): the dot-product tiles above reduce every output over its row, so each
+// step loads R weight vectors and T activation vectors for R x T multiply-adds, and at Kimi's
+// width (7168) four tokens' activations (112 KiB) and the rows' chunk stream from L2 for every
+// tile: bf16 2048x7168 ran at 0.5 of the FMA peak (0.77 at width 2048). Here a panel of
+// MR = 2W rows x kOuterCols columns is widened to f32 and transposed once ([column][MR], 16 KiB
+// on AVX-512, in L1), and every tile of NR tokens runs 2 NR accumulators over it: per column two
+// vector loads from L1 and NR broadcasts feed 2 NR multiply-adds. Each output's sum runs over
+// the columns in order (the spec's order, with fused multiply-adds); y holds the partial sums
+// between panels. Needs V::kOuterTokens (NR), V::kOuterMinCols and V::transpose (a W x W block).
+constexpr int64_t kOuterCols = 128;
+
+template <class V, int NT>
+void outer_tile(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int mr,
+                bool add) {
+  using F = typename V::F;
+  constexpr int W = V::kW, MR = 2 * W;
+  const int m0 = mr < W ? mr : W, m1 = mr - W;  // valid rows in each half (m1 <= 0: none)
+  F a0[NT], a1[NT];
+#pragma GCC unroll 16
+  for (int j = 0; j < NT; ++j) {
+    float* yj = y + j * ldy;
+    a0[j] = !add ? V::zero() : m0 == W ? V::loadu(yj) : V::loadu(yj, m0);
+    a1[j] = !add || m1 <= 0 ? V::zero() : m1 >= W ? V::loadu(yj + W) : V::loadu(yj + W, m1);
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const F w0 = V::loadu(panel + k * MR), w1 = V::loadu(panel + k * MR + W);
+#pragma GCC unroll 16
+    for (int j = 0; j < NT; ++j) {
+      const F xb = V::set1(x[j * ldx + k]);
+      a0[j] = V::fmadd(w0, xb, a0[j]);
+      a1[j] = V::fmadd(w1, xb, a1[j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NT; ++j) {
+    float* yj = y + j * ldy;
+    if (m0 == W) V::storeu(yj, a0[j]);
+    else V::storeu(yj, a0[j], m0);
+    if (m1 >= W) V::storeu(yj + W, a1[j]);
+    else if (m1 > 0) V::storeu(yj + W, a1[j], m1);
+  }
+}
+
+using OuterTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, bool);
+
+template <class V, int... J>
+constexpr std::array<OuterTileFn, sizeof...(J)> outer_tiles(std::integer_sequence<int, J...>) {
+  return {outer_tile<V, J + 1>...};
+}
+
+template <class V, class L>
+void outer_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
+               float* y, int64_t ldy) {
+  constexpr int W = V::kW, MR = 2 * W, NR = V::kOuterTokens;
+  constexpr int64_t KC = kOuterCols;
+  static_assert(KC % W == 0);
+  static constexpr auto kTiles = outer_tiles<V>(std::make_integer_sequence<int, NR>{});
+  alignas(64) float rows[MR * KC];   // [MR][KC]: the panel's rows widened
+  alignas(64) float panel[KC * MR];  // [KC][MR]: transposed
+  for (int64_t rb = r0; rb < r1; rb += MR) {
+    const int mr = int(r1 - rb < MR ? r1 - rb : MR);
+    for (int64_t kb = 0; kb < cols; kb += KC) {
+      const int64_t kc = cols - kb < KC ? cols - kb : KC, kcp = (kc + W - 1) / W * W;
+      for (int i = 0; i < MR; ++i) {
+        float* ri = rows + i * KC;
+        int64_t c = 0;
+        if (i >= mr) {
+          for (; c < kcp; c += W) V::storeu(ri + c, V::zero());
+          continue;
+        }
+        for (; c + W <= kc; c += W) V::storeu(ri + c, ld.load(rb + i, kb + c));
+        if (c < kc) V::storeu(ri + c, ld.load(rb + i, kb + c, int(kc - c)));  // zeros past kc
+      }
+      for (int ib = 0; ib < MR; ib += W)
+        for (int64_t c = 0; c < kcp; c += W) V::transpose(rows + ib * KC + c, KC, panel + c * MR + ib, MR);
+      for (int64_t t0 = 0; t0 < n; t0 += NR) {
+        const int nt = int(n - t0 < NR ? n - t0 : NR);
+        kTiles[size_t(nt - 1)](panel, kc, x + t0 * ldx + kb, ldx, y + t0 * ldy + rb, ldy, mr, kb > 0);
       }
     }
   }
