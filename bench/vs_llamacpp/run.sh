@@ -14,6 +14,8 @@ SRC=$(cd "$HERE/../.." && pwd)
 BUILD=${1:-$SRC/build}
 SICKLE=$BUILD/bin/sickle
 [ -x "$SICKLE" ] || { echo "no sickle binary at $SICKLE (build first, or pass the build dir)"; exit 2; }
+BUILD=$(cd "$BUILD" && pwd)  # absolute: node resolves NLC_DIR from another directory
+SICKLE=$BUILD/bin/sickle
 THREADS=${THREADS:-2}
 WORK=${WORK:-/tmp/sickle-vs-llamacpp}
 PREFILL=${PREFILL:-128,512}
