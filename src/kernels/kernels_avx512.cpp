@@ -2,6 +2,7 @@
 // only called when kernel_table() found the features at run time.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -359,12 +360,15 @@ inline __m512 row_load(const Elem* p, __mmask16 k) {
 
 template <int R, int V, class Elem>
 inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc,
-                      int64_t k, __mmask16 last) {
+                      int64_t k, __mmask16 last, bool add) {
   __m512 acc[R][V];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 16
-    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < V; ++v)
+      acc[i][v] = !add           ? _mm512_setzero_ps()
+                  : v == V - 1 ? _mm512_maskz_loadu_ps(last, c + i * ldc + 16 * v)
+                               : _mm512_loadu_ps(c + i * ldc + 16 * v);
   for (int64_t p = 0; p < k; ++p) {
     __m512 bv[V];
 #pragma GCC unroll 16
@@ -388,18 +392,18 @@ inline void gemm_tile(const float* a, int64_t lda, const Elem* b, int64_t ldb, f
 
 template <int R, class Elem>
 inline void gemm_rows(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc,
-                      int64_t n, int64_t k) {
+                      int64_t n, int64_t k, bool add) {
   int64_t j = 0;
-  for (; j + 64 <= n; j += 64) gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, 0xFFFF);
+  for (; j + 64 <= n; j += 64) gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, 0xFFFF, add);
   const int64_t rest = n - j;
   if (rest <= 0) return;
   const int v = int((rest + 15) / 16);
   const __mmask16 last = __mmask16(rest % 16 == 0 ? 0xFFFF : (1u << (rest % 16)) - 1);
   switch (v) {
-    case 1: gemm_tile<R, 1>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
-    case 2: gemm_tile<R, 2>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
-    case 3: gemm_tile<R, 3>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
-    default: gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, last); break;
+    case 1: gemm_tile<R, 1>(a, lda, b + j, ldb, c + j, ldc, k, last, add); break;
+    case 2: gemm_tile<R, 2>(a, lda, b + j, ldb, c + j, ldc, k, last, add); break;
+    case 3: gemm_tile<R, 3>(a, lda, b + j, ldb, c + j, ldc, k, last, add); break;
+    default: gemm_tile<R, 4>(a, lda, b + j, ldb, c + j, ldc, k, last, add); break;
   }
 }
 
@@ -417,11 +421,48 @@ inline void by_blocks_of_4(int64_t count, F&& fn) {
   }
 }
 
+// The part of B the products keep in L2 while every block of rows of A passes over it. Without
+// it, blocked prefill attention (A: 256 rows of queries x heads; B: the latent cache, 2.4 MB
+// per 1k positions) streamed the whole cache from memory once per 4 rows of A: at 8k positions
+// `mini`'s prefill ran its attention products at a quarter of the FMA peak.
+constexpr int64_t kGemmBBytes = int64_t(256) << 10;
+
+// B in chunks of k rows (~kGemmBBytes); the accumulators of a chunk after the first start from
+// C, which holds them exactly: the sums are those of one pass over k.
+// With many rows of A (f32 B: blocked prefill's P [256, ctx] x cache), B's 32-column panels go
+// through simd::outer_tile as they lie (2 x 12 accumulators: 2 loads and 12 broadcasts per 24
+// FMAs; gemm_tile's 4 x 4 needs 8 per 16); the last < 32 columns stay on gemm_tile.
+constexpr int64_t kGemmOuterRows = 32;
+
+// C[:, :n32] (+)= A B[:, :n32] for k columns of A, n32 a multiple of 32: 12 rows of A x 32 columns.
+inline void gemm_nn_outer_panels(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                                 int64_t m, int64_t n32, int64_t k, bool add) {
+  constexpr int NR = Avx512::kOuterTokens;
+  static constexpr auto kTiles = simd::outer_tiles<Avx512>(std::make_integer_sequence<int, NR>{});
+  for (int64_t j = 0; j < n32; j += 32)
+    for (int64_t i = 0; i < m; i += NR) {
+      const int nt = int(std::min<int64_t>(NR, m - i));
+      kTiles[size_t(nt - 1)](b + j, ldb, k, a + i * lda, lda, c + i * ldc + j, ldc, 32, add);
+    }
+}
+
 template <class Elem>
 void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                  int64_t n, int64_t k) {
-  by_blocks_of_4(m,
-                 [&]<int R>(int64_t i) { gemm_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
+  const int64_t kc = std::max<int64_t>(16, kGemmBBytes / (std::max<int64_t>(n, 1) * int64_t(sizeof(Elem))));
+  for (int64_t k0 = 0; k0 == 0 || k0 < k; k0 += kc) {
+    const int64_t kk = std::min(kc, k - k0);
+    int64_t j0 = 0;  // columns [0, j0) done by the outer tiles
+    if constexpr (std::is_same_v<Elem, float>)
+      if (m >= kGemmOuterRows && kk > 0 && n >= 32) {
+        j0 = n / 32 * 32;
+        gemm_nn_outer_panels(a + k0, lda, b + k0 * ldb, ldb, c, ldc, m, j0, kk, k0 > 0);
+      }
+    if (j0 < n)
+      by_blocks_of_4(m, [&]<int R>(int64_t i) {
+        gemm_rows<R>(a + i * lda + k0, lda, b + k0 * ldb + j0, ldb, c + i * ldc + j0, ldc, n - j0, kk, k0 > 0);
+      });
+  }
 }
 
 void gemm_nn_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
@@ -498,10 +539,19 @@ inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ld
   by_blocks_of_4(n, [&]<int S>(int64_t j) { gemm_nt_block<R, S>(a, lda, b + j * ldb, ldb, c + j, ldc, k); });
 }
 
+// Many rows of A (blocked prefill: 256 query x head rows against the cache): B is a weight and A
+// its tokens, and simd::outer_run's outer-product tiles run it (each output sums over k in
+// order). Otherwise B's rows in chunks of ~kGemmBBytes, every block of rows of A over each.
 void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                     int64_t m, int64_t n, int64_t k) {
-  by_blocks_of_4(
-      m, [&]<int R>(int64_t i) { gemm_nt_rows<R>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, k); });
+  if (m >= 32 && k >= 16) return simd::outer_run<Avx512>(simd::LoadF32<Avx512>{b, ldb}, k, a, lda, m, 0, n, c, ldc);
+  const int64_t nc = std::max<int64_t>(4, kGemmBBytes / (std::max<int64_t>(k, 1) * 4) / 4 * 4);
+  for (int64_t j0 = 0; j0 < n; j0 += nc) {
+    const int64_t nn = std::min(nc, n - j0);
+    by_blocks_of_4(m, [&]<int R>(int64_t i) {
+      gemm_nt_rows<R>(a + i * lda, lda, b + j0 * ldb, ldb, c + i * ldc + j0, ldc, nn, k);
+    });
+  }
 }
 
 // y[i] = A_i . x, four rows per pass (each x vector load feeds four FMAs).

@@ -232,7 +232,9 @@ TEST_P(OpsTables, GemmLargeShapes) {
   };
   int seed = 0;
   const KernelTable* kt = GetParam();
-  for (Shape sh : {Shape{130, 150, 300}, Shape{257, 97, 576}})
+  // {37 | 9, 700, 200}: B passes L2-sized chunks (~256 KiB: 3 for nn, 3 for nt on AVX-512), with
+  // (37) and without (9 rows of A) the outer-product tiles.
+  for (Shape sh : {Shape{130, 150, 300}, Shape{257, 97, 576}, Shape{37, 700, 200}, Shape{9, 700, 200}})
     for (bool nt : {false, true}) {
       const int64_t m = sh.m, n = sh.n, k = sh.k, lda = k + 3, ldb = (nt ? k : n) + 5, ldc = n + 2;
       auto a = randv(size_t(m * lda), 700 + seed), b = randv(size_t((nt ? n : k) * ldb), 800 + seed);

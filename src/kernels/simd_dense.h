@@ -216,11 +216,13 @@ void dense_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
 // between panels. Needs V::kOuterTokens (NR), V::kOuterMinCols and V::transpose (a W x W block).
 constexpr int64_t kOuterCols = 128;
 
+// panel: [kc][ldp] f32, 2W values per column (any ldp: gemm_nn passes B itself); mr <= 2W of
+// them are stored.
 template <class V, int NT>
-void outer_tile(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int mr,
-                bool add) {
+void outer_tile(const float* panel, int64_t ldp, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
+                int mr, bool add) {
   using F = typename V::F;
-  constexpr int W = V::kW, MR = 2 * W;
+  constexpr int W = V::kW;
   const int m0 = mr < W ? mr : W, m1 = mr - W;  // valid rows in each half (m1 <= 0: none)
   F a0[NT], a1[NT];
 #pragma GCC unroll 16
@@ -230,7 +232,7 @@ void outer_tile(const float* panel, int64_t kc, const float* x, int64_t ldx, flo
     a1[j] = !add || m1 <= 0 ? V::zero() : m1 >= W ? V::loadu(yj + W) : V::loadu(yj + W, m1);
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const F w0 = V::loadu(panel + k * MR), w1 = V::loadu(panel + k * MR + W);
+    const F w0 = V::loadu(panel + k * ldp), w1 = V::loadu(panel + k * ldp + W);
 #pragma GCC unroll 16
     for (int j = 0; j < NT; ++j) {
       const F xb = V::set1(x[j * ldx + k]);
@@ -248,7 +250,7 @@ void outer_tile(const float* panel, int64_t kc, const float* x, int64_t ldx, flo
   }
 }
 
-using OuterTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, bool);
+using OuterTileFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int, bool);
 
 template <class V, int... J>
 constexpr std::array<OuterTileFn, sizeof...(J)> outer_tiles(std::integer_sequence<int, J...>) {
@@ -282,7 +284,7 @@ void outer_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
         for (int64_t c = 0; c < kcp; c += W) V::transpose(rows + ib * KC + c, KC, panel + c * MR + ib, MR);
       for (int64_t t0 = 0; t0 < n; t0 += NR) {
         const int nt = int(n - t0 < NR ? n - t0 : NR);
-        kTiles[size_t(nt - 1)](panel, kc, x + t0 * ldx + kb, ldx, y + t0 * ldy + rb, ldy, mr, kb > 0);
+        kTiles[size_t(nt - 1)](panel, MR, kc, x + t0 * ldx + kb, ldx, y + t0 * ldy + rb, ldy, mr, kb > 0);
       }
     }
   }
