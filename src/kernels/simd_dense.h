@@ -19,12 +19,14 @@
 //   I widen_u8(const uint8_t*)      W bytes zero-extended to int32 lanes; (p, n) form as loadu
 //   I iand(I, int32_t), shl<k>(I), ior(I, I), F as_float(I) (bit cast)
 //   F nan_where_eq(F f, I v, int32_t c)   f with NaN in the lanes where v == c
+//   kOuterTokens, kOuterMinCols     tokens per outer-product tile; the narrowest rows it takes
+//   transpose(s, lds, d, ldd)       d[j * ldd + i] = s[i * lds + j] for a W x W block of f32
 #pragma once
 
 #include <array>
-#include <utility>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "io/weights.h"
 #include "kernels/generic.h"
