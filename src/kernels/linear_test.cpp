@@ -103,7 +103,10 @@ std::vector<Case> sweep_cases(int64_t group) {
                    Case{40, 2048, 32}})
       cases.push_back(c);
   if (group >= 32) {
-    const Case wide[] = {{33, 37 * 32, 5}, {7, 39 * 32, 8}, {33, 47 * 32, 13}, {5, 150 * 32, 6}};
+    // And prefill-sized n (AVX-512's outer-product tiles from 16 tokens, panels of 32 blocks):
+    // 2-3 panels, the last with a partial group of blocks, rows past 32 with a tail.
+    const Case wide[] = {{33, 37 * 32, 5},  {7, 39 * 32, 8},   {33, 47 * 32, 13},
+                         {5, 150 * 32, 6},  {37, 70 * 32, 20}, {5, 39 * 32, 16}};
     for (Case c : wide) {
       c.cols = (c.cols + group - 1) / group * group;
       cases.push_back(c);
