@@ -222,7 +222,7 @@ void linear_dense_avx2(const WeightView& w, const float* x, int64_t ldx, int64_t
 // tokens; C = A B runs the tiles on B's 16-column panels as they lie, B in chunks of k-rows of
 // ~256 KiB that stay in L2 while every tile of A passes (a later chunk's accumulators start
 // from C, which holds them exactly); the last < 16 columns and thin products stay generic.
-constexpr int64_t kGemmOuterRows = 16, kGemmBBytes = int64_t(256) << 10;
+constexpr int64_t kGemmOuterRows = 16;
 
 void gemm_nt_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                   int64_t n, int64_t k) {
@@ -233,17 +233,12 @@ void gemm_nt_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, floa
 
 void gemm_nn_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                   int64_t n, int64_t k) {
-  constexpr int NR = Avx2::kOuterTokens, MR = 2 * Avx2::kW;
-  static constexpr auto kTiles = simd::outer_tiles<Avx2>(std::make_integer_sequence<int, NR>{});
+  constexpr int64_t MR = 2 * Avx2::kW;
   const int64_t n16 = m >= kGemmOuterRows && k > 0 ? n / MR * MR : 0;
-  const int64_t kc = std::max<int64_t>(16, kGemmBBytes / (std::max<int64_t>(n, 1) * 4));
-  for (int64_t k0 = 0; n16 > 0 && k0 < k; k0 += kc) {
-    const int64_t kk = std::min(kc, k - k0);
-    for (int64_t j = 0; j < n16; j += MR)
-      for (int64_t i = 0; i < m; i += NR)
-        kTiles[size_t(std::min<int64_t>(NR, m - i) - 1)](b + k0 * ldb + j, ldb, kk, a + i * lda + k0, lda,
-                                                         c + i * ldc + j, ldc, MR, k0 > 0);
-  }
+  const int64_t kc = std::max<int64_t>(16, simd::kGemmBBytes / (std::max<int64_t>(n, 1) * 4));
+  for (int64_t k0 = 0; n16 > 0 && k0 < k; k0 += kc)
+    simd::outer_gemm_nn_panels<Avx2>(a + k0, lda, b + k0 * ldb, ldb, c, ldc, m, n16, std::min(kc, k - k0),
+                                     k0 > 0);
   if (n16 < n) gemm_nn_generic(a, lda, b + n16, ldb, c + n16, ldc, m, n - n16, k);
 }
 

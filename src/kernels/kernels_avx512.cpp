@@ -429,11 +429,7 @@ inline void by_blocks_of_4(int64_t count, F&& fn) {
   }
 }
 
-// The part of B the products keep in L2 while every block of rows of A passes over it. Without
-// it, blocked prefill attention (A: 256 rows of queries x heads; B: the latent cache, 2.4 MB
-// per 1k positions) streamed the whole cache from memory once per 4 rows of A: at 8k positions
-// `mini`'s prefill ran its attention products at a quarter of the FMA peak.
-constexpr int64_t kGemmBBytes = int64_t(256) << 10;
+using simd::kGemmBBytes;
 
 // B in chunks of k rows (~kGemmBBytes); the accumulators of a chunk after the first start from
 // C, which holds them exactly: the sums are those of one pass over k.
@@ -441,18 +437,6 @@ constexpr int64_t kGemmBBytes = int64_t(256) << 10;
 // through simd::outer_tile as they lie (2 x 12 accumulators: 2 loads and 12 broadcasts per 24
 // FMAs; gemm_tile's 4 x 4 needs 8 per 16); the last < 32 columns stay on gemm_tile.
 constexpr int64_t kGemmOuterRows = 32;
-
-// C[:, :n32] (+)= A B[:, :n32] for k columns of A, n32 a multiple of 32: 12 rows of A x 32 columns.
-inline void gemm_nn_outer_panels(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                                 int64_t m, int64_t n32, int64_t k, bool add) {
-  constexpr int NR = Avx512::kOuterTokens;
-  static constexpr auto kTiles = simd::outer_tiles<Avx512>(std::make_integer_sequence<int, NR>{});
-  for (int64_t j = 0; j < n32; j += 32)
-    for (int64_t i = 0; i < m; i += NR) {
-      const int nt = int(std::min<int64_t>(NR, m - i));
-      kTiles[size_t(nt - 1)](b + j, ldb, k, a + i * lda, lda, c + i * ldc + j, ldc, 32, add);
-    }
-}
 
 template <class Elem>
 void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
@@ -464,7 +448,7 @@ void gemm_nn_any(const float* a, int64_t lda, const Elem* b, int64_t ldb, float*
     if constexpr (std::is_same_v<Elem, float>)
       if (m >= kGemmOuterRows && kk > 0 && n >= 32) {
         j0 = n / 32 * 32;
-        gemm_nn_outer_panels(a + k0, lda, b + k0 * ldb, ldb, c, ldc, m, j0, kk, k0 > 0);
+        simd::outer_gemm_nn_panels<Avx512>(a + k0, lda, b + k0 * ldb, ldb, c, ldc, m, j0, kk, k0 > 0);
       }
     if (j0 < n)
       by_blocks_of_4(m, [&]<int R>(int64_t i) {

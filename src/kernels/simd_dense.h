@@ -292,6 +292,26 @@ void outer_run(const L& ld, int64_t cols, const float* x, int64_t ldx, int64_t n
   }
 }
 
+// The part of B that attention's products (the ISA files' gemm_nn / gemm_nt) keep in L2 while
+// every tile of A passes over it. Without it, blocked prefill attention (A: 256 rows of queries
+// x heads; B: the latent cache, 2.4 MB per 1k positions) streamed the whole cache from memory
+// once per 4 rows of A.
+constexpr int64_t kGemmBBytes = int64_t(256) << 10;
+
+// C[:, :ncols] (+)= A B[:, :ncols] for k columns of A (ncols a multiple of 2W): the outer-product
+// tiles on B's 2W-column panels as they lie (outer_tile takes their stride), NR rows of A at a
+// time; with `add` the accumulators start from C.
+template <class V>
+void outer_gemm_nn_panels(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                          int64_t m, int64_t ncols, int64_t k, bool add) {
+  constexpr int NR = V::kOuterTokens, MR = 2 * V::kW;
+  static constexpr auto kTiles = outer_tiles<V>(std::make_integer_sequence<int, NR>{});
+  for (int64_t j = 0; j < ncols; j += MR)
+    for (int64_t i = 0; i < m; i += NR)
+      kTiles[size_t((m - i < NR ? m - i : NR) - 1)](b + j, ldb, k, a + i * lda, lda, c + i * ldc + j, ldc, MR,
+                                                    add);
+}
+
 // y[t * ldy + r] = W[r] . x[t * ldx] for rows [r0, r1) and n tokens; int4 and fp8 weights whose
 // block is not a power of two >= 16 columns go to the generic kernel.
 template <class V>
