@@ -52,8 +52,9 @@ double max_token_rel_err(const std::vector<float>& y, const std::vector<float>& 
 
 // moe_experts on table kt against the specification on the scalar table.
 void check_moe(const KernelTable& kt, WeightEncoding enc, double bound) {
-  // H: 3 blocks of 32 (a tail past 128); I: 4.5 row chunks of 64, or (experts of 16+ tokens)
-  // 1.125 of 256, the tails included.
+  // H: 3 blocks of 32 (a tail past 128); I: row chunks of 64 to 384 by thread count and active
+  // experts (e.g. 2.25 of 128 for 6 experts on 3 threads, one of 384 inline), or (experts of 16+
+  // tokens) 1.125 of 256, the tails included; H's rows: 1.5 chunks of 64 (the minimum).
   const int64_t E = 7, H = 96, I = 288;
   Experts ex = make_experts(enc, E, H, I, 1000);
   ThreadPool pool(3);
