@@ -45,6 +45,16 @@ bool MappedFile::prefault() const {
   return ::madvise(const_cast<std::byte*>(data_), size_, MADV_POPULATE_READ) == 0;
 }
 
+unsigned char MappedFile::touch_pages(size_t begin, size_t end) const {
+  end = end < size_ ? end : size_;
+  if (!data_ || begin >= end) return 0;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const volatile unsigned char* p = reinterpret_cast<const volatile unsigned char*>(data_);
+  unsigned char x = p[begin];
+  for (size_t off = (begin / page + 1) * page; off < end; off += page) x ^= p[off];
+  return x;
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <cstdint>
 #include <vector>
+
+#include <unistd.h>
 
 namespace sickle {
 namespace {
@@ -50,6 +53,31 @@ TEST(MappedFile, PrefaultMapsEveryPageWithoutTouchingThem) {
     ASSERT_TRUE(f.prefault());
     EXPECT_EQ(rss_kib_of(f.data()), 1024) << "every page is mapped after prefault";
     EXPECT_EQ(static_cast<char>(f.data()[12345]), 'x');
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(MappedFile, TouchPagesReadsOneByteOfEveryPageInTheRange) {
+  const auto path = std::filesystem::temp_directory_path() / ("sickle_touch_" + std::to_string(getpid()));
+  const size_t page = size_t(sysconf(_SC_PAGESIZE)), n = 37;
+  std::vector<unsigned char> bytes(n * page + 100);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 131 + (i >> 9) * 7 + 1);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  {
+    MappedFile f(path);
+    auto xor_of = [&](size_t b, size_t e) {  // begin, then every page start in (b, e)
+      unsigned char x = bytes[b];
+      for (size_t off = (b / page + 1) * page; off < e && off < bytes.size(); off += page) x ^= bytes[off];
+      return x;
+    };
+    EXPECT_EQ(f.touch_pages(0, f.size()), xor_of(0, bytes.size()));
+    EXPECT_EQ(f.touch_pages(100, 5 * page + 1), xor_of(100, 5 * page + 1));  // mid-page start
+    EXPECT_EQ(f.touch_pages(3 * page, 4 * page), bytes[3 * page]);            // exactly one page
+    EXPECT_EQ(f.touch_pages(n * page + 50, SIZE_MAX), bytes[n * page + 50]);  // clipped at the end
+    EXPECT_EQ(f.touch_pages(7, 7), 0);                                        // empty range
   }
   std::filesystem::remove(path);
 }
