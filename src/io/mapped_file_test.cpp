@@ -2,16 +2,15 @@
 
 #include <gtest/gtest.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <cstdint>
 #include <vector>
-
-#include <unistd.h>
 
 namespace sickle {
 namespace {
@@ -74,7 +73,7 @@ TEST(MappedFile, TouchPagesReadsOneByteOfEveryPageInTheRange) {
       return x;
     };
     EXPECT_EQ(f.touch_pages(0, f.size()), xor_of(0, bytes.size()));
-    EXPECT_EQ(f.touch_pages(100, 5 * page + 1), xor_of(100, 5 * page + 1));  // mid-page start
+    EXPECT_EQ(f.touch_pages(100, 5 * page + 1), xor_of(100, 5 * page + 1));   // mid-page start
     EXPECT_EQ(f.touch_pages(3 * page, 4 * page), bytes[3 * page]);            // exactly one page
     EXPECT_EQ(f.touch_pages(n * page + 50, SIZE_MAX), bytes[n * page + 50]);  // clipped at the end
     EXPECT_EQ(f.touch_pages(7, 7), 0);                                        // empty range

@@ -158,8 +158,8 @@ inline void int4_rows2(const uint8_t* wr0, const uint8_t* wr1, const uint16_t* s
       acc1[t] = _mm512_fmadd_ps(ws1, _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(i1), m), acc1[t]);
     }
   };
-  // The pair's rows are contiguous (wr1 = wr0 + nb 16): the two lines this step consumes are
-  // prefetched kInt4PrefetchBytes further on, in the same contiguous stream.
+  // Two lines per step, kInt4PrefetchBytes ahead: in decode the pair is two whole adjacent
+  // rows (wr1 = wr0 + nb 16), one contiguous stream with the pairs after it.
   int64_t g = 0;
   for (; g + 4 <= nb; g += 4) {
     _mm_prefetch(reinterpret_cast<const char*>(wr0 + kInt4PrefetchBytes + g * 32), _MM_HINT_T0);

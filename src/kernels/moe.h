@@ -4,8 +4,9 @@
 //
 // Tokens are bucketed by expert (counting sort) so each chosen expert's weights are read once
 // per step whatever the number of its tokens; unchosen experts cost nothing. Work items are
-// (expert, chunk of 64 output rows), heaviest experts first, handed out dynamically, so a step
-// whose tokens crowd on one expert still keeps every thread busy. The activations are int8-
+// (expert, chunk of output rows: 256 for experts of 16+ tokens, else about 4 items per thread,
+// 64-512 rows), heaviest experts first, handed out dynamically, so a step whose tokens crowd on
+// one expert still keeps every thread busy. The activations are int8-
 // quantized once per token for int4 weights (kernels/linear.h for the accuracy bound) and the
 // gate/up results of a chunk get their SiLU product right away (no extra pass).
 // Nothing allocates once MoeScratch has grown to the step's size.

@@ -249,21 +249,6 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   std::unique_ptr<Model> m(new Model());
   ModelImpl& impl = *m->impl_;
   impl.ck = Checkpoint::open(dir);
-  // Page tables for every weight filled now, not by faults inside the first tokens: each first
-  // touch of a weight page is a fault (64 KiB of fault-around each), and a token that routes to
-  // experts not used before pays for them — on a VM guest ~0.3 s over mini's first decode
-  // tokens. Only when the files fit in a fraction of RAM: a model larger than memory is read
-  // as it runs, and populating it all would evict itself.
-  bool prefaulted = false;
-  if (options.prefault) {
-    uint64_t bytes = 0;
-    for (const auto& f : impl.ck->files()) bytes += f->file().size();
-    const uint64_t ram = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
-    if (bytes <= ram / 10 * 8) {
-      for (const auto& f : impl.ck->files()) f->file().prefault();
-      prefaulted = true;
-    }
-  }
   impl.config = impl.ck->config();
   impl.options = options;
   impl.kernels = options.kernels ? options.kernels : &kernel_table();
@@ -349,19 +334,31 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   }
 
   impl.pool = std::make_unique<ThreadPool>(options.n_threads);
-  // After the prefault above, every weight page is read once from user space by all threads
-  // (MappedFile::touch_pages: under a shadow-paging hypervisor the first access to a page still
-  // exits to the host, whatever the guest's page tables hold). kimi-k2.5-72 on this project's
-  // 2-vCPU VM: first 1-token forward 1.16-1.26 s -> 0.30-0.36 s. llama.cpp's warm-up run (all
-  // experts active) takes the same cost out of its first request.
-  if (prefaulted) {
-    constexpr size_t kTouchRange = size_t(64) << 20;
-    for (const auto& f : impl.ck->files()) {
-      const MappedFile& mf = f->file();
-      const int64_t n = int64_t((mf.size() + kTouchRange - 1) / kTouchRange);
-      impl.pool->parallel_for_dynamic(n, 1, [&](int64_t b, int64_t e, int) {
-        for (int64_t i = b; i < e; ++i) (void)mf.touch_pages(size_t(i) * kTouchRange, size_t(i + 1) * kTouchRange);
-      });
+  // Page tables for every weight filled now (after the configuration checked out), not by
+  // faults inside the first tokens: each first touch of a weight page is a fault (64 KiB of
+  // fault-around each), and a token that routes to experts not used before pays for them — on
+  // a VM guest ~0.3 s over mini's first decode tokens. Then every page read once from user
+  // space by all threads (MappedFile::touch_pages): under a shadow-paging hypervisor the first
+  // access to a page still exits to the host, whatever the guest's page tables hold —
+  // kimi-k2.5-72 on this project's 2-vCPU VM: first 1-token forward 1.16-1.34 s -> 0.23-0.32 s
+  // (llama.cpp's warm-up run, all experts active, takes the same cost out of its first
+  // request). Only when the files fit in a fraction of RAM: a model larger than memory is read
+  // as it runs, and populating it all would evict itself.
+  if (options.prefault) {
+    uint64_t bytes = 0;
+    for (const auto& f : impl.ck->files()) bytes += f->file().size();
+    const uint64_t ram = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+    if (bytes <= ram / 10 * 8) {
+      constexpr size_t kTouchRange = size_t(64) << 20;
+      for (const auto& f : impl.ck->files()) {
+        const MappedFile& mf = f->file();
+        mf.prefault();
+        impl.pool->parallel_for_dynamic(
+            int64_t((mf.size() + kTouchRange - 1) / kTouchRange), 1, [&](int64_t b, int64_t e, int) {
+              for (int64_t i = b; i < e; ++i)
+                (void)mf.touch_pages(size_t(i) * kTouchRange, size_t(i + 1) * kTouchRange);
+            });
+      }
     }
   }
   impl.attn = std::make_unique<Attention>(MlaDims{.n_heads = config.num_attention_heads,
