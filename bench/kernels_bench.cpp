@@ -107,8 +107,8 @@ double fma_peak_macs() {
   return peak;
 }
 
-void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n,
-                bool cold) {
+void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold,
+                bool bf16_acts = false) {
   auto set = make_set(enc, rows, cols, cold);
   if (cold) membw_now();
   std::vector<float> x(size_t(n * cols)), y(size_t(n * rows));
@@ -117,7 +117,8 @@ void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64
   for (auto& v : x) v = nd(rng);
   size_t k = 0;
   for (auto _ : state) {
-    linear(set->views[k], x.data(), n, y.data(), g_pool.get());
+    if (bf16_acts) linear_bf16_acts(kernel_table(), set->views[k], x.data(), n, y.data(), g_pool.get());
+    else linear(set->views[k], x.data(), n, y.data(), g_pool.get());
     benchmark::DoNotOptimize(y.data());
     if (++k == set->views.size()) k = 0;
   }
@@ -135,7 +136,15 @@ void run_linear(benchmark::State& state, WeightEncoding enc, int64_t rows, int64
         double(rows) * double(cols) * double(n) * double(state.iterations()) /
             (fma_peak_macs() * double(g_pool ? g_pool->size() : 1)),
         benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot"));
+  // bf16 activations on AVX512_BF16: VDPBF16PS does twice an FMA's multiply-adds per instruction,
+  // so its peak is 2x the f32 FMA peak (dot_frac: the fraction of that).
+  if (!cold && bf16_acts && kernel_table().linear_bf16_dot && fma_peak_macs() > 0)
+    state.counters["dot_frac"] =
+        benchmark::Counter(double(rows) * double(cols) * double(n) * double(state.iterations()) /
+                               (2 * fma_peak_macs() * double(g_pool ? g_pool->size() : 1)),
+                           benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(kernel_table().name) + (cold ? " cold" : " hot") +
+                 (bf16_acts ? " bf16 acts" : ""));
 }
 
 // Routed experts of one MoE layer of `synth --preset mini` (64 experts of [1024, 2048] int4,
@@ -295,9 +304,10 @@ void best_of_rounds(int rounds) {
   (void)I;
 }
 
-void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold) {
-  benchmark::RegisterBenchmark(name.c_str(),
-                               [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold); })
+void add(const std::string& name, WeightEncoding enc, int64_t rows, int64_t cols, int64_t n, bool cold,
+         bool bf16_acts = false) {
+  benchmark::RegisterBenchmark(
+      name.c_str(), [=](benchmark::State& s) { run_linear(s, enc, rows, cols, n, cold, bf16_acts); })
       ->UseRealTime()
       ->MinTime(0.5);
 }
@@ -367,6 +377,11 @@ int main(int argc, char** argv) {
   // from a 512-token prompt (top-8), and a 7168-wide bf16 weight over 512 tokens.
   add("int4_gemm/2048x7168/n64", E::kInt4Group, 2048, 7168, 64, false);
   add("bf16_gemm/2048x7168/n512", E::kBF16, 2048, 7168, 512, false);
+  // The same products with activations rounded to bf16 (linear_bf16_acts, --bf16-acts).
+  for (int64_t n : {16, 64, 256})
+    add("bf16acts_gemm/2048x2048/n" + std::to_string(n), E::kBF16, 2048, 2048, n, false, true);
+  add("bf16acts_gemm/2048x7168/n512", E::kBF16, 2048, 7168, 512, false, true);
+  add("bf16acts_gemv/32000x2048/n1/cold", E::kBF16, 32000, 2048, 1, true, true);
   // Attention's f32 products (one thread; the prefill block of 8 heads x 32 queries = 256 rows,
   // decode of 16 heads over 300 positions), on every table this CPU runs: GMAC/s and the
   // fraction of the FMA peak (16 f32 multiply-adds per vector FMA at the measured rate).

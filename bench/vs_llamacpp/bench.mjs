@@ -4,12 +4,14 @@
 // bandwidth fraction = active bytes per token x decode tok/s / memory read bandwidth measured in
 // this run. Prompts are the same token ids on both sides (llama_bench.mjs's formula).
 //   node bench.mjs --sickle BIN --model DIR --gguf FILE [--threads 2] [--prefill 128,512] [--decode 64] [--membw BIN]
+//                  [--sickle-args "--bf16-acts"]   (extra `sickle run` flags, space-separated)
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "./common.mjs";
 
-const a = parseArgs(process.argv.slice(2), { sickle: "", model: "", gguf: "", threads: "2", prefill: "128,512", decode: "64", membw: "", name: "" });
+const a = parseArgs(process.argv.slice(2), { sickle: "", model: "", gguf: "", threads: "2", prefill: "128,512", decode: "64", membw: "", name: "", "sickle-args": "" });
+const extra = a["sickle-args"].split(" ").filter(Boolean);
 const here = path.dirname(new URL(import.meta.url).pathname);
 const cfg = JSON.parse(fs.readFileSync(path.join(a.model, "config.json"), "utf8"));
 const V = (cfg.text_config ?? cfg).vocab_size;
@@ -60,12 +62,12 @@ const warm = (files) => { for (const f of files) spawnSync("cat", [f], { stdio: 
 warm(fs.readdirSync(a.model).filter((f) => f.endsWith(".safetensors")).map((f) => path.join(a.model, f)));
 const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
 for (const n of lens) {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.prefill[n] = Number(r.stderr.match(/prompt \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.rss = Math.max(sk.rss, r.rss);
 }
 {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.decode = Number(r.stderr.match(/generation \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.bytes_per_token = Number(r.stderr.match(/\(([\d.]+) MB\/token\)/)[1]) * 1e6;
   sk.rss = Math.max(sk.rss, r.rss);
@@ -81,7 +83,7 @@ const ll = JSON.parse(lr.stdout.trim().split("\n").pop());
 ll.rss = lr.rss;
 
 const f = (x, d = 1) => x.toFixed(d);
-console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory bandwidth ${f(bw / 1e9, 2)} GB/s from ${bwSrc}; active weights ${f(sk.bytes_per_token / 1e6, 1)} MB/token`);
+console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory bandwidth ${f(bw / 1e9, 2)} GB/s from ${bwSrc}; active weights ${f(sk.bytes_per_token / 1e6, 1)} MB/token${extra.length ? `; sickle ${extra.join(" ")}` : ""}`);
 console.log(`${"".padEnd(18)}${"sickle".padStart(12)}${"llama.cpp".padStart(12)}${"ratio".padStart(9)}`);
 for (const n of lens) console.log(`${`prefill ${n} tok/s`.padEnd(18)}${f(sk.prefill[n]).padStart(12)}${f(ll.prefill[n]).padStart(12)}${f(sk.prefill[n] / ll.prefill[n], 2).padStart(9)}`);
 console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.decode, 2).padStart(12)}${f(sk.decode / ll.decode, 2).padStart(9)}`);

@@ -95,15 +95,23 @@ struct KernelTable {
   int64_t dense_packed_min_n = 0;
   int64_t dense_packed_min_n_small = 0;
   int64_t dense_small_bytes = 0;
+  // Optional (nullptr unless the CPU has AVX512_BF16): bf16 weights (cols % 32 == 0) against
+  // activations already rounded to bf16 (ModelOptions::bf16_activations), as pairs: xp [n, ldp]
+  // uint32, xp[t * ldp + j] = bf16(x[t][2j]) | bf16(x[t][2j + 1]) << 16; rows [r0, r1). Its
+  // spec is linear_scalar on the rounded x (kernels/linear.h linear_bf16_acts); tables without it
+  // run their linear_dense on the rounded values.
+  void (*linear_bf16_dot)(const WeightView& w, const uint32_t* xp, int64_t ldp, int64_t n, int64_t r0,
+                          int64_t r1, float* y, int64_t ldy) = nullptr;
 };
 
 extern const KernelTable kScalarKernels;
 extern const KernelTable kAvx2Kernels;    // needs avx2 + fma + f16c
 extern const KernelTable kAvx512Kernels;  // needs avx512f/bw/vl + avx512vnni
+extern const KernelTable kAvx512Bf16Kernels;  // avx512 + avx512_bf16 (linear_bf16_dot)
 extern const KernelTable kAmxKernels;     // avx512 + AMX tiles (int8, bf16) for prefill-sized n
 
-// The best table for this CPU (picked once). SICKLE_KERNELS=scalar|avx2|avx512 overrides it
-// (for tests and benchmarks); an override the CPU cannot run is ignored with a warning.
+// The best table for this CPU (picked once). SICKLE_KERNELS=scalar|avx2|avx512|avx512bf16|amx
+// overrides it (for tests and benchmarks); an override the CPU cannot run is ignored with a warning.
 const KernelTable& kernel_table();
 // Tables this CPU can run, best last (tests sweep them all).
 std::vector<const KernelTable*> runnable_kernel_tables();

@@ -172,6 +172,7 @@ bool can_run(const KernelTable& t) {
   const CpuFeatures& f = cpu_features();
   if (&t == &kAvx2Kernels) return f.avx2 && f.fma && f.f16c;
   if (&t == &kAvx512Kernels) return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.fma && f.f16c;
+  if (&t == &kAvx512Bf16Kernels) return can_run(kAvx512Kernels) && f.avx512bf16;
   if (&t == &kAmxKernels) return can_run(kAvx512Kernels) && f.avx512bf16 && f.amx;
   return true;
 }
@@ -196,7 +197,8 @@ constinit const KernelTable kScalarKernels = {
 
 std::vector<const KernelTable*> runnable_kernel_tables() {
   std::vector<const KernelTable*> v;
-  for (const KernelTable* t : {&kScalarKernels, &kAvx2Kernels, &kAvx512Kernels, &kAmxKernels})
+  for (const KernelTable* t :
+       {&kScalarKernels, &kAvx2Kernels, &kAvx512Kernels, &kAvx512Bf16Kernels, &kAmxKernels})
     if (can_run(*t)) v.push_back(t);
   return v;
 }

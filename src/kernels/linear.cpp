@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "base/numeric.h"
 #include "kernels/dispatch.h"
 #include "runtime/scratch.h"
 #include "runtime/thread_pool.h"
@@ -122,6 +123,49 @@ void linear_with(const KernelTable& k, const WeightView& w, const float* x, int6
     return;
   }
   dense_with(k, w, x, w.cols, n, y, w.rows, pool);
+}
+
+const uint32_t* bf16_pairs(const float* x, int64_t n, int64_t cols, ScratchBuffer& buf, ThreadPool* pool) {
+  const int64_t ldp = cols / 2;
+  auto* xp = static_cast<uint32_t*>(buf.get(size_t(n * ldp) * sizeof(uint32_t)));
+  parallel_for(n * cols < kMinParallelWork ? nullptr : pool, n, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t j = 0; j < ldp; ++j)
+        xp[t * ldp + j] =
+            uint32_t(f32_to_bf16(x[t * cols + 2 * j])) | uint32_t(f32_to_bf16(x[t * cols + 2 * j + 1])) << 16;
+  });
+  return xp;
+}
+
+const float* bf16_rounded(const float* x, int64_t n, int64_t cols, ScratchBuffer& buf, ThreadPool* pool) {
+  auto* xr = static_cast<float*>(buf.get(size_t(n * cols) * sizeof(float)));
+  parallel_for(n * cols < kMinParallelWork ? nullptr : pool, n, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t i = t0 * cols; i < t1 * cols; ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  });
+  return xr;
+}
+
+void linear_bf16_acts_scalar(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+  if (w.encoding != WeightEncoding::kBF16) return linear_scalar(w, x, n, y, pool);
+  ScratchBuffer buf;
+  linear_scalar(w, bf16_rounded(x, n, w.cols, buf, pool), n, y, pool);
+}
+
+void linear_bf16_acts(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y,
+                      ThreadPool* pool) {
+  if (w.encoding != WeightEncoding::kBF16) return linear_with(k, w, x, n, y, pool);
+  SICKLE_CHECK(w.data != nullptr, "{}: no data", w.name);
+  if (n <= 0 || w.rows <= 0) return;
+  if (w.rows * w.cols * n < kMinParallelWork) pool = nullptr;
+  thread_local ScratchBuffer buf;  // the caller's: workers only read it during parallel_for
+  if (k.linear_bf16_dot != nullptr && w.cols % 32 == 0) {
+    const uint32_t* xp = bf16_pairs(x, n, w.cols, buf, pool);
+    parallel_rows(pool, w.rows, [&](int64_t r0, int64_t r1, int) {
+      k.linear_bf16_dot(w, xp, w.cols / 2, n, r0, r1, y, w.rows);
+    });
+    return;
+  }
+  dense_with(k, w, bf16_rounded(x, n, w.cols, buf, pool), w.cols, n, y, w.rows, pool);
 }
 
 void linear_strided(const KernelTable& k, const WeightView& w, const float* x, int64_t ldx, int64_t n,

@@ -42,6 +42,22 @@ void linear_strided(const KernelTable& k, const WeightView& w, const float* x, i
                     float* y, int64_t ldy);
 void linear_strided(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
 
+// linear() with bf16 activations for bf16 weights (ModelOptions::bf16_activations): x is rounded
+// to bf16 (round to nearest even, base/numeric.h f32_to_bf16) before it meets a bf16 weight, so
+// every product is bf16 x bf16 (exact in f32) summed in f32: the arithmetic of llama.cpp's bf16
+// matmuls and of bf16 GPU inference, and twice the f32 FMA rate on AVX512_BF16
+// (KernelTable::linear_bf16_dot; other tables run linear_dense on the rounded values). Other
+// encodings: linear_with unchanged (int4 already quantizes x to int8). The spec is
+// linear_bf16_acts_scalar = linear_scalar on the rounded x, within the bound above; against f32
+// activations each product moves by up to 2^-9 of itself.
+void linear_bf16_acts(const KernelTable& k, const WeightView& w, const float* x, int64_t n, float* y,
+                      ThreadPool* pool);
+void linear_bf16_acts_scalar(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+// x [n, cols] rounded to bf16 for linear_bf16_acts' kernels, carved from buf: as bf16 pairs
+// (cols even; KernelTable::linear_bf16_dot's layout) or widened back to f32.
+const uint32_t* bf16_pairs(const float* x, int64_t n, int64_t cols, ScratchBuffer& buf, ThreadPool* pool);
+const float* bf16_rounded(const float* x, int64_t n, int64_t cols, ScratchBuffer& buf, ThreadPool* pool);
+
 // Quantize x [n, ldx] (first `cols` values of each row) into qa, its arrays carved from buf.
 // For callers that feed one activation to several int4 weights (gate and up of an expert).
 void quantize_acts(const KernelTable& k, const float* x, int64_t ldx, int64_t n, int64_t cols,

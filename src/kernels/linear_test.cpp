@@ -492,6 +492,83 @@ TEST_P(QuantizedActsTables, EqualsGeneric) {
   }
 }
 
+// bf16 activations (linear_bf16_acts): every table against the spec, linear_scalar on the rounded x,
+// within the f32 kernels' bound (VDPBF16PS's products are exact, only the order differs), and
+// measurably away from f32 activations (so the rounding happened). Widths that are multiples of 32
+// (the AVX512_BF16 kernel: dot-product tiles below 32 tokens, outer-product panels of 32 rows x
+// 256 columns from 32, with partial panels and token tiles of 14) and widths that are not (the
+// rounded values through linear_dense).
+TEST_P(LinearTables, BF16ActsMatchSpecOnRoundedActivations) {
+  const KernelTable* k = GetParam();
+  ThreadPool pool(3);
+  std::vector<Case> cases = sweep_cases(32);
+  for (Case c : sweep_cases(1))
+    if (c.n <= 8 || c.cols > 1000) cases.push_back(c);
+  for (Case c : {Case{77, 2080, 40}, Case{33, 1056, 32}, Case{130, 544, 33}, Case{31, 256, 45},
+                 Case{64, 7168, 3}, Case{5, 288, 70}})
+    cases.push_back(c);
+  double worst = 0, worst_vs_f32 = 0;
+  int ci = 0;
+  for (const Case& c : cases) {
+    OwnedWeight w = make_weight(WeightEncoding::kBF16, c.rows, c.cols, 1, 2 * (ci % 3), 900 + ci);
+    Acts a = make_acts(c.n, c.cols, ci % 4, 77 * ci + 5);
+    std::vector<float> xr(a.x, a.x + c.n * c.cols);
+    for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+    ErrorScales es = error_scales(w.view, xr.data(), c.n);
+    std::vector<float> ref(size_t(c.n * c.rows)), spec_f32(size_t(c.n * c.rows)), y(size_t(c.n * c.rows));
+    linear_bf16_acts_scalar(w.view, a.x, c.n, ref.data(), nullptr);
+    linear_scalar(w.view, a.x, c.n, spec_f32.data(), nullptr);
+    worst_vs_f32 =
+        std::max(worst_vs_f32, max_rel_err(ref.data(), spec_f32.data(), es.abs_product.data(), c.n, c.rows));
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::fill(y.begin(), y.end(), NAN);
+      linear_bf16_acts(*k, w.view, a.x, c.n, y.data(), p);
+      const double err = max_rel_err(y.data(), ref.data(), es.abs_product.data(), c.n, c.rows);
+      worst = std::max(worst, err);
+      ASSERT_LE(err, 1e-5) << k->name << " rows " << c.rows << " cols " << c.cols << " n " << c.n
+                           << (p ? " pooled" : "");
+    }
+    ++ci;
+  }
+  // Rounding 8 mantissa bits off each x moves a dot product by ~2^-9 of its scale, 100x the bound.
+  EXPECT_GE(worst_vs_f32, 1e-3);
+  std::printf(
+      "  bf16 acts on %s: worst ||y - spec|| / || |W||x| || %.3g (bound 1e-5); spec vs f32 acts %.3g\n",
+      k->name, worst, worst_vs_f32);
+}
+
+// Round to nearest even at the ties, by hand: x = 1 + 2^-8 lies halfway between 1 and 1 + 2^-7
+// and rounds to 1; x = 1 + 3 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6 and rounds up to the
+// even 1 + 2^-6. A row of ones (and a row of 2s) then sums the rounded values exactly.
+TEST_P(LinearTables, BF16ActsRoundTiesToEven) {
+  const KernelTable* k = GetParam();
+  const int64_t rows = 2, cols = 64, n = 2;
+  std::vector<uint16_t> wd(size_t(rows * cols));
+  for (int64_t c = 0; c < cols; ++c) {
+    wd[size_t(c)] = f32_to_bf16(1.0f);
+    wd[size_t(cols + c)] = f32_to_bf16(2.0f);
+  }
+  WeightView w;
+  w.name = "ties";
+  w.encoding = WeightEncoding::kBF16;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = wd.data();
+  std::vector<float> x(size_t(n * cols), 0.0f), y(size_t(n * rows), NAN);
+  x[0] = 1.0f + 0x1p-8f;            // token 0: -> 1
+  x[33] = 1.0f + 3 * 0x1p-8f;       // token 0: -> 1 + 2^-6
+  x[cols + 5] = -(1.0f + 0x1p-8f);  // token 1: -> -1
+  x[cols + 62] = 0x1p-9f * 3;       // token 1: exactly representable (3 2^-9)
+  linear_bf16_acts(*k, w, x.data(), n, y.data(), nullptr);
+  EXPECT_EQ(y[0], 2.0f + 0x1p-6f) << k->name;
+  EXPECT_EQ(y[1], 2 * (2.0f + 0x1p-6f)) << k->name;
+  EXPECT_EQ(y[2], -1.0f + 3 * 0x1p-9f) << k->name;
+  EXPECT_EQ(y[3], 2 * (-1.0f + 3 * 0x1p-9f)) << k->name;
+  // f32 activations keep the ties' low bits.
+  linear_with(*k, w, x.data(), n, y.data(), nullptr);
+  EXPECT_EQ(y[0], 2.0f + 4 * 0x1p-8f) << k->name;
+}
+
 TEST(Linear, EmptyInputsDoNothing) {
   OwnedWeight w = make_weight(WeightEncoding::kBF16, 4, 32, 1, 0, 1);
   float y[4] = {7, 7, 7, 7};

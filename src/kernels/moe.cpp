@@ -65,21 +65,33 @@ void gather_quantized(const QuantizedActs& src, const int32_t* token_of, int64_t
   }
 }
 
+// Whether a bf16 weight runs on bf16 pairs (bf16_acts on a table with linear_bf16_dot).
+bool runs_bf16_dot(const KernelTable& kt, const WeightView& w, bool bf16_acts) {
+  return bf16_acts && kt.linear_bf16_dot != nullptr && w.encoding == WeightEncoding::kBF16 &&
+         w.cols % 32 == 0;
+}
+
 // y[p0.., r0..r1) for the n tokens of one bucket: int4 weights read the quantized rows, the
-// rest the f32 rows (ld = the input width).
-// pb (when packed) holds the same rows as xf for the AMX bf16 kernel.
+// rest the f32 rows xf (ld = the input width). With bf16_acts, bf16 weights read the same rows
+// as bf16 pairs xp (linear_bf16_dot) or rounded to bf16 (xr; pb is then packed from them).
+// pb (when packed) holds the same rows as xf (bf16_acts: xr) for the AMX bf16 kernel.
 void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q, const float* xf,
-              const PackedBf16* pb, int64_t p0, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  if (runs_int4(w)) kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y + p0 * ldy, ldy);
-  else if (pb && uses_packed_bf16(kt, w, n)) kt.linear_bf16_packed(w, *pb, p0, n, r0, r1, y + p0 * ldy, ldy);
-  else kt.linear_dense(w, xf + p0 * w.cols, w.cols, n, r0, r1, y + p0 * ldy, ldy);
+              const float* xr, const PackedBf16* pb, const uint32_t* xp, bool bf16_acts, int64_t p0,
+              int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  if (runs_int4(w)) return kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y + p0 * ldy, ldy);
+  if (runs_bf16_dot(kt, w, bf16_acts))
+    return kt.linear_bf16_dot(w, xp + p0 * (w.cols / 2), w.cols / 2, n, r0, r1, y + p0 * ldy, ldy);
+  if (pb && uses_packed_bf16(kt, w, n))
+    return kt.linear_bf16_packed(w, *pb, p0, n, r0, r1, y + p0 * ldy, ldy);
+  const float* x = bf16_acts && w.encoding == WeightEncoding::kBF16 ? xr : xf;
+  kt.linear_dense(w, x + p0 * w.cols, w.cols, n, r0, r1, y + p0 * ldy, ldy);
 }
 
 }  // namespace
 
 void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
                  int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
-                 float* expert_out, MoeScratch& s, ThreadPool* pool) {
+                 float* expert_out, MoeScratch& s, ThreadPool* pool, bool bf16_acts) {
   const int64_t E = int64_t(experts.size()), T = n_tokens;
   if (T <= 0 || E == 0 || k <= 0) return;
 
@@ -115,6 +127,7 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
   // Shapes and which input forms are needed.
   int64_t H = -1, I = -1;
   bool need_q_in = false, need_f_in = false, need_q_mid = false, pack_in = false, pack_mid = false;
+  bool pairs_in = false, pairs_mid = false, round_in = false, round_mid = false;  // bf16_acts
   for (int64_t e = 0; e < E; ++e) {
     if (s.count[size_t(e)] == 0) continue;
     const ExpertMlp& m = experts[size_t(e)];
@@ -132,6 +145,14 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
     const int64_t c = s.count[size_t(e)];
     pack_in = pack_in || uses_packed_bf16(kt, m.gate, c) || uses_packed_bf16(kt, m.up, c);
     pack_mid = pack_mid || uses_packed_bf16(kt, m.down, c);
+    if (bf16_acts) {
+      // bf16 weights on linear_bf16_dot read bf16 pairs; any other bf16 weight reads a copy of
+      // the rows rounded to bf16 (and the AMX packing is made from it).
+      for (const WeightView* w : {&m.gate, &m.up})
+        if (w->encoding == WeightEncoding::kBF16) (runs_bf16_dot(kt, *w, true) ? pairs_in : round_in) = true;
+      if (m.down.encoding == WeightEncoding::kBF16)
+        (runs_bf16_dot(kt, m.down, true) ? pairs_mid : round_mid) = true;
+    }
   }
 
   // Inputs in bucket order: int8 (quantized once per token, then gathered) and/or f32.
@@ -147,8 +168,10 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
     for (int64_t p = 0; p < N; ++p)
       std::memcpy(xg + p * H, x + int64_t(token_of[p]) * H, size_t(H) * sizeof(float));
   }
+  const uint32_t* xpx = pairs_in ? bf16_pairs(xg, N, H, s.bx, pool) : nullptr;
+  const float* xrx = round_in ? bf16_rounded(xg, N, H, s.rx, pool) : nullptr;
   PackedBf16 pbx{}, pbh{};
-  if (pack_in) pack_bf16(kt, xg, H, N, H, s.px, pbx, pool);
+  if (pack_in) pack_bf16(kt, bf16_acts ? xrx : xg, H, N, H, s.px, pbx, pool);
 
   // Work items, heaviest experts first (longest-processing-time order for the dynamic split).
   int64_t n_active = 0;
@@ -176,8 +199,10 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
       const MoeScratch::Item& item = s.items[size_t(it)];
       const ExpertMlp& m = experts[size_t(item.e)];
       const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, m.gate, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, g, I);
-      run_rows(kt, m.up, &qg, xg, pack_in ? &pbx : nullptr, p0, n, item.r0, item.r1, u, I);
+      run_rows(kt, m.gate, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1, g,
+               I);
+      run_rows(kt, m.up, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1, u,
+               I);
       for (int64_t j = p0; j < p0 + n; ++j)
         kt.silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
     }
@@ -185,15 +210,17 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
 
   // Phase B: down rows over the SiLU products (quantized once per entry when int4).
   if (need_q_mid) quantize_acts(kt, g, I, N, I, s.qh, qh, pool);
-  if (pack_mid) pack_bf16(kt, g, I, N, I, s.ph, pbh, pool);
+  const uint32_t* xph = pairs_mid ? bf16_pairs(g, N, I, s.bh, pool) : nullptr;
+  const float* xrh = round_mid ? bf16_rounded(g, N, I, s.rh, pool) : nullptr;
+  if (pack_mid) pack_bf16(kt, bf16_acts ? xrh : g, I, N, I, s.ph, pbh, pool);
   float* y = static_cast<float*>(s.y.get(size_t(N * H) * sizeof(float)));  // [N, H]
   build_items(H);
   parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
     for (int64_t it = b; it < e_; ++it) {
       const MoeScratch::Item& item = s.items[size_t(it)];
       const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, experts[size_t(item.e)].down, &qh, g, pack_mid ? &pbh : nullptr, p0, n, item.r0, item.r1,
-               y, H);
+      run_rows(kt, experts[size_t(item.e)].down, &qh, g, xrh, pack_mid ? &pbh : nullptr, xph, bf16_acts, p0,
+               n, item.r0, item.r1, y, H);
     }
   });
 
@@ -218,7 +245,7 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
 }
 
 void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y,
-                MoeScratch& scratch, ThreadPool* pool) {
+                MoeScratch& scratch, ThreadPool* pool, bool bf16_acts) {
   if (n <= 0) return;
   std::fill(y, y + n * m.down.rows, 0.0f);
   // One bucket holding every token, weight 1. The routing arrays are small (n entries).
@@ -229,7 +256,7 @@ void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64
     ones.assign(size_t(n), 1.0f);
   }
   moe_experts(kt, std::span<const ExpertMlp>(&m, 1), x, n, 1, zeros.data(), ones.data(), 1.0f, y, nullptr,
-              scratch, pool);
+              scratch, pool, bf16_acts);
 }
 
 void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
@@ -239,7 +266,8 @@ void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScra
 
 void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x,
                         int64_t n_tokens, int64_t k, const int32_t* expert_of, const float* weight,
-                        float scale, float* out, float* expert_out) {
+                        float scale, float* out, float* expert_out, bool bf16_acts) {
+  auto lin = bf16_acts ? linear_bf16_acts_scalar : linear_scalar;
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t sl = 0; sl < k; ++sl) {
       const int64_t i = t * k + sl;
@@ -247,10 +275,10 @@ void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> expert
       const ExpertMlp& m = experts[size_t(expert_of[i])];
       const int64_t H = m.gate.cols, I = m.gate.rows;
       std::vector<float> gv(static_cast<size_t>(I)), uv(static_cast<size_t>(I)), yv(static_cast<size_t>(H));
-      linear_scalar(m.gate, x + t * H, 1, gv.data(), nullptr);
-      linear_scalar(m.up, x + t * H, 1, uv.data(), nullptr);
+      lin(m.gate, x + t * H, 1, gv.data(), nullptr);
+      lin(m.up, x + t * H, 1, uv.data(), nullptr);
       kt.silu_mul(gv.data(), uv.data(), I, gv.data());
-      linear_scalar(m.down, gv.data(), 1, yv.data(), nullptr);
+      lin(m.down, gv.data(), 1, yv.data(), nullptr);
       kt.axpy(scale * weight[i], yv.data(), out + t * H, H);
       if (expert_out) std::memcpy(expert_out + i * H, yv.data(), size_t(H) * sizeof(float));
     }

@@ -33,6 +33,7 @@ struct ExpertMlp {
 // Grow-only buffers reused across steps (one per model, not shared between concurrent calls).
 struct MoeScratch {
   ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;    // px, ph: PackedBf16 of the inputs / SiLU products
+  ScratchBuffer bx, bh, rx, rh;  // bf16_acts: inputs / SiLU products as bf16 pairs, and rounded
   std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
   struct Item {
     int32_t e, r0, r1;
@@ -44,10 +45,11 @@ struct MoeScratch {
 // out [n_tokens, hidden] is accumulated into (+=); expert_out, when not null, receives each
 // (token, slot)'s raw expert output: [n_tokens * k, hidden] (rows of unused slots untouched).
 // Every kernel comes from table kt (kernels/dispatch.h); the overload without it uses
-// kernel_table(), the best table for this CPU.
+// kernel_table(), the best table for this CPU. bf16_acts: bf16 weights take their inputs rounded
+// to bf16 (kernels/linear.h linear_bf16_acts; ModelOptions::bf16_activations).
 void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens,
                  int64_t k, const int32_t* expert_of, const float* weight, float scale, float* out,
-                 float* expert_out, MoeScratch& scratch, ThreadPool* pool);
+                 float* expert_out, MoeScratch& scratch, ThreadPool* pool, bool bf16_acts = false);
 void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                  const int32_t* expert_of, const float* weight, float scale, float* out, float* expert_out,
                  MoeScratch& scratch, ThreadPool* pool);
@@ -55,7 +57,7 @@ void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_t
 // One MLP over n tokens: y [n, hidden] = down(silu(gate x) * up x) (overwritten). For dense
 // layers and shared experts: the same fused path with every token in one bucket.
 void expert_mlp(const KernelTable& kt, const ExpertMlp& m, const float* x, int64_t n, float* y,
-                MoeScratch& scratch, ThreadPool* pool);
+                MoeScratch& scratch, ThreadPool* pool, bool bf16_acts = false);
 void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScratch& scratch,
                 ThreadPool* pool);
 
@@ -63,7 +65,7 @@ void expert_mlp(const ExpertMlp& m, const float* x, int64_t n, float* y, MoeScra
 // silu_mul and axpy; the overload without kt: kernel_table()'s).
 void moe_experts_scalar(const KernelTable& kt, std::span<const ExpertMlp> experts, const float* x,
                         int64_t n_tokens, int64_t k, const int32_t* expert_of, const float* weight,
-                        float scale, float* out, float* expert_out);
+                        float scale, float* out, float* expert_out, bool bf16_acts = false);
 void moe_experts_scalar(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,
                         const int32_t* expert_of, const float* weight, float scale, float* out,
                         float* expert_out);

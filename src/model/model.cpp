@@ -168,8 +168,14 @@ struct ModelImpl {
   // exact: the scalar specification kernels (linear_scalar, moe_experts_scalar), e.g. int4 with
   // f32 activations instead of int8-quantized ones. For golden tests and debugging.
   void lin(const WeightView& w, const float* x, int64_t n, float* y) {
-    if (options.exact_kernels) linear_scalar(w, x, n, y, pool.get());
-    else linear_with(*kernels, w, x, n, y, pool.get());
+    if (options.bf16_activations) {
+      if (options.exact_kernels) linear_bf16_acts_scalar(w, x, n, y, pool.get());
+      else linear_bf16_acts(*kernels, w, x, n, y, pool.get());
+    } else if (options.exact_kernels) {
+      linear_scalar(w, x, n, y, pool.get());
+    } else {
+      linear_with(*kernels, w, x, n, y, pool.get());
+    }
   }
   void moe(LayerWeights& L, int64_t il, int64_t T);
   void route(LayerWeights& L, int64_t T);
@@ -643,7 +649,7 @@ void ModelImpl::attention(LayerWeights& L, int64_t il, std::span<StepItem> items
 // down(silu(gate x) * up x) for T rows (dense layers, shared experts).
 void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
   if (!options.exact_kernels) {
-    expert_mlp(*kernels, m, in, T, out, step.moe, pool.get());
+    expert_mlp(*kernels, m, in, T, out, step.moe, pool.get(), options.bf16_activations);
     return;
   }
   const int64_t inter = m.gate.rows;
@@ -738,10 +744,10 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
   float* eout = want_out ? step.expert_out.data() : nullptr;
   if (options.exact_kernels)
     moe_experts_scalar(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(),
-                       rsf, acc, eout);
+                       rsf, acc, eout, options.bf16_activations);
   else
     moe_experts(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(), rsf, acc,
-                eout, step.moe, pool.get());
+                eout, step.moe, pool.get(), options.bf16_activations);
   if (observer) {
     MoeLayerEvent ev;
     ev.layer = il;

@@ -37,6 +37,11 @@ struct ModelOptions {
   // slow, but int4 then runs with f32 activations like the reference (the fast int4 kernel
   // quantizes activations to int8, ~0.5% per linear). For golden tests and debugging.
   bool exact_kernels = false;
+  // Round activations to bf16 where they meet a bf16 weight (kernels/linear.h linear_bf16_acts):
+  // the arithmetic of llama.cpp and of bf16 GPU inference, twice the f32 rate on CPUs with
+  // AVX512_BF16. Off: f32 activations, every bf16 product exact. Attention's products over the
+  // latent cache and kv_b stay f32 either way.
+  bool bf16_activations = false;
   // The kernel table every step runs on (kernels/dispatch.h); nullptr = kernel_table(), the best
   // this CPU runs. Tests run the model on each of runnable_kernel_tables() through it.
   const KernelTable* kernels = nullptr;

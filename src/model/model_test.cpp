@@ -488,6 +488,42 @@ TEST(Model, ExactKernelsAgreeWithFastKernels) {
   }
 }
 
+// bf16 activations (ModelOptions::bf16_activations) on every table against the scalar table in the
+// same mode, over a 40-token prompt (the AVX512_BF16 outer-product path) and a decode step. The
+// tables' f32 summation noise moves a few values across a bf16 rounding boundary (2^-9 of the
+// value each) and that can flip a near-tied expert choice downstream: measured 0.6-1.0% of the
+// logits' scale on this random tiny model (the same tables agree to 1e-6 with f32 activations).
+// And away from the f32-activation model by more than that noise.
+TEST(Model, Bf16ActivationsAgreeAcrossTables) {
+  auto logits_of = [](const KernelTable* k, bool bf16, std::vector<float>& prompt, std::vector<float>& step) {
+    ModelOptions o;
+    o.n_threads = 2;
+    o.kernels = k;
+    o.bf16_activations = bf16;
+    auto m = Model::load(checkpoint("tiny-kimi"), o);
+    const auto toks = some_tokens(41, m->vocab_size(), 23);
+    auto seq = m->new_sequence();
+    m->forward(*seq, std::span<const int32_t>(toks.data(), 40), prompt);
+    m->forward(*seq, std::span<const int32_t>(toks.data() + 40, 1), step);
+    return m->vocab_size();
+  };
+  std::vector<float> ref_p, ref_s, f32_p, f32_s;
+  const int64_t V = logits_of(&kScalarKernels, true, ref_p, ref_s);
+  logits_of(&kScalarKernels, false, f32_p, f32_s);
+  const double vs_f32 = row_rel(ref_p.data(), f32_p.data(), V);
+  EXPECT_GT(vs_f32, 1e-4);
+  EXPECT_LT(vs_f32, 1e-1);
+  for (const KernelTable* k : runnable_kernel_tables()) {
+    std::vector<float> p, st;
+    logits_of(k, true, p, st);
+    const double ep = row_rel(p.data(), ref_p.data(), V), es = row_rel(st.data(), ref_s.data(), V);
+    std::printf("  %s: prompt %.3g, step %.3g of the scalar table's (f32 activations: %.3g away)\n", k->name,
+                ep, es, vs_f32);
+    EXPECT_LE(ep, 3e-2) << k->name;
+    EXPECT_LE(es, 3e-2) << k->name;
+  }
+}
+
 // Group-limited routing (tiny-dsv3: 16 experts in 4 groups, top-2 groups, top-4 experts) with a
 // correction bias of -10 - g on group g: every choice score is negative, the groups rank 0 > 1 >
 // 2 > 3 for every token, so every chosen expert must lie in groups 0 and 1. Filling the dropped
@@ -577,6 +613,41 @@ TEST(RunCli, PrintIdsAndDumpLogitsMatchTheLibrary) {
     EXPECT_LE(row_rel(got + r * V, rows.data() + r * V, V), kSameMathTol) << "row " << r;
   fs::remove(dump);
   fs::remove(ids_file);
+}
+
+// --bf16-acts reaches the model: `sickle run`'s logits equal the library's with bf16_activations
+// and lie away from the f32-activation ones.
+TEST(RunCli, Bf16ActsFlagRoundsActivations) {
+  const fs::path dir = checkpoint("tiny-kimi");
+  const fs::path dump =
+      fs::temp_directory_path() / ("sickle-run-bf16-" + std::to_string(::getpid()) + ".safetensors");
+  const std::string cmd =
+      "'" + sickle_bin() + "' run -m '" + dir.string() +
+      "' --tokens 5,6,7,8,9,10 -n 1 --print-ids -t 2 --membw 1 --bf16-acts --dump-logits '" + dump.string() +
+      "' > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto f = SafetensorsFile::open(dump);
+  const TensorInfo* t = f->find("logits");
+  ASSERT_NE(t, nullptr);
+  const float* got = f->view(*t).as<float>();
+  const std::vector<int32_t> toks = {5, 6, 7, 8, 9, 10};
+  for (bool bf16 : {true, false}) {
+    ModelOptions o;
+    o.n_threads = 2;
+    o.bf16_activations = bf16;
+    auto m = Model::load(dir, o);
+    const int64_t V = m->vocab_size();
+    ASSERT_EQ(t->shape.size(), 2u);
+    ASSERT_GE(t->shape[0], 6);  // the prompt's rows first
+    ASSERT_EQ(t->shape[1], V);
+    std::vector<float> logits;
+    auto seq = m->new_sequence();
+    m->forward(*seq, toks, logits, true);
+    const double e = row_rel(got + 5 * V, logits.data() + 5 * V, V);
+    if (bf16) EXPECT_LE(e, kSameMathTol);
+    else EXPECT_GT(e, 1e-4);
+  }
+  fs::remove(dump);
 }
 
 TEST(RunCli, PromptLongerThanTheContextIsAClearError) {

@@ -39,6 +39,7 @@ struct ChatArgs {
   std::string model_dir, system, thinking = "off", chat_template;
   int64_t n_predict = 1024, ctx = 0;
   int threads = 0;
+  bool bf16_acts = false;
   bool specials_in_content = false, allow_long_context = false;
   SamplingParams sp;
 };
@@ -128,6 +129,7 @@ int chat(ChatArgs a) {
   const int64_t positions = check_context(a.ctx, a.model_dir, a.allow_long_context, "-c/--ctx");
   ModelOptions mo;
   mo.n_threads = a.threads;
+  mo.bf16_activations = a.bf16_acts;
   mo.max_context = a.ctx > 0 ? a.ctx : std::min<int64_t>(positions, 8192);
   auto model = Model::load(a.model_dir, mo);
   auto tok = Tokenizer::load(a.model_dir);
@@ -279,6 +281,7 @@ Registrar reg(
            ->check(CLI::IsMember({"on", "off"}))
            ->capture_default_str();
        add_threads_option(sub, a->threads, "-t,--threads");
+       add_bf16_acts_option(sub, a->bf16_acts);
        sub.add_option("-c,--ctx", a->ctx,
                       "Context length (default: the model's max_position_embeddings, at most 8192)");
        add_allow_long_context(sub, a->allow_long_context);

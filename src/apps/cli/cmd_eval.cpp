@@ -31,6 +31,7 @@ Registrar reg{Command{
         CalibOptions calib;
         int64_t max_tokens = 0, chunk = 256;
         int threads = 0;
+        bool bf16_acts = false;
         bool json = false, csv = false;
       };
       auto a = std::make_shared<Args>();
@@ -56,6 +57,7 @@ Registrar reg{Command{
           "Pack documents into seq-len windows (default) or keep each document (line) as its own window");
       sub.add_option("--max-tokens", a->max_tokens, "Score at most N tokens (0 = all)");
       add_threads_option(sub, a->threads);
+      add_bf16_acts_option(sub, a->bf16_acts);
       sub.add_option("--chunk", a->chunk, "Positions per forward call (bounds memory for logits)")
           ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
           ->capture_default_str();
@@ -81,6 +83,7 @@ Registrar reg{Command{
         check_data_files(files);
         ModelOptions mo;
         mo.n_threads = a->threads;
+        mo.bf16_activations = a->bf16_acts;
         mo.check_finite = false;  // NaN/Inf logits are counted and reported (exit 2), not an error
         auto student = Model::load(a->model, mo);
         std::unique_ptr<Model> teacher;

@@ -30,6 +30,7 @@ struct RunArgs {
   std::vector<std::string> images;
   int64_t n_predict = 128, ctx = 0;
   int threads = 0;
+  bool bf16_acts = false;
   bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false,
        allow_long_context = false;
   double membw_gbs = 0;
@@ -88,6 +89,7 @@ int run(const RunArgs& a) {
                  "--dump-logits");
   ModelOptions mo;
   mo.n_threads = a.threads;
+  mo.bf16_activations = a.bf16_acts;
   mo.max_context = a.ctx;
   auto model = Model::load(a.model_dir, mo);
   const int64_t V = model->vocab_size();
@@ -234,6 +236,7 @@ Registrar reg(
                       "their patch grids "
                       "(I64 grid_thw [images, 3]) to a safetensors file, then exit");
        add_threads_option(sub, a->threads, "-t,--threads");
+       add_bf16_acts_option(sub, a->bf16_acts);
        sub.add_option("-c,--ctx", a->ctx, "Context length (0 = max_position_embeddings)")
            ->capture_default_str();
        add_allow_long_context(sub, a->allow_long_context);

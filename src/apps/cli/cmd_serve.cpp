@@ -26,6 +26,7 @@ struct ServeArgs {
   std::string model_dir, host = "127.0.0.1", api_key;
   std::vector<std::string> served_names;
   int port = 8000, threads = 0, http_threads = 64;
+  bool bf16_acts = false;
   int64_t max_num_seqs = 8, max_model_len = 0, prefill_chunk = 256, kv_cache_mb = 0, prefix_cache = 32;
   double max_body_mb = 8;
   bool allow_long_context = false;
@@ -89,6 +90,7 @@ int run_serve(const ServeArgs& a) {
   } else {
     ModelOptions mo;
     mo.n_threads = a.threads;
+    mo.bf16_activations = a.bf16_acts;
     mo.max_context = a.max_model_len;
     model = Model::load(a.model_dir, mo);
     engine = server::make_engine(*model);
@@ -202,6 +204,7 @@ const Registrar reg{Command{
       sub.add_option("--prefix-cache", a->prefix_cache, "Finished sequences kept for prefix reuse (0 = off)")
           ->capture_default_str();
       add_threads_option(sub, a->threads);
+      add_bf16_acts_option(sub, a->bf16_acts);
       sub.add_option("--http-threads", a->http_threads,
                      "HTTP worker threads (a request holds one while served, a stream to its end; idle or "
                      "slow connections none)")

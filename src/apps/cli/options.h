@@ -22,6 +22,8 @@ namespace sickle::cli {
 // A compute thread count (`names`, e.g. "-t,--threads"): 1..4096 when given; not given leaves
 // `n` at 0, which the runtime reads as every core.
 CLI::Option* add_threads_option(CLI::App& sub, int& n, const std::string& names = "--threads");
+// --bf16-acts: ModelOptions::bf16_activations (activations rounded to bf16 at bf16 weights).
+CLI::Option* add_bf16_acts_option(CLI::App& sub, bool& on);
 
 // --shard-size: a byte size (parse_bytes) that must be > 0.
 uint64_t parse_shard_size(const std::string& text);
