@@ -376,6 +376,9 @@ int main(int argc, char** argv) {
   // Kimi-K2.5 widths in prefill: an expert's gate/up at the ~57 tokens each of 72 experts gets
   // from a 512-token prompt (top-8), and a 7168-wide bf16 weight over 512 tokens.
   add("int4_gemm/2048x7168/n64", E::kInt4Group, 2048, 7168, 64, false);
+  // ... and with the expert's weights streaming from memory, as in a real prefill (each expert is
+  // read once per layer).
+  add("int4_gemm/2048x7168/n64/cold", E::kInt4Group, 2048, 7168, 64, true);
   add("bf16_gemm/2048x7168/n512", E::kBF16, 2048, 7168, 512, false);
   // The same products with activations rounded to bf16 (linear_bf16_acts, --bf16-acts).
   for (int64_t n : {16, 64, 256})

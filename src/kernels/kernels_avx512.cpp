@@ -664,7 +664,7 @@ void linear_int4_outer(const WeightView& w, const QuantizedActs& qa, int64_t r0,
   const int64_t nb = w.cols / 32, bpg = w.group_size / 32, row_bytes = w.cols / 2;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   alignas(64) uint32_t panel[kChunk / 4 * 32 * 32];
-  alignas(64) float ws[kChunk * 32];
+  alignas(64) float ws[kChunk * 32], srow[32 * kChunk];
   alignas(64) uint32_t lo[16 * 16], hi[16 * 16];
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t rb = r0; rb < r1; rb += 32) {
@@ -686,9 +686,26 @@ void linear_int4_outer(const WeightView& w, const QuantizedActs& qa, int64_t r0,
           Avx512::transpose(reinterpret_cast<const float*>(lo), 16, reinterpret_cast<float*>(pg), 32);
           Avx512::transpose(reinterpret_cast<const float*>(hi), 16, reinterpret_cast<float*>(pg + 16 * 32), 32);
         }
-      for (int64_t b = 0; b < nblk; ++b)
-        for (int r = 0; r < 32; ++r)
-          ws[b * 32 + r] = r < mr ? bf16_to_f32(w.scale_bf16[(rb + r) * w.scale_cols + (b0 + b) / bpg]) : 0.0f;
+      // Scales: each row's run of this chunk's blocks (contiguous per row; a scale repeats over
+      // the bpg blocks of its group) widened into srow [32 rows][32 blocks], then transposed into
+      // ws [block][32 rows] in 16 x 16 blocks. (Gathered one by one with a division each, they
+      // took half of this function's time: kernels_bench int4_gemm/2048x7168/n64, perf.)
+      for (int r = 0; r < 32; ++r) {
+        float* dst = srow + r * kChunk;
+        if (r >= mr) {
+          std::fill(dst, dst + kChunk, 0.0f);
+          continue;
+        }
+        const uint16_t* sr = w.scale_bf16 + (rb + r) * w.scale_cols;
+        int64_t g = b0 / bpg, in_g = b0 % bpg;
+        for (int64_t b = 0; b < nblk; ++b) {
+          dst[b] = bf16_to_f32(sr[g]);
+          if (++in_g == bpg) in_g = 0, ++g;
+        }
+        std::fill(dst + nblk, dst + (nblk + 15) / 16 * 16, 0.0f);  // the transposes read whole 16s
+      }
+      for (int64_t bq = 0; bq < nblk; bq += 16)
+        for (int h = 0; h < 2; ++h) Avx512::transpose(srow + h * 16 * kChunk + bq, kChunk, ws + bq * 32 + h * 16, 32);
       for (int64_t t0 = 0; t0 < qa.n; t0 += kInt4OuterTokens) {
         const int nt = int(std::min<int64_t>(kInt4OuterTokens, qa.n - t0));
         kInt4OuterTiles[nt - 1](panel, ws, nblk, qa, t0, b0, y + t0 * ldy + rb, ldy, mr, b0 > 0);
