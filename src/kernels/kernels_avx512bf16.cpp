@@ -98,7 +98,10 @@ void dot_run(const uint16_t* w, int64_t ldw, int64_t cols, const uint32_t* xp, i
 // pair (2j, 2j + 1) of row i (as stored: one 32-bit word), rows past the matrix zero. Every tile
 // of kOuterTokens tokens then runs 2 x NT accumulators over it: per pair two loads from L1 and NT
 // broadcast words feed 2 NT VDPBF16PS. Outputs keep their partial sums in y between panels.
-constexpr int64_t kPanelCols = 256;  // 128 pairs x 32 rows x 4 bytes = 16 KiB
+// 256 pairs x 32 rows x 4 bytes = 32 KiB, in L1 with the tiles' activations. Half as wide, the
+// partial sums in y make twice the round trips: kernels_bench bf16acts_gemm/2048x2048/n256,
+// 2 threads, interleaved: 390-408 GFLOP/s at 256 columns, 435-442 at 512 (128: 340-367).
+constexpr int64_t kPanelCols = 512;
 constexpr int kOuterTokens = 14;     // 28 accumulators + 2 panel registers + a broadcast
 constexpr int64_t kOuterMinTokens = 32;
 

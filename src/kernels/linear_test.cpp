@@ -496,7 +496,7 @@ TEST_P(QuantizedActsTables, EqualsGeneric) {
 // within the f32 kernels' bound (VDPBF16PS's products are exact, only the order differs), and
 // measurably away from f32 activations (so the rounding happened). Widths that are multiples of 32
 // (the AVX512_BF16 kernel: dot-product tiles below 32 tokens, outer-product panels of 32 rows x
-// 256 columns from 32, with partial panels and token tiles of 14) and widths that are not (the
+// 512 columns from 32, with partial panels and token tiles of 14) and widths that are not (the
 // rounded values through linear_dense).
 TEST_P(LinearTables, BF16ActsMatchSpecOnRoundedActivations) {
   const KernelTable* k = GetParam();
