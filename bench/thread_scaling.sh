@@ -4,7 +4,7 @@
 # comes with the fraction of the machine's limit it reaches (issue 17 asks for 1, 2, 4, 8, 16).
 #
 #   bench/thread_scaling.sh MODEL_DIR [BUILD_DIR]
-#   env: THREADS="1 2 4 8 16" PREFILL=512 DECODE=64
+#   env: THREADS="1 2 4 8 16" PREFILL=512 DECODE=64 SICKLE_ARGS="--bf16-acts" (extra `sickle run` flags)
 #
 # Thread counts above the machine's cores are skipped. Prefill FMA fraction = 2 x the parameters
 # multiplied per prompt token (inspect's active parameters less embedding and lm_head, as
@@ -42,9 +42,9 @@ for t in $THREADS; do
   bw=$(echo "$mb" | sed -nE 's/.*bandwidth: ([0-9.]+) GB\/s.*/\1/p')
   peak=$(echo "$mb" | sed -nE 's/.*FMA peak: ([0-9.]+) GFLOP\/s.*/\1/p')
   pre=$("$SICKLE" run -m "$MODEL" --tokens "$(ids "$PREFILL")" -n 1 -t "$t" --ctx $((PREFILL + 32)) \
-        --allow-long-context --membw "$bw" 2>&1 | sed -nE 's/.*prompt [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
+        --allow-long-context --membw "$bw" ${SICKLE_ARGS:-} 2>&1 | sed -nE 's/.*prompt [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
   dec=$("$SICKLE" run -m "$MODEL" --tokens "$(ids 16)" -n $((DECODE + 1)) --ignore-eos -t "$t" \
-        --ctx $((DECODE + 64)) --membw "$bw" 2>&1)
+        --ctx $((DECODE + 64)) --membw "$bw" ${SICKLE_ARGS:-} 2>&1)
   dts=$(echo "$dec" | sed -nE 's/.*generation [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
   dfr=$(echo "$dec" | sed -nE 's/.*= ([0-9.]+) of [0-9.]+ GB\/s (measured|given).*/\1/p')
   p1=${p1:-$pre} d1=${d1:-$dts}
