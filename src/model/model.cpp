@@ -258,6 +258,10 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   impl.config = impl.ck->config();
   impl.options = options;
   impl.kernels = options.kernels ? options.kernels : &kernel_table();
+  if (options.bf16_activations && !options.exact_kernels && impl.kernels->linear_bf16_dot == nullptr)
+    log_warn("--bf16-acts: the {} kernels have no bf16 dot product (it needs AVX512_BF16): activations are "
+             "rounded to bf16, but the products run no faster than without the flag",
+             impl.kernels->name);
   const ModelConfig& config = impl.config;
   const Checkpoint& ck = *impl.ck;
   const TensorNames& N = ck.names();
