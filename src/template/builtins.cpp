@@ -201,7 +201,11 @@ Value attr_path(Renderer& r, Value v, const std::string& path) {
     bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
       return std::isdigit(static_cast<unsigned char>(c));
     });
-    v = digits ? get_item(r, v, Value::of_int(std::stoll(part))) : get_item(r, v, Value::of_str(part, false));
+    // Digits past int64 index nothing (jinja2: an IndexError / missing key, then undefined).
+    if (digits && part.size() > 18) v = Value::undefined("no item " + part);
+    else
+      v = digits ? get_item(r, v, Value::of_int(std::stoll(part)))
+                 : get_item(r, v, Value::of_str(part, false));
     if (d == std::string::npos) return v;
     s = d + 1;
   }

@@ -827,7 +827,12 @@ class Parser {
           a->type = Expr::kItem;
           a->kids.push_back(std::move(e));
           auto idx = node(Expr::kLiteral, p);
-          idx->literal = Value::of_int(std::stoll(t_[i_++].text));
+          try {
+            idx->literal = Value::of_int(std::stoll(cur().text));
+          } catch (const std::exception&) {
+            error(fmt::format("index {} out of range", cur().text));
+          }
+          ++i_;
           a->kids.push_back(std::move(idx));
         } else {
           a->name = expect_name();

@@ -183,6 +183,8 @@ TEST(TemplateErrors, SyntaxErrorsNameLineAndColumn) {
   EXPECT_EQ(error_of("ab\n {% frobnicate %}"), "t.jinja:2:5: unknown tag 'frobnicate'");
   EXPECT_EQ(error_of("{{ 'abc }}"), "t.jinja:1:4: string literal not closed");
   EXPECT_EQ(error_of("{# never closed"), "t.jinja:1:1: comment not closed (missing '#}')");
+  // An index past int64 (found by template_fuzz: std::out_of_range escaped the parser).
+  EXPECT_NE(error_of("{{ m.77777777777777777777777 }}").find("out of range"), std::string::npos);
 }
 
 TEST(TemplateErrors, RuntimeErrorsNameLineAndColumn) {
