@@ -147,7 +147,7 @@ const float* bf16_rounded(const float* x, int64_t n, int64_t cols, ScratchBuffer
 
 void linear_bf16_acts_scalar(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
   if (w.encoding != WeightEncoding::kBF16) return linear_scalar(w, x, n, y, pool);
-  ScratchBuffer buf;
+  thread_local ScratchBuffer buf;  // the caller's (moe_experts_scalar calls this per token and slot)
   linear_scalar(w, bf16_rounded(x, n, w.cols, buf, pool), n, y, pool);
 }
 
