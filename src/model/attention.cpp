@@ -24,7 +24,7 @@ constexpr int64_t kBlockRows = 256;
 // n_heads x (2 kv_lora + rope) floats per token: 1.1 MiB for DeepSeek-V3's 128 heads).
 constexpr int64_t kDecodeWindow = 64;
 
-void grow(std::vector<float>& v, int64_t n) {
+void grow(LargeVector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
 }
 

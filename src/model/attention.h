@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "io/weights.h"
+#include "runtime/scratch.h"
 
 namespace sickle {
 
@@ -83,8 +84,8 @@ class Attention {
   // Per pool thread (grow-only): qt, st, ot: blocked prefill; st: batched decode; row, qcat,
   // o_lat, scores: dequantizing kv_b.
   struct ThreadScratch {
-    std::vector<float> qt, st, ot;
-    std::vector<float> row, qcat, o_lat, scores;
+    LargeVector<float> qt, st, ot;
+    LargeVector<float> row, qcat, o_lat, scores;
   };
 
   void blocked_prefill(const KernelTable& kt, ThreadScratch& ts, const AttentionItem& it, const float* kvb32,
@@ -104,11 +105,11 @@ class Attention {
   std::vector<BlockTask> block_tasks_;  // this step's blocked prefill work
   std::vector<Token> tokens_;           // this step's tokens outside blocked prefill
   std::vector<DecodeRun> decode_runs_;  // batched decode: runs of consecutive step rows
-  std::vector<float> dq_;               // batched decode: [window, n_heads, row] [q_nope W_UK | q_pe]
-  std::vector<float> dlat_;             // batched decode: [window, n_heads, kv_lora] P cache
+  LargeVector<float> dq_;               // batched decode: [window, n_heads, row] [q_nope W_UK | q_pe]
+  LargeVector<float> dlat_;             // batched decode: [window, n_heads, kv_lora] P cache
   // batched decode over long contexts: per (token, chunk of positions) and head, the chunk's
   // max score, its softmax denominator and its softmax-weighted latent [kv_lora]
-  std::vector<float> dpart_;
+  LargeVector<float> dpart_;
   const float* q_ = nullptr;  // run()'s q and out, for the strategies
   float* out_ = nullptr;
 };

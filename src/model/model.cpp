@@ -103,7 +103,7 @@ struct LayerWeights {
   WeightView kv_b;                         // [n_heads * (nope + v), kv_lora]
   // f32 copy of kv_b when it is small (ModelOptions::kv_b_copy_max_bytes), for blocked prefill
   // attention; without it kv_b is read as stored (bf16) or its rows dequantized on the fly.
-  std::vector<float> kv_b_f32;  // [n_heads * (nope + v), kv_lora] or empty
+  LargeVector<float> kv_b_f32;  // [n_heads * (nope + v), kv_lora] or empty
   WeightView o;                 // [H, n_heads * v]
   bool is_moe = false;
   Mlp dense;                       // first_k_dense_replace layers
@@ -117,26 +117,26 @@ struct LayerWeights {
 // Step scratch, sized for `cap` tokens; grows (rarely) when a step has more tokens.
 struct StepScratch {
   int64_t cap = 0;
-  std::vector<float> x;                   // [T, H] residual stream
-  std::vector<float> xn;                  // [T, H] normed input of the current block
-  std::vector<float> q_lat;               // [T, q_lora]
-  std::vector<float> q;                   // [T, n_heads * (nope + rope)]
-  std::vector<float> kv_lat;              // [T, kv_lora + rope]
-  std::vector<float> attn;                // [T, n_heads * v]
-  std::vector<float> tmp;                 // [T, H] block output before the residual add
-  std::vector<float> gate, up;            // [T, I_max]
-  std::vector<float> rope_cos, rope_sin;  // [T, rope / 2]
-  std::vector<float> router_logits;       // [T, E_max]
-  std::vector<float> choice;              // [T, E_max] scratch for routing
+  LargeVector<float> x;                   // [T, H] residual stream
+  LargeVector<float> xn;                  // [T, H] normed input of the current block
+  LargeVector<float> q_lat;               // [T, q_lora]
+  LargeVector<float> q;                   // [T, n_heads * (nope + rope)]
+  LargeVector<float> kv_lat;              // [T, kv_lora + rope]
+  LargeVector<float> attn;                // [T, n_heads * v]
+  LargeVector<float> tmp;                 // [T, H] block output before the residual add
+  LargeVector<float> gate, up;            // [T, I_max]
+  LargeVector<float> rope_cos, rope_sin;  // [T, rope / 2]
+  LargeVector<float> router_logits;       // [T, E_max]
+  LargeVector<float> choice;              // [T, E_max] scratch for routing
   std::vector<int32_t> chosen;            // [T, k]
-  std::vector<float> weights;             // [T, k] without routed_scaling_factor
-  std::vector<float> moe_out;             // [T, H]
+  LargeVector<float> weights;             // [T, k] without routed_scaling_factor
+  LargeVector<float> moe_out;             // [T, H]
   MoeScratch moe;                         // kernels/moe.h buffers (grow-only)
-  std::vector<float> expert_out;          // [T, k, H] only when an observer wants it
+  LargeVector<float> expert_out;          // [T, k, H] only when an observer wants it
   std::vector<int64_t> pos;               // [T] absolute position of each token
   std::vector<int32_t> tok;               // [T]
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
-  std::vector<float> head_rows;           // [rows, H] normed rows that need logits
+  LargeVector<float> head_rows;           // [rows, H] normed rows that need logits
   std::vector<int64_t> head_tok;          // [rows] the step token of each of them
   std::vector<AttentionItem> attn_items;  // [n_items] this step's attention work (model/attention.h)
 };
@@ -186,12 +186,8 @@ struct ModelImpl {
 };
 
 namespace {
-void resize(std::vector<float>& v, int64_t n) {
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-}
-
-template <class T>
-void resize(std::vector<T>& v, int64_t n) {
+template <class T, class A>
+void resize(std::vector<T, A>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
 }
 

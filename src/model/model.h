@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/config.h"
 #include "model/hooks.h"
+#include "runtime/scratch.h"
 
 namespace sickle {
 
@@ -78,7 +79,7 @@ class Sequence {
   void reserve(int64_t n_tokens);
   const Model* owner_ = nullptr;
   int64_t n_past_ = 0, capacity_ = 0, row_ = 0;  // row_ = kv_lora_rank + qk_rope_head_dim
-  std::vector<std::vector<float>> cache_;        // per layer: [capacity, row_]
+  std::vector<LargeVector<float>> cache_;        // per layer: [capacity, row_]
 };
 
 // One item of a step: append `tokens` to `seq` (a prefill chunk or one decode token).
