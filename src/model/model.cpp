@@ -124,7 +124,7 @@ struct StepScratch {
   LargeVector<float> kv_lat;              // [T, kv_lora + rope]
   LargeVector<float> attn;                // [T, n_heads * v]
   LargeVector<float> tmp;                 // [T, H] block output before the residual add
-  LargeVector<float> gate, up;            // [T, I_max]
+  LargeVector<float> gate, up;            // [T, I_max] exact_kernels only
   LargeVector<float> rope_cos, rope_sin;  // [T, rope / 2]
   LargeVector<float> router_logits;       // [T, E_max]
   LargeVector<float> choice;              // [T, E_max] scratch for routing
@@ -136,7 +136,7 @@ struct StepScratch {
   std::vector<int64_t> pos;               // [T] absolute position of each token
   std::vector<int32_t> tok;               // [T]
   std::vector<int64_t> item_tok0;         // [n_items + 1] first token of each item in the step
-  LargeVector<float> head_rows;           // [rows, H] normed rows that need logits
+  LargeVector<float> head_rows;           // [rows, H] normed rows that need logits (grows to the most)
   std::vector<int64_t> head_tok;          // [rows] the step token of each of them
   std::vector<AttentionItem> attn_items;  // [n_items] this step's attention work (model/attention.h)
 };
@@ -223,8 +223,10 @@ void ModelImpl::reserve_step(int64_t T) {
   resize(step.kv_lat, T * (config.kv_lora_rank + config.qk_rope_head_dim));
   resize(step.attn, T * nh * config.v_head_dim);
   resize(step.tmp, T * H);
-  resize(step.gate, T * max_inter);
-  resize(step.up, T * max_inter);
+  if (options.exact_kernels) {  // mlp()'s buffers; the fused path uses step.moe's
+    resize(step.gate, T * max_inter);
+    resize(step.up, T * max_inter);
+  }
   resize(step.rope_cos, T * config.qk_rope_head_dim / 2);
   resize(step.rope_sin, T * config.qk_rope_head_dim / 2);
   const int64_t k = config.num_experts_per_tok;
@@ -237,7 +239,6 @@ void ModelImpl::reserve_step(int64_t T) {
   }
   resize(step.pos, T);
   resize(step.tok, T);
-  resize(step.head_rows, T * H);
   step.cap = T;
 }
 
@@ -553,6 +554,7 @@ void Model::forward(std::span<StepItem> items, std::vector<float>& logits) {
   // Final norm and lm_head over the rows that need logits.
   int64_t r = 0;
   resize(step.head_tok, n_rows);
+  resize(step.head_rows, n_rows * H);
   for (size_t i = 0; i < items.size(); ++i) {
     int64_t n = int64_t(items[i].tokens.size());
     int64_t first = items[i].all_logits ? 0 : n - 1;
