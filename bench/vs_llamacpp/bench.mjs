@@ -88,6 +88,9 @@ console.log(`${"".padEnd(18)}${"sickle".padStart(12)}${"llama.cpp".padStart(12)}
 for (const n of lens) console.log(`${`prefill ${n} tok/s`.padEnd(18)}${f(sk.prefill[n]).padStart(12)}${f(ll.prefill[n]).padStart(12)}${f(sk.prefill[n] / ll.prefill[n], 2).padStart(9)}`);
 console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.decode, 2).padStart(12)}${f(sk.decode / ll.decode, 2).padStart(9)}`);
 if (peak && active) for (const n of lens) console.log(`${`prefill ${n} FMA frac`.padEnd(18)}${f(2 * active * sk.prefill[n] / peak, 3).padStart(12)}${f(2 * active * ll.prefill[n] / peak, 3).padStart(12)}   (of ${f(peak / 1e9, 0)} GFLOP/s f32 FMA peak, ${T} threads)`);
+// With --bf16-acts sickle's dense products run vdpbf16ps (twice the f32 FMA's multiply-adds per
+// instruction), as llama.cpp's bf16 weights do: their fraction of that peak, 2x the FMA's.
+if (peak && active && extra.includes("--bf16-acts")) for (const n of lens) console.log(`${`prefill ${n} dot frac`.padEnd(18)}${f(active * sk.prefill[n] / peak, 3).padStart(12)}${f(active * ll.prefill[n] / peak, 3).padStart(12)}   (of ${f(2 * peak / 1e9, 0)} GFLOP/s bf16 dot peak = 2x FMA)`);
 console.log(`${"decode bw frac".padEnd(18)}${f(sk.bytes_per_token * sk.decode / bw, 2).padStart(12)}${f(sk.bytes_per_token * ll.decode / bw, 2).padStart(12)}`);
 console.log(`${"peak RSS MiB".padEnd(18)}${f(sk.rss / 2 ** 20, 0).padStart(12)}${f(ll.rss / 2 ** 20, 0).padStart(12)}   (llama.cpp's includes node, ~50 MiB)`);
 console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, fma_peak_flops: peak, matmul_params_per_prompt_token: active, sickle: sk, llama: ll }));
