@@ -23,6 +23,7 @@
 
 #include "base/numeric.h"
 #include "kernels/avx512.h"
+#include "kernels/avx512_transpose.h"
 #include "kernels/dispatch.h"
 #include "runtime/scratch.h"
 
@@ -70,37 +71,6 @@ void configure_bf16() {
 }
 
 // ------------------------------------------------------------------ int4 x int8
-
-// 16 x 16 dword transpose in registers (r[i] = row i in, r[j] = column j out).
-inline void transpose16(__m512i r[16]) {
-  __m512i t[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Now lane group g (128 bits) of r[i] holds columns 4*(i%4)..+3 of rows 4*(i/4)+... : gather
-  // the 128-bit lanes across registers.
-#pragma GCC unroll 16
-  for (int i = 0; i < 4; ++i) {
-    __m512i a = r[i], b = r[i + 4], c = r[i + 8], d = r[i + 12];
-    __m512i ab_lo = _mm512_shuffle_i32x4(a, b, 0x44), ab_hi = _mm512_shuffle_i32x4(a, b, 0xEE);
-    __m512i cd_lo = _mm512_shuffle_i32x4(c, d, 0x44), cd_hi = _mm512_shuffle_i32x4(c, d, 0xEE);
-    t[i] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0x88);
-    t[i + 4] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0xDD);
-    t[i + 8] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0x88);
-    t[i + 12] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0xDD);
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
 
 // Weight rows [r, r + 16) as B tiles, signed (q = nibble - 8): for block b one 8-row tile of
 // 512 bytes, rows 0-3 the even-k values (dword kk = bytes 4kk..4kk+3 of the block), rows 4-7

@@ -9,6 +9,7 @@
 
 #include "base/numeric.h"
 #include "kernels/avx512.h"
+#include "kernels/avx512_transpose.h"
 #include "kernels/dispatch.h"
 #include "kernels/generic.h"
 #include "kernels/simd_dense.h"
@@ -265,34 +266,14 @@ struct Avx512 {
   // bf16 x 512 tokens, one core: width 7168 124-155 -> 170-189 GFLOP/s; 2048: 155-185 either way.
   static constexpr int64_t kOuterMinCols = 2049;
 
-  // d[j * ldd + i] = s[i * lds + j] for a 16 x 16 block: pairs, then quads within 128-bit lanes,
-  // then the lanes (u_q holds column 4L + q of rows 4g..4g+3 in lane L of u_{q + 4g}).
+  // d[j * ldd + i] = s[i * lds + j] for a 16 x 16 block (kernels/avx512_transpose.h).
   static void transpose(const float* s, int64_t lds, float* d, int64_t ldd) {
-    __m512 r[16], t[16], u[16];
+    __m512i r[16], c[16];
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s + i * lds);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; ++g) {  // rows 4g..4g+3: t[4g..4g+3] -> u[q + 4g], column 4L + q
-      u[0 + 4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-      u[1 + 4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
-      u[2 + 4 * g] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-      u[3 + 4 * g] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
-    }
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      const __m512 v0 = _mm512_shuffle_f32x4(u[q], u[q + 4], 0x44), v1 = _mm512_shuffle_f32x4(u[q], u[q + 4], 0xEE),
-                   v2 = _mm512_shuffle_f32x4(u[q + 8], u[q + 12], 0x44),
-                   v3 = _mm512_shuffle_f32x4(u[q + 8], u[q + 12], 0xEE);
-      _mm512_storeu_ps(d + (q + 0) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
-      _mm512_storeu_ps(d + (q + 4) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
-      _mm512_storeu_ps(d + (q + 8) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
-      _mm512_storeu_ps(d + (q + 12) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
-    }
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(_mm512_loadu_ps(s + i * lds));
+    transpose16(r, c);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) _mm512_storeu_ps(d + j * ldd, _mm512_castsi512_ps(c[j]));
   }
 
   static __mmask16 first(int n) { return __mmask16((1u << n) - 1); }
@@ -665,26 +646,32 @@ void linear_int4_outer(const WeightView& w, const QuantizedActs& qa, int64_t r0,
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   alignas(64) uint32_t panel[kChunk / 4 * 32 * 32];
   alignas(64) float ws[kChunk * 32], srow[32 * kChunk];
-  alignas(64) uint32_t lo[16 * 16], hi[16 * 16];
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t rb = r0; rb < r1; rb += 32) {
     const int mr = int(std::min<int64_t>(32, r1 - rb));
     for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
       const int64_t nblk = std::min(kChunk, nb - b0), ngroups = (nblk + 3) / 4;
+      // Each 16-row half's 64-byte group transposed as raw bytes (dword j = bytes 4j..4j+3 of
+      // the 16 rows), then split into low and high nibbles: the mask and shift act on each
+      // byte, so they commute with the transpose, which runs once instead of once per half.
       for (int h = 0; h < 2; ++h)
         for (int64_t gq = 0; gq < ngroups; ++gq) {
           const int64_t bytes = std::min<int64_t>(4, nblk - gq * 4) * 16;
           const __mmask64 km = bytes == 64 ? ~__mmask64(0) : (__mmask64(1) << bytes) - 1;
+          __m512i v[16], c[16];
+#pragma GCC unroll 16
           for (int i = 0; i < 16; ++i) {
             const int r = h * 16 + i;
-            const __m512i v = r < mr ? _mm512_maskz_loadu_epi8(km, base + (rb + r) * row_bytes + (b0 + gq * 4) * 16)
-                                     : _mm512_setzero_si512();
-            _mm512_store_si512(lo + i * 16, _mm512_and_si512(v, m4));
-            _mm512_store_si512(hi + i * 16, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            v[i] = r < mr ? _mm512_maskz_loadu_epi8(km, base + (rb + r) * row_bytes + (b0 + gq * 4) * 16)
+                          : _mm512_setzero_si512();
           }
+          transpose16(v, c);
           uint32_t* pg = panel + gq * 32 * 32 + h * 16;
-          Avx512::transpose(reinterpret_cast<const float*>(lo), 16, reinterpret_cast<float*>(pg), 32);
-          Avx512::transpose(reinterpret_cast<const float*>(hi), 16, reinterpret_cast<float*>(pg + 16 * 32), 32);
+#pragma GCC unroll 16
+          for (int j = 0; j < 16; ++j) {
+            _mm512_store_si512(pg + j * 32, _mm512_and_si512(c[j], m4));
+            _mm512_store_si512(pg + (16 + j) * 32, _mm512_and_si512(_mm512_srli_epi16(c[j], 4), m4));
+          }
         }
       // Scales: each row's run of this chunk's blocks (contiguous per row; a scale repeats over
       // the bpg blocks of its group) widened into srow [32 rows][32 blocks], then transposed into
@@ -697,6 +684,14 @@ void linear_int4_outer(const WeightView& w, const QuantizedActs& qa, int64_t r0,
           continue;
         }
         const uint16_t* sr = w.scale_bf16 + (rb + r) * w.scale_cols;
+        if (bpg == 1) {  // one scale per block (Kimi's group of 32): 16 widened per step, zero past nblk
+          for (int64_t b = 0; b < nblk; b += 16) {
+            const __mmask16 k = nblk - b >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (nblk - b)) - 1);
+            const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, sr + b0 + b));
+            _mm512_store_ps(dst + b, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+          }
+          continue;
+        }
         int64_t g = b0 / bpg, in_g = b0 % bpg;
         for (int64_t b = 0; b < nblk; ++b) {
           dst[b] = bf16_to_f32(sr[g]);

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "kernels/avx512.h"
+#include "kernels/avx512_transpose.h"
 #include "kernels/dispatch.h"
 
 namespace sickle {
@@ -104,31 +105,6 @@ void dot_run(const uint16_t* w, int64_t ldw, int64_t cols, const uint32_t* xp, i
 constexpr int64_t kPanelCols = 512;
 constexpr int kOuterTokens = 14;     // 28 accumulators + 2 panel registers + a broadcast
 constexpr int64_t kOuterMinTokens = 32;
-
-// out[c] = column c of the 16 x 16 matrix of 32-bit words in rows r[0..15].
-inline void transpose16(const __m512i r[16], __m512i out[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + k], 128-bit lane L: column 4L + k of rows 4i..4i+3
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int k = 0; k < 4; ++k) {
-    const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88),
-                  x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
-    const __m512i y0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
-    const __m512i y1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
-    out[k] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-    out[8 + k] = _mm512_shuffle_i32x4(x0, y0, 0xdd);
-    out[4 + k] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-    out[12 + k] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
-  }
-}
 
 template <int NT>
 void outer_tile(const uint32_t* panel, int64_t np, const uint32_t* xp, int64_t ldp, float* y, int64_t ldy,
