@@ -518,64 +518,12 @@ inline void gemm_nt_rows(const float* a, int64_t lda, const float* b, int64_t ld
   by_blocks_of_4(n, [&]<int S>(int64_t j) { gemm_nt_block<R, S>(a, lda, b + j * ldb, ldb, c + j, ldc, k); });
 }
 
-// Up to 16 rows of A against many rows of B (decode scores: a token's heads' queries against a
-// chunk of cache rows). The 4 x 4 blocks above end every output in a horizontal sum (16 per 16
-// multiply-add vectors of a 576-long row: a quarter of the work again); here one vector holds an
-// output's 16 rows of A: A^T [k][16] is built once per call (16 x 16 transposes, zero past m),
-// then per 16 rows of B, 16 accumulators c_j += B[j][p] (broadcast) x A^T[p] over p in order,
-// and one transpose turns them into 16 rows of C. Rows of B past n repeat the last one (never
-// stored). Each output sums over k in order, like the scalar twin.
-constexpr int64_t kFewRowsMin = 12;
-void gemm_nt_few_rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                      int64_t m, int64_t n, int64_t k) {
-  thread_local ScratchBuffer buf;
-  const int64_t k16 = (k + 15) / 16 * 16;
-  float* at = static_cast<float*>(buf.get(size_t(k16 * 16) * sizeof(float)));  // [k16][16]
-  for (int64_t p0 = 0; p0 < k; p0 += 16) {
-    const __mmask16 kp = k - p0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - p0)) - 1);
-    __m512i r[16], t[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i)
-      r[i] =
-          i < m ? _mm512_castps_si512(_mm512_maskz_loadu_ps(kp, a + i * lda + p0)) : _mm512_setzero_si512();
-    transpose16(r, t);
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) _mm512_store_si512(at + (p0 + j) * 16, t[j]);
-  }
-  for (int64_t j0 = 0; j0 < n; j0 += 16) {
-    const float* bj[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) bj[j] = b + std::min<int64_t>(j0 + j, n - 1) * ldb;
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; ++p) {
-      const __m512 av = _mm512_load_ps(at + p * 16);
-#pragma GCC unroll 16
-      for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(bj[j][p]), av, acc[j]);
-    }
-    // acc[j] lane i = C[i][j0 + j]: transposed, row i holds C[i][j0 .. j0 + 16).
-    __m512i r[16], t[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) r[j] = _mm512_castps_si512(acc[j]);
-    transpose16(r, t);
-    const int64_t nn = std::min<int64_t>(16, n - j0);
-    const __mmask16 kn = nn == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nn) - 1);
-    for (int64_t i = 0; i < m; ++i) _mm512_mask_storeu_ps(c + i * ldc + j0, kn, _mm512_castsi512_ps(t[i]));
-  }
-}
-
 // Many rows of A (blocked prefill: 256 query x head rows against the cache): B is a weight and A
 // its tokens, and simd::outer_run's outer-product tiles run it (each output sums over k in
 // order). Otherwise B's rows in chunks of ~kGemmBBytes, every block of rows of A over each.
 void gemm_nt_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                     int64_t m, int64_t n, int64_t k) {
   if (m >= 32 && k >= 16) return simd::outer_run<Avx512>(simd::LoadF32<Avx512>{b, ldb}, k, a, lda, m, 0, n, c, ldc);
-  // Blocks of 16 rows of A (12-15 fill enough of a vector to beat the 4 x 4 blocks' sums) on the
-  // few-rows kernel; the rows left below, and short B, on the blocks.
-  if (n >= 16 && k >= 16)
-    for (; m >= kFewRowsMin; a += 16 * lda, c += 16 * ldc, m -= std::min<int64_t>(16, m))
-      gemm_nt_few_rows(a, lda, b, ldb, c, ldc, std::min<int64_t>(16, m), n, k);
   const int64_t nc = std::max<int64_t>(4, kGemmBBytes / (std::max<int64_t>(k, 1) * 4) / 4 * 4);
   for (int64_t j0 = 0; j0 < n; j0 += nc) {
     const int64_t nn = std::min(nc, n - j0);
