@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <new>
 
@@ -36,27 +37,26 @@ void free_large(void* p, size_t bytes) noexcept {
   if (p != nullptr) munmap(p, page_round(bytes == 0 ? 1 : bytes));
 }
 
-void* ScratchBuffer::get(size_t bytes) {
-  if (bytes <= capacity_ && data_ != nullptr) return data_;
-  release();
-  size_t cap = page_round(bytes);
-  if (cap == 0) cap = kPage;
-  if (cap >= kLargeAllocBytes) {
-    data_ = alloc_large(cap);
-  } else {
-    data_ = std::aligned_alloc(64, cap);
-    if (data_ == nullptr) throw std::bad_alloc();
-  }
-  capacity_ = cap;
-  return data_;
+void* alloc_buffer(size_t bytes) {
+  if (bytes >= kLargeAllocBytes) return alloc_large(bytes);
+  return ::operator new(bytes, std::align_val_t(64));
 }
 
-void ScratchBuffer::release() noexcept {
-  if (data_ == nullptr) return;
-  if (capacity_ >= kLargeAllocBytes) free_large(data_, capacity_);
-  else std::free(data_);
+void free_buffer(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (bytes >= kLargeAllocBytes) free_large(p, bytes);
+  else ::operator delete(p, std::align_val_t(64));
+}
+
+void* ScratchBuffer::get(size_t bytes) {
+  if (bytes <= capacity_ && data_ != nullptr) return data_;
+  free_buffer(data_, capacity_);
   data_ = nullptr;
   capacity_ = 0;
+  const size_t cap = std::max(page_round(bytes), kPage);
+  data_ = alloc_buffer(cap);
+  capacity_ = cap;
+  return data_;
 }
 
 }  // namespace sickle

@@ -26,8 +26,12 @@ void* alloc_large(size_t bytes);
 // Releases what alloc_large(bytes) returned (the same `bytes`).
 void free_large(void* p, size_t bytes) noexcept;
 
-// std::allocator for buffers that may grow large: arrays of kLargeAllocBytes or more come from
-// alloc_large, smaller ones from operator new (64-byte aligned).
+// The one choice between the two: from kLargeAllocBytes alloc_large, below it operator new
+// (64-byte aligned). free_buffer takes the same `bytes` that alloc_buffer was given.
+void* alloc_buffer(size_t bytes);
+void free_buffer(void* p, size_t bytes) noexcept;
+
+// std::allocator over alloc_buffer, for buffers that may grow large.
 template <class T>
 struct LargeAllocator {
   using value_type = T;
@@ -36,15 +40,9 @@ struct LargeAllocator {
   LargeAllocator(const LargeAllocator<U>&) noexcept {}
   T* allocate(size_t n) {
     if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
-    const size_t bytes = n * sizeof(T);
-    if (bytes >= kLargeAllocBytes) return static_cast<T*>(alloc_large(bytes));
-    return static_cast<T*>(::operator new(bytes, std::align_val_t(64)));
+    return static_cast<T*>(alloc_buffer(n * sizeof(T)));
   }
-  void deallocate(T* p, size_t n) noexcept {
-    const size_t bytes = n * sizeof(T);
-    if (bytes >= kLargeAllocBytes) free_large(p, bytes);
-    else ::operator delete(p, std::align_val_t(64));
-  }
+  void deallocate(T* p, size_t n) noexcept { free_buffer(p, n * sizeof(T)); }
   template <class U>
   bool operator==(const LargeAllocator<U>&) const noexcept {
     return true;
@@ -58,17 +56,16 @@ using LargeVector = std::vector<T, LargeAllocator<T>>;
 class ScratchBuffer {
  public:
   ScratchBuffer() = default;
-  ~ScratchBuffer() { release(); }
+  ~ScratchBuffer() { free_buffer(data_, capacity_); }
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
 
-  // At least `bytes` bytes, 64-byte aligned (from alloc_large from kLargeAllocBytes); previous
-  // contents are not preserved on growth.
+  // At least `bytes` bytes (alloc_buffer: 64-byte aligned, huge pages from kLargeAllocBytes);
+  // previous contents are not preserved on growth.
   void* get(size_t bytes);
   size_t capacity() const { return capacity_; }
 
  private:
-  void release() noexcept;
   void* data_ = nullptr;
   size_t capacity_ = 0;
 };

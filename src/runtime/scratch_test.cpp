@@ -57,7 +57,7 @@ TEST(LargeAlloc, AdvisedAsHugePagesWhereTheKernelHasThem) {
   ASSERT_FALSE(flags.empty()) << "no smaps entry for the allocation";
   EXPECT_NE((flags + " ").find(" hg "), std::string::npos) << flags;
   free_large(p, bytes);
-  // Small vectors stay on the heap: no advice on their mapping.
+  // Small vectors come from operator new, 64-byte aligned.
   LargeVector<float> small(1000);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
 }
