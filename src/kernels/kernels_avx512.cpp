@@ -684,14 +684,6 @@ void linear_int4_outer(const WeightView& w, const QuantizedActs& qa, int64_t r0,
           continue;
         }
         const uint16_t* sr = w.scale_bf16 + (rb + r) * w.scale_cols;
-        if (bpg == 1) {  // one scale per block (Kimi's group of 32): 16 widened per step, zero past nblk
-          for (int64_t b = 0; b < nblk; b += 16) {
-            const __mmask16 k = nblk - b >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (nblk - b)) - 1);
-            const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, sr + b0 + b));
-            _mm512_store_ps(dst + b, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
-          }
-          continue;
-        }
         int64_t g = b0 / bpg, in_g = b0 % bpg;
         for (int64_t b = 0; b < nblk; ++b) {
           dst[b] = bf16_to_f32(sr[g]);
