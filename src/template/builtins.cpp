@@ -4,6 +4,7 @@
 #include "template/builtins.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 
@@ -202,10 +203,11 @@ Value attr_path(Renderer& r, Value v, const std::string& path) {
       return std::isdigit(static_cast<unsigned char>(c));
     });
     // Digits past int64 index nothing (jinja2: an IndexError / missing key, then undefined).
-    if (digits && part.size() > 18) v = Value::undefined("no item " + part);
-    else
-      v = digits ? get_item(r, v, Value::of_int(std::stoll(part)))
-                 : get_item(r, v, Value::of_str(part, false));
+    int64_t idx = 0;
+    if (!digits) v = get_item(r, v, Value::of_str(part, false));
+    else if (std::from_chars(part.data(), part.data() + part.size(), idx).ec == std::errc())
+      v = get_item(r, v, Value::of_int(idx));
+    else v = Value::undefined("no item " + part);
     if (d == std::string::npos) return v;
     s = d + 1;
   }

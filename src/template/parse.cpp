@@ -761,12 +761,7 @@ class Parser {
     }
     if (tk.type == Token::kInt || tk.type == Token::kFloat) {
       auto e = node(Expr::kLiteral, p);
-      try {
-        e->literal =
-            tk.type == Token::kInt ? Value::of_int(std::stoll(tk.text)) : Value::of_float(std::stod(tk.text));
-      } catch (const std::exception&) {
-        error(fmt::format("number {} out of range", tk.text));
-      }
+      e->literal = number_value(tk, "number");
       ++i_;
       return e;
     }
@@ -817,6 +812,16 @@ class Parser {
     error(fmt::format("unexpected {}", describe()));
   }
 
+  // An int or float token's value; past int64 / double a parser error naming `what`.
+  Value number_value(const Token& tk, const char* what) {
+    try {
+      return tk.type == Token::kInt ? Value::of_int(std::stoll(tk.text))
+                                    : Value::of_float(std::stod(tk.text));
+    } catch (const std::exception&) {
+      error(fmt::format("{} {} out of range", what, tk.text));
+    }
+  }
+
   ExprP parse_postfix(ExprP e) {
     while (true) {
       Pos p = e->pos;  // errors point at the start of `a.b[c](d)`
@@ -827,11 +832,7 @@ class Parser {
           a->type = Expr::kItem;
           a->kids.push_back(std::move(e));
           auto idx = node(Expr::kLiteral, p);
-          try {
-            idx->literal = Value::of_int(std::stoll(cur().text));
-          } catch (const std::exception&) {
-            error(fmt::format("index {} out of range", cur().text));
-          }
+          idx->literal = number_value(cur(), "index");
           ++i_;
           a->kids.push_back(std::move(idx));
         } else {

@@ -187,6 +187,15 @@ TEST(TemplateErrors, SyntaxErrorsNameLineAndColumn) {
   EXPECT_NE(error_of("{{ m.77777777777777777777777 }}").find("out of range"), std::string::npos);
 }
 
+// attribute= paths of digits index like jinja2's int(part): leading zeros allowed, and past int64
+// no item (undefined), not an error.
+TEST(TemplateFilters, DigitAttributePaths) {
+  const ordered_json ctx = {{"ms", ordered_json::array({ordered_json::array({7, 8})})}};
+  EXPECT_EQ(render_text("{{ ms|map(attribute='1')|first }}", ctx), "8");
+  EXPECT_EQ(render_text("{{ ms|map(attribute='0000000000000000001')|first }}", ctx), "8");
+  EXPECT_EQ(render_text("{{ ms|map(attribute='99999999999999999999')|first is defined }}", ctx), "False");
+}
+
 TEST(TemplateErrors, RuntimeErrorsNameLineAndColumn) {
   EXPECT_EQ(error_of("\n\n   {{ raise_exception('roles must alternate') }}"),
             "t.jinja:3:7: raise_exception: roles must alternate");
