@@ -5,13 +5,22 @@
 // this run. Prompts are the same token ids on both sides (llama_bench.mjs's formula).
 //   node bench.mjs --sickle BIN --model DIR --gguf FILE [--threads 2] [--prefill 128,512] [--decode 64] [--membw BIN]
 //                  [--sickle-args "--bf16-acts"]   (extra `sickle run` flags, space-separated)
+//                  [--warmup 1]
+// --warmup 1 (default): both sides evaluate each prompt once untimed before the timed run, as
+// llama-bench does (steady state: scratch and KV memory already touched; sickle run --warmup).
+// --warmup 0: both sides time a cold first evaluation, each prompt length in a fresh process.
+// (Before, llama.cpp ran its lengths in one process, so its 512-token prompt ran on memory its
+// 128-token one had touched, while each sickle run was cold: in this VM first touches of fresh
+// memory cost ~10% of a 512-token prefill of kimi-k2.5-72.)
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "./common.mjs";
 
-const a = parseArgs(process.argv.slice(2), { sickle: "", model: "", gguf: "", threads: "2", prefill: "128,512", decode: "64", membw: "", name: "", "sickle-args": "" });
+const a = parseArgs(process.argv.slice(2), { sickle: "", model: "", gguf: "", threads: "2", prefill: "128,512", decode: "64", membw: "", name: "", "sickle-args": "", warmup: "1" });
 const extra = a["sickle-args"].split(" ").filter(Boolean);
+const warmup = a.warmup !== "0";
+const warmArgs = warmup ? ["--warmup"] : [];
 const here = path.dirname(new URL(import.meta.url).pathname);
 const cfg = JSON.parse(fs.readFileSync(path.join(a.model, "config.json"), "utf8"));
 const V = (cfg.text_config ?? cfg).vocab_size;
@@ -62,12 +71,12 @@ const warm = (files) => { for (const f of files) spawnSync("cat", [f], { stdio: 
 warm(fs.readdirSync(a.model).filter((f) => f.endsWith(".safetensors")).map((f) => path.join(a.model, f)));
 const sk = { prefill: {}, decode: 0, rss: 0, bytes_per_token: 0 };
 for (const n of lens) {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(n).join(","), "-n", "1", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...warmArgs, ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.prefill[n] = Number(r.stderr.match(/prompt \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.rss = Math.max(sk.rss, r.rss);
 }
 {
-  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
+  const r = run(a.sickle, ["run", "-m", a.model, "--tokens", ids(16).join(","), "-n", String(D + 1), "--ignore-eos", "--print-ids", "-t", T, "--ctx", String(Math.max(...lens) + D + 32), "--allow-long-context", ...warmArgs, ...extra, ...(bw ? ["--membw", String(bw / 1e9)] : [])]);
   sk.decode = Number(r.stderr.match(/generation \d+ tok in [\d.]+ s \(([\d.]+) tok\/s\)/)[1]);
   sk.bytes_per_token = Number(r.stderr.match(/\(([\d.]+) MB\/token\)/)[1]) * 1e6;
   sk.rss = Math.max(sk.rss, r.rss);
@@ -78,12 +87,25 @@ for (const n of lens) {
   }
 }
 warm([a.gguf]);
-const lr = run("node", [path.join(here, "llama_bench.mjs"), "--gguf", a.gguf, "--threads", T, "--prefill", a.prefill, "--decode", String(D), "--vocab", String(V)]);
-const ll = JSON.parse(lr.stdout.trim().split("\n").pop());
-ll.rss = lr.rss;
+const llamaRun = (prefill, decode) => {
+  const r = run("node", [path.join(here, "llama_bench.mjs"), "--gguf", a.gguf, "--threads", T, "--prefill", prefill, "--decode", String(decode), "--vocab", String(V), "--warmup", warmup ? "1" : "0"]);
+  return { ...JSON.parse(r.stdout.trim().split("\n").pop()), rss: r.rss };
+};
+let ll;
+if (warmup) {
+  ll = llamaRun(a.prefill, D);
+} else {
+  ll = { prefill: {}, decode: 0, rss: 0 };
+  lens.forEach((n, i) => {
+    const r = llamaRun(String(n), i + 1 === lens.length ? D : 0);
+    ll.prefill[n] = r.prefill[n];
+    ll.rss = Math.max(ll.rss, r.rss);
+    if (i + 1 === lens.length) ll.decode = r.decode;
+  });
+}
 
 const f = (x, d = 1) => x.toFixed(d);
-console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory bandwidth ${f(bw / 1e9, 2)} GB/s from ${bwSrc}; active weights ${f(sk.bytes_per_token / 1e6, 1)} MB/token${extra.length ? `; sickle ${extra.join(" ")}` : ""}`);
+console.log(`\n== ${a.name || path.basename(a.model)}: ${T} threads, memory bandwidth ${f(bw / 1e9, 2)} GB/s from ${bwSrc}; active weights ${f(sk.bytes_per_token / 1e6, 1)} MB/token${extra.length ? `; sickle ${extra.join(" ")}` : ""}; ${warmup ? "warm (each prompt run once untimed first, both sides)" : "cold (first evaluation timed, both sides)"}`);
 console.log(`${"".padEnd(18)}${"sickle".padStart(12)}${"llama.cpp".padStart(12)}${"ratio".padStart(9)}`);
 for (const n of lens) console.log(`${`prefill ${n} tok/s`.padEnd(18)}${f(sk.prefill[n]).padStart(12)}${f(ll.prefill[n]).padStart(12)}${f(sk.prefill[n] / ll.prefill[n], 2).padStart(9)}`);
 console.log(`${"decode tok/s".padEnd(18)}${f(sk.decode, 2).padStart(12)}${f(ll.decode, 2).padStart(12)}${f(sk.decode / ll.decode, 2).padStart(9)}`);
@@ -93,4 +115,4 @@ if (peak && active) for (const n of lens) console.log(`${`prefill ${n} FMA frac`
 if (peak && active && extra.includes("--bf16-acts")) for (const n of lens) console.log(`${`prefill ${n} dot frac`.padEnd(18)}${f(active * sk.prefill[n] / peak, 3).padStart(12)}${f(active * ll.prefill[n] / peak, 3).padStart(12)}   (of ${f(2 * peak / 1e9, 0)} GFLOP/s bf16 dot peak = 2x FMA)`);
 console.log(`${"decode bw frac".padEnd(18)}${f(sk.bytes_per_token * sk.decode / bw, 2).padStart(12)}${f(sk.bytes_per_token * ll.decode / bw, 2).padStart(12)}`);
 console.log(`${"peak RSS MiB".padEnd(18)}${f(sk.rss / 2 ** 20, 0).padStart(12)}${f(ll.rss / 2 ** 20, 0).padStart(12)}   (llama.cpp's includes node, ~50 MiB)`);
-console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), bandwidth: bw, fma_peak_flops: peak, matmul_params_per_prompt_token: active, sickle: sk, llama: ll }));
+console.log(JSON.stringify({ model: a.name || a.model, threads: Number(T), warmup, bandwidth: bw, fma_peak_flops: peak, matmul_params_per_prompt_token: active, sickle: sk, llama: ll }));

@@ -7,6 +7,7 @@
 #   bench/vs_llamacpp/run.sh [BUILD_DIR]     env: THREADS=2 WORK=/tmp/sickle-vs-llamacpp
 #                                                 PREFILL=128,512 DECODE=64 MODELS="mini brown-kimi"
 #                                                 SICKLE_ARGS="--bf16-acts" (extra `sickle run` flags)
+#                                                 WARMUP=1 (0: time cold first evaluations)
 # Needs: node >= 20 and node-llama-cpp: NLC_DIR=build/llamacpp after tools/llamacpp-setup.sh
 # build/llamacpp (its node is used when present), or `npm install` in bench/vs_llamacpp.
 set -euo pipefail
@@ -43,5 +44,5 @@ for name in $MODELS; do
   # bf16 for the non-expert weights: llama.cpp then computes with exactly sickle's weights.
   [ -f "$gguf" ] && [ "$gguf" -nt "$dir/config.json" ] || "$SICKLE" export-gguf -m "$dir" -o "$gguf" --type bf16 --force
   "$NODE" "$HERE/bench.mjs" --sickle "$SICKLE" --model "$dir" --gguf "$gguf" --name "$name" --threads "$THREADS" \
-    --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"} --sickle-args "${SICKLE_ARGS:-}"
+    --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"} --sickle-args "${SICKLE_ARGS:-}" --warmup "${WARMUP:-1}"
 done

@@ -32,7 +32,7 @@ struct RunArgs {
   int threads = 0;
   bool bf16_acts = false;
   bool chat = false, print_ids = false, ignore_eos = false, specials_in_content = false,
-       allow_long_context = false;
+       allow_long_context = false, warmup = false;
   double membw_gbs = 0;
   SamplingParams sp;
 };
@@ -139,16 +139,29 @@ int run(const RunArgs& a) {
   fig.n_prompt = int64_t(prompt.size());
   fig.active_bytes_per_token = model->active_bytes_per_token();
 
-  auto t0 = std::chrono::steady_clock::now();
   // Prefill in chunks of kPrefillChunk tokens: step scratch stays bounded (O(chunk x hidden)).
   constexpr size_t kPrefillChunk = 512;
-  for (size_t b = 0; b < prompt.size(); b += kPrefillChunk) {
-    size_t n = std::min(kPrefillChunk, prompt.size() - b);
-    std::span<const float* const> rows;
-    if (!embed_rows.empty()) rows = std::span<const float* const>(embed_rows.data() + b, n);
-    model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, dumping, rows);
-    if (dumping) dump.insert(dump.end(), logits.begin(), logits.end());
+  auto prefill = [&](bool keep) {
+    for (size_t b = 0; b < prompt.size(); b += kPrefillChunk) {
+      size_t n = std::min(kPrefillChunk, prompt.size() - b);
+      std::span<const float* const> rows;
+      if (!embed_rows.empty()) rows = std::span<const float* const>(embed_rows.data() + b, n);
+      model->forward(*seq, std::span<const int32_t>(prompt.data() + b, n), logits, keep && dumping, rows);
+      if (keep && dumping) dump.insert(dump.end(), logits.begin(), logits.end());
+    }
+  };
+  if (a.warmup) {
+    // As llama-bench: the prompt (and one decode step) once, untimed, so the figures are the
+    // steady state (step scratch and the KV cache already touched), then forgotten.
+    prefill(false);
+    if (a.n_predict > 0 && seq->n_past() < model->max_context()) {
+      const int32_t first = prompt.back();
+      model->forward(*seq, std::span<const int32_t>(&first, 1), logits);
+    }
+    seq->truncate(0);
   }
+  auto t0 = std::chrono::steady_clock::now();
+  prefill(true);
   fig.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const float* last = logits.data() + logits.size() - V;
 
@@ -243,6 +256,10 @@ Registrar reg(
        sub.add_option("--membw", a->membw_gbs,
                       "Machine memory bandwidth in GB/s for the figures (default: measure)");
        sub.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at stop tokens");
+       sub.add_flag("--warmup", a->warmup,
+                    "Benchmarking: run the prompt and one decode step once, untimed, before the timed "
+                    "run (as llama-bench does), so the figures exclude first-touch costs of fresh "
+                    "scratch and KV-cache memory. Output and sampling are unchanged");
        return [a] { return run(*a); };
      }});
 
