@@ -379,6 +379,9 @@ int main(int argc, char** argv) {
   // ... and with the expert's weights streaming from memory, as in a real prefill (each expert is
   // read once per layer).
   add("int4_gemm/2048x7168/n64/cold", E::kInt4Group, 2048, 7168, 64, true);
+  // ... and at the ~14 tokens each of a 128-token prompt's (the outer tiles start at 16).
+  for (int64_t n : {12, 14, 16, 20})
+    add("int4_gemm/2048x7168/n" + std::to_string(n) + "/cold", E::kInt4Group, 2048, 7168, n, true);
   add("bf16_gemm/2048x7168/n512", E::kBF16, 2048, 7168, 512, false);
   // The same products with activations rounded to bf16 (linear_bf16_acts, --bf16-acts).
   for (int64_t n : {16, 64, 256})
