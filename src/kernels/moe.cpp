@@ -31,6 +31,9 @@ int32_t narrow_row_chunk(int64_t total_rows, int threads) {
 // cost about as much as the tile products (perf annotate of a 256-token mini prefill).
 constexpr int64_t kWideTokens = 16;
 constexpr int32_t kWideRowChunk = 256;
+// Down-product bands (moe_experts phase B) are whole multiples of this many columns (the widest
+// row chunk, so a band's items split its rows as the whole would).
+constexpr int64_t kBandAlign = 512;
 
 bool runs_int4(const WeightView& w) {
   return w.encoding == WeightEncoding::kInt4Group && w.group_size >= 32 && w.group_size % 32 == 0 &&
@@ -176,14 +179,14 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
   // Work items, heaviest experts first (longest-processing-time order for the dynamic split).
   int64_t n_active = 0;
   for (int64_t e = 0; e < E; ++e) n_active += s.count[size_t(e)] > 0;
-  auto build_items = [&](int64_t rows) {
+  auto build_items = [&](int64_t lo, int64_t hi) {  // output rows [lo, hi) of each active expert
     s.items.clear();
-    const int32_t narrow = narrow_row_chunk(n_active * rows, pool_size(pool));
+    const int32_t narrow = narrow_row_chunk(n_active * (hi - lo), pool_size(pool));
     for (int64_t e = 0; e < E; ++e)
       if (s.count[size_t(e)] > 0)
-        for (int64_t r = 0, chunk = s.count[size_t(e)] >= kWideTokens ? kWideRowChunk : narrow; r < rows;
+        for (int64_t r = lo, chunk = s.count[size_t(e)] >= kWideTokens ? kWideRowChunk : narrow; r < hi;
              r += chunk)
-          s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + chunk, rows))});
+          s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + chunk, hi))});
     std::stable_sort(s.items.begin(), s.items.end(),
                      [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
                        return s.count[size_t(a.e)] > s.count[size_t(b.e)];
@@ -193,7 +196,7 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
   // Phase A: gate and up rows of each chunk, then silu(g) * u in place of g.
   float* g = static_cast<float*>(s.gu.get(size_t(2 * N * I) * sizeof(float)));  // [N, I] then [N, I]
   float* u = g + N * I;
-  build_items(I);
+  build_items(0, I);
   parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
     for (int64_t it = b; it < e_; ++it) {
       const MoeScratch::Item& item = s.items[size_t(it)];
@@ -213,28 +216,42 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
   const uint32_t* xph = pairs_mid ? bf16_pairs(g, N, I, s.bh, pool) : nullptr;
   const float* xrh = round_mid ? bf16_rounded(g, N, I, s.rh, pool) : nullptr;
   if (pack_mid) pack_bf16(kt, bf16_acts ? xrh : g, I, N, I, s.ph, pbh, pool);
-  float* y = static_cast<float*>(s.y.get(size_t(N * H) * sizeof(float)));  // [N, H]
-  build_items(H);
-  parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
-    for (int64_t it = b; it < e_; ++it) {
-      const MoeScratch::Item& item = s.items[size_t(it)];
-      const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, experts[size_t(item.e)].down, &qh, g, xrh, pack_mid ? &pbh : nullptr, xph, bf16_acts, p0,
-               n, item.r0, item.r1, y, H);
-    }
-  });
-
-  // Combine per token in slot order (deterministic whatever the thread count).
-  parallel_for(N * H < (int64_t(1) << 15) ? nullptr : pool, T, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t sl = 0; sl < k; ++sl) {
-        const int64_t i = t * k + sl;
-        const int32_t p = s.pos[size_t(i)];
-        if (p < 0) continue;
-        kt.axpy(scale * weight[i], y + int64_t(p) * H, out + t * H, H);
-        if (expert_out) std::memcpy(expert_out + i * H, y + int64_t(p) * H, size_t(H) * sizeof(float));
+  // The down products go to y in bands of output columns, each band combined before the next, so
+  // y stays under s.max_y_bytes whatever the step's size (a 512-token Kimi prefill's [N, H] f32
+  // would be 117 MB, 2048 tokens' 470 MB). Each band is one pass over every expert's rows of it:
+  // the weights are still read once per step. Kernels write column c of entry p at
+  // ycol[p * bw + c] (c in [c0, c1)): ycol = yb - c0 stays inside the buffer (H floats ahead).
+  const int64_t min_band = std::min<int64_t>(H, kBandAlign);
+  const int64_t band_fit = int64_t(s.max_y_bytes / sizeof(float)) / N / kBandAlign * kBandAlign;
+  const int64_t band = std::min(H, std::max(min_band, band_fit));
+  float* ybuf = static_cast<float*>(s.y.get(size_t(N * band + H) * sizeof(float)));
+  float* yb = ybuf + H;
+  for (int64_t c0 = 0; c0 < H; c0 += band) {
+    const int64_t c1 = std::min(H, c0 + band), bw = c1 - c0;
+    float* ycol = ybuf + (H - c0);
+    build_items(c0, c1);
+    parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
+      for (int64_t it = b; it < e_; ++it) {
+        const MoeScratch::Item& item = s.items[size_t(it)];
+        const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
+        run_rows(kt, experts[size_t(item.e)].down, &qh, g, xrh, pack_mid ? &pbh : nullptr, xph, bf16_acts, p0,
+                 n, item.r0, item.r1, ycol, bw);
       }
-  });
+    });
+
+    // Combine per token in slot order (deterministic whatever the thread count and bands).
+    parallel_for(N * bw < (int64_t(1) << 15) ? nullptr : pool, T, [&](int64_t t0, int64_t t1, int) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t sl = 0; sl < k; ++sl) {
+          const int64_t i = t * k + sl;
+          const int32_t p = s.pos[size_t(i)];
+          if (p < 0) continue;
+          kt.axpy(scale * weight[i], yb + int64_t(p) * bw, out + t * H + c0, bw);
+          if (expert_out)
+            std::memcpy(expert_out + i * H + c0, yb + int64_t(p) * bw, size_t(bw) * sizeof(float));
+        }
+    });
+  }
 }
 
 void moe_experts(std::span<const ExpertMlp> experts, const float* x, int64_t n_tokens, int64_t k,

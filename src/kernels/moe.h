@@ -39,6 +39,10 @@ struct MoeScratch {
     int32_t e, r0, r1;
   };
   std::vector<Item> items;
+  // Bound on y, the down products of one band of output columns ([entries, band] f32): larger
+  // steps run the down products and their combine in several bands (bands of >= 512 columns, so
+  // a step of > max_y_bytes / 2 KiB entries may exceed it). Results do not depend on it.
+  size_t max_y_bytes = size_t(16) << 20;
 };
 
 // x [n_tokens, hidden]; expert_of / weight [n_tokens, k] (expert -1 = slot unused);

@@ -162,6 +162,43 @@ TEST_P(Moe, NoChosenExpertLeavesOutputUntouched) {
   for (float v : out) ASSERT_EQ(v, 5.0f);
 }
 
+// A step whose down products pass MoeScratch::max_y_bytes runs them and their combine in bands of
+// output columns (here 512 + 512 + a 32-column tail): outputs and expert_out equal the one-band
+// run's bit for bit, on int4 and bf16 experts, with and without bf16 activations, and y stays
+// at one band's size.
+TEST_P(Moe, DownProductBandsChangeNothing) {
+  const KernelTable& kt = *GetParam();
+  const int64_t E = 5, H = 1056, I = 64, T = 40, k = 3;
+  ThreadPool pool(3);
+  std::mt19937 rng(11);
+  std::vector<int32_t> chosen(size_t(T * k));
+  std::vector<float> w(size_t(T * k));
+  for (int64_t i = 0; i < T * k; ++i) {
+    chosen[size_t(i)] = i % 7 == 3 ? -1 : int32_t(rng() % E);
+    w[size_t(i)] = 0.1f + float(rng() % 100) / 100.0f;
+  }
+  const Acts a = make_acts(T, H, 0, 77, false);
+  for (WeightEncoding enc : {WeightEncoding::kInt4Group, WeightEncoding::kBF16})
+    for (bool bf16_acts : {false, true}) {
+      SCOPED_TRACE(std::string(encoding_name(enc)) + (bf16_acts ? " bf16 acts" : ""));
+      Experts ex = make_experts(enc, E, H, I, 3000);
+      std::vector<float> y_one(size_t(T * H), 0.5f), eo_one(size_t(T * k * H), -7.0f);
+      MoeScratch one;
+      moe_experts(kt, ex.mlps, a.x, T, k, chosen.data(), w.data(), 1.5f, y_one.data(), eo_one.data(), one,
+                  &pool, bf16_acts);
+      MoeScratch banded;
+      banded.max_y_bytes = 1;  // the narrowest bands: 512 columns
+      std::vector<float> y(size_t(T * H), 0.5f), eo(size_t(T * k * H), -7.0f);
+      moe_experts(kt, ex.mlps, a.x, T, k, chosen.data(), w.data(), 1.5f, y.data(), eo.data(), banded, &pool,
+                  bf16_acts);
+      EXPECT_EQ(y, y_one);
+      EXPECT_EQ(eo, eo_one);
+      const int64_t N = T * k - (T * k + 3) / 7;  // used slots
+      EXPECT_GE(one.y.capacity(), size_t(N * H) * sizeof(float));
+      EXPECT_LE(banded.y.capacity(), size_t(N * 512 + H) * sizeof(float) + 4096);
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Tables, Moe, ::testing::ValuesIn(runnable_kernel_tables()), TableName());
 
 // The overloads without a table run kernel_table()'s: the same numbers as passing it.
