@@ -74,20 +74,19 @@ bool runs_bf16_dot(const KernelTable& kt, const WeightView& w, bool bf16_acts) {
          w.cols % 32 == 0;
 }
 
-// y[p0.., r0..r1) for the n tokens of one bucket: int4 weights read the quantized rows, the
-// rest the f32 rows xf (ld = the input width). With bf16_acts, bf16 weights read the same rows
-// as bf16 pairs xp (linear_bf16_dot) or rounded to bf16 (xr; pb is then packed from them).
-// pb (when packed) holds the same rows as xf (bf16_acts: xr) for the AMX bf16 kernel.
+// y0[j * ldy + r] (j < n, r in [r0, r1)) for the n tokens of one bucket, entries p0..p0+n-1:
+// int4 weights read the quantized rows, the rest the f32 rows xf (ld = the input width). With bf16_acts, bf16
+// weights read the same rows as bf16 pairs xp (linear_bf16_dot) or rounded to bf16 (xr; pb is then packed
+// from them). pb (when packed) holds the same rows as xf (bf16_acts: xr) for the AMX bf16 kernel.
 void run_rows(const KernelTable& kt, const WeightView& w, const QuantizedActs* q, const float* xf,
               const float* xr, const PackedBf16* pb, const uint32_t* xp, bool bf16_acts, int64_t p0,
-              int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  if (runs_int4(w)) return kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y + p0 * ldy, ldy);
+              int64_t n, int64_t r0, int64_t r1, float* y0, int64_t ldy) {
+  if (runs_int4(w)) return kt.linear_int4(w, rows_of(*q, p0, n), r0, r1, y0, ldy);
   if (runs_bf16_dot(kt, w, bf16_acts))
-    return kt.linear_bf16_dot(w, xp + p0 * (w.cols / 2), w.cols / 2, n, r0, r1, y + p0 * ldy, ldy);
-  if (pb && uses_packed_bf16(kt, w, n))
-    return kt.linear_bf16_packed(w, *pb, p0, n, r0, r1, y + p0 * ldy, ldy);
+    return kt.linear_bf16_dot(w, xp + p0 * (w.cols / 2), w.cols / 2, n, r0, r1, y0, ldy);
+  if (pb && uses_packed_bf16(kt, w, n)) return kt.linear_bf16_packed(w, *pb, p0, n, r0, r1, y0, ldy);
   const float* x = bf16_acts && w.encoding == WeightEncoding::kBF16 ? xr : xf;
-  kt.linear_dense(w, x + p0 * w.cols, w.cols, n, r0, r1, y + p0 * ldy, ldy);
+  kt.linear_dense(w, x + p0 * w.cols, w.cols, n, r0, r1, y0, ldy);
 }
 
 }  // namespace
@@ -193,21 +192,27 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
                      });
   };
 
-  // Phase A: gate and up rows of each chunk, then silu(g) * u in place of g.
-  float* g = static_cast<float*>(s.gu.get(size_t(2 * N * I) * sizeof(float)));  // [N, I] then [N, I]
-  float* u = g + N * I;
+  // Phase A: gate and up rows of each chunk, then silu(g) * u in place of g. The up products of a
+  // work item go to its thread's buffer ([n, r1 - r0], cache-sized) and are consumed at once:
+  // only g is [N, I]. The kernels write column r of the item's j-th entry at u0[j * cw + r]:
+  // u0 = ub + (I - r0) stays inside the buffer (I floats ahead).
+  float* g = static_cast<float*>(s.gu.get(size_t(N * I) * sizeof(float)));  // [N, I]
+  while (int(s.u_thread.size()) < pool_size(pool)) s.u_thread.push_back(std::make_unique<ScratchBuffer>());
   build_items(0, I);
-  parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int) {
+  parallel_for_dynamic(pool, int64_t(s.items.size()), 1, [&](int64_t b, int64_t e_, int tid) {
     for (int64_t it = b; it < e_; ++it) {
       const MoeScratch::Item& item = s.items[size_t(it)];
       const ExpertMlp& m = experts[size_t(item.e)];
-      const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
-      run_rows(kt, m.gate, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1, g,
-               I);
-      run_rows(kt, m.up, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1, u,
-               I);
-      for (int64_t j = p0; j < p0 + n; ++j)
-        kt.silu_mul(g + j * I + item.r0, u + j * I + item.r0, item.r1 - item.r0, g + j * I + item.r0);
+      const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)], cw = item.r1 - item.r0;
+      float* ub = static_cast<float*>(s.u_thread[size_t(tid)]->get(size_t(I + n * cw) * sizeof(float)));
+      run_rows(kt, m.gate, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1,
+               g + p0 * I, I);
+      run_rows(kt, m.up, &qg, xg, xrx, pack_in ? &pbx : nullptr, xpx, bf16_acts, p0, n, item.r0, item.r1,
+               ub + (I - item.r0), cw);
+      for (int64_t j = 0; j < n; ++j) {
+        float* gj = g + (p0 + j) * I + item.r0;
+        kt.silu_mul(gj, ub + I + j * cw, cw, gj);
+      }
     }
   });
 
@@ -235,7 +240,7 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
         const MoeScratch::Item& item = s.items[size_t(it)];
         const int64_t p0 = s.start[size_t(item.e)], n = s.count[size_t(item.e)];
         run_rows(kt, experts[size_t(item.e)].down, &qh, g, xrh, pack_mid ? &pbh : nullptr, xph, bf16_acts, p0,
-                 n, item.r0, item.r1, ycol, bw);
+                 n, item.r0, item.r1, ycol + p0 * bw, bw);
       }
     });
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -32,8 +33,9 @@ struct ExpertMlp {
 
 // Grow-only buffers reused across steps (one per model, not shared between concurrent calls).
 struct MoeScratch {
-  ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;    // px, ph: PackedBf16 of the inputs / SiLU products
+  ScratchBuffer qx, qg, xg, gu, qh, y, px, ph;  // gu: [N, I] SiLU products; px, ph: PackedBf16 of x / them
   ScratchBuffer bx, bh, rx, rh;  // bf16_acts: inputs / SiLU products as bf16 pairs, and rounded
+  std::vector<std::unique_ptr<ScratchBuffer>> u_thread;  // per pool thread: one work item's up products
   std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
   struct Item {
     int32_t e, r0, r1;
