@@ -10,6 +10,7 @@
 # multiplied per prompt token (inspect's active parameters less embedding and lm_head, as
 # bench/vs_llamacpp counts them; attention over the context not counted) x tok/s / the peak.
 # Decode bandwidth fraction = weight bytes per token (inspect) x tok/s / the bandwidth.
+# Both runs pass --warmup (steady state, as llama-bench and bench/vs_llamacpp time).
 # A benchmark, not a test: run it on an otherwise idle machine.
 set -euo pipefail
 MODEL=${1:?usage: bench/thread_scaling.sh MODEL_DIR [BUILD_DIR]}
@@ -42,9 +43,9 @@ for t in $THREADS; do
   bw=$(echo "$mb" | sed -nE 's/.*bandwidth: ([0-9.]+) GB\/s.*/\1/p')
   peak=$(echo "$mb" | sed -nE 's/.*FMA peak: ([0-9.]+) GFLOP\/s.*/\1/p')
   pre=$("$SICKLE" run -m "$MODEL" --tokens "$(ids "$PREFILL")" -n 1 -t "$t" --ctx $((PREFILL + 32)) \
-        --allow-long-context --membw "$bw" ${SICKLE_ARGS:-} 2>&1 | sed -nE 's/.*prompt [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
+        --allow-long-context --warmup --membw "$bw" ${SICKLE_ARGS:-} 2>&1 | sed -nE 's/.*prompt [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
   dec=$("$SICKLE" run -m "$MODEL" --tokens "$(ids 16)" -n $((DECODE + 1)) --ignore-eos -t "$t" \
-        --ctx $((DECODE + 64)) --membw "$bw" ${SICKLE_ARGS:-} 2>&1)
+        --ctx $((DECODE + 64)) --warmup --membw "$bw" ${SICKLE_ARGS:-} 2>&1)
   dts=$(echo "$dec" | sed -nE 's/.*generation [0-9]+ tok in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/p')
   dfr=$(echo "$dec" | sed -nE 's/.*= ([0-9.]+) of [0-9.]+ GB\/s (measured|given).*/\1/p')
   p1=${p1:-$pre} d1=${d1:-$dts}
