@@ -3,6 +3,8 @@
 // decode step, so the HTTP-level figures of bench/serve_bench.mjs can be attributed.
 //
 //   serve_bench MODEL_DIR [max_tokens=64] [prompt_tokens=32] [threads=0]
+//   env SICKLE_FUSE_SHARED=0: shared experts in their own call (ModelOptions::fuse_shared_experts
+//   off), for A/B runs of the same binary.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +28,7 @@ int main(int argc, char** argv) {
   const int64_t prompt_tokens = argc > 3 ? std::atoll(argv[3]) : 32;
   ModelOptions mo;
   mo.n_threads = argc > 4 ? std::atoi(argv[4]) : 0;
+  if (const char* f = std::getenv("SICKLE_FUSE_SHARED")) mo.fuse_shared_experts = std::string(f) != "0";
   mo.max_context = 4096;
   auto model = Model::load(argv[1], mo);
   auto engine = server::make_engine(*model);

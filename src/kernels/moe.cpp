@@ -175,9 +175,18 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
   PackedBf16 pbx{}, pbh{};
   if (pack_in) pack_bf16(kt, bf16_acts ? xrx : xg, H, N, H, s.px, pbx, pool);
 
-  // Work items, heaviest experts first (longest-processing-time order for the dynamic split).
+  // Work items, heaviest experts first (longest-processing-time order for the dynamic split):
+  // tokens x bytes per row, so a bf16 expert (a shared expert in the routed call) goes before
+  // int4 ones of as many tokens.
   int64_t n_active = 0;
-  for (int64_t e = 0; e < E; ++e) n_active += s.count[size_t(e)] > 0;
+  s.cost.assign(size_t(E), 0.0);
+  for (int64_t e = 0; e < E; ++e) {
+    if (s.count[size_t(e)] == 0) continue;
+    ++n_active;
+    const ExpertMlp& m = experts[size_t(e)];
+    s.cost[size_t(e)] = double(s.count[size_t(e)]) *
+                        double(m.gate.storage_bytes() + m.up.storage_bytes() + m.down.storage_bytes());
+  }
   auto build_items = [&](int64_t lo, int64_t hi) {  // output rows [lo, hi) of each active expert
     s.items.clear();
     const int32_t narrow = narrow_row_chunk(n_active * (hi - lo), pool_size(pool));
@@ -188,7 +197,7 @@ void moe_experts(const KernelTable& kt, std::span<const ExpertMlp> experts, cons
           s.items.push_back({int32_t(e), int32_t(r), int32_t(std::min<int64_t>(r + chunk, hi))});
     std::stable_sort(s.items.begin(), s.items.end(),
                      [&](const MoeScratch::Item& a, const MoeScratch::Item& b) {
-                       return s.count[size_t(a.e)] > s.count[size_t(b.e)];
+                       return s.cost[size_t(a.e)] > s.cost[size_t(b.e)];
                      });
   };
 

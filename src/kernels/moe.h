@@ -5,9 +5,9 @@
 // Tokens are bucketed by expert (counting sort) so each chosen expert's weights are read once
 // per step whatever the number of its tokens; unchosen experts cost nothing. Work items are
 // (expert, chunk of output rows: 256 for experts of 16+ tokens, else about 4 items per thread,
-// 64-512 rows), heaviest experts first, handed out dynamically, so a step whose tokens crowd on
-// one expert still keeps every thread busy. The activations are int8-
-// quantized once per token for int4 weights (kernels/linear.h for the accuracy bound) and the
+// 64-512 rows), heaviest experts first (tokens x weight bytes), handed out dynamically, so a
+// step whose tokens crowd on one expert still keeps every thread busy. The activations are
+// int8-quantized once per token for int4 weights (kernels/linear.h for the accuracy bound) and the
 // gate/up results of a chunk get their SiLU product right away (no extra pass).
 // Nothing allocates once MoeScratch has grown to the step's size.
 #pragma once
@@ -37,6 +37,7 @@ struct MoeScratch {
   ScratchBuffer bx, bh, rx, rh;  // bf16_acts: inputs / SiLU products as bf16 pairs, and rounded
   std::vector<std::unique_ptr<ScratchBuffer>> u_thread;  // per pool thread: one work item's up products
   std::vector<int32_t> count, start, pos, order;  // per expert / per entry bookkeeping
+  std::vector<double> cost;                       // per expert: tokens x weight bytes
   struct Item {
     int32_t e, r0, r1;
   };

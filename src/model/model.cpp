@@ -111,6 +111,9 @@ struct LayerWeights {
   std::vector<float> router_bias;  // [E] e_score_correction_bias (choice only)
   Mlp shared;                      // shared experts (I = moe_I * n_shared)
   std::vector<Mlp> experts;        // [E] routed experts (I = moe_I)
+  // experts, then shared as expert E: when the shared experts have the routed experts' shape,
+  // a small step runs them in the routed experts' call (moe()); else empty.
+  std::vector<Mlp> experts_and_shared;
   std::vector<uint8_t> allowed;    // [E] expert mask; empty = all allowed
 };
 
@@ -129,6 +132,8 @@ struct StepScratch {
   LargeVector<float> router_logits;       // [T, E_max]
   LargeVector<float> choice;              // [T, E_max] scratch for routing
   std::vector<int32_t> chosen;            // [T, k]
+  std::vector<int32_t> chosen_shared;     // [T, k + 1]: chosen, then the shared expert (moe())
+  std::vector<float> weights_shared;      // [T, k + 1]: routed_scaling_factor x weights, then 1
   LargeVector<float> weights;             // [T, k] without routed_scaling_factor
   LargeVector<float> moe_out;             // [T, H]
   MoeScratch moe;                         // kernels/moe.h buffers (grow-only)
@@ -338,6 +343,14 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
       L.experts[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
                       ck.weight(N.expert(il, e, "down_proj"))};
     impl.max_inter = std::max(impl.max_inter, config.moe_intermediate_size);
+    const Mlp& sh = L.shared;
+    const Mlp& e0 = L.experts.front();
+    if (sh.gate.data && sh.gate.rows == e0.gate.rows && sh.gate.cols == e0.gate.cols &&
+        sh.up.rows == e0.up.rows && sh.up.cols == e0.up.cols && sh.down.rows == e0.down.rows &&
+        sh.down.cols == e0.down.cols) {
+      L.experts_and_shared = L.experts;
+      L.experts_and_shared.push_back(sh);
+    }
   }
 
   impl.pool = std::make_unique<ThreadPool>(options.n_threads);
@@ -733,6 +746,9 @@ void ModelImpl::route(LayerWeights& L, int64_t T) {
   (void)H;
 }
 
+// Steps of at most this many tokens run the shared expert in the routed experts' call (moe()).
+constexpr int64_t kFuseSharedMaxTokens = 16;
+
 // y = sum_j w_j * scaling * expert_j(x) + shared(x). kernels/moe.h buckets the step's tokens by
 // expert, so each chosen expert's weights are read once per step; unchosen experts cost nothing.
 void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
@@ -744,7 +760,31 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
   std::fill(acc, acc + T * H, 0.0f);
   const float rsf = float(config.routed_scaling_factor);
   float* eout = want_out ? step.expert_out.data() : nullptr;
-  if (options.exact_kernels)
+  // A small step (decode, a batch of decodes) runs the shared expert as one more slot of the
+  // routed experts' call: one set of parallel regions per layer instead of two, and its rows
+  // share the dynamic split with the routed experts'. The sums are the same (slot weights
+  // rsf x w as moe_experts forms them, then 1 x shared added last: shared + routed in either
+  // order). Prefill steps keep two calls: a mixed call would gather f32 inputs for every entry.
+  const bool fuse_shared = options.fuse_shared_experts && !options.exact_kernels && !want_out &&
+                           !L.experts_and_shared.empty() && T <= kFuseSharedMaxTokens;
+  if (fuse_shared) {
+    const int64_t k1 = k + 1;
+    step.chosen_shared.resize(size_t(T * k1));
+    step.weights_shared.resize(size_t(T * k1));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        step.chosen_shared[size_t(t * k1 + j)] = step.chosen[size_t(t * k + j)];
+        step.weights_shared[size_t(t * k1 + j)] = rsf * step.weights[size_t(t * k + j)];
+      }
+      step.chosen_shared[size_t(t * k1 + k)] = int32_t(L.experts.size());
+      step.weights_shared[size_t(t * k1 + k)] = 1.0f;
+    }
+    float* out = step.tmp.data();
+    std::fill(out, out + T * H, 0.0f);
+    moe_experts(*kernels, L.experts_and_shared, step.xn.data(), T, k1, step.chosen_shared.data(),
+                step.weights_shared.data(), 1.0f, out, nullptr, step.moe, pool.get(),
+                options.bf16_activations);
+  } else if (options.exact_kernels)
     moe_experts_scalar(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(),
                        rsf, acc, eout, options.bf16_activations);
   else
@@ -761,6 +801,7 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
     ev.expert_out = want_out ? step.expert_out.data() : nullptr;
     observer->on_moe_layer(ev);
   }
+  if (fuse_shared) return;
   if (L.shared.gate.data) {
     mlp(L.shared, T, step.xn.data(), step.tmp.data());
     for (int64_t i = 0; i < T * H; ++i) step.tmp[i] += acc[i];

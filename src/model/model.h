@@ -43,6 +43,10 @@ struct ModelOptions {
   // AVX512_BF16. Off: f32 activations, every bf16 product exact. Attention's products over the
   // latent cache and kv_b stay f32 either way.
   bool bf16_activations = false;
+  // Steps of up to 16 tokens (decode) run a shared expert of the routed experts' shape in the
+  // routed experts' call (one set of parallel regions per MoE layer); off: its own call. Same
+  // sums either way; tests compare the two.
+  bool fuse_shared_experts = true;
   // The kernel table every step runs on (kernels/dispatch.h); nullptr = kernel_table(), the best
   // this CPU runs. Tests run the model on each of runnable_kernel_tables() through it.
   const KernelTable* kernels = nullptr;
