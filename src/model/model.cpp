@@ -110,10 +110,12 @@ struct LayerWeights {
   WeightView router;               // [E, H]
   std::vector<float> router_bias;  // [E] e_score_correction_bias (choice only)
   Mlp shared;                      // shared experts (I = moe_I * n_shared)
-  std::vector<Mlp> experts;        // [E] routed experts (I = moe_I)
-  // experts, then shared as expert E: when the shared experts have the routed experts' shape,
-  // a small step runs them in the routed experts' call (moe()); else empty.
-  std::vector<Mlp> experts_and_shared;
+  // The routed experts [0, E) (I = moe_I), then, when the shared experts have their shape, the
+  // shared expert again at [E]: a small step runs it in the routed experts' call (moe()).
+  std::vector<Mlp> expert_mlps;
+  int64_t n_experts = 0;  // E
+  std::span<const Mlp> experts() const { return {expert_mlps.data(), size_t(n_experts)}; }
+  bool shared_in_experts() const { return int64_t(expert_mlps.size()) > n_experts; }
   std::vector<uint8_t> allowed;    // [E] expert mask; empty = all allowed
 };
 
@@ -338,19 +340,18 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
                   W("mlp.shared_experts.down_proj")};
       impl.max_inter = std::max(impl.max_inter, L.shared.gate.rows);
     }
-    L.experts.resize(size_t(E));
+    L.expert_mlps.resize(size_t(E));
+    L.n_experts = E;
     for (int64_t e = 0; e < E; ++e)
-      L.experts[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
-                      ck.weight(N.expert(il, e, "down_proj"))};
+      L.expert_mlps[e] = {ck.weight(N.expert(il, e, "gate_proj")), ck.weight(N.expert(il, e, "up_proj")),
+                          ck.weight(N.expert(il, e, "down_proj"))};
     impl.max_inter = std::max(impl.max_inter, config.moe_intermediate_size);
     const Mlp& sh = L.shared;
-    const Mlp& e0 = L.experts.front();
+    const Mlp& e0 = L.expert_mlps.front();
     if (sh.gate.data && sh.gate.rows == e0.gate.rows && sh.gate.cols == e0.gate.cols &&
         sh.up.rows == e0.up.rows && sh.up.cols == e0.up.cols && sh.down.rows == e0.down.rows &&
-        sh.down.cols == e0.down.cols) {
-      L.experts_and_shared = L.experts;
-      L.experts_and_shared.push_back(sh);
-    }
+        sh.down.cols == e0.down.cols)
+      L.expert_mlps.push_back(sh);
   }
 
   impl.pool = std::make_unique<ThreadPool>(options.n_threads);
@@ -407,7 +408,7 @@ void Model::set_expert_mask(int64_t il, std::vector<uint8_t> allowed) {
     L.allowed.clear();
     return;
   }
-  const int64_t E = int64_t(L.experts.size());
+  const int64_t E = L.n_experts;
   if (int64_t(allowed.size()) != E)
     fail("expert mask: layer {} has {} experts, mask has {}", il, E, allowed.size());
   int64_t n_allowed = 0;
@@ -454,9 +455,9 @@ uint64_t Model::active_bytes_per_token() const {
     if (L.shared.gate.data)
       b += L.shared.gate.storage_bytes() + L.shared.up.storage_bytes() + L.shared.down.storage_bytes();
     uint64_t all = 0;
-    for (const auto& e : L.experts)
+    for (const auto& e : L.experts())
       all += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
-    b += all / L.experts.size() * uint64_t(impl.config.num_experts_per_tok);
+    b += all / uint64_t(L.n_experts) * uint64_t(impl.config.num_experts_per_tok);
   }
   return b;
 }
@@ -683,7 +684,7 @@ void ModelImpl::mlp(const Mlp& m, int64_t T, const float* in, float* out) {
 // fills dropped groups with 0.0, which picks experts outside the kept groups whenever fewer than
 // top_k of the kept ones have a positive choice (a negative correction bias).
 void ModelImpl::route(LayerWeights& L, int64_t T) {
-  const int64_t E = int64_t(L.experts.size()), k = config.num_experts_per_tok, H = config.hidden_size;
+  const int64_t E = L.n_experts, k = config.num_experts_per_tok, H = config.hidden_size;
   lin(L.router, step.xn.data(), T, step.router_logits.data());
   const bool sigmoid = config.scoring_func == "sigmoid";
   const int64_t n_group = std::max<int64_t>(config.n_group, 1), gsize = E / n_group;
@@ -757,7 +758,6 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
   const bool want_out = observer && observer->wants_expert_outputs();
   if (want_out) resize(step.expert_out, T * k * H);
   float* acc = step.moe_out.data();  // [T, H] f32 accumulation of the routed experts
-  std::fill(acc, acc + T * H, 0.0f);
   const float rsf = float(config.routed_scaling_factor);
   float* eout = want_out ? step.expert_out.data() : nullptr;
   // A small step (decode, a batch of decodes) runs the shared expert as one more slot of the
@@ -766,7 +766,7 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
   // rsf x w as moe_experts forms them, then 1 x shared added last: shared + routed in either
   // order). Prefill steps keep two calls: a mixed call would gather f32 inputs for every entry.
   const bool fuse_shared = options.fuse_shared_experts && !options.exact_kernels && !want_out &&
-                           !L.experts_and_shared.empty() && T <= kFuseSharedMaxTokens;
+                           L.shared_in_experts() && T <= kFuseSharedMaxTokens;
   if (fuse_shared) {
     const int64_t k1 = k + 1;
     step.chosen_shared.resize(size_t(T * k1));
@@ -776,20 +776,23 @@ void ModelImpl::moe(LayerWeights& L, int64_t il, int64_t T) {
         step.chosen_shared[size_t(t * k1 + j)] = step.chosen[size_t(t * k + j)];
         step.weights_shared[size_t(t * k1 + j)] = rsf * step.weights[size_t(t * k + j)];
       }
-      step.chosen_shared[size_t(t * k1 + k)] = int32_t(L.experts.size());
+      step.chosen_shared[size_t(t * k1 + k)] = int32_t(L.n_experts);
       step.weights_shared[size_t(t * k1 + k)] = 1.0f;
     }
     float* out = step.tmp.data();
     std::fill(out, out + T * H, 0.0f);
-    moe_experts(*kernels, L.experts_and_shared, step.xn.data(), T, k1, step.chosen_shared.data(),
+    moe_experts(*kernels, L.expert_mlps, step.xn.data(), T, k1, step.chosen_shared.data(),
                 step.weights_shared.data(), 1.0f, out, nullptr, step.moe, pool.get(),
                 options.bf16_activations);
-  } else if (options.exact_kernels)
-    moe_experts_scalar(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(),
-                       rsf, acc, eout, options.bf16_activations);
-  else
-    moe_experts(*kernels, L.experts, step.xn.data(), T, k, step.chosen.data(), step.weights.data(), rsf, acc,
-                eout, step.moe, pool.get(), options.bf16_activations);
+  } else {
+    std::fill(acc, acc + T * H, 0.0f);
+    if (options.exact_kernels)
+      moe_experts_scalar(*kernels, L.experts(), step.xn.data(), T, k, step.chosen.data(), step.weights.data(),
+                         rsf, acc, eout, options.bf16_activations);
+    else
+      moe_experts(*kernels, L.experts(), step.xn.data(), T, k, step.chosen.data(), step.weights.data(), rsf,
+                  acc, eout, step.moe, pool.get(), options.bf16_activations);
+  }
   if (observer) {
     MoeLayerEvent ev;
     ev.layer = il;
