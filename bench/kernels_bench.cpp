@@ -331,6 +331,52 @@ void run_gemm_f32(benchmark::State& st, const KernelTable& kt, int64_t m, int64_
     st.counters["fma_frac"] = benchmark::Counter(macs / fma_peak_macs(), benchmark::Counter::kIsRate);
 }
 
+// Decode attention at long context, as Attention::decode_by_positions runs it: one token's 16
+// heads (mini; [q_abs | q_pe] rows of 576) against `layers` caches of ctx positions (distinct
+// memory, so every call streams its cache as a real step does), by chunks of 256 positions
+// handed out dynamically: scores (gemm_nt), softmax, then values (gemm_nn over the chunk's
+// latents, which the scores pass left in L2). Counters: GMAC/s of both products, fma_frac of the
+// pool's FMA peak, and the cache bytes read per second against the bandwidth (bw_frac).
+void run_decode_attention(benchmark::State& st, const KernelTable& kt, int64_t ctx) {
+  const int64_t nh = 16, kvl = 512, row = 576, chunk = 256;
+  const int64_t per_layer = ctx * row;
+  const int64_t layers = std::max<int64_t>(2, int64_t(g_cold_bytes / 4) / per_layer);
+  std::vector<float> cache(size_t(layers * per_layer)), q(size_t(nh * row));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (float& v : cache) v = nd(rng) * 0.1f;
+  for (float& v : q) v = nd(rng) * 0.1f;
+  const int64_t n_chunks = (ctx + chunk - 1) / chunk;
+  const int nt = g_pool->size();
+  std::vector<std::vector<float>> sc(size_t(nt), std::vector<float>(size_t(nh * chunk)));
+  std::vector<float> part(size_t(n_chunks * nh * kvl));
+  membw_now();
+  int64_t l = 0;
+  for (auto _ : st) {
+    const float* c = cache.data() + l * per_layer;
+    g_pool->parallel_for_dynamic(n_chunks, 1, [&](int64_t b, int64_t e, int tid) {
+      for (int64_t ch = b; ch < e; ++ch) {
+        const int64_t u0 = ch * chunk, len = std::min(chunk, ctx - u0);
+        float* s = sc[size_t(tid)].data();
+        kt.gemm_nt(q.data(), row, c + u0 * row, row, s, len, nh, len, row);
+        for (int64_t h = 0; h < nh; ++h) kt.softmax(s + h * len, len);
+        kt.gemm_nn(s, len, c + u0 * row, row, part.data() + ch * nh * kvl, kvl, nh, kvl, len);
+      }
+    });
+    benchmark::DoNotOptimize(part.data());
+    if (++l == layers) l = 0;
+  }
+  const double it = double(st.iterations());
+  const double macs = double(nh) * double(ctx) * double(row + kvl) * it;
+  st.counters["GMAC/s"] = benchmark::Counter(macs / 1e9, benchmark::Counter::kIsRate);
+  if (fma_peak_macs() > 0)
+    st.counters["fma_frac"] = benchmark::Counter(macs / (fma_peak_macs() * nt), benchmark::Counter::kIsRate);
+  const double bytes = double(per_layer) * 4 * it;
+  st.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  st.counters["bw_frac"] = benchmark::Counter(bytes / g_membw, benchmark::Counter::kIsRate);
+  st.SetLabel(std::string(kt.name) + " layers=" + std::to_string(layers));
+}
+
 int main(int argc, char** argv) {
   if (const char* t = std::getenv("SICKLE_BENCH_THREADS")) g_threads = std::atoi(t);
   if (const char* m = std::getenv("SICKLE_BENCH_MIB")) g_cold_bytes = size_t(std::atoll(m)) << 20;
@@ -408,6 +454,14 @@ int main(int argc, char** argv) {
           [=](benchmark::State& st) { run_gemm_f32(st, *kt, sh.m, sh.n, sh.k, sh.nt); })
           ->UseRealTime()
           ->MinTime(0.5);
+  }
+  // Decode attention over an 8k context (cold: the cache streams from memory), every table.
+  for (const KernelTable* kt : runnable_kernel_tables()) {
+    if (std::string(kt->name) == "scalar") continue;
+    benchmark::RegisterBenchmark((std::string("decode_attention/ctx8192/cold/") + kt->name).c_str(),
+                                 [=](benchmark::State& st) { run_decode_attention(st, *kt, 8192); })
+        ->UseRealTime()
+        ->MinTime(1.0);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
