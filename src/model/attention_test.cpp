@@ -163,6 +163,34 @@ TEST_P(AttentionTables, ChosenStrategiesMatchNaiveLoop) {
         << "f32 " << (f.f32 != nullptr) << " bf16 " << (f.bf16 != nullptr);
 }
 
+// One cached position (695 of the 700-position item, in the last chunk's partial tail of 16)
+// dominates its chunk for the item's first token, head 0: every other position's softmax weight
+// in that chunk underflows to 0. Batched decode combines chunks through the weight of each
+// chunk's maximum, so a maximum taken at the wrong position (a weight of 0) turns the output into
+// inf / NaN; the right one matches the naive loop.
+TEST_P(AttentionTables, BatchedDecodeWithOneDominantPositionMatchesNaiveLoop) {
+  const AttentionItem& it = step_.items[5];
+  ASSERT_EQ(it.past, 700);
+  const MlaDims& d = kDims;
+  float* row = step_.caches[5].data() + 695 * d.row();
+  const float* qh = step_.q.data() + it.t0 * d.n_heads * d.qk();  // token it.t0, head 0
+  double score = 0;
+  for (int64_t c = 0; c < d.kv_lora; ++c) {
+    double q_abs = 0;
+    for (int64_t n = 0; n < d.nope; ++n) q_abs += double(qh[n]) * kvb32_[size_t(n * d.kv_lora + c)];
+    score += q_abs * row[c];
+  }
+  for (int64_t r = 0; r < d.rope; ++r) score += double(qh[d.nope + r]) * row[d.kv_lora + r];
+  ASSERT_GT(std::fabs(score), 0.05);  // scaled by 1000 below: a margin of >= 125 after kScale
+  const float f = score > 0 ? 1000.0f : -1000.0f;
+  for (int64_t c = 0; c < d.row(); ++c) row[c] *= f;
+  want_ = naive_attention(step_, kvb32_, kScale);
+  const AttentionStrategy s = AttentionStrategy::kBatchedDecode;
+  EXPECT_LE(rel_error(run({&kvb_.view, kvb32_.data(), nullptr}, &s), want_), 2e-6);
+  EXPECT_LE(rel_error(run({&kvb_.view, nullptr, static_cast<const uint16_t*>(kvb_.view.data)}, &s), want_),
+            2e-6);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tables, AttentionTables, ::testing::ValuesIn(runnable_kernel_tables()),
                          testing_util::TableName());
 
