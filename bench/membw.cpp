@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   sickle::MemBandwidth bw = sickle::measure_read_bandwidth(&pool, mib << 20, 5);
   std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB buffer, best of 5)\n",
               bw.read_bytes_per_s / 1e9, bw.n_threads, bw.buffer_bytes >> 20);
+  if (bw.prefetch_bytes_per_s > 0)
+    std::printf("  plain loads %.2f GB/s, with software prefetch 4 KiB ahead %.2f GB/s\n",
+                bw.plain_bytes_per_s / 1e9, bw.prefetch_bytes_per_s / 1e9);
   const double macs = sickle::measure_fma_peak_macs(&pool);
   if (macs > 0) std::printf("f32 FMA peak: %.1f GFLOP/s (%d threads)\n", 2 * macs / 1e9, pool.size());
   return 0;

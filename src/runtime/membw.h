@@ -2,18 +2,23 @@
 // and its f32 FMA peak, the one for the dense prefill kernels.
 //
 // Streams a buffer larger than the last-level cache (default 1 GiB) with n_threads readers and
-// reports bytes/s of the best of `reps` passes. Used by bench/membw, bench/kernels_bench and by
-// `sickle run` / bench/vs_llamacpp to print the fraction of the limit a decode reached.
+// reports bytes/s of the best of `reps` passes of each reader (plain loads, and on AVX2 CPUs the
+// same loads with software prefetch: which is faster depends on the CPU). Used by bench/membw,
+// bench/kernels_bench and by `sickle run` / bench/vs_llamacpp to print the fraction of the limit a decode
+// reached.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace sickle {
 
 class ThreadPool;
 
 struct MemBandwidth {
-  double read_bytes_per_s = 0;  // best pass
+  double read_bytes_per_s = 0;      // best pass of any reader
+  double plain_bytes_per_s = 0;     // best pass of plain loads
+  double prefetch_bytes_per_s = 0;  // best pass of loads with software prefetch (0: not run)
   size_t buffer_bytes = 0;
   int n_threads = 0;
 };
@@ -26,5 +31,13 @@ MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes = size
 // per second, best of `reps`; 0 on CPUs with neither. The prefill speed limit of the dense
 // kernels (bf16 weights are widened to f32 and multiplied on these units).
 double measure_fma_peak_macs(ThreadPool* pool, int reps = 3);
+
+// The loops measure_read_bandwidth times, exposed for tests: each returns the sum (mod 2^64) of
+// p[0, n). Plain loads of 8 / 32 / 64 bytes, or the same with software prefetch 4 KiB ahead.
+namespace membw_detail {
+enum class Reader { kScalar, kAvx2, kAvx2Prefetch, kAvx512, kAvx512Prefetch };
+bool reader_runs(Reader r);  // the CPU has the instructions
+uint64_t read_sum(Reader r, const uint64_t* p, size_t n);
+}  // namespace membw_detail
 
 }  // namespace sickle

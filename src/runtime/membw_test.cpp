@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "base/cpu.h"
 #include "runtime/thread_pool.h"
@@ -18,7 +20,34 @@ TEST(MachineLimits, ReadBandwidthReportsItsBufferAndThreads) {
   EXPECT_EQ(bw.n_threads, 2);
   EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s));
   EXPECT_GT(bw.read_bytes_per_s, 0);
+  // The figure is the better of the readers that ran (the prefetching one on AVX2 CPUs).
+  EXPECT_GT(bw.plain_bytes_per_s, 0);
+  EXPECT_EQ(bw.read_bytes_per_s, std::max(bw.plain_bytes_per_s, bw.prefetch_bytes_per_s));
+  EXPECT_EQ(bw.prefetch_bytes_per_s > 0, cpu_features().avx2);
   EXPECT_EQ(measure_read_bandwidth(nullptr, size_t(1) << 20, 1).n_threads, 1);
+}
+
+// Every reader the CPU runs visits each word exactly once: its sum matches a plain loop's, at
+// lengths around its step (32 words for the 64-byte loop) and its prefetch distance.
+TEST(MachineLimits, EveryReaderSumsEachWordOnce) {
+  using membw_detail::Reader;
+  std::vector<uint64_t> words(5000);
+  for (size_t i = 0; i < words.size(); ++i) words[i] = (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ull;
+  int ran = 0;
+  for (Reader r :
+       {Reader::kScalar, Reader::kAvx2, Reader::kAvx2Prefetch, Reader::kAvx512, Reader::kAvx512Prefetch}) {
+    if (!membw_detail::reader_runs(r)) continue;
+    ++ran;
+    for (size_t n :
+         {size_t(0), size_t(1), size_t(15), size_t(16), size_t(31), size_t(33), size_t(600), size_t(4999)})
+      for (size_t off : {size_t(0), size_t(1)}) {
+        uint64_t want = 0;
+        for (size_t i = 0; i < n; ++i) want += words[off + i];
+        EXPECT_EQ(membw_detail::read_sum(r, words.data() + off, n), want)
+            << "reader " << int(r) << ", " << n << " words from " << off;
+      }
+  }
+  EXPECT_GE(ran, 1);
 }
 
 TEST(MachineLimits, FmaPeakIsPositiveWhereTheCpuHasFmaUnits) {
