@@ -143,18 +143,24 @@ uint64_t read_sum(Reader r, const uint64_t* p, size_t n) {
 
 }  // namespace membw_detail
 
-MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int reps) {
-  MemBandwidth r;
-  r.buffer_bytes = buffer_bytes & ~size_t(4095);
-  r.n_threads = pool_size(pool);
-  void* mem = mmap(nullptr, r.buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool* pool, size_t buffer_bytes)
+    : pool_(pool), bytes_(buffer_bytes & ~size_t(4095)) {
+  void* mem = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) throw std::bad_alloc();
-  const size_t n_words = r.buffer_bytes / 8;
-  auto* words = static_cast<uint64_t*>(mem);
+  words_ = static_cast<uint64_t*>(mem);
   // Touch every page from the thread that will read it (first-touch placement), non-zero data.
-  parallel_for(pool, int64_t(n_words), [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) words[i] = uint64_t(i) * 0x9E3779B97F4A7C15ull;
+  parallel_for(pool_, int64_t(bytes_ / 8), [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) words_[i] = uint64_t(i) * 0x9E3779B97F4A7C15ull;
   });
+}
+
+ReadBandwidthProbe::~ReadBandwidthProbe() { munmap(words_, bytes_); }
+
+MemBandwidth ReadBandwidthProbe::measure(int reps) {
+  MemBandwidth r;
+  r.buffer_bytes = bytes_;
+  r.n_threads = pool_size(pool_);
+  const size_t n_words = bytes_ / 8;
   std::vector<uint64_t> sink(size_t(r.n_threads) * 8, 0);
   // The widest loads the CPU has, plain and with software prefetch. Each rep passes once per
   // reader, alternating (a change in the host's load during the measurement touches both); the
@@ -169,8 +175,8 @@ MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int r
     const int mode = pass % n_readers;
     const Reader reader = mode == 0 ? plain : prefetching;
     auto t0 = std::chrono::steady_clock::now();
-    parallel_for(pool, int64_t(n_words), [&](int64_t b, int64_t e, int tid) {
-      sink[size_t(tid) * 8] += membw_detail::read_sum(reader, words + b, size_t(e - b));
+    parallel_for(pool_, int64_t(n_words), [&](int64_t b, int64_t e, int tid) {
+      sink[size_t(tid) * 8] += membw_detail::read_sum(reader, words_ + b, size_t(e - b));
     });
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double bw = double(r.buffer_bytes) / s;
@@ -180,8 +186,11 @@ MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int r
   }
   volatile uint64_t keep = 0;
   for (uint64_t v : sink) keep = keep + v;
-  munmap(mem, r.buffer_bytes);
   return r;
+}
+
+MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes, int reps) {
+  return ReadBandwidthProbe(pool, buffer_bytes).measure(reps);
 }
 
 double measure_fma_peak_macs(ThreadPool* pool, int reps) {

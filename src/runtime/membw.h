@@ -26,6 +26,23 @@ struct MemBandwidth {
 // Uses `pool` (its size is the thread count); nullptr = one thread.
 MemBandwidth measure_read_bandwidth(ThreadPool* pool, size_t buffer_bytes = size_t(1) << 30, int reps = 3);
 
+// The same with the buffer kept between measurements: mapping and first touching it is most of
+// a measurement's cost (256 MiB: ~0.6 s in a VM whose page faults cost ~10 us), so a caller that
+// measures before and after a run pays it once. Holds buffer_bytes of memory while it lives.
+class ReadBandwidthProbe {
+ public:
+  ReadBandwidthProbe(ThreadPool* pool, size_t buffer_bytes);
+  ~ReadBandwidthProbe();
+  ReadBandwidthProbe(const ReadBandwidthProbe&) = delete;
+  ReadBandwidthProbe& operator=(const ReadBandwidthProbe&) = delete;
+  MemBandwidth measure(int reps = 3);
+
+ private:
+  ThreadPool* pool_;
+  size_t bytes_;
+  uint64_t* words_ = nullptr;
+};
+
 // The f32 FMA throughput of the pool's threads (every thread runs 16 independent chains of the
 // widest FMA the CPU has: 512-bit with AVX-512, else 256-bit with AVX2+FMA), in multiply-adds
 // per second, best of `reps`; 0 on CPUs with neither. The prefill speed limit of the dense

@@ -27,6 +27,19 @@ TEST(MachineLimits, ReadBandwidthReportsItsBufferAndThreads) {
   EXPECT_EQ(measure_read_bandwidth(nullptr, size_t(1) << 20, 1).n_threads, 1);
 }
 
+// A kept probe measures again over the same buffer (sickle run: before and after the timed run).
+TEST(MachineLimits, KeptProbeMeasuresRepeatedly) {
+  ThreadPool pool(2);
+  ReadBandwidthProbe probe(&pool, (size_t(4) << 20) + 5);
+  for (int i = 0; i < 2; ++i) {
+    MemBandwidth bw = probe.measure(1);
+    EXPECT_EQ(bw.buffer_bytes, size_t(4) << 20);
+    EXPECT_EQ(bw.n_threads, 2);
+    EXPECT_GT(bw.read_bytes_per_s, 0);
+    EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s));
+  }
+}
+
 // Every reader the CPU runs visits each word exactly once: its sum matches a plain loop's, at
 // lengths around its step (32 words for the 64-byte loop) and its prefetch distance.
 TEST(MachineLimits, EveryReaderSumsEachWordOnce) {
