@@ -8,6 +8,7 @@
 #                                                 PREFILL=128,512 DECODE=64 MODELS="mini brown-kimi"
 #                                                 SICKLE_ARGS="--bf16-acts" (extra `sickle run` flags)
 #                                                 WARMUP=1 (0: time cold first evaluations)
+#                                                 ROUNDS=1 (N: best of N interleaved rounds)
 # Needs: node >= 20 and node-llama-cpp: NLC_DIR=build/llamacpp after tools/llamacpp-setup.sh
 # build/llamacpp (its node is used when present), or `npm install` in bench/vs_llamacpp.
 set -euo pipefail
@@ -44,5 +45,5 @@ for name in $MODELS; do
   # bf16 for the non-expert weights: llama.cpp then computes with exactly sickle's weights.
   [ -f "$gguf" ] && [ "$gguf" -nt "$dir/config.json" ] || "$SICKLE" export-gguf -m "$dir" -o "$gguf" --type bf16 --force
   "$NODE" "$HERE/bench.mjs" --sickle "$SICKLE" --model "$dir" --gguf "$gguf" --name "$name" --threads "$THREADS" \
-    --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"} --sickle-args "${SICKLE_ARGS:-}" --warmup "${WARMUP:-1}"
+    --prefill "$PREFILL" --decode "$DECODE" ${MEMBW:+--membw "$MEMBW"} --sickle-args "${SICKLE_ARGS:-}" --warmup "${WARMUP:-1}" --rounds "${ROUNDS:-1}"
 done
