@@ -11,6 +11,7 @@
 namespace sickle {
 
 struct QuantizedActs;
+struct SoftmaxStats;
 
 namespace avx512 {
 
@@ -30,7 +31,7 @@ void gemv_n_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const floa
 void gemv_t_avx512(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemm_nn_bf16_avx512(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
                          int64_t m, int64_t n, int64_t k);
-void softmax_avx512(float* x, int64_t n);
+SoftmaxStats softmax_avx512(float* x, int64_t n);
 
 }  // namespace avx512
 }  // namespace sickle

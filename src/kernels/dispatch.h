@@ -48,6 +48,13 @@ struct PackedBf16 {
   static size_t bytes_for(int64_t n, int64_t cols);
 };
 
+// What a softmax of x[0, n) computed on the way: max_i x_i and sum_i exp(x_i - max)
+// (n == 0: -inf and 0).
+struct SoftmaxStats {
+  float max;
+  float sum;
+};
+
 struct KernelTable {
   const char* name;
   // Quantize tokens [t0, t1) of x into qa (qa's arrays already sized for qa.n tokens).
@@ -81,8 +88,9 @@ struct KernelTable {
   // from kv_b in its stored encoding, once per step).
   void (*gemm_nn_bf16)(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
                        int64_t m, int64_t n, int64_t k);
-  // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp).
-  void (*softmax)(float* x, int64_t n);
+  // In place x = exp(x - max) / sum (SIMD tables: the silu_mul exp); returns that max and sum
+  // (chunked attention combines chunks through them).
+  SoftmaxStats (*softmax)(float* x, int64_t n);
   // Optional (nullptr unless the CPU has AMX): bf16 weights (cols % 32 == 0) against packed
   // activations, tokens [p0, p0 + n) of pa, rows [r0, r1); y points at token p0's row. Callers
   // use it when n >= dense_packed_min_n (small weights, up to dense_small_bytes: n >=

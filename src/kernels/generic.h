@@ -11,6 +11,7 @@
 namespace sickle {
 
 struct QuantizedActs;
+struct SoftmaxStats;
 
 void quantize_acts_generic(const float* x, int64_t ldx, int64_t t0, int64_t t1, QuantizedActs& qa);
 void linear_dense_generic(const WeightView& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1,
@@ -26,6 +27,6 @@ void gemv_n_generic(const float* a, int64_t lda, int64_t m, int64_t k, const flo
 void gemv_t_generic(const float* a, int64_t lda, int64_t m, int64_t k, const float* x, float* y);
 void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c, int64_t ldc,
                           int64_t m, int64_t n, int64_t k);
-void softmax_generic(float* x, int64_t n);
+SoftmaxStats softmax_generic(float* x, int64_t n);
 
 }  // namespace sickle

@@ -455,15 +455,16 @@ void gemm_nn_bf16_avx512(const float* a, int64_t lda, const uint16_t* b, int64_t
 }
 
 // softmax_generic with vectors: max, then exp (exp_avx512) and sum in one pass, then scale.
-void softmax_avx512(float* x, int64_t n) {
-  if (n <= 0) return;
+SoftmaxStats softmax_avx512(float* x, int64_t n) {
+  if (n <= 0) return {-INFINITY, 0.0f};
   const int64_t n16 = n / 16 * 16;
   const __mmask16 tail = __mmask16((1u << (n % 16)) - 1);
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
   __m512 mv = ninf;
   for (int64_t i = 0; i < n16; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
   if (tail) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(ninf, tail, x + n16));
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+  const float mx = _mm512_reduce_max_ps(mv);
+  const __m512 m = _mm512_set1_ps(mx);
   __m512 sv = _mm512_setzero_ps();
   for (int64_t i = 0; i < n16; i += 16) {
     const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
@@ -476,9 +477,11 @@ void softmax_avx512(float* x, int64_t n) {
     _mm512_mask_storeu_ps(x + n16, tail, e);
     sv = _mm512_add_ps(sv, e);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sv));
+  const float sum = _mm512_reduce_add_ps(sv);
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
   for (int64_t i = 0; i < n16; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
   if (tail) _mm512_mask_storeu_ps(x + n16, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + n16), inv));
+  return {mx, sum};
 }
 
 // C[i][j] = A_i . B_j: blocks of R rows of A x S rows of B, R*S accumulators over k (each A

@@ -153,8 +153,8 @@ void gemm_nn_bf16_generic(const float* a, int64_t lda, const uint16_t* b, int64_
   gemm_nn_widened(a, lda, b, ldb, c, ldc, m, n, k, [](uint16_t v) { return bf16_to_f32(v); });
 }
 
-void softmax_generic(float* x, int64_t n) {
-  if (n <= 0) return;
+SoftmaxStats softmax_generic(float* x, int64_t n) {
+  if (n <= 0) return {-INFINITY, 0.0f};
   float m = x[0];
   for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
   float s = 0;
@@ -164,6 +164,7 @@ void softmax_generic(float* x, int64_t n) {
   }
   float inv = 1.0f / s;
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+  return {m, s};
 }
 
 namespace {

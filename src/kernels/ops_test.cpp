@@ -77,7 +77,9 @@ TEST_P(OpsTables, SoftmaxMatchesDouble) {
     for (float v : x) m = std::max(m, double(v));
     for (float v : x) sum += std::exp(double(v) - m);
     auto y = x;
-    kt->softmax(y.data(), n);
+    const SoftmaxStats st = kt->softmax(y.data(), n);
+    EXPECT_EQ(double(st.max), m) << kt->name << " n " << n;  // exactly the largest input
+    EXPECT_NEAR(st.sum, sum, 2e-6 * sum) << kt->name << " n " << n;
     for (int64_t i = 0; i < n; ++i) {
       const double want = std::exp(double(x[size_t(i)]) - m) / sum;
       ASSERT_NEAR(y[size_t(i)], want, 2e-6 * want + 1e-9) << kt->name << " n " << n << " i " << i;

@@ -248,30 +248,6 @@ void Attention::decode_by_heads(const KernelTable& kt, ThreadPool& pool, int64_t
 // o = P cache[:, :kvl]; then per head, with M = max_c m_c and a_c = l_c exp(m_c - M):
 // out = sum_c a_c o_c / sum_c a_c (softmax over the whole context; only the summation order
 // differs from one softmax over all positions).
-namespace {
-// The largest of x[0, n) (n >= 1) in vector lanes (GCC vector extensions: the compiler does not
-// vectorize a float maximum by itself, and a running maximum with its index not at all):
-// decode_by_positions' per-chunk maxima were ~2% of a decode step at 8k context.
-float max_of(const float* x, int64_t n) {
-  using V = float __attribute__((vector_size(16)));
-  constexpr int64_t kW = 4, kAcc = 4;
-  V m[kAcc];
-  for (V& v : m) v = V{} + x[0];
-  int64_t u = 0;
-  for (; u + kW * kAcc <= n; u += kW * kAcc)
-    for (int64_t j = 0; j < kAcc; ++j) {
-      V v;
-      std::memcpy(&v, x + u + j * kW, sizeof(V));
-      m[j] = v > m[j] ? v : m[j];
-    }
-  float r = x[0];
-  for (const V& v : m)
-    for (int64_t j = 0; j < kW; ++j) r = v[j] > r ? v[j] : r;
-  for (; u < n; ++u) r = x[u] > r ? x[u] : r;
-  return r;
-}
-}  // namespace
-
 void Attention::decode_by_positions(const KernelTable& kt, ThreadPool& pool, int64_t w0, int64_t w1,
                                     float scale) {
   const int64_t nh = d_.n_heads, kvl = d_.kv_lora, row = d_.row(), nw = w1 - w0;
@@ -295,11 +271,9 @@ void Attention::decode_by_positions(const KernelTable& kt, ThreadPool& pool, int
       for (int64_t h = 0; h < nh; ++h) {
         float* sg = sc + h * len;
         for (int64_t u = 0; u < len; ++u) sg[u] *= scale;
-        pd[h * part] = max_of(sg, len);
-        kt.softmax(sg, len);
-        // The max's weight, exp(0) / l. Any position's score and weight would give the combine
-        // below the same a_c (exp(s_u - M) / P_u = l_c exp(m_c - M)); the max's keeps P_u >= 1 / len.
-        pd[h * part + 1] = 1.0f / max_of(sg, len);
+        const SoftmaxStats st = kt.softmax(sg, len);
+        pd[h * part] = st.max;      // m_c
+        pd[h * part + 1] = st.sum;  // l_c
       }
       // o [nh, kvl] = P [nh, len] rows[:, :kvl], into the part rows (stride part).
       kt.gemm_nn(sc, len, rows, row, pd + 2, part, nh, kvl, len);

@@ -165,9 +165,10 @@ TEST_P(AttentionTables, ChosenStrategiesMatchNaiveLoop) {
 
 // One cached position (695 of the 700-position item, in the last chunk's partial tail of 16)
 // dominates its chunk for the item's first token, head 0: every other position's softmax weight
-// in that chunk underflows to 0. Batched decode combines chunks through the weight of each
-// chunk's maximum, so a maximum taken at the wrong position (a weight of 0) turns the output into
-// inf / NaN; the right one matches the naive loop.
+// in that chunk underflows to 0. Batched decode combines chunks through each chunk's maximum
+// score and softmax denominator (what the table's softmax returns): a maximum or denominator
+// taken from a position whose weight underflowed turns the output into inf / NaN; the right ones
+// match the naive loop.
 TEST_P(AttentionTables, BatchedDecodeWithOneDominantPositionMatchesNaiveLoop) {
   const AttentionItem& it = step_.items[5];
   ASSERT_EQ(it.past, 700);
