@@ -49,7 +49,7 @@ std::unique_ptr<ThreadPool> g_pool;
 // benchmark so its fraction compares figures taken under the same load.
 double membw_now() {
   g_membw = measure_read_bandwidth(g_pool.get(), std::min<size_t>(g_cold_bytes, size_t(512) << 20), 3)
-                .read_bytes_per_s;
+                .read_bytes_per_s();
   return g_membw;
 }
 
@@ -255,7 +255,7 @@ void best_of_rounds(int rounds) {
   auto now = [] { return std::chrono::steady_clock::now(); };
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   for (int r = 0; r < rounds; ++r) {
-    best_bw = std::max(best_bw, measure_read_bandwidth(g_pool.get(), g_cold_bytes, 1).read_bytes_per_s);
+    best_bw = std::max(best_bw, measure_read_bandwidth(g_pool.get(), g_cold_bytes, 1).read_bytes_per_s());
     const WeightSet* sets[5] = {i4a.get(), i4b.get(), head.get(), k2a.get(), k2b.get()};
     for (int j = 0; j < 5; ++j) {
       const int slot = j < 3 ? j : j + 1;
@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
   if (const char* m = std::getenv("SICKLE_BENCH_MIB")) g_cold_bytes = size_t(std::atoll(m)) << 20;
   g_pool = std::make_unique<ThreadPool>(g_threads);
   MemBandwidth bw = measure_read_bandwidth(g_pool.get(), g_cold_bytes, 5);
-  g_membw = bw.read_bytes_per_s;
+  g_membw = bw.read_bytes_per_s();
   std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB); kernels: %s\n", g_membw / 1e9,
               bw.n_threads, bw.buffer_bytes >> 20, kernel_table().name);
   if (const char* r = std::getenv("SICKLE_BENCH_BESTOF")) {

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   sickle::ThreadPool pool(threads);
   sickle::MemBandwidth bw = sickle::measure_read_bandwidth(&pool, mib << 20, 5);
   std::printf("memory read bandwidth: %.2f GB/s (%d threads, %zu MiB buffer, best of 5)\n",
-              bw.read_bytes_per_s / 1e9, bw.n_threads, bw.buffer_bytes >> 20);
+              bw.read_bytes_per_s() / 1e9, bw.n_threads, bw.buffer_bytes >> 20);
   if (bw.prefetch_bytes_per_s > 0)
     std::printf("  plain loads %.2f GB/s, with software prefetch 4 KiB ahead %.2f GB/s\n",
                 bw.plain_bytes_per_s / 1e9, bw.prefetch_bytes_per_s / 1e9);

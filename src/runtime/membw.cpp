@@ -169,20 +169,18 @@ MemBandwidth ReadBandwidthProbe::measure(int reps) {
   const Reader plain = membw_detail::reader_runs(Reader::kAvx512) ? Reader::kAvx512
                        : membw_detail::reader_runs(Reader::kAvx2) ? Reader::kAvx2
                                                                   : Reader::kScalar;
+  const bool both = plain != Reader::kScalar;
   const Reader prefetching = plain == Reader::kAvx512 ? Reader::kAvx512Prefetch : Reader::kAvx2Prefetch;
-  const int n_readers = plain == Reader::kScalar ? 1 : 2;
-  for (int pass = 0; pass < reps * n_readers; ++pass) {
-    const int mode = pass % n_readers;
-    const Reader reader = mode == 0 ? plain : prefetching;
+  for (int pass = 0; pass < reps * (both ? 2 : 1); ++pass) {
+    const bool prefetch = both && pass % 2 == 1;
+    const Reader reader = prefetch ? prefetching : plain;
     auto t0 = std::chrono::steady_clock::now();
     parallel_for(pool_, int64_t(n_words), [&](int64_t b, int64_t e, int tid) {
       sink[size_t(tid) * 8] += membw_detail::read_sum(reader, words_ + b, size_t(e - b));
     });
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double bw = double(r.buffer_bytes) / s;
-    double& best = mode == 0 ? r.plain_bytes_per_s : r.prefetch_bytes_per_s;
-    best = std::max(best, bw);
-    r.read_bytes_per_s = std::max(r.read_bytes_per_s, bw);
+    double& best = prefetch ? r.prefetch_bytes_per_s : r.plain_bytes_per_s;
+    best = std::max(best, double(r.buffer_bytes) / s);
   }
   volatile uint64_t keep = 0;
   for (uint64_t v : sink) keep = keep + v;

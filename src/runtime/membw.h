@@ -4,8 +4,8 @@
 // Streams a buffer larger than the last-level cache (default 1 GiB) with n_threads readers and
 // reports bytes/s of the best of `reps` passes of each reader (plain loads, and on AVX2 CPUs the
 // same loads with software prefetch: which is faster depends on the CPU). Used by bench/membw,
-// bench/kernels_bench and by `sickle run` / bench/vs_llamacpp to print the fraction of the limit a decode
-// reached.
+// bench/kernels_bench and by `sickle run` / bench/vs_llamacpp to print the fraction of the limit
+// a decode reached.
 #pragma once
 
 #include <cstddef>
@@ -16,11 +16,14 @@ namespace sickle {
 class ThreadPool;
 
 struct MemBandwidth {
-  double read_bytes_per_s = 0;      // best pass of any reader
   double plain_bytes_per_s = 0;     // best pass of plain loads
   double prefetch_bytes_per_s = 0;  // best pass of loads with software prefetch (0: not run)
   size_t buffer_bytes = 0;
   int n_threads = 0;
+  // The figure: the best pass of either reader.
+  double read_bytes_per_s() const {
+    return plain_bytes_per_s > prefetch_bytes_per_s ? plain_bytes_per_s : prefetch_bytes_per_s;
+  }
 };
 
 // Uses `pool` (its size is the thread count); nullptr = one thread.

@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -18,11 +17,10 @@ TEST(MachineLimits, ReadBandwidthReportsItsBufferAndThreads) {
   MemBandwidth bw = measure_read_bandwidth(&pool, (size_t(8) << 20) + 123, 1);
   EXPECT_EQ(bw.buffer_bytes, size_t(8) << 20);  // whole pages
   EXPECT_EQ(bw.n_threads, 2);
-  EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s));
-  EXPECT_GT(bw.read_bytes_per_s, 0);
-  // The figure is the better of the readers that ran (the prefetching one on AVX2 CPUs).
+  EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s()));
+  EXPECT_GT(bw.read_bytes_per_s(), 0);
+  // Both readers ran where the CPU has them (the prefetching one on AVX2 CPUs).
   EXPECT_GT(bw.plain_bytes_per_s, 0);
-  EXPECT_EQ(bw.read_bytes_per_s, std::max(bw.plain_bytes_per_s, bw.prefetch_bytes_per_s));
   EXPECT_EQ(bw.prefetch_bytes_per_s > 0, cpu_features().avx2);
   EXPECT_EQ(measure_read_bandwidth(nullptr, size_t(1) << 20, 1).n_threads, 1);
 }
@@ -35,8 +33,8 @@ TEST(MachineLimits, KeptProbeMeasuresRepeatedly) {
     MemBandwidth bw = probe.measure(1);
     EXPECT_EQ(bw.buffer_bytes, size_t(4) << 20);
     EXPECT_EQ(bw.n_threads, 2);
-    EXPECT_GT(bw.read_bytes_per_s, 0);
-    EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s));
+    EXPECT_GT(bw.read_bytes_per_s(), 0);
+    EXPECT_TRUE(std::isfinite(bw.read_bytes_per_s()));
   }
 }
 

@@ -167,7 +167,7 @@ int run(const RunArgs& a) {
   double bandwidth_before = 0;
   if (a.membw_gbs <= 0) {
     probe.emplace(&model->pool(), size_t(256) << 20);
-    bandwidth_before = probe->measure().read_bytes_per_s;
+    bandwidth_before = probe->measure().read_bytes_per_s();
   }
   auto t0 = std::chrono::steady_clock::now();
   prefill(true);
@@ -215,7 +215,7 @@ int run(const RunArgs& a) {
   if (a.membw_gbs > 0) {
     fig.bandwidth = a.membw_gbs * 1e9;
   } else {
-    fig.bandwidth = std::max(bandwidth_before, probe->measure().read_bytes_per_s);
+    fig.bandwidth = std::max(bandwidth_before, probe->measure().read_bytes_per_s());
     src = "measured";
   }
   std::fprintf(stderr, "%s\n", format_figures(fig, src).c_str());
